@@ -28,7 +28,7 @@ def to_epoch_ms(moment: datetime) -> int:
     """Convert a tz-aware datetime to epoch milliseconds; naive datetimes are refused."""
     if moment.tzinfo is None:
         raise InvalidArgument(f"expected a tz-aware datetime, got naive {moment!r}")
-    return int(round(moment.timestamp() * 1000))
+    return round(moment.timestamp() * 1000)
 
 
 @runtime_checkable

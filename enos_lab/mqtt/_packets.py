@@ -17,7 +17,7 @@ identifier (1..65535, 0 when the packet has none); ``reason_code`` an MQTT 5.0 r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import TypeAlias
 
