@@ -1,0 +1,23 @@
+"""The device registry: products, devices, credentials, lifecycle, topology and login decisions.
+
+Synchronous and deterministic (SQLite, an injectable clock and random source); the hub and the
+lab call it. See :class:`Registry` and :func:`authenticate`.
+"""
+
+from ._auth import AuthDecision, LoginThrottle, authenticate
+from ._records import DataFormat, Device, DeviceState, NodeType, Product, TopicPermission
+from ._registry import BulkResult, Registry
+
+__all__ = [
+    "AuthDecision",
+    "BulkResult",
+    "DataFormat",
+    "Device",
+    "DeviceState",
+    "LoginThrottle",
+    "NodeType",
+    "Product",
+    "Registry",
+    "TopicPermission",
+    "authenticate",
+]

@@ -1,0 +1,848 @@
+"""The device registry: products, devices, credentials, lifecycle and topology, in SQLite.
+
+Theory of operation
+-------------------
+One SQLite file (``registry.sqlite3`` in the lab's data directory) holds products, devices,
+custom topics and the presence log. :class:`Registry` is synchronous and thread-safe (one
+connection guarded by a lock, WAL journal, every method one transaction), so the hub can call it on
+its event loop (each call is well under a millisecond) and the notebook facade from any thread.
+
+Keys and secrets are generated from an injectable random source (``rng``) so that tutorials can be
+reproducible; times come from an injectable :class:`~enos_lab.clock.Clock`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import secrets
+import sqlite3
+import string
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..clock import Clock, SystemClock, from_epoch_ms, to_epoch_ms
+from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
+from ._records import DataFormat, Device, NodeType, Product, TopicPermission
+
+__all__ = ["BulkResult", "Registry"]
+
+_ALPHANUMERIC = string.ascii_letters + string.digits
+_KEY_ALLOWED = frozenset(_ALPHANUMERIC + "_-.:")
+_TAG_KEY_FIRST = frozenset(string.ascii_letters + "_")
+_TAG_KEY_ALLOWED = frozenset(_ALPHANUMERIC + "_")
+MAX_MAP_ENTRIES = 200  # EnOS: at most 200 attributes / tags per device
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS products (
+    product_key TEXT PRIMARY KEY,
+    product_secret TEXT NOT NULL,
+    name TEXT NOT NULL,
+    model_id TEXT,
+    node_type TEXT NOT NULL,
+    dynamic_activation INTEGER NOT NULL,
+    data_format TEXT NOT NULL,
+    certificate_required INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    custom_topics TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    product_key TEXT NOT NULL REFERENCES products(product_key),
+    device_key TEXT NOT NULL,
+    device_secret TEXT NOT NULL,
+    asset_id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    name_i18n TEXT NOT NULL,
+    description TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    attributes TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    online INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    activated_at INTEGER,
+    last_online_at INTEGER,
+    last_offline_at INTEGER,
+    gateway_product_key TEXT,
+    gateway_device_key TEXT,
+    PRIMARY KEY (product_key, device_key)
+);
+CREATE INDEX IF NOT EXISTS devices_by_gateway
+    ON devices (gateway_product_key, gateway_device_key);
+CREATE TABLE IF NOT EXISTS presence (
+    at INTEGER NOT NULL,
+    product_key TEXT NOT NULL,
+    device_key TEXT NOT NULL,
+    online INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+_DEVICE_COLUMNS = (
+    "product_key, device_key, device_secret, asset_id, name, name_i18n, description, timezone, "
+    "tags, attributes, enabled, online, created_at, activated_at, last_online_at, "
+    "last_offline_at, gateway_product_key, gateway_device_key"
+)
+
+
+def _check_key(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 64:
+        raise InvalidArgument(
+            f"{what} must be a non-empty string of at most 64 characters: {value!r}"
+        )
+    if not set(value) <= _KEY_ALLOWED:
+        raise InvalidArgument(
+            f"{what} {value!r} may contain only letters, digits and _ - . : (it is a topic level)"
+        )
+    return value
+
+
+def _ms(moment: datetime | None) -> int | None:
+    return None if moment is None else to_epoch_ms(moment)
+
+
+def _time(ms: int | None) -> datetime | None:
+    return None if ms is None else from_epoch_ms(ms)
+
+
+class Registry:
+    """Products, devices, credentials, lifecycle and topology, persisted in SQLite.
+
+    ``path`` is the database file (created if missing; ``":memory:"`` for a throw-away
+    registry). ``rng`` generates keys and secrets (default: the OS's secure source).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._clock = clock or SystemClock()
+        self._rng: random.Random = rng or secrets.SystemRandom()
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database. Further calls raise :class:`sqlite3.ProgrammingError`."""
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction; nested uses join the outer one."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield self._db
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _now(self) -> datetime:
+        """The clock's time at the millisecond precision the database keeps."""
+        return from_epoch_ms(self._clock.time_ms())
+
+    def _random_text(self, length: int) -> str:
+        return "".join(self._rng.choice(_ALPHANUMERIC) for _ in range(length))
+
+    # -- products ----------------------------------------------------------------------------
+
+    def create_product(
+        self,
+        name: str,
+        *,
+        product_key: str | None = None,
+        product_secret: str | None = None,
+        model_id: str | None = None,
+        node_type: NodeType | str = NodeType.DIRECT,
+        dynamic_activation: bool = False,
+        data_format: DataFormat | str = DataFormat.JSON,
+        certificate_required: bool = False,
+        description: str = "",
+        custom_topics: Mapping[str, TopicPermission | str] | None = None,
+    ) -> Product:
+        """Create a product; keys and secrets are generated unless given.
+
+        ``custom_topics`` maps templates such as ``/{productKey}/{deviceKey}/user/update`` to a
+        :class:`TopicPermission` (``"publish"``, ``"subscribe"`` or ``"both"``).
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidArgument(f"product name must be a non-empty string, got {name!r}")
+        key = _check_key(product_key, "product_key") if product_key else self._random_text(8)
+        secret = product_secret or self._random_text(16)
+        topics = {t: _permission(p) for t, p in (custom_topics or {}).items()}
+        for template in topics:
+            _check_topic_template(template)
+        product = Product(
+            product_key=key,
+            product_secret=secret,
+            name=name,
+            model_id=model_id,
+            node_type=_enum(NodeType, node_type, "node_type"),
+            dynamic_activation=bool(dynamic_activation),
+            data_format=_enum(DataFormat, data_format, "data_format"),
+            certificate_required=bool(certificate_required),
+            description=description,
+            custom_topics=topics,
+            created_at=self._now(),
+        )
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM products WHERE product_key=?", (key,)).fetchone():
+                raise AlreadyExists(f"product {key!r} already exists")
+            db.execute(
+                "INSERT INTO products VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    key,
+                    secret,
+                    name,
+                    model_id,
+                    product.node_type.value,
+                    int(product.dynamic_activation),
+                    product.data_format.value,
+                    int(product.certificate_required),
+                    description,
+                    json.dumps({t: p.value for t, p in topics.items()}),
+                    _ms(product.created_at),
+                ),
+            )
+        return product
+
+    def get_product(self, product_key: str) -> Product:
+        """The product with this key; :class:`~enos_lab.errors.NotFound` if there is none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM products WHERE product_key=?", (product_key,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"product {product_key!r} does not exist")
+        return _product(row)
+
+    def find_product(self, product_key: str) -> Product | None:
+        """The product with this key, or ``None``."""
+        try:
+            return self.get_product(product_key)
+        except NotFound:
+            return None
+
+    def products(self) -> list[Product]:
+        """Every product, in creation order."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM products ORDER BY created_at, rowid").fetchall()
+        return [_product(row) for row in rows]
+
+    def delete_product(self, product_key: str) -> None:
+        """Delete a product that has no devices left."""
+        with self._transaction() as db:
+            self.get_product(product_key)
+            count = db.execute(
+                "SELECT count(*) FROM devices WHERE product_key=?", (product_key,)
+            ).fetchone()[0]
+            if count:
+                raise RegistryError(
+                    f"product {product_key!r} still has {count} device(s); delete them first"
+                )
+            db.execute("DELETE FROM products WHERE product_key=?", (product_key,))
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def register_device(
+        self,
+        product_key: str,
+        *,
+        device_key: str | None = None,
+        name: str | None = None,
+        name_i18n: Mapping[str, str] | None = None,
+        description: str = "",
+        timezone: str = "+00:00",
+        tags: Mapping[str, object] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        device_secret: str | None = None,
+    ) -> Device:
+        """Register a device of ``product_key``; its key and secret are generated unless given.
+
+        The device starts INACTIVE. Raises :class:`~enos_lab.errors.AlreadyExists` (EnOS 702)
+        for a key that is taken and :class:`~enos_lab.errors.NotFound` for an unknown product.
+        """
+        with self._transaction() as db:
+            self.get_product(product_key)
+            key = _check_key(device_key, "device_key") if device_key else None
+            if key is None:
+                for _ in range(10):
+                    candidate = self._random_text(10)
+                    if not self._device_exists(db, product_key, candidate):
+                        key = candidate
+                        break
+                else:  # pragma: no cover - 62**10 keys
+                    raise RegistryError("could not generate a free device key (EnOS 714)")
+            elif self._device_exists(db, product_key, key):
+                raise AlreadyExists(f"device {product_key}/{key} already exists")
+            asset_id = self._random_text(8)
+            while db.execute("SELECT 1 FROM devices WHERE asset_id=?", (asset_id,)).fetchone():
+                asset_id = self._random_text(8)  # pragma: no cover - 62**8 ids
+            device = Device(
+                product_key=product_key,
+                device_key=key,
+                device_secret=device_secret or self._random_text(20),
+                asset_id=asset_id,
+                name=name if name else key,
+                name_i18n=dict(name_i18n or {}),
+                description=description,
+                timezone=_check_timezone(timezone),
+                tags=_check_tags(tags or {}),
+                attributes=_check_map(attributes or {}, "attributes"),
+                created_at=self._now(),
+            )
+            db.execute(
+                f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({','.join('?' * 18)})",
+                _device_row(device),
+            )
+        return device
+
+    @staticmethod
+    def _device_exists(db: sqlite3.Connection, product_key: str, device_key: str) -> bool:
+        return bool(
+            db.execute(
+                "SELECT 1 FROM devices WHERE product_key=? AND device_key=?",
+                (product_key, device_key),
+            ).fetchone()
+        )
+
+    def get_device(self, product_key: str, device_key: str) -> Device:
+        """The device with these keys; :class:`~enos_lab.errors.NotFound` if there is none."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE product_key=? AND device_key=?",
+                (product_key, device_key),
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"device {product_key}/{device_key} does not exist")
+        return _device(row)
+
+    def find_device(self, product_key: str, device_key: str) -> Device | None:
+        """The device with these keys, or ``None``."""
+        try:
+            return self.get_device(product_key, device_key)
+        except NotFound:
+            return None
+
+    def devices(self, product_key: str | None = None) -> list[Device]:
+        """Every device (of one product if given), in registration order."""
+        query = f"SELECT {_DEVICE_COLUMNS} FROM devices"
+        args: tuple[str, ...] = ()
+        if product_key is not None:
+            self.get_product(product_key)
+            query += " WHERE product_key=?"
+            args = (product_key,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at, rowid", args).fetchall()
+        return [_device(row) for row in rows]
+
+    def _update(self, product_key: str, device_key: str, sql: str, *args: object) -> Device:
+        with self._transaction() as db:
+            self.get_device(product_key, device_key)
+            db.execute(
+                f"UPDATE devices SET {sql} WHERE product_key=? AND device_key=?",
+                (*args, product_key, device_key),
+            )
+            return self.get_device(product_key, device_key)
+
+    def enable_device(self, product_key: str, device_key: str) -> Device:
+        """Allow the device to log in again."""
+        return self._update(product_key, device_key, "enabled=1")
+
+    def disable_device(self, product_key: str, device_key: str) -> Device:
+        """Refuse the device's logins (the hub also closes its live connection)."""
+        return self._update(product_key, device_key, "enabled=0")
+
+    def delete_device(self, product_key: str, device_key: str) -> Device:
+        """Remove the device ("logout"); returns its last record with state DELETED.
+
+        Sub-devices attached to a deleted gateway are detached. The key can be registered again
+        (EnOS: the way to re-activate a device).
+        """
+        with self._transaction() as db:
+            device = self.get_device(product_key, device_key)
+            db.execute(
+                "UPDATE devices SET gateway_product_key=NULL, gateway_device_key=NULL "
+                "WHERE gateway_product_key=? AND gateway_device_key=?",
+                (product_key, device_key),
+            )
+            db.execute(
+                "DELETE FROM devices WHERE product_key=? AND device_key=?",
+                (product_key, device_key),
+            )
+        return _deleted(device)
+
+    def activate(self, product_key: str, device_key: str) -> Device:
+        """Issue a new device secret for dynamic activation (secure mode 3).
+
+        Only for an enabled, INACTIVE device of a product with dynamic activation on; every call
+        while inactive issues a different secret (EnOS behaviour).
+        """
+        product = self.get_product(product_key)
+        if not product.dynamic_activation:
+            raise RegistryError(f"product {product_key!r} does not allow dynamic activation")
+        device = self.get_device(product_key, device_key)
+        if device.activated_at is not None:
+            raise RegistryError(
+                f"device {product_key}/{device_key} is already activated; "
+                "delete and re-register it to activate it again"
+            )
+        return self._update(product_key, device_key, "device_secret=?", self._random_text(20))
+
+    def set_online(self, product_key: str, device_key: str, reason: str = "connected") -> Device:
+        """Record that the device came online (activating it on its first login)."""
+        now = self._now()
+        with self._transaction() as db:
+            device = self._update(
+                product_key,
+                device_key,
+                "online=1, last_online_at=?, activated_at=coalesce(activated_at, ?)",
+                _ms(now),
+                _ms(now),
+            )
+            db.execute(
+                "INSERT INTO presence VALUES (?,?,?,?,?)",
+                (_ms(now), product_key, device_key, 1, reason),
+            )
+        return device
+
+    def set_offline(
+        self, product_key: str, device_key: str, reason: str = "disconnected"
+    ) -> Device:
+        """Record that the device went offline (``reason``: disconnected, kicked, ...)."""
+        now = self._now()
+        with self._transaction() as db:
+            device = self._update(product_key, device_key, "online=0, last_offline_at=?", _ms(now))
+            db.execute(
+                "INSERT INTO presence VALUES (?,?,?,?,?)",
+                (_ms(now), product_key, device_key, 0, reason),
+            )
+        return device
+
+    def presence_log(
+        self, product_key: str | None = None, device_key: str | None = None
+    ) -> list[tuple[datetime, str, str, bool, str]]:
+        """Online/offline transitions ``(time, product_key, device_key, online, reason)``."""
+        query = "SELECT at, product_key, device_key, online, reason FROM presence"
+        clauses, args = [], []
+        if product_key is not None:
+            clauses.append("product_key=?")
+            args.append(product_key)
+        if device_key is not None:
+            clauses.append("device_key=?")
+            args.append(device_key)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY rowid", args).fetchall()
+        return [(from_epoch_ms(at), pk, dk, bool(on), why) for at, pk, dk, on, why in rows]
+
+    # -- attributes and tags -----------------------------------------------------------------
+
+    def update_attributes(
+        self, product_key: str, device_key: str, attributes: Mapping[str, Any]
+    ) -> Device:
+        """Merge ``attributes`` into the device's attributes."""
+        device = self.get_device(product_key, device_key)
+        merged = _check_map({**device.attributes, **attributes}, "attributes")
+        return self._update(product_key, device_key, "attributes=?", json.dumps(merged))
+
+    def delete_attributes(self, product_key: str, device_key: str, ids: list[str]) -> Device:
+        """Remove the named attributes (unknown ids are ignored)."""
+        device = self.get_device(product_key, device_key)
+        kept = {k: v for k, v in device.attributes.items() if k not in set(ids)}
+        return self._update(product_key, device_key, "attributes=?", json.dumps(kept))
+
+    def update_tags(self, product_key: str, device_key: str, tags: Mapping[str, object]) -> Device:
+        """Merge ``tags`` into the device's tags (values become strings, as EnOS does)."""
+        device = self.get_device(product_key, device_key)
+        merged = _check_tags({**device.tags, **tags})
+        return self._update(product_key, device_key, "tags=?", json.dumps(merged))
+
+    def delete_tags(self, product_key: str, device_key: str, keys: list[str]) -> Device:
+        """Remove the named tags (unknown keys are ignored)."""
+        device = self.get_device(product_key, device_key)
+        kept = {k: v for k, v in device.tags.items() if k not in set(keys)}
+        return self._update(product_key, device_key, "tags=?", json.dumps(kept))
+
+    # -- topology ----------------------------------------------------------------------------
+
+    def attach(self, gateway: tuple[str, str], sub_device: tuple[str, str]) -> Device:
+        """Attach a sub-device to a gateway (topology add); returns the sub-device.
+
+        Refused (RegistryError, EnOS 1255) when the gateway's product is not a gateway, the
+        sub-device is itself a gateway, or it is attached to another gateway already.
+        """
+        gw = self.get_device(*gateway)
+        if self.get_product(gw.product_key).node_type is not NodeType.GATEWAY:
+            raise RegistryError(f"device {gateway[0]}/{gateway[1]} is not a gateway")
+        sub = self.get_device(*sub_device)
+        if self.get_product(sub.product_key).node_type is NodeType.GATEWAY:
+            raise RegistryError(f"device {sub_device[0]}/{sub_device[1]} is a gateway itself")
+        if sub.gateway is not None and sub.gateway != gateway:
+            raise RegistryError(
+                f"sub-device {sub_device[0]}/{sub_device[1]} is attached to gateway "
+                f"{sub.gateway[0]}/{sub.gateway[1]}"
+            )
+        return self._update(
+            *sub_device, "gateway_product_key=?, gateway_device_key=?", gateway[0], gateway[1]
+        )
+
+    def detach(self, gateway: tuple[str, str], sub_device: tuple[str, str]) -> Device:
+        """Detach a sub-device from its gateway (topology delete); returns the sub-device."""
+        sub = self.get_device(*sub_device)
+        if sub.gateway != gateway:
+            raise RegistryError(
+                f"sub-device {sub_device[0]}/{sub_device[1]} is not attached to "
+                f"{gateway[0]}/{gateway[1]}"
+            )
+        return self._update(*sub_device, "gateway_product_key=NULL, gateway_device_key=NULL")
+
+    def sub_devices(self, gateway: tuple[str, str]) -> list[Device]:
+        """The sub-devices attached to a gateway."""
+        self.get_device(*gateway)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices "
+                "WHERE gateway_product_key=? AND gateway_device_key=? ORDER BY created_at, rowid",
+                gateway,
+            ).fetchall()
+        return [_device(row) for row in rows]
+
+    # -- bulk registration and tables -----------------------------------------------------------
+
+    def register_devices(
+        self,
+        rows: pd.DataFrame | Iterable[Mapping[str, Any]] | str | Path,
+        *,
+        progress: bool = False,
+    ) -> BulkResult:
+        """Register many devices; a bad row is reported and the others are still registered.
+
+        ``rows`` is a DataFrame, an iterable of mappings, or the path of a CSV file, with the
+        keyword arguments of :meth:`register_device` as columns (``product_key`` required;
+        ``tags`` and ``attributes`` may be JSON text). Empty cells mean "not given".
+        ``progress`` shows a tqdm progress bar.
+        """
+        records = _bulk_records(rows)
+        registered: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        for index, record in enumerate(tqdm(records, disable=not progress, unit="device")):
+            try:
+                kwargs = _bulk_kwargs(record)
+                device = self.register_device(**kwargs)
+            except (InvalidArgument, RegistryError, TypeError) as exc:
+                errors.append(
+                    {
+                        "row": index,
+                        "product_key": record.get("product_key"),
+                        "device_key": record.get("device_key"),
+                        "error": f"{type(exc).__name__}: {exc}",
+                    }
+                )
+                continue
+            registered.append(
+                {
+                    "row": index,
+                    "product_key": device.product_key,
+                    "device_key": device.device_key,
+                    "asset_id": device.asset_id,
+                    "device_secret": device.device_secret,
+                }
+            )
+        return BulkResult(
+            registered=pd.DataFrame(registered, columns=list(_REGISTERED_COLUMNS)),
+            errors=pd.DataFrame(errors, columns=list(_ERROR_COLUMNS)),
+        )
+
+    def devices_frame(self, product_key: str | None = None) -> pd.DataFrame:
+        """Every device (of one product if given) as a DataFrame, one row per device.
+
+        Columns: ``product_key, device_key, asset_id, name, state, enabled, online, timezone,
+        gateway_product_key, gateway_device_key, created_at, activated_at, last_online_at,
+        last_offline_at, tags, attributes`` (times tz-aware UTC). Secrets are left out; see
+        :meth:`export_credentials`.
+        """
+        rows = [
+            {
+                "product_key": d.product_key,
+                "device_key": d.device_key,
+                "asset_id": d.asset_id,
+                "name": d.name,
+                "state": d.state.value,
+                "enabled": d.enabled,
+                "online": d.online,
+                "timezone": d.timezone,
+                "gateway_product_key": d.gateway[0] if d.gateway else None,
+                "gateway_device_key": d.gateway[1] if d.gateway else None,
+                "created_at": d.created_at,
+                "activated_at": d.activated_at,
+                "last_online_at": d.last_online_at,
+                "last_offline_at": d.last_offline_at,
+                "tags": dict(d.tags),
+                "attributes": dict(d.attributes),
+            }
+            for d in self.devices(product_key)
+        ]
+        frame = pd.DataFrame(rows, columns=list(_DEVICE_FRAME_COLUMNS))
+        for column in ("created_at", "activated_at", "last_online_at", "last_offline_at"):
+            frame[column] = pd.to_datetime(frame[column], utc=True)
+        return frame
+
+    def export_credentials(self, product_key: str | None = None) -> pd.DataFrame:
+        """The credentials a device needs to connect, one row per device.
+
+        Columns: ``product_key, device_key, device_secret, product_secret, asset_id,
+        dynamic_activation``. Keep the result secret.
+        """
+        products = {p.product_key: p for p in self.products()}
+        rows = [
+            {
+                "product_key": d.product_key,
+                "device_key": d.device_key,
+                "device_secret": d.device_secret,
+                "product_secret": products[d.product_key].product_secret,
+                "asset_id": d.asset_id,
+                "dynamic_activation": products[d.product_key].dynamic_activation,
+            }
+            for d in self.devices(product_key)
+        ]
+        return pd.DataFrame(rows, columns=list(_CREDENTIAL_COLUMNS))
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """The outcome of :meth:`Registry.register_devices`.
+
+    ``registered`` has ``row, product_key, device_key, asset_id, device_secret``; ``errors`` has
+    ``row, product_key, device_key, error`` (``row`` is the 0-based input row).
+    """
+
+    registered: pd.DataFrame
+    errors: pd.DataFrame
+
+
+_REGISTERED_COLUMNS = ("row", "product_key", "device_key", "asset_id", "device_secret")
+_ERROR_COLUMNS = ("row", "product_key", "device_key", "error")
+_CREDENTIAL_COLUMNS = (
+    "product_key",
+    "device_key",
+    "device_secret",
+    "product_secret",
+    "asset_id",
+    "dynamic_activation",
+)
+_DEVICE_FRAME_COLUMNS = (
+    "product_key",
+    "device_key",
+    "asset_id",
+    "name",
+    "state",
+    "enabled",
+    "online",
+    "timezone",
+    "gateway_product_key",
+    "gateway_device_key",
+    "created_at",
+    "activated_at",
+    "last_online_at",
+    "last_offline_at",
+    "tags",
+    "attributes",
+)
+_BULK_FIELDS = frozenset(
+    {
+        "product_key",
+        "device_key",
+        "name",
+        "description",
+        "timezone",
+        "tags",
+        "attributes",
+        "device_secret",
+    }
+)
+
+
+def _bulk_records(
+    rows: pd.DataFrame | Iterable[Mapping[str, Any]] | str | Path,
+) -> list[dict[str, Any]]:
+    if isinstance(rows, (str, Path)):
+        rows = pd.read_csv(rows, dtype=str, keep_default_na=False)
+    if isinstance(rows, pd.DataFrame):
+        return [{str(k): v for k, v in r.items()} for r in rows.to_dict(orient="records")]
+    return [dict(r) for r in rows]
+
+
+def _bulk_kwargs(record: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(record) - _BULK_FIELDS
+    if unknown:
+        raise InvalidArgument(
+            f"unknown column(s) {sorted(unknown)}; expected {sorted(_BULK_FIELDS)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, raw in record.items():
+        if raw is None or (isinstance(raw, float) and math.isnan(raw)) or raw == "":
+            continue
+        value = raw
+        if key in ("tags", "attributes") and isinstance(raw, str):
+            try:
+                value = json.loads(raw)
+            except ValueError as exc:
+                raise InvalidArgument(f"{key} must be a JSON object, got {raw!r}") from exc
+            if not isinstance(value, dict):
+                raise InvalidArgument(f"{key} must be a JSON object, got {raw!r}")
+        kwargs[key] = value
+    if "product_key" not in kwargs:
+        raise InvalidArgument("product_key is missing")
+    product_key = kwargs.pop("product_key")
+    return {"product_key": product_key, **kwargs}
+
+
+# -- row conversions and checks ----------------------------------------------------------------
+
+
+def _enum(kind: Any, value: object, what: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in kind)
+        raise InvalidArgument(f"{what} must be one of {choices}, got {value!r}") from None
+
+
+def _permission(value: TopicPermission | str) -> TopicPermission:
+    result: TopicPermission = _enum(TopicPermission, value, "custom topic permission")
+    return result
+
+
+def _check_topic_template(template: str) -> None:
+    if not template.startswith("/") or "{deviceKey}" not in template:
+        raise InvalidArgument(
+            f"custom topic template {template!r} must start with '/' and contain {{deviceKey}}"
+        )
+    if any(c in template for c in "+#\0"):
+        raise InvalidArgument(f"custom topic template {template!r} may not contain + # or NUL")
+    if template.startswith(("/sys/", "/ext/")):
+        raise InvalidArgument(f"custom topic template {template!r} may not use /sys/ or /ext/")
+
+
+def _check_timezone(value: str) -> str:
+    text = str(value)
+    if len(text) == 6 and text[0] in "+-" and text[3] == ":" and (text[1:3] + text[4:]).isdigit():
+        return text
+    raise InvalidArgument(f"timezone must look like '+08:00', got {value!r}")
+
+
+def _check_map(values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    if len(values) > MAX_MAP_ENTRIES:
+        raise InvalidArgument(f"at most {MAX_MAP_ENTRIES} {what} per device, got {len(values)}")
+    try:
+        json.dumps(values)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{what} must be JSON values: {exc}") from exc
+    return dict(values)
+
+
+def _check_tags(tags: Mapping[str, object]) -> dict[str, str]:
+    for key in tags:
+        if (
+            not isinstance(key, str)
+            or not key
+            or len(key) > 100
+            or key[0] not in _TAG_KEY_FIRST
+            or not set(key) <= _TAG_KEY_ALLOWED
+        ):
+            raise InvalidArgument(
+                f"tag key {key!r} must be 1-100 characters of letters, digits and _, "
+                "starting with a letter or _"
+            )
+    return _check_map({key: str(value) for key, value in tags.items()}, "tags")
+
+
+def _product(row: tuple[Any, ...]) -> Product:
+    (key, secret, name, model_id, node, dynamic, fmt, cert, desc, topics, created) = row
+    return Product(
+        product_key=key,
+        product_secret=secret,
+        name=name,
+        model_id=model_id,
+        node_type=NodeType(node),
+        dynamic_activation=bool(dynamic),
+        data_format=DataFormat(fmt),
+        certificate_required=bool(cert),
+        description=desc,
+        custom_topics={t: TopicPermission(p) for t, p in json.loads(topics).items()},
+        created_at=from_epoch_ms(created),
+    )
+
+
+def _device_row(device: Device) -> tuple[object, ...]:
+    gateway = device.gateway or (None, None)
+    return (
+        device.product_key,
+        device.device_key,
+        device.device_secret,
+        device.asset_id,
+        device.name,
+        json.dumps(dict(device.name_i18n)),
+        device.description,
+        device.timezone,
+        json.dumps(dict(device.tags)),
+        json.dumps(dict(device.attributes)),
+        int(device.enabled),
+        int(device.online),
+        _ms(device.created_at),
+        _ms(device.activated_at),
+        _ms(device.last_online_at),
+        _ms(device.last_offline_at),
+        *gateway,
+    )
+
+
+def _device(row: tuple[Any, ...]) -> Device:
+    (pk, dk, secret, asset, name, i18n, desc, tz, tags, attrs, enabled, online) = row[:12]
+    created, activated, last_on, last_off, gw_pk, gw_dk = row[12:]
+    return Device(
+        product_key=pk,
+        device_key=dk,
+        device_secret=secret,
+        asset_id=asset,
+        name=name,
+        name_i18n=json.loads(i18n),
+        description=desc,
+        timezone=tz,
+        tags=json.loads(tags),
+        attributes=json.loads(attrs),
+        enabled=bool(enabled),
+        online=bool(online),
+        created_at=_time(created),
+        activated_at=_time(activated),
+        last_online_at=_time(last_on),
+        last_offline_at=_time(last_off),
+        gateway=(gw_pk, gw_dk) if gw_pk is not None else None,
+    )
+
+
+def _deleted(device: Device) -> Device:
+    return replace(device, online=False, gateway=None, deleted=True)
