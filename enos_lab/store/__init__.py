@@ -1,0 +1,37 @@
+"""Time-series store: measurepoints, events, attribute changes and alert records.
+
+An embedded DuckDB database in the lab's data directory. Appends are group-committed by a writer
+thread and return once durable; queries return tz-aware UTC pandas DataFrames. "Latest value" is
+by event time; resumed history fills the past without hiding newer values. Storage policies keep
+raw data N days and optionally roll it into downsampled series.
+
+Duplicate policy: a second row for the same device, point and event time replaces the stored one
+(value, quality, receive time), except that a resumed row never replaces a live one.
+"""
+
+from __future__ import annotations
+
+from ._errors import SeriesNotFound
+from ._policy import RetentionReport, StoragePolicy
+from ._rows import AlertRecord, AttributeRow, EventRow, PointRow, PointValue, ValueKind
+from ._store import AGGREGATIONS, Source, StoreConfig, TimeSeriesStore
+from ._time import TimeLike
+from ._writer import StoreStats
+
+__all__ = [
+    "AGGREGATIONS",
+    "AlertRecord",
+    "AttributeRow",
+    "EventRow",
+    "PointRow",
+    "PointValue",
+    "RetentionReport",
+    "SeriesNotFound",
+    "Source",
+    "StoragePolicy",
+    "StoreConfig",
+    "StoreStats",
+    "TimeLike",
+    "TimeSeriesStore",
+    "ValueKind",
+]
