@@ -1,0 +1,1596 @@
+"""The asyncio MQTT 3.1.1 / 5.0 server core.
+
+Theory of operation
+-------------------
+Every connection (TCP, TLS or in-memory) is a :class:`_Connection`, an ``asyncio.Protocol``:
+``data_received`` feeds the sans-IO decoder and handles the decoded packets synchronously, in
+order. Only three things can make a connection wait: an async authenticator (or the CONNACK
+delay), and a message handler that returns an awaitable. Then the packets that follow are kept
+in a backlog (reading is paused when it grows) and a task owned by the hub resumes them.
+
+State that outlives a connection (subscriptions, packet ids, queued and in-flight messages)
+lives in a :class:`~enos_lab.hub._session._Session`. Subscriptions are kept in two topic trees
+(plain and shared); the result of matching a topic is cached per topic and the cache is
+cleared whenever any subscription changes.
+
+Output is collected per connection and written once per event-loop iteration (one
+``transport.write`` per connection per iteration, scheduled with ``call_soon``). A PUBLISH is
+encoded once per variant (protocol family, QoS, retain flag, subscription identifiers) and the
+bytes are shared by every subscriber; for QoS > 0 only the packet identifier is patched in.
+
+There are no per-connection tasks or timers: one sweep task checks connect timeouts, keep
+alive (MQTT-3.1.2-24), delayed wills and session expiry for everybody.
+
+Bounds: QoS 0 output to a connection whose unsent output exceeds ``max_buffered_bytes`` is
+dropped; QoS 1/2 messages beyond the in-flight window wait in the session queue, bounded by
+``max_queued_messages``; everything dropped is counted in :attr:`Hub.stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import math
+import ssl as _ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+from enos_lab.errors import ClosedError, InvalidArgument, ProtocolError, TopicError
+from enos_lab.hub._config import HubConfig, HubStats
+from enos_lab.hub._session import RELEASED, SENT, _MessageLike, _Out, _Session, _Sub
+from enos_lab.hub._transport import Listener, MemoryConnection
+from enos_lab.hub._types import (
+    Authenticator,
+    Authoriser,
+    AuthResult,
+    ClientConnected,
+    ClientDisconnected,
+    ClientInfo,
+    ConnectRequest,
+    DisconnectReason,
+    HubEvent,
+    Message,
+    MessageHandler,
+    _make_message,
+)
+from enos_lab.mqtt._codec import Decoder, encode
+from enos_lab.mqtt._packets import (
+    MQTT_5,
+    NO_PROPERTIES,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    PingResp,
+    Properties,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+    Will,
+)
+from enos_lab.mqtt._topics import TopicTree, parse_shared, topic_matches, validate_topic_filter
+from enos_lab.mqtt._topics import validate_topic_name as _validate_topic_name
+
+__all__ = ["Hub"]
+
+log = logging.getLogger("enos_lab.hub")
+
+# connection states
+_NEW = 0  # waiting for CONNECT
+_CONNECTING = 1  # CONNECT received, authentication or CONNACK delay pending
+_CONNECTED = 2
+_CLOSED = 3
+
+_BACKLOG_PAUSE = 256  # packets waiting behind an awaitable before reading is paused
+_BURST = 64  # packets handled per connection per loop iteration
+_ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
+_PUBACK_HEAD = encode(PubAck(1), 4)[:2]  # fixed header of a PUBACK with reason 0 (3.1.1, 5.0)
+_NEVER = None
+
+# 5.0 reason code -> 3.1.1 CONNACK return code
+_RC_TO_311 = {0x86: 4, 0x85: 2, 0x88: 3, 0x89: 3, 0x84: 1}
+
+_Variant: TypeAlias = tuple[bytes, int]  # encoded PUBLISH, offset of its packet id
+_RouteEntry: TypeAlias = tuple[
+    tuple[tuple[_Session, int, bool, tuple[int, ...], "list[_Sub] | None"], ...],
+    tuple[tuple[tuple[str, str], list[_Sub]], ...],
+]
+
+
+def _pid_offset(data: bytes) -> int:
+    """Offset of the packet identifier in an encoded QoS > 0 PUBLISH."""
+    i = 1
+    while data[i] & 0x80:
+        i += 1
+    i += 1
+    return i + 2 + ((data[i] << 8) | data[i + 1])
+
+
+def _header_length(data: bytes) -> int:
+    """Length of the fixed header (type byte + remaining length) of an encoded packet."""
+    i = 1
+    while data[i] & 0x80:
+        i += 1
+    return i + 1
+
+
+def _peer_name(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else "unknown"
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: decoding, per-packet handling and batched output."""
+
+    __slots__ = (
+        "backlog",
+        "client_id",
+        "created",
+        "decoder",
+        "hub",
+        "inflight_in",
+        "info",
+        "ka_limit",
+        "last",
+        "level",
+        "max_out",
+        "out",
+        "out_size",
+        "paused",
+        "peer",
+        "session",
+        "session_expiry",
+        "state",
+        "topic_aliases",
+        "transport",
+        "will",
+        "window",
+        "write_paused",
+    )
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.transport: asyncio.BaseTransport | None = None
+        self.decoder = Decoder(role="server", max_packet_size=hub.config.max_packet_size)
+        self.state = _NEW
+        self.level = 4
+        self.client_id = ""
+        self.peer = "unknown"
+        self.info: ClientInfo | None = None
+        self.session: _Session | None = None
+        self.created = self.last = hub._loop_time()
+        self.ka_limit = 0.0
+        self.out: list[bytes] | None = None
+        self.out_size = 0
+        self.write_paused = False
+        self.paused = False
+        self.backlog: deque[Packet] | None = None
+        self.will: Will | None = None
+        self.topic_aliases: dict[int, str] | None = None
+        self.inflight_in = 0
+        self.max_out = 0  # client's maximum packet size, 0 = unlimited
+        self.window = hub.config.max_inflight
+        self.session_expiry: int | None = 0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.peer = _peer_name(transport.get_extra_info("peername"))
+        hub = self.hub
+        if hub._closing:
+            transport.close()
+            self.state = _CLOSED
+            return
+        hub._conns.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.out = None
+        self._end(DisconnectReason.CONNECTION_LOST, publish_will=True)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+
+    def data_received(self, data: bytes) -> None:
+        hub = self.hub
+        hub._bytes_in += len(data)
+        self.last = hub._loop.time()
+        if self.state == _CLOSED:
+            return
+        try:
+            packets = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self._decode_failed(exc)
+            return
+        if self.backlog is not None:
+            self.backlog.extend(packets)
+            self._maybe_pause()
+            return
+        self._run(deque(packets))
+
+    def _run(self, packets: deque[Packet]) -> None:
+        """Handle up to ``_BURST`` packets now; leave the rest for the next loop iteration.
+
+        The limit keeps one busy connection from holding the loop: acknowledgements from
+        other clients (which free their in-flight windows) are read in between.
+        """
+        handle = self._handle
+        on_publish = self._on_publish
+        on_puback = self._on_puback
+        pop = packets.popleft
+        try:
+            for _ in range(min(len(packets), _BURST)):
+                packet = pop()
+                kind = type(packet)
+                if kind is Publish and self.state == _CONNECTED:
+                    aw = on_publish(packet)  # type: ignore[arg-type]
+                elif kind is PubAck and self.state == _CONNECTED:
+                    on_puback(packet)  # type: ignore[arg-type]
+                    continue
+                else:
+                    aw = handle(packet)
+                if aw is not None:
+                    self.backlog = packets
+                    self._maybe_pause()
+                    self.hub._spawn(self._resume(aw), f"hub-conn-{self.client_id or self.peer}")
+                    return
+                if self.state == _CLOSED:
+                    return
+        except Exception as exc:
+            self._internal_error(exc)
+            return
+        if packets:
+            self.backlog = packets
+            self._maybe_pause()
+            self.hub._loop.call_soon(self._continue)
+            session = self.session
+            if session is not None and session.queue and self.state == _CONNECTED:
+                self.hub._pump(session, self)
+            return
+        self.backlog = None
+        session = self.session
+        if session is not None and session.queue:
+            self.hub._pump(session, self)  # acknowledgements above freed in-flight slots
+        if self.paused:
+            self._unpause()
+
+    def _continue(self) -> None:
+        backlog = self.backlog
+        if backlog is not None and self.state != _CLOSED:
+            self._run(backlog)
+
+    def _unpause(self) -> None:
+        self.paused = False
+        transport = self.transport
+        if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+            transport.resume_reading()
+
+    def _internal_error(self, exc: Exception) -> None:
+        """A bug while handling this client's packet: log it, drop only this connection."""
+        log.error("client %r (%s): internal error", self.client_id, self.peer, exc_info=exc)
+        self._violation(0x83, f"internal error: {exc}")
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    # -- processing machinery -------------------------------------------------------------
+    def _maybe_pause(self) -> None:
+        backlog = self.backlog
+        if backlog is not None and len(backlog) > _BACKLOG_PAUSE and not self.paused:
+            transport = self.transport
+            if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+                self.paused = True
+                transport.pause_reading()
+
+    async def _resume(self, aw: Awaitable[None]) -> None:
+        try:
+            await aw
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("client %r: failure while processing a packet", self.client_id)
+        backlog = self.backlog
+        while backlog and self.state != _CLOSED:
+            packet = backlog.popleft()
+            try:
+                aw2 = self._handle(packet)
+            except Exception as exc:
+                self._internal_error(exc)
+                break
+            if aw2 is not None:
+                try:
+                    await aw2
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("client %r: failure while processing a packet", self.client_id)
+        self.backlog = None
+        session = self.session
+        if session is not None and session.queue:
+            self.hub._pump(session, self)
+        if self.paused:
+            self._unpause()
+
+    def _handle(self, packet: Packet) -> Awaitable[None] | None:
+        kind = type(packet)
+        if kind is Publish:
+            if self.state != _CONNECTED:
+                return self._not_connected(packet)
+            return self._on_publish(packet)  # type: ignore[arg-type]
+        if kind is PubAck and self.state == _CONNECTED:
+            self._on_puback(packet)  # type: ignore[arg-type]
+            return None
+        if isinstance(packet, Connect):
+            return self._on_connect(packet)
+        if self.state != _CONNECTED:
+            return self._not_connected(packet)
+        if isinstance(packet, PubAck):
+            self._on_puback(packet)
+        elif isinstance(packet, PubRec):
+            self._on_pubrec(packet)
+        elif isinstance(packet, PubRel):
+            self._on_pubrel(packet)
+        elif isinstance(packet, PubComp):
+            self._on_pubcomp(packet)
+        elif isinstance(packet, Subscribe):
+            self._on_subscribe(packet)
+        elif isinstance(packet, Unsubscribe):
+            self._on_unsubscribe(packet)
+        elif isinstance(packet, PingReq):
+            self._write(encode(PingResp(), self.level))  # MQTT-3.12.4-1
+        elif isinstance(packet, Disconnect):
+            self._on_disconnect(packet)
+        else:
+            self._violation(0x82, f"unexpected {type(packet).__name__} packet")
+        return None
+
+    def _not_connected(self, packet: Packet) -> Awaitable[None] | None:
+        if self.state == _NEW:
+            # MQTT-3.1.0-1: the first packet must be CONNECT
+            log.info("peer %s: first packet is %s, not CONNECT", self.peer, type(packet).__name__)
+            self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
+        else:
+            self._violation(0x82, f"{type(packet).__name__} before CONNACK")
+        return None
+
+    # -- output ----------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        out = self.out
+        if out is None:
+            if self.state == _CLOSED:
+                return
+            self.out = [data]
+            self.hub._loop.call_soon(self._flush)
+        else:
+            out.append(data)
+        self.out_size += len(data)
+
+    def _flush(self) -> None:
+        out = self.out
+        if out is None:
+            return
+        self.out = None
+        self.out_size = 0
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.hub._bytes_out += len(data)
+            transport.write(data)
+
+    def _buffered(self) -> int:
+        """Unsent output bytes (collected here plus, when writing is paused, in the transport)."""
+        size = self.out_size
+        if self.write_paused:
+            transport = self.transport
+            if isinstance(transport, asyncio.WriteTransport):
+                size += transport.get_write_buffer_size()
+        return size
+
+    # -- ending ----------------------------------------------------------------------------
+    def _violation(self, reason_code: int, text: str) -> None:
+        """A protocol violation: 5.0 gets DISCONNECT with ``reason_code``; then close."""
+        log.warning("client %r (%s): protocol violation: %s", self.client_id, self.peer, text)
+        if self.level == MQTT_5 and self.state == _CONNECTED:
+            self._write(encode(Disconnect(reason_code), MQTT_5))
+        self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=True)
+
+    def _decode_failed(self, exc: ProtocolError) -> None:
+        if self.state == _NEW and exc.reason_code == 0x84:
+            # unsupported protocol level/name (MQTT-3.1.2-2): return code 1 in 3.1.1 format
+            log.info("peer %s: unsupported protocol: %s", self.peer, exc)
+            self._write(encode(ConnAck(False, 1), 4))
+            self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
+            return
+        self._violation(exc.reason_code, f"{type(exc).__name__}: {exc}")
+
+    def _end(self, reason: DisconnectReason, *, publish_will: bool) -> None:
+        """Close the connection and settle the session (idempotent)."""
+        state = self.state
+        if state == _CLOSED:
+            return
+        self.state = _CLOSED
+        hub = self.hub
+        hub._conns.discard(self)
+        if state == _CONNECTED:
+            hub._connection_ended(self, reason, publish_will)
+        self.will = None
+        self._flush()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()
+
+    # -- CONNECT ---------------------------------------------------------------------------
+    def _refuse(self, level: int, reason_code: int, text: str) -> None:
+        log.info("client %r (%s): CONNECT refused: %s", self.client_id, self.peer, text)
+        if level == MQTT_5:
+            self._write(encode(ConnAck(False, reason_code), MQTT_5))
+        else:
+            self._write(encode(ConnAck(False, _RC_TO_311.get(reason_code, 5)), level))
+        self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
+
+    def _on_connect(self, p: Connect) -> Awaitable[None] | None:
+        if self.state != _NEW:
+            self._violation(0x82, "second CONNECT")  # MQTT-3.1.0-2
+            return None
+        self.state = _CONNECTING
+        level = p.protocol_level
+        self.client_id = p.client_id
+        hub = self.hub
+        expected = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}.get(level)
+        if expected is None or p.protocol_name != expected:
+            # MQTT-3.1.2-2 / 5.0 3.1.2.2
+            self._refuse(level if level == MQTT_5 else 4, 0x84, f"protocol level {level}")
+            return None
+        self.level = level
+        client_id = p.client_id
+        assigned: str | None = None
+        if not client_id:
+            if level == MQTT_5 or (level == 4 and p.clean_start):
+                client_id = hub._assign_client_id()  # MQTT-3.1.3-6, 5.0 3.1.3.1
+                assigned = client_id if level == MQTT_5 else None
+            else:
+                self._refuse(level, 0x85, "empty client id without clean session")  # 3.1.3-8
+                return None
+        if "+" in client_id or "#" in client_id or (level == 3 and len(client_id) > 23):
+            self._refuse(level, 0x85, f"client id {client_id!r} not allowed")
+            return None
+        props = p.properties
+        if level == MQTT_5 and props.authentication_method is not None:
+            self._refuse(level, 0x8C, "enhanced authentication is not supported")
+            return None
+        tls = self.transport is not None and (
+            self.transport.get_extra_info("sslcontext") is not None
+        )
+        authenticator = hub._authenticator
+        result: AuthResult | Awaitable[AuthResult]
+        if authenticator is not None:
+            request = ConnectRequest(
+                client_id, p.username, p.password, level, self.peer, tls, props
+            )
+            try:
+                result = authenticator.authenticate(request)
+            except Exception:
+                log.exception("client %r: authenticator failed", client_id)
+                result = AuthResult(False, 0x80)
+        elif hub.config.anonymous:
+            result = AuthResult(True)
+        else:
+            result = AuthResult(False, 0x87)
+        if inspect.isawaitable(result) or hub.config.connack_delay > 0:
+            return self._connect_async(p, client_id, assigned, result)
+        assert isinstance(result, AuthResult)
+        self._finish_connect(p, client_id, assigned, result)
+        return None
+
+    async def _connect_async(
+        self,
+        p: Connect,
+        client_id: str,
+        assigned: str | None,
+        result: AuthResult | Awaitable[AuthResult],
+    ) -> None:
+        if not isinstance(result, AuthResult):
+            try:
+                result = await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("client %r: authenticator failed", client_id)
+                result = AuthResult(False, 0x80)
+        delay = self.hub.config.connack_delay
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self.state == _CONNECTING:
+            self._finish_connect(p, client_id, assigned, result)
+
+    def _finish_connect(
+        self, p: Connect, client_id: str, assigned: str | None, result: AuthResult
+    ) -> None:
+        level = self.level
+        if not result.accepted:
+            code = result.reason_code if result.reason_code >= 0x80 else 0x87
+            self._refuse(level, code, f"authentication refused (0x{code:02X})")
+            return
+        if result.client_id is not None and result.client_id != client_id:
+            client_id = result.client_id
+            if level == MQTT_5:
+                assigned = client_id
+        hub = self.hub
+        cfg = hub.config
+        self.client_id = client_id
+        props = p.properties
+        keep_alive = p.keep_alive
+        connack_props: dict[str, Any] = {}
+        if level == MQTT_5:
+            if assigned is not None:
+                connack_props["assigned_client_identifier"] = assigned
+            if cfg.server_keep_alive is not None:
+                keep_alive = cfg.server_keep_alive
+                connack_props["server_keep_alive"] = keep_alive
+            requested = props.session_expiry_interval or 0
+            expiry = min(requested, cfg.max_session_expiry)
+            if expiry != requested:
+                connack_props["session_expiry_interval"] = expiry
+            self.session_expiry = None if expiry == 0xFFFFFFFF else expiry
+            if props.receive_maximum is not None:
+                self.window = min(cfg.max_inflight, props.receive_maximum)
+            if props.maximum_packet_size is not None:
+                self.max_out = props.maximum_packet_size
+            if cfg.receive_maximum != 65535:
+                connack_props["receive_maximum"] = cfg.receive_maximum
+            if cfg.topic_alias_maximum:
+                connack_props["topic_alias_maximum"] = cfg.topic_alias_maximum
+            connack_props["maximum_packet_size"] = cfg.max_packet_size
+        else:
+            self.session_expiry = 0 if p.clean_start else _NEVER
+        self.ka_limit = keep_alive * cfg.keep_alive_factor
+        info = ClientInfo(
+            client_id,
+            level,
+            p.username,
+            self.peer,
+            p.clean_start,
+            keep_alive,
+            result.attributes,
+        )
+        self.info = info
+        if p.will is not None:
+            self.will = p.will
+        session_present = hub._attach_session(self, p.clean_start)
+        self.state = _CONNECTED
+        connack_properties = Properties(**connack_props) if connack_props else NO_PROPERTIES
+        self._write(encode(ConnAck(session_present, 0, connack_properties), level))
+        log.info(
+            "client %r connected from %s (MQTT level %d, session present %s)",
+            client_id,
+            self.peer,
+            level,
+            session_present,
+        )
+        hub._resume_session(self)
+        hub._emit(ClientConnected(info, session_present))
+
+    # -- PUBLISH in ------------------------------------------------------------------------
+    def _on_publish(self, p: Publish) -> Awaitable[None] | None:
+        hub = self.hub
+        hub._messages_in += 1
+        topic = p.topic
+        props = p.properties
+        if props is not NO_PROPERTIES and self.level == MQTT_5:
+            alias = props.topic_alias
+            if alias is not None:
+                if alias == 0 or alias > hub.config.topic_alias_maximum:
+                    self._violation(0x94, f"topic alias {alias} out of range")
+                    return None
+                aliases = self.topic_aliases
+                if aliases is None:
+                    aliases = self.topic_aliases = {}
+                if topic:
+                    aliases[alias] = topic
+                else:
+                    known = aliases.get(alias)
+                    if known is None:
+                        self._violation(0x82, f"unknown topic alias {alias}")
+                        return None
+                    topic = known
+                props = replace(props, topic_alias=None)
+        if not topic:
+            self._violation(0x82, "PUBLISH without topic")
+            return None
+        qos = p.qos
+        session = self.session
+        assert session is not None
+        pid = p.packet_id
+        if qos == 2:
+            qos2 = session.qos2_in
+            if qos2 is not None and pid in qos2:
+                # MQTT-4.3.3-9: duplicate of a message not yet released; do not deliver again
+                self._write(encode(PubRec(pid), self.level))
+                return None
+        if qos and self.level == MQTT_5:
+            unacked = self.inflight_in + (len(session.qos2_in) if session.qos2_in else 0)
+            if unacked >= hub.config.receive_maximum:
+                self._violation(0x93, "receive maximum exceeded")  # MQTT-3.3.4-9
+                return None
+        reason = 0
+        info = self.info
+        assert info is not None
+        if topic[0] == "$":
+            reason = 0x87  # clients may not publish to $-topics
+            log.info("client %r: publish to %r denied", self.client_id, topic)
+        else:
+            authoriser = hub._authoriser
+            if authoriser is not None:
+                decision = authoriser.authorise_publish(info, topic, qos, p.retain)
+                if not decision.allowed:
+                    reason = decision.reason_code
+                    log.info(
+                        "client %r: publish to %r denied: %s",
+                        self.client_id,
+                        topic,
+                        decision.reason,
+                    )
+        pending: list[Awaitable[None]] | None = None
+        if reason == 0:
+            if p.retain:
+                hub._store_retained(_make_message(topic, p.payload, qos, True, props))
+            if hub._handlers:
+                msg: _MessageLike = _make_message(topic, p.payload, qos, p.retain, props)
+                pending = hub._call_handlers(info, msg)  # type: ignore[arg-type]
+            elif topic is p.topic and props is p.properties:
+                msg = p  # route the packet itself: it has the fields of a Message
+            else:
+                msg = _make_message(topic, p.payload, qos, p.retain, props)
+            hub._route(msg, session)
+        if qos == 0:
+            if pending is not None:
+                return self._await_then(pending, None)
+            return None
+        level = self.level
+        rc = reason if level == MQTT_5 else 0
+        if qos == 1 and rc == 0 and pending is None:
+            self._write(_PUBACK_HEAD + pid.to_bytes(2, "big"))  # the common case, pre-encoded
+            return None
+        if qos == 1:
+            ack: PubAck | PubRec = PubAck(pid, rc)
+        else:
+            ack = PubRec(pid, rc)
+            if rc < 0x80:
+                if session.qos2_in is None:
+                    session.qos2_in = set()
+                session.qos2_in.add(pid)
+        if pending is not None:
+            return self._await_then(pending, ack)
+        self._write(encode(ack, level))
+        return None
+
+    async def _await_then(self, pending: list[Awaitable[None]], ack: Packet | None) -> None:
+        self.inflight_in += 1
+        try:
+            for aw in pending:
+                try:
+                    await aw
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("client %r: message handler failed", self.client_id)
+        finally:
+            self.inflight_in -= 1
+        if ack is not None and self.state == _CONNECTED:
+            self._write(encode(ack, self.level))
+
+    def _on_pubrel(self, p: PubRel) -> None:
+        session = self.session
+        assert session is not None
+        qos2 = session.qos2_in
+        if qos2 is not None and p.packet_id in qos2:
+            qos2.discard(p.packet_id)
+            self._write(encode(PubComp(p.packet_id), self.level))
+        else:
+            # 5.0: Packet Identifier not found; 3.1.1: complete anyway (MQTT-4.3.3-?)
+            rc = 0x92 if self.level == MQTT_5 else 0
+            self._write(encode(PubComp(p.packet_id, rc), self.level))
+
+    # -- acknowledgements of our PUBLISH ---------------------------------------------------
+    def _on_puback(self, p: PubAck) -> None:
+        session = self.session
+        assert session is not None
+        inflight = session.inflight
+        if inflight is not None:
+            out = inflight.get(p.packet_id)
+            if out is not None and out.qos == 1:
+                del inflight[p.packet_id]
+
+    def _on_pubrec(self, p: PubRec) -> None:
+        session = self.session
+        assert session is not None
+        inflight = session.inflight
+        out = inflight.get(p.packet_id) if inflight is not None else None
+        if out is None or out.qos != 2:
+            if self.level == MQTT_5:
+                self._write(encode(PubRel(p.packet_id, 0x92), MQTT_5))
+            else:
+                self._write(encode(PubRel(p.packet_id), self.level))
+            return
+        assert inflight is not None
+        if p.reason_code >= 0x80:
+            del inflight[p.packet_id]  # 5.0 4.3.3: the exchange ends here
+            return
+        out.state = RELEASED
+        self._write(encode(PubRel(p.packet_id), self.level))
+
+    def _on_pubcomp(self, p: PubComp) -> None:
+        session = self.session
+        assert session is not None
+        inflight = session.inflight
+        if inflight is not None:
+            out = inflight.get(p.packet_id)
+            if out is not None and out.state == RELEASED:
+                del inflight[p.packet_id]
+
+    # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
+    def _on_subscribe(self, p: Subscribe) -> None:
+        hub = self.hub
+        session = self.session
+        info = self.info
+        assert session is not None and info is not None
+        level = self.level
+        sub_id: int | None = None
+        if level == MQTT_5 and p.properties.subscription_identifiers:
+            sub_id = p.properties.subscription_identifiers[0]
+        codes: list[int] = []
+        retained: list[tuple[str, _Sub]] = []
+        for s in p.subscriptions:
+            topic_filter = s.topic_filter
+            try:
+                validate_topic_filter(topic_filter)
+                group, inner = parse_shared(topic_filter)
+            except TopicError as exc:
+                log.info("client %r: bad topic filter %r: %s", self.client_id, topic_filter, exc)
+                codes.append(0x8F if level == MQTT_5 else 0x80)
+                continue
+            if group is not None and s.no_local:
+                self._violation(0x82, "no local on a shared subscription")  # MQTT-3.8.3-4
+                return
+            authoriser = hub._authoriser
+            if authoriser is not None:
+                decision = authoriser.authorise_subscribe(info, topic_filter, s.qos)
+                if not decision.allowed:
+                    log.info(
+                        "client %r: subscribe to %r denied: %s",
+                        self.client_id,
+                        topic_filter,
+                        decision.reason,
+                    )
+                    codes.append(decision.reason_code if level == MQTT_5 else 0x80)
+                    continue
+            qos = min(s.qos, 2)
+            rap = s.retain_as_published if level == MQTT_5 else False
+            rh = int(s.retain_handling) if level == MQTT_5 else 0
+            sub = _Sub(session, qos, s.no_local and level == MQTT_5, rap, rh, sub_id)
+            existed = hub._subscribe(session, topic_filter, group, inner, sub)
+            codes.append(qos)
+            # MQTT-3.3.1-6 / 5.0 3.3.1.3: retained messages on subscribe, never for shared ones
+            if group is None and (rh == 0 or (rh == 1 and not existed)):
+                retained.append((inner, sub))
+        self._write(encode(SubAck(p.packet_id, tuple(codes)), level))
+        for inner, sub in retained:
+            hub._send_retained(session, inner, sub)
+
+    def _on_unsubscribe(self, p: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes: list[int] = []
+        for topic_filter in p.topic_filters:
+            removed = self.hub._unsubscribe(session, topic_filter)
+            codes.append(0 if removed else 0x11)
+        if self.level != MQTT_5:
+            codes = []
+        self._write(encode(UnsubAck(p.packet_id, tuple(codes)), self.level))
+
+    # -- DISCONNECT ------------------------------------------------------------------------
+    def _on_disconnect(self, p: Disconnect) -> None:
+        publish_will = False
+        if self.level == MQTT_5:
+            requested = p.properties.session_expiry_interval
+            if requested is not None:
+                if self.session_expiry == 0 and requested != 0:
+                    self._violation(0x82, "session expiry changed from 0")  # MQTT-3.14.2-2
+                    return
+                expiry = min(requested, self.hub.config.max_session_expiry)
+                self.session_expiry = None if expiry == 0xFFFFFFFF else expiry
+            publish_will = p.reason_code == 0x04  # 5.0 3.14.2.1
+        if not publish_will:
+            self.will = None  # MQTT-3.14.4-3
+        self._end(DisconnectReason.CLIENT_DISCONNECT, publish_will=publish_will)
+
+    # -- commands from the hub -------------------------------------------------------------
+    def _kick(self, reason_code: int, reason: DisconnectReason, *, publish_will: bool) -> None:
+        if self.level == MQTT_5 and self.state == _CONNECTED:
+            self._write(encode(Disconnect(reason_code), MQTT_5))
+        self._end(reason, publish_will=publish_will)
+
+
+class _PendingWill:
+    __slots__ = ("due", "info", "will")
+
+    def __init__(self, due: float, will: Will, info: ClientInfo) -> None:
+        self.due = due
+        self.will = will
+        self.info = info
+
+
+class Hub:
+    """An asyncio MQTT 3.1.1 / 5.0 server with in-process extension points.
+
+    Use ``async with Hub(config) as hub:`` (or :meth:`start` / :meth:`stop`), then
+    :meth:`listen_tcp` and/or :meth:`connect_memory`. The authenticator decides on every
+    CONNECT (with ``config.anonymous`` and no authenticator everything is accepted); the
+    authoriser on every PUBLISH and SUBSCRIBE. Message handlers see every accepted PUBLISH.
+    """
+
+    def __init__(
+        self,
+        config: HubConfig = HubConfig(),  # noqa: B008 - frozen, shared default is fine
+        *,
+        authenticator: Authenticator | None = None,
+        authoriser: Authoriser | None = None,
+    ) -> None:
+        self.config = config
+        self._authenticator = authenticator
+        self._authoriser = authoriser
+        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._started = False
+        self._closing = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._listeners: list[Listener] = []
+        self._conns: set[_Connection] = set()
+        self._clients: dict[str, _Connection] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._expiring: dict[str, _Session] = {}
+        self._wills: dict[str, _PendingWill] = {}
+        self._tree: TopicTree[str, _Sub] = TopicTree()
+        self._shared: TopicTree[tuple[str, str], _Sub] = TopicTree()
+        self._route_cache: dict[str, _RouteEntry] = {}
+        self._topic_fields: dict[str, bytes] = {}  # topic -> its encoded 3.1.1 PUBLISH field
+        self._rr: dict[tuple[str, str], int] = {}
+        self._retained: dict[str, tuple[Message, float]] = {}
+        self._handlers: tuple[MessageHandler, ...] = ()
+        self._event_listeners: list[Callable[[HubEvent], None]] = []
+        self._next_id = 0
+        self._messages_in = 0
+        self._messages_out = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._dropped = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the hub's background work (idempotent)."""
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._started = True
+        self._closing = False
+        self._sweeper = self._loop.create_task(self._sweep(), name="hub-sweep")
+
+    async def stop(self) -> None:
+        """Close listeners, disconnect every client (5.0: reason 0x8B) and end background work."""
+        if not self._started or self._closing:
+            return
+        self._closing = True
+        for listener in list(self._listeners):
+            await listener.close()
+        for conn in list(self._conns):
+            if conn.state == _CONNECTED:
+                conn._kick(0x8B, DisconnectReason.SERVER_SHUTDOWN, publish_will=True)
+            else:
+                conn._end(DisconnectReason.SERVER_SHUTDOWN, publish_will=False)
+        self._wills.clear()
+        tasks = list(self._tasks)
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._sweeper = None
+        await asyncio.sleep(0)  # let transports run their close callbacks
+        self._started = False
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def _check_running(self) -> None:
+        if not self._started or self._closing:
+            raise ClosedError("the hub is not running (call start() first)")
+
+    def _loop_time(self) -> float:
+        return self._loop.time()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` as a task owned by the hub (cancelled and awaited in :meth:`stop`)."""
+        task = self._loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- listeners -------------------------------------------------------------------------
+    async def listen_tcp(
+        self, host: str = "127.0.0.1", port: int = 0, *, ssl: _ssl.SSLContext | None = None
+    ) -> Listener:
+        """Listen on ``host``:``port`` (0 = any free port; the listener reports the real one)."""
+        self._check_running()
+        server = await self._loop.create_server(
+            lambda: _Connection(self), host, port, ssl=ssl, reuse_address=True
+        )
+        sockname = server.sockets[0].getsockname()
+        listener = Listener(server, host, int(sockname[1]), ssl is not None, self._drop_listener)
+        self._listeners.append(listener)
+        log.info("hub listening on %s", listener.url)
+        return listener
+
+    def _drop_listener(self, listener: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    async def connect_memory(self) -> MemoryConnection:
+        """Open an in-memory connection into the hub (same protocol code as TCP)."""
+        self._check_running()
+        return MemoryConnection(_Connection(self))
+
+    # -- extension points ------------------------------------------------------------------
+    def add_handler(self, handler: MessageHandler) -> None:
+        """Call ``handler(client, message)`` for every PUBLISH accepted from a client."""
+        self._handlers = (*self._handlers, handler)
+
+    def remove_handler(self, handler: MessageHandler) -> None:
+        """Stop calling ``handler`` (no error if it was not added)."""
+        self._handlers = tuple(h for h in self._handlers if h is not handler)
+
+    def add_listener(self, callback: Callable[[HubEvent], None]) -> None:
+        """Call ``callback(event)`` for every lifecycle event (connected, disconnected)."""
+        self._event_listeners.append(callback)
+
+    def _emit(self, event: HubEvent) -> None:
+        for callback in self._event_listeners:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("hub event listener failed on %r", event)
+
+    def _call_handlers(self, info: ClientInfo | None, msg: Message) -> list[Awaitable[None]] | None:
+        pending: list[Awaitable[None]] | None = None
+        for handler in self._handlers:
+            try:
+                result = handler(info, msg)
+            except Exception:
+                log.exception(
+                    "message handler failed for %r from %r",
+                    msg.topic,
+                    info.client_id if info else None,
+                )
+                continue
+            if result is not None:
+                if pending is None:
+                    pending = []
+                pending.append(result)
+        return pending
+
+    # -- server-side operations ------------------------------------------------------------
+    async def publish(self, message: Message) -> int:
+        """Publish ``message`` from the server; returns the number of sessions it reached.
+
+        Retained messages are stored (an empty payload clears the topic). Message handlers are
+        not called for server-originated messages.
+        """
+        self._check_running()
+        _validate_message(message)
+        if message.retain:
+            self._store_retained(message)
+        return self._route(message, None)
+
+    async def deliver(self, client_id: str, message: Message) -> bool:
+        """Send ``message`` to one connected client without any subscription.
+
+        Returns False if that client is not connected. Packet ids come from that session.
+        """
+        self._check_running()
+        _validate_message(message)
+        conn = self._clients.get(client_id)
+        if conn is None or conn.state != _CONNECTED or conn.session is None:
+            return False
+        expires_at = None
+        mei = message.properties.message_expiry_interval
+        if mei is not None:
+            expires_at = self._loop.time() + mei
+        self._send(conn.session, message, message.qos, message.retain, (), {}, expires_at)
+        return True
+
+    async def disconnect_client(self, client_id: str, reason_code: int = 0x98) -> bool:
+        """Disconnect a client (5.0 gets DISCONNECT with ``reason_code``). False if unknown."""
+        conn = self._clients.get(client_id)
+        if conn is None:
+            return False
+        log.info("client %r: disconnected by the server (0x%02X)", client_id, reason_code)
+        conn._kick(reason_code, DisconnectReason.KICKED, publish_will=True)
+        return True
+
+    @property
+    def clients(self) -> Mapping[str, ClientInfo]:
+        """Connected clients by client id (a snapshot)."""
+        return MappingProxyType(
+            {cid: c.info for cid, c in self._clients.items() if c.info is not None}
+        )
+
+    @property
+    def stats(self) -> HubStats:
+        """Counters since the hub was created (see :class:`HubStats`)."""
+        return HubStats(
+            connections=len(self._conns),
+            messages_in=self._messages_in,
+            messages_out=self._messages_out,
+            bytes_in=self._bytes_in,
+            bytes_out=self._bytes_out,
+            dropped=self._dropped,
+        )
+
+    # -- sessions --------------------------------------------------------------------------
+    def _assign_client_id(self) -> str:
+        while True:
+            self._next_id += 1
+            client_id = f"enos-lab-{self._next_id:08x}"
+            if client_id not in self._sessions:
+                return client_id
+
+    def _attach_session(self, conn: _Connection, clean_start: bool) -> bool:
+        """Bind ``conn`` to its session (taking over an old connection); returns session present."""
+        client_id = conn.client_id
+        old = self._clients.get(client_id)
+        if old is not None and old is not conn:
+            log.info("client %r: taken over by a new connection from %s", client_id, conn.peer)
+            # 5.0 3.1.4: the old will is published unless the new connection resumes the
+            # session with a will delay (then the delay applies)
+            old._kick(0x8E, DisconnectReason.TAKEN_OVER, publish_will=True)  # MQTT-3.1.4-3
+        pending_will = self._wills.pop(client_id, None)
+        session = self._sessions.get(client_id)
+        if session is not None and clean_start:
+            self._discard_session(session)
+            session = None
+        if pending_will is not None and session is None:
+            # the session ended now: a delayed will is due (5.0 3.1.3.2.2)
+            self._publish_will(pending_will.info, pending_will.will)
+        present = session is not None
+        if session is None:
+            session = _Session(client_id)
+            self._sessions[client_id] = session
+        self._expiring.pop(client_id, None)
+        session.expires_at = None
+        session.expiry = conn.session_expiry
+        session.conn = conn
+        conn.session = session
+        self._clients[client_id] = conn
+        return present
+
+    def _resume_session(self, conn: _Connection) -> None:
+        """Resend unacknowledged messages (DUP set, MQTT-4.4.0-1) and drain the queue."""
+        session = conn.session
+        assert session is not None
+        inflight = session.inflight
+        if inflight:
+            level = conn.level
+            for pid, out in inflight.items():
+                if out.state == RELEASED:
+                    conn._write(encode(PubRel(pid), level))
+                else:
+                    msg = out.message
+                    props = msg.properties if level == MQTT_5 else NO_PROPERTIES
+                    if level == MQTT_5 and out.sub_ids:
+                        props = replace(props, subscription_identifiers=out.sub_ids)
+                    if level == MQTT_5 and out.expires_at is not None:
+                        # MQTT-3.3.2-6: the interval minus the time the message has waited
+                        remaining = max(1, math.ceil(out.expires_at - self._loop.time()))
+                        props = replace(props, message_expiry_interval=remaining)
+                    pub = Publish(msg.topic, msg.payload, out.qos, out.retain, True, pid, props)
+                    conn._write(encode(pub, level if level == MQTT_5 else 4))
+                    self._messages_out += 1
+        if session.queue:
+            self._pump(session, conn)
+
+    def _discard_session(self, session: _Session) -> None:
+        subs = session.subs
+        if subs:
+            client_id = session.client_id
+            for topic_filter in list(subs):
+                self._unsubscribe(session, topic_filter)
+            del client_id
+        session.subs = None
+        session.inflight = None
+        session.queue = None
+        session.qos2_in = None
+        if self._sessions.get(session.client_id) is session:
+            del self._sessions[session.client_id]
+        self._expiring.pop(session.client_id, None)
+
+    def _connection_ended(
+        self, conn: _Connection, reason: DisconnectReason, publish_will: bool
+    ) -> None:
+        session = conn.session
+        info = conn.info
+        assert session is not None and info is not None
+        will = conn.will if publish_will else None
+        will_published = False
+        owner = session.conn is conn
+        expiry = conn.session_expiry
+        if owner:
+            session.conn = None
+            del self._clients[conn.client_id]
+        if will is not None:
+            delay = 0
+            if conn.level == MQTT_5:
+                delay = will.properties.will_delay_interval or 0
+                if expiry is not None:
+                    delay = min(delay, expiry)  # 5.0 3.1.3.2.2: sooner of delay and session end
+            if delay > 0 and owner and not self._closing:
+                self._wills[conn.client_id] = _PendingWill(self._loop.time() + delay, will, info)
+            else:
+                self._publish_will(info, will)
+                will_published = True
+        if owner:
+            if expiry == 0:
+                self._discard_session(session)
+            else:
+                session.expiry = expiry
+                session.expires_at = None if expiry is None else self._loop.time() + expiry
+                if expiry is not None:
+                    self._expiring[session.client_id] = session
+        log.info("client %r disconnected: %s", conn.client_id, reason.value)
+        self._emit(ClientDisconnected(info, reason, will_published))
+
+    def _publish_will(self, info: ClientInfo, will: Will) -> None:
+        topic = will.topic
+        if topic.startswith("$"):
+            return
+        authoriser = self._authoriser
+        if authoriser is not None:
+            decision = authoriser.authorise_publish(info, topic, will.qos, will.retain)
+            if not decision.allowed:
+                log.info("client %r: will on %r denied", info.client_id, topic)
+                return
+        props = will.properties
+        if props is not NO_PROPERTIES and props.will_delay_interval is not None:
+            props = replace(props, will_delay_interval=None)
+        msg = Message(topic, will.payload, will.qos, will.retain, props)
+        if msg.retain:
+            self._store_retained(msg)
+        if self._handlers:
+            pending = self._call_handlers(info, msg)
+            if pending:
+                self._spawn(_await_all(pending), f"hub-will-{info.client_id}")
+        self._route(msg, None)
+
+    # -- sweep -----------------------------------------------------------------------------
+    async def _sweep(self) -> None:
+        cfg = self.config
+        interval = min(0.5, max(0.01, cfg.connect_timeout / 4))
+        loop = self._loop
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            timeout = cfg.connect_timeout
+            for conn in list(self._conns):
+                state = conn.state
+                if state == _CONNECTED:
+                    limit = conn.ka_limit
+                    if limit and now - conn.last > limit:
+                        log.info("client %r: keep alive timeout", conn.client_id)
+                        conn._kick(0x8D, DisconnectReason.KEEP_ALIVE_TIMEOUT, publish_will=True)
+                elif state != _CLOSED and now - conn.created > timeout:
+                    log.info("peer %s: no CONNECT within %.1f s", conn.peer, timeout)
+                    conn._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
+            if self._wills:
+                for client_id, pending in list(self._wills.items()):
+                    if pending.due <= now:
+                        del self._wills[client_id]
+                        self._publish_will(pending.info, pending.will)
+            if self._expiring:
+                for client_id, session in list(self._expiring.items()):
+                    if session.expires_at is not None and session.expires_at <= now:
+                        log.info("session %r expired", client_id)
+                        self._discard_session(session)
+
+    # -- subscriptions ---------------------------------------------------------------------
+    def _subscribe(
+        self, session: _Session, topic_filter: str, group: str | None, inner: str, sub: _Sub
+    ) -> bool:
+        client_id = session.client_id
+        if group is None:
+            old = self._tree.insert(inner, client_id, sub)
+        else:
+            old = self._shared.insert(inner, (group, client_id), sub)
+        if session.subs is None:
+            session.subs = {}
+        session.subs[topic_filter] = sub
+        self._route_cache.clear()
+        return old is not None
+
+    def _unsubscribe(self, session: _Session, topic_filter: str) -> bool:
+        subs = session.subs
+        if not subs or topic_filter not in subs:
+            return False
+        del subs[topic_filter]
+        try:
+            group, inner = parse_shared(topic_filter)
+        except TopicError:
+            return False
+        if group is None:
+            self._tree.remove(inner, session.client_id)
+        else:
+            self._shared.remove(inner, (group, session.client_id))
+        self._route_cache.clear()
+        return True
+
+    # -- retained --------------------------------------------------------------------------
+    def _store_retained(self, msg: Message) -> None:
+        if msg.payload:
+            self._retained[msg.topic] = (msg, self._loop.time())
+        else:
+            self._retained.pop(msg.topic, None)  # MQTT-3.3.1-10
+
+    def _send_retained(self, session: _Session, topic_filter: str, sub: _Sub) -> None:
+        now = self._loop.time()
+        sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()
+        for topic, (stored_msg, stored) in list(self._retained.items()):
+            msg = stored_msg
+            if not topic_matches(topic_filter, topic):
+                continue
+            expires_at = None
+            mei = msg.properties.message_expiry_interval
+            if mei is not None:
+                expires_at = stored + mei
+                if expires_at <= now:
+                    del self._retained[topic]  # MQTT-3.3.2-5
+                    continue
+                # MQTT-3.3.2-6: the interval sent is what remains of it
+                props = replace(msg.properties, message_expiry_interval=math.ceil(expires_at - now))
+                msg = Message(msg.topic, msg.payload, msg.qos, msg.retain, props)
+            # MQTT-3.3.1-8: retained messages sent on subscribe have RETAIN set
+            self._send(session, msg, min(msg.qos, sub.qos), True, sub_ids, {}, expires_at)
+
+    # -- routing ---------------------------------------------------------------------------
+    def _build_route(self, topic: str) -> _RouteEntry:
+        per: dict[_Session, list[_Sub]] = {}
+        for _f, _k, sub in self._tree.match(topic):
+            subs = per.get(sub.session)
+            if subs is None:
+                per[sub.session] = [sub]
+            else:
+                subs.append(sub)
+        normal = []
+        for session, subs in per.items():
+            raw = subs if any(s.no_local for s in subs) else None
+            qos, rap, sub_ids = _aggregate(subs)
+            normal.append((session, qos, rap, sub_ids, raw))
+        shared: dict[tuple[str, str], list[_Sub]] = {}
+        for topic_filter, (group, _cid), sub in self._shared.match(topic):
+            shared.setdefault((group, topic_filter), []).append(sub)
+        for members in shared.values():
+            members.sort(key=lambda s: s.session.client_id)
+        entry: _RouteEntry = (tuple(normal), tuple(shared.items()))
+        cache = self._route_cache
+        if len(cache) >= _ROUTE_CACHE_MAX:
+            cache.clear()
+        cache[topic] = entry
+        return entry
+
+    def _route(self, msg: _MessageLike, publisher: _Session | None) -> int:
+        """Deliver ``msg`` to every matching subscription; returns the sessions reached."""
+        entry = self._route_cache.get(msg.topic)
+        if entry is None:
+            entry = self._build_route(msg.topic)
+        normal, shared = entry
+        if not normal and not shared:
+            return 0
+        mei = msg.properties.message_expiry_interval
+        expires_at = None if mei is None else self._loop.time() + mei
+        cache: dict[Any, _Variant] = {}
+        send = self._send
+        msg_qos = msg.qos
+        reached = 0
+        bound = self.config.max_buffered_bytes
+        call_soon = self._loop.call_soon
+        for session, qos, rap, sub_ids, raw in normal:
+            if raw is not None and session is publisher:
+                subs = [s for s in raw if not s.no_local]  # MQTT-3.8.3-3
+                if not subs:
+                    continue
+                qos, rap, sub_ids = _aggregate(subs)  # noqa: PLW2901
+            conn = session.conn
+            if (
+                (qos == 0 or msg_qos == 0)
+                and conn is not None
+                and conn.level != MQTT_5
+                and not (rap and msg.retain)
+                and conn.state == _CONNECTED
+                and not conn.max_out
+                and not conn.write_paused
+                and conn.out_size <= bound
+            ):
+                # fast path of _send for the common case: QoS 0 to a 3.1.1 connection
+                variant = cache.get(0)
+                data = (variant or self._variant(msg, False, 0, False, (), cache))[0]
+                out = conn.out
+                if out is None:
+                    conn.out = [data]
+                    call_soon(conn._flush)
+                else:
+                    out.append(data)
+                conn.out_size += len(data)
+                self._messages_out += 1
+                reached += 1
+                continue
+            # MQTT-3.3.1-9: RETAIN is cleared for normal delivery unless retain-as-published
+            send(
+                session,
+                msg,
+                qos if qos < msg_qos else msg_qos,
+                rap and msg.retain,
+                sub_ids,
+                cache,
+                expires_at,
+            )
+            reached += 1
+        for key, members in shared:
+            sub = self._pick_shared(key, members)
+            sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()
+            send(
+                sub.session,
+                msg,
+                min(sub.qos, msg_qos),
+                sub.retain_as_published and msg.retain,
+                sub_ids,
+                cache,
+                expires_at,
+            )
+            reached += 1
+        return reached
+
+    def _pick_shared(self, key: tuple[str, str], members: list[_Sub]) -> _Sub:
+        """Round robin among the group members, preferring connected ones."""
+        n = len(members)
+        start = self._rr.get(key, 0) % n
+        for i in range(n):
+            index = (start + i) % n
+            sub = members[index]
+            conn = sub.session.conn
+            if conn is not None and conn.state == _CONNECTED:
+                self._rr[key] = index + 1
+                return sub
+        self._rr[key] = start + 1
+        return members[start]
+
+    def _variant(  # noqa: PLR0917
+        self,
+        msg: _MessageLike,
+        level5: bool,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        cache: dict[Any, _Variant],
+    ) -> _Variant:
+        key = (qos, retain, sub_ids) if level5 else qos * 2 + retain
+        variant = cache.get(key)
+        if variant is None:
+            if level5:
+                props = msg.properties
+                if sub_ids:
+                    props = replace(props, subscription_identifiers=sub_ids)
+                data = encode(
+                    Publish(msg.topic, msg.payload, qos, retain, False, 1 if qos else 0, props),
+                    MQTT_5,
+                )
+                variant = (data, _pid_offset(data) if qos else 0)
+            else:
+                variant = self._variant_311(msg, qos, retain)
+            cache[key] = variant
+        return variant
+
+    def _variant_311(self, msg: _MessageLike, qos: int, retain: bool) -> _Variant:
+        """A 3.1.1 PUBLISH from the codec's encoding of its topic, patched with the length.
+
+        The topic part is encoded by the codec once per topic; per message only the fixed
+        header (first byte and remaining length) is computed, like the packet id patched in
+        for QoS > 0. Long packets (>= 16 KiB) go through the codec entirely.
+        """
+        topic = msg.topic
+        field = self._topic_fields.get(topic)
+        if field is None:
+            template = encode(Publish(topic, b""), 4)  # 0x30, remaining length, topic field
+            field = template[_header_length(template) :]
+            if len(self._topic_fields) >= _ROUTE_CACHE_MAX:
+                self._topic_fields.clear()
+            self._topic_fields[topic] = field
+        payload = msg.payload
+        rl = len(field) + len(payload) + (2 if qos else 0)
+        b0 = 0x30 | (qos << 1) | (1 if retain else 0)
+        if rl < 0x80:
+            head = bytes((b0, rl))
+        elif rl < 0x4000:
+            head = bytes((b0, (rl & 0x7F) | 0x80, rl >> 7))
+        else:
+            data = encode(Publish(topic, payload, qos, retain, False, 1 if qos else 0), 4)
+            return (data, len(data) - len(payload) - 2 if qos else 0)
+        if qos:
+            # the packet id (patched per receiver) sits between topic and payload
+            return (b"".join((head, field, b"\x00\x01", payload)), len(head) + len(field))
+        return (b"".join((head, field, payload)), 0)
+
+    def _send(  # noqa: PLR0917
+        self,
+        session: _Session,
+        msg: _MessageLike,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        cache: dict[Any, _Variant],
+        expires_at: float | None,
+    ) -> None:
+        """Send (or queue) one message to one session."""
+        conn = session.conn
+        if qos == 0:
+            if conn is None or conn.state != _CONNECTED:
+                return  # QoS 0 is not queued for offline sessions
+            if conn.level == MQTT_5:
+                data = self._variant(msg, True, 0, retain, sub_ids, cache)[0]
+            else:
+                variant = cache.get(retain)  # same key as _variant: qos * 2 + retain
+                data = (variant or self._variant(msg, False, 0, retain, (), cache))[0]
+            bound = self.config.max_buffered_bytes
+            if (conn.max_out and len(data) > conn.max_out) or (
+                conn.out_size > bound or (conn.write_paused and conn._buffered() > bound)
+            ):
+                self._dropped += 1  # MQTT-3.1.2-25: never exceed the client's maximum
+                return
+            conn._write(data)
+            self._messages_out += 1
+            return
+        out = _Out(msg, qos, retain, sub_ids, expires_at)
+        if conn is None or conn.state != _CONNECTED:
+            self._enqueue(session, out)
+            return
+        level5 = conn.level == MQTT_5
+        if expires_at is None:
+            variant = None if level5 else cache.get(qos * 2 + retain)
+            data, offset = variant or self._variant(msg, level5, qos, retain, sub_ids, cache)
+        else:
+            data, offset = self._variant(msg, level5, qos, retain, sub_ids, {})
+        inflight = session.inflight
+        queue = session.queue
+        if not queue and (inflight is None or len(inflight) < conn.window):
+            self._transmit(session, conn, out, data, offset)
+            return
+        if expires_at is None:
+            out.data = data  # encoded once for every subscriber; only the packet id differs
+            out.offset = offset
+            out.level5 = level5
+        if queue is not None and len(queue) < self.config.max_queued_messages:
+            queue.append(out)
+        else:
+            self._enqueue(session, out)
+
+    def _enqueue(self, session: _Session, out: _Out) -> None:
+        queue = session.queue
+        if queue is None:
+            queue = session.queue = deque()
+        if len(queue) >= self.config.max_queued_messages:
+            self._dropped += 1
+            return
+        queue.append(out)
+
+    def _transmit(
+        self, session: _Session, conn: _Connection, out: _Out, data: bytes, offset: int
+    ) -> None:
+        if conn.max_out and len(data) > conn.max_out:
+            self._dropped += 1
+            return
+        inflight = session.inflight
+        if inflight is None:
+            inflight = session.inflight = {}
+        pid = session.next_pid
+        if pid in inflight:
+            pid = session.allocate_pid()
+        else:
+            session.next_pid = pid + 1 if pid < 65535 else 1
+        out.packet_id = pid
+        out.state = SENT
+        inflight[pid] = out
+        conn._write(data[:offset] + pid.to_bytes(2, "big") + data[offset + 2 :])
+        self._messages_out += 1
+
+    def _pump(self, session: _Session, conn: _Connection) -> None:
+        """Move queued messages into free in-flight slots."""
+        queue = session.queue
+        if not queue or conn.state != _CONNECTED:
+            return
+        now = self._loop.time()
+        level5 = conn.level == MQTT_5
+        window = conn.window
+        if session.inflight is None:
+            session.inflight = {}
+        inflight = session.inflight
+        transmit = self._transmit
+        while queue and len(inflight) < window:
+            out = queue.popleft()
+            data = out.data
+            if data is not None and out.level5 == level5:
+                transmit(session, conn, out, data, out.offset)
+                continue
+            msg = out.message
+            if out.expires_at is not None:
+                remaining = out.expires_at - now
+                if remaining <= 0:
+                    self._dropped += 1  # 5.0 3.3.2.3.3: expired messages are not delivered
+                    continue
+                # decrement the message expiry interval by the time spent waiting
+                msg = Message(
+                    msg.topic,
+                    msg.payload,
+                    msg.qos,
+                    msg.retain,
+                    replace(msg.properties, message_expiry_interval=math.ceil(remaining)),
+                )
+            data, offset = self._variant(msg, level5, out.qos, out.retain, out.sub_ids, {})
+            transmit(session, conn, out, data, offset)
+
+
+def _aggregate(subs: list[_Sub]) -> tuple[int, bool, tuple[int, ...]]:
+    """Overlapping subscriptions of one session: highest QoS, all subscription ids."""
+    if len(subs) == 1:
+        s = subs[0]
+        return s.qos, s.retain_as_published, (s.sub_id,) if s.sub_id is not None else ()
+    qos = max(s.qos for s in subs)
+    rap = any(s.retain_as_published for s in subs)
+    sub_ids = tuple(sorted({s.sub_id for s in subs if s.sub_id is not None}))
+    return qos, rap, sub_ids
+
+
+def _validate_message(message: Message) -> None:
+    if message.qos not in (0, 1, 2):
+        raise InvalidArgument(f"qos must be 0, 1 or 2, got {message.qos}")
+    _validate_topic_name(message.topic)
+
+
+async def _await_all(pending: list[Awaitable[None]]) -> None:
+    for aw in pending:
+        try:
+            await aw
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("message handler failed")

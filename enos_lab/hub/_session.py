@@ -1,0 +1,134 @@
+"""Per-client state that outlives a connection (subscriptions, in-flight and queued messages).
+
+Objects here are small ``__slots__`` classes whose containers are created lazily, so an idle
+session costs a few hundred bytes. All logic lives in :mod:`enos_lab.hub._server`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from enos_lab.hub._server import _Connection
+    from enos_lab.mqtt._packets import Properties
+
+
+class _MessageLike(Protocol):
+    """What routing reads of a message: a :class:`~enos_lab.hub.Message` or, on the hot path,
+    the received ``Publish`` packet itself (same field names, never modified)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def qos(self) -> int: ...
+    @property
+    def retain(self) -> bool: ...
+    @property
+    def properties(self) -> Properties: ...
+
+
+__all__: list[str] = []
+
+# _Out.state values
+QUEUED = 0  # waiting for an in-flight slot (or for the client to come back)
+SENT = 1  # PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2)
+RELEASED = 2  # PUBREL sent, waiting for PUBCOMP (QoS 2)
+
+
+class _Sub:
+    """One subscription of a session (the value stored in the topic tree)."""
+
+    __slots__ = ("no_local", "qos", "retain_as_published", "retain_handling", "session", "sub_id")
+
+    def __init__(  # noqa: PLR0917
+        self,
+        session: _Session,
+        qos: int,
+        no_local: bool,
+        retain_as_published: bool,
+        retain_handling: int,
+        sub_id: int | None,
+    ) -> None:
+        self.session = session
+        self.qos = qos
+        self.no_local = no_local
+        self.retain_as_published = retain_as_published
+        self.retain_handling = retain_handling
+        self.sub_id = sub_id
+
+
+class _Out:
+    """One outbound QoS 1/2 message of a session (queued or in flight)."""
+
+    __slots__ = (
+        "data",
+        "expires_at",
+        "level5",
+        "message",
+        "offset",
+        "packet_id",
+        "qos",
+        "retain",
+        "state",
+        "sub_ids",
+    )
+
+    def __init__(
+        self,
+        message: _MessageLike,
+        qos: int,
+        retain: bool,
+        sub_ids: tuple[int, ...],
+        expires_at: float | None,
+    ) -> None:
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        self.sub_ids = sub_ids
+        self.expires_at = expires_at  # loop time [s] or None
+        self.packet_id = 0
+        self.state = QUEUED
+        self.data: bytes | None = None  # PUBLISH encoded when queued (shared with others)
+        self.offset = 0  # of the packet id in ``data``
+        self.level5 = False  # ``data`` is encoded for MQTT 5.0
+
+
+class _Session:
+    """State of one client id: subscriptions, packet ids, in-flight and queued messages."""
+
+    __slots__ = (
+        "client_id",
+        "conn",
+        "expires_at",
+        "expiry",
+        "inflight",
+        "next_pid",
+        "qos2_in",
+        "queue",
+        "subs",
+    )
+
+    def __init__(self, client_id: str) -> None:
+        self.client_id = client_id
+        self.conn: _Connection | None = None
+        self.subs: dict[str, _Sub] | None = None  # full filter (incl. $share/...) -> sub
+        self.inflight: dict[int, _Out] | None = None  # packet id -> message, in send order
+        self.queue: deque[_Out] | None = None
+        self.qos2_in: set[int] | None = None  # inbound QoS 2 ids awaiting PUBREL
+        self.next_pid = 1
+        self.expiry: int | None = 0  # [s] session expiry interval; None = never expires
+        self.expires_at: float | None = None  # loop time [s] while offline
+
+    def allocate_pid(self) -> int:
+        """Next free outbound packet identifier (1..65535, MQTT-2.3.1-1)."""
+        inflight = self.inflight
+        pid = self.next_pid
+        while True:
+            nxt = pid + 1 if pid < 65535 else 1
+            if inflight is None or pid not in inflight:
+                self.next_pid = nxt
+                return pid
+            pid = nxt

@@ -1,0 +1,185 @@
+"""Value objects and extension-point protocols of the hub.
+
+Glossary: ``client_id`` is the MQTT client identifier; ``protocol_level`` 3 (MQTT 3.1), 4 (3.1.1)
+or 5 (5.0); ``peer`` is ``"host:port"`` for TCP connections and ``"memory"`` for the in-memory
+transport; ``reason_code`` an MQTT 5.0 reason code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Protocol, TypeAlias
+
+from enos_lab.mqtt._packets import NO_PROPERTIES, Properties
+
+__all__ = [
+    "AuthResult",
+    "Authenticator",
+    "Authoriser",
+    "ClientConnected",
+    "ClientDisconnected",
+    "ClientInfo",
+    "ConnectRequest",
+    "Decision",
+    "DisconnectReason",
+    "HubEvent",
+    "Message",
+    "MessageHandler",
+]
+
+_EMPTY: Mapping[str, object] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """An application message, independent of packet identifiers.
+
+    ``properties`` are the MQTT 5.0 properties that travel with the message (message expiry
+    interval, response topic, correlation data, user properties, ...).
+    """
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    properties: Properties = NO_PROPERTIES
+
+
+_new = object.__new__
+_slot = vars(Message)  # the slot descriptors set fields without the frozen __setattr__
+_set_topic = _slot["topic"].__set__
+_set_payload = _slot["payload"].__set__
+_set_qos = _slot["qos"].__set__
+_set_retain = _slot["retain"].__set__
+_set_properties = _slot["properties"].__set__
+
+
+def _make_message(
+    topic: str, payload: bytes, qos: int, retain: bool, properties: Properties
+) -> Message:
+    """``Message(...)`` for the hot path: same object, half the cost of the frozen ``__init__``."""
+    message: Message = _new(Message)
+    _set_topic(message, topic)
+    _set_payload(message, payload)
+    _set_qos(message, qos)
+    _set_retain(message, retain)
+    _set_properties(message, properties)
+    return message
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """A connected client as the hub sees it.
+
+    ``attributes`` are whatever the authenticator attached (for example the device identity);
+    ``keep_alive`` is the effective keep-alive interval. [s]
+    """
+
+    client_id: str
+    protocol_level: int
+    username: str | None
+    peer: str
+    clean_start: bool
+    keep_alive: int
+    attributes: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """What an authenticator sees of a CONNECT (``tls`` is True on an encrypted listener)."""
+
+    client_id: str
+    username: str | None
+    password: bytes | None
+    protocol_level: int
+    peer: str
+    tls: bool
+    properties: Properties = NO_PROPERTIES
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """Outcome of an authentication.
+
+    ``reason_code`` is the MQTT 5.0 CONNACK reason code of a refusal; 3.1.1 clients get the
+    mapped return code (0x86 -> 4, 0x85 -> 2, 0x88/0x89 -> 3, anything else -> 5).
+    ``client_id`` replaces (or assigns) the client identifier when set.
+    """
+
+    accepted: bool
+    reason_code: int = 0
+    client_id: str | None = None
+    attributes: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An access-control decision: allowed, or denied with a 5.0 reason code and a reason."""
+
+    allowed: bool
+    reason_code: int = 0x87
+    reason: str = ""
+
+
+class Authenticator(Protocol):
+    """Decides whether a CONNECT is accepted (``authenticate`` may be sync or async)."""
+
+    def authenticate(self, request: ConnectRequest) -> AuthResult | Awaitable[AuthResult]:
+        """Return (or resolve to) the outcome for ``request``."""
+        ...
+
+
+class Authoriser(Protocol):
+    """Decides per publish and per subscription whether a client may do it."""
+
+    def authorise_publish(self, client: ClientInfo, topic: str, qos: int, retain: bool) -> Decision:
+        """May ``client`` publish on ``topic``?"""
+        ...
+
+    def authorise_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> Decision:
+        """May ``client`` subscribe to ``topic_filter``?"""
+        ...
+
+
+MessageHandler: TypeAlias = Callable[["ClientInfo | None", Message], "Awaitable[None] | None"]
+"""In-process consumer of every PUBLISH accepted from a client (and of wills).
+
+Called in the order received per connection. When it returns an awaitable the hub awaits it
+before acknowledging the PUBLISH (PUBACK / PUBREC). Exceptions are logged and ignored.
+"""
+
+
+class DisconnectReason(Enum):
+    """Why a client's connection ended."""
+
+    CLIENT_DISCONNECT = "client_disconnect"
+    KEEP_ALIVE_TIMEOUT = "keep_alive_timeout"
+    TAKEN_OVER = "taken_over"
+    PROTOCOL_ERROR = "protocol_error"
+    CONNECTION_LOST = "connection_lost"
+    KICKED = "kicked"
+    SERVER_SHUTDOWN = "server_shutdown"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConnected:
+    """A client completed CONNECT (``session_present`` as sent in the CONNACK)."""
+
+    client: ClientInfo
+    session_present: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDisconnected:
+    """A connected client's connection ended; ``will_published`` if its will went out now."""
+
+    client: ClientInfo
+    reason: DisconnectReason
+    will_published: bool
+
+
+HubEvent: TypeAlias = ClientConnected | ClientDisconnected
+"""Any lifecycle event of the hub."""

@@ -1,0 +1,156 @@
+"""Keep alive and connect timeout, over the in-memory transport.
+
+Timings use keep_alive = 1 s; the hub must close after one and a half periods of silence
+(3.1.1 MQTT-3.1.2-24, 5.0 3.1.2.10) and not before one period has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from _wire import (
+    PINGREQ,
+    PINGRESP,
+    HubFactory,
+    check_reason_packet,
+    connect,
+    expect,
+    expect_closed,
+    expect_silence,
+    open_client,
+    publish,
+    read_connack5,
+    start_hub,
+    sync,
+)
+
+from enos_lab.errors import ClosedError
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_silence_beyond_one_and_a_half_keep_alive_closes(make_hub: HubFactory) -> None:
+    """3.1.1 MQTT-3.1.2-24: no control packet within 1.5 x Keep Alive: the server closes the
+    connection (in 3.1.1 without sending anything)."""
+    hub = await start_hub(make_hub)
+    conn = await hub.connect_memory()
+    await conn.send(bytes.fromhex("10 0e 00 04 4d 51 54 54 04 02 00 01 00 02 6b 31"))  # ka 1 s
+    await expect(conn, bytes.fromhex("20 02 00 00"))
+    started = time.monotonic()
+    await expect_closed(conn, 4.0)
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed <= 3.0, f"closed after {elapsed:.2f} s, expected about 1.5 s"
+
+
+async def test_v5_silence_beyond_keep_alive_closes(make_hub: HubFactory) -> None:
+    """5.0 3.1.2.10 (MQTT-3.1.2-22): the server closes a silent connection after 1.5 x Keep
+    Alive; it may first send DISCONNECT 0x8D (Keep Alive timeout)."""
+    hub = await start_hub(make_hub)
+    conn = await open_client(hub, "k5", level=5, keep_alive=1)
+    started = time.monotonic()
+    try:
+        data = await conn.receive(4.0)
+    except ClosedError:
+        data = b""
+    if data:
+        assert data[0] == 0xE0, f"expected DISCONNECT or a close, got {data.hex(' ')}"
+        check_reason_packet(data, 0xE0, 0x8D, None)
+        await expect_closed(conn)
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed <= 3.0, f"closed after {elapsed:.2f} s, expected about 1.5 s"
+
+
+async def test_pingreq_answered_with_pingresp(make_hub: HubFactory) -> None:
+    """3.1.1 MQTT-3.12.4-1: the server answers PINGREQ with PINGRESP; literal bytes."""
+    hub = await start_hub(make_hub)
+    conn = await open_client(hub, "ping")
+    await conn.send(b"\xc0\x00")
+    await expect(conn, b"\xd0\x00")
+
+
+async def test_v5_pingreq_answered_with_pingresp(make_hub: HubFactory) -> None:
+    """5.0 MQTT-3.12.4-1: PINGREQ is answered with PINGRESP."""
+    hub = await start_hub(make_hub)
+    conn = await open_client(hub, "ping5", level=5)
+    await conn.send(b"\xc0\x00")
+    await expect(conn, b"\xd0\x00")
+
+
+async def test_pingreq_keeps_connection_alive(make_hub: HubFactory) -> None:
+    """3.1.1 MQTT-3.1.2-23 / MQTT-3.1.2-24: a PINGREQ every half period keeps the connection
+    open well past 1.5 x Keep Alive."""
+    hub = await start_hub(make_hub)
+    conn = await open_client(hub, "alive", keep_alive=1)
+    for _ in range(5):  # 2.5 s in total
+        await asyncio.sleep(0.5)
+        await conn.send(PINGREQ)
+        await expect(conn, PINGRESP)
+    assert not conn.closed
+
+
+async def test_any_control_packet_resets_keep_alive(make_hub: HubFactory) -> None:
+    """3.1.1 MQTT-3.1.2-24: the timer counts time since the last control packet of any type,
+    here QoS 0 PUBLISH packets."""
+    hub = await start_hub(make_hub)
+    conn = await open_client(hub, "busy", keep_alive=1)
+    for i in range(4):  # 2.4 s in total
+        await asyncio.sleep(0.6)
+        await conn.send(publish("k/busy", bytes([i])))
+    await sync(conn)
+
+
+async def test_keep_alive_zero_disables_timeout(make_hub: HubFactory) -> None:
+    """3.1.1 3.1.2.10: Keep Alive 0 turns the mechanism off; the server does not close a silent
+    connection."""
+    hub = await start_hub(make_hub)
+    conn = await open_client(hub, "zero", keep_alive=0)
+    await expect_silence(conn, 1.6)
+    await sync(conn)
+
+
+async def test_v5_server_keep_alive_overrides_client_value(make_hub: HubFactory) -> None:
+    """5.0 MQTT-3.2.2-21/22: a Server Keep Alive in CONNACK replaces the client's Keep Alive, and
+    the server enforces it."""
+    hub = await start_hub(make_hub, server_keep_alive=1)
+    conn = await hub.connect_memory()
+    await conn.send(connect("ska", level=5, keep_alive=60))
+    properties = await read_connack5(conn)
+    assert properties.get(0x13) == 1
+    started = time.monotonic()
+    try:
+        data = await conn.receive(4.0)
+    except ClosedError:
+        data = b""
+    if data:
+        check_reason_packet(data, 0xE0, 0x8D, None)
+        await expect_closed(conn)
+    assert time.monotonic() - started <= 3.0
+
+
+async def test_connect_timeout_closes_silent_socket(make_hub: HubFactory) -> None:
+    """HubConfig.connect_timeout (3.1.1 3.1.4: a server should close a connection that sends no
+    CONNECT within a reasonable time): a connection sending nothing is closed silently."""
+    hub = await start_hub(make_hub, connect_timeout=0.5)
+    conn = await hub.connect_memory()
+    started = time.monotonic()
+    await expect_closed(conn, 3.0)
+    elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed <= 2.0, f"closed after {elapsed:.2f} s, expected about 0.5 s"
+
+
+async def test_connect_timeout_closes_incomplete_connect(make_hub: HubFactory) -> None:
+    """HubConfig.connect_timeout: half a CONNECT does not stop the timer."""
+    hub = await start_hub(make_hub, connect_timeout=0.5)
+    conn = await hub.connect_memory()
+    await conn.send(connect("half")[:7])
+    await expect_closed(conn, 3.0)
+
+
+async def test_connect_in_time_cancels_connect_timeout(make_hub: HubFactory) -> None:
+    """HubConfig.connect_timeout only applies until CONNECT: a connected client stays."""
+    hub = await start_hub(make_hub, connect_timeout=0.5)
+    conn = await open_client(hub, "intime", keep_alive=0)
+    await expect_silence(conn, 1.0)
+    await sync(conn)
