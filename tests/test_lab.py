@@ -1,0 +1,142 @@
+"""The Lab facade: background loop thread, sync and async forms, data directory handling."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from enos_lab import Lab
+from enos_lab.errors import ClosedError, InvalidArgument
+
+# MQTT 3.1.1 CONNECT, client id "lab-test", clean session, keep-alive 60 s.
+CONNECT_311 = bytes.fromhex("101400044d5154540402003c00086c61622d74657374")
+CONNACK_ACCEPTED = bytes.fromhex("20020000")
+CONNACK_NOT_AUTHORIZED = bytes.fromhex("20020005")
+# SUBSCRIBE packet id 1, filter "demo/#" at QoS 0.
+SUBSCRIBE = bytes.fromhex("820b00010006") + b"demo/#" + b"\x00"
+SUBACK = bytes.fromhex("9003000100")
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _connect(lab: Lab) -> socket.socket:
+    sock = socket.create_connection((lab.host, lab.port), timeout=5)
+    sock.sendall(CONNECT_311)
+    return sock
+
+
+def test_anonymous_lab_accepts_clients_and_publishes_from_the_hub_side() -> None:
+    with Lab(port=0, anonymous=True) as lab:
+        assert lab.port > 0
+        assert lab.url == f"mqtt://127.0.0.1:{lab.port}"
+        with _connect(lab) as sock:
+            assert _recv_exactly(sock, 4) == CONNACK_ACCEPTED
+            sock.sendall(SUBSCRIBE)
+            assert _recv_exactly(sock, 5) == SUBACK
+            assert lab.publish("demo/hello", "world") == 1
+            expected = b"\x30\x11\x00\x0a" + b"demo/hello" + b"world"
+            assert _recv_exactly(sock, len(expected)) == expected
+
+
+def test_lab_without_anonymous_refuses_unknown_clients() -> None:
+    with Lab(port=0) as lab, _connect(lab) as sock:
+        assert _recv_exactly(sock, 4) == CONNACK_NOT_AUTHORIZED
+        assert sock.recv(1) == b""  # the hub closes the connection after refusing
+
+
+def test_temporary_data_dir_is_removed_on_stop() -> None:
+    lab = Lab(port=0, anonymous=True).start()
+    data_dir = lab.data_dir
+    assert data_dir.is_dir()
+    lab.stop()
+    assert not data_dir.exists()
+    lab.stop()  # idempotent
+    with pytest.raises(ClosedError):
+        _ = lab.port
+
+
+def test_given_data_dir_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "lab"
+    with Lab(target, port=0, anonymous=True) as lab:
+        assert lab.data_dir == target
+        (target / "marker").write_text("kept")
+    assert (target / "marker").read_text() == "kept"
+
+
+def test_lab_can_restart_after_stop() -> None:
+    lab = Lab(port=0, anonymous=True)
+    for _ in range(2):
+        with lab, _connect(lab) as sock:
+            assert _recv_exactly(sock, 4) == CONNACK_ACCEPTED
+
+
+def test_async_forms_do_not_block_the_callers_loop() -> None:
+    async def scenario() -> int:
+        async with Lab(port=0, anonymous=True) as lab:
+            reader, writer = await asyncio.open_connection(lab.host, lab.port)
+            writer.write(CONNECT_311 + SUBSCRIBE)
+            assert await reader.readexactly(4) == CONNACK_ACCEPTED
+            assert await reader.readexactly(5) == SUBACK
+            reached = await lab.apublish("demo/x", b"1", qos=0)
+            assert await reader.readexactly(11) == b"\x30\x09\x00\x06demo/x1"
+            writer.close()
+            await writer.wait_closed()
+            return reached
+
+    assert asyncio.run(scenario()) == 1
+
+
+def test_sync_facade_from_the_labs_own_loop_is_refused() -> None:
+    with Lab(port=0, anonymous=True) as lab:
+
+        async def misuse() -> None:
+            lab.publish("demo/x", b"1")
+
+        with pytest.raises(InvalidArgument, match="own event loop"):
+            lab.run(misuse())
+
+
+def test_bad_arguments_raise_typed_errors() -> None:
+    with pytest.raises(InvalidArgument, match="70000"):
+        Lab(port=70000)
+    with Lab(port=0, anonymous=True) as lab:
+        with pytest.raises(InvalidArgument, match="qos"):
+            lab.publish("demo/x", b"1", qos=3)
+        with pytest.raises(InvalidArgument, match="demo/#"):
+            lab.publish("demo/#", b"1")
+    with pytest.raises(ClosedError):
+        lab.publish("demo/x", b"1")
+
+
+def test_store_lives_in_the_data_dir_and_survives_a_restart(tmp_path: Path) -> None:
+    from enos_lab.store import PointRow
+
+    with Lab(tmp_path, port=0, anonymous=True) as lab:
+        assert lab.store.path.parent == tmp_path
+        lab.store.append_points([PointRow("pk", "dev1", "temp", 1_700_000_000_000, 21.5)])
+    with Lab(tmp_path, port=0, anonymous=True) as lab:
+        frame = lab.store.query_points("dev1", ["temp"], product_key="pk")
+        assert frame["value"].tolist() == [21.5]
+        assert str(frame["time"].dt.tz) == "UTC"
+
+
+def test_a_failed_start_releases_everything(tmp_path: Path) -> None:
+    with Lab(tmp_path, port=0, anonymous=True) as first:
+        clash = Lab(tmp_path / "other", port=first.port, anonymous=True)
+        with pytest.raises(OSError):
+            clash.start()
+        assert not clash.running
+    # the first lab's store was closed cleanly: a new lab can open the same directory
+    with Lab(tmp_path, port=0, anonymous=True) as again:
+        assert again.store.path.parent == tmp_path
