@@ -4,9 +4,12 @@ Theory of operation
 -------------------
 Every connection (TCP, TLS or in-memory) is a :class:`_Connection`, an ``asyncio.Protocol``:
 ``data_received`` feeds the sans-IO decoder and handles the decoded packets synchronously, in
-order. Only three things can make a connection wait: an async authenticator (or the CONNACK
-delay), and a message handler that returns an awaitable. Then the packets that follow are kept
-in a backlog (reading is paused when it grows) and a task owned by the hub resumes them.
+order, at most ``_BURST`` per connection per loop iteration (the rest waits in a backlog and
+continues with ``call_soon``), so that one busy publisher cannot keep the acknowledgements of
+other clients - which free their in-flight windows - waiting. Only two things make a
+connection wait for something else: an async authenticator (or the CONNACK delay), and a
+message handler that returns an awaitable. Then the packets that follow stay in the backlog
+(reading is paused when it grows) and a task owned by the hub resumes them.
 
 State that outlives a connection (subscriptions, packet ids, queued and in-flight messages)
 lives in a :class:`~enos_lab.hub._session._Session`. Subscriptions are kept in two topic trees
@@ -17,6 +20,8 @@ Output is collected per connection and written once per event-loop iteration (on
 ``transport.write`` per connection per iteration, scheduled with ``call_soon``). A PUBLISH is
 encoded once per variant (protocol family, QoS, retain flag, subscription identifiers) and the
 bytes are shared by every subscriber; for QoS > 0 only the packet identifier is patched in.
+For 3.1.1 the codec encodes the topic part once per topic and only the fixed header is
+computed per message (:meth:`Hub._variant_311`).
 
 There are no per-connection tasks or timers: one sweep task checks connect timeouts, keep
 alive (MQTT-3.1.2-24), delayed wills and session expiry for everybody.
@@ -258,9 +263,6 @@ class _Connection(asyncio.Protocol):
             self.backlog = packets
             self._maybe_pause()
             self.hub._loop.call_soon(self._continue)
-            session = self.session
-            if session is not None and session.queue and self.state == _CONNECTED:
-                self.hub._pump(session, self)
             return
         self.backlog = None
         session = self.session
@@ -1545,28 +1547,63 @@ class Hub:
             session.inflight = {}
         inflight = session.inflight
         transmit = self._transmit
+        max_out = conn.max_out
+        chunks: list[bytes] = []
+        add = chunks.append
+        pid = session.next_pid
+        sent = 0
         while queue and len(inflight) < window:
             out = queue.popleft()
             data = out.data
+            if data is not None and out.level5 == level5 and not max_out:
+                # inline of _transmit for the common case (pre-encoded, no size limit)
+                if pid in inflight:
+                    session.next_pid = pid
+                    pid = session.allocate_pid()
+                out.packet_id = pid
+                out.state = SENT
+                inflight[pid] = out
+                offset = out.offset
+                add(data[:offset] + pid.to_bytes(2, "big") + data[offset + 2 :])
+                pid = pid + 1 if pid < 65535 else 1
+                sent += 1
+                continue
+            if chunks:  # keep the order: what was collected goes out first
+                conn._write(b"".join(chunks))
+                chunks.clear()
+                self._messages_out += sent
+                sent = 0
+            session.next_pid = pid
             if data is not None and out.level5 == level5:
                 transmit(session, conn, out, data, out.offset)
-                continue
-            msg = out.message
-            if out.expires_at is not None:
-                remaining = out.expires_at - now
-                if remaining <= 0:
-                    self._dropped += 1  # 5.0 3.3.2.3.3: expired messages are not delivered
-                    continue
-                # decrement the message expiry interval by the time spent waiting
-                msg = Message(
-                    msg.topic,
-                    msg.payload,
-                    msg.qos,
-                    msg.retain,
-                    replace(msg.properties, message_expiry_interval=math.ceil(remaining)),
-                )
-            data, offset = self._variant(msg, level5, out.qos, out.retain, out.sub_ids, {})
-            transmit(session, conn, out, data, offset)
+            else:
+                self._transmit_fresh(session, conn, out, now, level5)
+            pid = session.next_pid
+        session.next_pid = pid
+        if chunks:
+            conn._write(b"".join(chunks))
+            self._messages_out += sent
+
+    def _transmit_fresh(
+        self, session: _Session, conn: _Connection, out: _Out, now: float, level5: bool
+    ) -> None:
+        """Encode a queued message now (expiry decremented) and transmit it."""
+        msg = out.message
+        if out.expires_at is not None:
+            remaining = out.expires_at - now
+            if remaining <= 0:
+                self._dropped += 1  # 5.0 3.3.2.3.3: expired messages are not delivered
+                return
+            # decrement the message expiry interval by the time spent waiting
+            msg = Message(
+                msg.topic,
+                msg.payload,
+                msg.qos,
+                msg.retain,
+                replace(msg.properties, message_expiry_interval=math.ceil(remaining)),
+            )
+        data, offset = self._variant(msg, level5, out.qos, out.retain, out.sub_ids, {})
+        self._transmit(session, conn, out, data, offset)
 
 
 def _aggregate(subs: list[_Sub]) -> tuple[int, bool, tuple[int, ...]]:
