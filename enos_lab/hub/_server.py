@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
 from types import MappingProxyType
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from enos_lab.errors import ClosedError, InvalidArgument, ProtocolError, TopicError
 from enos_lab.hub._config import HubConfig, HubStats
@@ -168,7 +168,9 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self.transport: asyncio.BaseTransport | None = None
+        # Typed as a full transport: event loops such as uvloop do not subclass asyncio's
+        # transport classes, so no isinstance checks on it.
+        self.transport: asyncio.Transport | None = None
         self.decoder = Decoder(role="server", max_packet_size=hub.config.max_packet_size)
         self.state = _NEW
         self.level = 4
@@ -192,7 +194,7 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
         self.peer = _peer_name(transport.get_extra_info("peername"))
         hub = self.hub
         if hub._closing:
@@ -279,7 +281,7 @@ class _Connection(asyncio.Protocol):
     def _unpause(self) -> None:
         self.paused = False
         transport = self.transport
-        if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             transport.resume_reading()
 
     def _internal_error(self, exc: Exception) -> None:
@@ -295,7 +297,7 @@ class _Connection(asyncio.Protocol):
         backlog = self.backlog
         if backlog is not None and len(backlog) > _BACKLOG_PAUSE and not self.paused:
             transport = self.transport
-            if isinstance(transport, asyncio.ReadTransport) and not transport.is_closing():
+            if transport is not None and not transport.is_closing():
                 self.paused = True
                 transport.pause_reading()
 
@@ -389,7 +391,7 @@ class _Connection(asyncio.Protocol):
         self.out = None
         self.out_size = 0
         transport = self.transport
-        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+        if transport is not None and not transport.is_closing():
             data = out[0] if len(out) == 1 else b"".join(out)
             self.hub._bytes_out += len(data)
             transport.write(data)
@@ -399,7 +401,7 @@ class _Connection(asyncio.Protocol):
         size = self.out_size
         if self.write_paused:
             transport = self.transport
-            if isinstance(transport, asyncio.WriteTransport):
+            if transport is not None:
                 size += transport.get_write_buffer_size()
         return size
 
