@@ -684,7 +684,15 @@ class _Connection(asyncio.Protocol):
         return None
 
     async def _await_then(self, pending: list[Awaitable[None]], ack: Packet | None) -> None:
+        """Await the handlers of one message, then acknowledge it.
+
+        A message whose handler failed is never acknowledged as a success (nothing acknowledged
+        is lost): a 5.0 client gets PUBACK / PUBREC with 0x80 (unspecified error), a 3.1.1
+        client, which has no negative acknowledgement, is disconnected so that it sends the
+        message again.
+        """
         self.inflight_in += 1
+        failed = False
         try:
             for aw in pending:
                 try:
@@ -692,11 +700,22 @@ class _Connection(asyncio.Protocol):
                 except asyncio.CancelledError:
                     raise
                 except Exception:
+                    failed = True
                     log.exception("client %r: message handler failed", self.client_id)
         finally:
             self.inflight_in -= 1
-        if ack is not None and self.state == _CONNECTED:
-            self._write(encode(ack, self.level))
+        if ack is None or self.state != _CONNECTED:
+            return
+        if failed:
+            assert isinstance(ack, (PubAck, PubRec))
+            session = self.session
+            if isinstance(ack, PubRec) and session is not None and session.qos2_in:
+                session.qos2_in.discard(ack.packet_id)
+            if self.level != MQTT_5:
+                self._end(DisconnectReason.SERVER_ERROR, publish_will=True)
+                return
+            ack = type(ack)(ack.packet_id, 0x80)  # Unspecified error
+        self._write(encode(ack, self.level))
 
     def _on_pubrel(self, p: PubRel) -> None:
         session = self.session
@@ -990,17 +1009,19 @@ class Hub:
                 log.exception("hub event listener failed on %r", event)
 
     def _call_handlers(self, info: ClientInfo | None, msg: Message) -> list[Awaitable[None]] | None:
+        """Call every handler; returns what must be awaited before the message is acknowledged.
+
+        A handler that raises is turned into a failed future, so that the caller treats it like
+        a failed awaitable (logged, and the message not acknowledged as a success).
+        """
         pending: list[Awaitable[None]] | None = None
         for handler in self._handlers:
             try:
                 result = handler(info, msg)
-            except Exception:
-                log.exception(
-                    "message handler failed for %r from %r",
-                    msg.topic,
-                    info.client_id if info else None,
-                )
-                continue
+            except Exception as exc:
+                failed: asyncio.Future[None] = self._loop.create_future()
+                failed.set_exception(exc)
+                result = failed
             if result is not None:
                 if pending is None:
                     pending = []

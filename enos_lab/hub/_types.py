@@ -162,6 +162,8 @@ class DisconnectReason(Enum):
     CONNECTION_LOST = "connection_lost"
     KICKED = "kicked"
     SERVER_SHUTDOWN = "server_shutdown"
+    SERVER_ERROR = "server_error"
+    """The hub could not process the client's message (a message handler failed)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from enos_lab.errors import TopicError
+from enos_lab.errors import ClosedError, TopicError
 from enos_lab.hub import ClientInfo, Hub, HubConfig, Message
 from enos_lab.mqtt._codec import encode
 from enos_lab.mqtt._packets import (
@@ -18,6 +18,7 @@ from enos_lab.mqtt._packets import (
     Properties,
     PubAck,
     Publish,
+    PubRec,
     SubAck,
     Subscribe,
     Subscription,
@@ -300,17 +301,51 @@ async def test_06_2_awaitable_handler_delays_puback(hub: Hub, connect: Connector
     assert order == ["seen slow", "stored slow", "seen fast"]
 
 
-async def test_06_3_failing_handler_is_logged_not_fatal(
+async def test_06_3_failing_handler_means_no_success_ack_5(
     hub: Hub, connect: Connector, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A message its handler failed to take is never acknowledged as a success."""
+
+    def broken(client: ClientInfo | None, message: Message) -> None:
+        raise RuntimeError("boom")
+
+    async def broken_later(client: ClientInfo | None, message: Message) -> None:
+        raise RuntimeError("bang")
+
+    hub.add_handler(broken)
+    pub, _ = await connect(hub, "pub", level=5)
+    await pub.send(encode(Publish("b", b"1", 1, packet_id=1), 5))
+    assert await pub.read_packet(5) == PubAck(1, 0x80)  # Unspecified error
+    await pub.send(encode(Publish("b", b"2", 2, packet_id=2), 5))
+    assert await pub.read_packet(5) == PubRec(2, 0x80)  # the QoS 2 exchange ends here
+    hub.remove_handler(broken)
+    hub.add_handler(broken_later)
+    await pub.send(encode(Publish("b", b"3", 1, packet_id=3), 5))
+    assert await pub.read_packet(5) == PubAck(3, 0x80)
+    hub.remove_handler(broken_later)
+    await pub.send(encode(Publish("b", b"4", 1, packet_id=4), 5))
+    assert await pub.read_packet(5) == PubAck(4)  # the connection keeps working
+    assert "boom" in caplog.text and "bang" in caplog.text
+
+
+async def test_06_4_failing_handler_closes_a_311_connection_without_puback(
+    hub: Hub, connect: Connector
+) -> None:
+    """3.1.1 has no negative acknowledgement: the client is disconnected and resends later."""
+
     def broken(client: ClientInfo | None, message: Message) -> None:
         raise RuntimeError("boom")
 
     hub.add_handler(broken)
     pub, _ = await connect(hub, "pub")
+    other, _ = await connect(hub, "other")
     await pub.send(encode(Publish("b", b"1", 1, packet_id=1), 4))
-    assert await pub.read_packet(4) == PubAck(1)
-    assert "boom" in caplog.text
+    await pub.wait_closed()
+    with pytest.raises(ClosedError):
+        await pub.receive(timeout=1.0)  # no PUBACK was sent before the close
+    hub.remove_handler(broken)
+    await other.send(encode(Publish("b", b"2", 1, packet_id=7), 4))
+    assert await other.read_packet(4) == PubAck(7)  # everyone else is served
 
 
 # -- 07 slow consumers and bounds -------------------------------------------------------------
