@@ -781,6 +781,10 @@ class Decoder:
             rl = data[pos + 1]
             if rl < 0x80:
                 s = pos + 2
+            elif pos + 2 < end and 0 < data[pos + 2] < 0x80:
+                # two-byte remaining length (128..16383), inlined: the common PUBLISH size
+                rl = (rl & 0x7F) | (data[pos + 2] << 7)
+                s = pos + 3
             else:
                 rl, s = self._long_length(data, pos, end, maxsize)
                 if rl < 0:
