@@ -107,7 +107,9 @@ _NEVER = None
 # 5.0 reason code -> 3.1.1 CONNACK return code
 _RC_TO_311 = {0x86: 4, 0x85: 2, 0x88: 3, 0x89: 3, 0x84: 1}
 
-_Variant: TypeAlias = tuple[bytes, int]  # encoded PUBLISH, offset of its packet id
+# An encoded PUBLISH as (prefix, suffix): for QoS > 0 the packet id goes between the two (one
+# copy per receiver: prefix + packet id + suffix); for QoS 0 the prefix is the whole packet.
+_Variant: TypeAlias = tuple[bytes, bytes]
 _RouteEntry: TypeAlias = tuple[
     tuple[tuple[_Session, int, bool, tuple[int, ...], "list[_Sub] | None"], ...],
     tuple[tuple[tuple[str, str], list[_Sub]], ...],
@@ -1440,7 +1442,11 @@ class Hub:
                     Publish(msg.topic, msg.payload, qos, retain, False, 1 if qos else 0, props),
                     MQTT_5,
                 )
-                variant = (data, _pid_offset(data) if qos else 0)
+                if qos:
+                    offset = _pid_offset(data)
+                    variant = (data[:offset], data[offset + 2 :])
+                else:
+                    variant = (data, b"")
             else:
                 variant = self._variant_311(msg, qos, retain)
             cache[key] = variant
@@ -1470,11 +1476,14 @@ class Hub:
             head = bytes((b0, (rl & 0x7F) | 0x80, rl >> 7))
         else:
             data = encode(Publish(topic, payload, qos, retain, False, 1 if qos else 0), 4)
-            return (data, len(data) - len(payload) - 2 if qos else 0)
+            if qos:
+                offset = len(data) - len(payload) - 2
+                return (data[:offset], data[offset + 2 :])
+            return (data, b"")
         if qos:
-            # the packet id (patched per receiver) sits between topic and payload
-            return (b"".join((head, field, b"\x00\x01", payload)), len(head) + len(field))
-        return (b"".join((head, field, payload)), 0)
+            # the packet id (one per receiver) goes between topic and payload
+            return (head + field, payload)
+        return (b"".join((head, field, payload)), b"")
 
     def _send(  # noqa: PLR0917
         self,
@@ -1512,17 +1521,17 @@ class Hub:
         level5 = conn.level == MQTT_5
         if expires_at is None:
             variant = None if level5 else cache.get(qos * 2 + retain)
-            data, offset = variant or self._variant(msg, level5, qos, retain, sub_ids, cache)
+            prefix, suffix = variant or self._variant(msg, level5, qos, retain, sub_ids, cache)
         else:
-            data, offset = self._variant(msg, level5, qos, retain, sub_ids, {})
+            prefix, suffix = self._variant(msg, level5, qos, retain, sub_ids, {})
         inflight = session.inflight
         queue = session.queue
         if not queue and (inflight is None or len(inflight) < conn.window):
-            self._transmit(session, conn, out, data, offset)
+            self._transmit(session, conn, out, prefix, suffix)
             return
         if expires_at is None:
-            out.data = data  # encoded once for every subscriber; only the packet id differs
-            out.offset = offset
+            out.prefix = prefix  # encoded once for every subscriber; only the packet id differs
+            out.suffix = suffix
             out.level5 = level5
         if queue is not None and len(queue) < self.config.max_queued_messages:
             queue.append(out)
@@ -1539,9 +1548,9 @@ class Hub:
         queue.append(out)
 
     def _transmit(
-        self, session: _Session, conn: _Connection, out: _Out, data: bytes, offset: int
+        self, session: _Session, conn: _Connection, out: _Out, prefix: bytes, suffix: bytes
     ) -> None:
-        if conn.max_out and len(data) > conn.max_out:
+        if conn.max_out and len(prefix) + 2 + len(suffix) > conn.max_out:
             self._dropped += 1
             return
         inflight = session.inflight
@@ -1555,7 +1564,7 @@ class Hub:
         out.packet_id = pid
         out.state = SENT
         inflight[pid] = out
-        conn._write(data[:offset] + pid.to_bytes(2, "big") + data[offset + 2 :])
+        conn._write(b"".join((prefix, pid.to_bytes(2, "big"), suffix)))
         self._messages_out += 1
 
     def _pump(self, session: _Session, conn: _Connection) -> None:
@@ -1577,8 +1586,8 @@ class Hub:
         sent = 0
         while queue and len(inflight) < window:
             out = queue.popleft()
-            data = out.data
-            if data is not None and out.level5 == level5 and not max_out:
+            prefix = out.prefix
+            if prefix is not None and out.level5 == level5 and not max_out:
                 # inline of _transmit for the common case (pre-encoded, no size limit)
                 if pid in inflight:
                     session.next_pid = pid
@@ -1586,8 +1595,9 @@ class Hub:
                 out.packet_id = pid
                 out.state = SENT
                 inflight[pid] = out
-                offset = out.offset
-                add(data[:offset] + pid.to_bytes(2, "big") + data[offset + 2 :])
+                add(prefix)
+                add(pid.to_bytes(2, "big"))
+                add(out.suffix)
                 pid = pid + 1 if pid < 65535 else 1
                 sent += 1
                 continue
@@ -1597,8 +1607,8 @@ class Hub:
                 self._messages_out += sent
                 sent = 0
             session.next_pid = pid
-            if data is not None and out.level5 == level5:
-                transmit(session, conn, out, data, out.offset)
+            if prefix is not None and out.level5 == level5:
+                transmit(session, conn, out, prefix, out.suffix)
             else:
                 self._transmit_fresh(session, conn, out, now, level5)
             pid = session.next_pid
@@ -1625,8 +1635,8 @@ class Hub:
                 msg.retain,
                 replace(msg.properties, message_expiry_interval=math.ceil(remaining)),
             )
-        data, offset = self._variant(msg, level5, out.qos, out.retain, out.sub_ids, {})
-        self._transmit(session, conn, out, data, offset)
+        prefix, suffix = self._variant(msg, level5, out.qos, out.retain, out.sub_ids, {})
+        self._transmit(session, conn, out, prefix, suffix)
 
 
 def _aggregate(subs: list[_Sub]) -> tuple[int, bool, tuple[int, ...]]:

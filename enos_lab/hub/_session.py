@@ -64,16 +64,16 @@ class _Out:
     """One outbound QoS 1/2 message of a session (queued or in flight)."""
 
     __slots__ = (
-        "data",
         "expires_at",
         "level5",
         "message",
-        "offset",
         "packet_id",
+        "prefix",
         "qos",
         "retain",
         "state",
         "sub_ids",
+        "suffix",
     )
 
     def __init__(
@@ -91,9 +91,10 @@ class _Out:
         self.expires_at = expires_at  # loop time [s] or None
         self.packet_id = 0
         self.state = QUEUED
-        self.data: bytes | None = None  # PUBLISH encoded when queued (shared with others)
-        self.offset = 0  # of the packet id in ``data``
-        self.level5 = False  # ``data`` is encoded for MQTT 5.0
+        # PUBLISH encoded when queued (shared with other receivers): prefix + packet id + suffix
+        self.prefix: bytes | None = None
+        self.suffix = b""
+        self.level5 = False  # ``prefix``/``suffix`` are encoded for MQTT 5.0
 
 
 class _Session:
