@@ -1,0 +1,19 @@
+"""EnOS IoT Hub services: authentication, sessions, topics, replies and ACL for EnOS devices.
+
+:class:`IotHub` turns a :class:`~enos_lab.hub.Hub` into an EnOS IoT Hub that the official EnOS
+device SDKs connect to unchanged: logins (secure modes 2, 3 and 4), dynamic activation, one
+connection per device, presence, measurepoints, events, attributes, tags, thing model
+templates, raw (custom format) payloads, gateways and sub-devices, OTA hooks, the message
+integration channel and commands to devices::
+
+    iothub = IotHub(registry, models, store)
+    hub = Hub(HubConfig(connack_delay=0.05), authenticator=iothub, authoriser=iothub)
+    iothub.attach(hub)
+"""
+
+from __future__ import annotations
+
+from ._config import IotHubConfig, OtaHandler, RawCodec
+from ._iothub import DeviceOffline, IotHub, MemoryOta
+
+__all__ = ["DeviceOffline", "IotHub", "IotHubConfig", "MemoryOta", "OtaHandler", "RawCodec"]

@@ -1,0 +1,84 @@
+"""Settings of the IoT Hub service layer and the per-product raw codec protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..errors import InvalidArgument
+
+__all__ = ["IotHubConfig", "OtaHandler", "RawCodec"]
+
+
+@dataclass(frozen=True, slots=True)
+class IotHubConfig:
+    """Settings of an :class:`~enos_lab.iothub.IotHub`.
+
+    Times are in seconds; the login throttle follows EnOS (4 failures within 120 s block the
+    device for 300 s).
+    """
+
+    activation_delay: float = 0.2
+    """Delay after CONNACK before the first ``activate/info`` push. [s]"""
+    activation_resend: float = 2.0
+    """Interval between re-sends of ``activate/info`` until an ``info_reply`` with code 200. [s]"""
+    activation_timeout: float = 30.0
+    """Give up re-sending ``activate/info`` after this long. [s]"""
+    max_online_sub_devices: int = 200
+    """Most sub-devices one gateway may have logged in at once (EnOS limit)."""
+    strict_methods: bool = False
+    """True: answer 1260 when a request's ``method`` does not fit its topic."""
+    max_login_failures: int = 4
+    """Failed logins within ``login_failure_window`` that block a device."""
+    login_failure_window: float = 120.0
+    """Window in which failed logins are counted. [s]"""
+    login_block: float = 300.0
+    """How long a throttled device is refused. [s]"""
+    command_timeout: float = 30.0
+    """Default wait for a device's reply to a command. [s]"""
+
+    def __post_init__(self) -> None:
+        for name in ("activation_resend", "activation_timeout", "command_timeout"):
+            if getattr(self, name) <= 0:
+                raise InvalidArgument(f"IotHubConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.activation_delay < 0:
+            raise InvalidArgument(
+                f"IotHubConfig.activation_delay must be >= 0, got {self.activation_delay}"
+            )
+        if self.max_online_sub_devices < 0:
+            raise InvalidArgument(
+                "IotHubConfig.max_online_sub_devices must be >= 0, "
+                f"got {self.max_online_sub_devices}"
+            )
+
+
+class RawCodec(Protocol):
+    """Translates a CUSTOM-format product's raw payloads (protocol reference 7.5)."""
+
+    def decode_upstream(self, payload: bytes) -> bytes:
+        """Raw ``up_raw`` bytes -> an EnOS JSON envelope (a request, or a reply to a command)."""
+        ...
+
+    def encode_downstream(self, envelope: bytes) -> bytes:
+        """A JSON command envelope -> the raw ``down_raw`` payload."""
+        ...
+
+    def encode_reply(self, reply: bytes) -> bytes:
+        """A JSON reply envelope -> the raw ``up_raw_reply`` payload."""
+        ...
+
+
+class OtaHandler(Protocol):
+    """What the hub does with OTA requests (protocol reference 10); replaceable."""
+
+    def inform(self, product_key: str, device_key: str, version: str) -> None:
+        """A device reported its firmware ``version``."""
+        ...
+
+    def progress(self, product_key: str, device_key: str, step: str, desc: str) -> int:
+        """A device reported upgrade progress; returns the reply code (764: no task)."""
+        ...
+
+    def get_versions(self, product_key: str, device_key: str) -> list[dict[str, object]]:
+        """The firmware objects offered to the device (``ota/device/getversion``)."""
+        ...

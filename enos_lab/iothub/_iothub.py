@@ -1,0 +1,1748 @@
+"""The EnOS IoT Hub service layer: turns the MQTT hub into an EnOS device endpoint.
+
+Theory of operation
+-------------------
+:class:`IotHub` plugs into a :class:`~enos_lab.hub.Hub` at four points:
+
+- **authenticator** (:meth:`IotHub.authenticate`): the registry's login decision plus the login
+  throttle; every refusal is CONNACK 5 (4 for an unparseable username). The identity goes into
+  ``ClientInfo.attributes``.
+- **listener** (connected / disconnected events): one connection per device (a new login of
+  the same device closes the old connection, whose later disconnect no longer counts), the
+  presence log, dynamic activation pushes, sub-devices going offline with their gateway.
+- **authoriser**: deny by default. A device may use its own ``/sys/{pk}/{dk}/...`` and
+  ``/ext/session/{pk}/{dk}/...`` topics, those of sub-devices logged in through it, the
+  integration topics of its product (secure mode 4) and its product's custom topics. Upstream
+  *request* topics pass the MQTT layer so that the request handler can answer a violation with
+  code 1009 on ``T_reply`` echoing the request id (the authoriser cannot see the payload); the
+  handler then drops the request.
+- **handler**: one call per accepted PUBLISH, dispatched by :func:`~enos_lab.enos.parse_topic`
+  (by topic, never by ``method``). It returns an awaitable so that the PUBACK goes out only
+  after the store committed and the reply was published.
+
+Replies are ``{"id": <echo>, "code": <int>, "data": .., "message": ..}`` on ``T + "_reply"``,
+published through the hub (so only subscribers get them) at QoS min(request QoS, 1). Commands
+go to a connection without subscription (:meth:`~enos_lab.hub.Hub.deliver`).
+
+The per-message path runs no SQL: device, product and model records are cached on the
+connection when it logs in, and on the sub-device entry when a sub-device logs in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, cast
+
+from ..clock import Clock, SystemClock
+from ..enos import (
+    REPLY_SUFFIX,
+    Direction,
+    EnvelopeError,
+    Reply,
+    ReplyCode,
+    Request,
+    SecureMode,
+    SignMethod,
+    TopicKind,
+    TopicMatch,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+    parse_topic,
+    verify_sign,
+)
+from ..errors import (
+    AlreadyExists,
+    ClosedError,
+    InvalidArgument,
+    NotFound,
+    RegistryError,
+    StoreError,
+    ValidationError,
+)
+from ..hub import (
+    AuthResult,
+    ClientConnected,
+    ClientDisconnected,
+    ClientInfo,
+    ConnectRequest,
+    Decision,
+    DisconnectReason,
+    Hub,
+    HubEvent,
+    Message,
+)
+from ..model import ModelCatalog, ThingModel, normalise_tags, render_tsltemplate
+from ..mqtt import topic_matches
+from ..registry import (
+    DataFormat,
+    Device,
+    LoginThrottle,
+    NodeType,
+    Product,
+    Registry,
+    authenticate,
+)
+from ..store import AttributeRow, EventRow, PointRow, TimeSeriesStore
+from ._config import IotHubConfig, OtaHandler, RawCodec
+
+__all__ = ["DeviceOffline", "IotHub", "MemoryOta"]
+
+log = logging.getLogger("enos_lab.iothub")
+
+_Keys: TypeAlias = tuple[str, str]
+_Result: TypeAlias = tuple[int, Any, str | None]  # code, data, message (None: the code's text)
+_OK: _Result = (ReplyCode.SUCCESS, None, None)
+# a success reply is these bytes around the JSON of the request id (same as encode_reply)
+_OK_HEAD = b'{"id":'
+_OK_TAIL = b',"code":200,"data":{},"message":""}'
+
+_PARSE_CACHE_MAX = 20_000
+_GATEWAY_KINDS = frozenset(
+    {
+        TopicKind.DEVICE_REGISTER,
+        TopicKind.TOPO_ADD,
+        TopicKind.TOPO_DELETE,
+        TopicKind.TOPO_GET,
+        TopicKind.SUB_DEVICE_LOGIN,
+        TopicKind.SUB_DEVICE_LOGIN_BATCH,
+        TopicKind.SUB_DEVICE_LOGOUT,
+    }
+)
+_INTEGRATION_KINDS = frozenset(
+    {
+        TopicKind.INTEGRATION_MEASUREPOINT_POST,
+        TopicKind.INTEGRATION_EVENT_POST,
+        TopicKind.INTEGRATION_ATTRIBUTE_POST,
+        TopicKind.INTEGRATION_MODEL_UP_RAW,
+    }
+)
+# presence reasons recorded in the registry (the Lab's presence table)
+_REASONS = {
+    DisconnectReason.CLIENT_DISCONNECT: "disconnected",
+    DisconnectReason.KEEP_ALIVE_TIMEOUT: "keep-alive timeout",
+    DisconnectReason.TAKEN_OVER: "taken over",
+    DisconnectReason.PROTOCOL_ERROR: "disconnected",
+    DisconnectReason.CONNECTION_LOST: "disconnected",
+    DisconnectReason.KICKED: "kicked",
+    DisconnectReason.SERVER_SHUTDOWN: "disconnected",
+}
+# canonical method -> kind, for envelopes decoded from raw (custom format) payloads
+_UP_METHODS: dict[str, TopicKind] = {
+    kind.method: kind
+    for kind in TopicKind
+    if kind.direction is Direction.UP and kind.method is not None and "%s" not in kind.method
+}
+
+
+_Handler: TypeAlias = Callable[["_Conn", TopicMatch, Request], Awaitable[_Result]]
+
+# what the message handler does with a topic (decided once per topic, see IotHub._route)
+_IGNORE, _DEVICE_REPLY, _REQUEST, _RAW_REQUEST = range(4)
+# which connections may send a request (IotHub._may_request)
+_SCOPE_DEVICE, _SCOPE_GATEWAY, _SCOPE_INTEGRATION = range(3)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """A topic's catalogue entry with everything the per-message path needs precomputed."""
+
+    match: TopicMatch
+    action: int
+    scope: int
+    handler: _Handler | None
+    reply_topic: str
+
+
+class DeviceOffline(ClosedError):
+    """A command was sent to a device that has no live connection (and no online gateway)."""
+
+
+class MemoryOta:
+    """The default OTA handler: remembers reported versions; there are no upgrade tasks.
+
+    ``progress`` answers 764 (no task) and ``get_versions`` an empty list. Replace it through
+    :attr:`IotHub.ota` to run upgrade campaigns.
+    """
+
+    def __init__(self) -> None:
+        self.versions: dict[_Keys, str] = {}
+        """Firmware version last reported per ``(product_key, device_key)``."""
+
+    def inform(self, product_key: str, device_key: str, version: str) -> None:
+        """Remember the reported version."""
+        self.versions[(product_key, device_key)] = version
+
+    def progress(self, product_key: str, device_key: str, step: str, desc: str) -> int:
+        """No upgrade task exists: 764."""
+        return int(ReplyCode.OTA_TASK_NOT_FOUND)
+
+    def get_versions(self, product_key: str, device_key: str) -> list[dict[str, object]]:
+        """No firmware is offered."""
+        return []
+
+
+@dataclass(slots=True)
+class _Target:
+    """A device a connection may speak for, with its cached records."""
+
+    product: Product
+    device: Device
+    model: ThingModel | None
+
+    @property
+    def keys(self) -> _Keys:
+        return (self.device.product_key, self.device.device_key)
+
+
+@dataclass(slots=True)
+class _Conn:
+    """One authenticated connection (a device, a mode-3 activation session or a channel)."""
+
+    info: ClientInfo
+    product_key: str
+    device_key: str
+    product: Product
+    own: _Target | None  # None for an integration channel
+    model: ThingModel | None
+    tls: bool
+    integration: bool = False
+    activation: bool = False
+    online: bool = False  # recorded online in the registry
+    subs: dict[_Keys, _Target] = field(default_factory=dict)  # logged-in sub-devices
+    filters: set[str] = field(default_factory=set)  # granted subscriptions
+    custom: list[tuple[str, bool, bool]] = field(default_factory=list)  # topic, pub, sub
+    activation_done: asyncio.Event | None = None
+
+    @property
+    def client_id(self) -> str:
+        return self.info.client_id
+
+    def target(self, keys: _Keys) -> _Target | None:
+        own = self.own
+        if own is not None and own.keys == keys:
+            return own
+        return self.subs.get(keys)
+
+
+def _custom_topics(product: Product, device_key: str) -> list[tuple[str, bool, bool]]:
+    return [
+        (
+            template.replace("{productKey}", product.product_key).replace(
+                "{deviceKey}", device_key
+            ),
+            permission.can_publish,
+            permission.can_subscribe,
+        )
+        for template, permission in product.custom_topics.items()
+    ]
+
+
+def _text(value: object) -> str | None:
+    """A signature field as its wire text (numbers without a decimal part when integral)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def _blank(value: object) -> bool:
+    return value is None or value == ""
+
+
+class _PointBatcher:
+    """Collects the measurepoint rows of every request handled in one event-loop iteration and
+    hands them to the store as one append; each request awaits the commit of its batch.
+
+    The store groups concurrent appends too, but each append has a fixed cost on the event loop
+    (encoding, futures); one append per iteration keeps that cost per batch, not per message.
+    """
+
+    def __init__(self, store: TimeSeriesStore, tasks: set[asyncio.Task[Any]]) -> None:
+        self._store = store
+        self._tasks = tasks
+        self._rows: list[PointRow] = []
+        self._future: asyncio.Future[int] | None = None
+
+    def add(self, rows: list[PointRow]) -> asyncio.Future[int]:
+        """Queue ``rows``; the returned future resolves when they are committed."""
+        future = self._future
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._future = loop.create_future()
+            loop.call_soon(self._flush)
+        self._rows.extend(rows)
+        # shielded: a cancelled waiter must not cancel the batch the others wait for
+        return asyncio.shield(future)
+
+    def _flush(self) -> None:
+        rows, future = self._rows, self._future
+        self._rows, self._future = [], None
+        if future is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._commit(rows, future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _commit(self, rows: list[PointRow], future: asyncio.Future[int]) -> None:
+        try:
+            count = await self._store.append_points_async(rows)
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(count)
+
+
+class IotHub:
+    """EnOS IoT Hub services on top of a :class:`~enos_lab.hub.Hub`.
+
+    Implements the hub's Authenticator and Authoriser protocols; :meth:`attach` adds its message
+    handler and event listener. Pass the same object as ``authenticator`` and ``authoriser``
+    when constructing the hub. Attributes: ``registry``, ``models``, ``store`` and ``config`` as
+    given; ``ota`` is the replaceable OTA handler (default :class:`MemoryOta`).
+
+    Presence reasons written to the registry: connected, disconnected, kicked, keep-alive
+    timeout, taken over, gateway offline, logged out, disabled, deleted.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        models: ModelCatalog,
+        store: TimeSeriesStore,
+        *,
+        clock: Clock | None = None,
+        config: IotHubConfig = IotHubConfig(),  # noqa: B008 - frozen
+    ) -> None:
+        self.registry = registry
+        self.models = models
+        self.store = store
+        self.config = config
+        self.ota: OtaHandler = MemoryOta()
+        self._clock = clock or SystemClock()
+        self._throttle = LoginThrottle(
+            max_failures=config.max_login_failures,
+            window=config.login_failure_window,
+            block=config.login_block,
+            clock=self._clock,
+        )
+        self._hub: Hub | None = None
+        self._codecs: dict[str, RawCodec] = {}
+        self._conns: dict[str, _Conn] = {}  # client id -> connection
+        self._owner: dict[_Keys, str] = {}  # device -> client id of its current connection
+        self._gateway_of: dict[_Keys, str] = {}  # logged-in sub-device -> gateway client id
+        self._kick_reasons: dict[str, str] = {}  # client id -> presence reason of a kick
+        self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ids = itertools.count(1)
+        self._parsed: dict[str, TopicMatch | None] = {}
+        self._points = _PointBatcher(store, self._tasks)
+        self._routes: dict[str, _Route | None] = {}
+        self._dispatch: dict[TopicKind, _Handler]
+        self._dispatch = {
+            TopicKind.MEASUREPOINT_POST: self._measurepoint_post,
+            TopicKind.MEASUREPOINT_RESUME: self._measurepoint_post,
+            TopicKind.MEASUREPOINT_POST_BATCH: self._measurepoint_batch,
+            TopicKind.MEASUREPOINT_RESUME_BATCH: self._measurepoint_batch,
+            TopicKind.EVENT_POST: self._event_post,
+            TopicKind.ATTRIBUTE_UPDATE: self._attribute_update,
+            TopicKind.ATTRIBUTE_QUERY: self._attribute_query,
+            TopicKind.ATTRIBUTE_DELETE: self._attribute_delete,
+            TopicKind.TAG_UPDATE: self._tag_update,
+            TopicKind.TAG_QUERY: self._tag_query,
+            TopicKind.TAG_DELETE: self._tag_delete,
+            TopicKind.TSL_TEMPLATE_GET: self._tsl_template,
+            TopicKind.DEVICE_REGISTER: self._device_register,
+            TopicKind.TOPO_ADD: self._topo_add,
+            TopicKind.TOPO_DELETE: self._topo_delete,
+            TopicKind.TOPO_GET: self._topo_get,
+            TopicKind.SUB_DEVICE_LOGIN: self._sub_login,
+            TopicKind.SUB_DEVICE_LOGIN_BATCH: self._sub_login_batch,
+            TopicKind.SUB_DEVICE_LOGOUT: self._sub_logout,
+            TopicKind.OTA_INFORM: self._ota_inform,
+            TopicKind.OTA_PROGRESS: self._ota_progress,
+            TopicKind.OTA_GET_VERSION: self._ota_get_version,
+            TopicKind.OTA_REQUEST: self._accept,
+            TopicKind.LOG_POST: self._accept,
+            TopicKind.NETWORK_STATUS_REPORT: self._accept,
+            TopicKind.CONNECTION_STATE_POST: self._accept,
+            TopicKind.INTEGRATION_MEASUREPOINT_POST: self._integration_measurepoints,
+            TopicKind.INTEGRATION_EVENT_POST: self._integration_events,
+            TopicKind.INTEGRATION_ATTRIBUTE_POST: self._integration_attributes,
+        }
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    def attach(self, hub: Hub) -> None:
+        """Add this service's message handler and event listener to ``hub`` (before start)."""
+        self._hub = hub
+        hub.add_handler(self._on_message)
+        hub.add_listener(self._on_event)
+
+    def register_codec(self, product_key: str, codec: RawCodec) -> None:
+        """Use ``codec`` for the raw payloads of a CUSTOM-format product."""
+        self._codecs[product_key] = codec
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("iothub task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _parse(self, topic: str) -> TopicMatch | None:
+        cache = self._parsed
+        try:
+            return cache[topic]
+        except KeyError:
+            pass
+        match = parse_topic(topic)
+        if len(cache) >= _PARSE_CACHE_MAX:
+            cache.clear()
+        cache[topic] = match
+        return match
+
+    def _route(self, topic: str) -> _Route | None:
+        """The cached route of ``topic`` (None outside the EnOS catalogue)."""
+        routes = self._routes
+        try:
+            return routes[topic]
+        except KeyError:
+            pass
+        match = self._parse(topic)
+        route = None if match is None else self._make_route(match, topic + REPLY_SUFFIX)
+        if len(routes) >= _PARSE_CACHE_MAX:
+            routes.clear()
+        routes[topic] = route
+        return route
+
+    def _make_route(self, match: TopicMatch, reply_topic: str) -> _Route:
+        kind = match.kind
+        up = kind.direction is Direction.UP
+        if match.is_reply:
+            action = _IGNORE if up else _DEVICE_REPLY
+        elif not up:
+            action = _IGNORE
+        else:
+            action = _RAW_REQUEST if kind.is_raw else _REQUEST
+        scope = _SCOPE_DEVICE
+        if kind in _INTEGRATION_KINDS:
+            scope = _SCOPE_INTEGRATION
+        elif kind in _GATEWAY_KINDS:
+            scope = _SCOPE_GATEWAY
+        return _Route(match, action, scope, self._dispatch.get(kind), reply_topic)
+
+    def _model(self, product: Product) -> ThingModel | None:
+        if product.model_id is None:
+            return None
+        try:
+            return self.models.get(product.model_id)
+        except NotFound:
+            log.warning(
+                "product %s names model %r, which is not in the catalog; data passes unchecked",
+                product.product_key,
+                product.model_id,
+            )
+            return None
+
+    def _target_for(self, device: Device, product: Product | None = None) -> _Target:
+        product = product or self.registry.get_product(device.product_key)
+        return _Target(product, device, self._model(product))
+
+    # -- presence --------------------------------------------------------------------------
+
+    def _set_online(self, keys: _Keys, reason: str = "connected") -> None:
+        self._presence(self.registry.set_online, keys, reason)
+
+    def _set_offline(self, keys: _Keys, reason: str) -> None:
+        self._presence(self.registry.set_offline, keys, reason)
+
+    @staticmethod
+    def _presence(record: Callable[[str, str, str], Device], keys: _Keys, reason: str) -> None:
+        """Record a presence change; never fails the connection event that caused it."""
+        try:
+            record(*keys, reason)
+        except NotFound:
+            pass  # deleted meanwhile: no record to mark
+        except Exception:  # e.g. the registry was closed before the hub stopped
+            log.warning("presence of %s/%s (%s) not recorded", *keys, reason, exc_info=True)
+
+    def is_online(self, product_key: str, device_key: str) -> bool:
+        """Whether the device has a live connection or is logged in through an online gateway."""
+        keys = (product_key, device_key)
+        cid = self._owner.get(keys)
+        if cid is not None:
+            conn = self._conns.get(cid)
+            return conn is not None and conn.online
+        return keys in self._gateway_of
+
+    def online_sub_devices(self, gateway: tuple[str, str]) -> list[tuple[str, str]]:
+        """Sub-devices currently logged in through ``gateway``'s connection."""
+        cid = self._owner.get(gateway)
+        conn = self._conns.get(cid) if cid is not None else None
+        return list(conn.subs) if conn is not None else []
+
+    def firmware_version(self, product_key: str, device_key: str) -> str | None:
+        """The firmware version the device last reported (default OTA handler only)."""
+        if isinstance(self.ota, MemoryOta):
+            return self.ota.versions.get((product_key, device_key))
+        return None
+
+    # -- authentication --------------------------------------------------------------------
+
+    def authenticate(self, request: ConnectRequest) -> AuthResult:
+        """Decide one CONNECT (hub Authenticator protocol); see the module docstring."""
+        key = request.username or request.client_id
+        if self._throttle.blocked(key):
+            log.info("login of %r refused: too many failed logins", key)
+            return AuthResult(False, 0x87)
+        decision = authenticate(
+            self.registry, request.client_id, request.username, request.password, tls=request.tls
+        )
+        if not decision.accepted:
+            self._throttle.failed(key)
+            log.info("login of %r refused: %s", key, decision.reason)
+            # 3.1.1 return code 4 <- 0x86, 5 <- 0x87
+            return AuthResult(False, 0x86 if decision.return_code == 4 else 0x87)
+        self._throttle.succeeded(key)
+        login = decision.login
+        assert login is not None
+        return AuthResult(
+            True,
+            attributes={
+                "product_key": login.product_key,
+                "device_key": login.device_key,
+                "secure_mode": int(login.secure_mode),
+                "integration": decision.integration,
+                "activation": decision.activation,
+                "tls": request.tls,
+            },
+        )
+
+    # -- lifecycle events ------------------------------------------------------------------
+
+    def _on_event(self, event: HubEvent) -> None:
+        if isinstance(event, ClientConnected):
+            self._connected(event.client)
+        elif isinstance(event, ClientDisconnected):
+            self._disconnected(event.client, event.reason)
+
+    def _connected(self, info: ClientInfo) -> None:
+        attrs = info.attributes
+        pk = attrs.get("product_key")
+        dk = attrs.get("device_key")
+        if not isinstance(pk, str) or not isinstance(dk, str):
+            return  # not authenticated by us
+        try:
+            product = self.registry.get_product(pk)
+            integration = bool(attrs.get("integration"))
+            own = (
+                None if integration else self._target_for(self.registry.get_device(pk, dk), product)
+            )
+        except NotFound:
+            log.warning("client %r: %s/%s vanished during login", info.client_id, pk, dk)
+            self._kick(info.client_id, "deleted")
+            return
+        conn = _Conn(
+            info,
+            pk,
+            dk,
+            product,
+            own,
+            own.model if own is not None else self._model(product),
+            bool(attrs.get("tls")),
+            integration=integration,
+            activation=bool(attrs.get("activation")),
+        )
+        if own is not None:
+            conn.custom = _custom_topics(product, dk)
+        self._conns[info.client_id] = conn
+        if integration:
+            return
+        keys = (pk, dk)
+        old_cid = self._owner.get(keys)
+        self._owner[keys] = info.client_id
+        if old_cid is not None and old_cid != info.client_id:
+            old = self._conns.pop(old_cid, None)
+            if old is not None:
+                self._release(old, "taken over")
+                self._kick(old_cid, "taken over")
+        if conn.activation:
+            conn.activation_done = asyncio.Event()
+            self._spawn(self._activate(conn), f"iothub-activate-{pk}/{dk}")
+            return
+        conn.online = True
+        self._set_online(keys)
+
+    def _release(self, conn: _Conn, reason: str) -> None:
+        """Forget ``conn``'s sub-devices and mark its device offline (if it was online)."""
+        sub_reason = "gateway offline"
+        for keys in list(conn.subs):
+            del conn.subs[keys]
+            if self._gateway_of.get(keys) == conn.client_id:
+                del self._gateway_of[keys]
+            self._set_offline(keys, sub_reason)
+        if conn.online and conn.own is not None:
+            conn.online = False
+            self._set_offline(conn.own.keys, reason)
+        if conn.activation_done is not None:
+            conn.activation_done.set()
+
+    def _disconnected(self, info: ClientInfo, reason: DisconnectReason) -> None:
+        cid = info.client_id
+        why = self._kick_reasons.pop(cid, None) or _REASONS.get(reason, "disconnected")
+        conn = self._conns.get(cid)
+        if conn is None or conn.info is not info:
+            return  # superseded (taken over) or not ours
+        del self._conns[cid]
+        keys = (conn.product_key, conn.device_key)
+        if self._owner.get(keys) == cid:
+            del self._owner[keys]
+        self._release(conn, why)
+
+    def _kick(self, client_id: str, reason: str) -> None:
+        hub = self._hub
+        if hub is None:
+            return
+        self._kick_reasons[client_id] = reason
+        self._spawn(self._disconnect(hub, client_id), f"iothub-kick-{client_id}")
+
+    async def _disconnect(self, hub: Hub, client_id: str) -> None:
+        if not await hub.disconnect_client(client_id, 0x87):
+            self._kick_reasons.pop(client_id, None)  # already gone
+
+    # -- dynamic activation (section 3) ----------------------------------------------------
+
+    async def _activate(self, conn: _Conn) -> None:
+        hub = self._hub
+        done = conn.activation_done
+        assert hub is not None and done is not None
+        cfg = self.config
+        await asyncio.sleep(cfg.activation_delay)
+        if self._conns.get(conn.client_id) is not conn:
+            return
+        try:
+            device = self.registry.activate(conn.product_key, conn.device_key)
+        except RegistryError as exc:
+            log.warning("activation of %s/%s failed: %s", conn.product_key, conn.device_key, exc)
+            self._kick(conn.client_id, "kicked")
+            return
+        topic = f"/ext/session/{conn.product_key}/{conn.device_key}/thing/activate/info"
+        payload = encode_request(
+            f"act-{next(self._ids)}",
+            "thing.activate.info",
+            {
+                "assetId": device.asset_id,
+                "productKey": device.product_key,
+                "deviceKey": device.device_key,
+                "deviceSecret": device.device_secret,
+            },
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.activation_timeout
+        while not done.is_set() and loop.time() < deadline:
+            try:
+                delivered = await hub.deliver(conn.client_id, Message(topic, payload, 1))
+            except ClosedError:
+                return  # the hub stopped
+            if not delivered:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    done.wait(), min(cfg.activation_resend, max(0.0, deadline - loop.time()))
+                )
+        if not done.is_set():
+            log.warning(
+                "device %s/%s did not confirm activation within %.1f s",
+                conn.product_key,
+                conn.device_key,
+                cfg.activation_timeout,
+            )
+
+    # -- access control --------------------------------------------------------------------
+
+    def authorise_publish(self, client: ClientInfo, topic: str, qos: int, retain: bool) -> Decision:
+        """May ``client`` publish on ``topic``? (hub Authoriser protocol)."""
+        conn = self._conns.get(client.client_id)
+        if conn is None:
+            return Decision(False, 0x87, "not an EnOS session")
+        match = self._parse(topic)
+        if match is not None:
+            kind = match.kind
+            if match.is_reply:
+                # a device answers commands sent to itself or to its logged-in sub-devices
+                if kind.direction is Direction.DOWN and self._may_answer(conn, match):
+                    return _ALLOW
+                return Decision(False, 0x87, f"no permission to reply on {topic!r}")
+            if kind.direction is Direction.UP:
+                return _ALLOW  # checked by the request handler (EnOS 1009 with the request id)
+            return Decision(False, 0x87, f"{topic!r} is a command topic")
+        for custom, can_publish, _ in conn.custom:
+            if can_publish and topic_matches(custom, topic):
+                return _ALLOW
+        for target in conn.subs.values():
+            for custom, can_publish, _ in _custom_topics(target.product, target.device.device_key):
+                if can_publish and topic_matches(custom, topic):
+                    return _ALLOW
+        return Decision(False, 0x87, f"no write permission on {topic!r}")
+
+    def _may_answer(self, conn: _Conn, match: TopicMatch) -> bool:
+        keys = (match.product_key, match.device_key)
+        if conn.activation:
+            return match.kind is TopicKind.ACTIVATE_INFO and keys == (
+                conn.product_key,
+                conn.device_key,
+            )
+        if conn.integration:
+            return False
+        return conn.target(keys) is not None
+
+    def authorise_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> Decision:
+        """May ``client`` subscribe to ``topic_filter``? (hub Authoriser protocol)."""
+        conn = self._conns.get(client.client_id)
+        if conn is None:
+            return Decision(False, 0x87, "not an EnOS session")
+        if self._may_subscribe(conn, topic_filter):
+            conn.filters.add(topic_filter)
+            return _ALLOW
+        if topic_filter.endswith(REPLY_SUFFIX):
+            # remembered although refused: SDKs subscribe to the reply topic of a request for
+            # a foreign device without checking the SUBACK, and expect the 1009 answer there
+            conn.filters.add(topic_filter)
+        return Decision(False, 0x87, f"no read permission on {topic_filter!r}")
+
+    def _may_subscribe(self, conn: _Conn, topic_filter: str) -> bool:
+        wildcard = "+" in topic_filter or "#" in topic_filter
+        if conn.integration:
+            prefix = f"/sys/{conn.product_key}/integration/"
+            if wildcard:
+                return topic_filter.startswith(prefix) and not _matches_request(
+                    topic_filter, conn.product_key, "x"
+                )
+            return topic_filter.startswith(prefix) and topic_filter.endswith(REPLY_SUFFIX)
+        if conn.activation:
+            prefix = f"/ext/session/{conn.product_key}/{conn.device_key}/thing/activate/"
+            return topic_filter.startswith(prefix)
+        if not wildcard:
+            match = self._parse(topic_filter)
+            if match is not None:
+                keys = (match.product_key, match.device_key)
+                if conn.target(keys) is None:
+                    return False
+                # replies to its requests, and commands (the C SDK subscribes to them)
+                return match.is_reply or match.kind.direction is Direction.DOWN
+        else:
+            targets = [conn.own] if conn.own is not None else []
+            targets.extend(conn.subs.values())
+            for target in targets:
+                pk, dk = target.keys
+                if topic_filter.startswith(
+                    (f"/sys/{pk}/{dk}/", f"/ext/session/{pk}/{dk}/")
+                ) and not _matches_request(topic_filter, pk, dk):
+                    # never a filter that matches request topics: a request refused with
+                    # 1009 still passes the MQTT layer and must not reach such a subscriber
+                    return True
+        targets = [conn.own] if conn.own is not None else []
+        targets.extend(conn.subs.values())
+        for target in targets:
+            custom = (
+                conn.custom
+                if target is conn.own
+                else _custom_topics(target.product, target.device.device_key)
+            )
+            for topic, _, can_subscribe in custom:
+                if can_subscribe and topic_matches(topic, topic_filter):
+                    return True
+        return False
+
+    def _subscribed(self, conn: _Conn, topic: str) -> bool:
+        return any(topic_matches(f, topic) for f in conn.filters)
+
+    # -- inbound messages ------------------------------------------------------------------
+
+    def _on_message(self, client: ClientInfo | None, message: Message) -> Awaitable[None] | None:
+        if client is None:
+            return None
+        conn = self._conns.get(client.client_id)
+        if conn is None:
+            return None
+        route = self._route(message.topic)
+        if route is None:
+            return None
+        action = route.action
+        if action == _REQUEST:
+            return self._request(conn, route, message)
+        if action == _RAW_REQUEST:
+            return self._raw_request(conn, route, message, 1 if message.qos else 0)
+        if action == _DEVICE_REPLY:
+            self._device_reply(conn, route.match, message.payload)
+        return None
+
+    def _device_reply(self, conn: _Conn, match: TopicMatch, payload: bytes) -> None:
+        kind = match.kind
+        if kind.is_raw:
+            codec = self._codecs.get(match.product_key)
+            if codec is None:
+                return
+            try:
+                payload = codec.decode_upstream(payload)
+            except Exception:
+                log.exception("codec of %s failed on a down_raw reply", match.product_key)
+                return
+        try:
+            reply = decode_reply(payload)
+        except EnvelopeError as exc:
+            log.info("client %r: unusable reply on %s: %s", conn.client_id, match.kind.name, exc)
+            return
+        if kind is TopicKind.ACTIVATE_INFO:
+            if reply.ok and conn.activation_done is not None:
+                conn.activation_done.set()
+            return
+        topic = match.request_topic
+        future = self._pending.get((topic, str(reply.id)))
+        if future is None and kind.is_raw:
+            # raw replies carry no usable id (SDKs synthesise "unknown"): the oldest command
+            future = next((f for (t, _), f in self._pending.items() if t == topic), None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def _request(self, conn: _Conn, route: _Route, message: Message) -> None:
+        qos = 1 if message.qos else 0
+        reply_topic = route.reply_topic
+        try:
+            request = decode_request(message.payload)
+        except EnvelopeError as exc:
+            await self._reply(reply_topic, None, exc.code, None, str(exc), qos)
+            return
+        result = await self._handle(conn, route, request)
+        if result is None:
+            await self._deny(conn, reply_topic, request.id, qos)
+            return
+        code, data, text = result
+        hub = self._hub
+        if hub is None:
+            return
+        if code == ReplyCode.SUCCESS and data is None and text is None:
+            payload = _OK_HEAD + json.dumps(request.id, ensure_ascii=False).encode() + _OK_TAIL
+        else:
+            payload = encode_reply(request.id, code, data, text)
+        await hub.publish(Message(reply_topic, payload, qos))
+
+    async def _handle(self, conn: _Conn, route: _Route, request: Request) -> _Result | None:
+        """The reply to one request; None when the connection may not send it (EnOS 1009)."""
+        match = route.match
+        if not self._may_request(conn, match, route.scope):
+            return None
+        kind = match.kind
+        if self.config.strict_methods:
+            expected = kind.method
+            if expected is not None and "%s" in expected:
+                expected = expected % match.item_id
+            if request.method != expected:
+                return (
+                    ReplyCode.METHOD_NOT_CONSISTENT,
+                    None,
+                    f"method {request.method!r} does not fit topic (expected {expected!r})",
+                )
+        handler = route.handler
+        if handler is None:
+            return (ReplyCode.PARSE_ERROR, None, f"{kind.name} is not supported")
+        try:
+            return await handler(conn, match, request)
+        except ValidationError as exc:
+            return (exc.code, None, str(exc))
+        except (InvalidArgument, RegistryError) as exc:
+            return (ReplyCode.PARSE_ERROR, None, str(exc))
+        except StoreError as exc:
+            log.error("client %r: storing %s failed: %s", conn.client_id, kind.name, exc)
+            return (ReplyCode.PARSE_ERROR, None, f"storage failed: {exc}")
+
+    @staticmethod
+    def _may_request(conn: _Conn, match: TopicMatch, scope: int) -> bool:
+        if conn.activation:
+            return False  # only activate/info replies (section 3)
+        if scope == _SCOPE_INTEGRATION:
+            return conn.integration and match.product_key == conn.product_key
+        if conn.integration:
+            return False
+        keys = (match.product_key, match.device_key)
+        if scope == _SCOPE_GATEWAY:
+            return keys == (conn.product_key, conn.device_key)
+        return conn.target(keys) is not None
+
+    async def _deny(self, conn: _Conn, reply_topic: str, request_id: Any, qos: int) -> None:
+        # EnOS 1009 goes to the publisher only, and only if it asked for the reply (a refused
+        # SUBSCRIBE to the reply topic counts: the request itself was the violation)
+        log.info("client %r: no write permission for %s", conn.client_id, reply_topic)
+        hub = self._hub
+        if hub is None or not self._subscribed(conn, reply_topic):
+            return
+        payload = encode_reply(request_id, ReplyCode.NO_WRITE_PERMISSION)
+        await hub.deliver(conn.client_id, Message(reply_topic, payload, qos))
+
+    async def _reply(  # noqa: PLR0917
+        self, topic: str, request_id: Any, code: int, data: Any, text: str | None, qos: int
+    ) -> None:
+        hub = self._hub
+        if hub is None:
+            return
+        await hub.publish(Message(topic, encode_reply(request_id, code, data, text), qos))
+
+    async def _raw_request(self, conn: _Conn, route: _Route, message: Message, qos: int) -> None:
+        """``model/up_raw``: decode with the product's codec and handle like the JSON topic."""
+        match = route.match
+        reply_topic = route.reply_topic
+        codec = self._codecs.get(match.product_key)
+        allowed = self._may_request(conn, match, route.scope)
+        target = conn.target((match.product_key, match.device_key))
+        if not allowed:
+            await self._deny(conn, reply_topic, "unknown", qos)
+            return
+        if codec is None or (
+            target is not None and target.product.data_format is not DataFormat.CUSTOM
+        ):
+            reply = encode_reply(
+                "unknown", ReplyCode.PARSE_ERROR, None, "product has no raw codec (custom format)"
+            )
+            await self._publish_raw(reply_topic, reply, qos)
+            return
+        try:
+            envelope = codec.decode_upstream(message.payload)
+            document = json.loads(envelope)
+        except Exception as exc:
+            log.info("codec of %s failed: %s", match.product_key, exc)
+            reply = encode_reply("unknown", ReplyCode.PARSE_ERROR, None, f"codec failed: {exc}")
+            await self._publish_raw(reply_topic, self._encode_raw_reply(codec, reply), qos)
+            return
+        if isinstance(document, dict) and "code" in document and "method" not in document:
+            # a reply to a command sent as raw bytes
+            self._device_reply(conn, _down_raw(match), envelope)
+            return
+        method = document.get("method") if isinstance(document, dict) else None
+        kind, item_id = _kind_of_method(method) if isinstance(method, str) else (None, "")
+        try:
+            request = decode_request(envelope)
+        except EnvelopeError as exc:
+            reply = encode_reply(None, exc.code, None, str(exc))
+            await self._publish_raw(reply_topic, self._encode_raw_reply(codec, reply), qos)
+            return
+        result: _Result | None
+        if kind is None:
+            result = (
+                ReplyCode.PARSE_ERROR,
+                None,
+                f"decoded envelope has an unknown method {method!r}",
+            )
+        else:
+            inner = TopicMatch(kind, match.product_key, match.device_key, item_id)
+            result = await self._handle(conn, self._make_route(inner, reply_topic), request)
+            if result is None:
+                result = (ReplyCode.NO_WRITE_PERMISSION, None, None)
+        code, data, text = result
+        reply = encode_reply(request.id, code, data, text)
+        await self._publish_raw(reply_topic, self._encode_raw_reply(codec, reply), qos)
+
+    @staticmethod
+    def _encode_raw_reply(codec: RawCodec, reply: bytes) -> bytes:
+        try:
+            return codec.encode_reply(reply)
+        except Exception:
+            log.exception("codec failed to encode a reply")
+            return reply
+
+    async def _publish_raw(self, topic: str, payload: bytes, qos: int) -> None:
+        hub = self._hub
+        if hub is not None:
+            await hub.publish(Message(topic, payload, qos))
+
+    # -- measurepoints (7.1, 7.2) ----------------------------------------------------------
+
+    def _time(self, params: dict[str, Any]) -> int | None:
+        """The ``time`` of an entry [ms]; receive time when absent; None when malformed."""
+        value = params.get("time")
+        if value is None or value == "":
+            return self._clock.time_ms()
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and math.isfinite(value):
+            return int(value)  # JS/Java encoders may send 1.7e12 or a fraction of a ms
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return None
+
+    async def _measurepoint_post(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        target = conn.target((match.product_key, match.device_key))
+        assert target is not None
+        params = request.params
+        if not isinstance(params, dict):
+            return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "params must be a JSON object")
+        at = self._time(params)
+        if at is None:
+            return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "time must be epoch milliseconds")
+        points = params.get("measurepoints")
+        if not isinstance(points, dict):
+            return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "measurepoints must be an object")
+        resume = match.kind is TopicKind.MEASUREPOINT_RESUME
+        rows = _point_rows(target, points, at, resume, skip=False)
+        if isinstance(rows, ValidationError):
+            return (rows.code, None, str(rows))
+        if rows:
+            await self._points.add(rows)
+        return _OK
+
+    async def _measurepoint_batch(
+        self, conn: _Conn, match: TopicMatch, request: Request
+    ) -> _Result:
+        params = request.params
+        if not isinstance(params, list):
+            return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "params must be a JSON array")
+        allow_offline = request.flag("allowOfflineSubDevice")
+        skip = request.flag("skipInvalidMeasurepoints")
+        resume = match.kind is TopicKind.MEASUREPOINT_RESUME_BATCH
+        topic_keys = (match.product_key, match.device_key)
+        rows: list[PointRow] = []
+        for index, entry in enumerate(params):
+            if not isinstance(entry, dict):
+                if skip:
+                    continue
+                return (
+                    ReplyCode.MEASUREPOINT_FORMAT_ERROR,
+                    None,
+                    f"entry {index} must be a JSON object",
+                )
+            pk = entry.get("productKey")
+            dk = entry.get("deviceKey")
+            keys = topic_keys if _blank(pk) and _blank(dk) else (str(pk or ""), str(dk or ""))
+            target = conn.target(keys)
+            if target is None and allow_offline:
+                target = self._offline_sub_device(conn, keys)
+            if target is None:
+                return (
+                    ReplyCode.NO_SUB_DEVICE_PERMISSION,
+                    None,
+                    f"entry {index}: {keys[0]}/{keys[1]} is not a logged-in sub-device "
+                    "of this gateway",
+                )
+            at = self._time(entry)
+            points = entry.get("measurepoints")
+            if at is None or not isinstance(points, dict):
+                if skip:
+                    continue
+                return (
+                    ReplyCode.MEASUREPOINT_FORMAT_ERROR,
+                    None,
+                    f"entry {index}: measurepoints must be an object and time epoch ms",
+                )
+            result = _point_rows(target, points, at, resume, skip=skip)
+            if isinstance(result, ValidationError):
+                return (result.code, None, f"entry {index}: {result}")
+            rows.extend(result)
+        if rows:
+            await self._points.add(rows)
+        return _OK
+
+    def _offline_sub_device(self, conn: _Conn, keys: _Keys) -> _Target | None:
+        """A topology child of the connection's device (for ``allowOfflineSubDevice``)."""
+        if conn.own is None or keys[0] == "" or keys[1] == "":
+            return None
+        device = self.registry.find_device(*keys)
+        if device is None or device.gateway != conn.own.keys or not device.enabled:
+            return None
+        return self._target_for(device)
+
+    # -- events (7.3) ----------------------------------------------------------------------
+
+    async def _event_post(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        target = conn.target((match.product_key, match.device_key))
+        assert target is not None
+        params = request.params
+        if not isinstance(params, dict):
+            return (ReplyCode.MODEL_VALIDATION_FAILED, None, "params must be a JSON object")
+        at = self._time(params)
+        if at is None:
+            return (ReplyCode.MODEL_VALIDATION_FAILED, None, "time must be epoch milliseconds")
+        if "events" in params:
+            outputs = params["events"]
+        else:
+            outputs = {k: v for k, v in params.items() if k != "time"}
+        severity: str | None = None
+        model = target.model
+        if model is not None:
+            outputs = model.validate_event(match.item_id, outputs)
+            event = model.events.get(match.item_id)
+            if event is not None:
+                severity = event.event_type.value
+        elif not isinstance(outputs, dict):
+            return (ReplyCode.MODEL_VALIDATION_FAILED, None, "events must be a JSON object")
+        device = target.device
+        await self.store.append_events_async(
+            [EventRow(device.product_key, device.device_key, match.item_id, at, outputs, severity)]
+        )
+        return _OK
+
+    # -- attributes and tags (7.4) -----------------------------------------------------------
+
+    async def _attribute_update(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        target = conn.target((match.product_key, match.device_key))
+        assert target is not None
+        code = ReplyCode.ATTRIBUTE_UPDATE_FORMAT_ERROR
+        params = request.params
+        values = params.get("attributes") if isinstance(params, dict) else None
+        if not isinstance(values, dict):
+            return (code, None, "params.attributes must be a JSON object")
+        if target.model is not None:
+            values = target.model.validate_attributes(values)
+        try:
+            device = self.registry.update_attributes(*target.keys, values)
+        except InvalidArgument as exc:
+            return (code, None, str(exc))
+        target.device = device
+        now = self._clock.time_ms()
+        rows = [AttributeRow(*target.keys, key, now, value) for key, value in values.items()]
+        if rows:
+            await self.store.append_attributes_async(rows)
+        return _OK
+
+    async def _attribute_query(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        keys = (match.product_key, match.device_key)
+        params = request.params
+        ids = params.get("attributes") if isinstance(params, dict) else None
+        if ids is None and (params is None or params == {}):
+            ids = []
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return (
+                ReplyCode.ATTRIBUTE_QUERY_FORMAT_ERROR,
+                None,
+                "params.attributes must be a list of attribute ids",
+            )
+        attributes = self.registry.get_device(*keys).attributes
+        if not ids:
+            return (ReplyCode.SUCCESS, dict(attributes), None)
+        return (ReplyCode.SUCCESS, {i: attributes[i] for i in ids if i in attributes}, None)
+
+    async def _attribute_delete(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        keys = (match.product_key, match.device_key)
+        params = request.params
+        ids = params.get("attributes") if isinstance(params, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return (
+                ReplyCode.ATTRIBUTE_DELETE_FORMAT_ERROR,
+                None,
+                "params.attributes must be a list of attribute ids",
+            )
+        existing = self.registry.get_device(*keys).attributes
+        gone = [i for i in ids if i in existing]
+        if gone:
+            device = self.registry.delete_attributes(*keys, gone)
+            target = conn.target(keys)
+            if target is not None:
+                target.device = device
+            now = self._clock.time_ms()
+            await self.store.append_attributes_async(
+                [AttributeRow(*keys, i, now, None) for i in gone]
+            )
+        return _OK
+
+    async def _tag_update(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        tags = normalise_tags(request.params)
+        self.registry.update_tags(match.product_key, match.device_key, tags)
+        return _OK
+
+    @staticmethod
+    def _tag_keys(request: Request) -> list[str] | None:
+        params = request.params
+        keys = params.get("tags", []) if isinstance(params, dict) else params
+        if params is None:
+            keys = []
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            return None
+        return keys
+
+    async def _tag_query(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        keys = self._tag_keys(request)
+        if keys is None:
+            return (ReplyCode.PARSE_ERROR, None, "params.tags must be a list of tag keys")
+        tags = self.registry.get_device(match.product_key, match.device_key).tags
+        data = dict(tags) if not keys else {k: tags[k] for k in keys if k in tags}
+        return (ReplyCode.SUCCESS, data, None)
+
+    async def _tag_delete(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        keys = self._tag_keys(request)
+        if keys is None:
+            return (ReplyCode.PARSE_ERROR, None, "params.tags must be a list of tag keys")
+        if keys:
+            self.registry.delete_tags(match.product_key, match.device_key, keys)
+        return _OK
+
+    async def _tsl_template(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        target = conn.target((match.product_key, match.device_key))
+        assert target is not None
+        if target.model is None:
+            return (ReplyCode.PARSE_ERROR, None, f"product {match.product_key} has no thing model")
+        return (ReplyCode.SUCCESS, render_tsltemplate(target.model), None)
+
+    async def _accept(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        return _OK
+
+    # -- OTA (10) --------------------------------------------------------------------------
+
+    async def _ota_inform(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        params = request.params
+        version = params.get("version") if isinstance(params, dict) else None
+        if not isinstance(version, str):
+            return (ReplyCode.PARSE_ERROR, None, "params.version must be a string")
+        self.ota.inform(match.product_key, match.device_key, version)
+        return _OK
+
+    async def _ota_progress(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        params = request.params if isinstance(request.params, dict) else {}
+        code = self.ota.progress(
+            match.product_key,
+            match.device_key,
+            str(params.get("step", "")),
+            str(params.get("desc", "")),
+        )
+        return (code, None, None)
+
+    async def _ota_get_version(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        return (ReplyCode.SUCCESS, self.ota.get_versions(match.product_key, match.device_key), None)
+
+    # -- gateways: register, topology (8.1, 8.2) -------------------------------------------
+
+    def _is_gateway(self, conn: _Conn) -> bool:
+        return conn.product.node_type is NodeType.GATEWAY
+
+    async def _device_register(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        params = request.params
+        if not isinstance(params, list) or not all(isinstance(e, dict) for e in params):
+            return (ReplyCode.PARSE_ERROR, None, "params must be a list of device objects")
+        # EnOS 702 before anything is registered
+        for entry in params:
+            pk, dk = entry.get("productKey"), entry.get("deviceKey")
+            if not isinstance(pk, str) or self.registry.find_product(pk) is None:
+                return (ReplyCode.PARSE_ERROR, None, f"product {pk!r} does not exist")
+            if isinstance(dk, str) and dk and self.registry.find_device(pk, dk) is not None:
+                return (ReplyCode.DEVICE_KEY_EXISTS, None, f"device {pk}/{dk} already exists")
+        data = []
+        for entry in params:
+            name = entry.get("deviceName")
+            i18n: dict[str, str] = {}
+            if isinstance(name, dict):
+                raw_i18n = name.get("i18nValue")
+                if isinstance(raw_i18n, dict):
+                    i18n = {str(k): str(v) for k, v in raw_i18n.items()}
+                name = name.get("defaultValue")
+            attributes = entry.get("deviceAttributes")
+            try:
+                device = self.registry.register_device(
+                    entry["productKey"],
+                    device_key=entry.get("deviceKey") or None,
+                    name=name if isinstance(name, str) and name else None,
+                    name_i18n=i18n,
+                    description=str(entry.get("deviceDesc") or ""),
+                    timezone=str(entry.get("timezone") or "+00:00"),
+                    attributes=attributes if isinstance(attributes, dict) else None,
+                )
+            except AlreadyExists as exc:
+                return (ReplyCode.DEVICE_KEY_EXISTS, None, str(exc))
+            data.append(
+                {
+                    "assetId": device.asset_id,
+                    "productKey": device.product_key,
+                    "deviceKey": device.device_key,
+                    "deviceSecret": device.device_secret,
+                }
+            )
+        return (ReplyCode.SUCCESS, data, None)
+
+    async def _topo_add(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        code = ReplyCode.TOPO_ADD_FAILED
+        if not self._is_gateway(conn) or conn.own is None:
+            return (code, None, "add topo failure, the device is not a gateway")
+        params = request.params
+        if not isinstance(params, list):
+            return (code, None, "add topo failure, params must be a list")
+        for entry in params:
+            if not isinstance(entry, dict):
+                return (code, None, "add topo failure, entries must be objects")
+            pk, dk = str(entry.get("productKey", "")), str(entry.get("deviceKey", ""))
+            sub = self.registry.find_device(pk, dk) if pk and dk else None
+            if sub is None:
+                return (code, None, f"add topo failure, sub-device {pk}/{dk} does not exist")
+            if not _signature_ok(entry, sub.device_secret, pk, dk):
+                return (code, None, f"add topo failure, sign check failed for {pk}/{dk}")
+            try:
+                self.registry.attach(conn.own.keys, (pk, dk))
+            except RegistryError as exc:
+                return (code, None, f"add topo failure, {exc}")
+        return _OK
+
+    async def _topo_delete(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        code = ReplyCode.TOPO_DELETE_FAILED
+        if not self._is_gateway(conn) or conn.own is None:
+            return (code, None, "remove topo failure, the device is not a gateway")
+        params = request.params
+        if not isinstance(params, list) or not all(isinstance(e, dict) for e in params):
+            return (code, None, "remove topo failure, params must be a list of objects")
+        for entry in params:
+            keys = (str(entry.get("productKey", "")), str(entry.get("deviceKey", "")))
+            if keys in self._gateway_of:
+                return (code, None, f"remove topo failure, {keys[0]}/{keys[1]} is online")
+            try:
+                self.registry.detach(conn.own.keys, keys)
+            except RegistryError as exc:
+                return (code, None, f"remove topo failure, {exc}")
+        return _OK
+
+    async def _topo_get(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        if not self._is_gateway(conn) or conn.own is None:
+            return (ReplyCode.PARSE_ERROR, None, "the device is not a gateway")
+        data = [
+            {"productKey": d.product_key, "deviceKey": d.device_key}
+            for d in self.registry.sub_devices(conn.own.keys)
+        ]
+        return (ReplyCode.SUCCESS, data, None)
+
+    # -- sub-device login / logout (8.3) ---------------------------------------------------
+
+    def _login_one(  # noqa: PLR0917
+        self,
+        conn: _Conn,
+        pk: str,
+        dk: str,
+        client_id: str,
+        timestamp: str,
+        method_name: object,
+        signature: object,
+        secure_mode: object,
+    ) -> tuple[int, dict[str, Any], str]:
+        """Log one sub-device in through ``conn``: (code, data, message)."""
+        keys = (pk, dk)
+        failed: dict[str, Any] = {"productKey": pk, "deviceKey": dk}
+        if conn.own is None or not self._is_gateway(conn):
+            return (ReplyCode.SUB_DEVICE_NOT_UNDER_GATEWAY, failed, "the device is not a gateway")
+        device = self.registry.find_device(pk, dk) if pk and dk else None
+        if device is None:
+            return (ReplyCode.SUB_DEVICE_NOT_FOUND, failed, f"{pk}&{dk} does not exist")
+        product = self.registry.get_product(pk)
+        if product.certificate_required and not conn.tls:
+            return (ReplyCode.SUB_DEVICE_MUST_USE_SSL, failed, ReplyCode(746).message)
+        if not device.enabled:
+            return (ReplyCode.SUB_DEVICE_DISABLED, failed, ReplyCode(723).message)
+        if device.gateway != conn.own.keys:
+            return (ReplyCode.SUB_DEVICE_NOT_UNDER_GATEWAY, failed, ReplyCode(740).message)
+        mode_text = _text(secure_mode) if not _blank(secure_mode) else "2"
+        try:
+            mode = SecureMode(int(mode_text or "2"))
+            method = SignMethod.parse(method_name if isinstance(method_name, str) else None)
+        except (ValueError, InvalidArgument) as exc:
+            return (ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, failed, str(exc))
+        if mode is SecureMode.DYNAMIC_ACTIVATION:
+            if not product.dynamic_activation or device.activated_at is not None:
+                return (ReplyCode.DYNAMIC_ACTIVATION_NOT_ALLOWED, failed, ReplyCode(770).message)
+            secret = product.product_secret
+        elif mode is SecureMode.SECRET_PER_DEVICE:
+            secret = device.device_secret
+        else:
+            return (ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, failed, f"secure mode {mode_text}")
+        sign_params = {
+            "clientId": client_id,
+            "deviceKey": dk,
+            "productKey": pk,
+            "timestamp": timestamp,
+        }
+        if not isinstance(signature, str) or not verify_sign(
+            sign_params, secret, method, signature
+        ):
+            return (ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, failed, ReplyCode(742).message)
+        if keys not in conn.subs and len(conn.subs) >= self.config.max_online_sub_devices:
+            return (
+                ReplyCode.PARSE_ERROR,
+                failed,
+                f"gateway has {len(conn.subs)} online sub-devices, the limit is "
+                f"{self.config.max_online_sub_devices}",
+            )
+        data: dict[str, Any] = {"productKey": pk, "deviceKey": dk, "assetId": device.asset_id}
+        if mode is SecureMode.DYNAMIC_ACTIVATION:
+            device = self.registry.activate(pk, dk)
+            data["deviceSecret"] = device.device_secret
+        other = self._gateway_of.get(keys)
+        if other is not None and other != conn.client_id:
+            old = self._conns.get(other)
+            if old is not None:
+                old.subs.pop(keys, None)
+        conn.subs[keys] = self._target_for(device, product)
+        self._gateway_of[keys] = conn.client_id
+        self._set_online(keys)
+        return (ReplyCode.SUCCESS, data, "")
+
+    async def _sub_login(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        p = request.params
+        if not isinstance(p, dict):
+            return (ReplyCode.INVALID_JSON, None, "params must be a JSON object")
+        code, data, text = self._login_one(
+            conn,
+            str(p.get("productKey") or ""),
+            str(p.get("deviceKey") or ""),
+            _text(p.get("clientId")) or "",
+            _text(p.get("timestamp")) or "",
+            p.get("signMethod", p.get("signmethod")),
+            p.get("sign"),
+            p.get("secureMode", p.get("securemode")),
+        )
+        return (code, data, text or None)
+
+    async def _sub_login_batch(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        p = request.params
+        empty: dict[str, list[Any]] = {"loginedSubDevices": [], "failedSubDevices": []}
+        subs = p.get("subDevices") if isinstance(p, dict) else None
+        if not isinstance(p, dict) or not isinstance(subs, list):
+            return (ReplyCode.INVALID_JSON, empty, "params.subDevices must be a list")
+        client_id = _text(p.get("clientId")) or ""
+        timestamp = _text(p.get("timestamp")) or ""
+        method = p.get("signMethod", p.get("signmethod"))
+        logined: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        first_code = 0
+        messages = []
+        for entry in subs:
+            if not isinstance(entry, dict):
+                return (ReplyCode.INVALID_JSON, empty, "subDevices entries must be objects")
+            pk, dk = str(entry.get("productKey") or ""), str(entry.get("deviceKey") or "")
+            code, data, text = self._login_one(
+                conn,
+                pk,
+                dk,
+                client_id,
+                timestamp,
+                entry.get("signMethod", entry.get("signmethod", method)),
+                entry.get("sign"),
+                entry.get("secureMode", entry.get("securemode")),
+            )
+            if code == ReplyCode.SUCCESS:
+                logined.append(data)
+            else:
+                failed.append({"productKey": pk, "deviceKey": dk})
+                first_code = first_code or code
+                messages.append(f"{pk}&{dk} has error: {text};")
+        result = {"loginedSubDevices": logined, "failedSubDevices": failed}
+        if first_code:
+            return (first_code, result, "".join(messages))
+        return (ReplyCode.SUCCESS, result, None)
+
+    async def _sub_logout(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        p = request.params
+        if not isinstance(p, dict):
+            return (ReplyCode.PARSE_ERROR, None, "params must be a JSON object")
+        keys = (str(p.get("productKey") or ""), str(p.get("deviceKey") or ""))
+        self._logout(conn, keys, "logged out")
+        return (ReplyCode.SUCCESS, {"productKey": keys[0], "deviceKey": keys[1]}, None)
+
+    def _logout(self, conn: _Conn, keys: _Keys, reason: str) -> bool:
+        if conn.subs.pop(keys, None) is None:
+            return False
+        if self._gateway_of.get(keys) == conn.client_id:
+            del self._gateway_of[keys]
+        self._set_offline(keys, reason)
+        return True
+
+    # -- message integration (11) ----------------------------------------------------------
+
+    def _integration_entries(
+        self, match: TopicMatch, request: Request
+    ) -> list[tuple[_Target, dict[str, Any]]] | _Result:
+        params = request.params
+        if params is None:
+            params = []
+        if not isinstance(params, list) or not all(isinstance(e, dict) for e in params):
+            return (ReplyCode.PARSE_ERROR, None, "params must be a list of objects")
+        product = self.registry.get_product(match.product_key)
+        model = self._model(product)
+        out = []
+        for entry in params:
+            dk = entry.get("deviceKey")
+            device = (
+                self.registry.find_device(match.product_key, dk) if isinstance(dk, str) else None
+            )
+            if device is None:
+                return (
+                    ReplyCode.DEVICE_NOT_FOUND,
+                    None,
+                    f"device {match.product_key}/{dk} not found",
+                )
+            out.append((_Target(product, device, model), entry))
+        return out
+
+    async def _integration_measurepoints(
+        self, conn: _Conn, match: TopicMatch, request: Request
+    ) -> _Result:
+        entries = self._integration_entries(match, request)
+        if isinstance(entries, tuple):
+            return entries
+        rows: list[PointRow] = []
+        for target, entry in entries:
+            at = self._time(entry)
+            points = entry.get("measurepoints")
+            if at is None or not isinstance(points, dict):
+                return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "bad measurepoints or time")
+            result = _point_rows(target, points, at, True, skip=False)
+            if isinstance(result, ValidationError):
+                return (result.code, None, str(result))
+            rows.extend(result)
+        if rows:
+            await self._points.add(rows)
+        return _OK
+
+    async def _integration_events(
+        self, conn: _Conn, match: TopicMatch, request: Request
+    ) -> _Result:
+        entries = self._integration_entries(match, request)
+        if isinstance(entries, tuple):
+            return entries
+        rows: list[EventRow] = []
+        for target, entry in entries:
+            at = self._time(entry)
+            events = entry.get("events")
+            if at is None or not isinstance(events, dict):
+                return (ReplyCode.MODEL_VALIDATION_FAILED, None, "bad events or time")
+            for event_id, raw in events.items():
+                outputs = raw
+                if target.model is not None:
+                    outputs = target.model.validate_event(event_id, raw)
+                rows.append(EventRow(*target.keys, event_id, at, outputs))
+        if rows:
+            await self.store.append_events_async(rows)
+        return _OK
+
+    async def _integration_attributes(
+        self, conn: _Conn, match: TopicMatch, request: Request
+    ) -> _Result:
+        entries = self._integration_entries(match, request)
+        if isinstance(entries, tuple):
+            return entries
+        rows: list[AttributeRow] = []
+        now = self._clock.time_ms()
+        for target, entry in entries:
+            values = entry.get("attributes")
+            if not isinstance(values, dict):
+                return (
+                    ReplyCode.ATTRIBUTE_UPDATE_FORMAT_ERROR,
+                    None,
+                    "attributes must be an object",
+                )
+            if target.model is not None:
+                values = target.model.validate_attributes(values)
+            self.registry.update_attributes(*target.keys, values)
+            rows.extend(AttributeRow(*target.keys, k, now, v) for k, v in values.items())
+        if rows:
+            await self.store.append_attributes_async(rows)
+        return _OK
+
+    # -- lifecycle operations --------------------------------------------------------------
+
+    async def enable_device(self, product_key: str, device_key: str) -> Device:
+        """Enable a device; its online gateway gets ``combine/enable``."""
+        device = self.registry.enable_device(product_key, device_key)
+        await self._notify_gateway(device, TopicKind.SUB_DEVICE_ENABLE)
+        return device
+
+    async def disable_device(self, product_key: str, device_key: str) -> Device:
+        """Disable a device: close its connection (presence "disabled") or log it out of its
+        gateway, which gets ``combine/disable``."""
+        device = self.registry.disable_device(product_key, device_key)
+        self._drop_device((product_key, device_key), "disabled")
+        await self._notify_gateway(device, TopicKind.SUB_DEVICE_DISABLE)
+        return device
+
+    async def delete_device(self, product_key: str, device_key: str) -> Device:
+        """Delete a device: like :meth:`disable_device` (presence "deleted", ``combine/delete``)."""
+        keys = (product_key, device_key)
+        before = self.registry.get_device(*keys)
+        if self.is_online(*keys):
+            self._set_offline(keys, "deleted")
+        self._drop_device(keys, "deleted", record=False)
+        device = self.registry.delete_device(*keys)
+        await self._notify_gateway(before, TopicKind.SUB_DEVICE_DELETE)
+        return device
+
+    def _drop_device(self, keys: _Keys, reason: str, *, record: bool = True) -> None:
+        cid = self._owner.get(keys)
+        if cid is not None:
+            conn = self._conns.get(cid)
+            if conn is not None and not record:
+                conn.online = False
+            self._kick(cid, reason)
+        gw_cid = self._gateway_of.get(keys)
+        if gw_cid is not None:
+            gateway = self._conns.get(gw_cid)
+            if gateway is not None:
+                if record:
+                    self._logout(gateway, keys, reason)
+                else:
+                    gateway.subs.pop(keys, None)
+                    del self._gateway_of[keys]
+
+    async def _notify_gateway(self, device: Device, kind: TopicKind) -> None:
+        if device.gateway is None or self._hub is None:
+            return
+        cid = self._owner.get(device.gateway)
+        if cid is None:
+            return
+        topic = kind.format(*device.gateway)
+        method = kind.method or ""
+        params = [{"productKey": device.product_key, "deviceKey": device.device_key}]
+        payload = encode_request(str(next(self._ids)), method, params)
+        await self._hub.deliver(cid, Message(topic, payload, 1))
+
+    # -- commands (9) ----------------------------------------------------------------------
+
+    async def send_command(
+        self,
+        product_key: str,
+        device_key: str,
+        kind: TopicKind,
+        params: object,
+        *,
+        item_id: str = "",
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Reply | None:
+        """Send a command to a device without any subscription and (``wait``) await its reply.
+
+        The command goes to the device's connection or, for a logged-in sub-device, its
+        gateway's (the topic keeps the sub-device's keys), at QoS 1. Raises
+        :class:`~enos_lab.errors.NotFound` for an unknown device, :class:`DeviceOffline` when it
+        has no connection, :class:`TimeoutError` when no reply arrives in ``timeout`` seconds
+        (default ``config.command_timeout``).
+        """
+        if kind.direction is not Direction.DOWN:
+            raise InvalidArgument(f"{kind.name} is not a command topic")
+        keys = (product_key, device_key)
+        self.registry.get_device(*keys)
+        hub = self._hub
+        cid = self._owner.get(keys) or self._gateway_of.get(keys)
+        conn = self._conns.get(cid) if cid is not None else None
+        if hub is None or conn is None or (conn.own is not None and conn.activation):
+            raise DeviceOffline(f"device {product_key}/{device_key} is offline")
+        topic = kind.format(product_key, device_key, item_id)
+        request_id = str(next(self._ids))
+        method = kind.method or ""
+        if "%s" in method:
+            method = method % item_id
+        payload = encode_request(request_id, method, params)
+        if kind.is_raw:
+            codec = self._codecs.get(product_key)
+            if codec is None:
+                raise InvalidArgument(f"product {product_key} has no raw codec")
+            payload = codec.encode_downstream(payload)
+        key = (topic, request_id)
+        future: asyncio.Future[Reply] | None = None
+        if wait:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[key] = future
+        try:
+            if not await hub.deliver(conn.client_id, Message(topic, payload, 1)):
+                raise DeviceOffline(f"device {product_key}/{device_key} is offline")
+            if future is None:
+                return None
+            limit = self.config.command_timeout if timeout is None else timeout
+            return await asyncio.wait_for(future, limit)
+        finally:
+            if future is not None:
+                self._pending.pop(key, None)
+
+
+_ALLOW = Decision(True)
+
+
+_REQUEST_KINDS = tuple(kind for kind in TopicKind if kind.direction is Direction.UP)
+
+
+def _matches_request(topic_filter: str, product_key: str, device_key: str) -> bool:
+    """Whether ``topic_filter`` matches any upstream request topic of this device."""
+    return any(
+        topic_matches(topic_filter, kind.format(product_key, device_key, "x"))
+        for kind in _REQUEST_KINDS
+    )
+
+
+def _down_raw(match: TopicMatch) -> TopicMatch:
+    return TopicMatch(TopicKind.MODEL_DOWN_RAW, match.product_key, match.device_key, "", True)
+
+
+def _kind_of_method(method: str) -> tuple[TopicKind | None, str]:
+    kind = _UP_METHODS.get(method)
+    if kind is not None:
+        return kind, ""
+    parts = method.split(".")
+    if len(parts) == 4 and parts[:2] == ["thing", "event"] and parts[3] == "post" and parts[2]:
+        return TopicKind.EVENT_POST, parts[2]
+    return None, ""
+
+
+def _signature_ok(entry: dict[str, Any], secret: str, pk: str, dk: str) -> bool:
+    method_name = entry.get("signMethod", entry.get("signmethod"))
+    try:
+        method = SignMethod.parse(method_name if isinstance(method_name, str) else None)
+    except InvalidArgument:
+        return False
+    signature = entry.get("sign")
+    if not isinstance(signature, str):
+        return False
+    params = {
+        "clientId": _text(entry.get("clientId")) or "",
+        "deviceKey": dk,
+        "productKey": pk,
+        "timestamp": _text(entry.get("timestamp")) or "",
+    }
+    return verify_sign(params, secret, method, signature)
+
+
+def _point_rows(
+    target: _Target, points: dict[str, Any], at: int, resume: bool, *, skip: bool
+) -> list[PointRow] | ValidationError:
+    """Validated rows for one measurepoint map, or the first validation error."""
+    pk, dk = target.keys
+    model = target.model
+    if model is None:
+        rows = []
+        for point_id, raw in points.items():
+            quality, value = None, raw
+            if type(raw) is dict and "value" in raw:
+                q = raw.get("quality")
+                quality = q if type(q) is int else None
+                value = raw["value"]
+            rows.append(PointRow(pk, dk, point_id, at, value, quality, resume))
+        return rows
+    checked = model.check_measurepoints(points)
+    if checked.problems and not skip:
+        return checked.problems[0].error()
+    quality_of = checked.quality
+    # plain tuples in PointRow's field order (the store accepts them; half the cost)
+    return cast(
+        list[PointRow],
+        [
+            (pk, dk, point_id, at, value, quality_of.get(point_id), resume)
+            for point_id, value in checked.values.items()
+        ],
+    )
