@@ -69,9 +69,10 @@ def _serve(args: argparse.Namespace) -> int:
             sys.stdout.write(f"enos-lab hub listening on {lab.url}\n")
             if not args.anonymous:
                 sys.stdout.write(
-                    "EnOS authentication is on: devices must be registered to connect "
-                    "(this build has no device registry yet, so every CONNECT is refused; "
-                    "use --anonymous for a plain MQTT broker).\n"
+                    "EnOS authentication is on: only registered devices can connect. "
+                    "Register products and devices in the registry of this data directory "
+                    "with the Python API (enos_lab.Lab: create_product, register_device); "
+                    "use --anonymous for a plain MQTT broker.\n"
                 )
             sys.stdout.write("Press Ctrl-C to stop.\n")
             sys.stdout.flush()

@@ -4,11 +4,25 @@ Theory of operation
 -------------------
 The hub and every long-running service run on one asyncio event loop in a background thread that
 the lab starts and stops. Notebook cells and scripts call the synchronous, thread-safe facade
-(``lab.start()``, ``lab.publish(...)``, ``lab.stop()``); each call schedules a coroutine on the
-lab's loop with :func:`asyncio.run_coroutine_threadsafe` and waits for its result. asyncio users get
-the same operations as coroutines (``await lab.astart()``, ``await lab.apublish(...)``), which wait
-without blocking their own loop. Nothing here ever calls :func:`asyncio.run` inside a running loop,
-so the official EnOS SDK (which blocks in ``connect()`` until CONNACK) works from a notebook cell.
+(``lab.start()``, ``lab.register_device(...)``, ``lab.stop()``); calls that touch the hub or the
+IoT hub services schedule a coroutine on the lab's loop with
+:func:`asyncio.run_coroutine_threadsafe` and wait for its result, while registry calls (SQLite,
+thread-safe) run in the caller's thread. asyncio users get every operation as an ``a``-prefixed
+coroutine (``await lab.astart()``, ``await lab.aregister_device(...)``) that waits without blocking
+their own loop. Nothing here ever calls :func:`asyncio.run` inside a running loop, so the official
+EnOS SDK (which blocks in ``connect()`` until CONNACK) works from a notebook cell.
+
+What :meth:`Lab.start` builds, in the data directory:
+
+- the device registry (``registry.sqlite3``): products, devices, credentials, presence log and the
+  user's thing models;
+- the thing model catalog: the shipped library (:func:`enos_lab.model.load_library`) plus the
+  user's models kept in the registry, so a restart keeps them;
+- the time-series store (DuckDB);
+- unless ``anonymous``: the EnOS IoT hub services (:class:`~enos_lab.iothub.IotHub`:
+  authentication, access control, measurepoints into the store, commands), plugged into the MQTT
+  hub as its authenticator and authoriser. ``anonymous=True`` makes a plain MQTT broker; the
+  registry is still there to be filled.
 
 ``Lab(data_dir=...)`` keeps everything in that directory; without one a temporary directory is
 created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
@@ -17,29 +31,49 @@ created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
+import random
 import shutil
 import tempfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar
 
-from .errors import ClosedError, InvalidArgument
-from .hub import Hub, HubConfig, Listener, Message
+import pandas as pd
+
+from .clock import Clock
+from .enos import Reply, TopicKind
+from .errors import ClosedError, InvalidArgument, NotFound
+from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
+from .iothub import IotHub, IotHubConfig, RawCodec
+from .model import ModelCatalog, ThingModel, load_library, load_model, model_from_json
+from .model import model_to_json as _model_to_json
 from .mqtt import NO_PROPERTIES, Properties
+from .registry import BulkResult, DataFormat, Device, NodeType, Product, Registry, TopicPermission
 from .store import TimeSeriesStore
 
-__all__ = ["DEFAULT_PORT", "Lab"]
+__all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 11883
 """The conventional EnOS MQTT port (plain TCP). [-]"""
 
+REGISTRY_FILE = "registry.sqlite3"
+"""File name of the device registry database inside the lab's data directory."""
+
+DEFAULT_CONNACK_DELAY = 0.05
+"""Delay before CONNACK on an authenticating hub. The official Python SDK starts its network loop
+before it waits for CONNACK; an answer that arrives sooner is lost and its ``connect()`` stalls
+10 s (protocol reference 4.9). [s]"""
+
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class Lab:
@@ -48,8 +82,8 @@ class Lab:
     Parameters
     ----------
     data_dir:
-        Directory for everything the lab keeps; ``None`` uses a temporary directory that
-        :meth:`stop` removes.
+        Directory for everything the lab keeps (registry, thing models, time series); ``None``
+        uses a temporary directory that :meth:`stop` removes.
     host:
         Address the MQTT listener binds. Loopback by default.
     port:
@@ -57,12 +91,25 @@ class Lab:
         Defaults to the conventional EnOS port 11883.
     anonymous:
         ``True`` turns the hub into a plain MQTT broker that accepts every client without
-        authentication. Insecure: for generic MQTT tooling and conformance tests only.
+        authentication and has no IoT hub services (the registry is still available). Insecure:
+        for generic MQTT tooling and conformance tests only.
     hub_config:
-        Advanced hub settings; ``anonymous`` above overrides its ``anonymous`` field.
+        Advanced hub settings; ``anonymous`` above overrides its ``anonymous`` field. Default:
+        :class:`~enos_lab.hub.HubConfig` with a CONNACK delay of ``DEFAULT_CONNACK_DELAY``
+        (0.05 s) on an authenticating hub.
+    clock:
+        Time source of the registry, the store and the IoT hub services (default: the system
+        clock); a :class:`~enos_lab.clock.SimulatedClock` makes runs deterministic.
+    rng:
+        Random source for generated keys and secrets (default: the OS's secure source);
+        ``random.Random(seed)`` makes tutorials reproducible. Never use a seeded source for
+        real credentials.
+    iothub_config:
+        Settings of the IoT hub services (activation timing, limits, command timeout).
 
     Use it as a context manager (``with Lab(port=0) as lab: ...``) or call :meth:`start` and
-    :meth:`stop`; from asyncio, ``async with Lab(port=0) as lab: ...``.
+    :meth:`stop`; from asyncio, ``async with Lab(port=0) as lab: ...``. Everything but the
+    constructor needs a running lab (:class:`~enos_lab.errors.ClosedError` otherwise).
     """
 
     def __init__(
@@ -73,31 +120,46 @@ class Lab:
         port: int = DEFAULT_PORT,
         anonymous: bool = False,
         hub_config: HubConfig | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        iothub_config: IotHubConfig | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port must be in 0..65535, got {port!r}")
         self._requested_dir = Path(data_dir) if data_dir is not None else None
         self._host = host
         self._requested_port = port
-        base = hub_config or HubConfig()
-        if base.anonymous != anonymous:
-            fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
-            fields["anonymous"] = anonymous
-            base = HubConfig(**fields)
+        if hub_config is None:
+            base = HubConfig(
+                anonymous=anonymous, connack_delay=0.0 if anonymous else DEFAULT_CONNACK_DELAY
+            )
+        else:
+            base = dataclasses.replace(hub_config, anonymous=anonymous)
         self._config = base
+        self._clock = clock
+        self._rng = rng
+        self._iothub_config = iothub_config
         self._lock = threading.Lock()
+        self._models_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._hub: Hub | None = None
         self._store: TimeSeriesStore | None = None
+        self._registry: Registry | None = None
+        self._models: ModelCatalog | None = None
+        self._iothub: IotHub | None = None
         self._listener: Listener | None = None
+        self._disconnect_waiters: set[asyncio.Future[None]] = set()
         self._data_dir: Path | None = None
         self._temporary_dir = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Start the loop thread, the hub and its TCP listener; returns the lab itself."""
+        """Start the loop thread, the registry, the store, the hub and its TCP listener.
+
+        Returns the lab itself. Calling it on a running lab does nothing.
+        """
         with self._lock:
             if self._loop is not None:
                 return self
@@ -126,7 +188,10 @@ class Lab:
         return self
 
     def stop(self) -> None:
-        """Stop the hub and the loop thread; remove the temporary data directory. Idempotent."""
+        """Stop the hub, the services and the loop thread; remove a temporary data directory.
+
+        Idempotent. Devices still connected are disconnected.
+        """
         with self._lock:
             if self._loop is None:
                 return
@@ -176,6 +241,11 @@ class Lab:
         return self._loop is not None
 
     @property
+    def anonymous(self) -> bool:
+        """Whether the hub is a plain MQTT broker without authentication or IoT hub services."""
+        return self._config.anonymous
+
+    @property
     def hub(self) -> Hub:
         """The hub. Its coroutines must run on the lab's loop (see :meth:`run`)."""
         if self._hub is None:
@@ -184,10 +254,39 @@ class Lab:
 
     @property
     def store(self) -> TimeSeriesStore:
-        """The time-series store (DuckDB in the data directory); thread-safe, sync and async."""
+        """The time-series store (DuckDB in the data directory); thread-safe, sync and async.
+
+        Query device data with ``lab.store.query_points``, ``latest`` and ``aggregate``.
+        """
         if self._store is None:
             raise ClosedError("the lab is not running: call start() first")
         return self._store
+
+    @property
+    def registry(self) -> Registry:
+        """The device registry (SQLite in the data directory); thread-safe, synchronous."""
+        if self._registry is None:
+            raise ClosedError("the lab is not running: call start() first")
+        return self._registry
+
+    @property
+    def models(self) -> ModelCatalog:
+        """The thing model catalog: the shipped library plus the models added with
+        :meth:`add_model` (kept in the registry, so they survive a restart). Read it freely;
+        add models only through :meth:`add_model`."""
+        if self._models is None:
+            raise ClosedError("the lab is not running: call start() first")
+        return self._models
+
+    @property
+    def iothub(self) -> IotHub | None:
+        """The EnOS IoT hub services, or ``None`` for an anonymous lab.
+
+        Its coroutines must run on the lab's loop (see :meth:`run`).
+        """
+        if self._loop is None:
+            raise ClosedError("the lab is not running: call start() first")
+        return self._iothub
 
     @property
     def host(self) -> str:
@@ -211,7 +310,385 @@ class Lab:
             raise ClosedError("the lab is not running: call start() first")
         return self._data_dir
 
-    # -- operations ------------------------------------------------------------------------
+    # -- thing models ------------------------------------------------------------------------
+
+    def add_model(self, model: ThingModel | Mapping[str, Any] | str | Path) -> ThingModel:
+        """Add a user thing model to :attr:`models` and keep it in the registry database.
+
+        ``model`` is a :class:`~enos_lab.model.ThingModel`, EnOS REST ``ThingModel`` JSON (a
+        mapping, or JSON text starting with ``{``), or the path of such a JSON file. A child
+        model (``parentModelId``) may inherit from a library model or an earlier user model.
+        Returns the model as stored in the catalog (resolved, with inherited elements).
+
+        Raises :class:`~enos_lab.errors.AlreadyExists` for a ``model_id`` that is taken
+        (library models included) and :class:`~enos_lab.errors.ModelError` for a bad document.
+        """
+        declared = _parse_model(model)
+        registry, catalog = self.registry, self.models
+        with self._models_lock:
+            resolved = catalog.add(declared)
+            try:
+                registry.save_model(_model_to_json(declared))
+            except BaseException:
+                catalog.remove(declared.model_id)
+                raise
+        log.info("thing model %r added", declared.model_id)
+        return resolved
+
+    async def aadd_model(self, model: ThingModel | Mapping[str, Any] | str | Path) -> ThingModel:
+        """Coroutine form of :meth:`add_model`."""
+        return await _in_thread(self.add_model, model)
+
+    # -- products ----------------------------------------------------------------------------
+
+    def create_product(
+        self,
+        name: str,
+        *,
+        model_id: str | None = None,
+        product_key: str | None = None,
+        node_type: NodeType | str = NodeType.DIRECT,
+        dynamic_activation: bool = False,
+        data_format: DataFormat | str = DataFormat.JSON,
+        certificate_required: bool = False,
+        description: str = "",
+        custom_topics: Mapping[str, TopicPermission | str] | None = None,
+        codec: RawCodec | None = None,
+    ) -> Product:
+        """Create a product: a class of devices sharing a thing model and connection settings.
+
+        ``model_id`` must be in :attr:`models` (:class:`~enos_lab.errors.NotFound` otherwise);
+        a product without a model accepts any measurepoints (passthrough). ``product_key`` and
+        the product secret are generated unless a key is given. ``node_type`` is ``"direct"``,
+        ``"gateway"`` or ``"sub_device"``; ``dynamic_activation=True`` lets devices log in with
+        the product secret and receive their device secret (secret-per-product).
+        ``data_format="custom"`` with a ``codec`` (see :class:`~enos_lab.iothub.RawCodec`)
+        translates raw payloads; the codec lives as long as this run of the lab (register it
+        again with :meth:`register_codec` after a restart). ``custom_topics`` maps templates such
+        as ``/{productKey}/{deviceKey}/user/update`` to ``"publish"``, ``"subscribe"`` or
+        ``"both"``.
+        """
+        if model_id is not None and model_id not in self.models:
+            raise NotFound(
+                f"thing model {model_id!r} not found; add it with lab.add_model() first "
+                f"(known: {', '.join(self.models.ids())})"
+            )
+        if codec is not None:
+            self._require_iothub("a product codec")
+            if _value(data_format) != DataFormat.CUSTOM.value:
+                raise InvalidArgument(
+                    f"a codec needs data_format='custom', got data_format={_value(data_format)!r}"
+                )
+        product = self.registry.create_product(
+            name,
+            product_key=product_key,
+            model_id=model_id,
+            node_type=node_type,
+            dynamic_activation=dynamic_activation,
+            data_format=data_format,
+            certificate_required=certificate_required,
+            description=description,
+            custom_topics=custom_topics,
+        )
+        if codec is not None:
+            self.register_codec(product.product_key, codec)
+        return product
+
+    async def acreate_product(
+        self,
+        name: str,
+        *,
+        model_id: str | None = None,
+        product_key: str | None = None,
+        node_type: NodeType | str = NodeType.DIRECT,
+        dynamic_activation: bool = False,
+        data_format: DataFormat | str = DataFormat.JSON,
+        certificate_required: bool = False,
+        description: str = "",
+        custom_topics: Mapping[str, TopicPermission | str] | None = None,
+        codec: RawCodec | None = None,
+    ) -> Product:
+        """Coroutine form of :meth:`create_product`."""
+        return await _in_thread(
+            functools.partial(
+                self.create_product,
+                name,
+                model_id=model_id,
+                product_key=product_key,
+                node_type=node_type,
+                dynamic_activation=dynamic_activation,
+                data_format=data_format,
+                certificate_required=certificate_required,
+                description=description,
+                custom_topics=custom_topics,
+                codec=codec,
+            )
+        )
+
+    def register_codec(self, product_key: str, codec: RawCodec) -> None:
+        """Use ``codec`` for the raw payloads of the (custom data format) product ``product_key``.
+
+        Raises :class:`~enos_lab.errors.NotFound` for an unknown product.
+        """
+        iothub = self._require_iothub("a product codec")
+        self.registry.get_product(product_key)
+        self.run(_call(iothub.register_codec, product_key, codec))
+
+    async def aregister_codec(self, product_key: str, codec: RawCodec) -> None:
+        """Coroutine form of :meth:`register_codec`."""
+        await _in_thread(self.register_codec, product_key, codec)
+
+    def product(self, product_key: str) -> Product:
+        """The product ``product_key``; :class:`~enos_lab.errors.NotFound` if there is none."""
+        return self.registry.get_product(product_key)
+
+    async def aproduct(self, product_key: str) -> Product:
+        """Coroutine form of :meth:`product`."""
+        return await _in_thread(self.product, product_key)
+
+    def products(self) -> pd.DataFrame:
+        """Every product, one row each, in creation order.
+
+        Columns: ``product_key, name, model_id, node_type, dynamic_activation, data_format,
+        certificate_required, description, custom_topics, created_at`` (tz-aware UTC),
+        ``devices`` (how many are registered). Product secrets are left out; see
+        :meth:`export_credentials` or :meth:`product`.
+        """
+        registry = self.registry
+        counts: dict[str, int] = {}
+        for device in registry.devices():
+            counts[device.product_key] = counts.get(device.product_key, 0) + 1
+        rows = [
+            {
+                "product_key": p.product_key,
+                "name": p.name,
+                "model_id": p.model_id,
+                "node_type": p.node_type.value,
+                "dynamic_activation": p.dynamic_activation,
+                "data_format": p.data_format.value,
+                "certificate_required": p.certificate_required,
+                "description": p.description,
+                "custom_topics": {t: perm.value for t, perm in p.custom_topics.items()},
+                "created_at": p.created_at,
+                "devices": counts.get(p.product_key, 0),
+            }
+            for p in registry.products()
+        ]
+        frame = pd.DataFrame(rows, columns=list(_PRODUCT_COLUMNS))
+        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
+        frame["devices"] = frame["devices"].astype("int64")
+        return frame
+
+    async def aproducts(self) -> pd.DataFrame:
+        """Coroutine form of :meth:`products`."""
+        return await _in_thread(self.products)
+
+    # -- devices -----------------------------------------------------------------------------
+
+    def register_device(self, product_key: str, **kwargs: Any) -> Device:
+        """Register a device of ``product_key`` (see :meth:`Registry.register_device`).
+
+        Keyword arguments: ``device_key``, ``name``, ``name_i18n``, ``description``,
+        ``timezone`` (``"+08:00"``), ``tags``, ``attributes``, ``device_secret``; keys and
+        secrets are generated unless given. The device starts INACTIVE and becomes ONLINE on its
+        first login. Raises :class:`~enos_lab.errors.NotFound` for an unknown product and
+        :class:`~enos_lab.errors.AlreadyExists` for a taken ``device_key``.
+        """
+        return self.registry.register_device(product_key, **kwargs)
+
+    async def aregister_device(self, product_key: str, **kwargs: Any) -> Device:
+        """Coroutine form of :meth:`register_device`."""
+        return await _in_thread(functools.partial(self.register_device, product_key, **kwargs))
+
+    def register_devices(
+        self,
+        rows: pd.DataFrame | Iterable[Mapping[str, Any]] | str | Path,
+        *,
+        progress: bool = True,
+    ) -> BulkResult:
+        """Register many devices (a DataFrame, mappings, or a CSV file path), one per row.
+
+        Columns are the keyword arguments of :meth:`register_device` plus ``product_key``;
+        ``tags`` and ``attributes`` may be JSON text. A bad row is reported in
+        ``result.errors`` and the others are still registered (``result.registered`` has the
+        new keys and secrets). ``progress`` shows a progress bar.
+        """
+        return self.registry.register_devices(rows, progress=progress)
+
+    async def aregister_devices(
+        self,
+        rows: pd.DataFrame | Iterable[Mapping[str, Any]] | str | Path,
+        *,
+        progress: bool = True,
+    ) -> BulkResult:
+        """Coroutine form of :meth:`register_devices`."""
+        return await _in_thread(functools.partial(self.register_devices, rows, progress=progress))
+
+    def device(self, product_key: str, device_key: str) -> Device:
+        """The device record (state, times, secret); :class:`~enos_lab.errors.NotFound` if
+        there is none."""
+        return self.registry.get_device(product_key, device_key)
+
+    async def adevice(self, product_key: str, device_key: str) -> Device:
+        """Coroutine form of :meth:`device`."""
+        return await _in_thread(self.device, product_key, device_key)
+
+    def devices(self, product_key: str | None = None) -> pd.DataFrame:
+        """Every device (of one product if given), one row each, in registration order.
+
+        Columns: ``product_key, device_key, asset_id, name, state`` (inactive, online, offline,
+        disabled), ``enabled, online, timezone, gateway_product_key, gateway_device_key,
+        created_at, activated_at, last_online_at, last_offline_at`` (tz-aware UTC), ``tags,
+        attributes``. Raises :class:`~enos_lab.errors.NotFound` for an unknown product.
+        """
+        return self.registry.devices_frame(product_key)
+
+    async def adevices(self, product_key: str | None = None) -> pd.DataFrame:
+        """Coroutine form of :meth:`devices`."""
+        return await _in_thread(self.devices, product_key)
+
+    def enable_device(self, product_key: str, device_key: str) -> Device:
+        """Allow a disabled device to log in again; returns its record."""
+        iothub = self._iothub
+        if iothub is None:
+            return self.registry.enable_device(product_key, device_key)
+        return self.run(iothub.enable_device(product_key, device_key))
+
+    async def aenable_device(self, product_key: str, device_key: str) -> Device:
+        """Coroutine form of :meth:`enable_device`."""
+        iothub = self._iothub
+        if iothub is None:
+            return await _in_thread(self.registry.enable_device, product_key, device_key)
+        return await self.arun(iothub.enable_device(product_key, device_key))
+
+    def disable_device(self, product_key: str, device_key: str) -> Device:
+        """Refuse the device's logins and close its live connection (presence reason
+        ``disabled``); a logged-in sub-device is logged out of its gateway. Returns its record.
+        """
+        iothub = self._iothub
+        if iothub is None:
+            return self.registry.disable_device(product_key, device_key)
+        return self.run(self._disable(iothub, product_key, device_key))
+
+    async def adisable_device(self, product_key: str, device_key: str) -> Device:
+        """Coroutine form of :meth:`disable_device`."""
+        iothub = self._iothub
+        if iothub is None:
+            return await _in_thread(self.registry.disable_device, product_key, device_key)
+        return await self.arun(self._disable(iothub, product_key, device_key))
+
+    def delete_device(self, product_key: str, device_key: str) -> Device:
+        """Delete the device ("logout"): close its connection and remove it from the registry.
+
+        Returns its last record (state ``deleted``). The key can be registered again, which is
+        how a device is re-activated.
+        """
+        iothub = self._iothub
+        if iothub is None:
+            return self.registry.delete_device(product_key, device_key)
+        return self.run(self._delete(iothub, product_key, device_key))
+
+    async def adelete_device(self, product_key: str, device_key: str) -> Device:
+        """Coroutine form of :meth:`delete_device`."""
+        iothub = self._iothub
+        if iothub is None:
+            return await _in_thread(self.registry.delete_device, product_key, device_key)
+        return await self.arun(self._delete(iothub, product_key, device_key))
+
+    def export_credentials(self, product_key: str | None = None) -> pd.DataFrame:
+        """What devices need to connect, one row per device (of one product if given).
+
+        Columns: ``product_key, device_key, device_secret, product_secret, asset_id,
+        dynamic_activation``. Keep the result secret.
+        """
+        return self.registry.export_credentials(product_key)
+
+    async def aexport_credentials(self, product_key: str | None = None) -> pd.DataFrame:
+        """Coroutine form of :meth:`export_credentials`."""
+        return await _in_thread(self.export_credentials, product_key)
+
+    def presence(
+        self, product_key: str | None = None, device_key: str | None = None
+    ) -> pd.DataFrame:
+        """Online/offline transitions, oldest first, optionally for one product or device.
+
+        Columns: ``time`` (tz-aware UTC), ``product_key, device_key, online`` (bool),
+        ``reason`` (connected, disconnected, kicked, keep-alive timeout, gateway offline,
+        logged out, disabled, deleted, taken over).
+        """
+        rows = self.registry.presence_log(product_key, device_key)
+        frame = pd.DataFrame(rows, columns=list(_PRESENCE_COLUMNS))
+        frame["time"] = pd.to_datetime(frame["time"], utc=True)
+        frame["online"] = frame["online"].astype(bool)
+        return frame
+
+    async def apresence(
+        self, product_key: str | None = None, device_key: str | None = None
+    ) -> pd.DataFrame:
+        """Coroutine form of :meth:`presence`."""
+        return await _in_thread(self.presence, product_key, device_key)
+
+    def is_online(self, product_key: str, device_key: str) -> bool:
+        """Whether the device has a live session on the hub now (always False when anonymous)."""
+        iothub = self._iothub
+        if iothub is None:
+            self.registry.get_device(product_key, device_key)
+            return False
+        return self.run(_call(iothub.is_online, product_key, device_key))
+
+    async def ais_online(self, product_key: str, device_key: str) -> bool:
+        """Coroutine form of :meth:`is_online`."""
+        return await _in_thread(self.is_online, product_key, device_key)
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def send_command(
+        self,
+        product_key: str,
+        device_key: str,
+        kind: TopicKind,
+        params: object,
+        *,
+        item_id: str = "",
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Reply | None:
+        """Send a downstream command (service invocation, measurepoint set, ...) to a device.
+
+        ``kind`` is the command's :class:`~enos_lab.enos.TopicKind` and ``item_id`` the service
+        or similar id in its topic. The device needs no subscription. With ``wait=True`` the
+        device's reply is returned (:class:`TimeoutError` after ``timeout`` [s], default the
+        IoT hub's ``command_timeout``); with ``wait=False`` it returns ``None`` once sent.
+        Raises :class:`~enos_lab.errors.NotFound` for an unknown device and a typed error when
+        it is offline.
+        """
+        iothub = self._require_iothub("commands")
+        return self.run(
+            iothub.send_command(
+                product_key, device_key, kind, params, item_id=item_id, wait=wait, timeout=timeout
+            )
+        )
+
+    async def asend_command(
+        self,
+        product_key: str,
+        device_key: str,
+        kind: TopicKind,
+        params: object,
+        *,
+        item_id: str = "",
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Reply | None:
+        """Coroutine form of :meth:`send_command`."""
+        iothub = self._require_iothub("commands")
+        return await self.arun(
+            iothub.send_command(
+                product_key, device_key, kind, params, item_id=item_id, wait=wait, timeout=timeout
+            )
+        )
+
+    # -- raw hub operations ------------------------------------------------------------------
 
     def publish(
         self,
@@ -277,10 +754,79 @@ class Lab:
                 "await the hub's coroutines directly there instead"
             )
 
+    def _require_iothub(self, what: str) -> IotHub:
+        if self._loop is None:
+            raise ClosedError("the lab is not running: call start() first")
+        if self._iothub is None:
+            raise InvalidArgument(
+                f"{what} need(s) the IoT hub services, but this lab is anonymous (a plain MQTT "
+                "broker); create it with anonymous=False"
+            )
+        return self._iothub
+
+    async def _disable(self, iothub: IotHub, product_key: str, device_key: str) -> Device:
+        await iothub.disable_device(product_key, device_key)
+        await self._until_offline(iothub, product_key, device_key)
+        return await asyncio.to_thread(self.registry.get_device, product_key, device_key)
+
+    async def _delete(self, iothub: IotHub, product_key: str, device_key: str) -> Device:
+        device = await iothub.delete_device(product_key, device_key)
+        await self._until_offline(iothub, product_key, device_key)
+        return device
+
+    async def _until_offline(self, iothub: IotHub, product_key: str, device_key: str) -> None:
+        """Wait (bounded) until the hub has closed the device's connection, so that the facade
+        returns with the presence log and the device record already saying "offline"."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _OFFLINE_WAIT
+        while iothub.is_online(product_key, device_key):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                log.warning(
+                    "device %s/%s still online %.1f s after it was dropped",
+                    product_key,
+                    device_key,
+                    _OFFLINE_WAIT,
+                )
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._disconnect_waiters.add(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                self._disconnect_waiters.discard(waiter)
+
+    def _on_hub_event(self, event: HubEvent) -> None:
+        # Runs after the IoT hub's own listener, which has updated presence by now.
+        if isinstance(event, ClientDisconnected):
+            for waiter in self._disconnect_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
     async def _start_services(self) -> None:
         try:
-            self._store = await asyncio.to_thread(TimeSeriesStore, self.data_dir)
-            self._hub = Hub(self._config)
+            data_dir = self.data_dir
+            self._store = await asyncio.to_thread(TimeSeriesStore, data_dir, clock=self._clock)
+            self._registry = await asyncio.to_thread(
+                Registry, data_dir / REGISTRY_FILE, clock=self._clock, rng=self._rng
+            )
+            self._models = await asyncio.to_thread(_load_models, self._registry)
+            if self._config.anonymous:
+                self._hub = Hub(self._config)
+            else:
+                iothub = IotHub(
+                    self._registry,
+                    self._models,
+                    self._store,
+                    clock=self._clock,
+                    config=self._iothub_config or IotHubConfig(),
+                )
+                self._iothub = iothub
+                self._hub = Hub(self._config, authenticator=iothub, authoriser=iothub)
+                iothub.attach(self._hub)
+                self._hub.add_listener(self._on_hub_event)
             await self._hub.start()
             self._listener = await self._hub.listen_tcp(self._host, self._requested_port)
         except BaseException:
@@ -288,14 +834,21 @@ class Lab:
             raise
 
     async def _stop_services(self) -> None:
-        hub, self._hub, self._listener = self._hub, None, None
+        hub, self._hub, self._listener, self._iothub = self._hub, None, None, None
         store, self._store = self._store, None
+        registry, self._registry = self._registry, None
+        self._models = None
         try:
             if hub is not None:
                 await hub.stop()
+            await _cancel_leftover_tasks()
         finally:
-            if store is not None:
-                await asyncio.to_thread(store.close)
+            try:
+                if registry is not None:
+                    await asyncio.to_thread(registry.close)
+            finally:
+                if store is not None:
+                    await asyncio.to_thread(store.close)
 
     def _shutdown_loop(self) -> None:
         loop, thread = self._loop, self._thread
@@ -328,7 +881,80 @@ class Lab:
 
     def __repr__(self) -> str:
         state = f"url={self.url!r}" if self._listener is not None else "stopped"
-        return f"<Lab {state}>"
+        mode = " anonymous" if self._config.anonymous else ""
+        return f"<Lab{mode} {state}>"
+
+
+_PRODUCT_COLUMNS = (
+    "product_key",
+    "name",
+    "model_id",
+    "node_type",
+    "dynamic_activation",
+    "data_format",
+    "certificate_required",
+    "description",
+    "custom_topics",
+    "created_at",
+    "devices",
+)
+_PRESENCE_COLUMNS = ("time", "product_key", "device_key", "online", "reason")
+_OFFLINE_WAIT = 5.0  # [s] how long disable/delete wait for the hub to close the connection
+
+
+async def _cancel_leftover_tasks() -> None:
+    """Cancel the tasks still pending on the lab's loop once the hub has stopped."""
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _in_thread(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a blocking facade call in a worker thread (never blocks the caller's loop)."""
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+async def _call(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Wrap a plain call so that :meth:`Lab.run` can run it on the lab's loop."""
+    return func(*args, **kwargs)
+
+
+def _value(member: object) -> object:
+    return getattr(member, "value", member)
+
+
+def _parse_model(model: ThingModel | Mapping[str, Any] | str | Path) -> ThingModel:
+    if isinstance(model, ThingModel):
+        return model
+    if isinstance(model, Mapping):
+        return model_from_json(dict(model), origin="thing model JSON")
+    if isinstance(model, Path):
+        return load_model(model)
+    if isinstance(model, str):
+        if model.lstrip().startswith("{"):
+            return model_from_json(model, origin="thing model JSON text")
+        return load_model(model)
+    raise InvalidArgument(
+        "a thing model must be a ThingModel, a REST JSON mapping, JSON text or a file path, "
+        f"got {type(model).__name__}"
+    )
+
+
+def _load_models(registry: Registry) -> ModelCatalog:
+    """The library models plus the user models kept in the registry, in the order added."""
+    catalog = load_library()
+    for document in registry.model_documents():
+        try:
+            catalog.add(model_from_json(document, origin="the registry's thing models"))
+        except Exception as exc:
+            log.warning(
+                "thing model %r kept in the registry could not be loaded: %s",
+                document.get("modelId"),
+                exc,
+            )
+    return catalog
 
 
 def _message(

@@ -51,6 +51,10 @@ def test_serve_anonymous_accepts_clients_and_stops_on_signal(stop_signal: int) -
 def test_serve_without_anonymous_refuses_unregistered_clients() -> None:
     proc, port = _start()
     try:
+        assert proc.stdout is not None
+        notice = proc.stdout.readline()
+        assert "only registered devices can connect" in notice
+        assert "register_device" in notice
         assert _connack(port) == bytes.fromhex("20020005")
     finally:
         proc.send_signal(signal.SIGTERM)

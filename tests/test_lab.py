@@ -140,3 +140,23 @@ def test_a_failed_start_releases_everything(tmp_path: Path) -> None:
     # the first lab's store was closed cleanly: a new lab can open the same directory
     with Lab(tmp_path, port=0, anonymous=True) as again:
         assert again.store.path.parent == tmp_path
+
+
+def test_stop_cancels_tasks_left_on_the_labs_loop() -> None:
+    async def spawn() -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(asyncio.sleep(3600))
+
+    with Lab(port=0, anonymous=True) as lab:
+        task = lab.run(spawn())
+        assert not task.done()
+    assert task.cancelled()
+
+
+def test_repr_and_mode() -> None:
+    lab = Lab(port=0, anonymous=True)
+    assert repr(lab) == "<Lab anonymous stopped>"
+    with lab:
+        assert lab.anonymous and repr(lab) == f"<Lab anonymous url={lab.url!r}>"
+    with Lab(port=0) as authenticating:
+        assert not authenticating.anonymous
+        assert repr(authenticating) == f"<Lab url={authenticating.url!r}>"

@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 One SQLite file (``registry.sqlite3`` in the lab's data directory) holds products, devices,
-custom topics and the presence log. :class:`Registry` is synchronous and thread-safe (one
-connection guarded by a lock, WAL journal, every method one transaction), so the hub can call it on
-its event loop (each call is well under a millisecond) and the notebook facade from any thread.
+custom topics, the presence log and the user's thing models (REST JSON documents; the lab parses
+them). :class:`Registry` is synchronous and thread-safe (one connection guarded by a lock, WAL
+journal, every method one transaction), so the hub can call it on its event loop (each call is
+well under a millisecond) and the notebook facade from any thread.
 
 Keys and secrets are generated from an injectable random source (``rng``) so that tutorials can be
 reproducible; times come from an injectable :class:`~enos_lab.clock.Clock`.
@@ -85,6 +86,11 @@ CREATE TABLE IF NOT EXISTS presence (
     device_key TEXT NOT NULL,
     online INTEGER NOT NULL,
     reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    model_id TEXT PRIMARY KEY,
+    document TEXT NOT NULL,
+    created_at INTEGER NOT NULL
 );
 """
 
@@ -262,6 +268,39 @@ class Registry:
                     f"product {product_key!r} still has {count} device(s); delete them first"
                 )
             db.execute("DELETE FROM products WHERE product_key=?", (product_key,))
+
+    # -- user thing models --------------------------------------------------------------------
+
+    def save_model(self, model_json: Mapping[str, Any]) -> None:
+        """Keep a user thing model (REST ``ThingModel`` JSON with a ``modelId``).
+
+        Raises :class:`~enos_lab.errors.AlreadyExists` when a model with that id is kept already.
+        The registry only stores the document; the lab parses and validates it.
+        """
+        model_id = model_json.get("modelId")
+        if not isinstance(model_id, str) or not model_id:
+            raise InvalidArgument(f"thing model JSON needs a non-empty modelId, got {model_id!r}")
+        try:
+            text = json.dumps(dict(model_json), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidArgument(f"thing model {model_id!r} is not JSON-serialisable") from exc
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM models WHERE model_id=?", (model_id,)).fetchone():
+                raise AlreadyExists(f"thing model {model_id!r} already exists")
+            db.execute("INSERT INTO models VALUES (?,?,?)", (model_id, text, _ms(self._now())))
+
+    def delete_model(self, model_id: str) -> None:
+        """Forget a kept user thing model; :class:`~enos_lab.errors.NotFound` if there is none."""
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM models WHERE model_id=?", (model_id,))
+            if cursor.rowcount == 0:
+                raise NotFound(f"thing model {model_id!r} does not exist")
+
+    def model_documents(self) -> list[dict[str, Any]]:
+        """The kept user thing models as REST JSON documents, in the order they were saved."""
+        with self._lock:
+            rows = self._db.execute("SELECT document FROM models ORDER BY rowid").fetchall()
+        return [json.loads(text) for (text,) in rows]
 
     # -- devices -----------------------------------------------------------------------------
 

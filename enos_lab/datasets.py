@@ -1,0 +1,121 @@
+"""Datasets for the tutorials, loaded as a table plus its metadata.
+
+Each dataset is a CSV file in the repository's ``datasets/`` folder (documented in its README
+table: origin, licence, columns and units). Wheels carry the same files inside the package, so
+:func:`load` works from a source checkout and from an installed package alike::
+
+    frame, meta = enos_lab.datasets.load("fleet_meters")
+    meta["columns"]["rated_power_kw"]        # 'Rated active power of the metered feeder. [kW]'
+
+Notebooks load their data this way, never by a relative path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import NotFound
+
+__all__ = ["dataset_names", "dataset_path", "load"]
+
+_PACKAGED_FOLDER = "_datasets"
+"""Folder inside the installed package where wheels carry the datasets."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Dataset:
+    file: str
+    title: str
+    description: str
+    origin: str
+    licence: str
+    columns: tuple[tuple[str, str, str], ...]
+    """(name, pandas dtype, description with units)."""
+
+
+_DATASETS: dict[str, _Dataset] = {
+    "fleet_meters": _Dataset(
+        file="fleet_meters.csv",
+        title="A fleet of 20 energy meters on three sites",
+        description=(
+            "Energy meters to provision in bulk: one row per meter, with the site it measures, "
+            "the site's UTC offset, the rated power of the metered feeder and the ratio of its "
+            "current transformer. Used by notebooks/01_provisioning.ipynb."
+        ),
+        origin="synthetic; written for enos_lab (no real site or customer)",
+        licence="CC0-1.0",
+        columns=(
+            ("device_key", "str", "Device key within the product; unique in the file. [-]"),
+            ("name", "str", "Display name of the meter. [-]"),
+            ("site", "str", "Site the meter belongs to (a tag). [-]"),
+            ("timezone", "str", "UTC offset of the site, '+HH:MM'. [-]"),
+            ("rated_power_kw", "float64", "Rated active power of the metered feeder. [kW]"),
+            ("ct_ratio", "float64", "Current transformer ratio (primary/secondary). [-]"),
+        ),
+    ),
+}
+
+
+def dataset_names() -> list[str]:
+    """Names of the shipped datasets, sorted (``fleet_meters``, ...)."""
+    return sorted(_DATASETS)
+
+
+def _spec(name: str) -> _Dataset:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise NotFound(
+            f"dataset {name!r} not found (available: {', '.join(dataset_names())})"
+        ) from None
+
+
+def dataset_path(name: str) -> Path:
+    """The CSV file of dataset ``name``, in the installed package or the source checkout.
+
+    Raises :class:`~enos_lab.errors.NotFound` for an unknown name or a missing file.
+    """
+    spec = _spec(name)
+    packaged = resources.files(__package__ or "enos_lab").joinpath(_PACKAGED_FOLDER, spec.file)
+    candidates = [
+        Path(str(packaged)),
+        Path(__file__).resolve().parent.parent / "datasets" / spec.file,
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise NotFound(
+        f"the file {spec.file!r} of dataset {name!r} is missing (looked in "
+        f"{', '.join(str(c.parent) for c in candidates)})"
+    )
+
+
+def load(name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Load dataset ``name`` as ``(frame, metadata)``.
+
+    ``frame`` has the columns listed in ``metadata["columns"]`` (name -> description with units
+    in brackets), in that order and with their documented dtypes. ``metadata`` also has
+    ``name``, ``file``, ``path``, ``title``, ``description``, ``origin``, ``licence`` and
+    ``rows``. Raises :class:`~enos_lab.errors.NotFound` for an unknown name.
+    """
+    spec = _spec(name)
+    path = dataset_path(name)
+    dtypes = {column: dtype for column, dtype, _ in spec.columns}
+    frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False)
+    metadata: dict[str, Any] = {
+        "name": name,
+        "file": spec.file,
+        "path": path,
+        "title": spec.title,
+        "description": spec.description,
+        "origin": spec.origin,
+        "licence": spec.licence,
+        "rows": len(frame),
+        "columns": {column: text for column, _, text in spec.columns},
+    }
+    return frame, metadata
