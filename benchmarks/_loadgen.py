@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import json
+import re
 import resource
 import select
 import selectors
@@ -818,4 +821,402 @@ def run_latency(
         "p99_ms": qs[98] / 1e6,
         "max_ms": max(latencies) / 1e6,
         "elapsed_s": (perf() - start) / 1e9,
+    }
+
+
+# --- EnOS device login (enos-protocol.md section 2) ------------------------------------------
+#
+# Written out here from the protocol reference, independently of the hub's own signing code,
+# so that the load generator checks the hub rather than agreeing with it by construction.
+
+
+def enos_sign(
+    client_id: str, device_key: str, product_key: str, timestamp: str, secret: str
+) -> str:
+    """EnOS CONNECT signature: sha256 over the sorted ``key + value`` pairs plus the secret."""
+    content = (
+        f"clientId{client_id}deviceKey{device_key}productKey{product_key}"
+        f"timestamp{timestamp}{secret}"
+    )
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+def encode_connect_auth(
+    client_id: str, username: str, password: str, keepalive: int = 60, clean_session: bool = True
+) -> bytes:
+    """CONNECT, protocol level 4, with user name and password flags (section 3.1.2.8-9)."""
+    flags = 0xC0 | (0x02 if clean_session else 0x00)
+    var_header = _utf8("MQTT") + b"\x04" + bytes([flags]) + keepalive.to_bytes(2, "big")
+    return _packet(0x10, var_header + _utf8(client_id) + _utf8(username) + _utf8(password))
+
+
+def enos_login(
+    product_key: str, device_key: str, device_secret: str, timestamp: str = "1700000000000"
+) -> tuple[str, str, str]:
+    """``(client_id, username, password)`` of a secure-mode-2 login, as the Python SDK builds it."""
+    client_id = f"{device_key}|securemode=2,signmethod=hmacsha256,timestamp={timestamp}|"
+    password = enos_sign(device_key, device_key, product_key, timestamp, device_secret)
+    return client_id, f"{device_key}&{product_key}", password
+
+
+def enos_connect(
+    product_key: str, device_key: str, device_secret: str, keepalive: int = 60
+) -> bytes:
+    """The CONNECT packet of a device logging in with its device secret (secure mode 2)."""
+    return encode_connect_auth(*enos_login(product_key, device_key, device_secret), keepalive)
+
+
+def measurepoint_payload(seq: int, time_ms: int) -> bytes:
+    """A ``thing.measurepoint.post`` request of fixed size (three points of energy_meter)."""
+    return (
+        b'{"id":"%09d","version":"1.0","method":"thing.measurepoint.post","params":'
+        b'{"measurepoints":{"active_power":%.2f,"reactive_power":%.2f,"frequency":50.01},'
+        b'"time":%d}}' % (seq, 1000 + (seq % 9000) / 10, 100 + (seq % 900) / 10, time_ms)
+    )
+
+
+REPLY_OK = re.compile(rb'"code"\s*:\s*200\b')
+"""A reply payload that carries the integer code 200 (section 4.5)."""
+
+
+def enos_self_check() -> None:
+    """Check the EnOS encoders against the protocol reference's worked example."""
+    # enos-protocol.md section 2.2: productKey prodA, deviceKey dev01, clientId dev01,
+    # timestamp 1700000000000, deviceSecret s3cret.
+    assert enos_sign("dev01", "dev01", "prodA", "1700000000000", "s3cret") == (
+        "166c12821726f7c4c2afb38e28505ccdee4bc508ba7f93916c2e14cd1537ee2e"
+    )
+    assert encode_connect_auth("c", "u", "p", 60) == (
+        b"\x10\x13" + b"\x00\x04MQTT" + b"\x04" + b"\xc2" + b"\x00\x3c"
+        b"\x00\x01c" + b"\x00\x01u" + b"\x00\x01p"
+    )
+    client_id, username, _ = enos_login("prodA", "dev01", "s3cret")
+    assert client_id.startswith("dev01|securemode=2,") and username == "dev01&prodA"
+    sizes = {len(measurepoint_payload(seq, 1_700_000_000_000 + seq)) for seq in range(20_000)}
+    assert len(sizes) == 1, sizes
+    assert (
+        json.loads(measurepoint_payload(7, 1_700_000_000_007))["params"]["measurepoints"][
+            "frequency"
+        ]
+        == 50.01
+    )
+    assert REPLY_OK.search(b'{"id":"1","code":200,"data":{}}')
+    assert REPLY_OK.search(b'{"id": "1", "code": 200, "data": {}}')
+    assert not REPLY_OK.search(b'{"id":"1","code":2000}')
+    assert not REPLY_OK.search(b'{"id":"1","code":1204}')
+
+
+# --- workload: authenticated connections ----------------------------------------------------
+
+
+def run_connect_packets(
+    *,
+    conn: Connection,
+    host: str,
+    port: int,
+    packets: list[bytes],
+    concurrency: int,
+    hold: bool,
+    start_timeout: float,
+    idle_timeout: float,
+    deadline_s: float,
+) -> dict[str, Any]:
+    """Like ``run_connect`` but with given CONNECT packets (for example with credentials).
+
+    Opens one connection per packet, at most ``concurrency`` in handshake; a refused CONNACK
+    ends the run with an error naming the return code. With ``hold`` the connections stay
+    open after ``("ready", ...)`` until the parent sends ``"close"``.
+    """
+    count = len(packets)
+    raise_fd_limit(count + 256)
+    sel = selectors.DefaultSelector()
+    opened: list[socket.socket] = []
+    socks_by_fd: dict[int, socket.socket] = {}
+    pending: dict[int, bytes] = {}
+    next_i = 0
+    accepted = 0
+    in_flight = 0
+    t0 = time.perf_counter_ns()
+    hard_deadline = time.monotonic() + deadline_s
+    last_progress = time.monotonic()
+    error = ""
+    try:
+        while accepted < count:
+            while in_flight < concurrency and next_i < count:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setblocking(False)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                rc = s.connect_ex((host, port))
+                if rc not in (0, errno.EINPROGRESS):
+                    s.close()
+                    raise LoadError(f"connect #{next_i} failed: {errno.errorcode.get(rc, rc)}")
+                opened.append(s)
+                socks_by_fd[s.fileno()] = s
+                sel.register(s, selectors.EVENT_WRITE, next_i)
+                next_i += 1
+                in_flight += 1
+            now = time.monotonic()
+            if now > hard_deadline:
+                error = f"deadline of {deadline_s} s reached after {accepted} of {count}"
+                break
+            if now - last_progress > idle_timeout:
+                error = f"no CONNACK for {idle_timeout} s after {accepted} of {count}"
+                break
+            for key, events in sel.select(0.5):
+                s = socks_by_fd[key.fd]
+                i = key.data
+                if events & selectors.EVENT_WRITE:
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise LoadError(f"connect #{i} failed: {errno.errorcode.get(err, err)}")
+                    # A CONNECT of ~150 bytes into an empty send buffer: never a partial send.
+                    if s.send(packets[i]) != len(packets[i]):
+                        raise LoadError(f"partial CONNECT send on connection #{i}")
+                    sel.modify(s, selectors.EVENT_READ, i)
+                    pending[s.fileno()] = b""
+                    continue
+                data = s.recv(64)
+                if not data:
+                    raise LoadError(f"broker closed connection #{i} before CONNACK")
+                got = pending[s.fileno()] + data
+                if len(got) < 4:
+                    pending[s.fileno()] = got
+                    continue
+                if got != CONNACK_ACCEPTED:
+                    raise LoadError(f"connection #{i}: expected CONNACK 20020000, got {got.hex()}")
+                del pending[s.fileno()]
+                sel.unregister(s)
+                last_progress = time.monotonic()
+                accepted += 1
+                in_flight -= 1
+        elapsed_ns = time.perf_counter_ns() - t0
+        sel.close()
+        info = {"accepted": accepted, "elapsed_ns": elapsed_ns, "error": error}
+        if hold:
+            conn.send(("ready", info))
+            _await_command(conn, deadline_s, "close")
+            if opened:
+                probe = opened[-1]
+                probe.setblocking(True)
+                probe.sendall(PINGREQ_PACKET)
+                _expect(probe, PINGRESP, start_timeout, "PINGRESP on an idle connection")
+    finally:
+        for s in opened:
+            with contextlib.suppress(OSError):
+                s.send(DISCONNECT_PACKET)
+            s.close()
+    return info
+
+
+# --- workload: devices posting measurepoints ------------------------------------------------
+
+
+def _handshake_all(
+    socks: list[socket.socket], packets: list[bytes], expected: int, timeout: float, what: str
+) -> None:
+    """Send one packet on every socket, then read exactly one ``expected`` packet from each."""
+    for s, packet in zip(socks, packets, strict=True):
+        s.sendall(packet)
+    for i, s in enumerate(socks):
+        _expect(s, expected, timeout, f"{what} of device #{i}")
+
+
+def run_device_posts(
+    *,
+    conn: Connection,
+    host: str,
+    port: int,
+    devices: list[tuple[bytes, str]],
+    messages: int,
+    window: int,
+    reply_qos: int,
+    time_base_ms: int,
+    start_timeout: float,
+    idle_timeout: float,
+    deadline_s: float,
+) -> dict[str, Any]:
+    """Authenticated devices, one connection each, post measurepoints at QoS 1 and read replies.
+
+    ``devices`` holds ``(CONNECT packet, product_key/device_key)`` pairs. Every device
+    subscribes to its ``/sys/{pk}/{dk}/thing/measurepoint/post_reply`` (QoS ``reply_qos``, as
+    the SDK does before its first request), then posts ``messages`` requests with event times
+    ``time_base_ms + seq`` and at most ``window`` unacknowledged PUBLISHes (refilled a quarter
+    window at a time). A message is done when its reply arrived; a reply without the integer
+    code 200 is counted as an error. All packets are encoded before ``("ready", ...)``.
+
+    Returns counts, the start (``"go"``) and last-reply times (``time.monotonic_ns()``, a
+    clock shared by all processes of the machine) and the CPU used.
+    """
+    n = len(devices)
+    raise_fd_limit(n + 256)
+    blobs: list[bytes] = []
+    sizes: list[int] = []
+    for k, (_, keys) in enumerate(devices):
+        topic = f"/sys/{keys}/thing/measurepoint/post"
+        packets = [
+            encode_publish(
+                topic,
+                measurepoint_payload(k * messages + seq, time_base_ms + seq),
+                1,
+                (seq % 65535) + 1,
+            )
+            for seq in range(messages)
+        ]
+        size = len(packets[0])
+        if any(len(p) != size for p in packets):
+            raise LoadError("measurepoint posts differ in size")
+        blobs.append(b"".join(packets))
+        sizes.append(size)
+    socks = []
+    for _ in devices:
+        s = socket.create_connection((host, port), timeout=start_timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(s)
+    try:
+        _handshake_all(socks, [d[0] for d in devices], CONNACK, start_timeout, "CONNACK")
+        subscribes = [
+            encode_subscribe(1, f"/sys/{keys}/thing/measurepoint/post_reply", reply_qos)
+            for _, keys in devices
+        ]
+        _handshake_all(socks, subscribes, SUBACK, start_timeout, "SUBACK")
+        for s in socks:
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        conn.send(("ready", {"devices": n}))
+        _await_command(conn, start_timeout, "go")
+        return _post_loop(
+            socks=socks,
+            blobs=blobs,
+            sizes=sizes,
+            messages=messages,
+            window=window,
+            idle_timeout=idle_timeout,
+            deadline_s=deadline_s,
+        )
+    finally:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.setblocking(True)
+                s.settimeout(1.0)
+                s.sendall(DISCONNECT_PACKET)
+            s.close()
+
+
+def _post_loop(
+    *,
+    socks: list[socket.socket],
+    blobs: list[bytes],
+    sizes: list[int],
+    messages: int,
+    window: int,
+    idle_timeout: float,
+    deadline_s: float,
+) -> dict[str, Any]:
+    n = len(socks)
+    sel = selectors.DefaultSelector()
+    views = [memoryview(b) for b in blobs]
+    total = [len(b) for b in blobs]
+    sent = [0] * n  # bytes
+    acked = [0] * n  # PUBACKs received
+    replies = [0] * n  # replies received
+    tails = [b""] * n
+    refill = [max(1, window // 4) * size for size in sizes]
+    bad = 0
+    bad_sample = b""
+    for k, s in enumerate(socks):
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, k)
+    done = 0
+    start_ns = time.monotonic_ns()
+    cpu0 = time.process_time_ns()
+    last_reply_ns = start_ns
+    hard_deadline = time.monotonic() + deadline_s
+    last_progress = time.monotonic()
+    error = ""
+    reply_ok = REPLY_OK.search
+    while done < n:
+        now = time.monotonic()
+        if now > hard_deadline:
+            error = f"deadline of {deadline_s} s reached"
+            break
+        if now - last_progress > idle_timeout:
+            error = f"no progress for {idle_timeout} s"
+            break
+        for key, events in sel.select(0.2):
+            k = key.data
+            s = socks[k]
+            if events & selectors.EVENT_READ:
+                try:
+                    data = s.recv(1 << 18)
+                except BlockingIOError:
+                    data = None
+                if data is not None:
+                    if not data:
+                        raise LoadError(f"hub closed device connection #{k}")
+                    buf = tails[k] + data if tails[k] else data
+                    pos, end = 0, len(buf)
+                    acks: list[bytes] = []
+                    n_acked = 0
+                    n_replies = 0
+                    while end - pos >= 2:
+                        first = buf[pos]
+                        if first == 0x40 and buf[pos + 1] == 2:  # PUBACK
+                            if end - pos < 4:
+                                break
+                            n_acked += 1
+                            pos += 4
+                            continue
+                        start, body_end = split_one(buf, pos, end)
+                        if start < 0:
+                            break
+                        if first >> 4 == PUBLISH:
+                            at = start + 2 + (buf[start] << 8 | buf[start + 1])
+                            if first & 0x06:
+                                acks.append(buf[at : at + 2])
+                                at += 2
+                            n_replies += 1
+                            if not reply_ok(buf, at, body_end):
+                                bad += 1
+                                bad_sample = bad_sample or bytes(buf[at:body_end])
+                        pos = body_end
+                    tails[k] = buf[pos:]
+                    if acks:
+                        _send_all(s, b"\x40\x02" + b"\x40\x02".join(acks), idle_timeout)
+                    if n_acked or n_replies:
+                        acked[k] += n_acked
+                        replies[k] += n_replies
+                        last_progress = time.monotonic()
+                        if n_replies:
+                            last_reply_ns = time.monotonic_ns()
+            want = selectors.EVENT_READ
+            if sent[k] < total[k]:
+                size = sizes[k]
+                limit = min(total[k], (acked[k] + window) * size)
+                if limit - sent[k] < refill[k] and limit < total[k]:
+                    limit = sent[k]
+                if limit > sent[k]:
+                    chunk = min(limit - sent[k], 1 << 16)
+                    try:
+                        wrote = s.send(views[k][sent[k] : sent[k] + chunk])
+                    except BlockingIOError:
+                        wrote = 0
+                    sent[k] += wrote
+                    if wrote < chunk or sent[k] < limit:
+                        want |= selectors.EVENT_WRITE
+            if acked[k] >= messages and replies[k] >= messages:
+                sel.unregister(s)
+                done += 1
+            elif want != key.events:
+                sel.modify(s, want, k)
+    cpu_ns = time.process_time_ns() - cpu0
+    sel.close()
+    return {
+        "sent": sum(sent[k] // sizes[k] for k in range(n)),
+        "acked": sum(acked),
+        "replies": sum(replies),
+        "bad_replies": bad,
+        "bad_sample": bad_sample[:200].decode(errors="replace"),
+        "start_ns": start_ns,
+        "last_reply_ns": last_reply_ns,
+        "cpu_ns": cpu_ns,
+        "error": error,
     }
