@@ -32,6 +32,9 @@ class HubConfig:
     max_session_expiry: int = 2**32 - 1  # [s]
     connack_delay: float = 0.0  # [s] delay before CONNACK
     server_keep_alive: int | None = None  # [s] keep alive imposed on 5.0 clients
+    # messages of one connection whose handler awaitables are still pending; when reached, the
+    # connection's further packets wait (reading paused) until one of them completes
+    max_pending_acks: int = 100
 
     def __post_init__(self) -> None:
         positive = {
@@ -39,6 +42,7 @@ class HubConfig:
             "connect_timeout": self.connect_timeout,
             "keep_alive_factor": self.keep_alive_factor,
             "max_inflight": self.max_inflight,
+            "max_pending_acks": self.max_pending_acks,
         }
         for name, value in positive.items():
             if value <= 0:

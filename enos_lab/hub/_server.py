@@ -6,10 +6,29 @@ Every connection (TCP, TLS or in-memory) is a :class:`_Connection`, an ``asyncio
 ``data_received`` feeds the sans-IO decoder and handles the decoded packets synchronously, in
 order, at most ``_BURST`` per connection per loop iteration (the rest waits in a backlog and
 continues with ``call_soon``), so that one busy publisher cannot keep the acknowledgements of
-other clients - which free their in-flight windows - waiting. Only two things make a
-connection wait for something else: an async authenticator (or the CONNACK delay), and a
-message handler that returns an awaitable. Then the packets that follow stay in the backlog
-(reading is paused when it grows) and a task owned by the hub resumes them.
+other clients - which free their in-flight windows - waiting. An async authenticator (or the
+CONNACK delay) makes the connection wait: the packets that follow stay in the backlog (reading
+is paused when it grows) and a task owned by the hub resumes them.
+
+Message handlers that return awaitables (for instance a store's commit future, so that PUBACK
+means "stored") do not stop the connection: processing is pipelined. The hub keeps decoding and
+handling the following packets while the awaitables run, so that a client's whole in-flight
+window reaches the handlers (and a store can group it into one commit). Responses stay in
+order (MQTT-4.6.0-2..4): as long as a message's acknowledgement (PUBACK / PUBREC) is pending,
+every later response of the connection (acknowledgements, SUBACK, UNSUBACK, PUBCOMP, PINGRESP)
+waits behind it in an ordered queue of response slots (``_Connection.acks``); a slot is
+either ready bytes or a :class:`_Pending` message, and ready slots are written from the head
+as the awaitables complete. A message whose handler failed gets reason 0x80 (5.0); a 3.1.1
+client, which has no negative acknowledgement, is disconnected when that slot reaches the head
+of the queue: the messages before it are acknowledged, it and the ones after it are not (the
+client sends them again). QoS 0 messages with awaitables take no slot (nothing to answer);
+failures are logged. A DISCONNECT received while acknowledgements are pending waits (at most
+``_DISCONNECT_GRACE``) for them to be written. When a connection ends, its pending slots are
+dropped: nothing is written after the close and nothing pending is acknowledged. At most
+``HubConfig.max_pending_acks`` messages per connection are pending; at the bound the
+connection holds its backlog and pauses reading until one completes (5.0 clients are in
+addition bounded by the server's receive maximum, which counts the pending ones). Handlers
+that return ``None`` cost nothing extra: with no pending slot, responses are written directly.
 
 State that outlives a connection (subscriptions, packet ids, queued and in-flight messages)
 lives in a :class:`~enos_lab.hub._session._Session`. Subscriptions are kept in two topic trees
@@ -98,8 +117,9 @@ _CONNECTING = 1  # CONNECT received, authentication or CONNACK delay pending
 _CONNECTED = 2
 _CLOSED = 3
 
-_BACKLOG_PAUSE = 256  # packets waiting behind an awaitable before reading is paused
+_BACKLOG_PAUSE = 256  # packets waiting behind a pending CONNECT before reading is paused
 _BURST = 64  # packets handled per connection per loop iteration
+_DISCONNECT_GRACE = 2.0  # [s] a DISCONNECT waits at most this long for pending acknowledgements
 _ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
 _PUBACK_HEAD = encode(PubAck(1), 4)[:2]  # fixed header of a PUBACK with reason 0 (3.1.1, 5.0)
 _NEVER = None
@@ -133,6 +153,51 @@ def _header_length(data: bytes) -> int:
     return i + 1
 
 
+class _Hold:
+    """Returned by packet handling: stop processing this connection's packets for now."""
+
+    __slots__ = ()
+
+
+_HOLD = _Hold()
+_Step: TypeAlias = "Awaitable[None] | _Hold | None"
+
+
+class _Pending:
+    """A response slot waiting for the handler awaitables of one message (or a deferred action).
+
+    ``ack`` is the acknowledgement to send on success (``None`` for QoS 0: no slot in the
+    queue); ``waiting`` counts the awaitables not yet done; once it is 0, ``data`` holds the
+    bytes to write (``None`` = close the 3.1.1 connection) unless ``action`` is set.
+    """
+
+    __slots__ = ("ack", "action", "conn", "data", "failed", "waiting")
+
+    def __init__(self, conn: _Connection, ack: PubAck | PubRec | None, waiting: int) -> None:
+        self.conn = conn
+        self.ack = ack
+        self.waiting = waiting
+        self.failed = False
+        self.data: bytes | None = None
+        self.action: Callable[[], None] | None = None
+
+    def done(self, future: asyncio.Future[Any]) -> None:
+        """Done callback of one awaitable."""
+        conn = self.conn
+        if future.cancelled():
+            self.failed = True
+            if conn.state != _CLOSED:
+                log.warning("client %r: message handler cancelled", conn.client_id)
+        else:
+            exc = future.exception()
+            if exc is not None:
+                self.failed = True
+                log.error("client %r: message handler failed", conn.client_id, exc_info=exc)
+        self.waiting -= 1
+        if self.waiting == 0:
+            conn._settled(self)
+
+
 def _peer_name(peer: Any) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
@@ -143,10 +208,12 @@ class _Connection(asyncio.Protocol):
     """One client connection: decoding, per-packet handling and batched output."""
 
     __slots__ = (
+        "acks",
         "backlog",
         "client_id",
         "created",
         "decoder",
+        "held",
         "hub",
         "inflight_in",
         "info",
@@ -158,6 +225,7 @@ class _Connection(asyncio.Protocol):
         "out_size",
         "paused",
         "peer",
+        "pending",
         "session",
         "session_expiry",
         "state",
@@ -189,7 +257,10 @@ class _Connection(asyncio.Protocol):
         self.backlog: deque[Packet] | None = None
         self.will: Will | None = None
         self.topic_aliases: dict[int, str] | None = None
-        self.inflight_in = 0
+        self.inflight_in = 0  # QoS 1 messages whose acknowledgement is pending
+        self.pending = 0  # messages whose handler awaitables are pending (all QoS)
+        self.acks: deque[bytes | _Pending] | None = None  # ordered response slots
+        self.held = False  # processing stopped at the max_pending_acks bound
         self.max_out = 0  # client's maximum packet size, 0 = unlimited
         self.window = hub.config.max_inflight
         self.session_expiry: int | None = 0
@@ -255,6 +326,9 @@ class _Connection(asyncio.Protocol):
                     aw = handle(packet)
                 if aw is not None:
                     self.backlog = packets
+                    if isinstance(aw, _Hold):
+                        self._pause_now()  # resumed by _settled (or the connection ends)
+                        return
                     self._maybe_pause()
                     self.hub._spawn(self._resume(aw), f"hub-conn-{self.client_id or self.peer}")
                     return
@@ -303,6 +377,12 @@ class _Connection(asyncio.Protocol):
                 self.paused = True
                 transport.pause_reading()
 
+    def _pause_now(self) -> None:
+        transport = self.transport
+        if not self.paused and transport is not None and not transport.is_closing():
+            self.paused = True
+            transport.pause_reading()
+
     async def _resume(self, aw: Awaitable[None]) -> None:
         try:
             await aw
@@ -311,28 +391,122 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("client %r: failure while processing a packet", self.client_id)
         backlog = self.backlog
-        while backlog and self.state != _CLOSED:
-            packet = backlog.popleft()
-            try:
-                aw2 = self._handle(packet)
-            except Exception as exc:
-                self._internal_error(exc)
-                break
-            if aw2 is not None:
-                try:
-                    await aw2
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("client %r: failure while processing a packet", self.client_id)
-        self.backlog = None
-        session = self.session
-        if session is not None and session.queue:
-            self.hub._pump(session, self)
-        if self.paused:
-            self._unpause()
+        if backlog is not None and self.state != _CLOSED:
+            self._run(backlog)
 
-    def _handle(self, packet: Packet) -> Awaitable[None] | None:
+    # -- pipelined acknowledgements ---------------------------------------------------------
+    def _reply(self, data: bytes) -> None:
+        """Write a response, behind the pending acknowledgements if there are any."""
+        acks = self.acks
+        if acks:
+            acks.append(data)
+        else:
+            self._write(data)
+
+    def _settled(self, slot: _Pending) -> None:
+        """All awaitables of ``slot`` are done: fill in its response, write what is ready."""
+        ack = slot.ack
+        if ack is None:  # QoS 0: nothing to answer
+            self.pending -= 1
+        elif slot.action is None:
+            self.pending -= 1
+            if type(ack) is PubAck:
+                self.inflight_in -= 1
+            if slot.failed and type(ack) is PubRec:
+                session = self.session  # not stored: a resent message must be delivered
+                if session is not None and session.qos2_in:
+                    session.qos2_in.discard(ack.packet_id)
+            if self.state == _CLOSED:
+                return  # nothing is written after the close, nothing pending acknowledged
+            if slot.failed:
+                if self.level == MQTT_5:
+                    slot.data = encode(type(ack)(ack.packet_id, 0x80), MQTT_5)  # Unspecified
+                # 3.1.1: data stays None -> disconnect when the slot reaches the head
+            elif type(ack) is PubAck:
+                slot.data = _PUBACK_HEAD + ack.packet_id.to_bytes(2, "big")
+            else:
+                slot.data = encode(ack, self.level)
+            self._drain()
+        if self.state == _CLOSED:
+            return
+        if self.held and self.pending < self.hub.config.max_pending_acks:
+            self.held = False
+            backlog = self.backlog
+            if backlog is not None:
+                try:
+                    self._run(backlog)
+                except Exception as exc:
+                    self._internal_error(exc)
+
+    def _drain(self) -> None:
+        """Write the ready slots at the head of the response queue."""
+        acks = self.acks
+        while acks and self.state != _CLOSED:
+            head = acks[0]
+            if type(head) is bytes:
+                acks.popleft()
+                self._write(head)
+                continue
+            assert isinstance(head, _Pending)
+            if head.waiting:
+                return
+            acks.popleft()
+            if head.action is not None:
+                head.action()
+            elif head.data is None:
+                # 3.1.1 has no negative acknowledgement: close so that the client sends again
+                self._end(DisconnectReason.SERVER_ERROR, publish_will=True)
+            else:
+                self._write(head.data)
+
+    def _track(self, pending: list[Awaitable[None]], ack: PubAck | PubRec | None) -> _Step:
+        """Take a message whose handlers returned awaitables; its ack waits for them."""
+        slot = _Pending(self, ack, len(pending))
+        self.pending += 1
+        if ack is not None:
+            if type(ack) is PubAck:
+                self.inflight_in += 1
+            acks = self.acks
+            if acks is None:
+                acks = self.acks = deque()
+            acks.append(slot)
+        as_future = self.hub._as_future
+        done = slot.done
+        for aw in pending:
+            as_future(aw).add_done_callback(done)
+        if self.pending >= self.hub.config.max_pending_acks:
+            self.held = True
+            return _HOLD
+        return None
+
+    def _defer_disconnect(self, p: Disconnect) -> _Step:
+        """DISCONNECT with acknowledgements pending: close once they are written (bounded)."""
+        acks = self.acks
+        assert acks is not None
+        if self.level == MQTT_5:
+            requested = p.properties.session_expiry_interval
+            if requested is not None and self.session_expiry == 0 and requested != 0:
+                self._on_disconnect(p)  # a protocol violation (MQTT-3.14.2-2): close now
+                return None
+        if self.level != MQTT_5 or p.reason_code != 0x04:
+            self.will = None  # MQTT-3.14.4-3, also if a pending message fails before the close
+        slot = _Pending(self, None, 0)
+        timer = self.hub._loop.call_later(_DISCONNECT_GRACE, self._disconnect_late, p)
+
+        def action() -> None:
+            timer.cancel()
+            self._on_disconnect(p)
+
+        slot.action = action
+        acks.append(slot)
+        return _HOLD  # the client sends nothing after DISCONNECT (MQTT-3.14.4-1)
+
+    def _disconnect_late(self, p: Disconnect) -> None:
+        if self.state == _CONNECTED:
+            log.info("client %r: acknowledgements still pending at DISCONNECT", self.client_id)
+            self._on_disconnect(p)
+
+    def _handle(self, packet: Packet) -> _Step:
         kind = type(packet)
         if kind is Publish:
             if self.state != _CONNECTED:
@@ -358,14 +532,16 @@ class _Connection(asyncio.Protocol):
         elif isinstance(packet, Unsubscribe):
             self._on_unsubscribe(packet)
         elif isinstance(packet, PingReq):
-            self._write(encode(PingResp(), self.level))  # MQTT-3.12.4-1
+            self._reply(encode(PingResp(), self.level))  # MQTT-3.12.4-1
         elif isinstance(packet, Disconnect):
+            if self.acks:
+                return self._defer_disconnect(packet)
             self._on_disconnect(packet)
         else:
             self._violation(0x82, f"unexpected {type(packet).__name__} packet")
         return None
 
-    def _not_connected(self, packet: Packet) -> Awaitable[None] | None:
+    def _not_connected(self, packet: Packet) -> _Step:
         if self.state == _NEW:
             # MQTT-3.1.0-1: the first packet must be CONNECT
             log.info("peer %s: first packet is %s, not CONNECT", self.peer, type(packet).__name__)
@@ -430,6 +606,7 @@ class _Connection(asyncio.Protocol):
         if state == _CLOSED:
             return
         self.state = _CLOSED
+        self.acks = None  # pending acknowledgements are dropped: the client sends again
         hub = self.hub
         hub._conns.discard(self)
         if state == _CONNECTED:
@@ -592,7 +769,7 @@ class _Connection(asyncio.Protocol):
         hub._emit(ClientConnected(info, session_present))
 
     # -- PUBLISH in ------------------------------------------------------------------------
-    def _on_publish(self, p: Publish) -> Awaitable[None] | None:
+    def _on_publish(self, p: Publish) -> _Step:
         hub = self.hub
         hub._messages_in += 1
         topic = p.topic
@@ -626,7 +803,7 @@ class _Connection(asyncio.Protocol):
             qos2 = session.qos2_in
             if qos2 is not None and pid in qos2:
                 # MQTT-4.3.3-9: duplicate of a message not yet released; do not deliver again
-                self._write(encode(PubRec(pid), self.level))
+                self._reply(encode(PubRec(pid), self.level))
                 return None
         if qos and self.level == MQTT_5:
             unacked = self.inflight_in + (len(session.qos2_in) if session.qos2_in else 0)
@@ -665,12 +842,16 @@ class _Connection(asyncio.Protocol):
             hub._route(msg, session)
         if qos == 0:
             if pending is not None:
-                return self._await_then(pending, None)
+                return self._track(pending, None)
             return None
         level = self.level
         rc = reason if level == MQTT_5 else 0
         if qos == 1 and rc == 0 and pending is None:
-            self._write(_PUBACK_HEAD + pid.to_bytes(2, "big"))  # the common case, pre-encoded
+            data = _PUBACK_HEAD + pid.to_bytes(2, "big")  # the common case, pre-encoded
+            if self.acks:
+                self.acks.append(data)  # behind pending acknowledgements (MQTT-4.6.0-2)
+            else:
+                self._write(data)
             return None
         if qos == 1:
             ack: PubAck | PubRec = PubAck(pid, rc)
@@ -681,43 +862,9 @@ class _Connection(asyncio.Protocol):
                     session.qos2_in = set()
                 session.qos2_in.add(pid)
         if pending is not None:
-            return self._await_then(pending, ack)
-        self._write(encode(ack, level))
+            return self._track(pending, ack)
+        self._reply(encode(ack, level))
         return None
-
-    async def _await_then(self, pending: list[Awaitable[None]], ack: Packet | None) -> None:
-        """Await the handlers of one message, then acknowledge it.
-
-        A message whose handler failed is never acknowledged as a success (nothing acknowledged
-        is lost): a 5.0 client gets PUBACK / PUBREC with 0x80 (unspecified error), a 3.1.1
-        client, which has no negative acknowledgement, is disconnected so that it sends the
-        message again.
-        """
-        self.inflight_in += 1
-        failed = False
-        try:
-            for aw in pending:
-                try:
-                    await aw
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    failed = True
-                    log.exception("client %r: message handler failed", self.client_id)
-        finally:
-            self.inflight_in -= 1
-        if ack is None or self.state != _CONNECTED:
-            return
-        if failed:
-            assert isinstance(ack, (PubAck, PubRec))
-            session = self.session
-            if isinstance(ack, PubRec) and session is not None and session.qos2_in:
-                session.qos2_in.discard(ack.packet_id)
-            if self.level != MQTT_5:
-                self._end(DisconnectReason.SERVER_ERROR, publish_will=True)
-                return
-            ack = type(ack)(ack.packet_id, 0x80)  # Unspecified error
-        self._write(encode(ack, self.level))
 
     def _on_pubrel(self, p: PubRel) -> None:
         session = self.session
@@ -725,11 +872,11 @@ class _Connection(asyncio.Protocol):
         qos2 = session.qos2_in
         if qos2 is not None and p.packet_id in qos2:
             qos2.discard(p.packet_id)
-            self._write(encode(PubComp(p.packet_id), self.level))
+            self._reply(encode(PubComp(p.packet_id), self.level))
         else:
             # 5.0: Packet Identifier not found; 3.1.1: complete anyway (MQTT-4.3.3-?)
             rc = 0x92 if self.level == MQTT_5 else 0
-            self._write(encode(PubComp(p.packet_id, rc), self.level))
+            self._reply(encode(PubComp(p.packet_id, rc), self.level))
 
     # -- acknowledgements of our PUBLISH ---------------------------------------------------
     def _on_puback(self, p: PubAck) -> None:
@@ -813,7 +960,7 @@ class _Connection(asyncio.Protocol):
             # MQTT-3.3.1-6 / 5.0 3.3.1.3: retained messages on subscribe, never for shared ones
             if group is None and (rh == 0 or (rh == 1 and not existed)):
                 retained.append((inner, sub))
-        self._write(encode(SubAck(p.packet_id, tuple(codes)), level))
+        self._reply(encode(SubAck(p.packet_id, tuple(codes)), level))
         for inner, sub in retained:
             hub._send_retained(session, inner, sub)
 
@@ -826,7 +973,7 @@ class _Connection(asyncio.Protocol):
             codes.append(0 if removed else 0x11)
         if self.level != MQTT_5:
             codes = []
-        self._write(encode(UnsubAck(p.packet_id, tuple(codes)), self.level))
+        self._reply(encode(UnsubAck(p.packet_id, tuple(codes)), self.level))
 
     # -- DISCONNECT ------------------------------------------------------------------------
     def _on_disconnect(self, p: Disconnect) -> None:
@@ -933,9 +1080,8 @@ class Hub:
             tasks.append(self._sweeper)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # handler tasks may end with their own exception (already logged by their slot)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._sweeper = None
         await asyncio.sleep(0)  # let transports run their close callbacks
@@ -960,6 +1106,16 @@ class Hub:
         task = self._loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def _as_future(self, aw: Awaitable[None]) -> asyncio.Future[Any]:
+        """``aw`` as a future: futures as they are, anything else in a task owned by the hub."""
+        if asyncio.isfuture(aw):
+            return aw
+        coro = aw if inspect.iscoroutine(aw) else _await_one(aw)
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -1654,6 +1810,10 @@ def _validate_message(message: Message) -> None:
     if message.qos not in (0, 1, 2):
         raise InvalidArgument(f"qos must be 0, 1 or 2, got {message.qos}")
     _validate_topic_name(message.topic)
+
+
+async def _await_one(aw: Awaitable[None]) -> None:
+    await aw
 
 
 async def _await_all(pending: list[Awaitable[None]]) -> None:

@@ -148,7 +148,11 @@ MessageHandler: TypeAlias = Callable[["ClientInfo | None", Message], "Awaitable[
 """In-process consumer of every PUBLISH accepted from a client (and of wills).
 
 Called in the order received per connection. When it returns an awaitable the hub awaits it
-before acknowledging the PUBLISH (PUBACK / PUBREC). Exceptions are logged and ignored.
+before acknowledging the PUBLISH (PUBACK / PUBREC); meanwhile the connection's next packets are
+handled already (pipelining, at most ``HubConfig.max_pending_acks`` messages per connection),
+and the acknowledgements are still sent in the order the messages arrived. A handler that
+raises, or whose awaitable fails, is logged and the message is not acknowledged as a success
+(5.0: reason code 0x80; 3.1.1: the connection is closed before its acknowledgement).
 """
 
 
