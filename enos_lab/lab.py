@@ -67,10 +67,11 @@ DEFAULT_PORT = 11883
 REGISTRY_FILE = "registry.sqlite3"
 """File name of the device registry database inside the lab's data directory."""
 
-DEFAULT_CONNACK_DELAY = 0.05
-"""Delay before CONNACK on an authenticating hub. The official Python SDK starts its network loop
-before it waits for CONNACK; an answer that arrives sooner is lost and its ``connect()`` stalls
-10 s (protocol reference 4.9). [s]"""
+DEFAULT_CONNACK_DELAY = 0.0
+"""Delay before every CONNACK (``HubConfig.connack_delay``) of the lab's hub: none. The official
+Python SDK starts its network loop before it waits for CONNACK and loses an answer that arrives
+sooner (its ``connect()`` stalls 10 s, protocol reference 4.9); the IoT hub services delay the
+CONNACK of logins shaped like that SDK's only (``IotHubConfig.python_sdk_connack_delay``). [s]"""
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -95,8 +96,9 @@ class Lab:
         for generic MQTT tooling and conformance tests only.
     hub_config:
         Advanced hub settings; ``anonymous`` above overrides its ``anonymous`` field. Default:
-        :class:`~enos_lab.hub.HubConfig` with a CONNACK delay of ``DEFAULT_CONNACK_DELAY``
-        (0.05 s) on an authenticating hub.
+        :class:`~enos_lab.hub.HubConfig` without CONNACK delay (``DEFAULT_CONNACK_DELAY``); the
+        IoT hub services delay the CONNACK of Python-SDK-shaped logins only (see
+        ``IotHubConfig.python_sdk_connack_delay``).
     clock:
         Time source of the registry, the store and the IoT hub services (default: the system
         clock); a :class:`~enos_lab.clock.SimulatedClock` makes runs deterministic.

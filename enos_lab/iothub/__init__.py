@@ -7,8 +7,11 @@ templates, raw (custom format) payloads, gateways and sub-devices, OTA hooks, th
 integration channel and commands to devices::
 
     iothub = IotHub(registry, models, store)
-    hub = Hub(HubConfig(connack_delay=0.05), authenticator=iothub, authoriser=iothub)
+    hub = Hub(HubConfig(), authenticator=iothub, authoriser=iothub)
     iothub.attach(hub)
+
+No hub-wide CONNACK delay is needed: the IoT hub delays the CONNACK of logins shaped like the
+official Python SDK's by ``IotHubConfig.python_sdk_connack_delay`` (protocol reference 4.9).
 """
 
 from __future__ import annotations

@@ -36,11 +36,20 @@ class IotHubConfig:
     """How long a throttled device is refused. [s]"""
     command_timeout: float = 30.0
     """Default wait for a device's reply to a command. [s]"""
+    python_sdk_connack_delay: float = 0.05
+    """Delay of the CONNACK of logins shaped like the official Python SDK's (a timestamp with a
+    decimal point): that SDK loses a CONNACK that arrives before it starts waiting and stalls
+    10 s (protocol reference 4, item 9). Other logins are answered at once. [s]"""
 
     def __post_init__(self) -> None:
         for name in ("activation_resend", "activation_timeout", "command_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidArgument(f"IotHubConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.python_sdk_connack_delay < 0:
+            raise InvalidArgument(
+                "IotHubConfig.python_sdk_connack_delay must be >= 0, "
+                f"got {self.python_sdk_connack_delay}"
+            )
         if self.activation_delay < 0:
             raise InvalidArgument(
                 f"IotHubConfig.activation_delay must be >= 0, got {self.activation_delay}"

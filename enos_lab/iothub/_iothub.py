@@ -6,7 +6,10 @@ Theory of operation
 
 - **authenticator** (:meth:`IotHub.authenticate`): the registry's login decision plus the login
   throttle; every refusal is CONNACK 5 (4 for an unparseable username). The identity goes into
-  ``ClientInfo.attributes``.
+  ``ClientInfo.attributes``: that mapping is the connection's own record (``_Conn``), the one
+  small object the services keep per connection. Logins shaped like the official Python SDK's
+  (a timestamp with a decimal point) are answered after ``python_sdk_connack_delay``, all
+  others at once (protocol reference 4, item 9).
 - **listener** (connected / disconnected events): one connection per device (a new login of
   the same device closes the old connection, whose later disconnect no longer counts), the
   presence log, dynamic activation pushes, sub-devices going offline with their gateway.
@@ -24,8 +27,18 @@ Replies are ``{"id": <echo>, "code": <int>, "data": .., "message": ..}`` on ``T 
 published through the hub (so only subscribers get them) at QoS min(request QoS, 1). Commands
 go to a connection without subscription (:meth:`~enos_lab.hub.Hub.deliver`).
 
-The per-message path runs no SQL: device, product and model records are cached on the
-connection when it logs in, and on the sub-device entry when a sub-device logs in.
+The per-message path runs no SQL: product and model records (shared by every connection of a
+product) are cached on the connection when it logs in, and on the sub-device entry when a
+sub-device logs in.
+
+Measurepoint posts (``measurepoint/post`` and ``resume``) take a fast path without a coroutine
+per message (:meth:`IotHub._fast_post`): the rows of every post handled in one event-loop
+iteration go to the store as one append, and one task per batch publishes the replies after the
+commit and then resolves each message's future, on which the hub waits before the PUBACK. Any
+post that is not well-formed and valid takes the general path, which gives the error replies.
+
+Presence changes are queued in the registry and written once per event-loop iteration (one
+transaction for all logins of the iteration); every other registry access writes them first.
 """
 
 from __future__ import annotations
@@ -36,12 +49,14 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
+from json.encoder import encode_basestring as _encode_json_str
 from typing import Any, TypeAlias, cast
 
 from ..clock import Clock, SystemClock
 from ..enos import (
+    MAX_PAYLOAD_SIZE,
     REPLY_SUFFIX,
     Direction,
     EnvelopeError,
@@ -83,6 +98,7 @@ from ..hub import (
 from ..model import ModelCatalog, ThingModel, normalise_tags, render_tsltemplate
 from ..mqtt import topic_matches
 from ..registry import (
+    AuthDecision,
     DataFormat,
     Device,
     LoginThrottle,
@@ -106,6 +122,8 @@ _OK_HEAD = b'{"id":'
 _OK_TAIL = b',"code":200,"data":{},"message":""}'
 
 _PARSE_CACHE_MAX = 20_000
+_FAST_KINDS = frozenset({TopicKind.MEASUREPOINT_POST, TopicKind.MEASUREPOINT_RESUME})
+_decode_json = json.JSONDecoder().decode
 _GATEWAY_KINDS = frozenset(
     {
         TopicKind.DEVICE_REGISTER,
@@ -160,6 +178,7 @@ class _Route:
     scope: int
     handler: _Handler | None
     reply_topic: str
+    fast: bool = False  # a measurepoint post that IotHub._fast_post may take
 
 
 class DeviceOffline(ClosedError):
@@ -190,51 +209,119 @@ class MemoryOta:
         return []
 
 
-@dataclass(slots=True)
 class _Target:
-    """A device a connection may speak for, with its cached records."""
+    """A device a connection may speak for, with its cached records.
 
-    product: Product
-    device: Device
-    model: ThingModel | None
+    Only the keys of the device are kept (the device record is read from the registry where a
+    handler needs it); ``product`` and ``model`` are shared by every target of the product.
+    """
+
+    __slots__ = ("ident", "model", "product")
+
+    def __init__(self, product: Product, ident: _Keys, model: ThingModel | None) -> None:
+        self.product = product
+        self.ident = ident  # (product_key, device_key)
+        self.model = model
+
+
+_Custom: TypeAlias = tuple[tuple[str, bool, bool], ...]  # topic, may publish, may subscribe
+# shared empty containers of idle connections (replaced by a connection's own on first write)
+_NO_SUBS: dict[_Keys, _Target] = {}
+_NO_CUSTOM: _Custom = ()
+_IDENTITY_KEYS = ("product_key", "device_key", "secure_mode", "integration", "activation", "tls")
+
+
+class _Conn(_Target, Mapping[str, object]):
+    """One authenticated connection (a device, a mode-3 activation session or a channel).
+
+    Made by :meth:`IotHub.authenticate` and handed to the hub as the login's
+    ``ClientInfo.attributes`` (read-only mapping of product_key, device_key, secure_mode,
+    integration, activation, tls), so one small object per connection holds everything the
+    services keep about it. A device connection is its own :class:`_Target`.
+    """
+
+    __slots__ = (
+        "activation",
+        "activation_done",
+        "checked",
+        "custom",
+        "filters",
+        "info",
+        "integration",
+        "online",
+        "secure_mode",
+        "subs",
+        "tls",
+    )
+
+    def __init__(  # noqa: PLR0917
+        self,
+        product: Product,
+        keys: _Keys,
+        secure_mode: int,
+        integration: bool,
+        activation: bool,
+        tls: bool,
+    ) -> None:
+        super().__init__(product, keys, None)
+        self.secure_mode = secure_mode
+        self.integration = integration
+        self.activation = activation
+        self.tls = tls
+        self.info: ClientInfo | None = None  # set when the hub accepted the connection
+        # the registry records were read in the callback that accepts the connection
+        self.checked = False
+        self.online = False  # recorded online in the registry
+        # logged-in sub-devices; the shared empty _NO_SUBS until the first sub-device logs in
+        self.subs: dict[_Keys, _Target] = _NO_SUBS
+        self.filters: tuple[str, ...] = ()  # granted subscriptions (a tuple is smallest)
+        self.custom: _Custom = _NO_CUSTOM
+        self.activation_done: asyncio.Event | None = None
 
     @property
-    def keys(self) -> _Keys:
-        return (self.device.product_key, self.device.device_key)
+    def product_key(self) -> str:
+        return self.ident[0]
 
+    @property
+    def device_key(self) -> str:
+        return self.ident[1]
 
-@dataclass(slots=True)
-class _Conn:
-    """One authenticated connection (a device, a mode-3 activation session or a channel)."""
-
-    info: ClientInfo
-    product_key: str
-    device_key: str
-    product: Product
-    own: _Target | None  # None for an integration channel
-    model: ThingModel | None
-    tls: bool
-    integration: bool = False
-    activation: bool = False
-    online: bool = False  # recorded online in the registry
-    subs: dict[_Keys, _Target] = field(default_factory=dict)  # logged-in sub-devices
-    filters: set[str] = field(default_factory=set)  # granted subscriptions
-    custom: list[tuple[str, bool, bool]] = field(default_factory=list)  # topic, pub, sub
-    activation_done: asyncio.Event | None = None
+    @property
+    def own(self) -> _Target | None:
+        """The connection's own device; None for an integration channel."""
+        return None if self.integration else self
 
     @property
     def client_id(self) -> str:
-        return self.info.client_id
+        info = self.info
+        assert info is not None
+        return info.client_id
 
     def target(self, keys: _Keys) -> _Target | None:
-        own = self.own
-        if own is not None and own.keys == keys:
-            return own
+        if not self.integration and self.ident == keys:
+            return self
         return self.subs.get(keys)
 
+    # read-only mapping (ClientInfo.attributes)
+    def __getitem__(self, key: str) -> object:
+        if key in _IDENTITY_KEYS:
+            return getattr(self, key)
+        raise KeyError(key)
 
-def _custom_topics(product: Product, device_key: str) -> list[tuple[str, bool, bool]]:
-    return [
+    def __iter__(self) -> Iterator[str]:
+        return iter(_IDENTITY_KEYS)
+
+    def __len__(self) -> int:
+        return len(_IDENTITY_KEYS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def _custom_topics(product: Product, device_key: str) -> _Custom:
+    if not product.custom_topics:
+        return _NO_CUSTOM
+    return tuple(
         (
             template.replace("{productKey}", product.product_key).replace(
                 "{deviceKey}", device_key
@@ -243,7 +330,24 @@ def _custom_topics(product: Product, device_key: str) -> list[tuple[str, bool, b
             permission.can_subscribe,
         )
         for template, permission in product.custom_topics.items()
-    ]
+    )
+
+
+def python_sdk_login(timestamp: str) -> bool:
+    """Whether a login's timestamp has the shape only the official Python SDK sends.
+
+    That SDK builds it as ``str(time.time() * 1000)``, a float with a decimal point; the Java,
+    Node and C SDKs send integers (or constants). Only that SDK needs its CONNACK delayed: its
+    ``connect()`` starts the network loop before it waits for the CONNACK, and a CONNACK
+    processed before that wait is lost (protocol reference 4, item 9).
+    """
+    return "." in timestamp
+
+
+async def _after(delay: float, result: AuthResult) -> AuthResult:
+    """``result`` after ``delay`` seconds (see :func:`python_sdk_login`). [s]"""
+    await asyncio.sleep(delay)
+    return result
 
 
 def _text(value: object) -> str | None:
@@ -265,47 +369,92 @@ def _blank(value: object) -> bool:
 
 class _PointBatcher:
     """Collects the measurepoint rows of every request handled in one event-loop iteration and
-    hands them to the store as one append; each request awaits the commit of its batch.
+    hands them to the store as one append.
 
     The store groups concurrent appends too, but each append has a fixed cost on the event loop
-    (encoding, futures); one append per iteration keeps that cost per batch, not per message.
+    (encoding, futures, a task); one append per iteration keeps that cost per batch, not per
+    message. Two kinds of callers: :meth:`add` (the general request path awaits the commit) and
+    :meth:`add_post` (the measurepoint fast path): the batch's commit task publishes the replies
+    of its posts - success after the commit, the storage error otherwise - and then resolves
+    each post's future, on which the hub waits before it acknowledges the PUBLISH. Every post
+    of every connection handled in one iteration (with a pipelining hub, many of one
+    connection) is committed by one append.
     """
 
-    def __init__(self, store: TimeSeriesStore, tasks: set[asyncio.Task[Any]]) -> None:
+    __slots__ = ("_future", "_owner", "_posts", "_rows", "_store", "_tasks")
+
+    def __init__(
+        self, owner: IotHub, store: TimeSeriesStore, tasks: set[asyncio.Task[Any]]
+    ) -> None:
+        self._owner = owner
         self._store = store
         self._tasks = tasks
         self._rows: list[PointRow] = []
+        self._posts: list[_Post] = []
         self._future: asyncio.Future[int] | None = None
 
-    def add(self, rows: list[PointRow]) -> asyncio.Future[int]:
-        """Queue ``rows``; the returned future resolves when they are committed."""
+    def _batch_future(self) -> asyncio.Future[int]:
         future = self._future
         if future is None:
             loop = asyncio.get_running_loop()
             future = self._future = loop.create_future()
             loop.call_soon(self._flush)
+        return future
+
+    def add(self, rows: list[PointRow]) -> asyncio.Future[int]:
+        """Queue ``rows``; the returned future resolves when they are committed."""
+        future = self._batch_future()
         self._rows.extend(rows)
         # shielded: a cancelled waiter must not cancel the batch the others wait for
         return asyncio.shield(future)
 
+    def add_post(self, rows: list[PointRow], post: _Post) -> None:
+        """Queue the rows of one request; its reply goes out (and ``post.done`` resolves) after
+        the commit."""
+        self._batch_future()
+        self._rows.extend(rows)
+        self._posts.append(post)
+
     def _flush(self) -> None:
-        rows, future = self._rows, self._future
-        self._rows, self._future = [], None
+        rows, future, posts = self._rows, self._future, self._posts
+        self._rows, self._future, self._posts = [], None, []
         if future is None:
             return
-        task = asyncio.get_running_loop().create_task(self._commit(rows, future))
+        task = asyncio.get_running_loop().create_task(self._commit(rows, future, posts))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _commit(self, rows: list[PointRow], future: asyncio.Future[int]) -> None:
+    async def _commit(
+        self, rows: list[PointRow], future: asyncio.Future[int], posts: list[_Post]
+    ) -> None:
+        error: Exception | None = None
         try:
             count = await self._store.append_points_async(rows)
         except Exception as exc:
+            error = exc
             if not future.done():
                 future.set_exception(exc)
-            return
-        if not future.done():
-            future.set_result(count)
+                future.exception()  # retrieved here: the waiters of add() get it all the same
+        else:
+            if not future.done():
+                future.set_result(count)
+        if posts:
+            await self._owner._answer_posts(posts, error)
+
+
+class _Post:
+    """One measurepoint request on the fast path, waiting for the commit of its batch."""
+
+    __slots__ = ("done", "qos", "reply", "request_id", "topic")
+
+    def __init__(
+        self, done: asyncio.Future[None], topic: str, reply: bytes, request_id: Any, qos: int
+    ) -> None:
+        self.done = done  # what the hub awaits before the PUBACK
+        self.topic = topic  # the reply topic
+        self.reply = reply  # the success reply
+        self.request_id = request_id
+        self.qos = qos
 
 
 class IotHub:
@@ -351,8 +500,10 @@ class IotHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
         self._parsed: dict[str, TopicMatch | None] = {}
-        self._points = _PointBatcher(store, self._tasks)
+        self._points = _PointBatcher(self, store, self._tasks)
         self._routes: dict[str, _Route | None] = {}
+        self._products: dict[str, Product] = {}  # shared product records (see _share)
+        self._presence_flush = False  # a flush of queued presence changes is scheduled
         self._dispatch: dict[TopicKind, _Handler]
         self._dispatch = {
             TopicKind.MEASUREPOINT_POST: self._measurepoint_post,
@@ -448,7 +599,8 @@ class IotHub:
             scope = _SCOPE_INTEGRATION
         elif kind in _GATEWAY_KINDS:
             scope = _SCOPE_GATEWAY
-        return _Route(match, action, scope, self._dispatch.get(kind), reply_topic)
+        fast = action == _REQUEST and kind in _FAST_KINDS
+        return _Route(match, action, scope, self._dispatch.get(kind), reply_topic, fast)
 
     def _model(self, product: Product) -> ThingModel | None:
         if product.model_id is None:
@@ -463,27 +615,51 @@ class IotHub:
             )
             return None
 
+    def _share(self, product: Product) -> Product:
+        """One record per product for every connection (equal records are shared)."""
+        known = self._products.get(product.product_key)
+        if known is not None and known == product:
+            return known
+        self._products[product.product_key] = product
+        return product
+
     def _target_for(self, device: Device, product: Product | None = None) -> _Target:
-        product = product or self.registry.get_product(device.product_key)
-        return _Target(product, device, self._model(product))
+        product = self._share(product or self.registry.get_product(device.product_key))
+        return _Target(product, (device.product_key, device.device_key), self._model(product))
 
     # -- presence --------------------------------------------------------------------------
 
     def _set_online(self, keys: _Keys, reason: str = "connected") -> None:
-        self._presence(self.registry.set_online, keys, reason)
+        self._presence(keys, True, reason)
 
     def _set_offline(self, keys: _Keys, reason: str) -> None:
-        self._presence(self.registry.set_offline, keys, reason)
+        self._presence(keys, False, reason)
 
-    @staticmethod
-    def _presence(record: Callable[[str, str, str], Device], keys: _Keys, reason: str) -> None:
-        """Record a presence change; never fails the connection event that caused it."""
+    def _presence(self, keys: _Keys, online: bool, reason: str) -> None:
+        """Record a presence change; never fails the connection event that caused it.
+
+        The change is queued in the registry and written once per event-loop iteration, so
+        that the logins of one iteration share a transaction; any registry read (the Lab's
+        presence table, a device record) writes the queue first, so nobody sees it late.
+        """
         try:
-            record(*keys, reason)
-        except NotFound:
-            pass  # deleted meanwhile: no record to mark
+            self.registry.queue_presence(*keys, online, reason)
         except Exception:  # e.g. the registry was closed before the hub stopped
             log.warning("presence of %s/%s (%s) not recorded", *keys, reason, exc_info=True)
+            return
+        if not self._presence_flush:
+            self._presence_flush = True
+            try:
+                asyncio.get_running_loop().call_soon(self._flush_presence)
+            except RuntimeError:  # no loop (not from a hub callback): write now
+                self._flush_presence()
+
+    def _flush_presence(self) -> None:
+        self._presence_flush = False
+        try:
+            self.registry.flush_presence()
+        except Exception:  # e.g. the registry was closed before the hub stopped
+            log.warning("presence changes not recorded", exc_info=True)
 
     def is_online(self, product_key: str, device_key: str) -> bool:
         """Whether the device has a live connection or is logged in through an online gateway."""
@@ -508,8 +684,14 @@ class IotHub:
 
     # -- authentication --------------------------------------------------------------------
 
-    def authenticate(self, request: ConnectRequest) -> AuthResult:
-        """Decide one CONNECT (hub Authenticator protocol); see the module docstring."""
+    def authenticate(self, request: ConnectRequest) -> AuthResult | Awaitable[AuthResult]:
+        """Decide one CONNECT (hub Authenticator protocol); see the module docstring.
+
+        The result is immediate, except for logins shaped like the official Python SDK's
+        (see :func:`python_sdk_login`): those resolve after ``config.python_sdk_connack_delay``
+        so that their CONNACK cannot overtake the SDK's wait for it (protocol reference 4.9).
+        Meanwhile the hub keeps the connection's later packets waiting.
+        """
         key = request.username or request.client_id
         if self._throttle.blocked(key):
             log.info("login of %r refused: too many failed logins", key)
@@ -517,6 +699,17 @@ class IotHub:
         decision = authenticate(
             self.registry, request.client_id, request.username, request.password, tls=request.tls
         )
+        result = self._decide(key, decision, request.tls)
+        delay = self.config.python_sdk_connack_delay
+        login = decision.login
+        if delay > 0 and login is not None and python_sdk_login(login.timestamp):
+            conn = result.attributes
+            if isinstance(conn, _Conn):
+                conn.checked = False  # re-read when the connection is accepted, after the delay
+            return _after(delay, result)
+        return result
+
+    def _decide(self, key: str, decision: AuthDecision, tls: bool) -> AuthResult:
         if not decision.accepted:
             self._throttle.failed(key)
             log.info("login of %r refused: %s", key, decision.reason)
@@ -525,17 +718,21 @@ class IotHub:
         self._throttle.succeeded(key)
         login = decision.login
         assert login is not None
-        return AuthResult(
-            True,
-            attributes={
-                "product_key": login.product_key,
-                "device_key": login.device_key,
-                "secure_mode": int(login.secure_mode),
-                "integration": decision.integration,
-                "activation": decision.activation,
-                "tls": request.tls,
-            },
+        product = decision.product
+        assert product is not None
+        conn = _Conn(
+            product,
+            (product.product_key, login.device_key),  # the shared key string
+            int(login.secure_mode),
+            decision.integration,
+            decision.activation,
+            tls,
         )
+        # the records just read are current when the hub accepts the connection in this very
+        # callback (no CONNACK delay); otherwise ClientConnected reads them again
+        hub = self._hub
+        conn.checked = hub is None or hub.config.connack_delay <= 0
+        return AuthResult(True, attributes=conn)
 
     # -- lifecycle events ------------------------------------------------------------------
 
@@ -551,33 +748,38 @@ class IotHub:
         dk = attrs.get("device_key")
         if not isinstance(pk, str) or not isinstance(dk, str):
             return  # not authenticated by us
+        integration = bool(attrs.get("integration"))
+        conn = attrs if isinstance(attrs, _Conn) and attrs.info is None else None
         try:
-            product = self.registry.get_product(pk)
-            integration = bool(attrs.get("integration"))
-            own = (
-                None if integration else self._target_for(self.registry.get_device(pk, dk), product)
-            )
+            if conn is not None and conn.checked:
+                product = conn.product
+            else:
+                product = self.registry.get_product(pk)
+                if not integration:
+                    self.registry.get_device(pk, dk)  # still registered
         except NotFound:
             log.warning("client %r: %s/%s vanished during login", info.client_id, pk, dk)
             self._kick(info.client_id, "deleted")
             return
-        conn = _Conn(
-            info,
-            pk,
-            dk,
-            product,
-            own,
-            own.model if own is not None else self._model(product),
-            bool(attrs.get("tls")),
-            integration=integration,
-            activation=bool(attrs.get("activation")),
-        )
-        if own is not None:
-            conn.custom = _custom_topics(product, dk)
+        product = self._share(product)
+        if conn is None:  # attributes of another authenticator with an EnOS identity
+            secure_mode = attrs.get("secure_mode")
+            conn = _Conn(
+                product,
+                (pk, dk),
+                secure_mode if isinstance(secure_mode, int) else 0,
+                integration,
+                bool(attrs.get("activation")),
+                bool(attrs.get("tls")),
+            )
+        conn.product = product
+        conn.model = self._model(product)
+        conn.info = info
         self._conns[info.client_id] = conn
         if integration:
             return
-        keys = (pk, dk)
+        conn.custom = _custom_topics(product, dk)
+        keys = conn.ident
         old_cid = self._owner.get(keys)
         self._owner[keys] = info.client_id
         if old_cid is not None and old_cid != info.client_id:
@@ -602,7 +804,7 @@ class IotHub:
             self._set_offline(keys, sub_reason)
         if conn.online and conn.own is not None:
             conn.online = False
-            self._set_offline(conn.own.keys, reason)
+            self._set_offline(conn.own.ident, reason)
         if conn.activation_done is not None:
             conn.activation_done.set()
 
@@ -699,7 +901,7 @@ class IotHub:
             if can_publish and topic_matches(custom, topic):
                 return _ALLOW
         for target in conn.subs.values():
-            for custom, can_publish, _ in _custom_topics(target.product, target.device.device_key):
+            for custom, can_publish, _ in _custom_topics(target.product, target.ident[1]):
                 if can_publish and topic_matches(custom, topic):
                     return _ALLOW
         return Decision(False, 0x87, f"no write permission on {topic!r}")
@@ -721,12 +923,12 @@ class IotHub:
         if conn is None:
             return Decision(False, 0x87, "not an EnOS session")
         if self._may_subscribe(conn, topic_filter):
-            conn.filters.add(topic_filter)
+            _add_filter(conn, topic_filter)
             return _ALLOW
         if topic_filter.endswith(REPLY_SUFFIX):
             # remembered although refused: SDKs subscribe to the reply topic of a request for
             # a foreign device without checking the SUBACK, and expect the 1009 answer there
-            conn.filters.add(topic_filter)
+            _add_filter(conn, topic_filter)
         return Decision(False, 0x87, f"no read permission on {topic_filter!r}")
 
     def _may_subscribe(self, conn: _Conn, topic_filter: str) -> bool:
@@ -753,7 +955,7 @@ class IotHub:
             targets = [conn.own] if conn.own is not None else []
             targets.extend(conn.subs.values())
             for target in targets:
-                pk, dk = target.keys
+                pk, dk = target.ident
                 if topic_filter.startswith(
                     (f"/sys/{pk}/{dk}/", f"/ext/session/{pk}/{dk}/")
                 ) and not _matches_request(topic_filter, pk, dk):
@@ -766,14 +968,15 @@ class IotHub:
             custom = (
                 conn.custom
                 if target is conn.own
-                else _custom_topics(target.product, target.device.device_key)
+                else _custom_topics(target.product, target.ident[1])
             )
             for topic, _, can_subscribe in custom:
                 if can_subscribe and topic_matches(topic, topic_filter):
                     return True
         return False
 
-    def _subscribed(self, conn: _Conn, topic: str) -> bool:
+    @staticmethod
+    def _subscribed(conn: _Conn, topic: str) -> bool:
         return any(topic_matches(f, topic) for f in conn.filters)
 
     # -- inbound messages ------------------------------------------------------------------
@@ -789,12 +992,94 @@ class IotHub:
             return None
         action = route.action
         if action == _REQUEST:
+            if route.fast:
+                done = self._fast_post(conn, route, message)
+                if done is not None:
+                    return done
             return self._request(conn, route, message)
         if action == _RAW_REQUEST:
             return self._raw_request(conn, route, message, 1 if message.qos else 0)
         if action == _DEVICE_REPLY:
             self._device_reply(conn, route.match, message.payload)
         return None
+
+    def _fast_post(
+        self, conn: _Conn, route: _Route, message: Message
+    ) -> asyncio.Future[None] | None:
+        """A well-formed, valid measurepoint post without a coroutine of its own.
+
+        Decodes and validates the request, queues its rows in this iteration's batch and
+        returns a future that resolves once the batch is committed and the reply published
+        (:meth:`_answer_posts`), which is when the hub may acknowledge the PUBLISH. Anything
+        else - malformed or invalid requests, permission errors, posts without points - returns
+        None and takes the general path (:meth:`_request`), which produces the same replies as
+        before, error codes included.
+        """
+        payload = message.payload
+        if len(payload) > MAX_PAYLOAD_SIZE:
+            return None
+        try:
+            document = _decode_json(payload.decode())
+        except ValueError:  # also UnicodeDecodeError
+            return None
+        if type(document) is not dict:
+            return None
+        params = document.get("params")
+        if type(params) is not dict:
+            return None
+        match = route.match
+        if self.config.strict_methods and document.get("method") != match.kind.method:
+            return None
+        if conn.activation or conn.integration:
+            return None
+        target = conn.target((match.product_key, match.device_key))
+        if target is None:
+            return None
+        at = self._time(params)
+        points = params.get("measurepoints")
+        if at is None or type(points) is not dict:
+            return None
+        resume = match.kind is TopicKind.MEASUREPOINT_RESUME
+        rows = _point_rows(target, points, at, resume, skip=False)
+        if not rows or isinstance(rows, ValidationError):
+            return None
+        request_id = document.get("id")
+        if type(request_id) is str:
+            id_json = _encode_json_str(request_id)  # what json.dumps(.., ensure_ascii=False) gives
+        else:
+            id_json = json.dumps(request_id, ensure_ascii=False)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        reply = _OK_HEAD + id_json.encode() + _OK_TAIL
+        self._points.add_post(rows, _Post(done, route.reply_topic, reply, request_id, message.qos))
+        return done
+
+    async def _answer_posts(self, posts: list[_Post], error: Exception | None) -> None:
+        """Reply to the fast-path posts of one committed (or failed) batch; then resolve them."""
+        text = None  # the error reply's message, as the general path (_handle) words it
+        if isinstance(error, StoreError):
+            log.error("storing %d measurepoint posts failed: %s", len(posts), error)
+            text = f"storage failed: {error}"
+        elif isinstance(error, (InvalidArgument, RegistryError)):
+            text = str(error)
+        elif error is not None:
+            for post in posts:  # a handler failure: the hub does not acknowledge the message
+                if not post.done.done():
+                    post.done.set_exception(error)
+            return
+        hub = self._hub
+        for post in posts:
+            if hub is not None:
+                reply = post.reply
+                if text is not None:
+                    reply = encode_reply(post.request_id, ReplyCode.PARSE_ERROR, None, text)
+                try:
+                    await hub.publish(Message(post.topic, reply, 1 if post.qos else 0))
+                except Exception as exc:
+                    if not post.done.done():
+                        post.done.set_exception(exc)
+                    continue
+            if not post.done.done():
+                post.done.set_result(None)
 
     def _device_reply(self, conn: _Conn, match: TopicMatch, payload: bytes) -> None:
         kind = match.kind
@@ -1066,7 +1351,7 @@ class IotHub:
         if conn.own is None or keys[0] == "" or keys[1] == "":
             return None
         device = self.registry.find_device(*keys)
-        if device is None or device.gateway != conn.own.keys or not device.enabled:
+        if device is None or device.gateway != conn.own.ident or not device.enabled:
             return None
         return self._target_for(device)
 
@@ -1094,9 +1379,9 @@ class IotHub:
                 severity = event.event_type.value
         elif not isinstance(outputs, dict):
             return (ReplyCode.MODEL_VALIDATION_FAILED, None, "events must be a JSON object")
-        device = target.device
+        pk, dk = target.ident
         await self.store.append_events_async(
-            [EventRow(device.product_key, device.device_key, match.item_id, at, outputs, severity)]
+            [EventRow(pk, dk, match.item_id, at, outputs, severity)]
         )
         return _OK
 
@@ -1113,12 +1398,11 @@ class IotHub:
         if target.model is not None:
             values = target.model.validate_attributes(values)
         try:
-            device = self.registry.update_attributes(*target.keys, values)
+            self.registry.update_attributes(*target.ident, values)
         except InvalidArgument as exc:
             return (code, None, str(exc))
-        target.device = device
         now = self._clock.time_ms()
-        rows = [AttributeRow(*target.keys, key, now, value) for key, value in values.items()]
+        rows = [AttributeRow(*target.ident, key, now, value) for key, value in values.items()]
         if rows:
             await self.store.append_attributes_async(rows)
         return _OK
@@ -1153,10 +1437,7 @@ class IotHub:
         existing = self.registry.get_device(*keys).attributes
         gone = [i for i in ids if i in existing]
         if gone:
-            device = self.registry.delete_attributes(*keys, gone)
-            target = conn.target(keys)
-            if target is not None:
-                target.device = device
+            self.registry.delete_attributes(*keys, gone)
             now = self._clock.time_ms()
             await self.store.append_attributes_async(
                 [AttributeRow(*keys, i, now, None) for i in gone]
@@ -1292,7 +1573,7 @@ class IotHub:
             if not _signature_ok(entry, sub.device_secret, pk, dk):
                 return (code, None, f"add topo failure, sign check failed for {pk}/{dk}")
             try:
-                self.registry.attach(conn.own.keys, (pk, dk))
+                self.registry.attach(conn.own.ident, (pk, dk))
             except RegistryError as exc:
                 return (code, None, f"add topo failure, {exc}")
         return _OK
@@ -1309,7 +1590,7 @@ class IotHub:
             if keys in self._gateway_of:
                 return (code, None, f"remove topo failure, {keys[0]}/{keys[1]} is online")
             try:
-                self.registry.detach(conn.own.keys, keys)
+                self.registry.detach(conn.own.ident, keys)
             except RegistryError as exc:
                 return (code, None, f"remove topo failure, {exc}")
         return _OK
@@ -1319,7 +1600,7 @@ class IotHub:
             return (ReplyCode.PARSE_ERROR, None, "the device is not a gateway")
         data = [
             {"productKey": d.product_key, "deviceKey": d.device_key}
-            for d in self.registry.sub_devices(conn.own.keys)
+            for d in self.registry.sub_devices(conn.own.ident)
         ]
         return (ReplyCode.SUCCESS, data, None)
 
@@ -1349,7 +1630,7 @@ class IotHub:
             return (ReplyCode.SUB_DEVICE_MUST_USE_SSL, failed, ReplyCode(746).message)
         if not device.enabled:
             return (ReplyCode.SUB_DEVICE_DISABLED, failed, ReplyCode(723).message)
-        if device.gateway != conn.own.keys:
+        if device.gateway != conn.own.ident:
             return (ReplyCode.SUB_DEVICE_NOT_UNDER_GATEWAY, failed, ReplyCode(740).message)
         mode_text = _text(secure_mode) if not _blank(secure_mode) else "2"
         try:
@@ -1391,6 +1672,8 @@ class IotHub:
             old = self._conns.get(other)
             if old is not None:
                 old.subs.pop(keys, None)
+        if conn.subs is _NO_SUBS:
+            conn.subs = {}
         conn.subs[keys] = self._target_for(device, product)
         self._gateway_of[keys] = conn.client_id
         self._set_online(keys)
@@ -1490,7 +1773,7 @@ class IotHub:
                     None,
                     f"device {match.product_key}/{dk} not found",
                 )
-            out.append((_Target(product, device, model), entry))
+            out.append((_Target(product, (device.product_key, device.device_key), model), entry))
         return out
 
     async def _integration_measurepoints(
@@ -1529,7 +1812,7 @@ class IotHub:
                 outputs = raw
                 if target.model is not None:
                     outputs = target.model.validate_event(event_id, raw)
-                rows.append(EventRow(*target.keys, event_id, at, outputs))
+                rows.append(EventRow(*target.ident, event_id, at, outputs))
         if rows:
             await self.store.append_events_async(rows)
         return _OK
@@ -1552,8 +1835,8 @@ class IotHub:
                 )
             if target.model is not None:
                 values = target.model.validate_attributes(values)
-            self.registry.update_attributes(*target.keys, values)
-            rows.extend(AttributeRow(*target.keys, k, now, v) for k, v in values.items())
+            self.registry.update_attributes(*target.ident, values)
+            rows.extend(AttributeRow(*target.ident, k, now, v) for k, v in values.items())
         if rows:
             await self.store.append_attributes_async(rows)
         return _OK
@@ -1675,6 +1958,11 @@ class IotHub:
 _ALLOW = Decision(True)
 
 
+def _add_filter(conn: _Conn, topic_filter: str) -> None:
+    if topic_filter not in conn.filters:
+        conn.filters = (*conn.filters, topic_filter)
+
+
 _REQUEST_KINDS = tuple(kind for kind in TopicKind if kind.direction is Direction.UP)
 
 
@@ -1722,7 +2010,7 @@ def _point_rows(
     target: _Target, points: dict[str, Any], at: int, resume: bool, *, skip: bool
 ) -> list[PointRow] | ValidationError:
     """Validated rows for one measurepoint map, or the first validation error."""
-    pk, dk = target.keys
+    pk, dk = target.ident
     model = target.model
     if model is None:
         rows = []

@@ -80,7 +80,8 @@ def authenticate(
         return _refuse(str(exc), None, code)
     if password is None:
         return _refuse("no password", login)
-    product = registry.find_product(login.product_key)
+    # one locked lookup for both records (integration logins need no device)
+    product, device = registry._login_records(login.product_key, login.device_key)
     if product is None:
         return _refuse(f"product {login.product_key!r} does not exist", login)
     if product.certificate_required and not tls:
@@ -93,7 +94,6 @@ def authenticate(
             return _refuse("signature does not match the product secret", login)
         return AuthDecision(ACCEPTED, "integration channel", login, product, integration=True)
 
-    device = registry.find_device(login.product_key, login.device_key)
     if device is None:
         return _refuse(f"device {login.product_key}/{login.device_key} does not exist", login)
     if product.node_type is NodeType.SUB_DEVICE:

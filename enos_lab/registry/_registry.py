@@ -21,6 +21,7 @@ import secrets
 import sqlite3
 import string
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -141,12 +142,22 @@ class Registry:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # 256 KiB of page cache instead of SQLite's 2 MiB: lookups are by primary key and the
+        # OS caches the file; a hub with thousands of logins otherwise fills the larger cache
+        self._db.execute("PRAGMA cache_size=-256")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._product_cache: dict[str, Product] = {}  # see get_product
+        self._product_version = -1
+        self._product_checked = -math.inf  # time.monotonic() of the last data_version check
+        # presence changes queued by queue_presence, written before any other access
+        self._queued: list[tuple[int, str, str, bool, str]] = []
 
     def close(self) -> None:
         """Close the database. Further calls raise :class:`sqlite3.ProgrammingError`."""
         with self._lock:
+            if self._queued:
+                self._write_queued()
             self._db.close()
 
     @contextmanager
@@ -156,6 +167,8 @@ class Registry:
             if self._db.in_transaction:
                 yield self._db
                 return
+            if self._queued:
+                self._write_queued()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -234,14 +247,57 @@ class Registry:
         return product
 
     def get_product(self, product_key: str) -> Product:
-        """The product with this key; :class:`~enos_lab.errors.NotFound` if there is none."""
+        """The product with this key; :class:`~enos_lab.errors.NotFound` if there is none.
+
+        Product records are kept in memory once read (the hub reads one per login) and
+        dropped by :meth:`delete_product` (products are never updated). A deletion through
+        another connection to the same file is noticed within ``_PRODUCT_CHECK`` seconds
+        (SQLite's ``data_version`` tells whether another connection committed anything).
+        """
         with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM products WHERE product_key=?", (product_key,)
-            ).fetchone()
+            if self._queued:
+                self._write_queued()
+            return self._cached_product(product_key)
+
+    def _cached_product(self, product_key: str) -> Product:
+        """:meth:`get_product` without writing queued presence changes (lock held)."""
+        db = self._db
+        cache = self._product_cache
+        now = time.monotonic()
+        if now >= self._product_checked + _PRODUCT_CHECK:
+            self._product_checked = now
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._product_version:
+                cache.clear()
+                self._product_version = version
+        cached = cache.get(product_key)
+        if cached is not None:
+            return cached
+        row = db.execute("SELECT * FROM products WHERE product_key=?", (product_key,)).fetchone()
         if row is None:
             raise NotFound(f"product {product_key!r} does not exist")
-        return _product(row)
+        product = cache[product_key] = _product(row)
+        return product
+
+    def _login_records(
+        self, product_key: str, device_key: str
+    ) -> tuple[Product | None, Device | None]:
+        """The product and device of a login (for :func:`~enos_lab.registry.authenticate`).
+
+        Unlike the public readers this does not write queued presence changes first (logins
+        come in bursts; their presence changes are written together), so the device's
+        ``online`` and ``last_*_at`` fields may lag behind :meth:`queue_presence` calls.
+        """
+        with self._lock:
+            try:
+                product = self._cached_product(product_key)
+            except NotFound:
+                return None, None
+            row = self._db.execute(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE product_key=? AND device_key=?",
+                (product_key, device_key),
+            ).fetchone()
+        return product, None if row is None else _device(row)
 
     def find_product(self, product_key: str) -> Product | None:
         """The product with this key, or ``None``."""
@@ -253,6 +309,8 @@ class Registry:
     def products(self) -> list[Product]:
         """Every product, in creation order."""
         with self._lock:
+            if self._queued:
+                self._write_queued()
             rows = self._db.execute("SELECT * FROM products ORDER BY created_at, rowid").fetchall()
         return [_product(row) for row in rows]
 
@@ -268,6 +326,7 @@ class Registry:
                     f"product {product_key!r} still has {count} device(s); delete them first"
                 )
             db.execute("DELETE FROM products WHERE product_key=?", (product_key,))
+            self._product_cache.pop(product_key, None)
 
     # -- user thing models --------------------------------------------------------------------
 
@@ -299,6 +358,8 @@ class Registry:
     def model_documents(self) -> list[dict[str, Any]]:
         """The kept user thing models as REST JSON documents, in the order they were saved."""
         with self._lock:
+            if self._queued:
+                self._write_queued()
             rows = self._db.execute("SELECT document FROM models ORDER BY rowid").fetchall()
         return [json.loads(text) for (text,) in rows]
 
@@ -369,6 +430,8 @@ class Registry:
     def get_device(self, product_key: str, device_key: str) -> Device:
         """The device with these keys; :class:`~enos_lab.errors.NotFound` if there is none."""
         with self._lock:
+            if self._queued:
+                self._write_queued()
             row = self._db.execute(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE product_key=? AND device_key=?",
                 (product_key, device_key),
@@ -393,6 +456,8 @@ class Registry:
             query += " WHERE product_key=?"
             args = (product_key,)
         with self._lock:
+            if self._queued:
+                self._write_queued()
             rows = self._db.execute(query + " ORDER BY created_at, rowid", args).fetchall()
         return [_device(row) for row in rows]
 
@@ -451,33 +516,101 @@ class Registry:
 
     def set_online(self, product_key: str, device_key: str, reason: str = "connected") -> Device:
         """Record that the device came online (activating it on its first login)."""
-        now = self._now()
-        with self._transaction() as db:
-            device = self._update(
-                product_key,
-                device_key,
-                "online=1, last_online_at=?, activated_at=coalesce(activated_at, ?)",
-                _ms(now),
-                _ms(now),
-            )
-            db.execute(
-                "INSERT INTO presence VALUES (?,?,?,?,?)",
-                (_ms(now), product_key, device_key, 1, reason),
-            )
-        return device
+        with self._lock:
+            if self._queued:
+                self._write_queued()
+            self.record_presence(product_key, device_key, True, reason)
+            return self.get_device(product_key, device_key)
 
     def set_offline(
         self, product_key: str, device_key: str, reason: str = "disconnected"
     ) -> Device:
         """Record that the device went offline (``reason``: disconnected, kicked, ...)."""
-        now = self._now()
+        with self._lock:
+            if self._queued:
+                self._write_queued()
+            self.record_presence(product_key, device_key, False, reason)
+            return self.get_device(product_key, device_key)
+
+    def record_presence(self, product_key: str, device_key: str, online: bool, reason: str) -> None:
+        """Like :meth:`set_online` / :meth:`set_offline` without reading the record back.
+
+        One transaction of two statements (the hub calls this once per login and logout).
+        Raises :class:`~enos_lab.errors.NotFound` for an unknown device.
+        """
+        now = _ms(self._now())
         with self._transaction() as db:
-            device = self._update(product_key, device_key, "online=0, last_offline_at=?", _ms(now))
+            if online:
+                sql = (
+                    "UPDATE devices SET online=1, last_online_at=?, "
+                    "activated_at=coalesce(activated_at, ?) WHERE product_key=? AND device_key=?"
+                )
+                args: tuple[object, ...] = (now, now, product_key, device_key)
+            else:
+                sql = (
+                    "UPDATE devices SET online=0, last_offline_at=? "
+                    "WHERE product_key=? AND device_key=?"
+                )
+                args = (now, product_key, device_key)
+            if db.execute(sql, args).rowcount == 0:
+                raise NotFound(f"device {product_key}/{device_key} does not exist")
             db.execute(
                 "INSERT INTO presence VALUES (?,?,?,?,?)",
-                (_ms(now), product_key, device_key, 0, reason),
+                (now, product_key, device_key, int(online), reason),
             )
-        return device
+
+    def queue_presence(self, product_key: str, device_key: str, online: bool, reason: str) -> None:
+        """Like :meth:`record_presence`, written later: by :meth:`flush_presence` or before the
+        next call that reads or writes the registry, whichever comes first.
+
+        Many logins in a row then share one transaction. The time recorded is the time of
+        this call; a change for a device that no longer exists is dropped.
+        """
+        now = self._clock.time_ms()  # what _ms(self._now()) gives
+        with self._lock:
+            self._queued.append((now, product_key, device_key, online, reason))
+
+    def flush_presence(self) -> None:
+        """Write the presence changes queued by :meth:`queue_presence` (one transaction)."""
+        with self._lock:
+            if self._queued:
+                self._write_queued()
+
+    def _write_queued(self) -> None:
+        """Write the queued presence changes in a transaction of their own (the caller holds
+        the lock); inside another transaction they wait for the next call."""
+        db = self._db
+        if db.in_transaction:
+            return
+        queued, self._queued = self._queued, []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._write_rows(db, queued)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @staticmethod
+    def _write_rows(db: sqlite3.Connection, queued: list[tuple[int, str, str, bool, str]]) -> None:
+        for now, product_key, device_key, online, reason in queued:
+            if online:
+                sql = (
+                    "UPDATE devices SET online=1, last_online_at=?, activated_at="
+                    "coalesce(activated_at, ?) WHERE product_key=? AND device_key=?"
+                )
+                args: tuple[object, ...] = (now, now, product_key, device_key)
+            else:
+                sql = (
+                    "UPDATE devices SET online=0, last_offline_at=? "
+                    "WHERE product_key=? AND device_key=?"
+                )
+                args = (now, product_key, device_key)
+            if db.execute(sql, args).rowcount:
+                db.execute(
+                    "INSERT INTO presence VALUES (?,?,?,?,?)",
+                    (now, product_key, device_key, int(online), reason),
+                )
 
     def presence_log(
         self, product_key: str | None = None, device_key: str | None = None
@@ -494,6 +627,8 @@ class Registry:
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         with self._lock:
+            if self._queued:
+                self._write_queued()
             rows = self._db.execute(query + " ORDER BY rowid", args).fetchall()
         return [(from_epoch_ms(at), pk, dk, bool(on), why) for at, pk, dk, on, why in rows]
 
@@ -562,6 +697,8 @@ class Registry:
         """The sub-devices attached to a gateway."""
         self.get_device(*gateway)
         with self._lock:
+            if self._queued:
+                self._write_queued()
             rows = self._db.execute(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices "
                 "WHERE gateway_product_key=? AND gateway_device_key=? ORDER BY created_at, rowid",
@@ -819,6 +956,10 @@ def _check_tags(tags: Mapping[str, object]) -> dict[str, str]:
     return _check_map({key: str(value) for key, value in tags.items()}, "tags")
 
 
+_PRODUCT_CHECK = 1.0
+"""How often cached products are checked against commits of other connections. [s]"""
+
+
 def _product(row: tuple[Any, ...]) -> Product:
     (key, secret, name, model_id, node, dynamic, fmt, cert, desc, topics, created) = row
     return Product(
@@ -868,11 +1009,11 @@ def _device(row: tuple[Any, ...]) -> Device:
         device_secret=secret,
         asset_id=asset,
         name=name,
-        name_i18n=json.loads(i18n),
+        name_i18n=_json_map(i18n),
         description=desc,
         timezone=tz,
-        tags=json.loads(tags),
-        attributes=json.loads(attrs),
+        tags=_json_map(tags),
+        attributes=_json_map(attrs),
         enabled=bool(enabled),
         online=bool(online),
         created_at=_time(created),
@@ -881,6 +1022,14 @@ def _device(row: tuple[Any, ...]) -> Device:
         last_offline_at=_time(last_off),
         gateway=(gw_pk, gw_dk) if gw_pk is not None else None,
     )
+
+
+def _json_map(text: str) -> dict[str, Any]:
+    """A stored JSON object (most are empty: no parsing for those)."""
+    if text == "{}":
+        return {}
+    value: dict[str, Any] = json.loads(text)
+    return value
 
 
 def _deleted(device: Device) -> Device:

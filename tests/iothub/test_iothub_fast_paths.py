@@ -1,0 +1,133 @@
+"""CONNACK delay for Python-SDK-shaped logins only; the measurepoint fast path and its batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from _iothub_kit import LEVEL, Env
+
+from enos_lab.enos import login_credentials
+from enos_lab.iothub import IotHubConfig
+from enos_lab.iothub._iothub import python_sdk_login
+from enos_lab.mqtt import ConnAck, Connect, PubAck, Publish, encode
+
+DELAY = 0.3  # [s] long enough to tell apart from an immediate CONNACK on a busy machine
+PY_TIMESTAMP = "1700000000000.123"  # str(time.time() * 1000) as the Python SDK sends it
+INT_TIMESTAMP = "1700000000000"  # Java, Node, C
+
+
+@pytest.fixture
+def iothub_config() -> IotHubConfig:
+    return IotHubConfig(python_sdk_connack_delay=DELAY)
+
+
+async def _timed_login(env: Env, timestamp: str, secret: str | None = None) -> tuple[float, int]:
+    """(seconds from CONNECT to CONNACK on the loop clock, CONNACK code)."""
+    if env.registry.find_device("dirP", "d1") is None:
+        env.registry.register_device("dirP", device_key="d1")
+    secret = secret or env.registry.get_device("dirP", "d1").device_secret
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    client, connack = await env.login("dirP", "d1", secret, timestamp=timestamp)
+    elapsed = loop.time() - start
+    if connack.reason_code == 0:
+        await client.close()
+    return elapsed, connack.reason_code
+
+
+def test_python_sdk_logins_are_told_apart_by_the_timestamp() -> None:
+    assert python_sdk_login(PY_TIMESTAMP)
+    assert not python_sdk_login(INT_TIMESTAMP)
+    assert not python_sdk_login("2524608000000")  # the C SDK's constant
+
+
+async def test_connack_of_python_sdk_login_is_delayed(env: Env) -> None:
+    elapsed, code = await _timed_login(env, PY_TIMESTAMP)
+    assert code == 0
+    assert elapsed >= DELAY
+
+
+async def test_connack_of_other_logins_is_immediate(env: Env) -> None:
+    elapsed, code = await _timed_login(env, INT_TIMESTAMP)
+    assert code == 0
+    assert elapsed < DELAY * 0.8
+    assert env.hub.config.connack_delay == 0.0
+
+
+async def test_refused_python_sdk_login_keeps_its_code(env: Env) -> None:
+    elapsed, code = await _timed_login(env, PY_TIMESTAMP, secret="wrong-secret")
+    assert code == 5
+    assert elapsed >= DELAY
+
+
+async def test_packets_after_a_delayed_connect_wait_for_the_connack(env: Env) -> None:
+    """A PUBLISH sent right behind the CONNECT is handled after the login was accepted."""
+    device = env.registry.register_device("dirP", device_key="d1")
+    client_id, username, password = login_credentials(
+        "dirP", "d1", device.device_secret, timestamp=PY_TIMESTAMP
+    )
+    conn = await env.hub.connect_memory()
+    post = json.dumps(
+        {
+            "id": "p1",
+            "method": "thing.measurepoint.post",
+            "params": {"measurepoints": {"temp": 1.5}},
+        }
+    ).encode()
+    topic = "/sys/dirP/d1/thing/measurepoint/post"
+    await conn.send(
+        encode(Connect(client_id, LEVEL, "MQTT", True, 60, username, password.encode()), LEVEL)
+        + encode(Publish(topic, post, 1, packet_id=7), LEVEL)
+    )
+    connack = await conn.read_packet(LEVEL, 5.0)
+    assert isinstance(connack, ConnAck) and connack.reason_code == 0
+    puback = await conn.read_packet(LEVEL, 5.0)
+    assert isinstance(puback, PubAck) and puback.packet_id == 7
+    assert len(env.store.query_points(["d1"], product_key="dirP")) == 1
+    await conn.send(b"\xe0\x00")
+    await conn.wait_closed()
+
+
+async def test_posts_of_many_devices_are_stored_and_replied(env: Env) -> None:
+    """Posts of several connections in flight at once: every reply echoes its id exactly."""
+    clients = [await env.device("dirP", f"d{i}") for i in range(5)]
+    topic = "/sys/dirP/{}/thing/measurepoint/post"
+    for i, client in enumerate(clients):
+        assert await client.subscribe(topic.format(f"d{i}") + "_reply") == 1
+    ids: list[object] = ["a", 42, 'q"\\é', None, "e"]
+    for i, client in enumerate(clients):
+        body = {"id": ids[i], "params": {"measurepoints": {"temp": float(i)}, "time": 1000 + i}}
+        await client.conn.send(
+            encode(Publish(topic.format(f"d{i}"), json.dumps(body).encode(), 1, packet_id=1), LEVEL)
+        )
+    for i, client in enumerate(clients):
+        reply = await client.read_publish(topic=topic.format(f"d{i}") + "_reply")
+        document = json.loads(reply.payload)
+        assert document == {"id": ids[i], "code": 200, "data": {}, "message": ""}
+    points = env.store.query_points([f"d{i}" for i in range(5)], product_key="dirP")
+    assert len(points) == 5
+
+
+async def test_invalid_post_takes_the_general_path(env: Env) -> None:
+    client = await env.device("dirP", "d1")
+    reply = await client.request(
+        "/sys/dirP/d1/thing/measurepoint/post",
+        {"measurepoints": {"temp": "not a number"}},
+        request_id="bad",
+    )
+    assert reply["id"] == "bad" and reply["code"] == 1204
+
+
+async def test_post_the_store_refuses_gets_an_error_reply(env: Env) -> None:
+    """A row the store cannot take (event time beyond 64 bits) gets the general path's error
+    reply (1200 with the store's message) from the batch's commit, with the request id."""
+    client = await env.device("plainP", "p1")
+    reply = await client.request(
+        "/sys/plainP/p1/thing/measurepoint/post",
+        {"measurepoints": {"x": 1}, "time": 2**70},
+        request_id="big",
+    )
+    assert reply["id"] == "big" and reply["code"] == 1200
+    assert "event time" in reply["message"]
