@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import random
 import shutil
@@ -42,7 +41,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import pandas as pd
 
@@ -75,6 +74,26 @@ CONNACK of logins shaped like that SDK's only (``IotHubConfig.python_sdk_connack
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+
+def _coroutine_form(
+    method: Callable[Concatenate[Lab, P], T],
+) -> Callable[Concatenate[Lab, P], Coroutine[Any, Any, T]]:
+    """The coroutine form of a facade method: the same call in a worker thread.
+
+    The synchronous facade is thread-safe and never runs on the lab's loop thread, so running it
+    in :func:`asyncio.to_thread` gives asyncio users every operation without blocking their loop.
+    """
+
+    async def coroutine_form(self: Lab, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(method, self, *args, **kwargs)
+
+    coroutine_form.__name__ = coroutine_form.__qualname__ = "a" + method.__name__
+    coroutine_form.__doc__ = (
+        f"Coroutine form of :meth:`{method.__name__}` (runs it in a worker thread, so that the "
+        "caller's event loop keeps running)."
+    )
+    return coroutine_form
 
 
 class Lab:
@@ -204,14 +223,9 @@ class Lab:
                 self._shutdown_loop()
                 self._cleanup_data_dir()
 
-    async def astart(self) -> Self:
-        """Coroutine form of :meth:`start` (does not block the caller's event loop)."""
-        await asyncio.to_thread(self.start)
-        return self
+    astart = _coroutine_form(start)
 
-    async def astop(self) -> None:
-        """Coroutine form of :meth:`stop` (does not block the caller's event loop)."""
-        await asyncio.to_thread(self.stop)
+    astop = _coroutine_form(stop)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -225,7 +239,8 @@ class Lab:
         self.stop()
 
     async def __aenter__(self) -> Self:
-        return await self.astart()
+        await self.astart()
+        return self
 
     async def __aexit__(
         self,
@@ -337,9 +352,7 @@ class Lab:
         log.info("thing model %r added", declared.model_id)
         return resolved
 
-    async def aadd_model(self, model: ThingModel | Mapping[str, Any] | str | Path) -> ThingModel:
-        """Coroutine form of :meth:`add_model`."""
-        return await _in_thread(self.add_model, model)
+    aadd_model = _coroutine_form(add_model)
 
     # -- products ----------------------------------------------------------------------------
 
@@ -396,36 +409,7 @@ class Lab:
             self.register_codec(product.product_key, codec)
         return product
 
-    async def acreate_product(
-        self,
-        name: str,
-        *,
-        model_id: str | None = None,
-        product_key: str | None = None,
-        node_type: NodeType | str = NodeType.DIRECT,
-        dynamic_activation: bool = False,
-        data_format: DataFormat | str = DataFormat.JSON,
-        certificate_required: bool = False,
-        description: str = "",
-        custom_topics: Mapping[str, TopicPermission | str] | None = None,
-        codec: RawCodec | None = None,
-    ) -> Product:
-        """Coroutine form of :meth:`create_product`."""
-        return await _in_thread(
-            functools.partial(
-                self.create_product,
-                name,
-                model_id=model_id,
-                product_key=product_key,
-                node_type=node_type,
-                dynamic_activation=dynamic_activation,
-                data_format=data_format,
-                certificate_required=certificate_required,
-                description=description,
-                custom_topics=custom_topics,
-                codec=codec,
-            )
-        )
+    acreate_product = _coroutine_form(create_product)
 
     def register_codec(self, product_key: str, codec: RawCodec) -> None:
         """Use ``codec`` for the raw payloads of the (custom data format) product ``product_key``.
@@ -436,17 +420,13 @@ class Lab:
         self.registry.get_product(product_key)
         self.run(_call(iothub.register_codec, product_key, codec))
 
-    async def aregister_codec(self, product_key: str, codec: RawCodec) -> None:
-        """Coroutine form of :meth:`register_codec`."""
-        await _in_thread(self.register_codec, product_key, codec)
+    aregister_codec = _coroutine_form(register_codec)
 
     def product(self, product_key: str) -> Product:
         """The product ``product_key``; :class:`~enos_lab.errors.NotFound` if there is none."""
         return self.registry.get_product(product_key)
 
-    async def aproduct(self, product_key: str) -> Product:
-        """Coroutine form of :meth:`product`."""
-        return await _in_thread(self.product, product_key)
+    aproduct = _coroutine_form(product)
 
     def products(self) -> pd.DataFrame:
         """Every product, one row each, in creation order.
@@ -481,13 +461,11 @@ class Lab:
         frame["devices"] = frame["devices"].astype("int64")
         return frame
 
-    async def aproducts(self) -> pd.DataFrame:
-        """Coroutine form of :meth:`products`."""
-        return await _in_thread(self.products)
+    aproducts = _coroutine_form(products)
 
     # -- devices -----------------------------------------------------------------------------
 
-    def register_device(self, product_key: str, **kwargs: Any) -> Device:
+    def register_device(self, /, product_key: str, **kwargs: Any) -> Device:
         """Register a device of ``product_key`` (see :meth:`Registry.register_device`).
 
         Keyword arguments: ``device_key``, ``name``, ``name_i18n``, ``description``,
@@ -498,9 +476,7 @@ class Lab:
         """
         return self.registry.register_device(product_key, **kwargs)
 
-    async def aregister_device(self, product_key: str, **kwargs: Any) -> Device:
-        """Coroutine form of :meth:`register_device`."""
-        return await _in_thread(functools.partial(self.register_device, product_key, **kwargs))
+    aregister_device = _coroutine_form(register_device)
 
     def register_devices(
         self,
@@ -517,23 +493,14 @@ class Lab:
         """
         return self.registry.register_devices(rows, progress=progress)
 
-    async def aregister_devices(
-        self,
-        rows: pd.DataFrame | Iterable[Mapping[str, Any]] | str | Path,
-        *,
-        progress: bool = True,
-    ) -> BulkResult:
-        """Coroutine form of :meth:`register_devices`."""
-        return await _in_thread(functools.partial(self.register_devices, rows, progress=progress))
+    aregister_devices = _coroutine_form(register_devices)
 
     def device(self, product_key: str, device_key: str) -> Device:
         """The device record (state, times, secret); :class:`~enos_lab.errors.NotFound` if
         there is none."""
         return self.registry.get_device(product_key, device_key)
 
-    async def adevice(self, product_key: str, device_key: str) -> Device:
-        """Coroutine form of :meth:`device`."""
-        return await _in_thread(self.device, product_key, device_key)
+    adevice = _coroutine_form(device)
 
     def devices(self, product_key: str | None = None) -> pd.DataFrame:
         """Every device (of one product if given), one row each, in registration order.
@@ -545,9 +512,7 @@ class Lab:
         """
         return self.registry.devices_frame(product_key)
 
-    async def adevices(self, product_key: str | None = None) -> pd.DataFrame:
-        """Coroutine form of :meth:`devices`."""
-        return await _in_thread(self.devices, product_key)
+    adevices = _coroutine_form(devices)
 
     def enable_device(self, product_key: str, device_key: str) -> Device:
         """Allow a disabled device to log in again; returns its record."""
@@ -556,12 +521,7 @@ class Lab:
             return self.registry.enable_device(product_key, device_key)
         return self.run(iothub.enable_device(product_key, device_key))
 
-    async def aenable_device(self, product_key: str, device_key: str) -> Device:
-        """Coroutine form of :meth:`enable_device`."""
-        iothub = self._iothub
-        if iothub is None:
-            return await _in_thread(self.registry.enable_device, product_key, device_key)
-        return await self.arun(iothub.enable_device(product_key, device_key))
+    aenable_device = _coroutine_form(enable_device)
 
     def disable_device(self, product_key: str, device_key: str) -> Device:
         """Refuse the device's logins and close its live connection (presence reason
@@ -572,12 +532,7 @@ class Lab:
             return self.registry.disable_device(product_key, device_key)
         return self.run(self._disable(iothub, product_key, device_key))
 
-    async def adisable_device(self, product_key: str, device_key: str) -> Device:
-        """Coroutine form of :meth:`disable_device`."""
-        iothub = self._iothub
-        if iothub is None:
-            return await _in_thread(self.registry.disable_device, product_key, device_key)
-        return await self.arun(self._disable(iothub, product_key, device_key))
+    adisable_device = _coroutine_form(disable_device)
 
     def delete_device(self, product_key: str, device_key: str) -> Device:
         """Delete the device ("logout"): close its connection and remove it from the registry.
@@ -590,12 +545,7 @@ class Lab:
             return self.registry.delete_device(product_key, device_key)
         return self.run(self._delete(iothub, product_key, device_key))
 
-    async def adelete_device(self, product_key: str, device_key: str) -> Device:
-        """Coroutine form of :meth:`delete_device`."""
-        iothub = self._iothub
-        if iothub is None:
-            return await _in_thread(self.registry.delete_device, product_key, device_key)
-        return await self.arun(self._delete(iothub, product_key, device_key))
+    adelete_device = _coroutine_form(delete_device)
 
     def export_credentials(self, product_key: str | None = None) -> pd.DataFrame:
         """What devices need to connect, one row per device (of one product if given).
@@ -605,9 +555,7 @@ class Lab:
         """
         return self.registry.export_credentials(product_key)
 
-    async def aexport_credentials(self, product_key: str | None = None) -> pd.DataFrame:
-        """Coroutine form of :meth:`export_credentials`."""
-        return await _in_thread(self.export_credentials, product_key)
+    aexport_credentials = _coroutine_form(export_credentials)
 
     def presence(
         self, product_key: str | None = None, device_key: str | None = None
@@ -624,11 +572,7 @@ class Lab:
         frame["online"] = frame["online"].astype(bool)
         return frame
 
-    async def apresence(
-        self, product_key: str | None = None, device_key: str | None = None
-    ) -> pd.DataFrame:
-        """Coroutine form of :meth:`presence`."""
-        return await _in_thread(self.presence, product_key, device_key)
+    apresence = _coroutine_form(presence)
 
     def is_online(self, product_key: str, device_key: str) -> bool:
         """Whether the device has a live session on the hub now (always False when anonymous)."""
@@ -638,9 +582,7 @@ class Lab:
             return False
         return self.run(_call(iothub.is_online, product_key, device_key))
 
-    async def ais_online(self, product_key: str, device_key: str) -> bool:
-        """Coroutine form of :meth:`is_online`."""
-        return await _in_thread(self.is_online, product_key, device_key)
+    ais_online = _coroutine_form(is_online)
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -671,24 +613,7 @@ class Lab:
             )
         )
 
-    async def asend_command(
-        self,
-        product_key: str,
-        device_key: str,
-        kind: TopicKind,
-        params: object,
-        *,
-        item_id: str = "",
-        wait: bool = True,
-        timeout: float | None = None,
-    ) -> Reply | None:
-        """Coroutine form of :meth:`send_command`."""
-        iothub = self._require_iothub("commands")
-        return await self.arun(
-            iothub.send_command(
-                product_key, device_key, kind, params, item_id=item_id, wait=wait, timeout=timeout
-            )
-        )
+    asend_command = _coroutine_form(send_command)
 
     # -- raw hub operations ------------------------------------------------------------------
 
@@ -708,18 +633,7 @@ class Lab:
         message = _message(topic, payload, qos, retain, properties)
         return self.run(self.hub.publish(message))
 
-    async def apublish(
-        self,
-        topic: str,
-        payload: bytes | str,
-        *,
-        qos: int = 0,
-        retain: bool = False,
-        properties: Properties = NO_PROPERTIES,
-    ) -> int:
-        """Coroutine form of :meth:`publish`."""
-        message = _message(topic, payload, qos, retain, properties)
-        return await self.arun(self.hub.publish(message))
+    apublish = _coroutine_form(publish)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the lab's loop from another thread and return its result."""
@@ -911,11 +825,6 @@ async def _cancel_leftover_tasks() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _in_thread(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """Run a blocking facade call in a worker thread (never blocks the caller's loop)."""
-    return await asyncio.to_thread(func, *args, **kwargs)
 
 
 async def _call(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
