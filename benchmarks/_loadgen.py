@@ -644,86 +644,17 @@ def run_connect(
     Reports the rate. With ``hold`` the connections stay open after ``("ready", ...)`` until
     the parent sends ``"close"``; the client then sends DISCONNECT and closes every socket.
     """
-    raise_fd_limit(count + 256)
-    connect_packets = [encode_connect(f"{prefix}-{i}", keepalive) for i in range(count)]
-    sel = selectors.DefaultSelector()
-    opened: list[socket.socket] = []
-    socks_by_fd: dict[int, socket.socket] = {}
-    pending: dict[int, bytes] = {}  # fd -> bytes received so far (CONNACK is 4 bytes)
-    next_i = 0
-    accepted = 0
-    in_flight = 0
-    t0 = time.perf_counter_ns()
-    hard_deadline = time.monotonic() + deadline_s
-    last_progress = time.monotonic()
-    error = ""
-    try:
-        while accepted < count:
-            while in_flight < concurrency and next_i < count:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.setblocking(False)
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                rc = s.connect_ex((host, port))
-                if rc not in (0, errno.EINPROGRESS):
-                    s.close()
-                    raise LoadError(f"connect #{next_i} failed: {errno.errorcode.get(rc, rc)}")
-                opened.append(s)
-                socks_by_fd[s.fileno()] = s
-                sel.register(s, selectors.EVENT_WRITE, next_i)
-                next_i += 1
-                in_flight += 1
-            now = time.monotonic()
-            if now > hard_deadline:
-                error = f"deadline of {deadline_s} s reached after {accepted} of {count}"
-                break
-            if now - last_progress > idle_timeout:
-                error = f"no CONNACK for {idle_timeout} s after {accepted} of {count}"
-                break
-            for key, events in sel.select(0.5):
-                s = socks_by_fd[key.fd]
-                i = key.data
-                if events & selectors.EVENT_WRITE:
-                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err:
-                        raise LoadError(f"connect #{i} failed: {errno.errorcode.get(err, err)}")
-                    # 150-byte CONNECT into an empty send buffer: never a partial send.
-                    if s.send(connect_packets[i]) != len(connect_packets[i]):
-                        raise LoadError(f"partial CONNECT send on connection #{i}")
-                    sel.modify(s, selectors.EVENT_READ, i)
-                    pending[s.fileno()] = b""
-                    continue
-                data = s.recv(64)
-                if not data:
-                    raise LoadError(f"broker closed connection #{i} before CONNACK")
-                got = pending[s.fileno()] + data
-                if len(got) < 4:
-                    pending[s.fileno()] = got
-                    continue
-                if got != CONNACK_ACCEPTED:
-                    raise LoadError(f"connection #{i}: expected CONNACK 20020000, got {got.hex()}")
-                del pending[s.fileno()]
-                sel.unregister(s)
-                last_progress = time.monotonic()
-                accepted += 1
-                in_flight -= 1
-        elapsed_ns = time.perf_counter_ns() - t0
-        sel.close()
-        info = {"accepted": accepted, "elapsed_ns": elapsed_ns, "error": error}
-        if hold:
-            conn.send(("ready", info))
-            _await_command(conn, deadline_s, "close")
-            # A broker must still answer a PINGREQ on an idle connection: probe one.
-            if opened:
-                probe = opened[-1]
-                probe.setblocking(True)
-                probe.sendall(PINGREQ_PACKET)
-                _expect(probe, PINGRESP, start_timeout, "PINGRESP on an idle connection")
-    finally:
-        for s in opened:
-            with contextlib.suppress(OSError):
-                s.send(DISCONNECT_PACKET)
-            s.close()
-    return info
+    return run_connect_packets(
+        conn=conn,
+        host=host,
+        port=port,
+        packets=[encode_connect(f"{prefix}-{i}", keepalive) for i in range(count)],
+        concurrency=concurrency,
+        hold=hold,
+        start_timeout=start_timeout,
+        idle_timeout=idle_timeout,
+        deadline_s=deadline_s,
+    )
 
 
 # --- workload: latency ----------------------------------------------------------------------

@@ -36,14 +36,11 @@ import contextlib
 import os
 import platform
 import random
-import re
-import selectors
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,11 +59,11 @@ from mqtt_broker import (
     machine_busy_s,
     proc_cpu_s,
     proc_memory_kb,
+    start_hub,
     wait_port,
 )
 
 WORKLOADS = ("posts", "connect", "memory")
-HUB_READY = re.compile(r"hub listening on mqtt://127\.0\.0\.1:(\d+)")
 MODEL_ID = "energy_meter"  # library model; the posts carry three of its points
 POINTS_PER_POST = 3
 TIME_BASE_MS = 1_700_000_000_000  # [ms] event time of the first post of every device
@@ -141,45 +138,7 @@ def count_stored_points(data_dir: Path, product_key: str, device_keys: list[str]
 def start_serve(python: str, data_dir: Path, workdir: Path, timeout: float = 60.0) -> Broker:
     """``python -m enos_lab serve`` on a free port with ``data_dir``; port read from stdout."""
     argv = [python, "-m", "enos_lab", "serve", "--host", HOST, "--port", "0"]
-    argv += ["--data-dir", str(data_dir)]
-    with (workdir / "stderr.log").open("wb") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    os.set_blocking(stdout.fileno(), False)
-    sel = selectors.DefaultSelector()
-    sel.register(stdout, selectors.EVENT_READ)
-    seen = b""
-    port = 0
-    deadline = time.monotonic() + timeout
-    while not port and time.monotonic() < deadline:
-        if sel.select(0.2):
-            chunk = stdout.read()
-            if not chunk:
-                break
-            seen += chunk
-            match = HUB_READY.search(seen.decode(errors="replace"))
-            if match:
-                port = int(match.group(1))
-        elif proc.poll() is not None:
-            break
-    sel.close()
-    os.set_blocking(stdout.fileno(), True)
-    broker = Broker("hub", proc, port, workdir)
-    if not port:
-        broker.stop()
-        raise BenchError(
-            f"hub did not print its listening line within {timeout} s; stdout {seen[-300:]!r};"
-            f" stderr: {broker.log_tail()}"
-        )
-
-    def drain() -> None:
-        while stdout.read(65536):
-            pass
-
-    broker._drain = threading.Thread(target=drain, name="hub-stdout", daemon=True)
-    broker._drain.start()
-    return broker
+    return start_hub([*argv, "--data-dir", str(data_dir)], workdir, timeout)
 
 
 def make_password_file(passwd_binary: str, path: Path, logins: list[tuple[str, str]]) -> float:

@@ -156,9 +156,9 @@ def start_mosquitto(binary: str, workdir: Path, nodelay: bool) -> Broker:
     return broker
 
 
-def start_hub(command: list[str], workdir: Path, timeout: float = 30.0) -> Broker:
-    """Start the hub on port 0 and read the port from its ``listening on`` line."""
-    argv = [*command, "serve", "--anonymous", "--host", HOST, "--port", "0"]
+def start_hub(argv: list[str], workdir: Path, timeout: float = 30.0) -> Broker:
+    """Run ``argv`` (a hub told to listen on port 0) and read the port from its ``listening
+    on`` line."""
     with (workdir / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
@@ -207,7 +207,8 @@ def running(name: str, opts: argparse.Namespace) -> Iterator[Broker]:
         if name == "mosquitto":
             broker = start_mosquitto(opts.mosquitto, Path(tmp), opts.mosquitto_nodelay)
         else:
-            broker = start_hub(shlex.split(opts.hub_cmd), Path(tmp))
+            argv = [*shlex.split(opts.hub_cmd), "serve", "--anonymous", "--host", HOST]
+            broker = start_hub([*argv, "--port", "0"], Path(tmp))
         note = ""
         try:
             yield broker
