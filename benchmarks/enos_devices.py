@@ -55,12 +55,11 @@ from mqtt_broker import (
     Broker,
     Child,
     children,
-    free_port,
     machine_busy_s,
     proc_cpu_s,
     proc_memory_kb,
     start_hub,
-    wait_port,
+    start_mosquitto,
 )
 
 WORKLOADS = ("posts", "connect", "memory")
@@ -157,7 +156,6 @@ def start_mosquitto_auth(binary: str, password_file: Path, workdir: Path) -> Bro
 
     ``workdir`` must be a directory of its own directly inside the script's scratch directory.
     """
-    port = free_port()
     local = workdir / "passwd"
     shutil.copyfile(password_file, local)
     # Started as root, mosquitto reads the password file after dropping to its own user:
@@ -165,34 +163,9 @@ def start_mosquitto_auth(binary: str, password_file: Path, workdir: Path) -> Bro
     for directory in (workdir, workdir.parent):
         directory.chmod(directory.stat().st_mode | 0o011)
     local.chmod(0o644)
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                f"listener {port} {HOST}",
-                "allow_anonymous false",
-                f"password_file {local}",
-                "persistence false",
-                "max_connections -1",
-                "connection_messages false",
-                "log_dest stderr",
-                "log_type error",
-                "log_type warning",
-                "",
-            ]
-        )
+    return start_mosquitto(
+        binary, workdir, access=("allow_anonymous false", f"password_file {local}")
     )
-    with (workdir / "stderr.log").open("wb") as err:
-        proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=err, stderr=err
-        )
-    broker = Broker("mosquitto", proc, port, workdir)
-    try:
-        wait_port(port, proc, 10)
-    except BenchError:
-        broker.stop()
-        raise
-    return broker
 
 
 @contextlib.contextmanager

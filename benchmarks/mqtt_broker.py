@@ -117,12 +117,15 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
     raise BenchError(f"nothing listening on port {port} after {timeout} s")
 
 
-def start_mosquitto(binary: str, workdir: Path, nodelay: bool) -> Broker:
+def start_mosquitto(
+    binary: str, workdir: Path, nodelay: bool = False, access: tuple[str, ...] = ()
+) -> Broker:
     """Start mosquitto on a free loopback port with a generated configuration.
 
-    Apart from the listener, anonymous access, no persistence, quiet logs and unbounded
-    queues, mosquitto runs with its defaults (``max_inflight_messages 20``, Nagle on unless
-    ``nodelay``), which measured as fast as or faster than the alternatives here.
+    Apart from the listener, anonymous access (or the ``access`` lines, e.g. a password file),
+    no persistence, quiet logs and unbounded queues, mosquitto runs with its defaults
+    (``max_inflight_messages 20``, Nagle on unless ``nodelay``), which measured as fast as or
+    faster than the alternatives here.
     """
     port = free_port()
     conf = workdir / "mosquitto.conf"
@@ -130,7 +133,7 @@ def start_mosquitto(binary: str, workdir: Path, nodelay: bool) -> Broker:
         "\n".join(
             [
                 f"listener {port} {HOST}",
-                "allow_anonymous true",
+                *(access or ("allow_anonymous true",)),
                 "persistence false",
                 "max_queued_messages 10000000",
                 "max_connections -1",
