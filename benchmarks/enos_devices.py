@@ -55,9 +55,9 @@ from mqtt_broker import (
     Broker,
     Child,
     children,
+    idle_memory,
     machine_busy_s,
     proc_cpu_s,
-    proc_memory_kb,
     start_hub,
     start_mosquitto,
 )
@@ -284,34 +284,15 @@ def bench_memory(broker: Broker, opts: argparse.Namespace, fleet: Fleet) -> dict
     """Hub memory growth per idle authenticated device connection. [KiB/connection]"""
     n = opts.idle_devices
     packets = fleet.connect_packets(n, 300)
-    time.sleep(opts.settle)
-    before = proc_memory_kb(broker.pid)
-    with children() as kids:
-        kids.append(
-            Child(
-                lg.run_connect_packets,
-                host=HOST,
-                port=broker.port,
-                packets=packets,
-                concurrency=opts.connect_concurrency,
-                hold=True,
-                start_timeout=30.0,
-                idle_timeout=opts.stall,
-                deadline_s=120.0 + n / 50,
-            )
-        )
-        info = kids[0].wait("ready", 180 + n / 50)
-        if info["error"] or info["accepted"] != n:
-            raise BenchError(f"only {info['accepted']} of {n} connections: {info['error']}")
-        time.sleep(opts.settle)
-        after = proc_memory_kb(broker.pid)
-        kids[0].send("close")
-        kids[0].wait("result", 60)
-    return {
-        "pss_kb": (after["Pss"] - before["Pss"]) / n,
-        "rss_kb": (after["Rss"] - before["Rss"]) / n,
-        "base_rss_mb": before["Rss"] / 1024,
-    }
+    return idle_memory(
+        broker,
+        opts,
+        n,
+        lg.run_connect_packets,
+        120.0 + n / 50,
+        packets=packets,
+        concurrency=opts.connect_concurrency,
+    )
 
 
 # --- the table ------------------------------------------------------------------------------

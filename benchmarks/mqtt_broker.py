@@ -425,28 +425,33 @@ def bench_connect(broker: Broker, opts: argparse.Namespace) -> dict[str, float]:
     return {"rate": res["accepted"] / (res["elapsed_ns"] / 1e9)}
 
 
-def bench_memory(broker: Broker, opts: argparse.Namespace) -> dict[str, float]:
-    """Broker memory growth per idle connection (PSS from smaps_rollup). [KiB/connection]"""
-    n = opts.idle_connections
+def idle_memory(
+    broker: Broker,
+    opts: argparse.Namespace,
+    n: int,
+    connect: Callable[..., dict[str, Any]],
+    deadline_s: float,
+    **workload: Any,
+) -> dict[str, float]:
+    """Broker memory growth while ``n`` connections opened by ``connect`` (a ``_loadgen``
+    connect workload, given ``workload``) are held idle: PSS and RSS from smaps_rollup.
+    [KiB/connection]"""
     time.sleep(opts.settle)
     before = proc_memory_kb(broker.pid)
     with children() as kids:
         kids.append(
             Child(
-                lg.run_connect,
+                connect,
                 host=HOST,
                 port=broker.port,
-                count=n,
-                concurrency=64,
-                keepalive=300,
-                prefix="bench-idle",
                 hold=True,
                 start_timeout=30.0,
                 idle_timeout=opts.stall,
-                deadline_s=60.0 + n / 50,
+                deadline_s=deadline_s,
+                **workload,
             )
         )
-        info = kids[0].wait("ready", 120 + n / 50)
+        info = kids[0].wait("ready", deadline_s + 60)
         if info["error"] or info["accepted"] != n:
             raise BenchError(f"only {info['accepted']} of {n} connections: {info['error']}")
         time.sleep(opts.settle)
@@ -458,6 +463,22 @@ def bench_memory(broker: Broker, opts: argparse.Namespace) -> dict[str, float]:
         "rss_kb": (after["Rss"] - before["Rss"]) / n,
         "base_rss_mb": before["Rss"] / 1024,
     }
+
+
+def bench_memory(broker: Broker, opts: argparse.Namespace) -> dict[str, float]:
+    """Broker memory growth per idle connection (PSS from smaps_rollup). [KiB/connection]"""
+    n = opts.idle_connections
+    return idle_memory(
+        broker,
+        opts,
+        n,
+        lg.run_connect,
+        60.0 + n / 50,
+        count=n,
+        concurrency=64,
+        keepalive=300,
+        prefix="bench-idle",
+    )
 
 
 def bench_latency(broker: Broker, opts: argparse.Namespace) -> dict[str, float]:
