@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
@@ -60,3 +61,17 @@ def test_serve_without_anonymous_refuses_unregistered_clients() -> None:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
     assert proc.returncode == 0
+
+
+def test_serving_process_freezes_startup_objects_and_collects_less_often() -> None:
+    from enos_lab import cli
+
+    before = gc.get_threshold()
+    try:
+        cli._tune_gc()
+        assert gc.get_threshold() == cli.GC_THRESHOLDS
+        assert cli.GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
