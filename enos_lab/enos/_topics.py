@@ -81,6 +81,10 @@ class TopicKind(Enum):
     SUB_DEVICE_DISABLE = "/ext/session/{pk}/{dk}/combine/disable"
     SUB_DEVICE_DELETE = "/ext/session/{pk}/{dk}/combine/delete"
 
+    # Members compare by identity; hashing them by identity too (C level, instead of Enum's
+    # Python-level hash of the name) makes the per-message set and dict lookups cheap.
+    __hash__ = object.__hash__
+
     @property
     def direction(self) -> Direction:
         """Whether the device (UP) or the cloud (DOWN) sends requests on this topic."""

@@ -1193,6 +1193,14 @@ class Hub:
         Retained messages are stored (an empty payload clears the topic). Message handlers are
         not called for server-originated messages.
         """
+        return self.publish_nowait(message)
+
+    def publish_nowait(self, message: Message) -> int:
+        """:meth:`publish` as a plain call, for code already running on the hub's event loop.
+
+        The message is routed (and its bytes queued for every subscriber) before this returns;
+        message handlers, for instance, answer with it without a coroutine per reply.
+        """
         self._check_running()
         _validate_message(message)
         if message.retain:

@@ -52,7 +52,9 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_json_str
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
+
+import orjson
 
 from ..clock import Clock, SystemClock
 from ..enos import (
@@ -95,8 +97,9 @@ from ..hub import (
     HubEvent,
     Message,
 )
+from ..hub._types import _make_message
 from ..model import ModelCatalog, ThingModel, normalise_tags, render_tsltemplate
-from ..mqtt import topic_matches
+from ..mqtt import NO_PROPERTIES, topic_matches
 from ..registry import (
     AuthDecision,
     DataFormat,
@@ -123,7 +126,6 @@ _OK_TAIL = b',"code":200,"data":{},"message":""}'
 
 _PARSE_CACHE_MAX = 20_000
 _FAST_KINDS = frozenset({TopicKind.MEASUREPOINT_POST, TopicKind.MEASUREPOINT_RESUME})
-_decode_json = json.JSONDecoder().decode
 _GATEWAY_KINDS = frozenset(
     {
         TopicKind.DEVICE_REGISTER,
@@ -381,7 +383,7 @@ class _PointBatcher:
     connection) is committed by one append.
     """
 
-    __slots__ = ("_future", "_owner", "_posts", "_rows", "_store", "_tasks")
+    __slots__ = ("_future", "_owner", "_posts", "_replied", "_rows", "_store", "_tasks")
 
     def __init__(
         self, owner: IotHub, store: TimeSeriesStore, tasks: set[asyncio.Task[Any]]
@@ -392,6 +394,7 @@ class _PointBatcher:
         self._rows: list[PointRow] = []
         self._posts: list[_Post] = []
         self._future: asyncio.Future[int] | None = None
+        self._replied: asyncio.Future[None] | None = None  # the posts of this batch answered
 
     def _batch_future(self) -> asyncio.Future[int]:
         future = self._future
@@ -408,24 +411,32 @@ class _PointBatcher:
         # shielded: a cancelled waiter must not cancel the batch the others wait for
         return asyncio.shield(future)
 
-    def add_post(self, rows: list[PointRow], post: _Post) -> None:
-        """Queue the rows of one request; its reply goes out (and ``post.done`` resolves) after
-        the commit."""
-        self._batch_future()
+    def add_post(self, rows: list[PointRow], post: _Post) -> asyncio.Future[None]:
+        """Queue the rows of one request; the returned future (shared by the batch) resolves
+        once the batch is committed and every reply of the batch published."""
+        future = self._batch_future()
+        replied = self._replied
+        if replied is None:
+            replied = self._replied = future.get_loop().create_future()
         self._rows.extend(rows)
         self._posts.append(post)
+        return replied
 
     def _flush(self) -> None:
-        rows, future, posts = self._rows, self._future, self._posts
-        self._rows, self._future, self._posts = [], None, []
+        rows, future, posts, replied = self._rows, self._future, self._posts, self._replied
+        self._rows, self._future, self._posts, self._replied = [], None, [], None
         if future is None:
             return
-        task = asyncio.get_running_loop().create_task(self._commit(rows, future, posts))
+        task = asyncio.get_running_loop().create_task(self._commit(rows, future, posts, replied))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _commit(
-        self, rows: list[PointRow], future: asyncio.Future[int], posts: list[_Post]
+        self,
+        rows: list[PointRow],
+        future: asyncio.Future[int],
+        posts: list[_Post],
+        replied: asyncio.Future[None] | None,
     ) -> None:
         error: Exception | None = None
         try:
@@ -438,19 +449,16 @@ class _PointBatcher:
         else:
             if not future.done():
                 future.set_result(count)
-        if posts:
-            await self._owner._answer_posts(posts, error)
+        if replied is not None:
+            self._owner._answer_posts(posts, error, replied)
 
 
 class _Post:
     """One measurepoint request on the fast path, waiting for the commit of its batch."""
 
-    __slots__ = ("done", "qos", "reply", "request_id", "topic")
+    __slots__ = ("qos", "reply", "request_id", "topic")
 
-    def __init__(
-        self, done: asyncio.Future[None], topic: str, reply: bytes, request_id: Any, qos: int
-    ) -> None:
-        self.done = done  # what the hub awaits before the PUBACK
+    def __init__(self, topic: str, reply: bytes, request_id: Any, qos: int) -> None:
         self.topic = topic  # the reply topic
         self.reply = reply  # the success reply
         self.request_id = request_id
@@ -1019,8 +1027,10 @@ class IotHub:
         if len(payload) > MAX_PAYLOAD_SIZE:
             return None
         try:
-            document = _decode_json(payload.decode())
-        except ValueError:  # also UnicodeDecodeError
+            # orjson: strict JSON only (no NaN, integers of at most 64 bits, valid UTF-8); any
+            # other payload takes the general path, which decodes with the json module
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             return None
         if type(document) is not dict:
             return None
@@ -1048,13 +1058,16 @@ class IotHub:
             id_json = _encode_json_str(request_id)  # what json.dumps(.., ensure_ascii=False) gives
         else:
             id_json = json.dumps(request_id, ensure_ascii=False)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         reply = _OK_HEAD + id_json.encode() + _OK_TAIL
-        self._points.add_post(rows, _Post(done, route.reply_topic, reply, request_id, message.qos))
-        return done
+        return self._points.add_post(rows, _Post(route.reply_topic, reply, request_id, message.qos))
 
-    async def _answer_posts(self, posts: list[_Post], error: Exception | None) -> None:
-        """Reply to the fast-path posts of one committed (or failed) batch; then resolve them."""
+    def _answer_posts(
+        self, posts: list[_Post], error: Exception | None, replied: asyncio.Future[None]
+    ) -> None:
+        """Reply to the fast-path posts of one committed (or failed) batch; then resolve
+        ``replied``, on which the hub waits to acknowledge them."""
+        if replied.done():
+            return
         text = None  # the error reply's message, as the general path (_handle) words it
         if isinstance(error, StoreError):
             log.error("storing %d measurepoint posts failed: %s", len(posts), error)
@@ -1062,24 +1075,22 @@ class IotHub:
         elif isinstance(error, (InvalidArgument, RegistryError)):
             text = str(error)
         elif error is not None:
-            for post in posts:  # a handler failure: the hub does not acknowledge the message
-                if not post.done.done():
-                    post.done.set_exception(error)
+            replied.set_exception(error)  # a handler failure: the messages are not acknowledged
             return
         hub = self._hub
-        for post in posts:
-            if hub is not None:
-                reply = post.reply
-                if text is not None:
-                    reply = encode_reply(post.request_id, ReplyCode.PARSE_ERROR, None, text)
-                try:
-                    await hub.publish(Message(post.topic, reply, 1 if post.qos else 0))
-                except Exception as exc:
-                    if not post.done.done():
-                        post.done.set_exception(exc)
-                    continue
-            if not post.done.done():
-                post.done.set_result(None)
+        if hub is not None:
+            publish = hub.publish_nowait
+            try:
+                for post in posts:
+                    reply = post.reply
+                    if text is not None:
+                        reply = encode_reply(post.request_id, ReplyCode.PARSE_ERROR, None, text)
+                    qos = 1 if post.qos else 0
+                    publish(_make_message(post.topic, reply, qos, False, NO_PROPERTIES))
+            except Exception as exc:  # the hub is stopping
+                replied.set_exception(exc)
+                return
+        replied.set_result(None)
 
     def _device_reply(self, conn: _Conn, match: TopicMatch, payload: bytes) -> None:
         kind = match.kind
@@ -2027,10 +2038,8 @@ def _point_rows(
         return checked.problems[0].error()
     quality_of = checked.quality
     # plain tuples in PointRow's field order (the store accepts them; half the cost)
-    return cast(
-        list[PointRow],
-        [
-            (pk, dk, point_id, at, value, quality_of.get(point_id), resume)
-            for point_id, value in checked.values.items()
-        ],
-    )
+    tuples: list[Any] = [
+        (pk, dk, point_id, at, value, quality_of.get(point_id), resume)
+        for point_id, value in checked.values.items()
+    ]
+    return tuples

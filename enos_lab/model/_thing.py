@@ -117,6 +117,29 @@ class ValidatedPoints:
         return not self.problems
 
 
+_slot = vars(ValidatedPoints)  # the slot descriptors set fields without the frozen __setattr__
+_set_values = _slot["values"].__set__
+_set_quality = _slot["quality"].__set__
+_set_passthrough = _slot["passthrough"].__set__
+_set_problems = _slot["problems"].__set__
+_NO_PASSTHROUGH: frozenset[str] = frozenset()
+
+
+def _validated(
+    values: dict[str, Any],
+    quality: dict[str, int],
+    passthrough: list[str],
+    problems: list[PointProblem],
+) -> ValidatedPoints:
+    """``ValidatedPoints(...)`` for the per-message path, without the frozen ``__init__``."""
+    result: ValidatedPoints = object.__new__(ValidatedPoints)
+    _set_values(result, values)
+    _set_quality(result, quality)
+    _set_passthrough(result, frozenset(passthrough) if passthrough else _NO_PASSTHROUGH)
+    _set_problems(result, tuple(problems) if problems else ())
+    return result
+
+
 def _where(path: str) -> str:
     return f" at {path!r}" if path else ""
 
@@ -256,7 +279,7 @@ class ThingModel:
         (what a hub needs for ``skipInvalidMeasurepoints``). When ``values`` is not a JSON
         object, the single problem has an empty ``point_id`` and code 1206.
         """
-        if not isinstance(values, Mapping):
+        if type(values) is not dict and not isinstance(values, Mapping):
             problem = PointProblem(
                 "",
                 CODE_MEASUREPOINT_FORMAT,
@@ -291,7 +314,7 @@ class ThingModel:
                 problems.append(
                     PointProblem(point_id, CODE_INVALID, self._fail("measurepoint", point_id, exc))
                 )
-        return ValidatedPoints(out, quality, frozenset(passthrough), tuple(problems))
+        return _validated(out, quality, passthrough, problems)
 
     def validate_measurepoints(self, values: object) -> ValidatedPoints:
         """Validate a measurepoint map (``params.measurepoints`` of a post/resume).
