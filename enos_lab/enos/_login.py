@@ -81,6 +81,9 @@ class LoginRequest:
         }
 
 
+_MODES = {str(int(mode)): mode for mode in SecureMode}  # the usual spelling, without int()
+
+
 def parse_login(client_id: str, username: str | None) -> LoginRequest:
     """Parse an EnOS CONNECT; raises :class:`BadLogin` naming the field that does not parse."""
     sign_client_id, bar, rest = client_id.partition("|")
@@ -102,7 +105,7 @@ def parse_login(client_id: str, username: str | None) -> LoginRequest:
     if mode_text is None:
         raise BadLogin(f"client id {client_id!r} has no securemode", "client_id")
     try:
-        mode = SecureMode(int(mode_text))
+        mode = _MODES.get(mode_text) or SecureMode(int(mode_text))
     except ValueError:
         raise BadLogin(
             f"securemode {mode_text!r} is not 2, 3 or 4 in client id {client_id!r}", "client_id"

@@ -12,7 +12,7 @@ here raises for a refused login.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..clock import Clock, SystemClock
 from ..enos import (
@@ -24,7 +24,7 @@ from ..enos import (
     verify_sign,
 )
 from ..errors import InvalidArgument
-from ._records import Device, DeviceState, NodeType, Product
+from ._records import Device, NodeType, Product
 from ._registry import Registry
 
 __all__ = ["AuthDecision", "LoginThrottle", "authenticate"]
@@ -48,14 +48,25 @@ class AuthDecision:
     reason: str
     login: LoginRequest | None = None
     product: Product | None = None
-    device: Device | None = None
     activation: bool = False
     integration: bool = False
+    registry: Registry | None = field(default=None, repr=False, compare=False)
+    """The registry the decision was made against."""
 
     @property
     def accepted(self) -> bool:
         """Whether the login is accepted."""
         return self.return_code == ACCEPTED
+
+    @property
+    def device(self) -> Device | None:
+        """The record of the device that logged in, read from the registry when asked (a login
+        itself reads only what it checks); ``None`` for refused logins and integration
+        channels."""
+        login = self.login
+        if not self.accepted or self.integration or self.registry is None or login is None:
+            return None
+        return self.registry.find_device(login.product_key, login.device_key)
 
 
 def _refuse(
@@ -92,7 +103,9 @@ def authenticate(
             return _refuse("secure mode 4 needs the username '%channel%&<productKey>'", login)
         if not verify_sign(login.sign_params, product.product_secret, login.sign_method, password):
             return _refuse("signature does not match the product secret", login)
-        return AuthDecision(ACCEPTED, "integration channel", login, product, integration=True)
+        return AuthDecision(
+            ACCEPTED, "integration channel", login, product, integration=True, registry=registry
+        )
 
     if device is None:
         return _refuse(f"device {login.product_key}/{login.device_key} does not exist", login)
@@ -106,7 +119,7 @@ def authenticate(
             return _refuse(
                 f"product {product.product_key!r} does not allow dynamic activation", login
             )
-        if device.state is not DeviceState.INACTIVE:
+        if device.online or device.activated:
             return _refuse(
                 f"device {login.product_key}/{login.device_key} is already activated; "
                 "dynamic activation works only for inactive devices",
@@ -114,11 +127,13 @@ def authenticate(
             )
         if not verify_sign(login.sign_params, product.product_secret, login.sign_method, password):
             return _refuse("signature does not match the product secret", login)
-        return AuthDecision(ACCEPTED, "dynamic activation", login, product, device, activation=True)
+        return AuthDecision(
+            ACCEPTED, "dynamic activation", login, product, activation=True, registry=registry
+        )
 
     if not verify_sign(login.sign_params, device.device_secret, login.sign_method, password):
         return _refuse("signature does not match the device secret", login)
-    return AuthDecision(ACCEPTED, "device secret", login, product, device)
+    return AuthDecision(ACCEPTED, "device secret", login, product, registry=registry)
 
 
 class LoginThrottle:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -116,6 +116,29 @@ def _check_key(value: object, what: str) -> str:
 
 def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else to_epoch_ms(moment)
+
+
+# Parameters: ?1 time, ?2 product key, ?3 device key, ?4 online, ?5 reason (the insert only)
+_PRESENCE_UPDATE = """
+UPDATE devices SET online = ?4,
+    last_online_at = CASE WHEN ?4 THEN ?1 ELSE last_online_at END,
+    last_offline_at = CASE WHEN ?4 THEN last_offline_at ELSE ?1 END,
+    activated_at = CASE WHEN ?4 THEN coalesce(activated_at, ?1) ELSE activated_at END
+WHERE product_key = ?2 AND device_key = ?3
+"""
+_PRESENCE_INSERT = """
+INSERT INTO presence SELECT ?1, ?2, ?3, ?4, ?5
+WHERE EXISTS (SELECT 1 FROM devices WHERE product_key = ?2 AND device_key = ?3)
+"""
+
+
+class LoginRecord(NamedTuple):
+    """What a login needs to know of a device (see :meth:`Registry._login_records`)."""
+
+    device_secret: str
+    enabled: bool
+    online: bool
+    activated: bool
 
 
 def _time(ms: int | None) -> datetime | None:
@@ -281,12 +304,13 @@ class Registry:
 
     def _login_records(
         self, product_key: str, device_key: str
-    ) -> tuple[Product | None, Device | None]:
-        """The product and device of a login (for :func:`~enos_lab.registry.authenticate`).
+    ) -> tuple[Product | None, LoginRecord | None]:
+        """The product and the login facts of a device (for
+        :func:`~enos_lab.registry.authenticate`).
 
         Unlike the public readers this does not write queued presence changes first (logins
-        come in bursts; their presence changes are written together), so the device's
-        ``online`` and ``last_*_at`` fields may lag behind :meth:`queue_presence` calls.
+        come in bursts; their presence changes are written together), so ``online`` and
+        ``activated`` may lag behind :meth:`queue_presence` calls.
         """
         with self._lock:
             try:
@@ -294,10 +318,11 @@ class Registry:
             except NotFound:
                 return None, None
             row = self._db.execute(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE product_key=? AND device_key=?",
+                "SELECT device_secret, enabled, online, activated_at IS NOT NULL FROM devices "
+                "WHERE product_key=? AND device_key=?",
                 (product_key, device_key),
             ).fetchone()
-        return product, None if row is None else _device(row)
+        return product, None if row is None else LoginRecord._make(row)
 
     def find_product(self, product_key: str) -> Product | None:
         """The product with this key, or ``None``."""
@@ -593,24 +618,10 @@ class Registry:
 
     @staticmethod
     def _write_rows(db: sqlite3.Connection, queued: list[tuple[int, str, str, bool, str]]) -> None:
-        for now, product_key, device_key, online, reason in queued:
-            if online:
-                sql = (
-                    "UPDATE devices SET online=1, last_online_at=?, activated_at="
-                    "coalesce(activated_at, ?) WHERE product_key=? AND device_key=?"
-                )
-                args: tuple[object, ...] = (now, now, product_key, device_key)
-            else:
-                sql = (
-                    "UPDATE devices SET online=0, last_offline_at=? "
-                    "WHERE product_key=? AND device_key=?"
-                )
-                args = (now, product_key, device_key)
-            if db.execute(sql, args).rowcount:
-                db.execute(
-                    "INSERT INTO presence VALUES (?,?,?,?,?)",
-                    (now, product_key, device_key, int(online), reason),
-                )
+        # In queue order (a device may come and go within one batch); the log gets a row for
+        # every change of a device that exists.
+        db.executemany(_PRESENCE_UPDATE, [row[:4] for row in queued])
+        db.executemany(_PRESENCE_INSERT, queued)
 
     def presence_log(
         self, product_key: str | None = None, device_key: str | None = None
