@@ -691,7 +691,8 @@ class Decoder:
         self._failed = False
         # Recently seen PUBLISH topic names, raw bytes -> validated str (a connection publishes
         # to few topics; this skips UTF-8 decoding and checks, and hands out one str object).
-        self._topics: dict[bytes, str] = {}
+        self._topics: dict[bytes, str] | None = None  # made by the first PUBLISH (idle
+        # connections, most of a fleet, never need it)
 
     @property
     def buffered(self) -> int:
@@ -811,6 +812,8 @@ class Decoder:
                 if p > e:
                     raise _truncated("topic name")
                 raw = data[s + 2 : p]
+                if topics is None:
+                    topics = self._topics = {}
                 topic = topics.get(raw)
                 if topic is None:
                     topic = _decode_topic(raw)
