@@ -124,6 +124,8 @@ _ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
 _PUBACK_HEAD = encode(PubAck(1), 4)[:2]  # fixed header of a PUBACK with reason 0 (3.1.1, 5.0)
 _NEVER = None
 
+_PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name in CONNECT
+
 # 5.0 reason code -> 3.1.1 CONNACK return code
 _RC_TO_311 = {0x86: 4, 0x85: 2, 0x88: 3, 0x89: 3, 0x84: 1}
 
@@ -634,7 +636,7 @@ class _Connection(asyncio.Protocol):
         level = p.protocol_level
         self.client_id = p.client_id
         hub = self.hub
-        expected = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}.get(level)
+        expected = _PROTOCOL_NAMES.get(level)
         if expected is None or p.protocol_name != expected:
             # MQTT-3.1.2-2 / 5.0 3.1.2.2
             self._refuse(level if level == MQTT_5 else 4, 0x84, f"protocol level {level}")
@@ -674,7 +676,9 @@ class _Connection(asyncio.Protocol):
             result = AuthResult(True)
         else:
             result = AuthResult(False, 0x87)
-        if inspect.isawaitable(result) or hub.config.connack_delay > 0:
+        if (type(result) is not AuthResult and inspect.isawaitable(result)) or (
+            hub.config.connack_delay > 0
+        ):
             return self._connect_async(p, client_id, assigned, result)
         assert isinstance(result, AuthResult)
         self._finish_connect(p, client_id, assigned, result)

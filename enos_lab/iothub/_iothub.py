@@ -752,12 +752,16 @@ class IotHub:
 
     def _connected(self, info: ClientInfo) -> None:
         attrs = info.attributes
-        pk = attrs.get("product_key")
-        dk = attrs.get("device_key")
-        if not isinstance(pk, str) or not isinstance(dk, str):
-            return  # not authenticated by us
-        integration = bool(attrs.get("integration"))
-        conn = attrs if isinstance(attrs, _Conn) and attrs.info is None else None
+        conn = attrs if type(attrs) is _Conn and attrs.info is None else None
+        if conn is not None:  # our own login (the usual case)
+            pk, dk = conn.ident
+            integration = conn.integration
+        else:
+            pk_attr, dk_attr = attrs.get("product_key"), attrs.get("device_key")
+            if not isinstance(pk_attr, str) or not isinstance(dk_attr, str):
+                return  # not authenticated by us
+            pk, dk = pk_attr, dk_attr
+            integration = bool(attrs.get("integration"))
         try:
             if conn is not None and conn.checked:
                 product = conn.product
