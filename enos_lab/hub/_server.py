@@ -58,6 +58,8 @@ import inspect
 import logging
 import math
 import ssl as _ssl
+import sys
+from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
@@ -122,6 +124,7 @@ _BURST = 64  # packets handled per connection per loop iteration
 _DISCONNECT_GRACE = 2.0  # [s] a DISCONNECT waits at most this long for pending acknowledgements
 _ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
 _PUBACK_HEAD = encode(PubAck(1), 4)[:2]  # fixed header of a PUBACK with reason 0 (3.1.1, 5.0)
+_PUBACK_FIRST, _PUBACK_SECOND = _PUBACK_HEAD[:1], _PUBACK_HEAD[1:]
 _NEVER = None
 
 _PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name in CONNECT
@@ -294,6 +297,13 @@ class _Connection(asyncio.Protocol):
         self.last = hub._loop.time()
         if self.state == _CLOSED:
             return
+        if (
+            data[0] == 0x40
+            and self.state == _CONNECTED
+            and self.backlog is None
+            and self._on_pubacks(data)
+        ):
+            return
         try:
             packets = self.decoder.feed(data)
         except ProtocolError as exc:
@@ -304,6 +314,36 @@ class _Connection(asyncio.Protocol):
             self._maybe_pause()
             return
         self._run(deque(packets))
+
+    def _on_pubacks(self, data: bytes) -> bool:
+        """A chunk of nothing but complete plain PUBACKs (what a QoS 1 subscriber sends), taken
+        in bulk; False (nothing done) for anything else, which the decoder then handles."""
+        n = len(data) >> 2
+        if (
+            len(data) & 3
+            or self.decoder.buffered
+            or data[1::4] != _PUBACK_SECOND * n
+            or data[0::4] != _PUBACK_FIRST * n
+        ):
+            return False
+        words = array("H", data)
+        if sys.byteorder == "little":
+            words.byteswap()
+        pids = words[1::2]
+        if 0 in pids:
+            return False  # the decoder reports it (MQTT-2.3.1-1)
+        session = self.session
+        assert session is not None
+        inflight = session.inflight
+        if inflight:
+            get = inflight.get
+            for pid in pids:
+                out = get(pid)
+                if out is not None and out.qos == 1:
+                    del inflight[pid]
+        if session.queue:
+            self.hub._pump(session, self)
+        return True
 
     def _run(self, packets: deque[Packet]) -> None:
         """Handle up to ``_BURST`` packets now; leave the rest for the next loop iteration.

@@ -17,8 +17,10 @@ from enos_lab.mqtt._packets import (
     Disconnect,
     Properties,
     PubAck,
+    PubComp,
     Publish,
     PubRec,
+    PubRel,
     SubAck,
     Subscribe,
     Subscription,
@@ -367,6 +369,30 @@ async def test_07_1_qos1_bounded_by_window_and_queue(make_hub: MakeHub, connect:
     await subscribe(other, 4, ("o", 0))
     await hub.publish(Message("o", b"!"))
     assert await other.read_packet(4) == Publish("o", b"!")
+
+
+async def test_07_1b_pubacks_in_one_write_free_the_window(
+    make_hub: MakeHub, connect: Connector
+) -> None:
+    hub = await make_hub(HubConfig(anonymous=True, max_inflight=3))
+    sub, _ = await connect(hub, "sub")
+    await subscribe(sub, 4, ("w", 2))
+    await hub.publish(Message("w", b"\x01", 2))
+    for i in range(2, 7):
+        await hub.publish(Message("w", bytes([i]), 1))
+    assert await sub.read_packet(4) == Publish("w", b"\x01", 2, packet_id=1)
+    assert await sub.read_packet(4) == Publish("w", b"\x02", 1, packet_id=2)
+    assert await sub.read_packet(4) == Publish("w", b"\x03", 1, packet_id=3)
+    await expect_nothing(sub)
+    # one chunk of PUBACKs; the one naming the QoS 2 message does not end that exchange
+    await sub.send(b"".join(encode(PubAck(pid), 4) for pid in (1, 2, 3)))
+    assert await sub.read_packet(4) == Publish("w", b"\x04", 1, packet_id=4)
+    assert await sub.read_packet(4) == Publish("w", b"\x05", 1, packet_id=5)
+    await expect_nothing(sub)
+    await sub.send(encode(PubRec(1), 4))
+    assert await sub.read_packet(4) == PubRel(1)
+    await sub.send(encode(PubComp(1), 4) + encode(PubAck(4), 4))
+    assert await sub.read_packet(4) == Publish("w", b"\x06", 1, packet_id=6)
 
 
 async def test_07_2_qos0_dropped_beyond_buffer_bound(make_hub: MakeHub, connect: Connector) -> None:
