@@ -42,6 +42,11 @@ bytes are shared by every subscriber; for QoS > 0 only the packet identifier is 
 For 3.1.1 the codec encodes the topic part once per topic and only the fixed header is
 computed per message (:meth:`Hub._variant_311`).
 
+A QoS 1 subscriber answers every message with a 4-byte PUBACK; a received chunk made of
+nothing but such PUBACKs is checked and unpacked with slicing and ``array`` and applied to the
+in-flight window in one loop (:meth:`_Connection._on_pubacks`), without packet objects; any other
+chunk goes through the decoder.
+
 There are no per-connection tasks or timers: one sweep task checks connect timeouts, keep
 alive (MQTT-3.1.2-24), delayed wills and session expiry for everybody.
 
@@ -282,6 +287,11 @@ class _Connection(asyncio.Protocol):
         hub._conns.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        backlog = self.backlog
+        if backlog and self.state == _CONNECTED and not self.held:
+            # Packets that arrived before the end of the stream are handled before it: a burst
+            # of PUBLISHes followed by DISCONNECT is delivered completely, without the will.
+            self._run(backlog, len(backlog))
         self.out = None
         self._end(DisconnectReason.CONNECTION_LOST, publish_will=True)
 
@@ -345,8 +355,8 @@ class _Connection(asyncio.Protocol):
             self.hub._pump(session, self)
         return True
 
-    def _run(self, packets: deque[Packet]) -> None:
-        """Handle up to ``_BURST`` packets now; leave the rest for the next loop iteration.
+    def _run(self, packets: deque[Packet], limit: int = _BURST) -> None:
+        """Handle up to ``limit`` packets now; leave the rest for the next loop iteration.
 
         The limit keeps one busy connection from holding the loop: acknowledgements from
         other clients (which free their in-flight windows) are read in between.
@@ -356,7 +366,7 @@ class _Connection(asyncio.Protocol):
         on_puback = self._on_puback
         pop = packets.popleft
         try:
-            for _ in range(min(len(packets), _BURST)):
+            for _ in range(min(len(packets), limit)):
                 packet = pop()
                 kind = type(packet)
                 if kind is Publish and self.state == _CONNECTED:

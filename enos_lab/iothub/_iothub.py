@@ -33,9 +33,11 @@ sub-device logs in.
 
 Measurepoint posts (``measurepoint/post`` and ``resume``) take a fast path without a coroutine
 per message (:meth:`IotHub._fast_post`): the rows of every post handled in one event-loop
-iteration go to the store as one append, and one task per batch publishes the replies after the
-commit and then resolves each message's future, on which the hub waits before the PUBACK. Any
-post that is not well-formed and valid takes the general path, which gives the error replies.
+iteration go to the store as one append; after the commit one task publishes the batch's replies
+(:meth:`~enos_lab.hub.Hub.publish_nowait`, no coroutine per reply) and then resolves the one
+future of the batch, on which the hub waits before each PUBACK. Payloads are decoded with orjson
+(strict JSON). Any post that is not well-formed and valid takes the general path, which gives
+the error replies.
 
 Presence changes are queued in the registry and written once per event-loop iteration (one
 transaction for all logins of the iteration); every other registry access writes them first.
