@@ -131,6 +131,7 @@ _ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
 _PUBACK_HEAD = encode(PubAck(1), 4)[:2]  # fixed header of a PUBACK with reason 0 (3.1.1, 5.0)
 _PUBACK_FIRST, _PUBACK_SECOND = _PUBACK_HEAD[:1], _PUBACK_HEAD[1:]
 _NEVER = None
+_FUTURE = asyncio.Future  # the C future class of asyncio (what loop.create_future() makes)
 
 _PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name in CONNECT
 
@@ -522,10 +523,19 @@ class _Connection(asyncio.Protocol):
             if acks is None:
                 acks = self.acks = deque()
             acks.append(slot)
-        as_future = self.hub._as_future
-        done = slot.done
+        hub = self.hub
+        waiters = hub._waiters
         for aw in pending:
-            as_future(aw).add_done_callback(done)
+            if type(aw) is _FUTURE:
+                # one callback per future, however many messages wait for it
+                slots = waiters.get(aw)
+                if slots is None:
+                    waiters[aw] = [slot]
+                    aw.add_done_callback(hub._settle_waiters)
+                else:
+                    slots.append(slot)
+            else:
+                hub._as_future(aw).add_done_callback(slot.done)
         if self.pending >= self.hub.config.max_pending_acks:
             self.held = True
             return _HOLD
@@ -1095,6 +1105,9 @@ class Hub:
         self._shared: TopicTree[tuple[str, str], _Sub] = TopicTree()
         self._route_cache: dict[str, _RouteEntry] = {}
         self._topic_fields: dict[str, bytes] = {}  # topic -> its encoded 3.1.1 PUBLISH field
+        self._valid_topics: set[str] = set()  # topic names publish_nowait has validated
+        # response slots waiting for one future (a handler may return one for many messages)
+        self._waiters: dict[asyncio.Future[Any], list[_Pending]] = {}
         self._rr: dict[tuple[str, str], int] = {}
         self._retained: dict[str, tuple[Message, float]] = {}
         self._handlers: tuple[MessageHandler, ...] = ()
@@ -1170,6 +1183,10 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    def _settle_waiters(self, future: asyncio.Future[Any]) -> None:
+        for slot in self._waiters.pop(future, ()):
+            slot.done(future)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -1256,7 +1273,13 @@ class Hub:
         message handlers, for instance, answer with it without a coroutine per reply.
         """
         self._check_running()
-        _validate_message(message)
+        topic = message.topic
+        if topic not in self._valid_topics or message.qos not in (0, 1, 2):
+            _validate_message(message)
+            valid = self._valid_topics
+            if len(valid) >= _ROUTE_CACHE_MAX:
+                valid.clear()
+            valid.add(topic)
         if message.retain:
             self._store_retained(message)
         return self._route(message, None)
@@ -1600,6 +1623,44 @@ class Hub:
                 self._messages_out += 1
                 reached += 1
                 continue
+            if (
+                qos == 1
+                and msg_qos == 1
+                and expires_at is None
+                and conn is not None
+                and conn.level != MQTT_5
+                and not (rap and msg.retain)
+                and conn.state == _CONNECTED
+                and not conn.max_out
+                and not session.queue
+            ):
+                # fast path of _send and _transmit: QoS 1 to a 3.1.1 connection with room in
+                # its in-flight window
+                inflight = session.inflight
+                if inflight is None:
+                    inflight = session.inflight = {}
+                if len(inflight) < conn.window:
+                    prefix, suffix = cache.get(2) or self._variant(msg, False, 1, False, (), cache)
+                    pid = session.next_pid
+                    if pid in inflight:
+                        pid = session.allocate_pid()
+                    else:
+                        session.next_pid = pid + 1 if pid < 65535 else 1
+                    out_msg = _Out(msg, 1, False, (), None)
+                    out_msg.packet_id = pid
+                    out_msg.state = SENT
+                    inflight[pid] = out_msg
+                    data = b"".join((prefix, pid.to_bytes(2, "big"), suffix))
+                    out = conn.out
+                    if out is None:
+                        conn.out = [data]
+                        call_soon(conn._flush)
+                    else:
+                        out.append(data)
+                    conn.out_size += len(data)
+                    self._messages_out += 1
+                    reached += 1
+                    continue
             # MQTT-3.3.1-9: RETAIN is cleared for normal delivery unless retain-as-published
             send(
                 session,
