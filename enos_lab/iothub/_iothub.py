@@ -900,16 +900,17 @@ class IotHub:
         conn = self._conns.get(client.client_id)
         if conn is None:
             return Decision(False, 0x87, "not an EnOS session")
-        match = self._parse(topic)
-        if match is not None:
-            kind = match.kind
+        route = self._route(topic)
+        if route is not None:
+            action = route.action
+            if action in (_REQUEST, _RAW_REQUEST):
+                return _ALLOW  # checked by the request handler (EnOS 1009 with the request id)
+            match = route.match
             if match.is_reply:
                 # a device answers commands sent to itself or to its logged-in sub-devices
-                if kind.direction is Direction.DOWN and self._may_answer(conn, match):
+                if action == _DEVICE_REPLY and self._may_answer(conn, match):
                     return _ALLOW
                 return Decision(False, 0x87, f"no permission to reply on {topic!r}")
-            if kind.direction is Direction.UP:
-                return _ALLOW  # checked by the request handler (EnOS 1009 with the request id)
             return Decision(False, 0x87, f"{topic!r} is a command topic")
         for custom, can_publish, _ in conn.custom:
             if can_publish and topic_matches(custom, topic):
@@ -1051,7 +1052,9 @@ class IotHub:
         target = conn.target((match.product_key, match.device_key))
         if target is None:
             return None
-        at = self._time(params)
+        at = params.get("time")
+        if type(at) is not int:  # the usual epoch milliseconds, else the general rules
+            at = self._time(params)
         points = params.get("measurepoints")
         if at is None or type(points) is not dict:
             return None
