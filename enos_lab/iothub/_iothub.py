@@ -371,6 +371,11 @@ def _blank(value: object) -> bool:
     return value is None or value == ""
 
 
+# One measurepoint request on the fast path, waiting for the commit of its batch:
+# (reply topic, success reply, request id, request QoS)
+_Post: TypeAlias = tuple[str, bytes, Any, int]
+
+
 class _PointBatcher:
     """Collects the measurepoint rows of every request handled in one event-loop iteration and
     hands them to the store as one append.
@@ -453,18 +458,6 @@ class _PointBatcher:
                 future.set_result(count)
         if replied is not None:
             self._owner._answer_posts(posts, error, replied)
-
-
-class _Post:
-    """One measurepoint request on the fast path, waiting for the commit of its batch."""
-
-    __slots__ = ("qos", "reply", "request_id", "topic")
-
-    def __init__(self, topic: str, reply: bytes, request_id: Any, qos: int) -> None:
-        self.topic = topic  # the reply topic
-        self.reply = reply  # the success reply
-        self.request_id = request_id
-        self.qos = qos
 
 
 class IotHub:
@@ -1068,7 +1061,7 @@ class IotHub:
         else:
             id_json = json.dumps(request_id, ensure_ascii=False)
         reply = _OK_HEAD + id_json.encode() + _OK_TAIL
-        return self._points.add_post(rows, _Post(route.reply_topic, reply, request_id, message.qos))
+        return self._points.add_post(rows, (route.reply_topic, reply, request_id, message.qos))
 
     def _answer_posts(
         self, posts: list[_Post], error: Exception | None, replied: asyncio.Future[None]
@@ -1090,12 +1083,13 @@ class IotHub:
         if hub is not None:
             publish = hub.publish_nowait
             try:
-                for post in posts:
-                    reply = post.reply
-                    if text is not None:
-                        reply = encode_reply(post.request_id, ReplyCode.PARSE_ERROR, None, text)
-                    qos = 1 if post.qos else 0
-                    publish(_make_message(post.topic, reply, qos, False, NO_PROPERTIES))
+                for topic, ok, request_id, qos in posts:
+                    reply = (
+                        ok
+                        if text is None
+                        else encode_reply(request_id, ReplyCode.PARSE_ERROR, None, text)
+                    )
+                    publish(_make_message(topic, reply, 1 if qos else 0, False, NO_PROPERTIES))
             except Exception as exc:  # the hub is stopping
                 replied.set_exception(exc)
                 return
