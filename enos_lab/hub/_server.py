@@ -1646,7 +1646,7 @@ class Hub:
                         pid = session.allocate_pid()
                     else:
                         session.next_pid = pid + 1 if pid < 65535 else 1
-                    out_msg = _Out(msg, 1, False, (), None)
+                    out_msg = _Out(msg, 1, False, sub_ids, None)
                     out_msg.packet_id = pid
                     out_msg.state = SENT
                     inflight[pid] = out_msg
