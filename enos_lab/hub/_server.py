@@ -1600,6 +1600,7 @@ class Hub:
                     continue
                 qos, rap, sub_ids = _aggregate(subs)  # noqa: PLW2901
             conn = session.conn
+            data: bytes | None = None
             if (
                 (qos == 0 or msg_qos == 0)
                 and conn is not None
@@ -1613,17 +1614,7 @@ class Hub:
                 # fast path of _send for the common case: QoS 0 to a 3.1.1 connection
                 variant = cache.get(0)
                 data = (variant or self._variant(msg, False, 0, False, (), cache))[0]
-                out = conn.out
-                if out is None:
-                    conn.out = [data]
-                    call_soon(conn._flush)
-                else:
-                    out.append(data)
-                conn.out_size += len(data)
-                self._messages_out += 1
-                reached += 1
-                continue
-            if (
+            elif (
                 qos == 1
                 and msg_qos == 1
                 and expires_at is None
@@ -1651,16 +1642,18 @@ class Hub:
                     out_msg.state = SENT
                     inflight[pid] = out_msg
                     data = b"".join((prefix, pid.to_bytes(2, "big"), suffix))
-                    out = conn.out
-                    if out is None:
-                        conn.out = [data]
-                        call_soon(conn._flush)
-                    else:
-                        out.append(data)
-                    conn.out_size += len(data)
-                    self._messages_out += 1
-                    reached += 1
-                    continue
+            if data is not None:
+                assert conn is not None
+                out = conn.out
+                if out is None:
+                    conn.out = [data]
+                    call_soon(conn._flush)
+                else:
+                    out.append(data)
+                conn.out_size += len(data)
+                self._messages_out += 1
+                reached += 1
+                continue
             # MQTT-3.3.1-9: RETAIN is cleared for normal delivery unless retain-as-published
             send(
                 session,
