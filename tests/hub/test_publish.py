@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from enos_lab.errors import ClosedError, TopicError
+from enos_lab.errors import ClosedError, InvalidArgument, TopicError
 from enos_lab.hub import ClientInfo, Hub, HubConfig, Message
 from enos_lab.mqtt._codec import encode
 from enos_lab.mqtt._packets import (
@@ -237,6 +237,22 @@ async def test_05_2_publish_counts_sessions_and_validates(hub: Hub, connect: Con
     assert await hub.publish(Message("m", b"")) == 0
     with pytest.raises(TopicError):
         await hub.publish(Message("bad/#", b""))
+
+
+async def test_05_2b_publish_nowait_routes_before_returning(hub: Hub, connect: Connector) -> None:
+    sub, _ = await connect(hub, "sub")
+    await subscribe(sub, 4, ("q/#", 1))
+    assert hub.publish_nowait(Message("q/1", b"a", 1)) == 1  # routed: the bytes are queued
+    assert hub.publish_nowait(Message("q/1", b"b", 1)) == 1  # (the topic was checked once)
+    assert await sub.read_packet(4) == Publish("q/1", b"a", 1, packet_id=1)
+    assert await sub.read_packet(4) == Publish("q/1", b"b", 1, packet_id=2)
+    with pytest.raises(InvalidArgument, match="qos"):
+        hub.publish_nowait(Message("q/1", b"", 3))  # a known topic is no pass for a bad QoS
+    with pytest.raises(TopicError):
+        hub.publish_nowait(Message("q/+", b""))
+    await hub.stop()
+    with pytest.raises(ClosedError):
+        hub.publish_nowait(Message("q/1", b""))
 
 
 async def test_05_3_stats(hub: Hub, connect: Connector) -> None:
