@@ -82,6 +82,14 @@ class LoginRequest:
 
 
 _MODES = {str(int(mode)): mode for mode in SecureMode}  # the usual spelling, without int()
+_slot = vars(LoginRequest)  # the slot descriptors set fields without the frozen __setattr__
+_set_sign_client_id = _slot["sign_client_id"].__set__
+_set_secure_mode = _slot["secure_mode"].__set__
+_set_sign_method = _slot["sign_method"].__set__
+_set_timestamp = _slot["timestamp"].__set__
+_set_device_key = _slot["device_key"].__set__
+_set_product_key = _slot["product_key"].__set__
+_set_extras = _slot["extras"].__set__
 
 
 def parse_login(client_id: str, username: str | None) -> LoginRequest:
@@ -120,15 +128,16 @@ def parse_login(client_id: str, username: str | None) -> LoginRequest:
     device_key, _, product_key = username.partition("&")
     if not device_key or not product_key:
         raise BadLogin(f"username {username!r} is not '<deviceKey>&<productKey>'", "username")
-    return LoginRequest(
-        sign_client_id=sign_client_id,
-        secure_mode=mode,
-        sign_method=method,
-        timestamp=timestamp,
-        device_key=device_key,
-        product_key=product_key,
-        extras=pairs,
-    )
+    # LoginRequest(...) without the frozen __init__ (one per CONNECT)
+    login: LoginRequest = object.__new__(LoginRequest)
+    _set_sign_client_id(login, sign_client_id)
+    _set_secure_mode(login, mode)
+    _set_sign_method(login, method)
+    _set_timestamp(login, timestamp)
+    _set_device_key(login, device_key)
+    _set_product_key(login, product_key)
+    _set_extras(login, pairs)
+    return login
 
 
 def login_credentials(

@@ -134,6 +134,8 @@ _NEVER = None
 _FUTURE = asyncio.Future  # the C future class of asyncio (what loop.create_future() makes)
 
 _PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name in CONNECT
+# accepting 3.1.1 CONNACK by session present (the same bytes for MQTT 3.1)
+_CONNACK_311 = {present: encode(ConnAck(present, 0), 4) for present in (False, True)}
 
 # 5.0 reason code -> 3.1.1 CONNACK return code
 _RC_TO_311 = {0x86: 4, 0x85: 2, 0x88: 3, 0x89: 3, 0x84: 1}
@@ -820,8 +822,11 @@ class _Connection(asyncio.Protocol):
             self.will = p.will
         session_present = hub._attach_session(self, p.clean_start)
         self.state = _CONNECTED
-        connack_properties = Properties(**connack_props) if connack_props else NO_PROPERTIES
-        self._write(encode(ConnAck(session_present, 0, connack_properties), level))
+        if level == MQTT_5:
+            properties = Properties(**connack_props) if connack_props else NO_PROPERTIES
+            self._write(encode(ConnAck(session_present, 0, properties), level))
+        else:
+            self._write(_CONNACK_311[session_present])
         log.info(
             "client %r connected from %s (MQTT level %d, session present %s)",
             client_id,

@@ -621,7 +621,7 @@ class IotHub:
     def _share(self, product: Product) -> Product:
         """One record per product for every connection (equal records are shared)."""
         known = self._products.get(product.product_key)
-        if known is not None and known == product:
+        if known is product or (known is not None and known == product):
             return known
         self._products[product.product_key] = product
         return product
