@@ -131,7 +131,6 @@ _ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
 _PUBACK_HEAD = encode(PubAck(1), 4)[:2]  # fixed header of a PUBACK with reason 0 (3.1.1, 5.0)
 _PUBACK_FIRST, _PUBACK_SECOND = _PUBACK_HEAD[:1], _PUBACK_HEAD[1:]
 _NEVER = None
-_FUTURE = asyncio.Future  # the C future class of asyncio (what loop.create_future() makes)
 
 _PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name in CONNECT
 # accepting 3.1.1 CONNACK by session present (the same bytes for MQTT 3.1)
@@ -527,17 +526,16 @@ class _Connection(asyncio.Protocol):
             acks.append(slot)
         hub = self.hub
         waiters = hub._waiters
+        as_future = hub._as_future
         for aw in pending:
-            if type(aw) is _FUTURE:
-                # one callback per future, however many messages wait for it
-                slots = waiters.get(aw)
-                if slots is None:
-                    waiters[aw] = [slot]
-                    aw.add_done_callback(hub._settle_waiters)
-                else:
-                    slots.append(slot)
+            future = as_future(aw)
+            # one callback per future, however many messages wait for it
+            slots = waiters.get(future)
+            if slots is None:
+                waiters[future] = [slot]
+                future.add_done_callback(hub._settle_waiters)
             else:
-                hub._as_future(aw).add_done_callback(slot.done)
+                slots.append(slot)
         if self.pending >= self.hub.config.max_pending_acks:
             self.held = True
             return _HOLD

@@ -385,7 +385,7 @@ class _PointBatcher:
     message. Two kinds of callers: :meth:`add` (the general request path awaits the commit) and
     :meth:`add_post` (the measurepoint fast path): the batch's commit task publishes the replies
     of its posts - success after the commit, the storage error otherwise - and then resolves
-    each post's future, on which the hub waits before it acknowledges the PUBLISH. Every post
+    the batch's one future, on which the hub waits before it acknowledges each PUBLISH. Every post
     of every connection handled in one iteration (with a pipelining hub, many of one
     connection) is committed by one append.
     """
