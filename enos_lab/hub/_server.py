@@ -74,6 +74,7 @@ from typing import Any, TypeAlias, cast
 from enos_lab.errors import ClosedError, InvalidArgument, ProtocolError, TopicError
 from enos_lab.hub._config import HubConfig, HubStats
 from enos_lab.hub._session import RELEASED, SENT, _MessageLike, _Out, _Session, _Sub
+from enos_lab.hub._tcp import TcpServer
 from enos_lab.hub._transport import Listener, MemoryConnection
 from enos_lab.hub._types import (
     Authenticator,
@@ -1200,11 +1201,28 @@ class Hub:
     async def listen_tcp(
         self, host: str = "127.0.0.1", port: int = 0, *, ssl: _ssl.SSLContext | None = None
     ) -> Listener:
-        """Listen on ``host``:``port`` (0 = any free port; the listener reports the real one)."""
+        """Listen on ``host``:``port`` (0 = any free port; the listener reports the real one).
+
+        ``host`` may resolve to several addresses (``"localhost"``, ``""`` for all
+        interfaces): all are bound, with port 0 on one common free port. Plain TCP is served
+        by the hub's own socket transport (:mod:`enos_lab.hub._tcp`); TLS, and event loops
+        without ``add_reader``, by ``loop.create_server``.
+        """
         self._check_running()
-        server = await self._loop.create_server(
-            lambda: _Connection(self), host, port, ssl=ssl, reuse_address=True
-        )
+
+        def factory() -> _Connection:
+            return _Connection(self)
+
+        server: TcpServer | asyncio.Server | None = None
+        if ssl is None:
+            try:
+                server = await TcpServer.start(factory, host, port)
+            except NotImplementedError:  # e.g. the proactor loop on Windows
+                server = None
+        if server is None:
+            server = await self._loop.create_server(
+                factory, host, port, ssl=ssl, reuse_address=True
+            )
         sockname = server.sockets[0].getsockname()
         listener = Listener(server, host, int(sockname[1]), ssl is not None, self._drop_listener)
         self._listeners.append(listener)

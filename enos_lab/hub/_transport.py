@@ -19,6 +19,8 @@ from enos_lab.mqtt._packets import Packet
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from enos_lab.hub._tcp import TcpServer
+
 __all__ = ["Listener", "MemoryConnection"]
 
 
@@ -29,7 +31,7 @@ class Listener:
 
     def __init__(
         self,
-        server: asyncio.Server,
+        server: asyncio.Server | TcpServer,
         host: str,
         port: int,
         tls: bool,
