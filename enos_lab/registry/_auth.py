@@ -91,8 +91,13 @@ def authenticate(
         return _refuse(str(exc), None, code)
     if password is None:
         return _refuse("no password", login)
-    # one locked lookup for both records (integration logins need no device)
-    product, device = registry._login_records(login.product_key, login.device_key)
+    # one locked lookup for both records (integration logins need no device); dynamic
+    # activation decides on the presence columns, so it reads them after the queued changes
+    product, device = registry._login_records(
+        login.product_key,
+        login.device_key,
+        current=login.secure_mode is SecureMode.DYNAMIC_ACTIVATION,
+    )
     if product is None:
         return _refuse(f"product {login.product_key!r} does not exist", login)
     if product.certificate_required and not tls:

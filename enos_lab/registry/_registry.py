@@ -8,12 +8,18 @@ them). :class:`Registry` is synchronous and thread-safe (one connection guarded 
 journal, every method one transaction), so the hub can call it on its event loop (each call is
 well under a millisecond) and the notebook facade from any thread.
 
+Presence changes (the hub's online/offline records, two per device connection) are queued by
+:meth:`Registry.queue_presence` and written in batches, by a second connection in a thread of
+its own for a registry on a file (:mod:`enos_lab.registry._presence`); every other method first
+writes the queue and waits for the batches in progress, so nothing reads them late.
+
 Keys and secrets are generated from an injectable random source (``rng``) so that tutorials can be
 reproducible; times come from an injectable :class:`~enos_lab.clock.Clock`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -34,6 +40,7 @@ from tqdm.auto import tqdm
 
 from ..clock import Clock, SystemClock, from_epoch_ms, to_epoch_ms
 from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
+from ._presence import PRESENCE_TRIGGER, Change, PresenceWriter, insert_one, write_batch
 from ._records import DataFormat, Device, NodeType, Product, TopicPermission
 
 __all__ = ["BulkResult", "Registry"]
@@ -44,7 +51,8 @@ _TAG_KEY_FIRST = frozenset(string.ascii_letters + "_")
 _TAG_KEY_ALLOWED = frozenset(_ALPHANUMERIC + "_")
 MAX_MAP_ENTRIES = 200  # EnOS: at most 200 attributes / tags per device
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS products (
     product_key TEXT PRIMARY KEY,
     product_secret TEXT NOT NULL,
@@ -94,6 +102,8 @@ CREATE TABLE IF NOT EXISTS models (
     created_at INTEGER NOT NULL
 );
 """
+    + PRESENCE_TRIGGER
+)
 
 _DEVICE_COLUMNS = (
     "product_key, device_key, device_secret, asset_id, name, name_i18n, description, timezone, "
@@ -116,20 +126,6 @@ def _check_key(value: object, what: str) -> str:
 
 def _ms(moment: datetime | None) -> int | None:
     return None if moment is None else to_epoch_ms(moment)
-
-
-# Parameters: ?1 time, ?2 product key, ?3 device key, ?4 online, ?5 reason (the insert only)
-_PRESENCE_UPDATE = """
-UPDATE devices SET online = ?4,
-    last_online_at = CASE WHEN ?4 THEN ?1 ELSE last_online_at END,
-    last_offline_at = CASE WHEN ?4 THEN last_offline_at ELSE ?1 END,
-    activated_at = CASE WHEN ?4 THEN coalesce(activated_at, ?1) ELSE activated_at END
-WHERE product_key = ?2 AND device_key = ?3
-"""
-_PRESENCE_INSERT = """
-INSERT INTO presence SELECT ?1, ?2, ?3, ?4, ?5
-WHERE EXISTS (SELECT 1 FROM devices WHERE product_key = ?2 AND device_key = ?3)
-"""
 
 
 class LoginRecord(NamedTuple):
@@ -174,13 +170,17 @@ class Registry:
         self._product_version = -1
         self._product_checked = -math.inf  # time.monotonic() of the last data_version check
         # presence changes queued by queue_presence, written before any other access
-        self._queued: list[tuple[int, str, str, bool, str]] = []
+        self._queued: list[Change] = []
+        # a file has a second connection that writes them in a thread (see _presence.py)
+        memory = str(path) in ("", ":memory:") or str(path).startswith("file::memory:")
+        self._writer = None if memory else PresenceWriter(Path(path))
 
     def close(self) -> None:
         """Close the database. Further calls raise :class:`sqlite3.ProgrammingError`."""
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
+            if self._writer is not None:
+                self._writer.close()
             self._db.close()
 
     @contextmanager
@@ -190,15 +190,33 @@ class Registry:
             if self._db.in_transaction:
                 yield self._db
                 return
-            if self._queued:
-                self._write_queued()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+            self._sync()
+            writer = self._writer
+            # no presence batch is written meanwhile (SQLite would make one of us wait)
+            with writer.lock if writer is not None else contextlib.nullcontext():
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+
+    def _sync(self) -> None:
+        """Write the queued presence changes and wait for those being written, so that what
+        is read next includes them (the caller holds the lock). Inside a transaction of this
+        connection they wait for the next call."""
+        if self._db.in_transaction:
+            return
+        queued, writer = self._queued, self._writer
+        if queued:
+            self._queued = []
+            if writer is None:
+                write_batch(self._db, queued)
+                return
+            writer.submit(queued)
+        if writer is not None:
+            writer.drain()
 
     def _now(self) -> datetime:
         """The clock's time at the millisecond precision the database keeps."""
@@ -278,8 +296,7 @@ class Registry:
         (SQLite's ``data_version`` tells whether another connection committed anything).
         """
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             return self._cached_product(product_key)
 
     def _cached_product(self, product_key: str) -> Product:
@@ -303,16 +320,19 @@ class Registry:
         return product
 
     def _login_records(
-        self, product_key: str, device_key: str
+        self, product_key: str, device_key: str, *, current: bool = False
     ) -> tuple[Product | None, LoginRecord | None]:
         """The product and the login facts of a device (for
         :func:`~enos_lab.registry.authenticate`).
 
         Unlike the public readers this does not write queued presence changes first (logins
         come in bursts; their presence changes are written together), so ``online`` and
-        ``activated`` may lag behind :meth:`queue_presence` calls.
+        ``activated`` may lag behind :meth:`queue_presence` calls - unless ``current`` is true
+        (dynamic activation, which decides on them).
         """
         with self._lock:
+            if current:
+                self._sync()
             try:
                 product = self._cached_product(product_key)
             except NotFound:
@@ -334,8 +354,7 @@ class Registry:
     def products(self) -> list[Product]:
         """Every product, in creation order."""
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             rows = self._db.execute("SELECT * FROM products ORDER BY created_at, rowid").fetchall()
         return [_product(row) for row in rows]
 
@@ -383,8 +402,7 @@ class Registry:
     def model_documents(self) -> list[dict[str, Any]]:
         """The kept user thing models as REST JSON documents, in the order they were saved."""
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             rows = self._db.execute("SELECT document FROM models ORDER BY rowid").fetchall()
         return [json.loads(text) for (text,) in rows]
 
@@ -455,8 +473,7 @@ class Registry:
     def get_device(self, product_key: str, device_key: str) -> Device:
         """The device with these keys; :class:`~enos_lab.errors.NotFound` if there is none."""
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             row = self._db.execute(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE product_key=? AND device_key=?",
                 (product_key, device_key),
@@ -481,8 +498,7 @@ class Registry:
             query += " WHERE product_key=?"
             args = (product_key,)
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             rows = self._db.execute(query + " ORDER BY created_at, rowid", args).fetchall()
         return [_device(row) for row in rows]
 
@@ -542,8 +558,7 @@ class Registry:
     def set_online(self, product_key: str, device_key: str, reason: str = "connected") -> Device:
         """Record that the device came online (activating it on its first login)."""
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             self.record_presence(product_key, device_key, True, reason)
             return self.get_device(product_key, device_key)
 
@@ -552,37 +567,20 @@ class Registry:
     ) -> Device:
         """Record that the device went offline (``reason``: disconnected, kicked, ...)."""
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             self.record_presence(product_key, device_key, False, reason)
             return self.get_device(product_key, device_key)
 
     def record_presence(self, product_key: str, device_key: str, online: bool, reason: str) -> None:
         """Like :meth:`set_online` / :meth:`set_offline` without reading the record back.
 
-        One transaction of two statements (the hub calls this once per login and logout).
-        Raises :class:`~enos_lab.errors.NotFound` for an unknown device.
+        One row of the presence log (whose trigger updates the device). Raises
+        :class:`~enos_lab.errors.NotFound` for an unknown device.
         """
-        now = _ms(self._now())
+        change = (self._clock.time_ms(), product_key, device_key, online, reason)
         with self._transaction() as db:
-            if online:
-                sql = (
-                    "UPDATE devices SET online=1, last_online_at=?, "
-                    "activated_at=coalesce(activated_at, ?) WHERE product_key=? AND device_key=?"
-                )
-                args: tuple[object, ...] = (now, now, product_key, device_key)
-            else:
-                sql = (
-                    "UPDATE devices SET online=0, last_offline_at=? "
-                    "WHERE product_key=? AND device_key=?"
-                )
-                args = (now, product_key, device_key)
-            if db.execute(sql, args).rowcount == 0:
+            if not insert_one(db, change):
                 raise NotFound(f"device {product_key}/{device_key} does not exist")
-            db.execute(
-                "INSERT INTO presence VALUES (?,?,?,?,?)",
-                (now, product_key, device_key, int(online), reason),
-            )
 
     def queue_presence(self, product_key: str, device_key: str, online: bool, reason: str) -> None:
         """Like :meth:`record_presence`, written later: by :meth:`flush_presence` or before the
@@ -596,32 +594,18 @@ class Registry:
             self._queued.append((now, product_key, device_key, online, reason))
 
     def flush_presence(self) -> None:
-        """Write the presence changes queued by :meth:`queue_presence` (one transaction)."""
+        """Write the presence changes queued by :meth:`queue_presence` (one transaction).
+
+        A registry on a file hands them to its writer thread and returns at once; readers of
+        this registry wait for them (see :mod:`enos_lab.registry._presence`).
+        """
         with self._lock:
-            if self._queued:
-                self._write_queued()
-
-    def _write_queued(self) -> None:
-        """Write the queued presence changes in a transaction of their own (the caller holds
-        the lock); inside another transaction they wait for the next call."""
-        db = self._db
-        if db.in_transaction:
-            return
-        queued, self._queued = self._queued, []
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            self._write_rows(db, queued)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-
-    @staticmethod
-    def _write_rows(db: sqlite3.Connection, queued: list[tuple[int, str, str, bool, str]]) -> None:
-        # In queue order (a device may come and go within one batch); the log gets a row for
-        # every change of a device that exists.
-        db.executemany(_PRESENCE_UPDATE, [row[:4] for row in queued])
-        db.executemany(_PRESENCE_INSERT, queued)
+            writer = self._writer
+            if writer is None or self._db.in_transaction:
+                self._sync()
+            elif self._queued:
+                queued, self._queued = self._queued, []
+                writer.submit(queued)
 
     def presence_log(
         self, product_key: str | None = None, device_key: str | None = None
@@ -638,8 +622,7 @@ class Registry:
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             rows = self._db.execute(query + " ORDER BY rowid", args).fetchall()
         return [(from_epoch_ms(at), pk, dk, bool(on), why) for at, pk, dk, on, why in rows]
 
@@ -708,8 +691,7 @@ class Registry:
         """The sub-devices attached to a gateway."""
         self.get_device(*gateway)
         with self._lock:
-            if self._queued:
-                self._write_queued()
+            self._sync()
             rows = self._db.execute(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices "
                 "WHERE gateway_product_key=? AND gateway_device_key=? ORDER BY created_at, rowid",
