@@ -171,9 +171,11 @@ class Registry:
         self._product_checked = -math.inf  # time.monotonic() of the last data_version check
         # presence changes queued by queue_presence, written before any other access
         self._queued: list[Change] = []
-        # a file has a second connection that writes them in a thread (see _presence.py)
+        # on a file, a second connection writes them in a thread, started with the first batch
+        # (see _presence.py); an in-memory database has no second connection
         memory = str(path) in ("", ":memory:") or str(path).startswith("file::memory:")
-        self._writer = None if memory else PresenceWriter(Path(path))
+        self._writer_path = None if memory else Path(path)
+        self._writer: PresenceWriter | None = None
 
     def close(self) -> None:
         """Close the database. Further calls raise :class:`sqlite3.ProgrammingError`."""
@@ -600,12 +602,17 @@ class Registry:
         this registry wait for them (see :mod:`enos_lab.registry._presence`).
         """
         with self._lock:
-            writer = self._writer
-            if writer is None or self._db.in_transaction:
+            if not self._queued:
+                return
+            path = self._writer_path
+            if path is None or self._db.in_transaction:
                 self._sync()
-            elif self._queued:
-                queued, self._queued = self._queued, []
-                writer.submit(queued)
+                return
+            writer = self._writer
+            if writer is None:
+                writer = self._writer = PresenceWriter(path)
+            queued, self._queued = self._queued, []
+            writer.submit(queued)
 
     def presence_log(
         self, product_key: str | None = None, device_key: str | None = None

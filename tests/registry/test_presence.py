@@ -37,17 +37,21 @@ def _logged(path: Path) -> int:
 def test_flush_hands_the_batch_to_the_writer_thread(tmp_path: Path, clock: SimulatedClock) -> None:
     path = tmp_path / "registry.sqlite3"
     registry = _registry(path, clock)
+    assert registry._writer is None  # started with the first batch
+    registry.queue_presence("meterP", "m0", True, "connected")
+    registry.flush_presence()
     writer = registry._writer
     assert writer is not None
-    assert any(t.name == "enos-lab-presence" for t in threading.enumerate())
+    assert writer._thread.name == "enos-lab-presence" and writer._thread.is_alive()
     with writer.lock:  # the writer thread cannot write while the test holds its lock
-        registry.queue_presence("meterP", "m0", True, "connected")
+        registry.queue_presence("meterP", "m0", False, "disconnected")
         registry.flush_presence()  # returns without writing
-        assert _logged(path) == 0
+        assert _logged(path) <= 1
     # a reader waits for the batch: nothing is read late
-    assert registry.get_device("meterP", "m0").state is DeviceState.ONLINE
-    assert _logged(path) == 1
+    assert registry.get_device("meterP", "m0").state is DeviceState.OFFLINE
+    assert _logged(path) == 2
     registry.close()
+    assert not writer._thread.is_alive()
 
 
 def test_batches_keep_the_order_of_the_changes(tmp_path: Path, clock: SimulatedClock) -> None:
