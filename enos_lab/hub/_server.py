@@ -36,7 +36,8 @@ lives in a :class:`~enos_lab.hub._session._Session`. Subscriptions are kept in t
 cleared whenever any subscription changes.
 
 Output is collected per connection and written once per event-loop iteration (one
-``transport.write`` per connection per iteration, scheduled with ``call_soon``). A PUBLISH is
+``transport.write`` per connection per iteration; one ``call_soon`` callback per iteration
+writes every connection that got output, see :meth:`Hub._to_flush`). A PUBLISH is
 encoded once per variant (protocol family, QoS, retain flag, subscription identifiers) and the
 bytes are shared by every subscriber; for QoS > 0 only the packet identifier is patched in.
 For 3.1.1 the codec encodes the topic part once per topic and only the fixed header is
@@ -620,7 +621,7 @@ class _Connection(asyncio.Protocol):
             if self.state == _CLOSED:
                 return
             self.out = [data]
-            self.hub._loop.call_soon(self._flush)
+            self.hub._to_flush(self)
         else:
             out.append(data)
         self.out_size += len(data)
@@ -1101,6 +1102,7 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._conns: set[_Connection] = set()
+        self._unflushed: list[_Connection] = []  # connections with output, see _to_flush
         self._clients: dict[str, _Connection] = {}
         self._sessions: dict[str, _Session] = {}
         self._expiring: dict[str, _Session] = {}
@@ -1171,6 +1173,19 @@ class Hub:
 
     def _loop_time(self) -> float:
         return self._loop.time()
+
+    def _to_flush(self, conn: _Connection) -> None:
+        """Write ``conn``'s output at the start of the next loop iteration, together with that
+        of every other connection that got output in this one (one callback per iteration)."""
+        unflushed = self._unflushed
+        if not unflushed:
+            self._loop.call_soon(self._flush_all)
+        unflushed.append(conn)
+
+    def _flush_all(self) -> None:
+        unflushed, self._unflushed = self._unflushed, []
+        for conn in unflushed:
+            conn._flush()  # nothing to do for one that ended meanwhile (it flushed then)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``coro`` as a task owned by the hub (cancelled and awaited in :meth:`stop`)."""
@@ -1613,7 +1628,7 @@ class Hub:
         msg_qos = msg.qos
         reached = 0
         bound = self.config.max_buffered_bytes
-        call_soon = self._loop.call_soon
+        to_flush = self._to_flush
         for session, qos, rap, sub_ids, raw in normal:
             if raw is not None and session is publisher:
                 subs = [s for s in raw if not s.no_local]  # MQTT-3.8.3-3
@@ -1668,7 +1683,7 @@ class Hub:
                 out = conn.out
                 if out is None:
                     conn.out = [data]
-                    call_soon(conn._flush)
+                    to_flush(conn)
                 else:
                     out.append(data)
                 conn.out_size += len(data)
