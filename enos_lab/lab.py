@@ -49,6 +49,7 @@ from .clock import Clock
 from .enos import Reply, TopicKind
 from .errors import ClosedError, InvalidArgument, NotFound
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
+from .hub._tcp import new_event_loop
 from .iothub import IotHub, IotHubConfig, RawCodec
 from .model import ModelCatalog, ThingModel, load_library, load_model, model_from_json
 from .model import model_to_json as _model_to_json
@@ -185,7 +186,7 @@ class Lab:
             if self._loop is not None:
                 return self
             self._check_not_on_loop()
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()  # asyncio's, with a selector the hub writes from
             ready = threading.Event()
             thread = threading.Thread(
                 target=self._run_loop, args=(loop, ready), name="enos-lab-loop", daemon=True

@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import selectors
 import socket
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TcpServer"]
+__all__ = ["PollHookSelector", "TcpServer", "new_event_loop", "poll_hook_selector"]
 
 log = logging.getLogger("enos_lab.hub")
 
@@ -427,3 +429,55 @@ class TcpServer:
 
     async def wait_closed(self) -> None:
         """Nothing to wait for: ``close()`` is immediate (``asyncio.Server`` compatibility)."""
+
+
+class PollHookSelector(selectors.DefaultSelector):
+    """The platform's default selector, running the callbacks given to :meth:`call_before_poll`
+    (once each) before it polls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._before_poll: list[Callable[[], bool]] = []
+
+    def call_before_poll(self, callback: Callable[[], bool]) -> None:
+        """Run ``callback()`` before the next poll. A true result makes that poll non-blocking:
+        the callback scheduled loop callbacks, which must not wait for the next event."""
+        self._before_poll.append(callback)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        callbacks = self._before_poll
+        if callbacks:
+            self._before_poll = []
+            for callback in callbacks:
+                try:
+                    if callback():
+                        timeout = 0
+                except Exception:
+                    log.exception("a callback before polling failed")
+                    timeout = 0
+        return super().select(timeout)
+
+
+_HOOKED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PollHookSelector] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A selector event loop whose selector can run callbacks right before it polls.
+
+    The hub writes the output of a loop iteration from there, right before the loop waits for
+    the next event, instead of from a callback in the next iteration: a message that arrives
+    alone is written without a second pass of the loop (about a sixth of the instructions of
+    forwarding one QoS 0 message). The lab runs its hub on such a loop; on any other loop the
+    hub writes from a ``call_soon`` callback.
+    """
+    selector = PollHookSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+    _HOOKED[loop] = selector
+    return loop
+
+
+def poll_hook_selector(loop: asyncio.AbstractEventLoop) -> PollHookSelector | None:
+    """The selector of a loop made by :func:`new_event_loop`; ``None`` for any other loop."""
+    return _HOOKED.get(loop)
