@@ -1,4 +1,4 @@
-"""Plain TCP for the hub: listening sockets and a lean socket transport.
+"""Plain TCP for the hub: listening sockets, a lean socket transport and the lab's event loop.
 
 With ``loop.create_server`` every connection costs an accept task and a future, a dozen
 callbacks scheduled through the loop, a transport of some twenty attributes with a wrapper
@@ -15,6 +15,11 @@ exactly once and always from a callback of its own, a closing transport sends wh
 buffered first - and uses only the loop's public ``add_reader``/``add_writer`` API, so it runs
 on any selector-based loop (uvloop included). TLS connections and loops without ``add_reader``
 use ``create_server`` instead (see :meth:`enos_lab.hub.Hub.listen_tcp`).
+
+:func:`new_event_loop` makes the lab's loop: asyncio's selector event loop with a selector that
+runs callbacks right before it polls (:class:`PollHookSelector`). The hub writes the output of
+a loop iteration to these transports from there, so that a message arriving alone is forwarded
+in one pass of the loop rather than two (see :meth:`enos_lab.hub.Hub._to_flush`).
 """
 
 from __future__ import annotations
