@@ -1201,7 +1201,14 @@ class Hub:
     def _flush_all(self) -> None:
         unflushed, self._unflushed = self._unflushed, []
         for conn in unflushed:
+            self._flush_one(conn)
+
+    @staticmethod
+    def _flush_one(conn: _Connection) -> None:
+        try:
             conn._flush()  # nothing to do for one that ended meanwhile (it flushed then)
+        except Exception as exc:  # a bug: that connection ends, the others are written
+            conn._internal_error(exc)
 
     def _flush_sockets(self) -> bool:
         """Write the socket connections' output (before the loop polls); true if a write ended
@@ -1209,7 +1216,7 @@ class Hub:
         pending, self._unflushed_socket = self._unflushed_socket, []
         ended = False
         for conn in pending:
-            conn._flush()
+            self._flush_one(conn)
             transport = conn.transport
             if transport is None or transport.is_closing():
                 ended = True

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from enos_lab.hub import Hub, HubConfig
+from enos_lab.hub._server import _Connection
 from enos_lab.hub._tcp import PollHookSelector, new_event_loop
 from enos_lab.mqtt._codec import Decoder, encode
 from enos_lab.mqtt._packets import Connect, Publish, Subscribe, Subscription
@@ -166,3 +167,64 @@ def test_a_write_that_ended_a_connection_makes_the_poll_non_blocking() -> None:
         loop.run_until_complete(body())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize(
+    "make_loop", [new_event_loop, asyncio.new_event_loop], ids=["lab-loop", "asyncio-loop"]
+)
+def test_a_failing_write_ends_only_its_connection(
+    make_loop: Callable[[], asyncio.AbstractEventLoop],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug while writing one connection's output (here: injected) ends that connection;
+    the other connections written in the same iteration still get theirs."""
+    original = _Connection._flush
+
+    def flaky(self: _Connection) -> None:
+        if self.client_id == "bad" and self.out and b"t/1" in b"".join(self.out):
+            self.out = None  # as _flush does before it writes
+            raise RuntimeError("injected write failure")
+        original(self)
+
+    monkeypatch.setattr(_Connection, "_flush", flaky)
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def subscriber(port: int, client_id: str) -> tuple[asyncio.StreamReader, Decoder]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(writer)
+        writer.write(encode(Connect(client_id=client_id), 4))
+        writer.write(encode(Subscribe(1, (Subscription("t/#", 0),)), 4))
+        decoder = Decoder(role="client", protocol_level=4)
+        packets: list[object] = []
+        while len(packets) < 2:  # CONNACK, SUBACK
+            packets += decoder.feed(await asyncio.wait_for(reader.read(1024), 5.0))
+        return reader, decoder
+
+    async def body() -> None:
+        async with Hub(HubConfig(anonymous=True)) as hub:
+            listener = await hub.listen_tcp("127.0.0.1", 0)
+            bad_reader, _ = await subscriber(listener.port, "bad")
+            good_reader, good_decoder = await subscriber(listener.port, "good")
+            _, pub = await asyncio.open_connection("127.0.0.1", listener.port)
+            writers.append(pub)
+            pub.write(encode(Connect(client_id="pub"), 4) + encode(Publish("t/1", b"hi"), 4))
+            got: list[object] = []
+            while not got:
+                data = await asyncio.wait_for(good_reader.read(1024), 5.0)
+                got = [p for p in good_decoder.feed(data) if isinstance(p, Publish)]
+            assert [p.payload for p in got] == [b"hi"]  # type: ignore[attr-defined]
+            assert await asyncio.wait_for(bad_reader.read(1024), 5.0) == b""  # closed
+            assert "bad" not in hub.clients
+            for writer in writers:
+                writer.close()
+                await writer.wait_closed()
+
+    loop = make_loop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="enos_lab.hub"):
+            loop.run_until_complete(body())
+    finally:
+        loop.close()
+    assert any("internal error" in r.getMessage() for r in caplog.records)
