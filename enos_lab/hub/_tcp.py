@@ -25,13 +25,17 @@ in one pass of the loop rather than two (see :meth:`enos_lab.hub.Hub._to_flush`)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
+import math
+import select
 import selectors
 import socket
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Protocol
 
 __all__ = ["PollHookSelector", "TcpServer", "new_event_loop", "poll_hook_selector"]
 
@@ -52,6 +56,7 @@ class _SocketTransport(asyncio.Transport):
     __slots__ = (
         "_buffer",
         "_closing",
+        "_direct",
         "_fd",
         "_high",
         "_loop",
@@ -69,9 +74,11 @@ class _SocketTransport(asyncio.Transport):
         sock: socket.socket,
         peer: Any,
         protocol: asyncio.Protocol,
+        direct: PollHookSelector | None = None,
     ) -> None:
         super().__init__()
         self._loop = loop
+        self._direct = direct  # the loop's selector, when it handles this socket itself
         self._sock: socket.socket | None = sock
         self._fd = sock.fileno()
         self._peer = peer
@@ -89,8 +96,7 @@ class _SocketTransport(asyncio.Transport):
             self._force_close(exc)  # the protocol still gets connection_lost
             return
         if not self._closing:
-            self._reading = True
-            loop.add_reader(self._fd, self._read_ready)
+            self._set_reading(True)
 
     # -- reading ---------------------------------------------------------------------------
     def _read_ready(self) -> None:
@@ -120,10 +126,30 @@ class _SocketTransport(asyncio.Transport):
         else:
             self.close()
 
+    def _set_reading(self, on: bool) -> None:
+        self._reading = on
+        direct = self._direct
+        if direct is not None:
+            direct.watch(
+                self._fd, self, (_READ if on else 0) | (_WRITE if self._buffer is not None else 0)
+            )
+        elif on:
+            self._loop.add_reader(self._fd, self._read_ready)
+        else:
+            self._loop.remove_reader(self._fd)
+
+    def _set_writing(self, on: bool) -> None:
+        direct = self._direct
+        if direct is not None:
+            direct.watch(self._fd, self, (_READ if self._reading else 0) | (_WRITE if on else 0))
+        elif on:
+            self._loop.add_writer(self._fd, self._write_ready)
+        else:
+            self._loop.remove_writer(self._fd)
+
     def _stop_reading(self) -> None:
         if self._reading:
-            self._reading = False
-            self._loop.remove_reader(self._fd)
+            self._set_reading(False)
 
     def pause_reading(self) -> None:
         if not self._closing:
@@ -131,8 +157,7 @@ class _SocketTransport(asyncio.Transport):
 
     def resume_reading(self) -> None:
         if not self._closing and not self._reading:
-            self._reading = True
-            self._loop.add_reader(self._fd, self._read_ready)
+            self._set_reading(True)
 
     def is_reading(self) -> bool:
         return self._reading
@@ -155,7 +180,7 @@ class _SocketTransport(asyncio.Transport):
             if sent == len(data):
                 return
             self._buffer = bytearray(memoryview(data)[sent:])
-            self._loop.add_writer(self._fd, self._write_ready)
+            self._set_writing(True)
         else:
             buffer += data
         self._maybe_pause_protocol()
@@ -179,7 +204,7 @@ class _SocketTransport(asyncio.Transport):
             self._maybe_resume_protocol()
             return
         self._buffer = None
-        self._loop.remove_writer(self._fd)
+        self._set_writing(False)
         self._maybe_resume_protocol()
         if self._closing:
             self._loop.call_soon(self._call_connection_lost, None)
@@ -251,7 +276,7 @@ class _SocketTransport(asyncio.Transport):
             return
         if self._buffer is not None:
             self._buffer = None
-            self._loop.remove_writer(self._fd)
+            self._set_writing(False)
         self._closing = True
         self._stop_reading()
         # (a loss already scheduled by close() makes this one a no-op: see below)
@@ -299,7 +324,7 @@ class TcpServer:
     are not affected (the hub ends them itself).
     """
 
-    __slots__ = ("_accepting", "_closed", "_loop", "_protocol_factory", "sockets")
+    __slots__ = ("_accepting", "_closed", "_direct", "_loop", "_protocol_factory", "sockets")
 
     def __init__(
         self,
@@ -308,6 +333,7 @@ class TcpServer:
         protocol_factory: Callable[[], asyncio.Protocol],
     ) -> None:
         self._loop = loop
+        self._direct = poll_hook_selector(loop)
         self._protocol_factory = protocol_factory
         self.sockets = sockets
         self._accepting: set[int] = set()
@@ -374,12 +400,23 @@ class TcpServer:
 
     def _start_accepting(self, sock: socket.socket) -> None:
         fd = sock.fileno()
-        self._loop.add_reader(fd, self._accept, sock)
+        if self._direct is not None:
+            self._direct.watch(fd, _Acceptor(self, sock), _READ)
+        else:
+            self._loop.add_reader(fd, self._accept, sock)
         self._accepting.add(fd)
+
+    def _stop_accepting(self, fd: int) -> None:
+        self._accepting.discard(fd)
+        if self._direct is not None:
+            self._direct.watch(fd, None, 0)
+        else:
+            self._loop.remove_reader(fd)
 
     def _accept(self, listening: socket.socket) -> None:
         loop = self._loop
         factory = self._protocol_factory
+        direct = self._direct
         for _ in range(_ACCEPTS_PER_WAKEUP):
             try:
                 sock, peer = listening.accept()
@@ -399,14 +436,13 @@ class TcpServer:
                 )
                 fd = listening.fileno()
                 if fd in self._accepting:
-                    self._accepting.discard(fd)
-                    loop.remove_reader(fd)
+                    self._stop_accepting(fd)
                     loop.call_later(_ACCEPT_RETRY_DELAY, self._resume_accepting, listening)
                 return
             try:
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                _SocketTransport(loop, sock, peer, factory())
+                _SocketTransport(loop, sock, peer, factory(), direct)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException:
@@ -428,39 +464,226 @@ class TcpServer:
         for sock in self.sockets:
             fd = sock.fileno()
             if fd in self._accepting:
-                self._loop.remove_reader(fd)
+                self._stop_accepting(fd)
             sock.close()
-        self._accepting.clear()
 
     async def wait_closed(self) -> None:
         """Nothing to wait for: ``close()`` is immediate (``asyncio.Server`` compatibility)."""
 
 
-class PollHookSelector(selectors.DefaultSelector):
-    """The platform's default selector, running the callbacks given to :meth:`call_before_poll`
-    (once each) before it polls."""
+class _IOHandler(Protocol):
+    """What :meth:`PollHookSelector.watch` calls when its descriptor is ready."""
+
+    def _read_ready(self) -> None: ...
+
+    def _write_ready(self) -> None: ...
+
+
+class _Acceptor:
+    """The direct I/O handler of a listening socket (see :meth:`PollHookSelector.watch`)."""
+
+    __slots__ = ("server", "sock")
+
+    def __init__(self, server: TcpServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock = sock
+
+    def _read_ready(self) -> None:
+        self.server._accept(self.sock)
+
+    def _write_ready(self) -> None:
+        """Never called: a listening socket is watched for reading only."""
+
+    def __repr__(self) -> str:
+        return f"<_Acceptor {self.sock.getsockname()!r}>"
+
+
+class PollHookSelector(selectors.BaseSelector):
+    """An epoll selector for asyncio's selector event loop that also drives the hub's sockets.
+
+    Two additions to what a selector does:
+
+    * Direct I/O: a descriptor registered with :meth:`watch` is not handed back to the loop.
+      :meth:`select` calls its handler's ``_read_ready()`` / ``_write_ready()`` as soon as the
+      poll reports it, which spares each read of a hub connection the loop's handle, context
+      and ready queue. Handlers must tolerate a spurious call (a descriptor closed and reused
+      within one batch of events): the hub's transports then get ``EAGAIN`` and return.
+    * Flush points: a callback given to :meth:`call_before_poll` runs once, right after the
+      direct I/O of the current :meth:`select`, or, if there is none, right before the next
+      poll (that is, after the loop callbacks of an iteration have run).
+
+    The descriptors registered by the loop itself (``register``/``modify``/``unregister``) are
+    reported by :meth:`select` as usual.
+    """
 
     def __init__(self) -> None:
-        super().__init__()
+        self._epoll = select.epoll()
+        self._keys: dict[int, selectors.SelectorKey] = {}  # the loop's registrations
+        self._direct: dict[int, _IOHandler] = {}  # fd -> handler (watch)
+        self._direct_events: dict[int, int] = {}
         self._before_poll: list[Callable[[], bool]] = []
 
+    # -- the selector interface (used by the loop) -----------------------------------------
+    def register(
+        self, fileobj: _FileObject, events: int, data: Any = None
+    ) -> selectors.SelectorKey:
+        if not events or events & ~(_READ | _WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        fd = _fd_of(fileobj)
+        if fd in self._keys or fd in self._direct:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        self._epoll.register(fd, _EPOLL[events])
+        key = self._keys[fd] = selectors.SelectorKey(fileobj, fd, events, data)
+        return key
+
+    def unregister(self, fileobj: _FileObject) -> selectors.SelectorKey:
+        fd = self._lookup(fileobj)
+        try:
+            key = self._keys.pop(fd)
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        with contextlib.suppress(OSError):  # closed first: the kernel forgot it already
+            self._epoll.unregister(fd)
+        return key
+
+    def modify(self, fileobj: _FileObject, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = self._lookup(fileobj)
+        key = self._keys.get(fd)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        if events != key.events:
+            if not events or events & ~(_READ | _WRITE):
+                raise ValueError(f"Invalid events: {events!r}")
+            self._epoll.modify(fd, _EPOLL[events])
+        key = self._keys[fd] = selectors.SelectorKey(key.fileobj, fd, events, data)
+        return key
+
+    def get_key(self, fileobj: _FileObject) -> selectors.SelectorKey:
+        try:
+            return self._keys[self._lookup(fileobj)]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def get_map(self) -> Mapping[_FileObject, selectors.SelectorKey]:
+        return MappingProxyType(self._keys)
+
+    def fileno(self) -> int:
+        return self._epoll.fileno()
+
+    def close(self) -> None:
+        self._epoll.close()
+        self._keys.clear()
+        self._direct.clear()
+        self._direct_events.clear()
+
+    def _lookup(self, fileobj: _FileObject) -> int:
+        try:
+            return _fd_of(fileobj)
+        except ValueError:  # a closed file object: find it among the registered ones
+            for key in self._keys.values():
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
+
+    # -- direct I/O and flush points -------------------------------------------------------
+    def watch(self, fd: int, handler: _IOHandler | None, events: int) -> None:
+        """Handle ``events`` (``EVENT_READ | EVENT_WRITE``; 0 to stop watching) of ``fd`` by
+        calling ``handler._read_ready()`` / ``handler._write_ready()`` from :meth:`select`."""
+        direct = self._direct_events
+        old = direct.get(fd, 0)
+        if events == old:
+            return
+        if not events:
+            del direct[fd], self._direct[fd]
+            with contextlib.suppress(OSError):  # closed first: the kernel forgot it already
+                self._epoll.unregister(fd)
+            return
+        if fd in self._keys:
+            raise KeyError(f"FD {fd} is registered by the loop")
+        if old:
+            self._epoll.modify(fd, _EPOLL[events])
+        else:
+            self._epoll.register(fd, _EPOLL[events])
+        assert handler is not None
+        direct[fd] = events
+        self._direct[fd] = handler
+
     def call_before_poll(self, callback: Callable[[], bool]) -> None:
-        """Run ``callback()`` before the next poll. A true result makes that poll non-blocking:
-        the callback scheduled loop callbacks, which must not wait for the next event."""
+        """Run ``callback()`` at the next flush point. A true result makes the next poll
+        non-blocking: the callback scheduled loop callbacks, which must not wait for an event."""
         self._before_poll.append(callback)
 
+    def _run_before_poll(self) -> bool:
+        callbacks, self._before_poll = self._before_poll, []
+        urgent = False
+        for callback in callbacks:
+            try:
+                if callback():
+                    urgent = True
+            except Exception:
+                log.exception("a callback before polling failed")
+                urgent = True
+        return urgent
+
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        callbacks = self._before_poll
-        if callbacks:
-            self._before_poll = []
-            for callback in callbacks:
+        if self._before_poll and self._run_before_poll():
+            timeout = 0
+        if timeout is None:
+            timeout = -1
+        elif timeout <= 0:
+            timeout = 0
+        else:
+            # epoll_wait() counts milliseconds: wait at least the timeout
+            timeout = math.ceil(timeout * 1e3) * 1e-3
+        keys = self._keys
+        direct = self._direct
+        try:
+            fd_events = self._epoll.poll(timeout, len(keys) + len(direct) or 1)
+        except InterruptedError:
+            return []
+        ready: list[tuple[selectors.SelectorKey, int]] = []
+        for fd, event in fd_events:
+            handler = direct.get(fd)  # the current handler: one of this batch may have
+            if handler is not None:  # closed this descriptor, or reused it
                 try:
-                    if callback():
-                        timeout = 0
-                except Exception:
-                    log.exception("a callback before polling failed")
-                    timeout = 0
-        return super().select(timeout)
+                    if event & _NOT_EPOLLOUT:  # readable, or an error / hang-up to read
+                        handler._read_ready()
+                    if event & _NOT_EPOLLIN and direct.get(fd) is handler:
+                        handler._write_ready()
+                except Exception:  # a bug in the handler; the loop goes on
+                    log.exception("I/O handler %r failed", handler)
+                continue
+            key = keys.get(fd)
+            if key is not None:
+                events = (_WRITE if event & _NOT_EPOLLIN else 0) | (
+                    _READ if event & _NOT_EPOLLOUT else 0
+                )
+                ready.append((key, events & key.events))
+        if self._before_poll:
+            self._run_before_poll()  # the loop runs its ready callbacks right after this
+        return ready
+
+
+_READ = selectors.EVENT_READ
+_WRITE = selectors.EVENT_WRITE
+_EPOLL = {
+    _READ: select.EPOLLIN,
+    _WRITE: select.EPOLLOUT,
+    _READ | _WRITE: select.EPOLLIN | select.EPOLLOUT,
+}
+_NOT_EPOLLIN = ~select.EPOLLIN
+_NOT_EPOLLOUT = ~select.EPOLLOUT
+
+
+_FileObject = Any  # a descriptor, or an object with a fileno() method
+
+
+def _fd_of(fileobj: _FileObject) -> int:
+    """The descriptor of a file object (as ``selectors`` accepts them)."""
+    fd = fileobj if isinstance(fileobj, int) else int(fileobj.fileno())
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
 
 
 _HOOKED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PollHookSelector] = (
@@ -477,6 +700,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     forwarding one QoS 0 message). The lab runs its hub on such a loop; on any other loop the
     hub writes from a ``call_soon`` callback.
     """
+    if not hasattr(select, "epoll"):
+        return asyncio.SelectorEventLoop()  # not Linux: the hub writes from a callback
     selector = PollHookSelector()
     loop = asyncio.SelectorEventLoop(selector)
     _HOOKED[loop] = selector

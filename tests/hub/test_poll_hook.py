@@ -1,15 +1,17 @@
-"""Output written right before the loop polls (the lab's loop) or from a callback (any loop).
+"""The lab's selector (direct I/O, flush points) and how the hub writes its output.
 
-:func:`enos_lab.hub._tcp.new_event_loop` gives a loop whose selector runs callbacks before it
-polls; the hub writes its socket connections' output from there, so that a message arriving
-alone is forwarded without a second pass of the loop. On other loops, and for transports that
-are not the hub's own socket transport, one ``call_soon`` callback per iteration writes it.
+:func:`enos_lab.hub._tcp.new_event_loop` gives a loop whose selector handles the hub's own
+sockets itself and runs callbacks at flush points (after its direct I/O, before it polls); the
+hub writes its socket connections' output from there, so that a message arriving alone is
+forwarded within one ``select()``. On other loops, and for transports that are not the hub's
+own socket transport, one ``call_soon`` callback per iteration writes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import selectors
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +20,12 @@ import pytest
 
 from enos_lab.hub import Hub, HubConfig
 from enos_lab.hub._server import _Connection
-from enos_lab.hub._tcp import PollHookSelector, new_event_loop
+from enos_lab.hub._tcp import (
+    PollHookSelector,
+    _SocketTransport,
+    new_event_loop,
+    poll_hook_selector,
+)
 from enos_lab.mqtt._codec import Decoder, encode
 from enos_lab.mqtt._packets import Connect, Publish, Subscribe, Subscription
 
@@ -80,6 +87,196 @@ def test_a_failing_callback_is_logged_and_the_others_still_run(
     assert time.monotonic() - started < 1.0
     assert ran == [True]
     assert any("before polling failed" in r.getMessage() for r in caplog.records)
+
+
+class _Recorder:
+    """A direct I/O handler that records its calls (and runs an optional action on read)."""
+
+    def __init__(self, name: str, calls: list[str], on_read: Callable[[], None] | None = None):
+        self.name = name
+        self.calls = calls
+        self.on_read = on_read
+
+    def _read_ready(self) -> None:
+        self.calls.append(f"{self.name}:read")
+        if self.on_read is not None:
+            self.on_read()
+
+    def _write_ready(self) -> None:
+        self.calls.append(f"{self.name}:write")
+
+
+@pytest.fixture
+def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    """Three connected socket pairs, closed afterwards."""
+    made = [socket.socketpair() for _ in range(3)]
+    yield made
+    for a, b in made:
+        a.close()
+        b.close()
+
+
+def test_the_loops_own_registrations_work_as_with_any_selector(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    (a, b), (c, _d), _ = pairs
+    sel = PollHookSelector()
+    try:
+        key = sel.register(a, selectors.EVENT_READ, "data-a")  # a file object
+        assert (key.fileobj, key.fd, key.events, key.data) == (a, a.fileno(), 1, "data-a")
+        assert sel.get_key(a.fileno()) == key == sel.get_map()[a.fileno()]
+        with pytest.raises(KeyError, match="already registered"):
+            sel.register(a.fileno(), selectors.EVENT_WRITE)
+        with pytest.raises(ValueError, match="Invalid events"):
+            sel.register(c, 4)
+        with pytest.raises(KeyError, match="not registered"):
+            sel.get_key(c)
+        assert sel.select(0) == []
+        b.send(b"x")
+        assert sel.select(1.0) == [(key, selectors.EVENT_READ)]
+        key = sel.modify(a, selectors.EVENT_READ | selectors.EVENT_WRITE, "data-rw")
+        assert sel.select(1.0) == [(key, selectors.EVENT_READ | selectors.EVENT_WRITE)]
+        a.recv(1)
+        assert sel.select(1.0) == [(key, selectors.EVENT_WRITE)]
+        assert sel.unregister(a) == key
+        assert sel.select(0) == []
+        with pytest.raises(KeyError, match="not registered"):
+            sel.unregister(a)
+    finally:
+        sel.close()
+
+
+def test_watched_descriptors_are_handled_inside_select(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    (a, b), (c, _d), _ = pairs
+    sel = PollHookSelector()
+    calls: list[str] = []
+    try:
+        own = sel.register(c, selectors.EVENT_WRITE)  # always writable
+        sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ)
+        assert a.fileno() not in sel.get_map()  # not one of the loop's
+        assert sel.select(0) == [(own, selectors.EVENT_WRITE)]
+        assert calls == []
+        b.send(b"x")
+        assert sel.select(1.0) == [(own, selectors.EVENT_WRITE)]  # only the loop's event
+        assert calls == ["a:read"]
+        sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ | selectors.EVENT_WRITE)
+        sel.select(1.0)
+        assert calls[1:] == ["a:read", "a:write"]
+        a.recv(1)
+        sel.watch(a.fileno(), _Recorder("a", calls), 0)
+        b.send(b"y")
+        sel.select(0.05)
+        assert calls[3:] == []  # no longer watched
+        with pytest.raises(KeyError, match="registered by the loop"):
+            sel.watch(c.fileno(), _Recorder("c", calls), selectors.EVENT_READ)
+        sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ)
+        with pytest.raises(KeyError, match="already registered"):
+            sel.register(a, selectors.EVENT_READ)
+    finally:
+        sel.close()
+
+
+def test_a_descriptor_unwatched_by_an_earlier_handler_of_the_batch_is_skipped(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    """Three descriptors ready at once; whichever handler runs first stops watching the
+    other two (as closing their connections does): their events of the batch are dropped."""
+    sel = PollHookSelector()
+    calls: list[str] = []
+    fds = [a.fileno() for a, _ in pairs]
+
+    def unwatching_the_others(own: int) -> Callable[[], None]:
+        def on_read() -> None:
+            for fd in fds:
+                if fd != own:
+                    sel.watch(fd, None, 0)
+
+        return on_read
+
+    try:
+        for i, fd in enumerate(fds):
+            handler = _Recorder(str(i), calls, unwatching_the_others(fd))
+            sel.watch(fd, handler, selectors.EVENT_READ)
+        for _, b in pairs:
+            b.send(b"x")
+        assert sel.select(1.0) == []
+        assert len(calls) == 1, calls
+    finally:
+        sel.close()
+
+
+def test_a_failing_handler_is_logged_and_the_rest_of_the_batch_is_handled(
+    pairs: list[tuple[socket.socket, socket.socket]], caplog: pytest.LogCaptureFixture
+) -> None:
+    sel = PollHookSelector()
+    calls: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("handler bug")
+
+    try:
+        for i, (a, b) in enumerate(pairs):
+            sel.watch(a.fileno(), _Recorder(str(i), calls, boom), selectors.EVENT_READ)
+            b.send(b"x")
+        with caplog.at_level(logging.ERROR, logger="enos_lab.hub"):
+            assert sel.select(1.0) == []
+        assert sorted(calls) == ["0:read", "1:read", "2:read"]
+        assert sum("I/O handler" in r.getMessage() for r in caplog.records) == 3
+    finally:
+        sel.close()
+
+
+def test_flush_callbacks_run_right_after_the_direct_io_of_the_same_select(
+    pairs: list[tuple[socket.socket, socket.socket]],
+) -> None:
+    """Output produced by a read is written before select() returns to the loop."""
+    (a, b), _, _ = pairs
+    sel = PollHookSelector()
+    calls: list[str] = []
+    try:
+
+        def produce() -> None:
+            sel.call_before_poll(lambda: calls.append("flush") is None and False)
+
+        sel.watch(a.fileno(), _Recorder("a", calls, produce), selectors.EVENT_READ)
+        b.send(b"x")
+        sel.select(1.0)
+        assert calls == ["a:read", "flush"]
+    finally:
+        sel.close()
+
+
+def test_the_lab_loop_handles_the_hubs_sockets_itself() -> None:
+    """The listening socket and the connections are not registered with the loop: their
+    events are handled inside select(), and a message is still forwarded."""
+    loop = new_event_loop()
+    selector = poll_hook_selector(loop)
+    assert selector is not None
+
+    async def body() -> None:
+        async with Hub(HubConfig(anonymous=True)) as hub:
+            listener = await hub.listen_tcp("127.0.0.1", 0)
+            reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+            writer.write(encode(Connect(client_id="c"), 4))
+            writer.write(encode(Subscribe(1, (Subscription("t", 0),)), 4))
+            writer.write(encode(Publish("t", b"hi"), 4))
+            decoder = Decoder(role="client", protocol_level=4)
+            packets: list[object] = []
+            while len(packets) < 3:
+                packets += decoder.feed(await asyncio.wait_for(reader.read(1024), 5.0))
+            assert isinstance(packets[2], Publish) and packets[2].payload == b"hi"
+            (conn,) = hub._conns
+            hub_fds = {conn.transport.get_extra_info("socket").fileno()}
+            hub_fds |= {s.fileno() for s in listener._server.sockets}
+            assert not hub_fds & set(selector.get_map())
+            writer.close()
+
+    try:
+        loop.run_until_complete(body())
+    finally:
+        loop.close()
 
 
 def _forward_one_message(
@@ -179,15 +376,15 @@ def test_a_failing_write_ends_only_its_connection(
 ) -> None:
     """A bug while writing one connection's output (here: injected) ends that connection;
     the other connections written in the same iteration still get theirs."""
-    original = _Connection._flush
+    original = _SocketTransport.write
 
-    def flaky(self: _Connection) -> None:
-        if self.client_id == "bad" and self.out and b"t/1" in b"".join(self.out):
-            self.out = None  # as _flush does before it writes
+    def flaky(self: _SocketTransport, data: bytes | bytearray | memoryview) -> None:
+        protocol = self.get_protocol()
+        if isinstance(protocol, _Connection) and protocol.client_id == "bad" and b"t/1" in data:
             raise RuntimeError("injected write failure")
-        original(self)
+        original(self, data)
 
-    monkeypatch.setattr(_Connection, "_flush", flaky)
+    monkeypatch.setattr(_SocketTransport, "write", flaky)
 
     writers: list[asyncio.StreamWriter] = []
 
