@@ -240,6 +240,7 @@ class _Connection(asyncio.Protocol):
         "paused",
         "peer",
         "pending",
+        "seen",
         "session",
         "session_expiry",
         "state",
@@ -263,6 +264,7 @@ class _Connection(asyncio.Protocol):
         self.info: ClientInfo | None = None
         self.session: _Session | None = None
         self.created = self.last = hub._loop_time()
+        self.seen = False  # a read since the last sweep (which then sets ``last``)
         self.ka_limit = 0.0
         self.out: list[bytes] | None = None
         self.out_size = 0
@@ -306,14 +308,14 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
 
     def data_received(self, data: bytes) -> None:
-        hub = self.hub
-        hub._bytes_in += len(data)
-        self.last = hub._loop.time()
-        if self.state == _CLOSED:
+        self.hub._bytes_in += len(data)
+        self.seen = True
+        state = self.state
+        if state == _CLOSED:
             return
         if (
             data[0] == 0x40
-            and self.state == _CONNECTED
+            and state == _CONNECTED
             and self.backlog is None
             and self._on_pubacks(data)
         ):
@@ -326,6 +328,16 @@ class _Connection(asyncio.Protocol):
         if self.backlog is not None:
             self.backlog.extend(packets)
             self._maybe_pause()
+            return
+        if len(packets) == 1 and state == _CONNECTED and type(packets[0]) is Publish:
+            # the common read: one message (what _run does, for one PUBLISH)
+            try:
+                aw = self._on_publish(packets[0])
+            except Exception as exc:
+                self._internal_error(exc)
+                return
+            if aw is not None:
+                self._suspend(aw, deque())
             return
         self._run(deque(packets))
 
@@ -381,12 +393,7 @@ class _Connection(asyncio.Protocol):
                 else:
                     aw = handle(packet)
                 if aw is not None:
-                    self.backlog = packets
-                    if isinstance(aw, _Hold):
-                        self._pause_now()  # resumed by _settled (or the connection ends)
-                        return
-                    self._maybe_pause()
-                    self.hub._spawn(self._resume(aw), f"hub-conn-{self.client_id or self.peer}")
+                    self._suspend(aw, packets)
                     return
                 if self.state == _CLOSED:
                     return
@@ -404,6 +411,15 @@ class _Connection(asyncio.Protocol):
             self.hub._pump(session, self)  # acknowledgements above freed in-flight slots
         if self.paused:
             self._unpause()
+
+    def _suspend(self, aw: Awaitable[None] | _Hold, rest: deque[Packet]) -> None:
+        """Stop handling packets until ``aw`` is done; ``rest`` are handled after it."""
+        self.backlog = rest
+        if isinstance(aw, _Hold):
+            self._pause_now()  # resumed by _settled (or the connection ends)
+            return
+        self._maybe_pause()
+        self.hub._spawn(self._resume(aw), f"hub-conn-{self.client_id or self.peer}")
 
     def _continue(self) -> None:
         backlog = self.backlog
@@ -1211,15 +1227,30 @@ class Hub:
             conn._internal_error(exc)
 
     def _flush_sockets(self) -> bool:
-        """Write the socket connections' output (before the loop polls); true if a write ended
-        a connection, whose loss is then a callback the poll must not wait behind."""
+        """Write the socket connections' output (at the selector's flush point); true if a
+        write ended a connection, whose loss is then a callback the poll must not wait behind.
+
+        ``_flush`` inlined: this runs for every message that arrives alone.
+        """
         pending, self._unflushed_socket = self._unflushed_socket, []
         ended = False
         for conn in pending:
-            self._flush_one(conn)
+            out = conn.out
+            if out is None:
+                continue  # ended meanwhile (it flushed then)
+            conn.out = None
+            conn.out_size = 0
             transport = conn.transport
-            if transport is None or transport.is_closing():
-                ended = True
+            if transport is not None and not transport._closing:  # type: ignore[attr-defined]
+                try:
+                    data = out[0] if len(out) == 1 else b"".join(out)
+                    self._bytes_out += len(data)
+                    transport.write(data)
+                except Exception as exc:  # a bug: that connection ends, the others are written
+                    conn._internal_error(exc)
+                if not transport._closing:  # type: ignore[attr-defined]
+                    continue
+            ended = True
         return ended
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -1545,6 +1576,9 @@ class Hub:
             timeout = cfg.connect_timeout
             for conn in list(self._conns):
                 state = conn.state
+                if conn.seen:  # read since the last round: at most one interval ago
+                    conn.seen = False
+                    conn.last = now
                 if state == _CONNECTED:
                     limit = conn.ka_limit
                     if limit and now - conn.last > limit:
@@ -1656,14 +1690,16 @@ class Hub:
         normal, shared = entry
         if not normal and not shared:
             return 0
-        mei = msg.properties.message_expiry_interval
-        expires_at = None if mei is None else self._loop.time() + mei
+        props = msg.properties
+        expires_at = None
+        if props is not NO_PROPERTIES:
+            mei = props.message_expiry_interval
+            if mei is not None:
+                expires_at = self._loop.time() + mei
         cache: dict[Any, _Variant] = {}
-        send = self._send
         msg_qos = msg.qos
         reached = 0
         bound = self.config.max_buffered_bytes
-        to_flush = self._to_flush
         for session, qos, rap, sub_ids, raw in normal:
             if raw is not None and session is publisher:
                 subs = [s for s in raw if not s.no_local]  # MQTT-3.8.3-3
@@ -1678,13 +1714,14 @@ class Hub:
                 and conn.level != MQTT_5
                 and not (rap and msg.retain)
                 and conn.state == _CONNECTED
-                and not conn.max_out
-                and not conn.write_paused
+                and not conn.write_paused  # (a 3.1.1 connection has no maximum packet size)
                 and conn.out_size <= bound
             ):
                 # fast path of _send for the common case: QoS 0 to a 3.1.1 connection
-                variant = cache.get(0)
-                data = (variant or self._variant(msg, False, 0, False, (), cache))[0]
+                variant = cache.get(0)  # the key of _variant: qos * 2 + retain
+                if variant is None:
+                    variant = cache[0] = self._variant_311(msg, 0, False)
+                data = variant[0]
             elif (
                 qos == 1
                 and msg_qos == 1
@@ -1693,7 +1730,6 @@ class Hub:
                 and conn.level != MQTT_5
                 and not (rap and msg.retain)
                 and conn.state == _CONNECTED
-                and not conn.max_out
                 and not session.queue
             ):
                 # fast path of _send and _transmit: QoS 1 to a 3.1.1 connection with room in
@@ -1718,7 +1754,7 @@ class Hub:
                 out = conn.out
                 if out is None:
                     conn.out = [data]
-                    to_flush(conn)
+                    self._to_flush(conn)
                 else:
                     out.append(data)
                 conn.out_size += len(data)
@@ -1726,7 +1762,7 @@ class Hub:
                 reached += 1
                 continue
             # MQTT-3.3.1-9: RETAIN is cleared for normal delivery unless retain-as-published
-            send(
+            self._send(
                 session,
                 msg,
                 qos if qos < msg_qos else msg_qos,
@@ -1739,7 +1775,7 @@ class Hub:
         for key, members in shared:
             sub = self._pick_shared(key, members)
             sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()
-            send(
+            self._send(
                 sub.session,
                 msg,
                 min(sub.qos, msg_qos),

@@ -763,19 +763,15 @@ class Decoder:
             )
 
     def _parse(self, data: bytes) -> list[Packet]:
+        # (few locals: most reads hold a single packet, so setting up costs as much as parsing)
         out: list[Packet] = []
-        append = out.append
         pos = 0
         end = len(data)
         level = self.protocol_level
         v5 = level == MQTT_5
         fast = self._connected  # hot paths only once the connection is established
-        server = self._server
         maxsize = self.max_packet_size
         topics = self._topics
-        qos_of = _PUBLISH_QOS
-        publish = Publish
-        no_properties = NO_PROPERTIES
         need = 0
         while pos + 1 < end:
             b0 = data[pos]
@@ -803,7 +799,7 @@ class Decoder:
                 break
             if b0 >> 4 == 3 and fast:
                 # -- hot path: PUBLISH (only ever decoded here) --
-                qos = qos_of[b0 & 0x0F]
+                qos = _PUBLISH_QOS[b0 & 0x0F]
                 if qos < 0:
                     _check_publish_flags(b0)
                 if rl < 2:
@@ -836,25 +832,25 @@ class Decoder:
                         raise _truncated("property length")
                     if data[p]:
                         props, p = _decode_properties(data, p, e, _PUBLISH)
-                        if server and props.subscription_identifiers:
+                        if self._server and props.subscription_identifiers:
                             # 5.0: MQTT-3.3.4-6
                             raise ProtocolError("PUBLISH from a client with subscription id")
                     else:
-                        props = no_properties
+                        props = NO_PROPERTIES
                         p += 1
                 else:
-                    props = no_properties
+                    props = NO_PROPERTIES
                 if not topic:
                     _check_topic_name(topic, MQTT_5 if v5 else MQTT_3_1_1, props)
-                append(publish(topic, data[p:e], qos, (b0 & 1) == 1, (b0 & 8) == 8, pid, props))
+                out.append(Publish(topic, data[p:e], qos, (b0 & 1) == 1, (b0 & 8) == 8, pid, props))
             elif fast and b0 == 0x40 and rl == 2:
                 # -- hot path: PUBACK without reason code (3.1.1, and 5.0 success) --
                 pid = (data[s] << 8) | data[s + 1]
                 if not pid:
                     raise ProtocolError("PUBACK with packet identifier 0")  # MQTT-2.3.1-1
-                append(PubAck(pid))
-            elif fast and b0 == 0xC0 and rl == 0 and server:
-                append(_PINGREQ)  # -- hot path: PINGREQ --
+                out.append(PubAck(pid))
+            elif fast and b0 == 0xC0 and rl == 0 and self._server:
+                out.append(_PINGREQ)  # -- hot path: PINGREQ --
             else:
                 self._check_header(b0)
                 ptype = b0 >> 4
@@ -866,12 +862,12 @@ class Decoder:
                     fast = self._connected = True
                 elif ptype == _CONNACK:
                     fast = self._connected = True
-                elif ptype == _DISCONNECT and v5 and not server:
+                elif ptype == _DISCONNECT and v5 and not self._server:
                     assert isinstance(packet, Disconnect)
                     if packet.properties.session_expiry_interval is not None:
                         # 5.0: MQTT-3.14.2-2, the server must not send a session expiry
                         raise ProtocolError("session expiry interval in a server DISCONNECT")
-                append(packet)
+                out.append(packet)
             pos = e
         if pos < end:
             if not need:  # one byte left: the start of a fixed header
