@@ -69,6 +69,7 @@ from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
+from time import monotonic as _monotonic
 from types import MappingProxyType
 from typing import Any, TypeAlias, cast
 
@@ -240,7 +241,6 @@ class _Connection(asyncio.Protocol):
         "paused",
         "peer",
         "pending",
-        "seen",
         "session",
         "session_expiry",
         "state",
@@ -263,8 +263,8 @@ class _Connection(asyncio.Protocol):
         self.peer = "unknown"
         self.info: ClientInfo | None = None
         self.session: _Session | None = None
-        self.created = self.last = hub._loop_time()
-        self.seen = False  # a read since the last sweep (which then sets ``last``)
+        # time.monotonic(), not the loop's clock: taken for every read, it must be cheap
+        self.created = self.last = _monotonic()
         self.ka_limit = 0.0
         self.out: list[bytes] | None = None
         self.out_size = 0
@@ -291,6 +291,7 @@ class _Connection(asyncio.Protocol):
             self.state = _CLOSED
             return
         hub._conns.add(self)
+        hub._connect_due.add(self, self.created + hub.config.connect_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         backlog = self.backlog
@@ -309,7 +310,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.hub._bytes_in += len(data)
-        self.seen = True
+        self.last = _monotonic()
         state = self.state
         if state == _CLOSED:
             return
@@ -838,6 +839,8 @@ class _Connection(asyncio.Protocol):
             self.will = p.will
         session_present = hub._attach_session(self, p.clean_start)
         self.state = _CONNECTED
+        if self.ka_limit:
+            hub._keep_alive_due.add(self, self.last + self.ka_limit)
         if level == MQTT_5:
             properties = Properties(**connack_props) if connack_props else NO_PROPERTIES
             self._write(encode(ConnAck(session_present, 0, properties), level))
@@ -1083,6 +1086,46 @@ class _Connection(asyncio.Protocol):
         self._end(reason, publish_will=publish_will)
 
 
+class _Deadlines:
+    """Connections to look at once a time has passed, in buckets one sweep interval wide.
+
+    :meth:`add` files a connection under the time of its next deadline; :meth:`pop_due`
+    hands out (once) every connection filed under a time that has passed. The caller looks at
+    the connection's actual state and files it again under its next deadline if it has one.
+    Times are ``time.monotonic()``.
+    """
+
+    __slots__ = ("_buckets", "_interval", "_next")
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._buckets: dict[int, list[_Connection]] = {}
+        self._next = math.floor(_monotonic() / interval)  # the first bucket not handed out
+
+    def add(self, conn: _Connection, at: float) -> None:
+        # bucket k is handed out at k * interval or later, which is after ``at``
+        slot = max(math.floor(at / self._interval) + 1, self._next)
+        bucket = self._buckets.get(slot)
+        if bucket is None:
+            self._buckets[slot] = [conn]
+        else:
+            bucket.append(conn)
+
+    def pop_due(self, now: float) -> list[_Connection]:
+        last = math.floor(now / self._interval)
+        buckets = self._buckets
+        due: list[_Connection] = []
+        while self._next <= last:
+            bucket = buckets.pop(self._next, None)
+            if bucket is not None:
+                due += bucket
+            self._next += 1
+        return due
+
+    def __len__(self) -> int:
+        return sum(map(len, self._buckets.values()))
+
+
 class _PendingWill:
     __slots__ = ("due", "info", "will")
 
@@ -1118,6 +1161,9 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._conns: set[_Connection] = set()
+        self._sweep_interval = min(0.5, max(0.01, config.connect_timeout / 4))  # [s]
+        self._keep_alive_due = _Deadlines(self._sweep_interval)
+        self._connect_due = _Deadlines(self._sweep_interval)
         self._unflushed: list[_Connection] = []  # connections with output, see _to_flush
         self._unflushed_socket: list[_Connection] = []  # the same, written before polling
         self._selector: PollHookSelector | None = None  # see _to_flush
@@ -1190,17 +1236,15 @@ class Hub:
         if not self._started or self._closing:
             raise ClosedError("the hub is not running (call start() first)")
 
-    def _loop_time(self) -> float:
-        return self._loop.time()
-
     def _to_flush(self, conn: _Connection) -> None:
         """Write ``conn``'s output once this loop iteration's callbacks have run, together with
         that of every other connection that got output in this iteration.
 
         On a loop made by :func:`enos_lab.hub._tcp.new_event_loop` (the lab's), output to the
-        hub's own socket transports is written right before the loop polls again; otherwise
-        by one ``call_soon`` callback at the start of the next iteration, which costs a pass
-        of the loop more: for a message that arrives alone, about a sixth of its cost.
+        hub's own socket transports is written at the selector's next flush point: right after
+        the reads of the current ``select()``, or before the loop polls again. Otherwise one
+        ``call_soon`` callback at the start of the next iteration writes it, which costs a
+        pass of the loop more.
         """
         selector = self._selector
         if selector is not None and type(conn.transport) is _SocketTransport:
@@ -1567,26 +1611,36 @@ class Hub:
 
     # -- sweep -----------------------------------------------------------------------------
     async def _sweep(self) -> None:
+        """Every interval: keep-alive and CONNECT timeouts, delayed wills, session expiry.
+
+        Only the connections whose deadline has come are looked at (see :class:`_Deadlines`),
+        so an idle fleet costs nothing between its deadlines.
+        """
         cfg = self.config
-        interval = min(0.5, max(0.01, cfg.connect_timeout / 4))
+        interval = self._sweep_interval
+        timeout = cfg.connect_timeout
         loop = self._loop
         while True:
             await asyncio.sleep(interval)
-            now = loop.time()
-            timeout = cfg.connect_timeout
-            for conn in list(self._conns):
-                state = conn.state
-                if conn.seen:  # read since the last round: at most one interval ago
-                    conn.seen = False
-                    conn.last = now
-                if state == _CONNECTED:
-                    limit = conn.ka_limit
-                    if limit and now - conn.last > limit:
-                        log.info("client %r: keep alive timeout", conn.client_id)
-                        conn._kick(0x8D, DisconnectReason.KEEP_ALIVE_TIMEOUT, publish_will=True)
-                elif state != _CLOSED and now - conn.created > timeout:
+            now = _monotonic()
+            for conn in self._keep_alive_due.pop_due(now):
+                limit = conn.ka_limit
+                if conn.state != _CONNECTED or not limit:
+                    continue  # ended (or replaced by a new connection object)
+                if now - conn.last > limit:
+                    log.info("client %r: keep alive timeout", conn.client_id)
+                    conn._kick(0x8D, DisconnectReason.KEEP_ALIVE_TIMEOUT, publish_will=True)
+                else:
+                    self._keep_alive_due.add(conn, conn.last + limit)
+            for conn in self._connect_due.pop_due(now):
+                if conn.state in (_CONNECTED, _CLOSED):
+                    continue
+                if now - conn.created > timeout:
                     log.info("peer %s: no CONNECT within %.1f s", conn.peer, timeout)
                     conn._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
+                else:
+                    self._connect_due.add(conn, conn.created + timeout)
+            now = loop.time()
             if self._wills:
                 for client_id, pending in list(self._wills.items()):
                     if pending.due <= now:

@@ -27,6 +27,7 @@ from _wire import (
 )
 
 from enos_lab.errors import ClosedError
+from enos_lab.hub._server import _Connection, _Deadlines
 
 pytestmark = pytest.mark.anyio
 
@@ -154,3 +155,65 @@ async def test_connect_in_time_cancels_connect_timeout(make_hub: HubFactory) -> 
     conn = await open_client(hub, "intime", keep_alive=0)
     await expect_silence(conn, 1.0)
     await sync(conn)
+
+
+async def test_silence_after_activity_closes_one_and_a_half_periods_after_the_last_packet(
+    make_hub: HubFactory,
+) -> None:
+    """The deadline moves with every packet: a client active for 2 s (keep alive 1 s) and then
+    silent is closed about 1.5 s after its last packet, not earlier."""
+    hub = await start_hub(make_hub)
+    conn = await open_client(hub, "active", keep_alive=1)
+    for i in range(4):
+        await asyncio.sleep(0.5)
+        await conn.send(publish("k/active", bytes([i])))
+    await sync(conn)
+    last = time.monotonic()
+    await expect_closed(conn, 4.0)
+    elapsed = time.monotonic() - last
+    assert 1.4 <= elapsed <= 3.0, f"closed {elapsed:.2f} s after the last packet"
+
+
+async def test_the_sweep_looks_only_at_connections_whose_deadline_has_come(
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle fleet costs the periodic sweep nothing until its keep-alive deadlines: 200
+    clients with keep alive 60 s are not looked at during the first seconds, and each is filed
+    once, under its deadline."""
+    hub = await start_hub(make_hub, connect_timeout=0.2)  # sweeps every 0.05 s
+    looked_at: list[int] = []
+    original = _Deadlines.pop_due
+
+    def counting(self: _Deadlines, now: float) -> list[_Connection]:
+        due = original(self, now)
+        looked_at.append(len(due))
+        return due
+
+    monkeypatch.setattr(_Deadlines, "pop_due", counting)
+    clients = [await open_client(hub, f"idle-{i}", keep_alive=60) for i in range(200)]
+    await asyncio.sleep(0.4)  # their CONNECT deadlines (0.2 s) come: each looked at once
+    assert sum(looked_at) == 200
+    looked_at.clear()
+    await asyncio.sleep(0.6)
+    assert len(looked_at) >= 10  # the sweep ran
+    assert sum(looked_at) == 0
+    assert len(hub._keep_alive_due) == 200
+    assert len(hub._connect_due) == 0
+    for conn in clients:
+        await sync(conn)
+
+
+def test_deadlines_hand_out_each_connection_once_after_its_time() -> None:
+    deadlines = _Deadlines(0.5)
+    now = time.monotonic()
+    a, b, c = object(), object(), object()
+    deadlines.add(a, now + 1.0)  # type: ignore[arg-type]
+    deadlines.add(b, now + 2.0)  # type: ignore[arg-type]
+    deadlines.add(c, now - 5.0)  # type: ignore[arg-type]  # already due
+    assert len(deadlines) == 3
+    assert deadlines.pop_due(now) == [c]
+    assert deadlines.pop_due(now + 0.9) == []  # not before its time
+    assert deadlines.pop_due(now + 1.6) == [a]
+    assert deadlines.pop_due(now + 1.6) == []  # once
+    assert deadlines.pop_due(now + 60.0) == [b]
+    assert len(deadlines) == 0
