@@ -1826,6 +1826,8 @@ class Hub:
                 expires_at,
             )
             reached += 1
+        if not shared:
+            return reached
         for key, members in shared:
             sub = self._pick_shared(key, members)
             sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()

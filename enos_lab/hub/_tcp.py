@@ -670,13 +670,11 @@ class PollHookSelector(selectors.BaseSelector):
 
 _READ = selectors.EVENT_READ
 _WRITE = selectors.EVENT_WRITE
-_EPOLL = {
-    _READ: select.EPOLLIN,
-    _WRITE: select.EPOLLOUT,
-    _READ | _WRITE: select.EPOLLIN | select.EPOLLOUT,
-}
-_NOT_EPOLLIN = ~select.EPOLLIN
-_NOT_EPOLLOUT = ~select.EPOLLOUT
+_EPOLLIN = getattr(select, "EPOLLIN", 0x001)  # (epoll is Linux only: see new_event_loop)
+_EPOLLOUT = getattr(select, "EPOLLOUT", 0x004)
+_EPOLL = {_READ: _EPOLLIN, _WRITE: _EPOLLOUT, _READ | _WRITE: _EPOLLIN | _EPOLLOUT}
+_NOT_EPOLLIN = ~_EPOLLIN
+_NOT_EPOLLOUT = ~_EPOLLOUT
 
 
 _FileObject = Any  # a descriptor, or an object with a fileno() method
