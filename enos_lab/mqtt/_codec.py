@@ -713,14 +713,126 @@ class Decoder:
             buf += data
             if len(buf) < self._need:
                 return []
-            chunk = bytes(buf)
+            data = bytes(buf)
             buf.clear()
-        elif type(data) is bytes:
-            chunk = data
-        else:
-            chunk = bytes(data)
+        elif type(data) is not bytes:
+            data = bytes(data)
         try:
-            return self._parse(chunk)
+            # (few locals: most reads hold a single packet, so setting up costs as much as parsing)
+            out: list[Packet] = []
+            pos = 0
+            end = len(data)
+            level = self.protocol_level
+            v5 = level == MQTT_5
+            fast = self._connected  # hot paths only once the connection is established
+            maxsize = self.max_packet_size
+            topics = self._topics
+            need = 0
+            while pos + 1 < end:
+                b0 = data[pos]
+                rl = data[pos + 1]
+                if rl < 0x80:
+                    s = pos + 2
+                elif pos + 2 < end and 0 < data[pos + 2] < 0x80:
+                    # two-byte remaining length (128..16383), inlined: the common PUBLISH size
+                    rl = (rl & 0x7F) | (data[pos + 2] << 7)
+                    s = pos + 3
+                else:
+                    rl, s = self._long_length(data, pos, end, maxsize)
+                    if rl < 0:
+                        self._check_header(b0)
+                        need = end - pos + 1
+                        break
+                e = s + rl
+                if e - pos > maxsize:
+                    raise PacketTooLarge(
+                        f"packet of {e - pos} bytes exceeds the maximum packet size {maxsize}"
+                    )
+                if e > end:
+                    self._check_header(b0)
+                    need = e - pos
+                    break
+                if b0 >> 4 == 3 and fast:
+                    # -- hot path: PUBLISH (only ever decoded here) --
+                    qos = _PUBLISH_QOS[b0 & 0x0F]
+                    if qos < 0:
+                        _check_publish_flags(b0)
+                    if rl < 2:
+                        raise _truncated("topic name")
+                    p = s + 2 + ((data[s] << 8) | data[s + 1])
+                    if p > e:
+                        raise _truncated("topic name")
+                    raw = data[s + 2 : p]
+                    if topics is None:
+                        topics = self._topics = {}
+                    topic = topics.get(raw)
+                    if topic is None:
+                        topic = _decode_topic(raw)
+                        if len(topics) >= _TOPIC_CACHE_SIZE:
+                            topics.clear()
+                        topics[raw] = topic
+                    if qos:
+                        q = p + 2
+                        if q > e:
+                            raise _truncated("packet identifier")
+                        pid = (data[p] << 8) | data[p + 1]
+                        if not pid:
+                            raise ProtocolError("PUBLISH with QoS > 0 and packet identifier 0")
+                            # ^ MQTT-2.3.1-1
+                        p = q
+                    else:
+                        pid = 0
+                    if v5:
+                        if p >= e:
+                            raise _truncated("property length")
+                        if data[p]:
+                            props, p = _decode_properties(data, p, e, _PUBLISH)
+                            if self._server and props.subscription_identifiers:
+                                # 5.0: MQTT-3.3.4-6
+                                raise ProtocolError("PUBLISH from a client with subscription id")
+                        else:
+                            props = NO_PROPERTIES
+                            p += 1
+                    else:
+                        props = NO_PROPERTIES
+                    if not topic:
+                        _check_topic_name(topic, MQTT_5 if v5 else MQTT_3_1_1, props)
+                    out.append(
+                        Publish(topic, data[p:e], qos, (b0 & 1) == 1, (b0 & 8) == 8, pid, props)
+                    )
+                elif fast and b0 == 0x40 and rl == 2:
+                    # -- hot path: PUBACK without reason code (3.1.1, and 5.0 success) --
+                    pid = (data[s] << 8) | data[s + 1]
+                    if not pid:
+                        raise ProtocolError("PUBACK with packet identifier 0")  # MQTT-2.3.1-1
+                    out.append(PubAck(pid))
+                elif fast and b0 == 0xC0 and rl == 0 and self._server:
+                    out.append(_PINGREQ)  # -- hot path: PINGREQ --
+                else:
+                    self._check_header(b0)
+                    ptype = b0 >> 4
+                    packet = _DECODERS[ptype](data[s:e], b0 & 0x0F, level)
+                    if ptype == _CONNECT:
+                        assert isinstance(packet, Connect)
+                        level = self.protocol_level = packet.protocol_level
+                        v5 = level == MQTT_5
+                        fast = self._connected = True
+                    elif ptype == _CONNACK:
+                        fast = self._connected = True
+                    elif ptype == _DISCONNECT and v5 and not self._server:
+                        assert isinstance(packet, Disconnect)
+                        if packet.properties.session_expiry_interval is not None:
+                            # 5.0: MQTT-3.14.2-2, the server must not send a session expiry
+                            raise ProtocolError("session expiry interval in a server DISCONNECT")
+                    out.append(packet)
+                pos = e
+            if pos < end:
+                if not need:  # one byte left: the start of a fixed header
+                    self._check_header(data[pos])
+                    need = 2
+                self._buf += memoryview(data)[pos:]
+                self._need = need
+            return out
         except ProtocolError:
             self._failed = True
             raise
@@ -761,121 +873,6 @@ class Decoder:
                 f"{PacketType(ptype).name} fixed-header flags 0x{flags:X}, "
                 f"expected 0x{_FIXED_FLAGS[ptype]:X}"
             )
-
-    def _parse(self, data: bytes) -> list[Packet]:
-        # (few locals: most reads hold a single packet, so setting up costs as much as parsing)
-        out: list[Packet] = []
-        pos = 0
-        end = len(data)
-        level = self.protocol_level
-        v5 = level == MQTT_5
-        fast = self._connected  # hot paths only once the connection is established
-        maxsize = self.max_packet_size
-        topics = self._topics
-        need = 0
-        while pos + 1 < end:
-            b0 = data[pos]
-            rl = data[pos + 1]
-            if rl < 0x80:
-                s = pos + 2
-            elif pos + 2 < end and 0 < data[pos + 2] < 0x80:
-                # two-byte remaining length (128..16383), inlined: the common PUBLISH size
-                rl = (rl & 0x7F) | (data[pos + 2] << 7)
-                s = pos + 3
-            else:
-                rl, s = self._long_length(data, pos, end, maxsize)
-                if rl < 0:
-                    self._check_header(b0)
-                    need = end - pos + 1
-                    break
-            e = s + rl
-            if e - pos > maxsize:
-                raise PacketTooLarge(
-                    f"packet of {e - pos} bytes exceeds the maximum packet size {maxsize}"
-                )
-            if e > end:
-                self._check_header(b0)
-                need = e - pos
-                break
-            if b0 >> 4 == 3 and fast:
-                # -- hot path: PUBLISH (only ever decoded here) --
-                qos = _PUBLISH_QOS[b0 & 0x0F]
-                if qos < 0:
-                    _check_publish_flags(b0)
-                if rl < 2:
-                    raise _truncated("topic name")
-                p = s + 2 + ((data[s] << 8) | data[s + 1])
-                if p > e:
-                    raise _truncated("topic name")
-                raw = data[s + 2 : p]
-                if topics is None:
-                    topics = self._topics = {}
-                topic = topics.get(raw)
-                if topic is None:
-                    topic = _decode_topic(raw)
-                    if len(topics) >= _TOPIC_CACHE_SIZE:
-                        topics.clear()
-                    topics[raw] = topic
-                if qos:
-                    q = p + 2
-                    if q > e:
-                        raise _truncated("packet identifier")
-                    pid = (data[p] << 8) | data[p + 1]
-                    if not pid:
-                        raise ProtocolError("PUBLISH with QoS > 0 and packet identifier 0")
-                        # ^ MQTT-2.3.1-1
-                    p = q
-                else:
-                    pid = 0
-                if v5:
-                    if p >= e:
-                        raise _truncated("property length")
-                    if data[p]:
-                        props, p = _decode_properties(data, p, e, _PUBLISH)
-                        if self._server and props.subscription_identifiers:
-                            # 5.0: MQTT-3.3.4-6
-                            raise ProtocolError("PUBLISH from a client with subscription id")
-                    else:
-                        props = NO_PROPERTIES
-                        p += 1
-                else:
-                    props = NO_PROPERTIES
-                if not topic:
-                    _check_topic_name(topic, MQTT_5 if v5 else MQTT_3_1_1, props)
-                out.append(Publish(topic, data[p:e], qos, (b0 & 1) == 1, (b0 & 8) == 8, pid, props))
-            elif fast and b0 == 0x40 and rl == 2:
-                # -- hot path: PUBACK without reason code (3.1.1, and 5.0 success) --
-                pid = (data[s] << 8) | data[s + 1]
-                if not pid:
-                    raise ProtocolError("PUBACK with packet identifier 0")  # MQTT-2.3.1-1
-                out.append(PubAck(pid))
-            elif fast and b0 == 0xC0 and rl == 0 and self._server:
-                out.append(_PINGREQ)  # -- hot path: PINGREQ --
-            else:
-                self._check_header(b0)
-                ptype = b0 >> 4
-                packet = _DECODERS[ptype](data[s:e], b0 & 0x0F, level)
-                if ptype == _CONNECT:
-                    assert isinstance(packet, Connect)
-                    level = self.protocol_level = packet.protocol_level
-                    v5 = level == MQTT_5
-                    fast = self._connected = True
-                elif ptype == _CONNACK:
-                    fast = self._connected = True
-                elif ptype == _DISCONNECT and v5 and not self._server:
-                    assert isinstance(packet, Disconnect)
-                    if packet.properties.session_expiry_interval is not None:
-                        # 5.0: MQTT-3.14.2-2, the server must not send a session expiry
-                        raise ProtocolError("session expiry interval in a server DISCONNECT")
-                out.append(packet)
-            pos = e
-        if pos < end:
-            if not need:  # one byte left: the start of a fixed header
-                self._check_header(data[pos])
-                need = 2
-            self._buf += memoryview(data)[pos:]
-            self._need = need
-        return out
 
     @staticmethod
     def _long_length(data: bytes, pos: int, end: int, maxsize: int) -> tuple[int, int]:
