@@ -1784,25 +1784,32 @@ class Hub:
                 and conn.level != MQTT_5
                 and not (rap and msg.retain)
                 and conn.state == _CONNECTED
-                and not session.queue
             ):
-                # fast path of _send and _transmit: QoS 1 to a 3.1.1 connection with room in
-                # its in-flight window
+                # fast path of _send and _transmit: QoS 1 to a 3.1.1 connection, sent if its
+                # in-flight window has room, else queued encoded (_pump sends it)
+                prefix, suffix = cache.get(2) or self._variant(msg, False, 1, False, (), cache)
+                out_msg = _Out(msg, 1, False, sub_ids, None)
                 inflight = session.inflight
                 if inflight is None:
                     inflight = session.inflight = {}
-                if len(inflight) < conn.window:
-                    prefix, suffix = cache.get(2) or self._variant(msg, False, 1, False, (), cache)
+                queue = session.queue
+                if not queue and len(inflight) < conn.window:
                     pid = session.next_pid
                     if pid in inflight:
                         pid = session.allocate_pid()
                     else:
                         session.next_pid = pid + 1 if pid < 65535 else 1
-                    out_msg = _Out(msg, 1, False, sub_ids, None)
                     out_msg.packet_id = pid
                     out_msg.state = SENT
                     inflight[pid] = out_msg
                     data = b"".join((prefix, pid.to_bytes(2, "big"), suffix))
+                else:
+                    out_msg.prefix = prefix
+                    out_msg.suffix = suffix
+                    out_msg.level5 = False
+                    self._enqueue(session, out_msg)
+                    reached += 1
+                    continue
             if data is not None:
                 assert conn is not None
                 out = conn.out
