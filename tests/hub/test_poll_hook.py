@@ -116,74 +116,76 @@ def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
         b.close()
 
 
+@pytest.fixture
+def sel() -> Iterator[PollHookSelector]:
+    """A new selector, closed afterwards."""
+    selector = PollHookSelector()
+    yield selector
+    selector.close()
+
+
 def test_the_loops_own_registrations_work_as_with_any_selector(
     pairs: list[tuple[socket.socket, socket.socket]],
+    sel: PollHookSelector,
 ) -> None:
     (a, b), (c, _d), _ = pairs
-    sel = PollHookSelector()
-    try:
-        key = sel.register(a, selectors.EVENT_READ, "data-a")  # a file object
-        assert (key.fileobj, key.fd, key.events, key.data) == (a, a.fileno(), 1, "data-a")
-        assert sel.get_key(a.fileno()) == key == sel.get_map()[a.fileno()]
-        with pytest.raises(KeyError, match="already registered"):
-            sel.register(a.fileno(), selectors.EVENT_WRITE)
-        with pytest.raises(ValueError, match="Invalid events"):
-            sel.register(c, 4)
-        with pytest.raises(KeyError, match="not registered"):
-            sel.get_key(c)
-        assert sel.select(0) == []
-        b.send(b"x")
-        assert sel.select(1.0) == [(key, selectors.EVENT_READ)]
-        key = sel.modify(a, selectors.EVENT_READ | selectors.EVENT_WRITE, "data-rw")
-        assert sel.select(1.0) == [(key, selectors.EVENT_READ | selectors.EVENT_WRITE)]
-        a.recv(1)
-        assert sel.select(1.0) == [(key, selectors.EVENT_WRITE)]
-        assert sel.unregister(a) == key
-        assert sel.select(0) == []
-        with pytest.raises(KeyError, match="not registered"):
-            sel.unregister(a)
-    finally:
-        sel.close()
+    key = sel.register(a, selectors.EVENT_READ, "data-a")  # a file object
+    assert (key.fileobj, key.fd, key.events, key.data) == (a, a.fileno(), 1, "data-a")
+    assert sel.get_key(a.fileno()) == key == sel.get_map()[a.fileno()]
+    with pytest.raises(KeyError, match="already registered"):
+        sel.register(a.fileno(), selectors.EVENT_WRITE)
+    with pytest.raises(ValueError, match="Invalid events"):
+        sel.register(c, 4)
+    with pytest.raises(KeyError, match="not registered"):
+        sel.get_key(c)
+    assert sel.select(0) == []
+    b.send(b"x")
+    assert sel.select(1.0) == [(key, selectors.EVENT_READ)]
+    key = sel.modify(a, selectors.EVENT_READ | selectors.EVENT_WRITE, "data-rw")
+    assert sel.select(1.0) == [(key, selectors.EVENT_READ | selectors.EVENT_WRITE)]
+    a.recv(1)
+    assert sel.select(1.0) == [(key, selectors.EVENT_WRITE)]
+    assert sel.unregister(a) == key
+    assert sel.select(0) == []
+    with pytest.raises(KeyError, match="not registered"):
+        sel.unregister(a)
 
 
 def test_watched_descriptors_are_handled_inside_select(
     pairs: list[tuple[socket.socket, socket.socket]],
+    sel: PollHookSelector,
 ) -> None:
     (a, b), (c, _d), _ = pairs
-    sel = PollHookSelector()
     calls: list[str] = []
-    try:
-        own = sel.register(c, selectors.EVENT_WRITE)  # always writable
-        sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ)
-        assert a.fileno() not in sel.get_map()  # not one of the loop's
-        assert sel.select(0) == [(own, selectors.EVENT_WRITE)]
-        assert calls == []
-        b.send(b"x")
-        assert sel.select(1.0) == [(own, selectors.EVENT_WRITE)]  # only the loop's event
-        assert calls == ["a:read"]
-        sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ | selectors.EVENT_WRITE)
-        sel.select(1.0)
-        assert calls[1:] == ["a:read", "a:write"]
-        a.recv(1)
-        sel.watch(a.fileno(), _Recorder("a", calls), 0)
-        b.send(b"y")
-        sel.select(0.05)
-        assert calls[3:] == []  # no longer watched
-        with pytest.raises(KeyError, match="registered by the loop"):
-            sel.watch(c.fileno(), _Recorder("c", calls), selectors.EVENT_READ)
-        sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ)
-        with pytest.raises(KeyError, match="already registered"):
-            sel.register(a, selectors.EVENT_READ)
-    finally:
-        sel.close()
+    own = sel.register(c, selectors.EVENT_WRITE)  # always writable
+    sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ)
+    assert a.fileno() not in sel.get_map()  # not one of the loop's
+    assert sel.select(0) == [(own, selectors.EVENT_WRITE)]
+    assert calls == []
+    b.send(b"x")
+    assert sel.select(1.0) == [(own, selectors.EVENT_WRITE)]  # only the loop's event
+    assert calls == ["a:read"]
+    sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ | selectors.EVENT_WRITE)
+    sel.select(1.0)
+    assert calls[1:] == ["a:read", "a:write"]
+    a.recv(1)
+    sel.watch(a.fileno(), _Recorder("a", calls), 0)
+    b.send(b"y")
+    sel.select(0.05)
+    assert calls[3:] == []  # no longer watched
+    with pytest.raises(KeyError, match="registered by the loop"):
+        sel.watch(c.fileno(), _Recorder("c", calls), selectors.EVENT_READ)
+    sel.watch(a.fileno(), _Recorder("a", calls), selectors.EVENT_READ)
+    with pytest.raises(KeyError, match="already registered"):
+        sel.register(a, selectors.EVENT_READ)
 
 
 def test_a_descriptor_unwatched_by_an_earlier_handler_of_the_batch_is_skipped(
     pairs: list[tuple[socket.socket, socket.socket]],
+    sel: PollHookSelector,
 ) -> None:
     """Three descriptors ready at once; whichever handler runs first stops watching the
     other two (as closing their connections does): their events of the batch are dropped."""
-    sel = PollHookSelector()
     calls: list[str] = []
     fds = [a.fileno() for a, _ in pairs]
 
@@ -195,57 +197,49 @@ def test_a_descriptor_unwatched_by_an_earlier_handler_of_the_batch_is_skipped(
 
         return on_read
 
-    try:
-        for i, fd in enumerate(fds):
-            handler = _Recorder(str(i), calls, unwatching_the_others(fd))
-            sel.watch(fd, handler, selectors.EVENT_READ)
-        for _, b in pairs:
-            b.send(b"x")
-        assert sel.select(1.0) == []
-        assert len(calls) == 1, calls
-    finally:
-        sel.close()
+    for i, fd in enumerate(fds):
+        handler = _Recorder(str(i), calls, unwatching_the_others(fd))
+        sel.watch(fd, handler, selectors.EVENT_READ)
+    for _, b in pairs:
+        b.send(b"x")
+    assert sel.select(1.0) == []
+    assert len(calls) == 1, calls
 
 
 def test_a_failing_handler_is_logged_and_the_rest_of_the_batch_is_handled(
-    pairs: list[tuple[socket.socket, socket.socket]], caplog: pytest.LogCaptureFixture
+    pairs: list[tuple[socket.socket, socket.socket]],
+    sel: PollHookSelector,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sel = PollHookSelector()
     calls: list[str] = []
 
     def boom() -> None:
         raise RuntimeError("handler bug")
 
-    try:
-        for i, (a, b) in enumerate(pairs):
-            sel.watch(a.fileno(), _Recorder(str(i), calls, boom), selectors.EVENT_READ)
-            b.send(b"x")
-        with caplog.at_level(logging.ERROR, logger="enos_lab.hub"):
-            assert sel.select(1.0) == []
-        assert sorted(calls) == ["0:read", "1:read", "2:read"]
-        assert sum("I/O handler" in r.getMessage() for r in caplog.records) == 3
-    finally:
-        sel.close()
+    for i, (a, b) in enumerate(pairs):
+        sel.watch(a.fileno(), _Recorder(str(i), calls, boom), selectors.EVENT_READ)
+        b.send(b"x")
+    with caplog.at_level(logging.ERROR, logger="enos_lab.hub"):
+        assert sel.select(1.0) == []
+    assert sorted(calls) == ["0:read", "1:read", "2:read"]
+    assert sum("I/O handler" in r.getMessage() for r in caplog.records) == 3
 
 
 def test_flush_callbacks_run_right_after_the_direct_io_of_the_same_select(
     pairs: list[tuple[socket.socket, socket.socket]],
+    sel: PollHookSelector,
 ) -> None:
     """Output produced by a read is written before select() returns to the loop."""
     (a, b), _, _ = pairs
-    sel = PollHookSelector()
     calls: list[str] = []
-    try:
 
-        def produce() -> None:
-            sel.call_before_poll(lambda: calls.append("flush") is None and False)
+    def produce() -> None:
+        sel.call_before_poll(lambda: calls.append("flush") is None and False)
 
-        sel.watch(a.fileno(), _Recorder("a", calls, produce), selectors.EVENT_READ)
-        b.send(b"x")
-        sel.select(1.0)
-        assert calls == ["a:read", "flush"]
-    finally:
-        sel.close()
+    sel.watch(a.fileno(), _Recorder("a", calls, produce), selectors.EVENT_READ)
+    b.send(b"x")
+    sel.select(1.0)
+    assert calls == ["a:read", "flush"]
 
 
 def test_the_lab_loop_handles_the_hubs_sockets_itself() -> None:
