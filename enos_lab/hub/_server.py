@@ -228,6 +228,7 @@ class _Connection(asyncio.Protocol):
         "client_id",
         "created",
         "decoder",
+        "due",
         "held",
         "hub",
         "inflight_in",
@@ -265,6 +266,7 @@ class _Connection(asyncio.Protocol):
         self.session: _Session | None = None
         # time.monotonic(), not the loop's clock: taken for every read, it must be cheap
         self.created = self.last = _monotonic()
+        self.due = 0  # the bucket of hub._connect_due / hub._keep_alive_due it is filed in
         self.ka_limit = 0.0
         self.out: list[bytes] | None = None
         self.out_size = 0
@@ -691,7 +693,10 @@ class _Connection(asyncio.Protocol):
         hub = self.hub
         hub._conns.discard(self)
         if state == _CONNECTED:
+            hub._keep_alive_due.discard(self)
             hub._connection_ended(self, reason, publish_will)
+        else:
+            hub._connect_due.discard(self)
         self.will = None
         self._flush()
         transport = self.transport
@@ -839,6 +844,7 @@ class _Connection(asyncio.Protocol):
             self.will = p.will
         session_present = hub._attach_session(self, p.clean_start)
         self.state = _CONNECTED
+        hub._connect_due.discard(self)
         if self.ka_limit:
             hub._keep_alive_due.add(self, self.last + self.ka_limit)
         if level == MQTT_5:
@@ -1089,27 +1095,36 @@ class _Connection(asyncio.Protocol):
 class _Deadlines:
     """Connections to look at once a time has passed, in buckets one sweep interval wide.
 
-    :meth:`add` files a connection under the time of its next deadline; :meth:`pop_due`
-    hands out (once) every connection filed under a time that has passed. The caller looks at
-    the connection's actual state and files it again under its next deadline if it has one.
-    Times are ``time.monotonic()``.
+    :meth:`add` files a connection under the time of its next deadline (in ``conn.due``, a
+    connection is in one bucket of one ``_Deadlines`` at a time) and :meth:`discard` takes it
+    out, so that a connection that ended is not kept; :meth:`pop_due` hands out (once) every
+    connection filed under a time that has passed. The caller looks at the connection's actual
+    state and files it again under its next deadline if it has one. Times are
+    ``time.monotonic()``.
     """
 
     __slots__ = ("_buckets", "_interval", "_next")
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
-        self._buckets: dict[int, list[_Connection]] = {}
+        self._buckets: dict[int, set[_Connection]] = {}
         self._next = math.floor(_monotonic() / interval)  # the first bucket not handed out
 
     def add(self, conn: _Connection, at: float) -> None:
         # bucket k is handed out at k * interval or later, which is after ``at``
-        slot = max(math.floor(at / self._interval) + 1, self._next)
+        slot = conn.due = max(math.floor(at / self._interval) + 1, self._next)
         bucket = self._buckets.get(slot)
         if bucket is None:
-            self._buckets[slot] = [conn]
+            self._buckets[slot] = {conn}
         else:
-            bucket.append(conn)
+            bucket.add(conn)
+
+    def discard(self, conn: _Connection) -> None:
+        bucket = self._buckets.get(conn.due)
+        if bucket is not None:
+            bucket.discard(conn)
+            if not bucket:
+                del self._buckets[conn.due]
 
     def pop_due(self, now: float) -> list[_Connection]:
         last = math.floor(now / self._interval)

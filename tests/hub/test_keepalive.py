@@ -178,8 +178,8 @@ async def test_the_sweep_looks_only_at_connections_whose_deadline_has_come(
     make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An idle fleet costs the periodic sweep nothing until its keep-alive deadlines: 200
-    clients with keep alive 60 s are not looked at during the first seconds, and each is filed
-    once, under its deadline."""
+    clients with keep alive 60 s are not looked at during the first second, and each is filed
+    once, under its deadline; the CONNECT deadline goes with the CONNECT."""
     hub = await start_hub(make_hub, connect_timeout=0.2)  # sweeps every 0.05 s
     looked_at: list[int] = []
     original = _Deadlines.pop_due
@@ -191,25 +191,51 @@ async def test_the_sweep_looks_only_at_connections_whose_deadline_has_come(
 
     monkeypatch.setattr(_Deadlines, "pop_due", counting)
     clients = [await open_client(hub, f"idle-{i}", keep_alive=60) for i in range(200)]
-    await asyncio.sleep(0.4)  # their CONNECT deadlines (0.2 s) come: each looked at once
-    assert sum(looked_at) == 200
-    looked_at.clear()
-    await asyncio.sleep(0.6)
-    assert len(looked_at) >= 10  # the sweep ran
+    assert len(hub._connect_due) == 0
+    assert len(hub._keep_alive_due) == 200
+    await asyncio.sleep(1.0)
+    assert len(looked_at) >= 20  # the sweep ran
     assert sum(looked_at) == 0
     assert len(hub._keep_alive_due) == 200
-    assert len(hub._connect_due) == 0
     for conn in clients:
         await sync(conn)
 
 
+async def test_connections_that_ended_are_not_kept_for_their_deadlines(
+    make_hub: HubFactory,
+) -> None:
+    """A connection that ends leaves the keep-alive (or CONNECT) deadlines at once, however far
+    away its deadline was: nothing of it is kept for the sweep."""
+    hub = await start_hub(make_hub)
+    connected = [await open_client(hub, f"gone-{i}", keep_alive=3600) for i in range(20)]
+    silent = [await hub.connect_memory() for _ in range(5)]  # no CONNECT yet
+    await asyncio.sleep(0.05)
+    assert len(hub._keep_alive_due) == 20
+    assert len(hub._connect_due) == 5
+    for conn in connected[:10]:
+        await conn.send(bytes.fromhex("e0 00"))  # DISCONNECT
+        await expect_closed(conn)
+    for conn in silent:
+        conn.close()
+    await asyncio.sleep(0.05)
+    assert len(hub._keep_alive_due) == 10
+    assert len(hub._connect_due) == 0
+    for conn in connected[10:]:
+        await sync(conn)
+
+
 def test_deadlines_hand_out_each_connection_once_after_its_time() -> None:
+    class Conn:  # what _Deadlines uses of a connection
+        due = 0
+
     deadlines = _Deadlines(0.5)
     now = time.monotonic()
-    a, b, c = object(), object(), object()
+    a, b, c, gone = Conn(), Conn(), Conn(), Conn()
     deadlines.add(a, now + 1.0)  # type: ignore[arg-type]
+    deadlines.add(gone, now + 1.0)  # type: ignore[arg-type]
     deadlines.add(b, now + 2.0)  # type: ignore[arg-type]
     deadlines.add(c, now - 5.0)  # type: ignore[arg-type]  # already due
+    deadlines.discard(gone)  # type: ignore[arg-type]
     assert len(deadlines) == 3
     assert deadlines.pop_due(now) == [c]
     assert deadlines.pop_due(now + 0.9) == []  # not before its time
