@@ -15,11 +15,13 @@ from ._errors import SeriesNotFound
 from ._policy import RetentionReport, StoragePolicy
 from ._rows import AlertRecord, AttributeRow, EventRow, PointRow, PointValue, ValueKind
 from ._store import AGGREGATIONS, Source, StoreConfig, TimeSeriesStore
-from ._time import TimeLike
+from ._time import MAX_EVENT_MS, MIN_EVENT_MS, TimeLike
 from ._writer import StoreStats
 
 __all__ = [
     "AGGREGATIONS",
+    "MAX_EVENT_MS",
+    "MIN_EVENT_MS",
     "AlertRecord",
     "AttributeRow",
     "EventRow",

@@ -12,7 +12,17 @@ import pandas as pd
 from ..clock import to_epoch_ms
 from ..errors import InvalidArgument
 
-__all__ = ["MAX_MS", "MIN_MS", "TimeLike", "as_ms", "ms_range", "parse_interval", "to_utc_index"]
+__all__ = [
+    "MAX_EVENT_MS",
+    "MAX_MS",
+    "MIN_EVENT_MS",
+    "MIN_MS",
+    "TimeLike",
+    "as_ms",
+    "ms_range",
+    "parse_interval",
+    "to_utc_index",
+]
 
 TimeLike = datetime | int | str
 """An instant: tz-aware datetime (or pandas Timestamp), epoch ms integer, or ISO-8601 text
@@ -22,6 +32,13 @@ MIN_MS = -(2**62)
 """Lower bound of an open range. [ms]"""
 MAX_MS = 2**62
 """Upper bound of an open range. [ms]"""
+
+MIN_EVENT_MS = -9_223_372_036_854
+"""Earliest event time the store keeps: 1677-09-21T00:12:43.146Z, the first whole millisecond
+that pandas' nanosecond timestamps represent. [ms]"""
+MAX_EVENT_MS = 9_223_372_036_854
+"""Latest event time the store keeps: 2262-04-11T23:47:16.854Z, the last whole millisecond that
+pandas' nanosecond timestamps represent. [ms]"""
 
 
 def as_ms(moment: TimeLike, name: str = "time") -> int:
