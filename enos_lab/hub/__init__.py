@@ -28,6 +28,7 @@ from enos_lab.hub._types import (
     HubEvent,
     Message,
     MessageHandler,
+    SessionKey,
 )
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "MemoryConnection",
     "Message",
     "MessageHandler",
+    "SessionKey",
 ]

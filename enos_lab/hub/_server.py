@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import inspect
 import logging
 import math
@@ -90,6 +91,7 @@ from enos_lab.hub._types import (
     HubEvent,
     Message,
     MessageHandler,
+    SessionKey,
     _make_message,
 )
 from enos_lab.mqtt._codec import Decoder, encode
@@ -133,7 +135,6 @@ _DISCONNECT_GRACE = 2.0  # [s] a DISCONNECT waits at most this long for pending 
 _ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
 _PUBACK_HEAD = encode(PubAck(1), 4)[:2]  # fixed header of a PUBACK with reason 0 (3.1.1, 5.0)
 _PUBACK_FIRST, _PUBACK_SECOND = _PUBACK_HEAD[:1], _PUBACK_HEAD[1:]
-_NEVER = None
 
 _PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name in CONNECT
 # accepting 3.1.1 CONNACK by session present (the same bytes for MQTT 3.1)
@@ -234,6 +235,7 @@ class _Connection(asyncio.Protocol):
         "inflight_in",
         "info",
         "ka_limit",
+        "key",
         "last",
         "level",
         "max_out",
@@ -261,6 +263,7 @@ class _Connection(asyncio.Protocol):
         self.state = _NEW
         self.level = 4
         self.client_id = ""
+        self.key: SessionKey = ""  # ClientInfo.session_key, set when the CONNECT is accepted
         self.peer = "unknown"
         self.info: ClientInfo | None = None
         self.session: _Session | None = None
@@ -828,7 +831,7 @@ class _Connection(asyncio.Protocol):
                 connack_props["topic_alias_maximum"] = cfg.topic_alias_maximum
             connack_props["maximum_packet_size"] = cfg.max_packet_size
         else:
-            self.session_expiry = 0 if p.clean_start else _NEVER
+            self.session_expiry = 0 if p.clean_start else cfg.session_expiry_v311
         self.ka_limit = keep_alive * cfg.keep_alive_factor
         info = ClientInfo(
             client_id,
@@ -838,8 +841,10 @@ class _Connection(asyncio.Protocol):
             p.clean_start,
             keep_alive,
             result.attributes,
+            result.identity,
         )
         self.info = info
+        self.key = info.session_key
         if p.will is not None:
             self.will = p.will
         session_present = hub._attach_session(self, p.clean_start)
@@ -1021,6 +1026,7 @@ class _Connection(asyncio.Protocol):
             sub_id = p.properties.subscription_identifiers[0]
         codes: list[int] = []
         retained: list[tuple[str, _Sub]] = []
+        max_subscriptions = hub.config.max_subscriptions
         for s in p.subscriptions:
             topic_filter = s.topic_filter
             try:
@@ -1045,6 +1051,16 @@ class _Connection(asyncio.Protocol):
                     )
                     codes.append(decision.reason_code if level == MQTT_5 else 0x80)
                     continue
+            subs = session.subs
+            if subs and topic_filter not in subs and len(subs) >= max_subscriptions:
+                log.info(
+                    "client %r: subscribe to %r refused: %d subscriptions is the limit",
+                    self.client_id,
+                    topic_filter,
+                    max_subscriptions,
+                )
+                codes.append(0x97 if level == MQTT_5 else 0x80)  # Quota exceeded
+                continue
             qos = min(s.qos, 2)
             rap = s.retain_as_published if level == MQTT_5 else False
             rh = int(s.retain_handling) if level == MQTT_5 else 0
@@ -1182,12 +1198,19 @@ class Hub:
         self._unflushed: list[_Connection] = []  # connections with output, see _to_flush
         self._unflushed_socket: list[_Connection] = []  # the same, written before polling
         self._selector: PollHookSelector | None = None  # see _to_flush
-        self._clients: dict[str, _Connection] = {}
-        self._sessions: dict[str, _Session] = {}
-        self._expiring: dict[str, _Session] = {}
-        self._wills: dict[str, _PendingWill] = {}
-        self._tree: TopicTree[str, _Sub] = TopicTree()
-        self._shared: TopicTree[tuple[str, str], _Sub] = TopicTree()
+        self._clients: dict[SessionKey, _Connection] = {}
+        self._sessions: dict[SessionKey, _Session] = {}
+        # sessions waiting for their expiry: (loop time, sequence, session), a heap; an entry
+        # whose session was taken up or discarded meanwhile is skipped when it comes up
+        self._expiring: list[tuple[float, int, _Session]] = []
+        self._expiry_seq = 0
+        # sessions of each identity kept without a connection, the longest offline first
+        self._offline: dict[str, dict[SessionKey, _Session]] = {}
+        self._wills: dict[SessionKey, _PendingWill] = {}
+        self._tree: TopicTree[SessionKey, _Sub] = TopicTree()
+        self._shared: TopicTree[tuple[str, SessionKey], _Sub] = TopicTree()
+        # asked when a route is built: may a subscribed session receive the topic?
+        self._receive_check = getattr(authoriser, "authorise_receive", None)
         self._route_cache: dict[str, _RouteEntry] = {}
         self._topic_fields: dict[str, bytes] = {}  # topic -> its encoded 3.1.1 PUBLISH field
         self._valid_topics: set[str] = set()  # topic names publish_nowait has validated
@@ -1445,14 +1468,16 @@ class Hub:
             self._store_retained(message)
         return self._route(message, None)
 
-    async def deliver(self, client_id: str, message: Message) -> bool:
+    async def deliver(self, key: SessionKey, message: Message) -> bool:
         """Send ``message`` to one connected client without any subscription.
 
-        Returns False if that client is not connected. Packet ids come from that session.
+        ``key`` names the client's session (:attr:`ClientInfo.session_key`: its client id, or
+        ``(identity, client_id)``). Returns False if that client is not connected. Packet ids
+        come from that session.
         """
         self._check_running()
         _validate_message(message)
-        conn = self._clients.get(client_id)
+        conn = self._clients.get(key)
         if conn is None or conn.state != _CONNECTED or conn.session is None:
             return False
         expires_at = None
@@ -1462,20 +1487,49 @@ class Hub:
         self._send(conn.session, message, message.qos, message.retain, (), {}, expires_at)
         return True
 
-    async def disconnect_client(self, client_id: str, reason_code: int = 0x98) -> bool:
-        """Disconnect a client (5.0 gets DISCONNECT with ``reason_code``). False if unknown."""
-        conn = self._clients.get(client_id)
+    async def disconnect_client(self, key: SessionKey, reason_code: int = 0x98) -> bool:
+        """Disconnect a client (5.0 gets DISCONNECT with ``reason_code``). False if unknown.
+
+        ``key`` is the client's :attr:`ClientInfo.session_key`.
+        """
+        conn = self._clients.get(key)
         if conn is None:
             return False
-        log.info("client %r: disconnected by the server (0x%02X)", client_id, reason_code)
+        log.info("client %r: disconnected by the server (0x%02X)", conn.client_id, reason_code)
         conn._kick(reason_code, DisconnectReason.KICKED, publish_will=True)
         return True
 
+    def end_identity(self, identity: str, reason_code: int = 0x87) -> int:
+        """Disconnect every client of ``identity`` and forget all its sessions (subscriptions,
+        queued messages, delayed wills): for a device that is disabled or deleted, whose
+        persistent sessions must not keep collecting messages. 5.0 clients get DISCONNECT with
+        ``reason_code``. Returns the number of sessions ended. Call on the hub's loop."""
+        ended = 0
+        for key, session in list(self._sessions.items()):
+            if session.identity != identity:
+                continue
+            conn = session.conn
+            if conn is not None and conn.state == _CONNECTED:
+                log.info("client %r: disconnected, its identity ended", conn.client_id)
+                conn._kick(reason_code, DisconnectReason.KICKED, publish_will=True)
+            self._wills.pop(key, None)
+            if self._sessions.get(key) is session:
+                self._discard_session(session)
+            ended += 1
+        return ended
+
+    def permissions_changed(self) -> None:
+        """Say that the authoriser's answers to ``authorise_receive`` may have changed (a
+        sub-device moved to another gateway, a device was disabled ...): who receives a topic is
+        worked out again from the next message on, for connected and offline sessions alike.
+        Call on the hub's loop."""
+        self._route_cache.clear()
+
     @property
-    def clients(self) -> Mapping[str, ClientInfo]:
-        """Connected clients by client id (a snapshot)."""
+    def clients(self) -> Mapping[SessionKey, ClientInfo]:
+        """Connected clients by session key (:attr:`ClientInfo.session_key`; a snapshot)."""
         return MappingProxyType(
-            {cid: c.info for cid, c in self._clients.items() if c.info is not None}
+            {key: c.info for key, c in self._clients.items() if c.info is not None}
         )
 
     @property
@@ -1488,6 +1542,9 @@ class Hub:
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
             dropped=self._dropped,
+            sessions=len(self._sessions),
+            retained=len(self._retained),
+            retained_bytes=0,
         )
 
     # -- sessions --------------------------------------------------------------------------
@@ -1499,16 +1556,21 @@ class Hub:
                 return client_id
 
     def _attach_session(self, conn: _Connection, clean_start: bool) -> bool:
-        """Bind ``conn`` to its session (taking over an old connection); returns session present."""
+        """Bind ``conn`` to its session (taking over an old connection); returns session present.
+
+        Sessions are found by session key, never by the client id alone: a client that
+        authenticated as another identity with the same client id gets a session of its own.
+        """
+        key = conn.key
         client_id = conn.client_id
-        old = self._clients.get(client_id)
+        old = self._clients.get(key)
         if old is not None and old is not conn:
             log.info("client %r: taken over by a new connection from %s", client_id, conn.peer)
             # 5.0 3.1.4: the old will is published unless the new connection resumes the
             # session with a will delay (then the delay applies)
             old._kick(0x8E, DisconnectReason.TAKEN_OVER, publish_will=True)  # MQTT-3.1.4-3
-        pending_will = self._wills.pop(client_id, None)
-        session = self._sessions.get(client_id)
+        pending_will = self._wills.pop(key, None)
+        session = self._sessions.get(key)
         if session is not None and clean_start:
             self._discard_session(session)
             session = None
@@ -1516,15 +1578,23 @@ class Hub:
             # the session ended now: a delayed will is due (5.0 3.1.3.2.2)
             self._publish_will(pending_will.info, pending_will.will)
         present = session is not None
+        info = conn.info
+        assert info is not None
         if session is None:
-            session = _Session(client_id)
-            self._sessions[client_id] = session
-        self._expiring.pop(client_id, None)
+            session = _Session(key, client_id, info.identity)
+            self._sessions[key] = session
+        elif session.identity is not None:
+            offline = self._offline.get(session.identity)
+            if offline is not None:
+                offline.pop(key, None)
+                if not offline:
+                    del self._offline[session.identity]
         session.expires_at = None
         session.expiry = conn.session_expiry
+        session.info = info
         session.conn = conn
         conn.session = session
-        self._clients[client_id] = conn
+        self._clients[key] = conn
         return present
 
     def _resume_session(self, conn: _Connection) -> None:
@@ -1555,17 +1625,52 @@ class Hub:
     def _discard_session(self, session: _Session) -> None:
         subs = session.subs
         if subs:
-            client_id = session.client_id
             for topic_filter in list(subs):
                 self._unsubscribe(session, topic_filter)
-            del client_id
         session.subs = None
         session.inflight = None
         session.queue = None
         session.qos2_in = None
-        if self._sessions.get(session.client_id) is session:
-            del self._sessions[session.client_id]
-        self._expiring.pop(session.client_id, None)
+        session.expires_at = None  # its entry in the expiry heap is skipped
+        key = session.key
+        if self._sessions.get(key) is session:
+            del self._sessions[key]
+        identity = session.identity
+        if identity is not None:
+            offline = self._offline.get(identity)
+            if offline is not None and offline.get(key) is session:
+                del offline[key]
+                if not offline:
+                    del self._offline[identity]
+
+    def _keep_offline(self, session: _Session, expiry: int | None) -> None:
+        """``session`` outlives its connection: file it for expiry, and discard the sessions of
+        its identity that were offline longest beyond ``HubConfig.max_offline_sessions``."""
+        session.expiry = expiry
+        if expiry is not None:
+            session.expires_at = at = self._loop.time() + expiry
+            self._expiry_seq += 1
+            heapq.heappush(self._expiring, (at, self._expiry_seq, session))
+        else:
+            session.expires_at = None
+        identity = session.identity
+        if identity is None:
+            return
+        offline = self._offline.get(identity)
+        if offline is None:
+            offline = self._offline[identity] = {}
+        offline[session.key] = session
+        limit = self.config.max_offline_sessions
+        while len(offline) > limit:
+            oldest = next(iter(offline.values()))
+            log.info(
+                "session %r of %s discarded: %d offline sessions is the limit per identity",
+                oldest.client_id,
+                identity,
+                limit,
+            )
+            self._discard_session(oldest)
+            offline = self._offline.get(identity, {})
 
     def _connection_ended(
         self, conn: _Connection, reason: DisconnectReason, publish_will: bool
@@ -1579,7 +1684,7 @@ class Hub:
         expiry = conn.session_expiry
         if owner:
             session.conn = None
-            del self._clients[conn.client_id]
+            del self._clients[conn.key]
         if will is not None:
             delay = 0
             if conn.level == MQTT_5:
@@ -1587,7 +1692,7 @@ class Hub:
                 if expiry is not None:
                     delay = min(delay, expiry)  # 5.0 3.1.3.2.2: sooner of delay and session end
             if delay > 0 and owner and not self._closing:
-                self._wills[conn.client_id] = _PendingWill(self._loop.time() + delay, will, info)
+                self._wills[conn.key] = _PendingWill(self._loop.time() + delay, will, info)
             else:
                 self._publish_will(info, will)
                 will_published = True
@@ -1595,10 +1700,7 @@ class Hub:
             if expiry == 0:
                 self._discard_session(session)
             else:
-                session.expiry = expiry
-                session.expires_at = None if expiry is None else self._loop.time() + expiry
-                if expiry is not None:
-                    self._expiring[session.client_id] = session
+                self._keep_offline(session, expiry)
         log.info("client %r disconnected: %s", conn.client_id, reason.value)
         self._emit(ClientDisconnected(info, reason, will_published))
 
@@ -1657,25 +1759,27 @@ class Hub:
                     self._connect_due.add(conn, conn.created + timeout)
             now = loop.time()
             if self._wills:
-                for client_id, pending in list(self._wills.items()):
+                for key, pending in list(self._wills.items()):
                     if pending.due <= now:
-                        del self._wills[client_id]
+                        del self._wills[key]
                         self._publish_will(pending.info, pending.will)
-            if self._expiring:
-                for client_id, session in list(self._expiring.items()):
-                    if session.expires_at is not None and session.expires_at <= now:
-                        log.info("session %r expired", client_id)
-                        self._discard_session(session)
+            expiring = self._expiring
+            while expiring and expiring[0][0] <= now:
+                at, _seq, session = heapq.heappop(expiring)
+                # skipped: taken up again (expires_at None) or filed again with a later time
+                if session.expires_at == at and session.conn is None:
+                    log.info("session %r expired", session.client_id)
+                    self._discard_session(session)
 
     # -- subscriptions ---------------------------------------------------------------------
     def _subscribe(
         self, session: _Session, topic_filter: str, group: str | None, inner: str, sub: _Sub
     ) -> bool:
-        client_id = session.client_id
+        key = session.key
         if group is None:
-            old = self._tree.insert(inner, client_id, sub)
+            old = self._tree.insert(inner, key, sub)
         else:
-            old = self._shared.insert(inner, (group, client_id), sub)
+            old = self._shared.insert(inner, (group, key), sub)
         if session.subs is None:
             session.subs = {}
         session.subs[topic_filter] = sub
@@ -1692,9 +1796,9 @@ class Hub:
         except TopicError:
             return False
         if group is None:
-            self._tree.remove(inner, session.client_id)
+            self._tree.remove(inner, session.key)
         else:
-            self._shared.remove(inner, (group, session.client_id))
+            self._shared.remove(inner, (group, session.key))
         self._route_cache.clear()
         return True
 
@@ -1726,7 +1830,27 @@ class Hub:
             self._send(session, msg, min(msg.qos, sub.qos), True, sub_ids, {}, expires_at)
 
     # -- routing ---------------------------------------------------------------------------
+    def _may_receive(self, session: _Session, topic: str) -> bool:
+        """The authoriser's read permission of ``session`` for ``topic`` (at route building)."""
+        check = self._receive_check
+        info = session.info
+        if check is None or info is None:
+            return True
+        try:
+            decision = check(info, topic)
+        except Exception:
+            log.exception("authoriser failed on the read permission of %r", session.client_id)
+            return False
+        if not decision.allowed:
+            log.debug(
+                "session %r may not receive %r: %s", session.client_id, topic, decision.reason
+            )
+        return bool(decision.allowed)
+
     def _build_route(self, topic: str) -> _RouteEntry:
+        """Who receives ``topic``: the matching subscriptions of sessions that may read it,
+        per session, and the shared subscription groups (cached per topic; cleared whenever a
+        subscription or a permission changes)."""
         per: dict[_Session, list[_Sub]] = {}
         for _f, _k, sub in self._tree.match(topic):
             subs = per.get(sub.session)
@@ -1734,16 +1858,20 @@ class Hub:
                 per[sub.session] = [sub]
             else:
                 subs.append(sub)
+        may_receive = self._may_receive
         normal = []
         for session, subs in per.items():
+            if not may_receive(session, topic):
+                continue
             raw = subs if any(s.no_local for s in subs) else None
             qos, rap, sub_ids = _aggregate(subs)
             normal.append((session, qos, rap, sub_ids, raw))
         shared: dict[tuple[str, str], list[_Sub]] = {}
-        for topic_filter, (group, _cid), sub in self._shared.match(topic):
-            shared.setdefault((group, topic_filter), []).append(sub)
+        for topic_filter, (group, _key), sub in self._shared.match(topic):
+            if may_receive(sub.session, topic):
+                shared.setdefault((group, topic_filter), []).append(sub)
         for members in shared.values():
-            members.sort(key=lambda s: s.session.client_id)
+            members.sort(key=lambda s: (s.session.identity or "", s.session.client_id))
         entry: _RouteEntry = (tuple(normal), tuple(shared.items()))
         cache = self._route_cache
         if len(cache) >= _ROUTE_CACHE_MAX:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from enos_lab.hub._server import _Connection
+    from enos_lab.hub._types import ClientInfo, SessionKey
     from enos_lab.mqtt._packets import Properties
 
 
@@ -98,22 +99,29 @@ class _Out:
 
 
 class _Session:
-    """State of one client id: subscriptions, packet ids, in-flight and queued messages."""
+    """State of one session (a client id, of an identity if the client has one): subscriptions,
+    packet ids, in-flight and queued messages."""
 
     __slots__ = (
         "client_id",
         "conn",
         "expires_at",
         "expiry",
+        "identity",
         "inflight",
+        "info",
+        "key",
         "next_pid",
         "qos2_in",
         "queue",
         "subs",
     )
 
-    def __init__(self, client_id: str) -> None:
+    def __init__(self, key: SessionKey, client_id: str, identity: str | None) -> None:
+        self.key = key  # the name of the session in the hub (ClientInfo.session_key)
         self.client_id = client_id
+        self.identity = identity
+        self.info: ClientInfo | None = None  # of the last connection (for read permissions)
         self.conn: _Connection | None = None
         self.subs: dict[str, _Sub] | None = None  # full filter (incl. $share/...) -> sub
         self.inflight: dict[int, _Out] | None = None  # packet id -> message, in send order

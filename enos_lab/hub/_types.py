@@ -1,8 +1,11 @@
 """Value objects and extension-point protocols of the hub.
 
-Glossary: ``client_id`` is the MQTT client identifier; ``protocol_level`` 3 (MQTT 3.1), 4 (3.1.1)
-or 5 (5.0); ``peer`` is ``"host:port"`` for TCP connections and ``"memory"`` for the in-memory
-transport; ``reason_code`` an MQTT 5.0 reason code.
+Glossary: ``client_id`` is the MQTT client identifier; ``identity`` who the authenticator says
+the client is (for EnOS logins ``"{product_key}/{device_key}"``); ``session_key`` the name under
+which the hub keeps a client's session: its client id, or ``(identity, client_id)`` for a client
+with an identity, so that a client id alone never reaches the session of another identity;
+``protocol_level`` 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0); ``peer`` is ``"host:port"`` for TCP
+connections and ``"memory"`` for the in-memory transport; ``reason_code`` an MQTT 5.0 reason code.
 """
 
 from __future__ import annotations
@@ -28,9 +31,14 @@ __all__ = [
     "HubEvent",
     "Message",
     "MessageHandler",
+    "SessionKey",
 ]
 
 _EMPTY: Mapping[str, object] = MappingProxyType({})
+
+SessionKey: TypeAlias = "str | tuple[str, str]"
+"""The name of a session in the hub: the client id of a client without identity, or
+``(identity, client_id)`` (see :attr:`ClientInfo.session_key`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +82,9 @@ def _make_message(
 class ClientInfo:
     """A connected client as the hub sees it.
 
-    ``attributes`` are whatever the authenticator attached (for example the device identity);
-    ``keep_alive`` is the effective keep-alive interval. [s]
+    ``attributes`` are whatever the authenticator attached (for example the device record);
+    ``identity`` who the authenticator says the client is (``None``: no identity, for instance an
+    anonymous hub); ``keep_alive`` is the effective keep-alive interval. [s]
     """
 
     client_id: str
@@ -85,6 +94,15 @@ class ClientInfo:
     clean_start: bool
     keep_alive: int
     attributes: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
+    identity: str | None = None
+
+    @property
+    def session_key(self) -> SessionKey:
+        """The name of the client's session in the hub: ``client_id`` without an identity,
+        else ``(identity, client_id)``. :meth:`Hub.deliver`, :meth:`Hub.disconnect_client` and
+        :attr:`Hub.clients` use it."""
+        identity = self.identity
+        return self.client_id if identity is None else (identity, self.client_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +124,18 @@ class AuthResult:
 
     ``reason_code`` is the MQTT 5.0 CONNACK reason code of a refusal; 3.1.1 clients get the
     mapped return code (0x86 -> 4, 0x85 -> 2, 0x88/0x89 -> 3, anything else -> 5).
-    ``client_id`` replaces (or assigns) the client identifier when set.
+    ``client_id`` replaces (or assigns) the client identifier when set. ``identity`` names who
+    the client is (for EnOS logins ``"{product_key}/{device_key}"``): the session then belongs to
+    that identity, not to the client id string, so a client that authenticates as someone else
+    with the same client id neither resumes nor takes over this one's session; and the number of
+    sessions an identity keeps offline is bounded (``HubConfig.max_offline_sessions``).
     """
 
     accepted: bool
     reason_code: int = 0
     client_id: str | None = None
     attributes: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +156,14 @@ class Authenticator(Protocol):
 
 
 class Authoriser(Protocol):
-    """Decides per publish and per subscription whether a client may do it."""
+    """Decides per publish and per subscription whether a client may do it, and per topic
+    whether a subscribed client may receive it.
+
+    ``authorise_receive`` is asked when the hub works out who receives a topic (once per topic
+    until :meth:`Hub.permissions_changed` says that answers may have changed), also for a
+    session whose client is offline (``client`` is then its last connection's info): what a
+    session was allowed to subscribe to is not delivered once the permission is gone.
+    """
 
     def authorise_publish(self, client: ClientInfo, topic: str, qos: int, retain: bool) -> Decision:
         """May ``client`` publish on ``topic``?"""
@@ -141,6 +171,10 @@ class Authoriser(Protocol):
 
     def authorise_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> Decision:
         """May ``client`` subscribe to ``topic_filter``?"""
+        ...
+
+    def authorise_receive(self, client: ClientInfo, topic: str) -> Decision:
+        """May ``client``'s session receive messages published on ``topic``?"""
         ...
 
 

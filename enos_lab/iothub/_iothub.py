@@ -98,6 +98,7 @@ from ..hub import (
     Hub,
     HubEvent,
     Message,
+    SessionKey,
 )
 from ..hub._types import _make_message
 from ..model import ModelCatalog, ThingModel, normalise_tags, render_tsltemplate
@@ -253,6 +254,7 @@ class _Conn(_Target, Mapping[str, object]):
         "info",
         "integration",
         "online",
+        "replies",
         "secure_mode",
         "subs",
         "tls",
@@ -278,7 +280,10 @@ class _Conn(_Target, Mapping[str, object]):
         self.online = False  # recorded online in the registry
         # logged-in sub-devices; the shared empty _NO_SUBS until the first sub-device logs in
         self.subs: dict[_Keys, _Target] = _NO_SUBS
-        self.filters: tuple[str, ...] = ()  # granted subscriptions (a tuple is smallest)
+        # subscriptions remembered for the 1009 answer (see IotHub._subscribed), bounded: reply
+        # topics (granted or refused) and granted wildcard filters, the oldest forgotten first
+        self.replies: dict[str, None] | None = None
+        self.filters: tuple[str, ...] = ()  # wildcard filters (a tuple is smallest)
         self.custom: _Custom = _NO_CUSTOM
         self.activation_done: asyncio.Event | None = None
 
@@ -300,6 +305,13 @@ class _Conn(_Target, Mapping[str, object]):
         info = self.info
         assert info is not None
         return info.client_id
+
+    @property
+    def key(self) -> SessionKey:
+        """The connection's session key in the hub (``(identity, client_id)``)."""
+        info = self.info
+        assert info is not None
+        return info.session_key
 
     def target(self, keys: _Keys) -> _Target | None:
         if not self.integration and self.ident == keys:
@@ -495,10 +507,10 @@ class IotHub:
         )
         self._hub: Hub | None = None
         self._codecs: dict[str, RawCodec] = {}
-        self._conns: dict[str, _Conn] = {}  # client id -> connection
-        self._owner: dict[_Keys, str] = {}  # device -> client id of its current connection
-        self._gateway_of: dict[_Keys, str] = {}  # logged-in sub-device -> gateway client id
-        self._kick_reasons: dict[str, str] = {}  # client id -> presence reason of a kick
+        self._conns: dict[SessionKey, _Conn] = {}  # session key -> connection
+        self._owner: dict[_Keys, SessionKey] = {}  # device -> session key of its connection
+        self._gateway_of: dict[_Keys, SessionKey] = {}  # logged-in sub-device -> its gateway's
+        self._kick_reasons: dict[SessionKey, str] = {}  # session key -> presence reason of a kick
         self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
@@ -735,7 +747,8 @@ class IotHub:
         # callback (no CONNACK delay); otherwise ClientConnected reads them again
         hub = self._hub
         conn.checked = hub is None or hub.config.connack_delay <= 0
-        return AuthResult(True, attributes=conn)
+        # the session belongs to the device (product key + device key), not to the client id
+        return AuthResult(True, attributes=conn, identity=_identity(conn.ident))
 
     # -- lifecycle events ------------------------------------------------------------------
 
@@ -766,7 +779,7 @@ class IotHub:
                     self.registry.get_device(pk, dk)  # still registered
         except NotFound:
             log.warning("client %r: %s/%s vanished during login", info.client_id, pk, dk)
-            self._kick(info.client_id, "deleted")
+            self._kick(info.session_key, "deleted")
             return
         product = self._share(product)
         if conn is None:  # attributes of another authenticator with an EnOS identity
@@ -782,14 +795,14 @@ class IotHub:
         conn.product = product
         conn.model = self._model(product)
         conn.info = info
-        self._conns[info.client_id] = conn
+        self._conns[info.session_key] = conn
         if integration:
             return
         conn.custom = _custom_topics(product, dk)
         keys = conn.ident
         old_cid = self._owner.get(keys)
-        self._owner[keys] = info.client_id
-        if old_cid is not None and old_cid != info.client_id:
+        self._owner[keys] = info.session_key
+        if old_cid is not None and old_cid != info.session_key:
             old = self._conns.pop(old_cid, None)
             if old is not None:
                 self._release(old, "taken over")
@@ -804,9 +817,11 @@ class IotHub:
     def _release(self, conn: _Conn, reason: str) -> None:
         """Forget ``conn``'s sub-devices and mark its device offline (if it was online)."""
         sub_reason = "gateway offline"
+        if conn.subs:
+            self._permissions_changed()
         for keys in list(conn.subs):
             del conn.subs[keys]
-            if self._gateway_of.get(keys) == conn.client_id:
+            if self._gateway_of.get(keys) == conn.key:
                 del self._gateway_of[keys]
             self._set_offline(keys, sub_reason)
         if conn.online and conn.own is not None:
@@ -816,7 +831,7 @@ class IotHub:
             conn.activation_done.set()
 
     def _disconnected(self, info: ClientInfo, reason: DisconnectReason) -> None:
-        cid = info.client_id
+        cid = info.session_key
         why = self._kick_reasons.pop(cid, None) or _REASONS.get(reason, "disconnected")
         conn = self._conns.get(cid)
         if conn is None or conn.info is not info:
@@ -827,16 +842,16 @@ class IotHub:
             del self._owner[keys]
         self._release(conn, why)
 
-    def _kick(self, client_id: str, reason: str) -> None:
+    def _kick(self, key: SessionKey, reason: str) -> None:
         hub = self._hub
         if hub is None:
             return
-        self._kick_reasons[client_id] = reason
-        self._spawn(self._disconnect(hub, client_id), f"iothub-kick-{client_id}")
+        self._kick_reasons[key] = reason
+        self._spawn(self._disconnect(hub, key), f"iothub-kick-{key}")
 
-    async def _disconnect(self, hub: Hub, client_id: str) -> None:
-        if not await hub.disconnect_client(client_id, 0x87):
-            self._kick_reasons.pop(client_id, None)  # already gone
+    async def _disconnect(self, hub: Hub, key: SessionKey) -> None:
+        if not await hub.disconnect_client(key, 0x87):
+            self._kick_reasons.pop(key, None)  # already gone
 
     # -- dynamic activation (section 3) ----------------------------------------------------
 
@@ -846,13 +861,13 @@ class IotHub:
         assert hub is not None and done is not None
         cfg = self.config
         await asyncio.sleep(cfg.activation_delay)
-        if self._conns.get(conn.client_id) is not conn:
+        if self._conns.get(conn.key) is not conn:
             return
         try:
             device = self.registry.activate(conn.product_key, conn.device_key)
         except RegistryError as exc:
             log.warning("activation of %s/%s failed: %s", conn.product_key, conn.device_key, exc)
-            self._kick(conn.client_id, "kicked")
+            self._kick(conn.key, "kicked")
             return
         topic = f"/ext/session/{conn.product_key}/{conn.device_key}/thing/activate/info"
         payload = encode_request(
@@ -869,7 +884,7 @@ class IotHub:
         deadline = loop.time() + cfg.activation_timeout
         while not done.is_set() and loop.time() < deadline:
             try:
-                delivered = await hub.deliver(conn.client_id, Message(topic, payload, 1))
+                delivered = await hub.deliver(conn.key, Message(topic, payload, 1))
             except ClosedError:
                 return  # the hub stopped
             if not delivered:
@@ -889,12 +904,18 @@ class IotHub:
     # -- access control --------------------------------------------------------------------
 
     def authorise_publish(self, client: ClientInfo, topic: str, qos: int, retain: bool) -> Decision:
-        """May ``client`` publish on ``topic``? (hub Authoriser protocol)."""
-        conn = self._conns.get(client.client_id)
+        """May ``client`` publish on ``topic``? (hub Authoriser protocol).
+
+        Retained messages are refused on every EnOS topic (requests, replies, commands): the
+        SDKs never retain, and a retained request would be kept by the hub for nothing.
+        """
+        conn = self._conns.get(client.session_key)
         if conn is None:
             return Decision(False, 0x87, "not an EnOS session")
         route = self._route(topic)
         if route is not None:
+            if retain:
+                return Decision(False, 0x87, f"retained messages are refused on {topic!r}")
             action = route.action
             if action in (_REQUEST, _RAW_REQUEST):
                 return _ALLOW  # checked by the request handler (EnOS 1009 with the request id)
@@ -927,17 +948,37 @@ class IotHub:
 
     def authorise_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> Decision:
         """May ``client`` subscribe to ``topic_filter``? (hub Authoriser protocol)."""
-        conn = self._conns.get(client.client_id)
+        conn = self._conns.get(client.session_key)
         if conn is None:
             return Decision(False, 0x87, "not an EnOS session")
         if self._may_subscribe(conn, topic_filter):
-            _add_filter(conn, topic_filter)
+            _remember_filter(conn, topic_filter)
             return _ALLOW
         if topic_filter.endswith(REPLY_SUFFIX):
             # remembered although refused: SDKs subscribe to the reply topic of a request for
             # a foreign device without checking the SUBACK, and expect the 1009 answer there
-            _add_filter(conn, topic_filter)
+            _remember_filter(conn, topic_filter)
         return Decision(False, 0x87, f"no read permission on {topic_filter!r}")
+
+    def authorise_receive(self, client: ClientInfo, topic: str) -> Decision:
+        """May ``client``'s session receive ``topic``? (hub Authoriser protocol).
+
+        The same rule as for subscribing, with what the connection may read now: a gateway
+        reads its sub-devices' topics only while they are logged in through it, and a session
+        whose connection ended reads only its own device's topics (its sub-devices went offline
+        with it). The hub asks when it works out a topic's receivers; the services tell it
+        (:meth:`~enos_lab.hub.Hub.permissions_changed`) when a login, logout, move or
+        disconnection changes the answers.
+        """
+        conn = client.attributes
+        if type(conn) is not _Conn:
+            found = self._conns.get(client.session_key)
+            if found is None:
+                return Decision(False, 0x87, "not an EnOS session")
+            conn = found
+        if self._may_subscribe(conn, topic):
+            return _ALLOW
+        return Decision(False, 0x87, f"no read permission on {topic!r}")
 
     def _may_subscribe(self, conn: _Conn, topic_filter: str) -> bool:
         wildcard = "+" in topic_filter or "#" in topic_filter
@@ -985,6 +1026,11 @@ class IotHub:
 
     @staticmethod
     def _subscribed(conn: _Conn, topic: str) -> bool:
+        """Whether ``conn`` asked for ``topic`` (a reply topic) by one of its remembered
+        subscriptions."""
+        replies = conn.replies
+        if replies is not None and topic in replies:
+            return True
         return any(topic_matches(f, topic) for f in conn.filters)
 
     # -- inbound messages ------------------------------------------------------------------
@@ -992,7 +1038,7 @@ class IotHub:
     def _on_message(self, client: ClientInfo | None, message: Message) -> Awaitable[None] | None:
         if client is None:
             return None
-        conn = self._conns.get(client.client_id)
+        conn = self._conns.get(client.session_key)
         if conn is None:
             return None
         route = self._route(message.topic)
@@ -1195,7 +1241,7 @@ class IotHub:
         if hub is None or not self._subscribed(conn, reply_topic):
             return
         payload = encode_reply(request_id, ReplyCode.NO_WRITE_PERMISSION)
-        await hub.deliver(conn.client_id, Message(reply_topic, payload, qos))
+        await hub.deliver(conn.key, Message(reply_topic, payload, qos))
 
     async def _reply(  # noqa: PLR0917
         self, topic: str, request_id: Any, code: int, data: Any, text: str | None, qos: int
@@ -1682,15 +1728,16 @@ class IotHub:
             device = self.registry.activate(pk, dk)
             data["deviceSecret"] = device.device_secret
         other = self._gateway_of.get(keys)
-        if other is not None and other != conn.client_id:
+        if other is not None and other != conn.key:
             old = self._conns.get(other)
             if old is not None:
                 old.subs.pop(keys, None)
         if conn.subs is _NO_SUBS:
             conn.subs = {}
         conn.subs[keys] = self._target_for(device, product)
-        self._gateway_of[keys] = conn.client_id
+        self._gateway_of[keys] = conn.key
         self._set_online(keys)
+        self._permissions_changed()
         return (ReplyCode.SUCCESS, data, "")
 
     async def _sub_login(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
@@ -1758,10 +1805,18 @@ class IotHub:
     def _logout(self, conn: _Conn, keys: _Keys, reason: str) -> bool:
         if conn.subs.pop(keys, None) is None:
             return False
-        if self._gateway_of.get(keys) == conn.client_id:
+        if self._gateway_of.get(keys) == conn.key:
             del self._gateway_of[keys]
         self._set_offline(keys, reason)
+        self._permissions_changed()
         return True
+
+    def _permissions_changed(self) -> None:
+        """What a connection may read changed (a sub-device logged in, out or moved): the hub
+        works out again who receives each topic (see :meth:`authorise_receive`)."""
+        hub = self._hub
+        if hub is not None:
+            hub.permissions_changed()
 
     # -- message integration (11) ----------------------------------------------------------
 
@@ -1883,12 +1938,20 @@ class IotHub:
         return device
 
     def _drop_device(self, keys: _Keys, reason: str, *, record: bool = True) -> None:
+        """Close the device's connection and forget its sessions in the hub (a disabled or
+        deleted device's persistent sessions must not keep collecting messages); log it out of
+        its gateway, whose session stops receiving its topics."""
         cid = self._owner.get(keys)
         if cid is not None:
             conn = self._conns.get(cid)
             if conn is not None and not record:
                 conn.online = False
-            self._kick(cid, reason)
+            self._kick_reasons[cid] = reason
+        hub = self._hub
+        if hub is not None:
+            hub.end_identity(_identity(keys))  # the disconnection is handled in this call
+        if cid is not None:
+            self._kick_reasons.pop(cid, None)
         gw_cid = self._gateway_of.get(keys)
         if gw_cid is not None:
             gateway = self._conns.get(gw_cid)
@@ -1898,6 +1961,7 @@ class IotHub:
                 else:
                     gateway.subs.pop(keys, None)
                     del self._gateway_of[keys]
+                    self._permissions_changed()
 
     async def _notify_gateway(self, device: Device, kind: TopicKind) -> None:
         if device.gateway is None or self._hub is None:
@@ -1958,7 +2022,7 @@ class IotHub:
             future = asyncio.get_running_loop().create_future()
             self._pending[key] = future
         try:
-            if not await hub.deliver(conn.client_id, Message(topic, payload, 1)):
+            if not await hub.deliver(conn.key, Message(topic, payload, 1)):
                 raise DeviceOffline(f"device {product_key}/{device_key} is offline")
             if future is None:
                 return None
@@ -1972,9 +2036,35 @@ class IotHub:
 _ALLOW = Decision(True)
 
 
-def _add_filter(conn: _Conn, topic_filter: str) -> None:
-    if topic_filter not in conn.filters:
-        conn.filters = (*conn.filters, topic_filter)
+def _identity(keys: _Keys) -> str:
+    """The hub identity of a device: ``"{product_key}/{device_key}"`` (an integration channel:
+    ``"{product_key}/%channel%"``). Keys never contain ``/``: they are topic levels."""
+    return f"{keys[0]}/{keys[1]}"
+
+
+_MAX_REPLY_FILTERS = 1024  # reply topics remembered per connection (granted or refused)
+_MAX_WILDCARD_FILTERS = 32  # granted wildcard filters remembered per connection
+
+
+def _remember_filter(conn: _Conn, topic_filter: str) -> None:
+    """Remember a subscription for :meth:`IotHub._subscribed`, within the bounds above (the
+    oldest is forgotten first): however many filters a client sends, what is kept and the cost
+    of the next SUBSCRIBE stay bounded."""
+    if "+" in topic_filter or "#" in topic_filter:
+        filters = conn.filters
+        if topic_filter not in filters:
+            conn.filters = (*filters[-(_MAX_WILDCARD_FILTERS - 1) :], topic_filter)
+        return
+    if not topic_filter.endswith(REPLY_SUFFIX):
+        return
+    replies = conn.replies
+    if replies is None:
+        replies = conn.replies = {}
+    elif topic_filter in replies:
+        return
+    elif len(replies) >= _MAX_REPLY_FILTERS:
+        del replies[next(iter(replies))]
+    replies[topic_filter] = None
 
 
 _REQUEST_KINDS = tuple(kind for kind in TopicKind if kind.direction is Direction.UP)
