@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
 import random
 import shutil
@@ -57,7 +58,7 @@ from .mqtt import NO_PROPERTIES, Properties
 from .registry import BulkResult, DataFormat, Device, NodeType, Product, Registry, TopicPermission
 from .store import TimeSeriesStore
 
-__all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab"]
+__all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab", "plain_tcp_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,29 @@ CONNACK of logins shaped like that SDK's only (``IotHubConfig.python_sdk_connack
 
 T = TypeVar("T")
 P = ParamSpec("P")
+
+
+def plain_tcp_warning(host: str) -> str | None:
+    """The warning for a plain TCP listener on ``host``, or ``None`` for a loopback address.
+
+    On any other address (all interfaces included: ``""``, ``0.0.0.0``, ``::``) devices log in
+    over plain TCP from the network: their CONNECT and every message cross it unencrypted, and a
+    captured CONNECT can be replayed (EnOS logins carry no freshness check).
+    """
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name other than localhost, or "" (all interfaces)
+    where = repr(host) if host else "all interfaces"
+    return (
+        f"the MQTT listener binds {where}, not loopback: devices on the network log in over "
+        "plain TCP, so their logins and data cross the network unencrypted and a captured "
+        "login can be replayed. Bind 127.0.0.1 unless devices on other machines must connect, "
+        "and then only on a network you trust."
+    )
 
 
 def _coroutine_form(
@@ -207,6 +231,9 @@ class Lab:
                 "authentication and may publish or subscribe to any topic",
                 self.url,
             )
+        exposed = plain_tcp_warning(self._host)
+        if exposed is not None:
+            log.warning("%s", exposed)
         return self
 
     def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from enos_lab import Lab
 from enos_lab.errors import ClosedError, InvalidArgument
+from enos_lab.lab import plain_tcp_warning
 
 # MQTT 3.1.1 CONNECT, client id "lab-test", clean session, keep-alive 60 s.
 CONNECT_311 = bytes.fromhex("101400044d5154540402003c00086c61622d74657374")
@@ -160,3 +162,23 @@ def test_repr_and_mode() -> None:
     with Lab(port=0) as authenticating:
         assert not authenticating.anonymous
         assert repr(authenticating) == f"<Lab url={authenticating.url!r}>"
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "192.168.1.5", "lab.example.org"])
+def test_a_listener_off_loopback_is_warned_about(host: str) -> None:
+    warning = plain_tcp_warning(host)
+    assert warning is not None
+    assert "plain TCP" in warning and "replayed" in warning
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
+def test_a_loopback_listener_is_not_warned_about(host: str) -> None:
+    assert plain_tcp_warning(host) is None
+
+
+def test_a_loopback_lab_starts_without_the_plain_tcp_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="enos_lab"), Lab(tmp_path, port=0):
+        pass
+    assert not [r for r in caplog.records if "plain TCP" in r.getMessage()]
