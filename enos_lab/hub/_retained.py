@@ -12,7 +12,8 @@ its whole subtree (``a/#`` matches ``a``, MQTT 4.7.1.2), and at the first level 
 the children starting with ``$`` (MQTT-4.7.2-1). A lookup visits only the part of the trie its
 filter can match. :func:`~enos_lab.mqtt._topics.topic_matches` stays the one statement of the
 rule; the tests check that this walk agrees with it. Removing a topic prunes the nodes it leaves
-empty, so topics that come and go leave nothing behind.
+empty, so topics that come and go leave nothing behind; leaves share one empty children
+dictionary and level names are interned, which keeps a node small.
 
 Bounds: a message costs ``len(payload) + len(topic.encode())`` bytes. The store counts messages
 and bytes in total and per owner (the client that published the topic's current message;
@@ -30,6 +31,7 @@ they outnumber the live ones.
 from __future__ import annotations
 
 import heapq
+import sys
 from collections.abc import Hashable
 
 from enos_lab.errors import InvalidArgument
@@ -38,6 +40,7 @@ from enos_lab.hub._types import Message
 __all__ = ["RetainedStore"]
 
 _COMPACT_SLACK = 64  # stale heap items tolerated beyond twice the live ones
+_LEAF: dict[str, _Node] = {}  # the children of every leaf; never changed
 
 
 class _Entry:
@@ -59,7 +62,7 @@ class _Node:
     __slots__ = ("children", "entry")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
+        self.children: dict[str, _Node] = _LEAF
         self.entry: _Entry | None = None
 
 
@@ -167,7 +170,10 @@ class RetainedStore:
             for level in levels:
                 child = node.children.get(level)
                 if child is None:
-                    child = node.children[level] = _Node()
+                    if node.children is _LEAF:
+                        node.children = {}
+                    # levels such as "sys" or "thing" recur under every device: keep one copy
+                    child = node.children[sys.intern(level)] = _Node()
                     self._nodes += 1
                 node = child
         else:
@@ -250,6 +256,8 @@ class RetainedStore:
             if node.entry is not None or node.children:
                 break
             del parent.children[level]
+            if not parent.children:
+                parent.children = _LEAF
             self._nodes -= 1
             node = parent
 
