@@ -17,6 +17,7 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     │   └── ValidationError                    a value does not fit its thing model
     ├── StoreError                             the time-series store
     ├── RuleError                              rules, alerts, stream computing
+    ├── LimitExceeded                          a bound on what the hub keeps was reached
     └── ClosedError                            the lab, hub or store is not running
 
 Expected outcomes are values, not exceptions: an access-control decision returns allow/deny with a
@@ -32,6 +33,7 @@ __all__ = [
     "ClosedError",
     "EnosLabError",
     "InvalidArgument",
+    "LimitExceeded",
     "LocalProtocolError",
     "MalformedPacket",
     "ModelError",
@@ -136,3 +138,8 @@ class RuleError(EnosLabError):
 
 class ClosedError(EnosLabError):
     """The lab, hub or store is not running (not started yet, or already stopped)."""
+
+
+class LimitExceeded(EnosLabError):
+    """A bound on what the hub keeps (retained messages, sessions, subscriptions) was reached;
+    the message names the bound (see :class:`~enos_lab.hub.HubConfig`)."""

@@ -74,8 +74,9 @@ from time import monotonic as _monotonic
 from types import MappingProxyType
 from typing import Any, TypeAlias, cast
 
-from enos_lab.errors import ClosedError, InvalidArgument, ProtocolError, TopicError
+from enos_lab.errors import ClosedError, InvalidArgument, LimitExceeded, ProtocolError, TopicError
 from enos_lab.hub._config import HubConfig, HubStats
+from enos_lab.hub._retained import RetainedStore
 from enos_lab.hub._session import RELEASED, SENT, _MessageLike, _Out, _Session, _Sub
 from enos_lab.hub._tcp import PollHookSelector, TcpServer, _SocketTransport, poll_hook_selector
 from enos_lab.hub._transport import Listener, MemoryConnection
@@ -116,7 +117,7 @@ from enos_lab.mqtt._packets import (
     Unsubscribe,
     Will,
 )
-from enos_lab.mqtt._topics import TopicTree, parse_shared, topic_matches, validate_topic_filter
+from enos_lab.mqtt._topics import TopicTree, parse_shared, validate_topic_filter
 from enos_lab.mqtt._topics import validate_topic_name as _validate_topic_name
 
 __all__ = ["Hub"]
@@ -928,9 +929,25 @@ class _Connection(asyncio.Protocol):
                         decision.reason,
                     )
         pending: list[Awaitable[None]] | None = None
+        if (
+            reason == 0
+            and p.retain
+            and not hub._store_retained(
+                _make_message(topic, p.payload, qos, True, props), _owner(info)
+            )
+        ):
+            reason = 0x97  # Quota exceeded: neither retained nor delivered
+            log.info(
+                "client %r: retained message on %r refused: the client keeps %d messages / "
+                "%d bytes at most, the hub %d / %d",
+                self.client_id,
+                topic,
+                hub.config.max_retained_per_client,
+                hub.config.max_retained_bytes_per_client,
+                hub.config.max_retained_messages,
+                hub.config.max_retained_bytes,
+            )
         if reason == 0:
-            if p.retain:
-                hub._store_retained(_make_message(topic, p.payload, qos, True, props))
             if hub._handlers:
                 msg: _MessageLike = _make_message(topic, p.payload, qos, p.retain, props)
                 pending = hub._call_handlers(info, msg)  # type: ignore[arg-type]
@@ -1217,7 +1234,12 @@ class Hub:
         # response slots waiting for one future (a handler may return one for many messages)
         self._waiters: dict[asyncio.Future[Any], list[_Pending]] = {}
         self._rr: dict[tuple[str, str], int] = {}
-        self._retained: dict[str, tuple[Message, float]] = {}
+        self._retained = RetainedStore(
+            max_messages=config.max_retained_messages,
+            max_bytes=config.max_retained_bytes,
+            max_messages_per_owner=config.max_retained_per_client,
+            max_bytes_per_owner=config.max_retained_bytes_per_client,
+        )
         self._handlers: tuple[MessageHandler, ...] = ()
         self._event_listeners: list[Callable[[HubEvent], None]] = []
         self._next_id = 0
@@ -1464,8 +1486,12 @@ class Hub:
             if len(valid) >= _ROUTE_CACHE_MAX:
                 valid.clear()
             valid.add(topic)
-        if message.retain:
-            self._store_retained(message)
+        if message.retain and not self._store_retained(message, None):
+            raise LimitExceeded(
+                f"retained message on {topic!r} ({len(message.payload)} bytes) refused: the hub "
+                f"keeps at most {self.config.max_retained_messages} retained messages and "
+                f"{self.config.max_retained_bytes} bytes (HubConfig.max_retained_*)"
+            )
         return self._route(message, None)
 
     async def deliver(self, key: SessionKey, message: Message) -> bool:
@@ -1544,7 +1570,7 @@ class Hub:
             dropped=self._dropped,
             sessions=len(self._sessions),
             retained=len(self._retained),
-            retained_bytes=0,
+            retained_bytes=self._retained.bytes,
         )
 
     # -- sessions --------------------------------------------------------------------------
@@ -1718,8 +1744,11 @@ class Hub:
         if props is not NO_PROPERTIES and props.will_delay_interval is not None:
             props = replace(props, will_delay_interval=None)
         msg = Message(topic, will.payload, will.qos, will.retain, props)
-        if msg.retain:
-            self._store_retained(msg)
+        if msg.retain and not self._store_retained(msg, _owner(info)):
+            log.info(
+                "client %r: retained will on %r refused: retained quota", info.client_id, topic
+            )
+            return
         if self._handlers:
             pending = self._call_handlers(info, msg)
             if pending:
@@ -1803,26 +1832,22 @@ class Hub:
         return True
 
     # -- retained --------------------------------------------------------------------------
-    def _store_retained(self, msg: Message) -> None:
-        if msg.payload:
-            self._retained[msg.topic] = (msg, self._loop.time())
-        else:
-            self._retained.pop(msg.topic, None)  # MQTT-3.3.1-10
+    def _store_retained(self, msg: Message, owner: SessionKey | None) -> bool:
+        """Keep ``msg`` as its topic's retained message (an empty payload clears it,
+        MQTT-3.3.1-10); False when a bound refuses it: what ``owner`` (the publisher's identity
+        or session key; None for the hub itself) keeps, or the hub's total."""
+        return self._retained.store(msg, owner, self._loop.time())
 
     def _send_retained(self, session: _Session, topic_filter: str, sub: _Sub) -> None:
         now = self._loop.time()
         sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()
-        for topic, (stored_msg, stored) in list(self._retained.items()):
+        # expired messages are not returned (MQTT-3.3.2-5)
+        for stored_msg, stored in self._retained.matching(topic_filter, now):
             msg = stored_msg
-            if not topic_matches(topic_filter, topic):
-                continue
             expires_at = None
             mei = msg.properties.message_expiry_interval
             if mei is not None:
                 expires_at = stored + mei
-                if expires_at <= now:
-                    del self._retained[topic]  # MQTT-3.3.2-5
-                    continue
                 # MQTT-3.3.2-6: the interval sent is what remains of it
                 props = replace(msg.properties, message_expiry_interval=math.ceil(expires_at - now))
                 msg = Message(msg.topic, msg.payload, msg.qos, msg.retain, props)
@@ -2222,6 +2247,12 @@ class Hub:
             )
         prefix, suffix = self._variant(msg, level5, out.qos, out.retain, out.sub_ids, {})
         self._transmit(session, conn, out, prefix, suffix)
+
+
+def _owner(info: ClientInfo) -> SessionKey:
+    """Who a client's retained messages count against: its identity, else its session key."""
+    identity = info.identity
+    return info.session_key if identity is None else identity
 
 
 def _aggregate(subs: list[_Sub]) -> tuple[int, bool, tuple[int, ...]]:

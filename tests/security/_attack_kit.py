@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
+from enos_lab import Lab
 from enos_lab.enos import SecureMode, SignMethod, login_credentials, sign
 from enos_lab.mqtt import (
     ConnAck,
@@ -29,6 +31,9 @@ LEVEL = 4
 READ_TIMEOUT = 5.0  # [s] longest wait for a packet the hub must send
 QUIET = 0.3  # [s] how long "the hub sends nothing" is observed
 TIMESTAMP = "1700000000000"
+
+MakeLab = Callable[..., Lab]
+"""The ``make_lab`` fixture: ``make_lab(**kwargs)`` starts a ``Lab(..., port=0, **kwargs)``."""
 
 
 def credentials(

@@ -7,15 +7,14 @@ with other settings (``hub_config``, ``iothub_config`` ...). Both are stopped af
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _attack_kit import MakeLab
 
 from enos_lab import Lab
-
-MakeLab = Callable[..., Lab]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _attack_kit import RawDevice, credentials
+from _attack_kit import MakeLab, RawDevice, credentials
 
 from enos_lab import Lab
 from enos_lab.hub import HubConfig
@@ -145,8 +145,8 @@ def test_a_new_client_id_of_the_same_device_discards_its_older_offline_session(
     asyncio.run(body())
 
 
-def test_persistent_3_1_1_sessions_expire(make_lab: object) -> None:
-    lab = make_lab(hub_config=HubConfig(session_expiry_v311=1))  # type: ignore[operator]
+def test_persistent_3_1_1_sessions_expire(make_lab: MakeLab) -> None:
+    lab = make_lab(hub_config=HubConfig(session_expiry_v311=1))
     pk = lab.create_product("Meters").product_key
     secret = lab.register_device(pk, device_key="d1").device_secret
 
