@@ -24,7 +24,15 @@ from ._login import (
     parse_login,
 )
 from ._signing import SignMethod, sign, sign_content, verify_sign
-from ._topics import REPLY_SUFFIX, Direction, TopicKind, TopicMatch, parse_topic, reply_topic
+from ._topics import (
+    REPLY_SUFFIX,
+    Direction,
+    TopicKind,
+    TopicMatch,
+    filter_matches_request,
+    parse_topic,
+    reply_topic,
+)
 
 __all__ = [
     "INTEGRATION_DEVICE_KEY",
@@ -45,6 +53,7 @@ __all__ = [
     "decode_request",
     "encode_reply",
     "encode_request",
+    "filter_matches_request",
     "login_credentials",
     "parse_login",
     "parse_topic",

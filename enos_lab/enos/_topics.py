@@ -14,7 +14,15 @@ from enum import Enum
 
 from ..errors import InvalidArgument
 
-__all__ = ["REPLY_SUFFIX", "Direction", "TopicKind", "TopicMatch", "parse_topic", "reply_topic"]
+__all__ = [
+    "REPLY_SUFFIX",
+    "Direction",
+    "TopicKind",
+    "TopicMatch",
+    "filter_matches_request",
+    "parse_topic",
+    "reply_topic",
+]
 
 REPLY_SUFFIX = "_reply"
 """Every request topic ``T`` is answered on ``T + "_reply"``."""
@@ -237,3 +245,62 @@ def parse_topic(topic: str) -> TopicMatch | None:
 def reply_topic(topic: str) -> str:
     """``topic + "_reply"``: where the answer to a request on ``topic`` goes."""
     return topic + REPLY_SUFFIX
+
+
+# The upstream request templates as levels; None stands for the {id} level.
+_REQUEST_LEVELS: tuple[tuple[str | None, ...], ...] = tuple(
+    tuple(None if part == "{id}" else part for part in kind.value.split("/"))
+    for kind in TopicKind
+    if kind.direction is Direction.UP
+)
+_REQUESTS_BY_SIZE: dict[int, tuple[tuple[str | None, ...], ...]] = {
+    size: tuple(t for t in _REQUEST_LEVELS if len(t) == size)
+    for size in {len(t) for t in _REQUEST_LEVELS}
+}
+
+
+def filter_matches_request(topic_filter: str, product_key: str, device_key: str) -> bool:
+    """Whether ``topic_filter`` matches an upstream request topic of this device, whatever its
+    id (an event id ...): a subscription with it would receive what devices send as requests.
+
+    The rules of MQTT 4.7 (``+`` one level, an empty one too; ``#`` the parent level and all
+    below), applied to the catalogue's templates with ``{id}`` standing for any non-empty level:
+    :func:`enos_lab.mqtt.topic_matches` against the topics the templates stand for gives the
+    same answer (the tests check it); this costs a few level comparisons per template instead
+    of a topic match per template and id, which matters because it runs for every filter of a
+    SUBSCRIBE.
+    """
+    levels = topic_filter.split("/")
+    if levels[-1] == "#":
+        # '#' matches its parent level and everything below: templates at least that long
+        templates: tuple[tuple[str | None, ...], ...] = _REQUEST_LEVELS
+    else:
+        templates = _REQUESTS_BY_SIZE.get(len(levels), ())
+    return any(
+        _levels_match(levels, template, product_key, device_key) for template in templates
+    )
+
+
+def _levels_match(
+    levels: list[str], template: tuple[str | None, ...], product_key: str, device_key: str
+) -> bool:
+    size = len(template)
+    for i, level in enumerate(levels):
+        if level == "#":
+            return True  # the template's first i levels matched; '#' takes the rest
+        if i >= size:
+            return False
+        part = template[i]
+        if level == "+":
+            continue
+        if part is None:
+            if not level:
+                return False  # an id is never empty
+            continue
+        if part == "{pk}":
+            part = product_key
+        elif part == "{dk}":
+            part = device_key
+        if level != part:
+            return False
+    return len(levels) == size

@@ -1056,6 +1056,16 @@ class _Connection(asyncio.Protocol):
             if group is not None and s.no_local:
                 self._violation(0x82, "no local on a shared subscription")  # MQTT-3.8.3-4
                 return
+            subs = session.subs
+            if subs and topic_filter not in subs and len(subs) >= max_subscriptions:
+                log.info(
+                    "client %r: subscribe to %r refused: %d subscriptions is the limit",
+                    self.client_id,
+                    topic_filter,
+                    max_subscriptions,
+                )
+                codes.append(0x97 if level == MQTT_5 else 0x80)  # Quota exceeded
+                continue
             authoriser = hub._authoriser
             if authoriser is not None:
                 decision = authoriser.authorise_subscribe(info, topic_filter, s.qos)
@@ -1068,16 +1078,6 @@ class _Connection(asyncio.Protocol):
                     )
                     codes.append(decision.reason_code if level == MQTT_5 else 0x80)
                     continue
-            subs = session.subs
-            if subs and topic_filter not in subs and len(subs) >= max_subscriptions:
-                log.info(
-                    "client %r: subscribe to %r refused: %d subscriptions is the limit",
-                    self.client_id,
-                    topic_filter,
-                    max_subscriptions,
-                )
-                codes.append(0x97 if level == MQTT_5 else 0x80)  # Quota exceeded
-                continue
             qos = min(s.qos, 2)
             rap = s.retain_as_published if level == MQTT_5 else False
             rh = int(s.retain_handling) if level == MQTT_5 else 0

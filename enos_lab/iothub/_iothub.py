@@ -75,6 +75,7 @@ from ..enos import (
     decode_request,
     encode_reply,
     encode_request,
+    filter_matches_request,
     parse_topic,
     verify_sign,
 )
@@ -985,7 +986,7 @@ class IotHub:
         if conn.integration:
             prefix = f"/sys/{conn.product_key}/integration/"
             if wildcard:
-                return topic_filter.startswith(prefix) and not _matches_request(
+                return topic_filter.startswith(prefix) and not filter_matches_request(
                     topic_filter, conn.product_key, "x"
                 )
             return topic_filter.startswith(prefix) and topic_filter.endswith(REPLY_SUFFIX)
@@ -1007,7 +1008,7 @@ class IotHub:
                 pk, dk = target.ident
                 if topic_filter.startswith(
                     (f"/sys/{pk}/{dk}/", f"/ext/session/{pk}/{dk}/")
-                ) and not _matches_request(topic_filter, pk, dk):
+                ) and not filter_matches_request(topic_filter, pk, dk):
                     # never a filter that matches request topics: a request refused with
                     # 1009 still passes the MQTT layer and must not reach such a subscriber
                     return True
@@ -2067,15 +2068,6 @@ def _remember_filter(conn: _Conn, topic_filter: str) -> None:
     replies[topic_filter] = None
 
 
-_REQUEST_KINDS = tuple(kind for kind in TopicKind if kind.direction is Direction.UP)
-
-
-def _matches_request(topic_filter: str, product_key: str, device_key: str) -> bool:
-    """Whether ``topic_filter`` matches any upstream request topic of this device."""
-    return any(
-        topic_matches(topic_filter, kind.format(product_key, device_key, "x"))
-        for kind in _REQUEST_KINDS
-    )
 
 
 def _down_raw(match: TopicMatch) -> TopicMatch:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from enos_lab.enos import Direction, TopicKind, parse_topic, reply_topic
-from enos_lab.errors import InvalidArgument
+from enos_lab.enos import Direction, TopicKind, filter_matches_request, parse_topic, reply_topic
+from enos_lab.errors import InvalidArgument, TopicError
+from enos_lab.mqtt import topic_matches, validate_topic_filter
 
 
 @pytest.mark.parametrize(
@@ -100,3 +103,63 @@ def test_directions_methods_and_raw() -> None:
     assert TopicKind.ACTIVATE_INFO.method == "thing.activate.info"
     assert TopicKind.MODEL_UP_RAW.is_raw and TopicKind.MODEL_UP_RAW.method is None
     assert not TopicKind.MEASUREPOINT_POST.is_raw
+
+
+# --- filters that would receive requests --------------------------------------------------
+
+_UP_KINDS = [kind for kind in TopicKind if kind.direction is Direction.UP]
+
+
+def _brute_force(topic_filter: str, pk: str, dk: str) -> bool:
+    """The one matcher over the request topics the templates stand for; the id takes every
+    literal level of the filter (the only ids a literal level can match) and one other."""
+    ids = {level for level in topic_filter.split("/") if level not in ("+", "#", "")} | {"zz"}
+    return any(
+        topic_matches(topic_filter, kind.format(pk, dk, item)) for kind in _UP_KINDS for item in ids
+    )
+
+
+@pytest.mark.parametrize(
+    ("topic_filter", "expected"),
+    [
+        ("/sys/pA/d1/#", True),
+        ("/sys/pA/d1/thing/#", True),
+        ("/sys/pA/d1/thing/measurepoint/+", True),
+        ("/sys/pA/d1/thing/event/overheat/+", True),  # the event id is any level
+        ("/sys/pA/d1/thing/event/+/post", True),
+        ("/sys/pA/d1/thing/event/+/post_reply", False),
+        ("/sys/pA/d1/thing/+/post_reply", False),
+        ("/sys/pA/d1/thing/service/#", False),  # commands, not requests
+        ("/sys/pA/d2/#", False),
+        ("/sys/+/d1/thing/measurepoint/post", True),
+        ("/ext/session/pA/d1/combine/#", True),
+        ("/ext/session/pA/d1/thing/activate/#", False),
+        ("/sys/pA/integration/+/post", True),
+        ("/sys/pA/d1/thing/measurepoint/post/batch/#", True),  # '#' takes the parent level
+        ("/sys/pA/d1/thing/measurepoint/post/batch/x/#", False),
+        ("#", True),
+        ("+/#", True),
+    ],
+)
+def test_filter_matches_request(topic_filter: str, expected: bool) -> None:
+    assert filter_matches_request(topic_filter, "pA", "d1") is expected
+    assert _brute_force(topic_filter, "pA", "d1") is expected
+
+
+_LEVEL = st.sampled_from(
+    ["", "+", "#", "sys", "ext", "session", "pA", "d1", "d2", "integration", "thing", "event",
+     "measurepoint", "post", "batch", "resume", "combine", "login", "ota", "device", "x"]
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_LEVEL, min_size=1, max_size=8))
+def test_filter_matches_request_agrees_with_topic_matches(levels: list[str]) -> None:
+    topic_filter = "/".join(levels)
+    try:
+        validate_topic_filter(topic_filter)
+    except TopicError:
+        return
+    assert filter_matches_request(topic_filter, "pA", "d1") is _brute_force(
+        topic_filter, "pA", "d1"
+    )
