@@ -5,11 +5,13 @@ Theory of operation
 :class:`IotHub` plugs into a :class:`~enos_lab.hub.Hub` at four points:
 
 - **authenticator** (:meth:`IotHub.authenticate`): the registry's login decision plus the login
-  throttle; every refusal is CONNACK 5 (4 for an unparseable username). The identity goes into
-  ``ClientInfo.attributes``: that mapping is the connection's own record (``_Conn``), the one
-  small object the services keep per connection. Logins shaped like the official Python SDK's
-  (a timestamp with a decimal point) are answered after ``python_sdk_connack_delay``, all
-  others at once (protocol reference 4, item 9).
+  throttle (failed logins counted per source address and user name, so that bad logins from
+  one address never refuse a correct one from another); every refusal is CONNACK 5 (4 for an
+  unparseable username). A block that starts is logged at WARNING, other refusals at INFO.
+  The identity goes into ``ClientInfo.attributes``: that mapping is the connection's own
+  record (``_Conn``), the one small object the services keep per connection. Logins shaped
+  like the official Python SDK's (a timestamp with a decimal point) are answered after
+  ``python_sdk_connack_delay``, all others at once (protocol reference 4, item 9).
 - **listener** (connected / disconnected events): one connection per device (a new login of
   the same device closes the old connection, whose later disconnect no longer counts), the
   presence log, dynamic activation pushes, sub-devices going offline with their gateway.
@@ -106,6 +108,7 @@ from ..registry import (
     AuthDecision,
     DataFormat,
     Device,
+    LoginBlock,
     LoginThrottle,
     NodeType,
     Product,
@@ -114,6 +117,7 @@ from ..registry import (
 )
 from ..store import AttributeRow, EventRow, PointRow, TimeSeriesStore
 from ._config import IotHubConfig, OtaHandler, RawCodec
+from ._logins import login_source, username_keys
 
 __all__ = ["DeviceOffline", "IotHub", "MemoryOta"]
 
@@ -491,6 +495,7 @@ class IotHub:
             max_failures=config.max_login_failures,
             window=config.login_failure_window,
             block=config.login_block,
+            max_keys=config.max_login_tracked,
             clock=self._clock,
         )
         self._hub: Hub | None = None
@@ -695,14 +700,16 @@ class IotHub:
         so that their CONNACK cannot overtake the SDK's wait for it (protocol reference 4.9).
         Meanwhile the hub keeps the connection's later packets waiting.
         """
-        key = request.username or request.client_id
-        if self._throttle.blocked(key):
-            log.info("login of %r refused: too many failed logins", key)
+        source = login_source(request.peer)
+        identity = request.username or request.client_id
+        block = self._throttle.blocked(source, identity)
+        if block is not None:
+            self._refused_while_blocked(source, block)
             return AuthResult(False, 0x87)
         decision = authenticate(
             self.registry, request.client_id, request.username, request.password, tls=request.tls
         )
-        result = self._decide(key, decision, request.tls)
+        result = self._decide(request, source, identity, decision)
         delay = self.config.python_sdk_connack_delay
         login = decision.login
         if delay > 0 and login is not None and python_sdk_login(login.timestamp):
@@ -712,13 +719,14 @@ class IotHub:
             return _after(delay, result)
         return result
 
-    def _decide(self, key: str, decision: AuthDecision, tls: bool) -> AuthResult:
+    def _decide(
+        self, request: ConnectRequest, source: str, identity: str, decision: AuthDecision
+    ) -> AuthResult:
         if not decision.accepted:
-            self._throttle.failed(key)
-            log.info("login of %r refused: %s", key, decision.reason)
+            self._refused(request, source, identity, decision.reason)
             # 3.1.1 return code 4 <- 0x86, 5 <- 0x87
             return AuthResult(False, 0x86 if decision.return_code == 4 else 0x87)
-        self._throttle.succeeded(key)
+        self._throttle.succeeded(source, identity)
         login = decision.login
         assert login is not None
         product = decision.product
@@ -729,13 +737,72 @@ class IotHub:
             int(login.secure_mode),
             decision.integration,
             decision.activation,
-            tls,
+            request.tls,
         )
         # the records just read are current when the hub accepts the connection in this very
         # callback (no CONNACK delay); otherwise ClientConnected reads them again
         hub = self._hub
         conn.checked = hub is None or hub.config.connack_delay <= 0
         return AuthResult(True, attributes=conn)
+
+    def _refused(self, request: ConnectRequest, source: str, identity: str, reason: str) -> None:
+        """A refused login: count it, log it, and warn once when it starts a block."""
+        product_key, device_key = username_keys(request.username)
+        block = self._throttle.failed(source, identity)
+        log.info("login of %r from %s refused: %s", identity, source, reason)
+        if block is not None:
+            who = (
+                f"device {product_key}/{device_key}"
+                if product_key is not None
+                else f"identity {identity!r}"
+            )
+            lift = (
+                f"lab.unblock_login({product_key!r}, {device_key!r}) (IotHub.unblock_login "
+                "on the hub's loop)"
+                if product_key is not None
+                else f"IotHub.login_throttle.unblock({identity!r})"
+            )
+            log.warning(
+                "logins of %s from %s blocked until %s after %d failed logins within %g s "
+                "(last: %s); logins from other addresses still pass; lift it with %s",
+                who,
+                source,
+                block.until_time.isoformat(timespec="seconds"),
+                block.failures,
+                self.config.login_failure_window,
+                reason,
+                lift,
+            )
+
+    def _refused_while_blocked(self, source: str, block: LoginBlock) -> None:
+        log.info(
+            "login of %r from %s refused: blocked after %d failed logins until %s",
+            block.identity,
+            source,
+            block.failures,
+            block.until_time.isoformat(timespec="seconds"),
+        )
+
+    @property
+    def login_throttle(self) -> LoginThrottle:
+        """The login throttle (connect-flood protection; see ``IotHubConfig``). Use it on the
+        hub's event loop."""
+        return self._throttle
+
+    def unblock_login(self, product_key: str, device_key: str, source: str | None = None) -> int:
+        """Lift the login blocks of the device (user name ``deviceKey&productKey``) from
+        ``source`` (an address such as ``"127.0.0.1"``; ``None``: every address) and forget
+        its failed logins there; returns how many blocks were lifted. Call it on the hub's
+        event loop."""
+        lifted = self._throttle.unblock(f"{device_key}&{product_key}", source)
+        if lifted:
+            log.info(
+                "login block of device %s/%s lifted (%d address(es))",
+                product_key,
+                device_key,
+                lifted,
+            )
+        return lifted
 
     # -- lifecycle events ------------------------------------------------------------------
 
