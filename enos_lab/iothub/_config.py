@@ -16,7 +16,8 @@ class IotHubConfig:
 
     Times are in seconds; the login throttle follows EnOS (4 failures within 120 s block the
     device for 300 s), counting per source address and identity: failed logins sent from one
-    address never refuse a correct login from another.
+    address never refuse a correct login from another. Every login attempt goes into the login
+    log (``IotHub.logins``, ``Lab.logins``); ``IotHub.unblock_login`` lifts a block.
     """
 
     activation_delay: float = 0.2
@@ -40,6 +41,9 @@ class IotHubConfig:
     and blocks together (about 0.35 KB each, so 3.5 MB at most). Failure records are dropped once
     older than ``login_failure_window`` and blocks once ended; beyond the bound the oldest
     failure records go first, then the oldest blocks."""
+    login_log_size: int = 10_000
+    """Login attempts kept in the login log, newest last (about 0.4 KB each, so 4 MB at most);
+    the oldest go first. 0 keeps none."""
     command_timeout: float = 30.0
     """Default wait for a device's reply to a command. [s]"""
     python_sdk_connack_delay: float = 0.05
@@ -63,6 +67,10 @@ class IotHubConfig:
         if self.max_login_tracked < 1:
             raise InvalidArgument(
                 f"IotHubConfig.max_login_tracked must be >= 1, got {self.max_login_tracked}"
+            )
+        if self.login_log_size < 0:
+            raise InvalidArgument(
+                f"IotHubConfig.login_log_size must be >= 0, got {self.login_log_size}"
             )
         if self.max_online_sub_devices < 0:
             raise InvalidArgument(

@@ -7,11 +7,12 @@ Theory of operation
 - **authenticator** (:meth:`IotHub.authenticate`): the registry's login decision plus the login
   throttle (failed logins counted per source address and user name, so that bad logins from
   one address never refuse a correct one from another); every refusal is CONNACK 5 (4 for an
-  unparseable username). A block that starts is logged at WARNING, other refusals at INFO.
-  The identity goes into ``ClientInfo.attributes``: that mapping is the connection's own
-  record (``_Conn``), the one small object the services keep per connection. Logins shaped
-  like the official Python SDK's (a timestamp with a decimal point) are answered after
-  ``python_sdk_connack_delay``, all others at once (protocol reference 4, item 9).
+  unparseable username). Every attempt goes into the login log (:meth:`IotHub.logins`); a
+  block that starts is logged at WARNING, other refusals at INFO. The identity goes into
+  ``ClientInfo.attributes``: that mapping is the connection's own record (``_Conn``), the one
+  small object the services keep per connection. Logins shaped like the official Python SDK's
+  (a timestamp with a decimal point) are answered after ``python_sdk_connack_delay``, all
+  others at once (protocol reference 4, item 9).
 - **listener** (connected / disconnected events): one connection per device (a new login of
   the same device closes the old connection, whose later disconnect no longer counts), the
   presence log, dynamic activation pushes, sub-devices going offline with their gateway.
@@ -59,8 +60,9 @@ from json.encoder import encode_basestring as _encode_json_str
 from typing import Any, TypeAlias
 
 import orjson
+import pandas as pd
 
-from ..clock import Clock, SystemClock
+from ..clock import Clock, SystemClock, to_epoch_ms
 from ..enos import (
     MAX_PAYLOAD_SIZE,
     REPLY_SUFFIX,
@@ -117,7 +119,7 @@ from ..registry import (
 )
 from ..store import AttributeRow, EventRow, PointRow, TimeSeriesStore
 from ._config import IotHubConfig, OtaHandler, RawCodec
-from ._logins import login_source, username_keys
+from ._logins import LoginLog, login_source, logins_frame, username_keys
 
 __all__ = ["DeviceOffline", "IotHub", "MemoryOta"]
 
@@ -498,6 +500,7 @@ class IotHub:
             max_keys=config.max_login_tracked,
             clock=self._clock,
         )
+        self._logins = LoginLog(config.login_log_size, self._clock)
         self._hub: Hub | None = None
         self._codecs: dict[str, RawCodec] = {}
         self._conns: dict[str, _Conn] = {}  # client id -> connection
@@ -704,7 +707,7 @@ class IotHub:
         identity = request.username or request.client_id
         block = self._throttle.blocked(source, identity)
         if block is not None:
-            self._refused_while_blocked(source, block)
+            self._refused_while_blocked(request, source, block)
             return AuthResult(False, 0x87)
         decision = authenticate(
             self.registry, request.client_id, request.username, request.password, tls=request.tls
@@ -731,6 +734,14 @@ class IotHub:
         assert login is not None
         product = decision.product
         assert product is not None
+        self._logins.record(
+            source,
+            request.client_id,
+            login.product_key,
+            login.device_key,
+            accepted=True,
+            reason=decision.reason,
+        )
         conn = _Conn(
             product,
             (product.product_key, login.device_key),  # the shared key string
@@ -750,7 +761,9 @@ class IotHub:
         product_key, device_key = username_keys(request.username)
         block = self._throttle.failed(source, identity)
         log.info("login of %r from %s refused: %s", identity, source, reason)
+        until_ms = None
         if block is not None:
+            until_ms = to_epoch_ms(block.until_time)
             who = (
                 f"device {product_key}/{device_key}"
                 if product_key is not None
@@ -764,7 +777,8 @@ class IotHub:
             )
             log.warning(
                 "logins of %s from %s blocked until %s after %d failed logins within %g s "
-                "(last: %s); logins from other addresses still pass; lift it with %s",
+                "(last: %s); logins from other addresses still pass; see lab.logins(); lift it "
+                "with %s",
                 who,
                 source,
                 block.until_time.isoformat(timespec="seconds"),
@@ -773,14 +787,33 @@ class IotHub:
                 reason,
                 lift,
             )
-
-    def _refused_while_blocked(self, source: str, block: LoginBlock) -> None:
-        log.info(
-            "login of %r from %s refused: blocked after %d failed logins until %s",
-            block.identity,
+        self._logins.record(
             source,
-            block.failures,
-            block.until_time.isoformat(timespec="seconds"),
+            request.client_id,
+            product_key,
+            device_key,
+            accepted=False,
+            reason=reason,
+            blocked_until_ms=until_ms,
+        )
+
+    def _refused_while_blocked(
+        self, request: ConnectRequest, source: str, block: LoginBlock
+    ) -> None:
+        reason = (
+            f"blocked after {block.failures} failed logins until "
+            f"{block.until_time.isoformat(timespec='seconds')}"
+        )
+        log.info("login of %r from %s refused: %s", block.identity, source, reason)
+        product_key, device_key = username_keys(request.username)
+        self._logins.record(
+            source,
+            request.client_id,
+            product_key,
+            device_key,
+            accepted=False,
+            reason=reason,
+            blocked_until_ms=to_epoch_ms(block.until_time),
         )
 
     @property
@@ -788,6 +821,17 @@ class IotHub:
         """The login throttle (connect-flood protection; see ``IotHubConfig``). Use it on the
         hub's event loop."""
         return self._throttle
+
+    def logins(self, product_key: str | None = None, device_key: str | None = None) -> pd.DataFrame:
+        """The login log: the latest ``config.login_log_size`` login attempts, oldest first,
+        of one product and/or device key if given; columns :data:`LOGIN_COLUMNS` (times
+        tz-aware UTC). Call it on the hub's event loop."""
+        return logins_frame(self._logins.rows(product_key, device_key))
+
+    @property
+    def login_log(self) -> LoginLog:
+        """The login log behind :meth:`logins` (read it on the hub's event loop)."""
+        return self._logins
 
     def unblock_login(self, product_key: str, device_key: str, source: str | None = None) -> int:
         """Lift the login blocks of the device (user name ``deviceKey&productKey``) from

@@ -3,7 +3,8 @@
 EnOS blocks logins after 4 failures within 2 minutes for 5 minutes. Keyed by the user name
 alone, that rule let anyone who knows a device's public ``deviceKey&productKey`` lock it out
 with four bad CONNECTs, and kept every user name ever tried. The throttle is keyed by source
-address and identity together, forgets, and keeps a bounded number of entries.
+address and identity together, forgets, and the lab shows each login attempt
+(:meth:`Lab.logins`) and lifts a block on request (:meth:`Lab.unblock_login`).
 
 On Linux every 127.0.0.0/8 address is loopback, so a socket bound to 127.0.0.2 is a second
 client machine as far as the hub can tell.
@@ -11,11 +12,13 @@ client machine as far as the hub can tell.
 
 from __future__ import annotations
 
+import logging
 import socket
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from enos_lab import Lab
@@ -32,6 +35,16 @@ VICTIM_SOURCE = "127.0.0.1"
 ATTACKER_SOURCE = "127.0.0.2"
 TIMESTAMP = "1700000000000"  # an integer timestamp: the CONNACK is not delayed
 DISCONNECT = b"\xe0\x00"
+LOGIN_COLUMNS = [
+    "time",
+    "source",
+    "client_id",
+    "product_key",
+    "device_key",
+    "accepted",
+    "reason",
+    "blocked_until",
+]
 
 
 @pytest.fixture
@@ -96,6 +109,101 @@ def test_failed_logins_from_another_address_do_not_lock_the_device_out(lab: Lab)
     assert enos_connect(lab, device, source=VICTIM_SOURCE) == 0
     # the attacker's own source is blocked, even with the right secret
     assert enos_connect(lab, device, source=ATTACKER_SOURCE) == 5
+    log = lab.logins("pk1", "victim")
+    attacker = log[log["source"] == ATTACKER_SOURCE]
+    assert list(attacker["accepted"]) == [False] * 9
+    assert attacker["reason"].iloc[-1].startswith("blocked after 4 failed logins until ")
+    victim = log[log["source"] == VICTIM_SOURCE]
+    assert list(victim["accepted"]) == [True]
+
+
+def test_a_typo_blocks_shows_why_and_unblock_lets_the_device_in(
+    lab: Lab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new user's typo: the device retries a wrong secret four times from its own address
+    and is blocked; the login log says why and until when, the hub warns once with how to
+    lift it, and :meth:`Lab.unblock_login` lets the corrected device in at once."""
+    device = lab.register_device("pk1", device_key="typo")
+    caplog.set_level(logging.INFO, logger="enos_lab.iothub")
+    for _ in range(4):
+        assert enos_connect(lab, device, device.device_secret[:-1] + "x") == 5
+    assert enos_connect(lab, device) == 5  # the right secret, but blocked
+    assert enos_connect(lab, device) == 5
+
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    text = warnings[0].getMessage()
+    for part in ("pk1/typo", VICTIM_SOURCE, "4 failed logins", "unblock_login"):
+        assert part in text, text
+
+    log = lab.logins("pk1", "typo")
+    assert list(log.columns) == LOGIN_COLUMNS
+    assert str(log["time"].dt.tz) == "UTC" and str(log["blocked_until"].dt.tz) == "UTC"
+    assert log["time"].is_monotonic_increasing
+    assert list(log["accepted"]) == [False] * 6
+    assert set(log["source"]) == {VICTIM_SOURCE}
+    assert list(log["reason"][:4]) == ["signature does not match the device secret"] * 4
+    until = log["blocked_until"].iloc[3]
+    assert log["blocked_until"][:3].isna().all() and until is not pd.NaT
+    assert pd.Timedelta(seconds=299) < until - log["time"].iloc[3] <= pd.Timedelta(seconds=301)
+    stamp = until.isoformat(timespec="seconds")
+    assert list(log["reason"][4:]) == [f"blocked after 4 failed logins until {stamp}"] * 2
+
+    assert lab.unblock_login("pk1", "typo") == 1
+    assert enos_connect(lab, device) == 0
+    assert lab.unblock_login("pk1", "typo") == 0  # nothing left to lift
+    last = lab.logins("pk1", "typo").iloc[-1]
+    assert last["accepted"] and last["reason"] == "device secret"
+    assert last["blocked_until"] is pd.NaT
+
+
+def test_unblock_one_source_keeps_the_others_blocked(lab: Lab) -> None:
+    device = lab.register_device("pk1", device_key="two")
+    for source in (VICTIM_SOURCE, ATTACKER_SOURCE):
+        for _ in range(4):
+            assert enos_connect(lab, device, "bad", source=source) == 5
+    assert lab.unblock_login("pk1", "two", source=VICTIM_SOURCE) == 1
+    assert enos_connect(lab, device, source=VICTIM_SOURCE) == 0
+    assert enos_connect(lab, device, source=ATTACKER_SOURCE) == 5
+    assert lab.unblock_login("pk1", "two") == 1
+    assert enos_connect(lab, device, source=ATTACKER_SOURCE) == 0
+
+
+def test_login_log_shows_accepted_and_refused_attempts(lab: Lab) -> None:
+    good = lab.register_device("pk1", device_key="good")
+    other = lab.register_device("pk1", device_key="other")
+    assert enos_connect(lab, good) == 0
+    assert enos_connect(lab, other, "wrong", source=ATTACKER_SOURCE) == 5
+    assert enos_connect(lab, ("pk1", "ghost"), "s3cret") == 5  # not registered
+
+    log = lab.logins()
+    assert list(log.columns) == LOGIN_COLUMNS
+    rows = log[["source", "product_key", "device_key", "accepted", "reason"]]
+    assert rows.values.tolist() == [
+        [VICTIM_SOURCE, "pk1", "good", True, "device secret"],
+        [ATTACKER_SOURCE, "pk1", "other", False, "signature does not match the device secret"],
+        [VICTIM_SOURCE, "pk1", "ghost", False, "device pk1/ghost does not exist"],
+    ]
+    assert list(log["client_id"]) == [
+        f"{dk}|securemode=2,signmethod=hmacsha256,timestamp={TIMESTAMP}|"
+        for dk in ("good", "other", "ghost")
+    ]
+    assert log["blocked_until"].isna().all()
+    assert list(lab.logins(device_key="other")["device_key"]) == ["other"]
+    assert list(lab.logins("nope")["device_key"]) == []
+
+
+def test_ipv6_source_is_the_address_without_the_port() -> None:
+    """``ConnectRequest.peer`` is ``"::1:<port>"`` over IPv6: the source is ``::1``."""
+    with Lab(host="::1", port=0) as lab:
+        lab.create_product("Meter", product_key="pk1")
+        device = lab.register_device("pk1", device_key="six")
+        for _ in range(4):
+            assert enos_connect(lab, device, "bad", source="::1") == 5
+        assert enos_connect(lab, device, source="::1") == 5
+        assert set(lab.logins()["source"]) == {"::1"}
+        assert lab.unblock_login("pk1", "six", source="::1") == 1
+        assert enos_connect(lab, device, source="::1") == 0
 
 
 @pytest.mark.slow
@@ -136,6 +244,7 @@ def test_a_flood_of_distinct_user_names_leaves_bounded_state(tmp_path: Path) -> 
             tracemalloc.stop()
         assert grown < 256 * 1024, f"{grown / 1e6:.1f} MB kept by 20,000 more user names"
         assert len(iothub.login_throttle) <= config.max_login_tracked
+        assert len(iothub.logins()) == config.login_log_size
         clock.advance(config.login_failure_window + 1)
         flood(1)  # expired failures go when the next one comes, whoever sends it
         assert len(iothub.login_throttle) == 1
