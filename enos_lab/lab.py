@@ -51,7 +51,7 @@ from .enos import Reply, TopicKind
 from .errors import ClosedError, InvalidArgument, NotFound
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .hub._tcp import new_event_loop
-from .iothub import IotHub, IotHubConfig, RawCodec
+from .iothub import IotHub, IotHubConfig, RawCodec, logins_frame
 from .model import ModelCatalog, ThingModel, load_library, load_model, model_from_json
 from .model import model_to_json as _model_to_json
 from .mqtt import NO_PROPERTIES, Properties
@@ -601,6 +601,34 @@ class Lab:
         return frame
 
     apresence = _coroutine_form(presence)
+
+    def logins(self, product_key: str | None = None, device_key: str | None = None) -> pd.DataFrame:
+        """The login log: every login attempt, oldest first (the latest
+        ``IotHubConfig.login_log_size``), optionally of one product or device.
+
+        Columns: ``time`` (tz-aware UTC), ``source`` (the client's address), ``client_id,
+        product_key, device_key, accepted`` (bool), ``reason`` (why the registry refused or
+        accepted it, or ``blocked after N failed logins until T``) and ``blocked_until``
+        (tz-aware UTC: set on the failure that started a block and on the attempts it refused).
+        Failed logins block a device's logins from that address only (4 within 120 s: 300 s,
+        ``IotHubConfig``); :meth:`unblock_login` lifts a block.
+        """
+        iothub = self._require_iothub("the login log")
+        rows = self.run(_call(iothub.login_log.rows, product_key, device_key))
+        return logins_frame(rows)
+
+    alogins = _coroutine_form(logins)
+
+    def unblock_login(self, product_key: str, device_key: str, source: str | None = None) -> int:
+        """Lift the login throttle's blocks of a device from ``source`` (the address as in
+        :meth:`logins`, e.g. ``"127.0.0.1"``; ``None``: every address) and forget its failed
+        logins there, so that its next correct login is accepted at once. Returns how many
+        blocks were lifted.
+        """
+        iothub = self._require_iothub("unblock_login")
+        return self.run(_call(iothub.unblock_login, product_key, device_key, source))
+
+    aunblock_login = _coroutine_form(unblock_login)
 
     def is_online(self, product_key: str, device_key: str) -> bool:
         """Whether the device has a live session on the hub now (always False when anonymous)."""

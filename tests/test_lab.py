@@ -99,6 +99,27 @@ def test_async_forms_do_not_block_the_callers_loop() -> None:
     assert asyncio.run(scenario()) == 1
 
 
+def test_login_log_and_unblock_in_both_forms_and_not_when_anonymous() -> None:
+    async def scenario() -> None:
+        async with Lab(port=0) as lab:
+            reader, writer = await asyncio.open_connection(lab.host, lab.port)
+            writer.write(CONNECT_311)
+            assert await reader.readexactly(4) == CONNACK_NOT_AUTHORIZED
+            writer.close()
+            await writer.wait_closed()
+            frame = await lab.alogins()
+            assert list(frame["client_id"]) == ["lab-test"]
+            assert list(frame["source"]) == ["127.0.0.1"]
+            assert await lab.aunblock_login("pk", "dk") == 0
+
+    asyncio.run(scenario())
+    with Lab(port=0, anonymous=True) as lab:
+        with pytest.raises(InvalidArgument, match="anonymous"):
+            lab.logins()
+        with pytest.raises(InvalidArgument, match="anonymous"):
+            lab.unblock_login("pk", "dk")
+
+
 def test_sync_facade_from_the_labs_own_loop_is_refused() -> None:
     with Lab(port=0, anonymous=True) as lab:
 

@@ -276,9 +276,7 @@ def filter_matches_request(topic_filter: str, product_key: str, device_key: str)
         templates: tuple[tuple[str | None, ...], ...] = _REQUEST_LEVELS
     else:
         templates = _REQUESTS_BY_SIZE.get(len(levels), ())
-    return any(
-        _levels_match(levels, template, product_key, device_key) for template in templates
-    )
+    return any(_levels_match(levels, template, product_key, device_key) for template in templates)
 
 
 def _levels_match(

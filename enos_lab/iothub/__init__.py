@@ -4,7 +4,8 @@
 device SDKs connect to unchanged: logins (secure modes 2, 3 and 4), dynamic activation, one
 connection per device, presence, measurepoints, events, attributes, tags, thing model
 templates, raw (custom format) payloads, gateways and sub-devices, OTA hooks, the message
-integration channel and commands to devices::
+integration channel, commands to devices, and a login log with the refused logins and why
+(:meth:`IotHub.logins`)::
 
     iothub = IotHub(registry, models, store)
     hub = Hub(HubConfig(), authenticator=iothub, authoriser=iothub)
@@ -18,5 +19,17 @@ from __future__ import annotations
 
 from ._config import IotHubConfig, OtaHandler, RawCodec
 from ._iothub import DeviceOffline, IotHub, MemoryOta
+from ._logins import LOGIN_COLUMNS, LoginLog, login_source, logins_frame
 
-__all__ = ["DeviceOffline", "IotHub", "IotHubConfig", "MemoryOta", "OtaHandler", "RawCodec"]
+__all__ = [
+    "LOGIN_COLUMNS",
+    "DeviceOffline",
+    "IotHub",
+    "IotHubConfig",
+    "LoginLog",
+    "MemoryOta",
+    "OtaHandler",
+    "RawCodec",
+    "login_source",
+    "logins_frame",
+]

@@ -15,7 +15,9 @@ class IotHubConfig:
     """Settings of an :class:`~enos_lab.iothub.IotHub`.
 
     Times are in seconds; the login throttle follows EnOS (4 failures within 120 s block the
-    device for 300 s).
+    device for 300 s), counting per source address and identity: failed logins sent from one
+    address never refuse a correct login from another. Every login attempt goes into the login
+    log (``IotHub.logins``, ``Lab.logins``); ``IotHub.unblock_login`` lifts a block.
     """
 
     activation_delay: float = 0.2
@@ -33,7 +35,15 @@ class IotHubConfig:
     login_failure_window: float = 120.0
     """Window in which failed logins are counted. [s]"""
     login_block: float = 300.0
-    """How long a throttled device is refused. [s]"""
+    """How long a throttled device is refused (from the address its failures came from). [s]"""
+    max_login_tracked: int = 10_000
+    """Most (source address, identity) pairs the login throttle keeps at once, failure records
+    and blocks together (about 0.35 KB each, so 3.5 MB at most). Failure records are dropped once
+    older than ``login_failure_window`` and blocks once ended; beyond the bound the oldest
+    failure records go first, then the oldest blocks."""
+    login_log_size: int = 10_000
+    """Login attempts kept in the login log, newest last (about 0.4 KB each, so 4 MB at most);
+    the oldest go first. 0 keeps none."""
     command_timeout: float = 30.0
     """Default wait for a device's reply to a command. [s]"""
     python_sdk_connack_delay: float = 0.05
@@ -53,6 +63,14 @@ class IotHubConfig:
         if self.activation_delay < 0:
             raise InvalidArgument(
                 f"IotHubConfig.activation_delay must be >= 0, got {self.activation_delay}"
+            )
+        if self.max_login_tracked < 1:
+            raise InvalidArgument(
+                f"IotHubConfig.max_login_tracked must be >= 1, got {self.max_login_tracked}"
+            )
+        if self.login_log_size < 0:
+            raise InvalidArgument(
+                f"IotHubConfig.login_log_size must be >= 0, got {self.login_log_size}"
             )
         if self.max_online_sub_devices < 0:
             raise InvalidArgument(

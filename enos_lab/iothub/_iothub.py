@@ -5,7 +5,10 @@ Theory of operation
 :class:`IotHub` plugs into a :class:`~enos_lab.hub.Hub` at four points:
 
 - **authenticator** (:meth:`IotHub.authenticate`): the registry's login decision plus the login
-  throttle; every refusal is CONNACK 5 (4 for an unparseable username). The identity goes into
+  throttle (failed logins counted per source address and user name, so that bad logins from
+  one address never refuse a correct one from another); every refusal is CONNACK 5 (4 for an
+  unparseable username). Every attempt goes into the login log (:meth:`IotHub.logins`); a
+  block that starts is logged at WARNING, other refusals at INFO. The identity goes into
   ``ClientInfo.attributes``: that mapping is the connection's own record (``_Conn``), the one
   small object the services keep per connection. Logins shaped like the official Python SDK's
   (a timestamp with a decimal point) are answered after ``python_sdk_connack_delay``, all
@@ -57,8 +60,9 @@ from json.encoder import encode_basestring as _encode_json_str
 from typing import Any, TypeAlias
 
 import orjson
+import pandas as pd
 
-from ..clock import Clock, SystemClock
+from ..clock import Clock, SystemClock, to_epoch_ms
 from ..enos import (
     MAX_PAYLOAD_SIZE,
     REPLY_SUFFIX,
@@ -108,6 +112,7 @@ from ..registry import (
     AuthDecision,
     DataFormat,
     Device,
+    LoginBlock,
     LoginThrottle,
     NodeType,
     Product,
@@ -116,6 +121,7 @@ from ..registry import (
 )
 from ..store import AttributeRow, EventRow, PointRow, TimeSeriesStore
 from ._config import IotHubConfig, OtaHandler, RawCodec
+from ._logins import LoginLog, login_source, logins_frame, username_keys
 
 __all__ = ["DeviceOffline", "IotHub", "MemoryOta"]
 
@@ -504,8 +510,10 @@ class IotHub:
             max_failures=config.max_login_failures,
             window=config.login_failure_window,
             block=config.login_block,
+            max_keys=config.max_login_tracked,
             clock=self._clock,
         )
+        self._logins = LoginLog(config.login_log_size, self._clock)
         self._hub: Hub | None = None
         self._codecs: dict[str, RawCodec] = {}
         self._conns: dict[SessionKey, _Conn] = {}  # session key -> connection
@@ -708,14 +716,16 @@ class IotHub:
         so that their CONNACK cannot overtake the SDK's wait for it (protocol reference 4.9).
         Meanwhile the hub keeps the connection's later packets waiting.
         """
-        key = request.username or request.client_id
-        if self._throttle.blocked(key):
-            log.info("login of %r refused: too many failed logins", key)
+        source = login_source(request.peer)
+        identity = request.username or request.client_id
+        block = self._throttle.blocked(source, identity)
+        if block is not None:
+            self._refused_while_blocked(request, source, block)
             return AuthResult(False, 0x87)
         decision = authenticate(
             self.registry, request.client_id, request.username, request.password, tls=request.tls
         )
-        result = self._decide(key, decision, request.tls)
+        result = self._decide(request, source, identity, decision)
         delay = self.config.python_sdk_connack_delay
         login = decision.login
         if delay > 0 and login is not None and python_sdk_login(login.timestamp):
@@ -725,24 +735,33 @@ class IotHub:
             return _after(delay, result)
         return result
 
-    def _decide(self, key: str, decision: AuthDecision, tls: bool) -> AuthResult:
+    def _decide(
+        self, request: ConnectRequest, source: str, identity: str, decision: AuthDecision
+    ) -> AuthResult:
         if not decision.accepted:
-            self._throttle.failed(key)
-            log.info("login of %r refused: %s", key, decision.reason)
+            self._refused(request, source, identity, decision.reason)
             # 3.1.1 return code 4 <- 0x86, 5 <- 0x87
             return AuthResult(False, 0x86 if decision.return_code == 4 else 0x87)
-        self._throttle.succeeded(key)
+        self._throttle.succeeded(source, identity)
         login = decision.login
         assert login is not None
         product = decision.product
         assert product is not None
+        self._logins.record(
+            source,
+            request.client_id,
+            login.product_key,
+            login.device_key,
+            accepted=True,
+            reason=decision.reason,
+        )
         conn = _Conn(
             product,
             (product.product_key, login.device_key),  # the shared key string
             int(login.secure_mode),
             decision.integration,
             decision.activation,
-            tls,
+            request.tls,
         )
         # the records just read are current when the hub accepts the connection in this very
         # callback (no CONNACK delay); otherwise ClientConnected reads them again
@@ -750,6 +769,98 @@ class IotHub:
         conn.checked = hub is None or hub.config.connack_delay <= 0
         # the session belongs to the device (product key + device key), not to the client id
         return AuthResult(True, attributes=conn, identity=_identity(conn.ident))
+
+    def _refused(self, request: ConnectRequest, source: str, identity: str, reason: str) -> None:
+        """A refused login: count it, log it, and warn once when it starts a block."""
+        product_key, device_key = username_keys(request.username)
+        block = self._throttle.failed(source, identity)
+        log.info("login of %r from %s refused: %s", identity, source, reason)
+        until_ms = None
+        if block is not None:
+            until_ms = to_epoch_ms(block.until_time)
+            who = (
+                f"device {product_key}/{device_key}"
+                if product_key is not None
+                else f"identity {identity!r}"
+            )
+            lift = (
+                f"lab.unblock_login({product_key!r}, {device_key!r}) (IotHub.unblock_login "
+                "on the hub's loop)"
+                if product_key is not None
+                else f"IotHub.login_throttle.unblock({identity!r})"
+            )
+            log.warning(
+                "logins of %s from %s blocked until %s after %d failed logins within %g s "
+                "(last: %s); logins from other addresses still pass; see lab.logins(); lift it "
+                "with %s",
+                who,
+                source,
+                block.until_time.isoformat(timespec="seconds"),
+                block.failures,
+                self.config.login_failure_window,
+                reason,
+                lift,
+            )
+        self._logins.record(
+            source,
+            request.client_id,
+            product_key,
+            device_key,
+            accepted=False,
+            reason=reason,
+            blocked_until_ms=until_ms,
+        )
+
+    def _refused_while_blocked(
+        self, request: ConnectRequest, source: str, block: LoginBlock
+    ) -> None:
+        reason = (
+            f"blocked after {block.failures} failed logins until "
+            f"{block.until_time.isoformat(timespec='seconds')}"
+        )
+        log.info("login of %r from %s refused: %s", block.identity, source, reason)
+        product_key, device_key = username_keys(request.username)
+        self._logins.record(
+            source,
+            request.client_id,
+            product_key,
+            device_key,
+            accepted=False,
+            reason=reason,
+            blocked_until_ms=to_epoch_ms(block.until_time),
+        )
+
+    @property
+    def login_throttle(self) -> LoginThrottle:
+        """The login throttle (connect-flood protection; see ``IotHubConfig``). Use it on the
+        hub's event loop."""
+        return self._throttle
+
+    def logins(self, product_key: str | None = None, device_key: str | None = None) -> pd.DataFrame:
+        """The login log: the latest ``config.login_log_size`` login attempts, oldest first,
+        of one product and/or device key if given; columns :data:`LOGIN_COLUMNS` (times
+        tz-aware UTC). Call it on the hub's event loop."""
+        return logins_frame(self._logins.rows(product_key, device_key))
+
+    @property
+    def login_log(self) -> LoginLog:
+        """The login log behind :meth:`logins` (read it on the hub's event loop)."""
+        return self._logins
+
+    def unblock_login(self, product_key: str, device_key: str, source: str | None = None) -> int:
+        """Lift the login blocks of the device (user name ``deviceKey&productKey``) from
+        ``source`` (an address such as ``"127.0.0.1"``; ``None``: every address) and forget
+        its failed logins there; returns how many blocks were lifted. Call it on the hub's
+        event loop."""
+        lifted = self._throttle.unblock(f"{device_key}&{product_key}", source)
+        if lifted:
+            log.info(
+                "login block of device %s/%s lifted (%d address(es))",
+                product_key,
+                device_key,
+                lifted,
+            )
+        return lifted
 
     # -- lifecycle events ------------------------------------------------------------------
 
@@ -2066,8 +2177,6 @@ def _remember_filter(conn: _Conn, topic_filter: str) -> None:
     elif len(replies) >= _MAX_REPLY_FILTERS:
         del replies[next(iter(replies))]
     replies[topic_filter] = None
-
-
 
 
 def _down_raw(match: TopicMatch) -> TopicMatch:

@@ -4,7 +4,7 @@ Synchronous and deterministic (SQLite, an injectable clock and random source); t
 lab call it. See :class:`Registry` and :func:`authenticate`.
 """
 
-from ._auth import AuthDecision, LoginThrottle, authenticate
+from ._auth import AuthDecision, LoginBlock, LoginThrottle, authenticate
 from ._records import DataFormat, Device, DeviceState, NodeType, Product, TopicPermission
 from ._registry import BulkResult, Registry
 
@@ -14,6 +14,7 @@ __all__ = [
     "DataFormat",
     "Device",
     "DeviceState",
+    "LoginBlock",
     "LoginThrottle",
     "NodeType",
     "Product",

@@ -7,12 +7,16 @@ checked ignoring case, and then the state checks apply (disabled, sub-device-onl
 certificate-only products, dynamic activation only for registered inactive devices). Every refusal
 is CONNACK 5 except a username that cannot be parsed (CONNACK 4). The decision is a value; nothing
 here raises for a refused login.
+
+:class:`LoginThrottle` is the connect-flood protection the hub puts in front of it: failed logins
+counted per source address and identity, blocks that end, and a bounded number of keys.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from ..clock import Clock, SystemClock
 from ..enos import (
@@ -27,7 +31,7 @@ from ..errors import InvalidArgument
 from ._records import Device, NodeType, Product
 from ._registry import Registry
 
-__all__ = ["AuthDecision", "LoginThrottle", "authenticate"]
+__all__ = ["AuthDecision", "LoginBlock", "LoginThrottle", "authenticate"]
 
 ACCEPTED = 0
 BAD_USERNAME_OR_PASSWORD = 4  # MQTT 3.1.1 CONNACK return code
@@ -141,11 +145,39 @@ def authenticate(
     return AuthDecision(ACCEPTED, "device secret", login, product, registry=registry)
 
 
+@dataclass(frozen=True, slots=True)
+class LoginBlock:
+    """Logins of one identity from one source address refused until a time.
+
+    ``identity`` is the CONNECT's user name (``deviceKey&productKey``; the client id when there
+    is no user name); ``failures`` is how many failed logins started the block; ``until`` is
+    the clock's monotonic reading when it ends [s] and ``until_time`` the same moment as a
+    tz-aware UTC datetime, for people.
+    """
+
+    source: str
+    identity: str
+    failures: int
+    until: float
+    until_time: datetime
+
+
 class LoginThrottle:
-    """Connect-flood protection: too many failed logins block a key for a while.
+    """Connect-flood protection: too many failed logins block a (source, identity) pair a while.
 
     EnOS documents 4 failed attempts within 2 minutes -> blocked for 5 minutes; all three are
-    configurable. Keys are whatever identifies the client (normally ``(productKey, deviceKey)``).
+    configurable. A key is the client's source address together with the identity it claims
+    (normally the user name ``deviceKey&productKey``), so that failures sent from one address
+    never refuse a correct login from another: knowing a device's public user name is not
+    enough to lock it out.
+
+    Theory of operation: failure records sit in an ordered mapping by their latest failure and
+    blocks in another by their end (every block lasts ``block`` seconds, so the order of
+    insertion is the order of ending). Each new failure first drops, from the front of both,
+    the records older than ``window`` and the blocks that ended, so keys that never come back
+    are forgotten; then, beyond ``max_keys`` keys in all, the oldest failure records go first
+    and the oldest blocks after them. The throttle has no I/O and reads time only from its
+    clock. Not thread-safe: the hub calls it from its event loop.
     """
 
     def __init__(
@@ -154,39 +186,112 @@ class LoginThrottle:
         max_failures: int = 4,
         window: float = 120.0,
         block: float = 300.0,
+        max_keys: int = 10_000,
         clock: Clock | None = None,
     ) -> None:
-        if max_failures < 1 or window <= 0 or block < 0:
+        if max_failures < 1 or window <= 0 or block < 0 or max_keys < 1:
             raise InvalidArgument(
-                f"throttle needs max_failures >= 1, window > 0, block >= 0; got "
-                f"{max_failures!r}, {window!r}, {block!r}"
+                f"throttle needs max_failures >= 1, window > 0, block >= 0, max_keys >= 1; "
+                f"got max_failures={max_failures!r}, window={window!r}, block={block!r}, "
+                f"max_keys={max_keys!r}"
             )
         self._max, self._window, self._block = max_failures, window, block
+        self._max_keys = max_keys
         self._clock = clock or SystemClock()
-        self._failures: dict[object, deque[float]] = {}
-        self._blocked_until: dict[object, float] = {}
+        # (source, identity) -> times of its failures within the window, oldest key first
+        self._failures: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        # (source, identity) -> its block, the one that ends first first
+        self._blocks: OrderedDict[tuple[str, str], LoginBlock] = OrderedDict()
 
-    def blocked(self, key: object) -> bool:
-        """Whether logins for ``key`` are refused right now."""
-        until = self._blocked_until.get(key)
-        if until is None:
-            return False
-        if self._clock.monotonic() >= until:
-            del self._blocked_until[key]
-            return False
-        return True
+    def __len__(self) -> int:
+        """How many (source, identity) keys the throttle holds (failure records and blocks)."""
+        return len(self._failures) + len(self._blocks)
 
-    def failed(self, key: object) -> None:
-        """Record a failed login for ``key`` (blocks it when the limit is reached)."""
+    def blocked(self, source: str, identity: str) -> LoginBlock | None:
+        """The block refusing logins of ``identity`` from ``source`` now, or ``None``."""
+        blocks = self._blocks
+        if not blocks:
+            return None
+        key = (source, identity)
+        block = blocks.get(key)
+        if block is None:
+            return None
+        if self._clock.monotonic() >= block.until:
+            del blocks[key]
+            return None
+        return block
+
+    def failed(self, source: str, identity: str) -> LoginBlock | None:
+        """Record a failed login of ``identity`` from ``source``.
+
+        Returns the block this failure started (``max_failures`` failures within ``window``),
+        otherwise ``None``; a failure while the key is blocked changes nothing.
+        """
         now = self._clock.monotonic()
-        times = self._failures.setdefault(key, deque())
+        self._expire(now)
+        key = (source, identity)
+        if key in self._blocks:  # still blocked: _expire dropped ended blocks
+            return None
+        failures = self._failures
+        times = failures.get(key)
+        if times is None:
+            failures[key] = times = []
+        else:
+            failures.move_to_end(key)
+            while times and now - times[0] > self._window:
+                del times[0]
         times.append(now)
-        while times and now - times[0] > self._window:
-            times.popleft()
         if len(times) >= self._max:
-            self._blocked_until[key] = now + self._block
-            del self._failures[key]
+            del failures[key]
+            until_time = self._clock.now() + timedelta(seconds=self._block)
+            block = LoginBlock(source, identity, len(times), now + self._block, until_time)
+            self._blocks[key] = block
+            return block
+        self._evict()
+        return None
 
-    def succeeded(self, key: object) -> None:
-        """Forget earlier failures of ``key``."""
-        self._failures.pop(key, None)
+    def succeeded(self, source: str, identity: str) -> None:
+        """Forget earlier failures of ``identity`` from ``source`` (an accepted login)."""
+        if self._failures:
+            self._failures.pop((source, identity), None)
+
+    def unblock(self, identity: str, source: str | None = None) -> int:
+        """Lift the blocks of ``identity`` from ``source`` (``None``: from every source) and
+        forget their failures; returns how many blocks were in force and are lifted."""
+        now = self._clock.monotonic()
+        if source is not None:
+            keys = [(source, identity)]
+        else:
+            keys = [k for k in (*self._blocks, *self._failures) if k[1] == identity]
+        lifted = 0
+        for key in keys:
+            block = self._blocks.pop(key, None)
+            if block is not None and now < block.until:
+                lifted += 1
+            self._failures.pop(key, None)
+        return lifted
+
+    def _expire(self, now: float) -> None:
+        """Drop failure records older than the window and ended blocks (oldest first)."""
+        failures, window = self._failures, self._window
+        while failures:
+            key = next(iter(failures))
+            if now - failures[key][-1] <= window:
+                break
+            del failures[key]
+        blocks = self._blocks
+        while blocks:
+            key = next(iter(blocks))
+            if now < blocks[key].until:
+                break
+            del blocks[key]
+
+    def _evict(self) -> None:
+        """Beyond ``max_keys``: drop the oldest failure records, then the oldest blocks; the
+        record just written (the newest) stays."""
+        failures, blocks = self._failures, self._blocks
+        while len(failures) + len(blocks) > self._max_keys:
+            if len(failures) > 1:
+                failures.popitem(last=False)
+            else:
+                blocks.popitem(last=False)

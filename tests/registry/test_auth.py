@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from enos_lab.clock import SimulatedClock
 from enos_lab.enos import SecureMode, SignMethod, login_credentials
 from enos_lab.errors import InvalidArgument
-from enos_lab.registry import LoginThrottle, NodeType, Registry, authenticate
+from enos_lab.registry import LoginBlock, LoginThrottle, NodeType, Registry, authenticate
 
 
 @pytest.fixture
@@ -93,26 +94,126 @@ def test_integration_channel(registry: Registry) -> None:
     assert decision.accepted and decision.integration and decision.device is None
 
 
+SOURCE, OTHER_SOURCE = "10.0.0.1", "10.0.0.2"
+IDENTITY = "d1&dirP"
+
+
 def test_login_throttle_blocks_after_four_failures_in_two_minutes() -> None:
     clock = SimulatedClock()
     throttle = LoginThrottle(clock=clock)
-    key = ("p", "d")
     for _ in range(3):
-        throttle.failed(key)
+        assert throttle.failed(SOURCE, IDENTITY) is None
         clock.advance(30)
-    assert not throttle.blocked(key)
-    throttle.failed(key)  # 4th failure within 120 s
-    assert throttle.blocked(key)
+    assert throttle.blocked(SOURCE, IDENTITY) is None
+    block = throttle.failed(SOURCE, IDENTITY)  # 4th failure within 120 s
+    assert block == LoginBlock(
+        SOURCE, IDENTITY, 4, until=390.0, until_time=datetime(2024, 1, 1, 0, 6, 30, tzinfo=UTC)
+    )
+    assert throttle.blocked(SOURCE, IDENTITY) == block
+    assert throttle.failed(SOURCE, IDENTITY) is None  # refused anyway: no new block
     clock.advance(299)
-    assert throttle.blocked(key)
+    assert throttle.blocked(SOURCE, IDENTITY) == block
     clock.advance(1)
-    assert not throttle.blocked(key)
+    assert throttle.blocked(SOURCE, IDENTITY) is None
     # failures spread over more than the window never block
     for _ in range(8):
-        throttle.failed(key)
+        assert throttle.failed(SOURCE, IDENTITY) is None
         clock.advance(61)
-    assert not throttle.blocked(key)
-    throttle.failed(("q", "e"))
-    throttle.succeeded(("q", "e"))
-    with pytest.raises(InvalidArgument, match="max_failures"):
-        LoginThrottle(max_failures=0)
+    assert throttle.blocked(SOURCE, IDENTITY) is None
+
+
+def test_login_throttle_counts_per_source_and_identity() -> None:
+    """Failures from another address, or of another identity, never add up."""
+    clock = SimulatedClock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(3):
+        throttle.failed(SOURCE, IDENTITY)
+        throttle.failed(OTHER_SOURCE, IDENTITY)
+        throttle.failed(SOURCE, "d2&dirP")
+    assert len(throttle) == 3
+    assert throttle.failed(OTHER_SOURCE, IDENTITY) is not None
+    assert throttle.blocked(OTHER_SOURCE, IDENTITY) is not None
+    assert throttle.blocked(SOURCE, IDENTITY) is None
+    assert throttle.blocked(SOURCE, "d2&dirP") is None
+    # a login accepted from one source forgets that source's failures only
+    throttle.succeeded(SOURCE, IDENTITY)
+    for _ in range(3):
+        assert throttle.failed(SOURCE, IDENTITY) is None
+    assert throttle.failed(SOURCE, "d2&dirP") is not None
+
+
+def test_login_throttle_forgets_keys_that_never_come_back() -> None:
+    """Failures older than the window and ended blocks go when any new failure comes."""
+    clock = SimulatedClock()
+    throttle = LoginThrottle(clock=clock)
+    for i in range(100):
+        throttle.failed(SOURCE, f"d{i}&dirP")
+        clock.advance(0.1)
+    assert len(throttle) == 100
+    clock.advance(119.85)  # the first 99 are older than the window now
+    throttle.failed(SOURCE, "new&dirP")
+    assert len(throttle) == 2
+    for _ in range(4):
+        throttle.failed(OTHER_SOURCE, IDENTITY)
+    assert len(throttle) == 3  # d99, new, the block
+    clock.advance(300)
+    assert throttle.blocked(OTHER_SOURCE, IDENTITY) is None
+    throttle.failed(SOURCE, "late&dirP")
+    assert len(throttle) == 1
+
+
+def test_login_throttle_evicts_the_oldest_beyond_its_bound() -> None:
+    """At most ``max_keys`` keys: the oldest failure records go first, then the oldest blocks."""
+    clock = SimulatedClock()
+    throttle = LoginThrottle(max_keys=3, clock=clock)
+    for _ in range(4):
+        throttle.failed(SOURCE, "a")
+    throttle.failed(SOURCE, "b")
+    clock.advance(1)
+    throttle.failed(SOURCE, "c")
+    throttle.failed(SOURCE, "d")  # evicts b's failure record, not a's block
+    assert len(throttle) == 3
+    assert throttle.blocked(SOURCE, "a") is not None
+    throttle.failed(SOURCE, "b")  # b starts again from one failure (evicts c)
+    for _ in range(2):
+        throttle.failed(SOURCE, "b")
+    assert throttle.blocked(SOURCE, "b") is None
+    # only blocks left: the oldest block goes
+    for identity in ("x", "y", "z"):
+        for _ in range(4):
+            throttle.failed(SOURCE, identity)
+    assert len(throttle) == 3
+    assert [throttle.blocked(SOURCE, k) is not None for k in "axyz"] == [False, True, True, True]
+
+
+def test_login_throttle_unblock() -> None:
+    clock = SimulatedClock()
+    throttle = LoginThrottle(clock=clock)
+    for source, identity in ((SOURCE, IDENTITY), (OTHER_SOURCE, IDENTITY), (SOURCE, "d2&dirP")):
+        for _ in range(4):
+            throttle.failed(source, identity)
+    assert throttle.unblock(IDENTITY, source=SOURCE) == 1
+    assert throttle.blocked(SOURCE, IDENTITY) is None
+    assert throttle.blocked(OTHER_SOURCE, IDENTITY) is not None
+    assert throttle.unblock(IDENTITY) == 1  # every source
+    assert throttle.unblock(IDENTITY) == 0
+    assert throttle.blocked(OTHER_SOURCE, IDENTITY) is None
+    assert throttle.blocked(SOURCE, "d2&dirP") is not None
+    # failures before the block are forgotten too
+    for _ in range(3):
+        assert throttle.failed(SOURCE, IDENTITY) is None
+    assert throttle.unblock(IDENTITY) == 0  # failures are not a block
+    assert throttle.failed(SOURCE, IDENTITY) is None  # and they are forgotten
+    clock.advance(300)  # an ended block is not lifted
+    assert throttle.unblock("d2&dirP") == 0
+
+
+def test_login_throttle_arguments() -> None:
+    for kwargs, name in (
+        ({"max_failures": 0}, "max_failures"),
+        ({"window": 0}, "window"),
+        ({"block": -1}, "block"),
+        ({"max_keys": 0}, "max_keys"),
+    ):
+        with pytest.raises(InvalidArgument, match=name):
+            LoginThrottle(**kwargs)  # type: ignore[arg-type]
