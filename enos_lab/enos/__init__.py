@@ -6,10 +6,12 @@ Shared by the hub (server side) and the device SDK (client side). The wire refer
 
 from ._codes import ReplyCode
 from ._envelope import (
+    MAX_JSON_DEPTH,
     MAX_PAYLOAD_SIZE,
     EnvelopeError,
     Reply,
     Request,
+    decode_payload,
     decode_reply,
     decode_request,
     encode_reply,
@@ -28,6 +30,7 @@ from ._topics import REPLY_SUFFIX, Direction, TopicKind, TopicMatch, parse_topic
 
 __all__ = [
     "INTEGRATION_DEVICE_KEY",
+    "MAX_JSON_DEPTH",
     "MAX_PAYLOAD_SIZE",
     "REPLY_SUFFIX",
     "BadLogin",
@@ -41,6 +44,7 @@ __all__ = [
     "SignMethod",
     "TopicKind",
     "TopicMatch",
+    "decode_payload",
     "decode_reply",
     "decode_request",
     "encode_reply",
