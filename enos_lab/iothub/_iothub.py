@@ -1528,14 +1528,38 @@ class IotHub:
         return conn.product.node_type is NodeType.GATEWAY
 
     async def _device_register(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        """``thing.device.register`` (8.1): a gateway registers devices of sub-device products.
+
+        Refused, before anything is registered, with 1200 and details when the connection is
+        not a gateway's or an entry's product is not a sub-device product: 1200 with details is
+        what EnOS answers a gateway operation it cannot apply (section 5.1: ``topo.get`` from a
+        non-gateway); the registration codes 702 / 714 / 739 are about keys and the product's
+        quota, and 1009 about the topic, which is the device's own. (Activation sessions and
+        integration channels get 1009: they may send no gateway request at all.)
+        """
+        if not self._is_gateway(conn) or conn.own is None:
+            return (
+                ReplyCode.PARSE_ERROR,
+                None,
+                f"device {conn.product_key}/{conn.device_key} is not a gateway; only gateways "
+                "register (sub-)devices",
+            )
         params = request.params
         if not isinstance(params, list) or not all(isinstance(e, dict) for e in params):
             return (ReplyCode.PARSE_ERROR, None, "params must be a list of device objects")
         # EnOS 702 before anything is registered
         for entry in params:
             pk, dk = entry.get("productKey"), entry.get("deviceKey")
-            if not isinstance(pk, str) or self.registry.find_product(pk) is None:
-                return (ReplyCode.PARSE_ERROR, None, f"product {pk!r} does not exist")
+            product = self.registry.find_product(pk) if isinstance(pk, str) else None
+            if product is None:
+                return (ReplyCode.PARSE_ERROR, None, f"product {_shown(pk)} does not exist")
+            if product.node_type is not NodeType.SUB_DEVICE:
+                return (
+                    ReplyCode.PARSE_ERROR,
+                    None,
+                    f"product {pk} is a {product.node_type.value} product; a gateway "
+                    "registers devices of sub-device products only",
+                )
             if isinstance(dk, str) and dk and self.registry.find_device(pk, dk) is not None:
                 return (ReplyCode.DEVICE_KEY_EXISTS, None, f"device {pk}/{dk} already exists")
         data = []
@@ -2018,6 +2042,12 @@ def _signature_ok(entry: dict[str, Any], secret: str, pk: str, dk: str) -> bool:
         "timestamp": _text(entry.get("timestamp")) or "",
     }
     return verify_sign(params, secret, method, signature)
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` for a message, clipped: a device may send megabytes."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _point_rows(

@@ -1,0 +1,336 @@
+"""Attacks on the IoT hub's request handling, over real TCP.
+
+Every device is an adversary of every other device: what one device posts may fail only its
+own request, with its own EnOS reply code, and the connection stays up. The hub here is the
+lab's hub with the EnOS services over a real SQLite registry and a real DuckDB store,
+listening on 127.0.0.1 (free port); devices are raw MQTT 3.1.1 clients on TCP sockets.
+
+Covered: registration through MQTT (a gateway operation for sub-devices, protocol 8.1); one
+device's bad post in a batch shared with other devices' posts; event times the store cannot
+represent; payloads that are not strict JSON (nesting depth, NaN, 1e400, lone surrogates);
+identifiers of passthrough products; posts to topics outside the EnOS catalogue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from enos_lab.enos import SecureMode, login_credentials
+from enos_lab.hub import Hub, HubConfig
+from enos_lab.iothub import IotHub
+from enos_lab.model import (
+    Attribute,
+    DataSpec,
+    DataType,
+    Event,
+    EventType,
+    I18nText,
+    Measurepoint,
+    ModelCatalog,
+    Param,
+    ThingModel,
+)
+from enos_lab.mqtt import (
+    ConnAck,
+    Connect,
+    Decoder,
+    Packet,
+    PingReq,
+    PingResp,
+    PubAck,
+    Publish,
+    SubAck,
+    Subscribe,
+    Subscription,
+    encode,
+)
+from enos_lab.registry import Registry
+from enos_lab.store import TimeSeriesStore
+
+pytestmark = pytest.mark.anyio
+
+LEVEL = 4  # MQTT 3.1.1, as the EnOS SDKs speak it
+WAIT = 10.0  # [s] upper bound of every wait for the hub
+T0 = 1_700_000_000_000  # [ms]
+PacketT = TypeVar("PacketT", bound=Packet)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The hub is asyncio-only."""
+    return "asyncio"
+
+
+def meter_model() -> ThingModel:
+    """Points temp (FLOAT, quality), power (DOUBLE), status (INT); attribute maxCurrent (INT);
+    event overheat (output level, INT)."""
+    return ThingModel(
+        "meter",
+        I18nText("Meter"),
+        measurepoints={
+            "temp": Measurepoint("temp", DataSpec(DataType.FLOAT), has_quality=True),
+            "power": Measurepoint("power", DataSpec(DataType.DOUBLE)),
+            "status": Measurepoint("status", DataSpec(DataType.INT)),
+        },
+        attributes={"maxCurrent": Attribute("maxCurrent", DataSpec(DataType.INT))},
+        events={
+            "overheat": Event(
+                "overheat",
+                EventType.WARN,
+                (Param("level", DataSpec(DataType.INT), required=True),),
+            )
+        },
+    )
+
+
+class TcpDevice:
+    """A raw MQTT 3.1.1 client on a TCP socket: the lab's codec, one reader, QoS 1."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self._decoder = Decoder(role="client", max_packet_size=1 << 24, protocol_level=LEVEL)
+        self._packets: deque[Packet] = deque()
+        self._stash: list[Packet] = []
+        self._pid = 0
+        self._subscribed: set[str] = set()
+
+    @classmethod
+    async def open(cls, port: int, client_id: str, username: str, password: str) -> TcpDevice:
+        """Connect and log in; asserts CONNACK 0."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        device = cls(reader, writer)
+        device.send(Connect(client_id, LEVEL, "MQTT", True, 60, username, password.encode()))
+        connack = await device.expect(ConnAck)
+        assert connack.reason_code == 0, connack
+        return device
+
+    def send(self, packet: Packet) -> None:
+        self.writer.write(encode(packet, LEVEL))
+
+    async def _next(self) -> Packet:
+        while not self._packets:
+            data = await asyncio.wait_for(self.reader.read(1 << 16), WAIT)
+            if not data:
+                raise ConnectionError("the hub closed the connection")
+            self._packets.extend(self._decoder.feed(data))
+        packet = self._packets.popleft()
+        if isinstance(packet, Publish) and packet.qos == 1:
+            self.send(PubAck(packet.packet_id))
+        return packet
+
+    async def expect(self, kind: type[PacketT], topic: str | None = None, pid: int = 0) -> PacketT:
+        """The next packet of ``kind`` (on ``topic``, with packet id ``pid`` if given); other
+        packets are kept for later calls."""
+
+        def fits(packet: Packet) -> bool:
+            if not isinstance(packet, kind):
+                return False
+            if topic is not None and getattr(packet, "topic", None) != topic:
+                return False
+            return not pid or getattr(packet, "packet_id", 0) == pid
+
+        for index, packet in enumerate(self._stash):
+            if fits(packet):
+                del self._stash[index]
+                return packet  # type: ignore[return-value]
+        while True:
+            packet = await self._next()
+            if fits(packet):
+                return packet  # type: ignore[return-value]
+            self._stash.append(packet)
+
+    async def subscribe(self, topic_filter: str) -> int:
+        """Subscribe at QoS 1 (once per filter); returns the SUBACK code."""
+        self._pid += 1
+        self.send(Subscribe(self._pid, (Subscription(topic_filter, 1),)))
+        suback = await self.expect(SubAck, pid=self._pid)
+        self._subscribed.add(topic_filter)
+        return suback.reason_codes[0]
+
+    def publish_nowait(self, topic: str, payload: bytes) -> int:
+        """Publish at QoS 1 without waiting; returns the packet id."""
+        self._pid += 1
+        self.send(Publish(topic, payload, 1, packet_id=self._pid))
+        return self._pid
+
+    async def reply(self, topic: str) -> dict[str, Any]:
+        """The next reply to a request on ``topic``."""
+        packet = await self.expect(Publish, topic=topic + "_reply")
+        document: dict[str, Any] = json.loads(packet.payload)
+        return document
+
+    async def request(self, topic: str, payload: bytes | dict[str, Any]) -> dict[str, Any]:
+        """Publish a request (subscribing to its reply topic first); the reply, after the
+        PUBACK of the request arrived."""
+        if topic + "_reply" not in self._subscribed:
+            await self.subscribe(topic + "_reply")
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        pid = self.publish_nowait(topic, raw)
+        document = await self.reply(topic)
+        await self.expect(PubAck, pid=pid)
+        return document
+
+    async def alive(self) -> None:
+        """The connection answers a PINGREQ."""
+        self.send(PingReq())
+        await self.expect(PingResp)
+
+    async def close(self) -> None:
+        self.writer.write(b"\xe0\x00")
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+class TcpLab:
+    """The hub with the EnOS services on TCP, a registry and a store; products ``dirP``
+    (direct, model ``meter``), ``gwP`` (gateway), ``subP`` (sub-device), ``plainP`` (direct, no
+    model: passthrough) and ``gwDyn`` (gateway, dynamic activation)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.registry = Registry(tmp_path / "registry.sqlite3")
+        self.store = TimeSeriesStore(tmp_path / "store")
+        models = ModelCatalog()
+        models.add(meter_model())
+        self.iothub = IotHub(self.registry, models, self.store)
+        self.hub = Hub(
+            HubConfig(connect_timeout=5.0), authenticator=self.iothub, authoriser=self.iothub
+        )
+        self.iothub.attach(self.hub)
+        r = self.registry
+        r.create_product("Direct", product_key="dirP", model_id="meter")
+        r.create_product("Gateway", product_key="gwP", model_id="meter", node_type="gateway")
+        r.create_product("Sub", product_key="subP", model_id="meter", node_type="sub_device")
+        r.create_product("Plain", product_key="plainP")
+        r.create_product(
+            "Gateway dyn", product_key="gwDyn", node_type="gateway", dynamic_activation=True
+        )
+        self.port = 0
+        self.devices: list[TcpDevice] = []
+
+    async def device(self, product_key: str, device_key: str) -> TcpDevice:
+        """Register (if needed) and log in a device with its own secret (secure mode 2)."""
+        found = self.registry.find_device(product_key, device_key)
+        if found is None:
+            found = self.registry.register_device(product_key, device_key=device_key)
+        return await self._open(product_key, device_key, found.device_secret)
+
+    async def _open(
+        self,
+        product_key: str,
+        device_key: str,
+        secret: str,
+        mode: SecureMode = SecureMode.SECRET_PER_DEVICE,
+    ) -> TcpDevice:
+        client_id, username, password = login_credentials(
+            product_key, device_key, secret, secure_mode=mode, timestamp="1700000000000"
+        )
+        device = await TcpDevice.open(self.port, client_id, username, password)
+        self.devices.append(device)
+        return device
+
+    async def channel(self, product_key: str) -> TcpDevice:
+        """A message-integration channel of ``product_key`` (secure mode 4)."""
+        secret = self.registry.get_product(product_key).product_secret
+        return await self._open(product_key, "%channel%", secret, SecureMode.INTEGRATION)
+
+    async def activation_session(self, product_key: str, device_key: str) -> TcpDevice:
+        """A dynamic-activation login (secure mode 3) of a registered, inactive device."""
+        self.registry.register_device(product_key, device_key=device_key)
+        secret = self.registry.get_product(product_key).product_secret
+        return await self._open(product_key, device_key, secret, SecureMode.DYNAMIC_ACTIVATION)
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[TcpLab]:
+    """A started :class:`TcpLab`."""
+    made = TcpLab(tmp_path)
+    await made.hub.start()
+    try:
+        listener = await made.hub.listen_tcp("127.0.0.1", 0)
+        made.port = listener.port
+        yield made
+    finally:
+        for device in made.devices:
+            with contextlib.suppress(Exception):
+                await device.close()
+        await made.hub.stop()
+        made.store.close()
+        made.registry.close()
+
+
+def post_topic(pk: str, dk: str, kind: str = "measurepoint/post") -> str:
+    return f"/sys/{pk}/{dk}/thing/{kind}"
+
+
+def body(request_id: str, params: Any, method: str = "thing.measurepoint.post") -> bytes:
+    return json.dumps(
+        {"id": request_id, "version": "1.0", "method": method, "params": params}
+    ).encode()
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    """JSON text of ``depth`` nested arrays around ``leaf``."""
+    return "[" * depth + leaf + "]" * depth
+
+
+# -- registration through MQTT (protocol 8.1) ----------------------------------------------
+
+
+async def test_direct_device_may_not_register_devices(lab: TcpLab) -> None:
+    direct = await lab.device("dirP", "d1")
+    for product_key in ("subP", "dirP", "plainP", "gwP"):
+        reply = await direct.request(
+            post_topic("dirP", "d1", "device/register"),
+            body("r", [{"productKey": product_key, "deviceKey": "x1"}], "thing.device.register"),
+        )
+        assert (reply["id"], reply["code"]) == ("r", 1200), reply
+        assert "not a gateway" in reply["message"]
+        assert lab.registry.find_device(product_key, "x1") is None
+    assert {d.device_key for d in lab.registry.devices()} == {"d1"}
+
+
+async def test_gateway_registers_only_sub_devices(lab: TcpLab) -> None:
+    gateway = await lab.device("gwP", "g1")
+    topic = post_topic("gwP", "g1", "device/register")
+    for product_key, kind in (("dirP", "direct"), ("plainP", "direct"), ("gwP", "gateway")):
+        entries = [
+            {"productKey": "subP", "deviceKey": "ok1"},
+            {"productKey": product_key, "deviceKey": "x1"},
+        ]
+        reply = await gateway.request(topic, body("r", entries, "thing.device.register"))
+        assert reply["code"] == 1200, reply
+        assert product_key in reply["message"] and kind in reply["message"]
+        # nothing of a refused request is registered
+        assert lab.registry.find_device(product_key, "x1") is None
+        assert lab.registry.find_device("subP", "ok1") is None
+    reply = await gateway.request(
+        topic, body("r", [{"productKey": "subP", "deviceKey": "ok1"}], "thing.device.register")
+    )
+    assert reply["code"] == 200, reply
+    assert reply["data"][0]["deviceSecret"] == lab.registry.get_device("subP", "ok1").device_secret
+
+
+async def test_activation_session_and_channel_may_not_register(lab: TcpLab) -> None:
+    session = await lab.activation_session("gwDyn", "a1")
+    channel = await lab.channel("plainP")
+    entry = [{"productKey": "subP", "deviceKey": "x1"}]
+    reply = await session.request(
+        post_topic("gwDyn", "a1", "device/register"), body("r", entry, "thing.device.register")
+    )
+    assert reply["code"] == 1009, reply
+    reply = await channel.request(
+        post_topic("plainP", "%channel%", "device/register"),
+        body("r", entry, "thing.device.register"),
+    )
+    assert reply["code"] == 1009, reply
+    assert lab.registry.find_device("subP", "x1") is None
