@@ -112,7 +112,14 @@ from ..registry import (
     Registry,
     authenticate,
 )
-from ..store import AttributeRow, EventRow, PointRow, TimeSeriesStore
+from ..store import (
+    MAX_EVENT_MS,
+    MIN_EVENT_MS,
+    AttributeRow,
+    EventRow,
+    PointRow,
+    TimeSeriesStore,
+)
 from ._config import IotHubConfig, OtaHandler, RawCodec
 
 __all__ = ["DeviceOffline", "IotHub", "MemoryOta"]
@@ -127,6 +134,11 @@ _OK_HEAD = b'{"id":'
 _OK_TAIL = b',"code":200,"data":{},"message":""}'
 
 _PARSE_CACHE_MAX = 20_000
+_TIME_DIGITS = 19  # digits of a ``time`` string worth converting (int64; the range is 13)
+_TIME_RULE = (
+    f"time must be epoch milliseconds in {MIN_EVENT_MS}..{MAX_EVENT_MS} "
+    "(1677-09-21..2262-04-11 UTC)"
+)
 _FAST_KINDS = frozenset({TopicKind.MEASUREPOINT_POST, TopicKind.MEASUREPOINT_RESUME})
 _GATEWAY_KINDS = frozenset(
     {
@@ -1046,8 +1058,8 @@ class IotHub:
         if target is None:
             return None
         at = params.get("time")
-        if type(at) is not int:  # the usual epoch milliseconds, else the general rules
-            at = self._time(params)
+        if type(at) is not int or not MIN_EVENT_MS <= at <= MAX_EVENT_MS:
+            at = self._time(params)  # the usual epoch milliseconds, else the general rules
         points = params.get("measurepoints")
         if at is None or type(points) is not dict:
             return None
@@ -1275,19 +1287,32 @@ class IotHub:
     # -- measurepoints (7.1, 7.2) ----------------------------------------------------------
 
     def _time(self, params: dict[str, Any]) -> int | None:
-        """The ``time`` of an entry [ms]; receive time when absent; None when malformed."""
+        """The ``time`` of an entry [ms]; receive time when absent; None when malformed or
+        outside the event times the store keeps, :data:`~enos_lab.store.MIN_EVENT_MS` ..
+        :data:`~enos_lab.store.MAX_EVENT_MS` (1677-09-21 .. 2262-04-11 UTC; EnOS 1206 for
+        measurepoints, 1204 for events).
+
+        Accepted: an integer, a float (JS/Java encoders may send 1.7e12 or a fraction of a ms;
+        truncated) or a string of ASCII digits.
+        """
         value = params.get("time")
         if value is None or value == "":
             return self._clock.time_ms()
         if isinstance(value, bool):
             return None
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and math.isfinite(value):
-            return int(value)  # JS/Java encoders may send 1.7e12 or a fraction of a ms
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        return None
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None
+            value = int(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            # str.isdigit() alone takes "²" and other digits int() refuses
+            if not (len(text) <= _TIME_DIGITS and text.isascii() and text.isdigit()):
+                return None
+            value = int(text)
+        elif not isinstance(value, int):
+            return None
+        return value if MIN_EVENT_MS <= value <= MAX_EVENT_MS else None
 
     async def _measurepoint_post(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
         target = conn.target((match.product_key, match.device_key))
@@ -1297,7 +1322,7 @@ class IotHub:
             return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "params must be a JSON object")
         at = self._time(params)
         if at is None:
-            return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "time must be epoch milliseconds")
+            return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, _bad_time(params))
         points = params.get("measurepoints")
         if not isinstance(points, dict):
             return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "measurepoints must be an object")
@@ -1347,11 +1372,8 @@ class IotHub:
             if at is None or not isinstance(points, dict):
                 if skip:
                     continue
-                return (
-                    ReplyCode.MEASUREPOINT_FORMAT_ERROR,
-                    None,
-                    f"entry {index}: measurepoints must be an object and time epoch ms",
-                )
+                problem = _bad_time(entry) if at is None else "measurepoints must be an object"
+                return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, f"entry {index}: {problem}")
             result = _point_rows(target, points, at, resume, skip=skip)
             if isinstance(result, ValidationError):
                 return (result.code, None, f"entry {index}: {result}")
@@ -1379,7 +1401,7 @@ class IotHub:
             return (ReplyCode.MODEL_VALIDATION_FAILED, None, "params must be a JSON object")
         at = self._time(params)
         if at is None:
-            return (ReplyCode.MODEL_VALIDATION_FAILED, None, "time must be epoch milliseconds")
+            return (ReplyCode.MODEL_VALIDATION_FAILED, None, _bad_time(params))
         if "events" in params:
             outputs = params["events"]
         else:
@@ -1825,7 +1847,8 @@ class IotHub:
             at = self._time(entry)
             points = entry.get("measurepoints")
             if at is None or not isinstance(points, dict):
-                return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "bad measurepoints or time")
+                problem = _bad_time(entry) if at is None else "measurepoints must be an object"
+                return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, problem)
             result = _point_rows(target, points, at, True, skip=False)
             if isinstance(result, ValidationError):
                 return (result.code, None, str(result))
@@ -1845,7 +1868,8 @@ class IotHub:
             at = self._time(entry)
             events = entry.get("events")
             if at is None or not isinstance(events, dict):
-                return (ReplyCode.MODEL_VALIDATION_FAILED, None, "bad events or time")
+                problem = _bad_time(entry) if at is None else "events must be an object"
+                return (ReplyCode.MODEL_VALIDATION_FAILED, None, problem)
             for event_id, raw in events.items():
                 outputs = raw
                 if target.model is not None:
@@ -2048,6 +2072,11 @@ def _shown(value: object) -> str:
     """``repr(value)`` for a message, clipped: a device may send megabytes."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad_time(params: dict[str, Any]) -> str:
+    """The reply message for a ``time`` that :meth:`IotHub._time` refused."""
+    return f"{_TIME_RULE}, found {_shown(params.get('time'))}"
 
 
 def _point_rows(

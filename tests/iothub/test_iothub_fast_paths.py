@@ -120,14 +120,15 @@ async def test_invalid_post_takes_the_general_path(env: Env) -> None:
     assert reply["id"] == "bad" and reply["code"] == 1204
 
 
-async def test_post_the_store_refuses_gets_an_error_reply(env: Env) -> None:
-    """A row the store cannot take (event time beyond 64 bits) gets the general path's error
-    reply (1200 with the store's message) from the batch's commit, with the request id."""
+async def test_post_beyond_the_store_time_range_is_refused_at_the_edge(env: Env) -> None:
+    """An event time the store cannot keep (beyond 64 bits) never reaches the store: 1206 from
+    the general path, with the request id."""
     client = await env.device("plainP", "p1")
     reply = await client.request(
         "/sys/plainP/p1/thing/measurepoint/post",
         {"measurepoints": {"x": 1}, "time": 2**70},
         request_id="big",
     )
-    assert reply["id"] == "big" and reply["code"] == 1200
-    assert "event time" in reply["message"]
+    assert reply["id"] == "big" and reply["code"] == 1206
+    assert "time must be epoch milliseconds" in reply["message"]
+    assert env.store.stats().rows == 0

@@ -53,7 +53,7 @@ from enos_lab.mqtt import (
     encode,
 )
 from enos_lab.registry import Registry
-from enos_lab.store import TimeSeriesStore
+from enos_lab.store import MAX_EVENT_MS, MIN_EVENT_MS, TimeSeriesStore
 
 pytestmark = pytest.mark.anyio
 
@@ -334,3 +334,89 @@ async def test_activation_session_and_channel_may_not_register(lab: TcpLab) -> N
     )
     assert reply["code"] == 1009, reply
     assert lab.registry.find_device("subP", "x1") is None
+
+
+# -- event times the store cannot represent -------------------------------------------------
+
+BAD_TIMES: list[Any] = [
+    2**63,
+    2**62 - 1,
+    2**64 + 5,
+    MAX_EVENT_MS + 1,
+    MIN_EVENT_MS - 1,
+    -(2**63),
+    1e300,
+    -1e300,
+    float(MAX_EVENT_MS + 1000),
+    "9" * 30,
+    "9" * 5000,
+    str(MAX_EVENT_MS + 1),
+    "\u00b2",  # a digit to str.isdigit(), not to int()
+    "\u0661\u0662",  # Arabic-Indic digits
+]
+
+
+@pytest.mark.parametrize("at", BAD_TIMES, ids=lambda v: repr(v)[:24])
+async def test_out_of_range_times_are_refused_everywhere(lab: TcpLab, at: Any) -> None:
+    direct = await lab.device("dirP", "d1")
+    plain = await lab.device("plainP", "p1")
+    gateway = await lab.device("gwP", "g1")
+    channel = await lab.channel("dirP")
+    lab.registry.register_device("dirP", device_key="d2")
+    cases: list[tuple[TcpDevice, str, Any, int]] = [
+        (direct, post_topic("dirP", "d1"), {"measurepoints": {"temp": 1.0}, "time": at}, 1206),
+        (plain, post_topic("plainP", "p1"), {"measurepoints": {"x": 1}, "time": at}, 1206),
+        (
+            direct,
+            post_topic("dirP", "d1", "measurepoint/resume"),
+            {"measurepoints": {"temp": 1.0}, "time": at},
+            1206,
+        ),
+        (
+            gateway,
+            post_topic("gwP", "g1", "measurepoint/post/batch"),
+            [{"measurepoints": {"temp": 1.0}, "time": at}],
+            1206,
+        ),
+        (
+            direct,
+            post_topic("dirP", "d1", "event/overheat/post"),
+            {"events": {"level": 1}, "time": at},
+            1204,
+        ),
+        (
+            plain,
+            post_topic("plainP", "p1", "event/alarm/post"),
+            {"events": {"level": 1}, "time": at},
+            1204,
+        ),
+        (
+            channel,
+            "/sys/dirP/integration/measurepoint/post",
+            [{"deviceKey": "d2", "measurepoints": {"status": 1}, "time": at}],
+            1206,
+        ),
+        (
+            channel,
+            "/sys/dirP/integration/event/post",
+            [{"deviceKey": "d2", "events": {"overheat": {"level": 1}}, "time": at}],
+            1204,
+        ),
+    ]
+    for device, topic, params, code in cases:
+        reply = await device.request(topic, body("t", params))
+        assert (reply["id"], reply["code"]) == ("t", code), (topic, reply)
+        assert "time" in reply["message"], reply
+    assert lab.store.stats().rows == 0
+    # the same connections still post; the fleet's latest values are readable
+    reply = await direct.request(
+        post_topic("dirP", "d1"), body("ok", {"measurepoints": {"temp": 1.0}, "time": MAX_EVENT_MS})
+    )
+    assert reply["code"] == 200, reply
+    reply = await plain.request(
+        post_topic("plainP", "p1"), body("ok", {"measurepoints": {"x": 1}, "time": MIN_EVENT_MS})
+    )
+    assert reply["code"] == 200, reply
+    latest = lab.store.latest(["d1"], product_key="dirP")
+    assert len(latest) == 1
+    assert len(lab.store.latest(["p1"], product_key="plainP")) == 1
