@@ -56,8 +56,6 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_json_str
 from typing import Any, TypeAlias
 
-import orjson
-
 from ..clock import Clock, SystemClock
 from ..enos import (
     MAX_PAYLOAD_SIZE,
@@ -71,6 +69,7 @@ from ..enos import (
     SignMethod,
     TopicKind,
     TopicMatch,
+    decode_payload,
     decode_reply,
     decode_request,
     encode_reply,
@@ -384,8 +383,10 @@ def _blank(value: object) -> bool:
 
 
 # One measurepoint request on the fast path, waiting for the commit of its batch:
-# (reply topic, success reply, request id, request QoS)
-_Post: TypeAlias = tuple[str, bytes, Any, int]
+# (reply topic, success reply, request id, request QoS, its rows)
+_Post: TypeAlias = tuple[str, bytes, Any, int, list[Any]]
+# One request of the general path in a batch: its rows and the future its handler awaits
+_Add: TypeAlias = tuple[list[Any], asyncio.Future[int]]
 
 
 class _PointBatcher:
@@ -400,9 +401,15 @@ class _PointBatcher:
     the batch's one future, on which the hub waits before it acknowledges each PUBLISH. Every post
     of every connection handled in one iteration (with a pipelining hub, many of one
     connection) is committed by one append.
+
+    A bad request fails alone: when the combined append fails, the rows of each request of the
+    batch are appended again on their own, concurrently (the store's writer commits them as a
+    group and, when that fails, batch by batch), so that only the requests whose rows the store
+    refuses get its error; the others are stored and answered 200. The common case costs
+    nothing extra (a post's rows travel in its reply tuple).
     """
 
-    __slots__ = ("_future", "_owner", "_posts", "_replied", "_rows", "_store", "_tasks")
+    __slots__ = ("_adds", "_owner", "_posts", "_replied", "_rows", "_scheduled", "_store", "_tasks")
 
     def __init__(
         self, owner: IotHub, store: TimeSeriesStore, tasks: set[asyncio.Task[Any]]
@@ -410,66 +417,88 @@ class _PointBatcher:
         self._owner = owner
         self._store = store
         self._tasks = tasks
-        self._rows: list[PointRow] = []
+        self._rows: list[Any] = []
         self._posts: list[_Post] = []
-        self._future: asyncio.Future[int] | None = None
+        self._adds: list[_Add] = []
+        self._scheduled = False  # a flush of this batch is scheduled
         self._replied: asyncio.Future[None] | None = None  # the posts of this batch answered
 
-    def _batch_future(self) -> asyncio.Future[int]:
-        future = self._future
-        if future is None:
-            loop = asyncio.get_running_loop()
-            future = self._future = loop.create_future()
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if not self._scheduled:
+            self._scheduled = True
             loop.call_soon(self._flush)
+        return loop
+
+    def add(self, rows: list[Any]) -> asyncio.Future[int]:
+        """Queue ``rows``; the returned future gives their count once they are committed, or
+        the store's error for them."""
+        future: asyncio.Future[int] = self._loop().create_future()
+        self._adds.append((rows, future))
+        self._rows.extend(rows)
         return future
 
-    def add(self, rows: list[PointRow]) -> asyncio.Future[int]:
-        """Queue ``rows``; the returned future resolves when they are committed."""
-        future = self._batch_future()
-        self._rows.extend(rows)
-        # shielded: a cancelled waiter must not cancel the batch the others wait for
-        return asyncio.shield(future)
-
-    def add_post(self, rows: list[PointRow], post: _Post) -> asyncio.Future[None]:
-        """Queue the rows of one request; the returned future (shared by the batch) resolves
-        once the batch is committed and every reply of the batch published."""
-        future = self._batch_future()
+    def add_post(self, post: _Post) -> asyncio.Future[None]:
+        """Queue the rows of one request (the last item of ``post``); the returned future
+        (shared by the batch) resolves once the batch is committed and every reply of the
+        batch published."""
         replied = self._replied
         if replied is None:
-            replied = self._replied = future.get_loop().create_future()
-        self._rows.extend(rows)
+            replied = self._replied = self._loop().create_future()
+        self._rows.extend(post[4])
         self._posts.append(post)
         return replied
 
     def _flush(self) -> None:
-        rows, future, posts, replied = self._rows, self._future, self._posts, self._replied
-        self._rows, self._future, self._posts, self._replied = [], None, [], None
-        if future is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._commit(rows, future, posts, replied))
+        rows, posts, adds, replied = self._rows, self._posts, self._adds, self._replied
+        self._rows, self._posts, self._adds, self._replied = [], [], [], None
+        self._scheduled = False
+        task = asyncio.get_running_loop().create_task(self._commit(rows, posts, adds, replied))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _commit(
         self,
-        rows: list[PointRow],
-        future: asyncio.Future[int],
+        rows: list[Any],
         posts: list[_Post],
+        adds: list[_Add],
         replied: asyncio.Future[None] | None,
     ) -> None:
-        error: Exception | None = None
         try:
-            count = await self._store.append_points_async(rows)
+            await self._store.append_points_async(rows)
         except Exception as exc:
-            error = exc
+            requests = len(posts) + len(adds)
+            results: list[int | BaseException] = [exc] * requests
+            if requests > 1 and not isinstance(exc, ClosedError):
+                log.warning(
+                    "storing a batch of %d measurepoint requests failed (%s); storing each alone",
+                    requests,
+                    exc,
+                )
+                parts = [post[4] for post in posts] + [add[0] for add in adds]
+                results = await asyncio.gather(
+                    *(self._store.append_points_async(part) for part in parts),
+                    return_exceptions=True,
+                )
+            count = len(posts)
+            for (_, future), result in zip(adds, results[count:], strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, asyncio.CancelledError):
+                    future.cancel()
+                elif isinstance(result, BaseException):
+                    future.set_exception(result)
+                    future.exception()  # retrieved here: its handler gets it all the same
+                else:
+                    future.set_result(result)
+            if replied is not None:
+                self._owner._answer_posts(posts, results[:count], replied)
+            return
+        for part, future in adds:
             if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved here: the waiters of add() get it all the same
-        else:
-            if not future.done():
-                future.set_result(count)
+                future.set_result(len(part))
         if replied is not None:
-            self._owner._answer_posts(posts, error, replied)
+            self._owner._answer_posts(posts, None, replied)
 
 
 class IotHub:
@@ -1013,7 +1042,11 @@ class IotHub:
         action = route.action
         if action == _REQUEST:
             if route.fast:
-                done = self._fast_post(conn, route, message)
+                try:
+                    done = self._fast_post(conn, route, message)
+                except Exception:  # a bug; the general path answers the request
+                    log.exception("client %r: measurepoint fast path failed", conn.client_id)
+                    done = None
                 if done is not None:
                     return done
             return self._request(conn, route, message)
@@ -1039,10 +1072,8 @@ class IotHub:
         if len(payload) > MAX_PAYLOAD_SIZE:
             return None
         try:
-            # orjson: strict JSON only (no NaN, integers of at most 64 bits, valid UTF-8); any
-            # other payload takes the general path, which decodes with the json module
-            document = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+            document = decode_payload(payload)  # the general path's decoder: strict JSON
+        except EnvelopeError:
             return None
         if type(document) is not dict:
             return None
@@ -1073,35 +1104,44 @@ class IotHub:
         else:
             id_json = json.dumps(request_id, ensure_ascii=False)
         reply = _OK_HEAD + id_json.encode() + _OK_TAIL
-        return self._points.add_post(rows, (route.reply_topic, reply, request_id, message.qos))
+        return self._points.add_post((route.reply_topic, reply, request_id, message.qos, rows))
 
     def _answer_posts(
-        self, posts: list[_Post], error: Exception | None, replied: asyncio.Future[None]
+        self,
+        posts: list[_Post],
+        results: list[int | BaseException] | None,
+        replied: asyncio.Future[None],
     ) -> None:
-        """Reply to the fast-path posts of one committed (or failed) batch; then resolve
-        ``replied``, on which the hub waits to acknowledge them."""
+        """Reply to the fast-path posts of one batch: committed (``results`` None), or per post
+        its row count or the store's error; then resolve ``replied``, on which the hub waits to
+        acknowledge them.
+
+        An error is answered like the general path (:meth:`_handle`) answers it (1200 with the
+        store's message; "internal error" for anything unexpected) and logged at ERROR; only
+        when the store or the hub is closing are the posts left unacknowledged.
+        """
         if replied.done():
             return
-        text = None  # the error reply's message, as the general path (_handle) words it
-        if isinstance(error, StoreError):
-            log.error("storing %d measurepoint posts failed: %s", len(posts), error)
-            text = f"storage failed: {error}"
-        elif isinstance(error, (InvalidArgument, RegistryError)):
-            text = str(error)
-        elif error is not None:
-            replied.set_exception(error)  # a handler failure: the messages are not acknowledged
-            return
+        if results is not None:
+            for result in results:
+                if isinstance(result, (ClosedError, asyncio.CancelledError)):
+                    replied.set_exception(result)  # stopping: the devices send them again
+                    return
         hub = self._hub
         if hub is not None:
             publish = hub.publish_nowait
             try:
-                for topic, ok, request_id, qos in posts:
-                    reply = (
-                        ok
-                        if text is None
-                        else encode_reply(request_id, ReplyCode.PARSE_ERROR, None, text)
-                    )
-                    publish(_make_message(topic, reply, 1 if qos else 0, False, NO_PROPERTIES))
+                if results is None:
+                    for topic, ok, _, qos, _ in posts:
+                        publish(_make_message(topic, ok, 1 if qos else 0, False, NO_PROPERTIES))
+                else:
+                    for (topic, ok, request_id, qos, _), result in zip(posts, results, strict=True):
+                        reply = (
+                            ok
+                            if not isinstance(result, BaseException)
+                            else _post_error(topic, request_id, result)
+                        )
+                        publish(_make_message(topic, reply, 1 if qos else 0, False, NO_PROPERTIES))
             except Exception as exc:  # the hub is stopping
                 replied.set_exception(exc)
                 return
@@ -1185,6 +1225,12 @@ class IotHub:
         except StoreError as exc:
             log.error("client %r: storing %s failed: %s", conn.client_id, kind.name, exc)
             return (ReplyCode.PARSE_ERROR, None, f"storage failed: {exc}")
+        except ClosedError:
+            raise  # the store or hub is stopping: unacknowledged, the device sends it again
+        except Exception:
+            # a bug, not the device's fault: EnOS answers what it cannot process with 1200
+            log.exception("client %r: handling %s failed", conn.client_id, kind.name)
+            return (ReplyCode.PARSE_ERROR, None, "internal error")
 
     @staticmethod
     def _may_request(conn: _Conn, match: TopicMatch, scope: int) -> bool:
@@ -1237,7 +1283,7 @@ class IotHub:
             return
         try:
             envelope = codec.decode_upstream(message.payload)
-            document = json.loads(envelope)
+            document = decode_payload(envelope, "decoded")
         except Exception as exc:
             log.info("codec of %s failed: %s", match.product_key, exc)
             reply = encode_reply("unknown", ReplyCode.PARSE_ERROR, None, f"codec failed: {exc}")
@@ -2077,6 +2123,22 @@ def _shown(value: object) -> str:
 def _bad_time(params: dict[str, Any]) -> str:
     """The reply message for a ``time`` that :meth:`IotHub._time` refused."""
     return f"{_TIME_RULE}, found {_shown(params.get('time'))}"
+
+
+def _post_error(reply_topic: str, request_id: Any, error: BaseException) -> bytes:
+    """The error reply to a fast-path post whose rows the store refused, worded as the general
+    path words it (:meth:`IotHub._handle`); logged at ERROR."""
+    topic = reply_topic.removesuffix(REPLY_SUFFIX)
+    if isinstance(error, StoreError):
+        log.error("storing the post on %s failed: %s", topic, error)
+        text = f"storage failed: {error}"
+    elif isinstance(error, (InvalidArgument, RegistryError)):
+        log.error("the store refused the post on %s: %s", topic, error)
+        text = str(error)
+    else:
+        log.error("storing the post on %s failed", topic, exc_info=error)
+        text = "internal error"
+    return encode_reply(request_id, ReplyCode.PARSE_ERROR, None, text)
 
 
 def _point_rows(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from enos_lab.enos import SecureMode, login_credentials
+from enos_lab.enos import MAX_JSON_DEPTH, SecureMode, login_credentials
 from enos_lab.hub import Hub, HubConfig
 from enos_lab.iothub import IotHub
 from enos_lab.model import (
@@ -336,6 +337,54 @@ async def test_activation_session_and_channel_may_not_register(lab: TcpLab) -> N
     assert lab.registry.find_device("subP", "x1") is None
 
 
+# -- one device's bad post fails alone -------------------------------------------------------
+
+
+async def test_a_bad_post_fails_alone_in_a_shared_batch(lab: TcpLab) -> None:
+    """Thirty devices post concurrently (their posts share store appends) while two devices
+    post poison: a 30-digit ``time`` (the fast path) and a lone surrogate (the general path).
+    Every good post is answered 200 and stored; each poison gets its own code."""
+    goods = [await lab.device("dirP", f"g{i:02}") for i in range(30)]
+    late = await lab.device("dirP", "late")
+    lone = await lab.device("plainP", "lone")
+    for i, device in enumerate(goods):
+        assert await device.subscribe(post_topic("dirP", f"g{i:02}") + "_reply") == 1
+    assert await late.subscribe(post_topic("dirP", "late") + "_reply") == 1
+    assert await lone.subscribe(post_topic("plainP", "lone") + "_reply") == 1
+    rounds, per_round = 4, 5
+    for r in range(rounds):
+        for i, device in enumerate(goods):
+            for k in range(per_round):
+                at = T0 + r * per_round + k
+                params = {"measurepoints": {"temp": float(k)}, "time": at}
+                device.publish_nowait(post_topic("dirP", f"g{i:02}"), body(f"{r}.{k}", params))
+            if i == len(goods) // 2:
+                late.publish_nowait(
+                    post_topic("dirP", "late"),
+                    body(f"late{r}", {"measurepoints": {"temp": 1.0}, "time": "9" * 30}),
+                )
+                lone.publish_nowait(
+                    post_topic("plainP", "lone"),
+                    b'{"id":"lone","params":{"measurepoints":{"x":"\\ud800"}}}',
+                )
+        for i, device in enumerate(goods):
+            for k in range(per_round):
+                reply = await device.reply(post_topic("dirP", f"g{i:02}"))
+                assert (reply["id"], reply["code"]) == (f"{r}.{k}", 200), reply
+        reply = await late.reply(post_topic("dirP", "late"))
+        assert (reply["id"], reply["code"]) == (f"late{r}", 1206), reply
+        reply = await lone.reply(post_topic("plainP", "lone"))
+        assert reply["code"] == 1220, reply
+    good_posts = len(goods) * rounds * per_round
+    points = lab.store.query_points([f"g{i:02}" for i in range(30)], product_key="dirP")
+    assert len(points) == good_posts
+    stats = lab.store.stats()
+    assert stats.rows == good_posts  # nothing of the poison was stored
+    assert stats.batches < good_posts / 4, stats  # the posts did share appends
+    for device in [late, lone]:
+        await device.alive()
+
+
 # -- event times the store cannot represent -------------------------------------------------
 
 BAD_TIMES: list[Any] = [
@@ -420,3 +469,90 @@ async def test_out_of_range_times_are_refused_everywhere(lab: TcpLab, at: Any) -
     latest = lab.store.latest(["d1"], product_key="dirP")
     assert len(latest) == 1
     assert len(lab.store.latest(["p1"], product_key="plainP")) == 1
+
+
+# -- payloads that are not strict JSON -------------------------------------------------------
+
+POINT = '{"measurepoints":{"temp":1.0}}'
+
+
+def mp(points: str) -> str:
+    """A measurepoint post with id ``m`` whose ``measurepoints`` object holds ``points``."""
+    return '{"id":"m","params":{"measurepoints":{' + points + "}}}"
+
+
+MALFORMED: list[tuple[str, str, str, int]] = [
+    # (name, product, payload, code)
+    ("deep request object", "dirP", f'{{"id":"m","params":{POINT},"x":{nested(10_000)}}}', 1220),
+    ("deep params", "dirP", f'{{"id":"m","params":{nested(10_000)}}}', 1220),
+    ("deep point value", "plainP", mp('"x":' + nested(10_000)), 1220),
+    ("point value just too deep", "plainP", mp('"x":' + nested(MAX_JSON_DEPTH - 2)), 1220),
+    ("1e400 on a DOUBLE point", "dirP", mp('"power":1e400'), 1220),
+    ("-1e400 on a DOUBLE point", "dirP", mp('"power":-1e400'), 1220),
+    ("1e400 passthrough", "plainP", mp('"x":1e400'), 1220),
+    ("400-digit integer", "plainP", mp('"x":1' + "0" * 400), 1220),
+    ("NaN passthrough", "plainP", mp('"x":NaN'), 1220),
+    ("Infinity on a DOUBLE point", "dirP", mp('"power":Infinity'), 1220),
+    ("-Infinity passthrough", "plainP", mp('"x":-Infinity'), 1220),
+    ("lone surrogate in id", "dirP", '{"id":"\\ud800","params":' + POINT + "}", 1220),
+    ("lone surrogate in point id", "plainP", mp('"\\udfff":1'), 1220),
+    ("lone surrogate in value", "plainP", mp('"x":"a\\ud800"'), 1220),
+    ("surrogate as UTF-8 bytes", "plainP", mp('"x":"\udc80"'), 1220),
+    ("2**64 on an INT point", "dirP", mp('"status":18446744073709551616'), 1204),
+    ("2**63 on an INT point", "dirP", mp('"status":9223372036854775808'), 1204),
+]
+
+
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+@pytest.mark.parametrize(
+    ("product", "payload", "code"), [pytest.param(*m[1:], id=m[0]) for m in MALFORMED]
+)
+async def test_malformed_post_gets_a_reply_and_the_connection_stays(
+    lab: TcpLab, caplog: pytest.LogCaptureFixture, product: str, payload: str, code: int
+) -> None:
+    device = await lab.device(product, "m1")
+    topic = post_topic(product, "m1")
+    with caplog.at_level(logging.WARNING):
+        reply = await device.request(topic, _encoded(payload))
+        assert reply["code"] == code, reply
+        assert reply["id"] in ("m", None)
+        good = {"measurepoints": {"temp" if product == "dirP" else "x": 2.0}, "time": T0}
+        assert (await device.request(topic, body("ok", good)))["code"] == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert lab.store.stats().rows == 1
+
+
+async def test_a_failing_handler_gets_an_error_reply(
+    lab: TcpLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected exception in a handler is answered (1200, internal error) and logged with
+    its traceback; the connection stays up."""
+
+    class Broken:
+        def inform(self, product_key: str, device_key: str, version: str) -> None:
+            raise RuntimeError("the OTA service is broken")
+
+        def progress(self, product_key: str, device_key: str, step: str, desc: str) -> int:
+            return 200
+
+        def get_versions(self, product_key: str, device_key: str) -> list[dict[str, object]]:
+            return []
+
+    lab.iothub.ota = Broken()
+    device = await lab.device("dirP", "d1")
+    with caplog.at_level(logging.ERROR, logger="enos_lab.iothub"):
+        reply = await device.request(
+            "/sys/dirP/d1/ota/device/inform", body("o", {"version": "1.0"}, "ota.device.inform")
+        )
+    assert (reply["id"], reply["code"]) == ("o", 1200), reply
+    assert "internal error" in reply["message"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors and errors[0].exc_info is not None
+    assert "the OTA service is broken" in caplog.text
+    reply = await device.request(
+        post_topic("dirP", "d1"), body("ok", {"measurepoints": {"temp": 1.0}})
+    )
+    assert reply["code"] == 200
