@@ -35,9 +35,22 @@ Measurepoint posts (``measurepoint/post`` and ``resume``) take a fast path witho
 per message (:meth:`IotHub._fast_post`): the rows of every post handled in one event-loop
 iteration go to the store as one append; after the commit one task publishes the batch's replies
 (:meth:`~enos_lab.hub.Hub.publish_nowait`, no coroutine per reply) and then resolves the one
-future of the batch, on which the hub waits before each PUBACK. Payloads are decoded with orjson
-(strict JSON). Any post that is not well-formed and valid takes the general path, which gives
-the error replies.
+future of the batch, on which the hub waits before each PUBACK. Both paths decode payloads with
+:func:`~enos_lab.enos.decode_payload` (strict JSON, bounded nesting: 1220 otherwise). Any post
+that is not well-formed and valid takes the general path, which gives the error replies.
+
+A bad message fails alone, with its own reply code, and the connection stays:
+
+- what the store cannot keep never reaches it: event times outside
+  :data:`~enos_lab.store.MIN_EVENT_MS` .. :data:`~enos_lab.store.MAX_EVENT_MS` (1206 for
+  measurepoints, 1204 for events), identifiers of passthrough data that are not EnOS
+  identifiers (1204), qualities outside 0..9 (1204);
+- if the combined append of a batch fails all the same, the rows of each request of the batch
+  are appended again on their own (:class:`_PointBatcher`), so that only the culprit gets the
+  error reply;
+- an unexpected exception in a handler is logged with its traceback and answered with 1200
+  "internal error" (the code EnOS gives requests it cannot process; the cause is ours, not the
+  device's), never with a dropped connection.
 
 Presence changes are queued in the registry and written once per event-loop iteration (one
 transaction for all logins of the iteration); every other registry access writes them first.
@@ -51,7 +64,7 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_json_str
 from typing import Any, TypeAlias
@@ -81,6 +94,7 @@ from ..errors import (
     AlreadyExists,
     ClosedError,
     InvalidArgument,
+    ModelError,
     NotFound,
     RegistryError,
     StoreError,
@@ -99,7 +113,15 @@ from ..hub import (
     Message,
 )
 from ..hub._types import _make_message
-from ..model import ModelCatalog, ThingModel, normalise_tags, render_tsltemplate
+from ..model import (
+    QUALITY_MAX,
+    ModelCatalog,
+    ThingModel,
+    check_identifier,
+    normalise_tags,
+    render_tsltemplate,
+    valid_quality,
+)
 from ..mqtt import NO_PROPERTIES, topic_matches
 from ..registry import (
     AuthDecision,
@@ -1461,6 +1483,9 @@ class IotHub:
                 severity = event.event_type.value
         elif not isinstance(outputs, dict):
             return (ReplyCode.MODEL_VALIDATION_FAILED, None, "events must be a JSON object")
+        else:  # passthrough: EnOS identifiers all the same
+            _check_ids((match.item_id,), "event")
+            _check_ids(outputs, "event output")
         pk, dk = target.ident
         await self.store.append_events_async(
             [EventRow(pk, dk, match.item_id, at, outputs, severity)]
@@ -1479,6 +1504,7 @@ class IotHub:
             return (code, None, "params.attributes must be a JSON object")
         if target.model is not None:
             values = target.model.validate_attributes(values)
+        _check_ids(values, "attribute")  # passthrough ones too
         try:
             self.registry.update_attributes(*target.ident, values)
         except InvalidArgument as exc:
@@ -1920,6 +1946,10 @@ class IotHub:
                 outputs = raw
                 if target.model is not None:
                     outputs = target.model.validate_event(event_id, raw)
+                else:  # passthrough: EnOS identifiers all the same
+                    _check_ids((event_id,), "event")
+                    if isinstance(raw, dict):
+                        _check_ids(raw, "event output")
                 rows.append(EventRow(*target.ident, event_id, at, outputs))
         if rows:
             await self.store.append_events_async(rows)
@@ -1943,6 +1973,7 @@ class IotHub:
                 )
             if target.model is not None:
                 values = target.model.validate_attributes(values)
+            _check_ids(values, "attribute")  # passthrough ones too
             self.registry.update_attributes(*target.ident, values)
             rows.extend(AttributeRow(*target.ident, k, now, v) for k, v in values.items())
         if rows:
@@ -2125,6 +2156,24 @@ def _bad_time(params: dict[str, Any]) -> str:
     return f"{_TIME_RULE}, found {_shown(params.get('time'))}"
 
 
+def _check_ids(identifiers: Iterable[str], what: str) -> None:
+    """Raise the first :func:`_identifier_error` of ``identifiers`` (a request handler's 1204)."""
+    for identifier in identifiers:
+        error = _identifier_error(identifier, what)
+        if error is not None:
+            raise error
+
+
+def _identifier_error(identifier: str, what: str) -> ValidationError | None:
+    """EnOS's identifier rule (:func:`~enos_lab.model.check_identifier`) for an id that no
+    thing model checked (passthrough data): 1204 naming the id, or None."""
+    try:
+        check_identifier(identifier, what)
+    except ModelError as exc:
+        return ValidationError(str(exc))
+    return None
+
+
 def _post_error(reply_topic: str, request_id: Any, error: BaseException) -> bytes:
     """The error reply to a fast-path post whose rows the store refused, worded as the general
     path words it (:meth:`IotHub._handle`); logged at ERROR."""
@@ -2144,26 +2193,47 @@ def _post_error(reply_topic: str, request_id: Any, error: BaseException) -> byte
 def _point_rows(
     target: _Target, points: dict[str, Any], at: int, resume: bool, *, skip: bool
 ) -> list[PointRow] | ValidationError:
-    """Validated rows for one measurepoint map, or the first validation error."""
+    """Validated rows for one measurepoint map, or the first validation error.
+
+    Points no thing model checks (a product without a model, or points a model lets pass)
+    must have EnOS identifiers as ids, and a quality, if given, must be an int 0..9 (1204).
+    """
     pk, dk = target.ident
     model = target.model
     if model is None:
         rows = []
         for point_id, raw in points.items():
+            error = _identifier_error(point_id, "measurepoint")
             quality, value = None, raw
-            if type(raw) is dict and "value" in raw:
-                q = raw.get("quality")
-                quality = q if type(q) is int else None
+            if error is None and type(raw) is dict and "value" in raw:
+                quality = raw.get("quality")
                 value = raw["value"]
+                if quality is not None and not valid_quality(quality):
+                    error = ValidationError(
+                        f"measurepoint {point_id!r}: expected a quality as an int "
+                        f"0..{QUALITY_MAX}, found {_shown(quality)}"
+                    )
+            if error is not None:
+                if skip:
+                    continue
+                return error
             rows.append(PointRow(pk, dk, point_id, at, value, quality, resume))
         return rows
     checked = model.check_measurepoints(points)
     if checked.problems and not skip:
         return checked.problems[0].error()
     quality_of = checked.quality
+    values = checked.values
+    if checked.passthrough:  # accepted unchecked by the model ("Support Passthrough")
+        for point_id in checked.passthrough:
+            error = _identifier_error(point_id, "measurepoint")
+            if error is not None and not skip:
+                return error
+            if error is not None:
+                values = {k: v for k, v in values.items() if k != point_id}
     # plain tuples in PointRow's field order (the store accepts them; half the cost)
     tuples: list[Any] = [
         (pk, dk, point_id, at, value, quality_of.get(point_id), resume)
-        for point_id, value in checked.values.items()
+        for point_id, value in values.items()
     ]
     return tuples

@@ -500,6 +500,10 @@ MALFORMED: list[tuple[str, str, str, int]] = [
     ("surrogate as UTF-8 bytes", "plainP", mp('"x":"\udc80"'), 1220),
     ("2**64 on an INT point", "dirP", mp('"status":18446744073709551616'), 1204),
     ("2**63 on an INT point", "dirP", mp('"status":9223372036854775808'), 1204),
+    ("quality 2**32, passthrough", "plainP", mp('"x":{"value":1,"quality":4294967296}'), 1204),
+    ("quality -1, passthrough", "plainP", mp('"x":{"value":1,"quality":-1}'), 1204),
+    ("60 KB point id, passthrough", "plainP", mp('"' + "p" * 60_000 + '":1'), 1204),
+    ("point id with a space, passthrough", "plainP", mp('"a b":1'), 1204),
 ]
 
 
@@ -523,6 +527,54 @@ async def test_malformed_post_gets_a_reply_and_the_connection_stays(
         assert (await device.request(topic, body("ok", good)))["code"] == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert lab.store.stats().rows == 1
+
+
+async def test_malformed_event_and_attribute_posts(lab: TcpLab) -> None:
+    direct = await lab.device("dirP", "d1")
+    plain = await lab.device("plainP", "p1")
+    event = post_topic("plainP", "p1", "event/alarm/post")
+    cases: list[tuple[TcpDevice, str, bytes, int]] = [
+        (plain, event, b'{"id":"e","params":{"events":{"\\ud800":1}}}', 1220),
+        (plain, event, b'{"id":"e","params":{"events":{"level":"\\udc00"}}}', 1220),
+        (plain, event, b'{"id":"e","params":{"events":{"level":NaN}}}', 1220),
+        (plain, event, b'{"id":"e","params":{"events":{"a-b":1}}}', 1204),
+        (
+            plain,
+            post_topic("plainP", "p1", "event/bad id/post"),
+            b'{"id":"e","params":{"events":{}}}',
+            1204,
+        ),
+        (
+            direct,
+            post_topic("dirP", "d1", "event/overheat/post"),
+            b'{"id":"e","params":{"events":{"level":1e400}}}',
+            1220,
+        ),
+        (
+            plain,
+            post_topic("plainP", "p1", "attribute/update"),
+            b'{"id":"e","params":{"attributes":{"' + b"a" * 200 + b'":1}}}',
+            1204,
+        ),
+        (
+            plain,
+            post_topic("plainP", "p1", "attribute/update"),
+            b'{"id":"e","params":{"attributes":{"x":' + nested(5000).encode() + b"}}}",
+            1220,
+        ),
+    ]
+    for device, topic, payload, code in cases:
+        reply = await device.request(topic, payload)
+        assert reply["code"] == code, (topic, payload[:80], reply)
+    assert lab.registry.get_device("plainP", "p1").attributes == {}
+    assert lab.store.stats().rows == 0  # no event, no attribute change stored
+    reply = await plain.request(
+        event, body("ok", {"events": {"level": 1}}, "thing.event.alarm.post")
+    )
+    assert reply["code"] == 200, reply
+    events = lab.store.query_events(device_key="p1", product_key="plainP")
+    assert list(events["event_id"]) == ["alarm"]
+    await direct.alive()
 
 
 async def test_a_failing_handler_gets_an_error_reply(
