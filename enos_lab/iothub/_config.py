@@ -36,6 +36,9 @@ class IotHubConfig:
     """How long a throttled device is refused. [s]"""
     command_timeout: float = 30.0
     """Default wait for a device's reply to a command. [s]"""
+    logged_unknown_topics: int = 3
+    """Publishes to ``/sys/`` or ``/ext/`` topics outside the EnOS catalogue (dropped) that are
+    logged at WARNING per connection; after these, only the count at 10, 100, 1000, ..."""
     python_sdk_connack_delay: float = 0.05
     """Delay of the CONNACK of logins shaped like the official Python SDK's (a timestamp with a
     decimal point): that SDK loses a CONNACK that arrives before it starts waiting and stalls
@@ -53,6 +56,10 @@ class IotHubConfig:
         if self.activation_delay < 0:
             raise InvalidArgument(
                 f"IotHubConfig.activation_delay must be >= 0, got {self.activation_delay}"
+            )
+        if self.logged_unknown_topics < 0:
+            raise InvalidArgument(
+                f"IotHubConfig.logged_unknown_topics must be >= 0, got {self.logged_unknown_topics}"
             )
         if self.max_online_sub_devices < 0:
             raise InvalidArgument(

@@ -52,6 +52,10 @@ A bad message fails alone, with its own reply code, and the connection stays:
   "internal error" (the code EnOS gives requests it cannot process; the cause is ours, not the
   device's), never with a dropped connection.
 
+Publishes to ``/sys/`` and ``/ext/`` topics outside the catalogue are dropped (the authoriser
+refuses them) and logged at WARNING: the first few of each connection, then a count at every
+power of ten.
+
 Presence changes are queued in the registry and written once per event-loop iteration (one
 transaction for all logins of the iteration); every other registry access writes them first.
 """
@@ -289,6 +293,7 @@ class _Conn(_Target, Mapping[str, object]):
         "secure_mode",
         "subs",
         "tls",
+        "unknown_topics",
     )
 
     def __init__(  # noqa: PLR0917
@@ -314,6 +319,7 @@ class _Conn(_Target, Mapping[str, object]):
         self.filters: tuple[str, ...] = ()  # granted subscriptions (a tuple is smallest)
         self.custom: _Custom = _NO_CUSTOM
         self.activation_done: asyncio.Event | None = None
+        self.unknown_topics = 0  # publishes to topics outside the EnOS catalogue
 
     @property
     def product_key(self) -> str:
@@ -975,7 +981,27 @@ class IotHub:
             for custom, can_publish, _ in _custom_topics(target.product, target.ident[1]):
                 if can_publish and topic_matches(custom, topic):
                     return _ALLOW
+        if topic.startswith(("/sys/", "/ext/")):
+            self._unknown_topic(conn, topic)
         return Decision(False, 0x87, f"no write permission on {topic!r}")
+
+    def _unknown_topic(self, conn: _Conn, topic: str) -> None:
+        """Log a publish to a topic outside the EnOS catalogue (dropped): the first
+        ``config.logged_unknown_topics`` of a connection, then the count at 10, 100, ..."""
+        conn.unknown_topics += 1
+        count = conn.unknown_topics
+        if count <= self.config.logged_unknown_topics:
+            log.warning(
+                "client %r: %s is not an EnOS topic; message dropped",
+                conn.client_id,
+                _shown(topic),
+            )
+        elif str(count).rstrip("0") == "1":
+            log.warning(
+                "client %r: %d messages to topics outside the EnOS catalogue dropped so far",
+                conn.client_id,
+                count,
+            )
 
     def _may_answer(self, conn: _Conn, match: TopicMatch) -> bool:
         keys = (match.product_key, match.device_key)

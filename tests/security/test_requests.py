@@ -608,3 +608,22 @@ async def test_a_failing_handler_gets_an_error_reply(
         post_topic("dirP", "d1"), body("ok", {"measurepoints": {"temp": 1.0}})
     )
     assert reply["code"] == 200
+
+
+# -- topics outside the EnOS catalogue ------------------------------------------------------
+
+
+async def test_posts_to_unknown_sys_topics_are_logged_with_a_bound(
+    lab: TcpLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = await lab.device("dirP", "d1")
+    with caplog.at_level(logging.WARNING, logger="enos_lab.iothub"):
+        for i in range(150):
+            pid = device.publish_nowait(f"/sys/dirP/d1/thing/nonsense/{i % 7}", b"{}")
+            await device.expect(PubAck, pid=pid)
+        await device.alive()
+    lines = [r.getMessage() for r in caplog.records if r.name == "enos_lab.iothub"]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if r.name == "enos_lab.iothub")
+    assert "/sys/dirP/d1/thing/nonsense/0" in lines[0]
+    assert 3 <= len(lines) <= 6, lines  # the first few, then counts (10, 100)
+    assert any("100" in line for line in lines), lines
