@@ -119,8 +119,13 @@ def decode_payload(payload: bytes | str, what: str = "request") -> Any:
         ) from exc
     if isinstance(payload, str):
         payload = payload.encode()  # valid UTF-8: orjson took it
-    # only more brackets than the bound can nest deeper: then (rare: batches) it is measured
-    if payload.count(b"{") + payload.count(b"[") > MAX_JSON_DEPTH and _too_deep(document):
+    # Only more brackets than the bound can nest deeper: then (rare: batches) it is measured.
+    # Byte values as arguments: "91 in" is a memchr, half the cost of counting (measurepoint
+    # posts seldom hold an array).
+    opened = payload.count(123)  # {
+    if 91 in payload:  # [
+        opened += payload.count(91)
+    if opened > MAX_JSON_DEPTH and _too_deep(document):
         raise _depth_error(what)
     return document
 
