@@ -6,10 +6,12 @@ Shared by the hub (server side) and the device SDK (client side). The wire refer
 
 from ._codes import ReplyCode
 from ._envelope import (
+    MAX_JSON_DEPTH,
     MAX_PAYLOAD_SIZE,
     EnvelopeError,
     Reply,
     Request,
+    decode_payload,
     decode_reply,
     decode_request,
     encode_reply,
@@ -36,6 +38,7 @@ from ._topics import (
 
 __all__ = [
     "INTEGRATION_DEVICE_KEY",
+    "MAX_JSON_DEPTH",
     "MAX_PAYLOAD_SIZE",
     "REPLY_SUFFIX",
     "BadLogin",
@@ -49,6 +52,7 @@ __all__ = [
     "SignMethod",
     "TopicKind",
     "TopicMatch",
+    "decode_payload",
     "decode_reply",
     "decode_request",
     "encode_reply",

@@ -5,6 +5,14 @@ Rules a hub must honour (section 4): the reply echoes ``id`` exactly as received
 crashes on a numeric id where it sent a string); ``code`` is the JSON integer 200 on success;
 ``data`` and ``message`` are always present. Empty payloads are answered with 1251, payloads that
 are not a JSON object with 1220, payloads above 512 KiB with 1008.
+
+Payloads are decoded strictly (:func:`decode_payload`, the one JSON decoder for requests and
+replies): JSON as RFC 8259 defines it, in UTF-8, with valid Unicode (no lone surrogates, neither
+as ``\\ud800`` escapes nor as encoded bytes), no ``NaN`` / ``Infinity`` literals, numbers that
+fit a double (``1e400`` is refused; integers above 64 bits become floats), nothing after the
+document, and at most :data:`MAX_JSON_DEPTH` nested arrays and objects. Anything else is 1220
+with a message naming the problem. So a value that reaches a handler can be stored, encoded
+again and compared, and one device's payload cannot make the hub's code recurse without bound.
 """
 
 from __future__ import annotations
@@ -14,14 +22,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..errors import ProtocolError
 from ._codes import ReplyCode
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "MAX_PAYLOAD_SIZE",
     "EnvelopeError",
     "Reply",
     "Request",
+    "decode_payload",
     "decode_reply",
     "decode_request",
     "encode_reply",
@@ -30,6 +42,17 @@ __all__ = [
 
 MAX_PAYLOAD_SIZE = 512 * 1024
 """Largest payload EnOS accepts; SDKs refuse to send more. [bytes]"""
+
+MAX_JSON_DEPTH = 16
+"""Deepest nesting of arrays and objects in a payload, the envelope object counting as 1.
+
+EnOS values are shallow (struct members are one level and not structs, arrays hold scalars): the
+deepest envelope of the protocol, a batch entry's quality point holding a struct with an array
+member (``{params: [{measurepoints: {id: {value: {member: [..]}}}}]}``), is 7 deep. 16 leaves
+room for passthrough values and stays far below the nesting at which encoding or comparing a
+value would exhaust Python's recursion limit (~1,000); orjson alone allows 1,024."""
+
+_CONTAINERS = (dict, list)
 
 
 class EnvelopeError(ProtocolError):
@@ -78,6 +101,65 @@ class Reply:
         return self.code == ReplyCode.SUCCESS
 
 
+def decode_payload(payload: bytes | str, what: str = "request") -> Any:
+    """Decode ``payload`` as strict JSON (see the module docstring); the one decoder of requests
+    and replies, shared by the hub's fast and general paths.
+
+    Raises :class:`EnvelopeError` with code 1220 naming the problem (``what`` names the payload
+    in the message). Neither checks the size nor asks for an object: :func:`decode_request`
+    does.
+    """
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # orjson's own bound: 1024
+            raise _depth_error(what) from exc
+        raise EnvelopeError(
+            f"{what} payload is not valid JSON: {_problem(exc)}", ReplyCode.INVALID_JSON
+        ) from exc
+    if isinstance(payload, str):
+        payload = payload.encode()  # valid UTF-8: orjson took it
+    # Only more brackets than the bound can nest deeper: then (rare: batches) it is measured.
+    # Byte values as arguments: "91 in" is a memchr, half the cost of counting (measurepoint
+    # posts seldom hold an array).
+    opened = payload.count(123)  # {
+    if 91 in payload:  # [
+        opened += payload.count(91)
+    if opened > MAX_JSON_DEPTH and _too_deep(document):
+        raise _depth_error(what)
+    return document
+
+
+def _depth_error(what: str) -> EnvelopeError:
+    return EnvelopeError(
+        f"{what} payload nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
+        ReplyCode.INVALID_JSON,
+    )
+
+
+def _problem(exc: orjson.JSONDecodeError) -> str:
+    """orjson's message, with the literals it does not name (NaN, Infinity) named."""
+    near = exc.doc[max(0, exc.pos - 1) : exc.pos + 8]
+    for literal in ("NaN", "Infinity"):
+        if literal in near:
+            return f"{literal} is not a JSON number (char {exc.pos})"
+    return str(exc)
+
+
+def _too_deep(document: Any) -> bool:
+    """Whether ``document`` nests arrays and objects deeper than :data:`MAX_JSON_DEPTH`."""
+    if not isinstance(document, _CONTAINERS):
+        return False
+    stack = [(document, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        children = container.values() if type(container) is dict else container
+        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
+    return False
+
+
 def _load_object(payload: bytes, what: str) -> dict[str, Any]:
     if not payload:
         raise EnvelopeError(f"{what} payload is empty", ReplyCode.EMPTY_PAYLOAD)
@@ -86,12 +168,7 @@ def _load_object(payload: bytes, what: str) -> dict[str, Any]:
             f"{what} payload is {len(payload)} bytes, above the {MAX_PAYLOAD_SIZE}-byte limit",
             ReplyCode.MESSAGE_TOO_LARGE,
         )
-    try:
-        document = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise EnvelopeError(
-            f"{what} payload is not valid JSON: {exc}", ReplyCode.INVALID_JSON
-        ) from exc
+    document = decode_payload(payload, what)
     if not isinstance(document, dict):
         raise EnvelopeError(
             f"{what} payload must be a JSON object, got {type(document).__name__}",
@@ -101,7 +178,8 @@ def _load_object(payload: bytes, what: str) -> dict[str, Any]:
 
 
 def decode_request(payload: bytes) -> Request:
-    """Parse a request or command; raises :class:`EnvelopeError` carrying the reply code."""
+    """Parse a request or command (strict JSON, see :func:`decode_payload`); raises
+    :class:`EnvelopeError` carrying the reply code."""
     document = _load_object(payload, "request")
     method = document.pop("method", None)
     version = document.pop("version", None)
@@ -115,7 +193,8 @@ def decode_request(payload: bytes) -> Request:
 
 
 def decode_reply(payload: bytes) -> Reply:
-    """Parse a reply; raises :class:`EnvelopeError` for payloads that are not one."""
+    """Parse a reply (strict JSON, see :func:`decode_payload`); raises :class:`EnvelopeError`
+    for payloads that are not one."""
     document = _load_object(payload, "reply")
     code = document.get("code")
     if isinstance(code, str) and code.isdigit():

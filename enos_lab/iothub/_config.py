@@ -46,6 +46,9 @@ class IotHubConfig:
     the oldest go first. 0 keeps none."""
     command_timeout: float = 30.0
     """Default wait for a device's reply to a command. [s]"""
+    logged_unknown_topics: int = 3
+    """Publishes to ``/sys/`` or ``/ext/`` topics outside the EnOS catalogue (dropped) that are
+    logged at WARNING per connection; after these, only the count at 10, 100, 1000, ..."""
     python_sdk_connack_delay: float = 0.05
     """Delay of the CONNACK of logins shaped like the official Python SDK's (a timestamp with a
     decimal point): that SDK loses a CONNACK that arrives before it starts waiting and stalls
@@ -71,6 +74,10 @@ class IotHubConfig:
         if self.login_log_size < 0:
             raise InvalidArgument(
                 f"IotHubConfig.login_log_size must be >= 0, got {self.login_log_size}"
+            )
+        if self.logged_unknown_topics < 0:
+            raise InvalidArgument(
+                f"IotHubConfig.logged_unknown_topics must be >= 0, got {self.logged_unknown_topics}"
             )
         if self.max_online_sub_devices < 0:
             raise InvalidArgument(

@@ -38,9 +38,26 @@ Measurepoint posts (``measurepoint/post`` and ``resume``) take a fast path witho
 per message (:meth:`IotHub._fast_post`): the rows of every post handled in one event-loop
 iteration go to the store as one append; after the commit one task publishes the batch's replies
 (:meth:`~enos_lab.hub.Hub.publish_nowait`, no coroutine per reply) and then resolves the one
-future of the batch, on which the hub waits before each PUBACK. Payloads are decoded with orjson
-(strict JSON). Any post that is not well-formed and valid takes the general path, which gives
-the error replies.
+future of the batch, on which the hub waits before each PUBACK. Both paths decode payloads with
+:func:`~enos_lab.enos.decode_payload` (strict JSON, bounded nesting: 1220 otherwise). Any post
+that is not well-formed and valid takes the general path, which gives the error replies.
+
+A bad message fails alone, with its own reply code, and the connection stays:
+
+- what the store cannot keep never reaches it: event times outside
+  :data:`~enos_lab.store.MIN_EVENT_MS` .. :data:`~enos_lab.store.MAX_EVENT_MS` (1206 for
+  measurepoints, 1204 for events), identifiers of passthrough data that are not EnOS
+  identifiers (1204), qualities outside 0..9 (1204);
+- if the combined append of a batch fails all the same, the rows of each request of the batch
+  are appended again on their own (:class:`_PointBatcher`), so that only the culprit gets the
+  error reply;
+- an unexpected exception in a handler is logged with its traceback and answered with 1200
+  "internal error" (the code EnOS gives requests it cannot process; the cause is ours, not the
+  device's), never with a dropped connection.
+
+Publishes to ``/sys/`` and ``/ext/`` topics outside the catalogue are dropped (the authoriser
+refuses them) and logged at WARNING: the first few of each connection, then a count at every
+power of ten.
 
 Presence changes are queued in the registry and written once per event-loop iteration (one
 transaction for all logins of the iteration); every other registry access writes them first.
@@ -54,12 +71,11 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _encode_json_str
 from typing import Any, TypeAlias
 
-import orjson
 import pandas as pd
 
 from ..clock import Clock, SystemClock, to_epoch_ms
@@ -75,6 +91,7 @@ from ..enos import (
     SignMethod,
     TopicKind,
     TopicMatch,
+    decode_payload,
     decode_reply,
     decode_request,
     encode_reply,
@@ -87,6 +104,7 @@ from ..errors import (
     AlreadyExists,
     ClosedError,
     InvalidArgument,
+    ModelError,
     NotFound,
     RegistryError,
     StoreError,
@@ -106,7 +124,15 @@ from ..hub import (
     SessionKey,
 )
 from ..hub._types import _make_message
-from ..model import ModelCatalog, ThingModel, normalise_tags, render_tsltemplate
+from ..model import (
+    QUALITY_MAX,
+    ModelCatalog,
+    ThingModel,
+    check_identifier,
+    normalise_tags,
+    render_tsltemplate,
+    valid_quality,
+)
 from ..mqtt import NO_PROPERTIES, topic_matches
 from ..registry import (
     AuthDecision,
@@ -119,7 +145,14 @@ from ..registry import (
     Registry,
     authenticate,
 )
-from ..store import AttributeRow, EventRow, PointRow, TimeSeriesStore
+from ..store import (
+    MAX_EVENT_MS,
+    MIN_EVENT_MS,
+    AttributeRow,
+    EventRow,
+    PointRow,
+    TimeSeriesStore,
+)
 from ._config import IotHubConfig, OtaHandler, RawCodec
 from ._logins import LoginLog, login_source, logins_frame, username_keys
 
@@ -135,6 +168,11 @@ _OK_HEAD = b'{"id":'
 _OK_TAIL = b',"code":200,"data":{},"message":""}'
 
 _PARSE_CACHE_MAX = 20_000
+_TIME_DIGITS = 19  # digits of a ``time`` string worth converting (int64; the range is 13)
+_TIME_RULE = (
+    f"time must be epoch milliseconds in {MIN_EVENT_MS}..{MAX_EVENT_MS} "
+    "(1677-09-21..2262-04-11 UTC)"
+)
 _FAST_KINDS = frozenset({TopicKind.MEASUREPOINT_POST, TopicKind.MEASUREPOINT_RESUME})
 _GATEWAY_KINDS = frozenset(
     {
@@ -265,6 +303,7 @@ class _Conn(_Target, Mapping[str, object]):
         "secure_mode",
         "subs",
         "tls",
+        "unknown_topics",
     )
 
     def __init__(  # noqa: PLR0917
@@ -293,6 +332,7 @@ class _Conn(_Target, Mapping[str, object]):
         self.filters: tuple[str, ...] = ()  # wildcard filters (a tuple is smallest)
         self.custom: _Custom = _NO_CUSTOM
         self.activation_done: asyncio.Event | None = None
+        self.unknown_topics = 0  # publishes to topics outside the EnOS catalogue
 
     @property
     def product_key(self) -> str:
@@ -391,8 +431,10 @@ def _blank(value: object) -> bool:
 
 
 # One measurepoint request on the fast path, waiting for the commit of its batch:
-# (reply topic, success reply, request id, request QoS)
-_Post: TypeAlias = tuple[str, bytes, Any, int]
+# (reply topic, success reply, request id, request QoS, its rows)
+_Post: TypeAlias = tuple[str, bytes, Any, int, list[Any]]
+# One request of the general path in a batch: its rows and the future its handler awaits
+_Add: TypeAlias = tuple[list[Any], asyncio.Future[int]]
 
 
 class _PointBatcher:
@@ -407,9 +449,15 @@ class _PointBatcher:
     the batch's one future, on which the hub waits before it acknowledges each PUBLISH. Every post
     of every connection handled in one iteration (with a pipelining hub, many of one
     connection) is committed by one append.
+
+    A bad request fails alone: when the combined append fails, the rows of each request of the
+    batch are appended again on their own, concurrently (the store's writer commits them as a
+    group and, when that fails, batch by batch), so that only the requests whose rows the store
+    refuses get its error; the others are stored and answered 200. The common case costs
+    nothing extra (a post's rows travel in its reply tuple).
     """
 
-    __slots__ = ("_future", "_owner", "_posts", "_replied", "_rows", "_store", "_tasks")
+    __slots__ = ("_adds", "_owner", "_posts", "_replied", "_rows", "_scheduled", "_store", "_tasks")
 
     def __init__(
         self, owner: IotHub, store: TimeSeriesStore, tasks: set[asyncio.Task[Any]]
@@ -417,66 +465,88 @@ class _PointBatcher:
         self._owner = owner
         self._store = store
         self._tasks = tasks
-        self._rows: list[PointRow] = []
+        self._rows: list[Any] = []
         self._posts: list[_Post] = []
-        self._future: asyncio.Future[int] | None = None
+        self._adds: list[_Add] = []
+        self._scheduled = False  # a flush of this batch is scheduled
         self._replied: asyncio.Future[None] | None = None  # the posts of this batch answered
 
-    def _batch_future(self) -> asyncio.Future[int]:
-        future = self._future
-        if future is None:
-            loop = asyncio.get_running_loop()
-            future = self._future = loop.create_future()
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if not self._scheduled:
+            self._scheduled = True
             loop.call_soon(self._flush)
+        return loop
+
+    def add(self, rows: list[Any]) -> asyncio.Future[int]:
+        """Queue ``rows``; the returned future gives their count once they are committed, or
+        the store's error for them."""
+        future: asyncio.Future[int] = self._loop().create_future()
+        self._adds.append((rows, future))
+        self._rows.extend(rows)
         return future
 
-    def add(self, rows: list[PointRow]) -> asyncio.Future[int]:
-        """Queue ``rows``; the returned future resolves when they are committed."""
-        future = self._batch_future()
-        self._rows.extend(rows)
-        # shielded: a cancelled waiter must not cancel the batch the others wait for
-        return asyncio.shield(future)
-
-    def add_post(self, rows: list[PointRow], post: _Post) -> asyncio.Future[None]:
-        """Queue the rows of one request; the returned future (shared by the batch) resolves
-        once the batch is committed and every reply of the batch published."""
-        future = self._batch_future()
+    def add_post(self, post: _Post) -> asyncio.Future[None]:
+        """Queue the rows of one request (the last item of ``post``); the returned future
+        (shared by the batch) resolves once the batch is committed and every reply of the
+        batch published."""
         replied = self._replied
         if replied is None:
-            replied = self._replied = future.get_loop().create_future()
-        self._rows.extend(rows)
+            replied = self._replied = self._loop().create_future()
+        self._rows.extend(post[4])
         self._posts.append(post)
         return replied
 
     def _flush(self) -> None:
-        rows, future, posts, replied = self._rows, self._future, self._posts, self._replied
-        self._rows, self._future, self._posts, self._replied = [], None, [], None
-        if future is None:
-            return
-        task = asyncio.get_running_loop().create_task(self._commit(rows, future, posts, replied))
+        rows, posts, adds, replied = self._rows, self._posts, self._adds, self._replied
+        self._rows, self._posts, self._adds, self._replied = [], [], [], None
+        self._scheduled = False
+        task = asyncio.get_running_loop().create_task(self._commit(rows, posts, adds, replied))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _commit(
         self,
-        rows: list[PointRow],
-        future: asyncio.Future[int],
+        rows: list[Any],
         posts: list[_Post],
+        adds: list[_Add],
         replied: asyncio.Future[None] | None,
     ) -> None:
-        error: Exception | None = None
         try:
-            count = await self._store.append_points_async(rows)
+            await self._store.append_points_async(rows)
         except Exception as exc:
-            error = exc
+            requests = len(posts) + len(adds)
+            results: list[int | BaseException] = [exc] * requests
+            if requests > 1 and not isinstance(exc, ClosedError):
+                log.warning(
+                    "storing a batch of %d measurepoint requests failed (%s); storing each alone",
+                    requests,
+                    exc,
+                )
+                parts = [post[4] for post in posts] + [add[0] for add in adds]
+                results = await asyncio.gather(
+                    *(self._store.append_points_async(part) for part in parts),
+                    return_exceptions=True,
+                )
+            count = len(posts)
+            for (_, future), result in zip(adds, results[count:], strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, asyncio.CancelledError):
+                    future.cancel()
+                elif isinstance(result, BaseException):
+                    future.set_exception(result)
+                    future.exception()  # retrieved here: its handler gets it all the same
+                else:
+                    future.set_result(result)
+            if replied is not None:
+                self._owner._answer_posts(posts, results[:count], replied)
+            return
+        for part, future in adds:
             if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved here: the waiters of add() get it all the same
-        else:
-            if not future.done():
-                future.set_result(count)
+                future.set_result(len(part))
         if replied is not None:
-            self._owner._answer_posts(posts, error, replied)
+            self._owner._answer_posts(posts, None, replied)
 
 
 class IotHub:
@@ -1045,7 +1115,27 @@ class IotHub:
             for custom, can_publish, _ in _custom_topics(target.product, target.ident[1]):
                 if can_publish and topic_matches(custom, topic):
                     return _ALLOW
+        if topic.startswith(("/sys/", "/ext/")):
+            self._unknown_topic(conn, topic)
         return Decision(False, 0x87, f"no write permission on {topic!r}")
+
+    def _unknown_topic(self, conn: _Conn, topic: str) -> None:
+        """Log a publish to a topic outside the EnOS catalogue (dropped): the first
+        ``config.logged_unknown_topics`` of a connection, then the count at 10, 100, ..."""
+        conn.unknown_topics += 1
+        count = conn.unknown_topics
+        if count <= self.config.logged_unknown_topics:
+            log.warning(
+                "client %r: %s is not an EnOS topic; message dropped",
+                conn.client_id,
+                _shown(topic),
+            )
+        elif str(count).rstrip("0") == "1":
+            log.warning(
+                "client %r: %d messages to topics outside the EnOS catalogue dropped so far",
+                conn.client_id,
+                count,
+            )
 
     def _may_answer(self, conn: _Conn, match: TopicMatch) -> bool:
         keys = (match.product_key, match.device_key)
@@ -1159,7 +1249,11 @@ class IotHub:
         action = route.action
         if action == _REQUEST:
             if route.fast:
-                done = self._fast_post(conn, route, message)
+                try:
+                    done = self._fast_post(conn, route, message)
+                except Exception:  # a bug; the general path answers the request
+                    log.exception("client %r: measurepoint fast path failed", conn.client_id)
+                    done = None
                 if done is not None:
                     return done
             return self._request(conn, route, message)
@@ -1185,10 +1279,8 @@ class IotHub:
         if len(payload) > MAX_PAYLOAD_SIZE:
             return None
         try:
-            # orjson: strict JSON only (no NaN, integers of at most 64 bits, valid UTF-8); any
-            # other payload takes the general path, which decodes with the json module
-            document = orjson.loads(payload)
-        except orjson.JSONDecodeError:
+            document = decode_payload(payload)  # the general path's decoder: strict JSON
+        except EnvelopeError:
             return None
         if type(document) is not dict:
             return None
@@ -1204,8 +1296,8 @@ class IotHub:
         if target is None:
             return None
         at = params.get("time")
-        if type(at) is not int:  # the usual epoch milliseconds, else the general rules
-            at = self._time(params)
+        if type(at) is not int or not MIN_EVENT_MS <= at <= MAX_EVENT_MS:
+            at = self._time(params)  # the usual epoch milliseconds, else the general rules
         points = params.get("measurepoints")
         if at is None or type(points) is not dict:
             return None
@@ -1219,35 +1311,44 @@ class IotHub:
         else:
             id_json = json.dumps(request_id, ensure_ascii=False)
         reply = _OK_HEAD + id_json.encode() + _OK_TAIL
-        return self._points.add_post(rows, (route.reply_topic, reply, request_id, message.qos))
+        return self._points.add_post((route.reply_topic, reply, request_id, message.qos, rows))
 
     def _answer_posts(
-        self, posts: list[_Post], error: Exception | None, replied: asyncio.Future[None]
+        self,
+        posts: list[_Post],
+        results: list[int | BaseException] | None,
+        replied: asyncio.Future[None],
     ) -> None:
-        """Reply to the fast-path posts of one committed (or failed) batch; then resolve
-        ``replied``, on which the hub waits to acknowledge them."""
+        """Reply to the fast-path posts of one batch: committed (``results`` None), or per post
+        its row count or the store's error; then resolve ``replied``, on which the hub waits to
+        acknowledge them.
+
+        An error is answered like the general path (:meth:`_handle`) answers it (1200 with the
+        store's message; "internal error" for anything unexpected) and logged at ERROR; only
+        when the store or the hub is closing are the posts left unacknowledged.
+        """
         if replied.done():
             return
-        text = None  # the error reply's message, as the general path (_handle) words it
-        if isinstance(error, StoreError):
-            log.error("storing %d measurepoint posts failed: %s", len(posts), error)
-            text = f"storage failed: {error}"
-        elif isinstance(error, (InvalidArgument, RegistryError)):
-            text = str(error)
-        elif error is not None:
-            replied.set_exception(error)  # a handler failure: the messages are not acknowledged
-            return
+        if results is not None:
+            for result in results:
+                if isinstance(result, (ClosedError, asyncio.CancelledError)):
+                    replied.set_exception(result)  # stopping: the devices send them again
+                    return
         hub = self._hub
         if hub is not None:
             publish = hub.publish_nowait
             try:
-                for topic, ok, request_id, qos in posts:
-                    reply = (
-                        ok
-                        if text is None
-                        else encode_reply(request_id, ReplyCode.PARSE_ERROR, None, text)
-                    )
-                    publish(_make_message(topic, reply, 1 if qos else 0, False, NO_PROPERTIES))
+                if results is None:
+                    for topic, ok, _, qos, _ in posts:
+                        publish(_make_message(topic, ok, 1 if qos else 0, False, NO_PROPERTIES))
+                else:
+                    for (topic, ok, request_id, qos, _), result in zip(posts, results, strict=True):
+                        reply = (
+                            ok
+                            if not isinstance(result, BaseException)
+                            else _post_error(topic, request_id, result)
+                        )
+                        publish(_make_message(topic, reply, 1 if qos else 0, False, NO_PROPERTIES))
             except Exception as exc:  # the hub is stopping
                 replied.set_exception(exc)
                 return
@@ -1331,6 +1432,12 @@ class IotHub:
         except StoreError as exc:
             log.error("client %r: storing %s failed: %s", conn.client_id, kind.name, exc)
             return (ReplyCode.PARSE_ERROR, None, f"storage failed: {exc}")
+        except ClosedError:
+            raise  # the store or hub is stopping: unacknowledged, the device sends it again
+        except Exception:
+            # a bug, not the device's fault: EnOS answers what it cannot process with 1200
+            log.exception("client %r: handling %s failed", conn.client_id, kind.name)
+            return (ReplyCode.PARSE_ERROR, None, "internal error")
 
     @staticmethod
     def _may_request(conn: _Conn, match: TopicMatch, scope: int) -> bool:
@@ -1383,7 +1490,7 @@ class IotHub:
             return
         try:
             envelope = codec.decode_upstream(message.payload)
-            document = json.loads(envelope)
+            document = decode_payload(envelope, "decoded")
         except Exception as exc:
             log.info("codec of %s failed: %s", match.product_key, exc)
             reply = encode_reply("unknown", ReplyCode.PARSE_ERROR, None, f"codec failed: {exc}")
@@ -1433,19 +1540,32 @@ class IotHub:
     # -- measurepoints (7.1, 7.2) ----------------------------------------------------------
 
     def _time(self, params: dict[str, Any]) -> int | None:
-        """The ``time`` of an entry [ms]; receive time when absent; None when malformed."""
+        """The ``time`` of an entry [ms]; receive time when absent; None when malformed or
+        outside the event times the store keeps, :data:`~enos_lab.store.MIN_EVENT_MS` ..
+        :data:`~enos_lab.store.MAX_EVENT_MS` (1677-09-21 .. 2262-04-11 UTC; EnOS 1206 for
+        measurepoints, 1204 for events).
+
+        Accepted: an integer, a float (JS/Java encoders may send 1.7e12 or a fraction of a ms;
+        truncated) or a string of ASCII digits.
+        """
         value = params.get("time")
         if value is None or value == "":
             return self._clock.time_ms()
         if isinstance(value, bool):
             return None
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and math.isfinite(value):
-            return int(value)  # JS/Java encoders may send 1.7e12 or a fraction of a ms
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        return None
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return None
+            value = int(value)
+        elif isinstance(value, str):
+            text = value.strip()
+            # str.isdigit() alone takes "²" and other digits int() refuses
+            if not (len(text) <= _TIME_DIGITS and text.isascii() and text.isdigit()):
+                return None
+            value = int(text)
+        elif not isinstance(value, int):
+            return None
+        return value if MIN_EVENT_MS <= value <= MAX_EVENT_MS else None
 
     async def _measurepoint_post(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
         target = conn.target((match.product_key, match.device_key))
@@ -1455,7 +1575,7 @@ class IotHub:
             return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "params must be a JSON object")
         at = self._time(params)
         if at is None:
-            return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "time must be epoch milliseconds")
+            return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, _bad_time(params))
         points = params.get("measurepoints")
         if not isinstance(points, dict):
             return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "measurepoints must be an object")
@@ -1505,11 +1625,8 @@ class IotHub:
             if at is None or not isinstance(points, dict):
                 if skip:
                     continue
-                return (
-                    ReplyCode.MEASUREPOINT_FORMAT_ERROR,
-                    None,
-                    f"entry {index}: measurepoints must be an object and time epoch ms",
-                )
+                problem = _bad_time(entry) if at is None else "measurepoints must be an object"
+                return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, f"entry {index}: {problem}")
             result = _point_rows(target, points, at, resume, skip=skip)
             if isinstance(result, ValidationError):
                 return (result.code, None, f"entry {index}: {result}")
@@ -1537,7 +1654,7 @@ class IotHub:
             return (ReplyCode.MODEL_VALIDATION_FAILED, None, "params must be a JSON object")
         at = self._time(params)
         if at is None:
-            return (ReplyCode.MODEL_VALIDATION_FAILED, None, "time must be epoch milliseconds")
+            return (ReplyCode.MODEL_VALIDATION_FAILED, None, _bad_time(params))
         if "events" in params:
             outputs = params["events"]
         else:
@@ -1551,6 +1668,9 @@ class IotHub:
                 severity = event.event_type.value
         elif not isinstance(outputs, dict):
             return (ReplyCode.MODEL_VALIDATION_FAILED, None, "events must be a JSON object")
+        else:  # passthrough: EnOS identifiers all the same
+            _check_ids((match.item_id,), "event")
+            _check_ids(outputs, "event output")
         pk, dk = target.ident
         await self.store.append_events_async(
             [EventRow(pk, dk, match.item_id, at, outputs, severity)]
@@ -1569,6 +1689,7 @@ class IotHub:
             return (code, None, "params.attributes must be a JSON object")
         if target.model is not None:
             values = target.model.validate_attributes(values)
+        _check_ids(values, "attribute")  # passthrough ones too
         try:
             self.registry.update_attributes(*target.ident, values)
         except InvalidArgument as exc:
@@ -1686,14 +1807,38 @@ class IotHub:
         return conn.product.node_type is NodeType.GATEWAY
 
     async def _device_register(self, conn: _Conn, match: TopicMatch, request: Request) -> _Result:
+        """``thing.device.register`` (8.1): a gateway registers devices of sub-device products.
+
+        Refused, before anything is registered, with 1200 and details when the connection is
+        not a gateway's or an entry's product is not a sub-device product: 1200 with details is
+        what EnOS answers a gateway operation it cannot apply (section 5.1: ``topo.get`` from a
+        non-gateway); the registration codes 702 / 714 / 739 are about keys and the product's
+        quota, and 1009 about the topic, which is the device's own. (Activation sessions and
+        integration channels get 1009: they may send no gateway request at all.)
+        """
+        if not self._is_gateway(conn) or conn.own is None:
+            return (
+                ReplyCode.PARSE_ERROR,
+                None,
+                f"device {conn.product_key}/{conn.device_key} is not a gateway; only gateways "
+                "register (sub-)devices",
+            )
         params = request.params
         if not isinstance(params, list) or not all(isinstance(e, dict) for e in params):
             return (ReplyCode.PARSE_ERROR, None, "params must be a list of device objects")
         # EnOS 702 before anything is registered
         for entry in params:
             pk, dk = entry.get("productKey"), entry.get("deviceKey")
-            if not isinstance(pk, str) or self.registry.find_product(pk) is None:
-                return (ReplyCode.PARSE_ERROR, None, f"product {pk!r} does not exist")
+            product = self.registry.find_product(pk) if isinstance(pk, str) else None
+            if product is None:
+                return (ReplyCode.PARSE_ERROR, None, f"product {_shown(pk)} does not exist")
+            if product.node_type is not NodeType.SUB_DEVICE:
+                return (
+                    ReplyCode.PARSE_ERROR,
+                    None,
+                    f"product {pk} is a {product.node_type.value} product; a gateway "
+                    "registers devices of sub-device products only",
+                )
             if isinstance(dk, str) and dk and self.registry.find_device(pk, dk) is not None:
                 return (ReplyCode.DEVICE_KEY_EXISTS, None, f"device {pk}/{dk} already exists")
         data = []
@@ -1968,7 +2113,8 @@ class IotHub:
             at = self._time(entry)
             points = entry.get("measurepoints")
             if at is None or not isinstance(points, dict):
-                return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, "bad measurepoints or time")
+                problem = _bad_time(entry) if at is None else "measurepoints must be an object"
+                return (ReplyCode.MEASUREPOINT_FORMAT_ERROR, None, problem)
             result = _point_rows(target, points, at, True, skip=False)
             if isinstance(result, ValidationError):
                 return (result.code, None, str(result))
@@ -1988,11 +2134,16 @@ class IotHub:
             at = self._time(entry)
             events = entry.get("events")
             if at is None or not isinstance(events, dict):
-                return (ReplyCode.MODEL_VALIDATION_FAILED, None, "bad events or time")
+                problem = _bad_time(entry) if at is None else "events must be an object"
+                return (ReplyCode.MODEL_VALIDATION_FAILED, None, problem)
             for event_id, raw in events.items():
                 outputs = raw
                 if target.model is not None:
                     outputs = target.model.validate_event(event_id, raw)
+                else:  # passthrough: EnOS identifiers all the same
+                    _check_ids((event_id,), "event")
+                    if isinstance(raw, dict):
+                        _check_ids(raw, "event output")
                 rows.append(EventRow(*target.ident, event_id, at, outputs))
         if rows:
             await self.store.append_events_async(rows)
@@ -2016,6 +2167,7 @@ class IotHub:
                 )
             if target.model is not None:
                 values = target.model.validate_attributes(values)
+            _check_ids(values, "attribute")  # passthrough ones too
             self.registry.update_attributes(*target.ident, values)
             rows.extend(AttributeRow(*target.ident, k, now, v) for k, v in values.items())
         if rows:
@@ -2211,29 +2363,95 @@ def _signature_ok(entry: dict[str, Any], secret: str, pk: str, dk: str) -> bool:
     return verify_sign(params, secret, method, signature)
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for a message, clipped: a device may send megabytes."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad_time(params: dict[str, Any]) -> str:
+    """The reply message for a ``time`` that :meth:`IotHub._time` refused."""
+    return f"{_TIME_RULE}, found {_shown(params.get('time'))}"
+
+
+def _check_ids(identifiers: Iterable[str], what: str) -> None:
+    """Raise the first :func:`_identifier_error` of ``identifiers`` (a request handler's 1204)."""
+    for identifier in identifiers:
+        error = _identifier_error(identifier, what)
+        if error is not None:
+            raise error
+
+
+def _identifier_error(identifier: str, what: str) -> ValidationError | None:
+    """EnOS's identifier rule (:func:`~enos_lab.model.check_identifier`) for an id that no
+    thing model checked (passthrough data): 1204 naming the id, or None."""
+    try:
+        check_identifier(identifier, what)
+    except ModelError as exc:
+        return ValidationError(str(exc))
+    return None
+
+
+def _post_error(reply_topic: str, request_id: Any, error: BaseException) -> bytes:
+    """The error reply to a fast-path post whose rows the store refused, worded as the general
+    path words it (:meth:`IotHub._handle`); logged at ERROR."""
+    topic = reply_topic.removesuffix(REPLY_SUFFIX)
+    if isinstance(error, StoreError):
+        log.error("storing the post on %s failed: %s", topic, error)
+        text = f"storage failed: {error}"
+    elif isinstance(error, (InvalidArgument, RegistryError)):
+        log.error("the store refused the post on %s: %s", topic, error)
+        text = str(error)
+    else:
+        log.error("storing the post on %s failed", topic, exc_info=error)
+        text = "internal error"
+    return encode_reply(request_id, ReplyCode.PARSE_ERROR, None, text)
+
+
 def _point_rows(
     target: _Target, points: dict[str, Any], at: int, resume: bool, *, skip: bool
 ) -> list[PointRow] | ValidationError:
-    """Validated rows for one measurepoint map, or the first validation error."""
+    """Validated rows for one measurepoint map, or the first validation error.
+
+    Points no thing model checks (a product without a model, or points a model lets pass)
+    must have EnOS identifiers as ids, and a quality, if given, must be an int 0..9 (1204).
+    """
     pk, dk = target.ident
     model = target.model
     if model is None:
         rows = []
         for point_id, raw in points.items():
+            error = _identifier_error(point_id, "measurepoint")
             quality, value = None, raw
-            if type(raw) is dict and "value" in raw:
-                q = raw.get("quality")
-                quality = q if type(q) is int else None
+            if error is None and type(raw) is dict and "value" in raw:
+                quality = raw.get("quality")
                 value = raw["value"]
+                if quality is not None and not valid_quality(quality):
+                    error = ValidationError(
+                        f"measurepoint {point_id!r}: expected a quality as an int "
+                        f"0..{QUALITY_MAX}, found {_shown(quality)}"
+                    )
+            if error is not None:
+                if skip:
+                    continue
+                return error
             rows.append(PointRow(pk, dk, point_id, at, value, quality, resume))
         return rows
     checked = model.check_measurepoints(points)
     if checked.problems and not skip:
         return checked.problems[0].error()
     quality_of = checked.quality
+    values = checked.values
+    if checked.passthrough:  # accepted unchecked by the model ("Support Passthrough")
+        for point_id in checked.passthrough:
+            error = _identifier_error(point_id, "measurepoint")
+            if error is not None and not skip:
+                return error
+            if error is not None:
+                values = {k: v for k, v in values.items() if k != point_id}
     # plain tuples in PointRow's field order (the store accepts them; half the cost)
     tuples: list[Any] = [
         (pk, dk, point_id, at, value, quality_of.get(point_id), resume)
-        for point_id, value in checked.values.items()
+        for point_id, value in values.items()
     ]
     return tuples

@@ -75,11 +75,14 @@ from ._types import (
     Service,
     SignalType,
     Unit,
+    check_identifier,
 )
 from ._units import Conversion, conversion, known_units
+from ._values import QUALITY_MAX, valid_quality
 from ._vendor import PointMapping, VendorMapping, load_vendor_mapping
 
 __all__ = [
+    "QUALITY_MAX",
     "Attribute",
     "CallType",
     "Conversion",
@@ -101,6 +104,7 @@ __all__ = [
     "Unit",
     "ValidatedPoints",
     "VendorMapping",
+    "check_identifier",
     "conversion",
     "known_units",
     "library_model",
@@ -113,6 +117,7 @@ __all__ = [
     "normalise_tags",
     "render_tsltemplate",
     "save_model",
+    "valid_quality",
     "vendor_mapping",
     "vendor_mapping_ids",
 ]

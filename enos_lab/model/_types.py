@@ -80,9 +80,11 @@ def check_identifier(identifier: object, what: str) -> str:
     standard points look like ``INV.GenActivePW``); at most 100 characters.
     """
     if not isinstance(identifier, str) or not _IDENTIFIER.match(identifier):
+        found = repr(identifier)
+        if len(found) > 60:  # ids come from devices too: name a long one, do not echo it whole
+            found = found[:57] + "..."
         raise ModelError(
-            f"{what}: expected an identifier ([A-Za-z_][A-Za-z0-9_.]*, <= 100 chars), "
-            f"found {identifier!r}"
+            f"{what}: expected an identifier ([A-Za-z_][A-Za-z0-9_.]*, <= 100 chars), found {found}"
         )
     return identifier
 

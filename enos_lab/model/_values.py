@@ -33,6 +33,7 @@ __all__ = [
     "compile_params",
     "describe",
     "split_quality",
+    "valid_quality",
 ]
 
 INT32_MIN = -(2**31)
@@ -288,6 +289,11 @@ def compile_params(params: tuple[Param, ...]) -> dict[str, Check]:
     return {p.identifier: compile_check(p.spec) for p in params}
 
 
+def valid_quality(quality: object) -> bool:
+    """Whether ``quality`` is a documented measurepoint quality: an int 0..:data:`QUALITY_MAX`."""
+    return type(quality) is int and 0 <= quality <= QUALITY_MAX
+
+
 def split_quality(raw: Mapping[str, Any]) -> tuple[Any, int | None]:
     """Split a quality encoding ``{"value": v, "quality": q}`` into ``(v, q)``.
 
@@ -297,6 +303,6 @@ def split_quality(raw: Mapping[str, Any]) -> tuple[Any, int | None]:
     if "value" not in raw or not raw.keys() <= {"value", "quality"}:
         raise Mismatch('{"value": number, "quality": int 0..9}', dict(raw))
     quality = raw.get("quality")
-    if quality is not None and (type(quality) is not int or not 0 <= quality <= QUALITY_MAX):
+    if quality is not None and not valid_quality(quality):
         raise Mismatch(f"quality as an int 0..{QUALITY_MAX}", quality, "quality")
     return raw["value"], quality

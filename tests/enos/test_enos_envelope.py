@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from enos_lab.enos import (
+    MAX_JSON_DEPTH,
     MAX_PAYLOAD_SIZE,
     EnvelopeError,
     ReplyCode,
+    decode_payload,
     decode_reply,
     decode_request,
     encode_reply,
@@ -73,3 +77,76 @@ def test_decode_reply_from_devices() -> None:
     with pytest.raises(EnvelopeError) as info:
         decode_reply(b'{"id":"7"}')
     assert info.value.code is ReplyCode.PARSE_ERROR
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"1" + b"]" * depth
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b'{"id":"1","params":{"x":NaN}}', "NaN is not a JSON number"),
+        (b'{"id":"1","params":{"x":Infinity}}', "Infinity is not a JSON number"),
+        (b'{"id":"1","params":{"x":-Infinity}}', "Infinity is not a JSON number"),
+        (b'{"id":"1","params":{"x":1e400}}', "infinity"),
+        (b'{"id":"1","params":{"x":-1e400}}', "infinity"),
+        (b'{"id":"1","params":{"x":1' + b"0" * 400 + b"}}", "infinity"),
+        (b'{"id":"\\ud800","params":{}}', "surrogate"),
+        (b'{"id":"1","params":{"\\udfff":1}}', "surrogate"),
+        (b'{"id":"1","params":{"x":"\xed\xa0\x80"}}', "not valid UTF-8"),  # encoded surrogate
+        (b'{"id":"1","params":{"x":"\xff"}}', "not valid UTF-8"),
+        (b'\xef\xbb\xbf{"id":"1"}', "BOM"),
+        (b'{"id":"1"} {"id":"2"}', "after document"),
+        (b'{"id":"1","params":' + _nested(10_000) + b"}", "deeper than 16 levels"),
+        (b'{"id":"1","params":' + _nested(16) + b"}", "deeper than 16 levels"),
+    ],
+)
+def test_payloads_that_are_not_strict_json_are_1220(payload: bytes, problem: str) -> None:
+    for decode in (decode_request, decode_reply):
+        with pytest.raises(EnvelopeError) as info:
+            decode(payload)
+        assert info.value.code is ReplyCode.INVALID_JSON
+        assert problem in str(info.value)
+
+
+def test_nesting_up_to_the_bound_is_accepted() -> None:
+    assert MAX_JSON_DEPTH == 16
+    deepest = b'{"id":"1","params":' + _nested(MAX_JSON_DEPTH - 1) + b"}"
+    assert decode_request(deepest).params == json.loads(_nested(MAX_JSON_DEPTH - 1))
+    # many brackets side by side are not deep
+    wide = b'{"id":"1","params":[' + b",".join([b'{"a":[1]}'] * 100) + b"]}"
+    assert len(decode_request(wide).params) == 100
+
+
+def test_numbers_decode_as_the_store_keeps_them() -> None:
+    params = decode_request(
+        b'{"id":1,"params":[9223372036854775808,18446744073709551616,1e308,1e-400,-0]}'
+    ).params
+    assert params == [2**63, float(2**64), 1e308, 0.0, 0]
+    assert type(params[1]) is float
+
+
+def test_decode_payload_takes_text_like_bytes() -> None:
+    assert (
+        decode_payload('{"a":[1,"é"]}')
+        == decode_payload('{"a":[1,"é"]}'.encode())
+        == {"a": [1, "é"]}
+    )
+    with pytest.raises(EnvelopeError):
+        decode_payload('{"a":"\ud800"}')
+    with pytest.raises(EnvelopeError) as info:
+        decode_payload(_nested(MAX_JSON_DEPTH + 1).decode(), "decoded")
+    assert str(info.value).startswith("decoded payload nests")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=200)
+    | st.text(max_size=100).map(lambda t: t.encode("utf-8", "surrogatepass"))
+)
+def test_decode_payload_raises_only_envelope_errors(payload: bytes) -> None:
+    try:
+        decode_payload(payload)
+    except EnvelopeError as exc:
+        assert exc.code is ReplyCode.INVALID_JSON

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 from _iothub_kit import LEVEL, Env
 
 from enos_lab.enos import login_credentials
+from enos_lab.errors import InvalidArgument
 from enos_lab.iothub import IotHubConfig
 from enos_lab.iothub._iothub import python_sdk_login
 from enos_lab.mqtt import ConnAck, Connect, PubAck, Publish, encode
+from enos_lab.store import PointRow
 
 DELAY = 0.3  # [s] long enough to tell apart from an immediate CONNACK on a busy machine
 PY_TIMESTAMP = "1700000000000.123"  # str(time.time() * 1000) as the Python SDK sends it
@@ -120,14 +123,61 @@ async def test_invalid_post_takes_the_general_path(env: Env) -> None:
     assert reply["id"] == "bad" and reply["code"] == 1204
 
 
-async def test_post_the_store_refuses_gets_an_error_reply(env: Env) -> None:
-    """A row the store cannot take (event time beyond 64 bits) gets the general path's error
-    reply (1200 with the store's message) from the batch's commit, with the request id."""
+async def test_post_beyond_the_store_time_range_is_refused_at_the_edge(env: Env) -> None:
+    """An event time the store cannot keep (beyond 64 bits) never reaches the store: 1206 from
+    the general path, with the request id."""
     client = await env.device("plainP", "p1")
     reply = await client.request(
         "/sys/plainP/p1/thing/measurepoint/post",
         {"measurepoints": {"x": 1}, "time": 2**70},
         request_id="big",
     )
-    assert reply["id"] == "big" and reply["code"] == 1200
-    assert "event time" in reply["message"]
+    assert reply["id"] == "big" and reply["code"] == 1206
+    assert "time must be epoch milliseconds" in reply["message"]
+    assert env.store.stats().rows == 0
+
+
+async def test_rows_the_store_refuses_fail_alone(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Defence in depth: rows that reach the store and are refused there fail only their own
+    request. (No device input does that: the edge refuses it first; so the batcher is fed such
+    rows directly.) Two devices' posts, a general-path append and a post of rows the store
+    refuses share one batch: the good ones are stored and answered 200, the bad append gets the
+    store's error and the bad post an error reply with its own id, logged at ERROR."""
+    clients = [await env.device("dirP", f"d{i}") for i in range(2)]
+    topic = "/sys/dirP/{}/thing/measurepoint/post"
+    for i, client in enumerate(clients):
+        assert await client.subscribe(topic.format(f"d{i}") + "_reply") == 1
+
+    def post(i: int) -> bytes:
+        body = {"id": f"p{i}", "params": {"measurepoints": {"temp": 1.5}, "time": 1000}}
+        return encode(
+            Publish(topic.format(f"d{i}"), json.dumps(body).encode(), 1, packet_id=1), LEVEL
+        )
+
+    batcher = env.iothub._points
+    refused_row = PointRow("dirP", "d0", "temp", 2**70, 1.0)
+    with caplog.at_level(logging.WARNING, logger="enos_lab.iothub"):
+        # one event-loop iteration: the in-memory transport hands each PUBLISH over at once
+        await clients[0].conn.send(post(0))
+        refused = batcher.add([refused_row])
+        stored = batcher.add([PointRow("dirP", "d1", "status", 1000, 7)])
+        bad_reply = b'{"id":"bad","code":200,"data":{},"message":""}'
+        batcher.add_post((topic.format("d1") + "_reply", bad_reply, "bad", 1, [refused_row]))
+        await clients[1].conn.send(post(1))
+        with pytest.raises(InvalidArgument, match="event time"):
+            await refused
+        assert await stored == 1
+        replies = {}
+        for i, client in enumerate(clients):
+            for _ in range(1 + i):
+                packet = await client.read_publish(topic=topic.format(f"d{i}") + "_reply")
+                document = json.loads(packet.payload)
+                replies[document["id"]] = document
+    assert replies["p0"]["code"] == replies["p1"]["code"] == 200
+    assert replies["bad"]["code"] == 1200 and "event time" in replies["bad"]["message"]
+    points = env.store.query_points(["d0", "d1"], product_key="dirP")
+    assert sorted(points["point_id"]) == ["status", "temp", "temp"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "/sys/dirP/d1/thing/measurepoint/post:" in errors[0].getMessage()

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from enos_lab.errors import ModelError
 from enos_lab.model import (
     CallType,
     DataSpec,
@@ -16,6 +17,7 @@ from enos_lab.model import (
     Multiplier,
     SignalType,
     ThingModel,
+    check_identifier,
 )
 
 
@@ -67,3 +69,15 @@ def test_models_and_mappings_pickle_and_deep_copy() -> None:
     restored = pickle.loads(pickle.dumps(mapping))
     assert restored == mapping
     assert restored.apply({"T_INT": 212}) == {"internal_temperature": 100.0}
+
+
+def test_check_identifier_names_a_long_id_without_echoing_it() -> None:
+    assert check_identifier("INV.GenActivePW", "measurepoint") == "INV.GenActivePW"
+    for bad in ("p" * 101, "a b", "1x", "", "\u00e9t\u00e9", 5):
+        with pytest.raises(ModelError):
+            check_identifier(bad, "measurepoint")
+    with pytest.raises(ModelError) as info:
+        check_identifier("p" * 60_000, "measurepoint")
+    message = str(info.value)
+    assert message.startswith("measurepoint: expected an identifier") and "'pppp" in message
+    assert len(message) < 200

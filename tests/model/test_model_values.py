@@ -8,6 +8,7 @@ import pytest
 
 from enos_lab.errors import ModelError, ValidationError
 from enos_lab.model import (
+    QUALITY_MAX,
     Attribute,
     DataSpec,
     DataType,
@@ -20,6 +21,7 @@ from enos_lab.model import (
     ThingModel,
     Unit,
     normalise_tags,
+    valid_quality,
 )
 
 D = DataType
@@ -225,6 +227,11 @@ def test_bad_quality_encodings_are_1204(raw: Any) -> None:
     with pytest.raises(ValidationError) as info:
         model.validate_measurepoints({"p": raw})
     assert info.value.code == 1204
+
+
+def test_valid_quality_is_the_documented_range() -> None:
+    assert [q for q in range(-2, 12) if valid_quality(q)] == list(range(QUALITY_MAX + 1))
+    assert not valid_quality(True) and not valid_quality(9.0) and not valid_quality("9")
 
 
 def test_quality_object_on_a_point_without_quality_is_a_wrong_type() -> None:
