@@ -28,6 +28,12 @@ class IotHubConfig:
     """Give up re-sending ``activate/info`` after this long. [s]"""
     max_online_sub_devices: int = 200
     """Most sub-devices one gateway may have logged in at once (EnOS limit)."""
+    product_device_quota: int = 10_000
+    """Most devices a product may hold for ``thing.device.register`` to add more (EnOS 739
+    beyond it): gateways register sub-devices through MQTT, and one gateway must not grow the
+    registry without bound. Devices registered through the API are not limited."""
+    max_register_entries: int = 1000
+    """Most devices one ``thing.device.register`` request may carry (the SDKs' own check)."""
     strict_methods: bool = False
     """True: answer 1260 when a request's ``method`` does not fit its topic."""
     max_login_failures: int = 4
@@ -79,6 +85,11 @@ class IotHubConfig:
             raise InvalidArgument(
                 f"IotHubConfig.logged_unknown_topics must be >= 0, got {self.logged_unknown_topics}"
             )
+        for name in ("product_device_quota", "max_register_entries"):
+            if getattr(self, name) < 1:
+                raise InvalidArgument(
+                    f"IotHubConfig.{name} must be >= 1, got {getattr(self, name)}"
+                )
         if self.max_online_sub_devices < 0:
             raise InvalidArgument(
                 "IotHubConfig.max_online_sub_devices must be >= 0, "

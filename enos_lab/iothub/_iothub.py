@@ -1826,7 +1826,15 @@ class IotHub:
         params = request.params
         if not isinstance(params, list) or not all(isinstance(e, dict) for e in params):
             return (ReplyCode.PARSE_ERROR, None, "params must be a list of device objects")
-        # EnOS 702 before anything is registered
+        limit = self.config.max_register_entries
+        if len(params) > limit:
+            return (
+                ReplyCode.PARSE_ERROR,
+                None,
+                f"{len(params)} devices in one request; at most {limit} may be registered at once",
+            )
+        # EnOS 702 and 739 before anything is registered
+        adding: dict[str, int] = {}
         for entry in params:
             pk, dk = entry.get("productKey"), entry.get("deviceKey")
             product = self.registry.find_product(pk) if isinstance(pk, str) else None
@@ -1841,6 +1849,17 @@ class IotHub:
                 )
             if isinstance(dk, str) and dk and self.registry.find_device(pk, dk) is not None:
                 return (ReplyCode.DEVICE_KEY_EXISTS, None, f"device {pk}/{dk} already exists")
+            adding[pk] = adding.get(pk, 0) + 1
+        quota = self.config.product_device_quota
+        for pk, count in adding.items():
+            held = self.registry.device_count(pk)
+            if held + count > quota:
+                return (
+                    ReplyCode.DEVICE_QUOTA_EXCEEDED,
+                    None,
+                    f"product {pk} holds {held} devices; {count} more would pass its quota of "
+                    f"{quota} (IotHubConfig.product_device_quota)",
+                )
         data = []
         for entry in params:
             name = entry.get("deviceName")

@@ -491,6 +491,16 @@ class Registry:
         except NotFound:
             return None
 
+    def device_count(self, product_key: str) -> int:
+        """How many devices the product has (NotFound for an unknown product)."""
+        self.get_product(product_key)
+        with self._lock:
+            self._sync()
+            row = self._db.execute(
+                "SELECT count(*) FROM devices WHERE product_key=?", (product_key,)
+            ).fetchone()
+        return int(row[0])
+
     def devices(self, product_key: str | None = None) -> list[Device]:
         """Every device (of one product if given), in registration order."""
         query = f"SELECT {_DEVICE_COLUMNS} FROM devices"
