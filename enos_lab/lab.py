@@ -45,6 +45,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import pandas as pd
 
+from ._files import private_dir, report_open_dir
 from .clock import Clock
 from .enos import Reply, TopicKind
 from .errors import ClosedError, InvalidArgument, NotFound
@@ -778,10 +779,13 @@ class Lab:
 
     def _prepare_data_dir(self) -> None:
         if self._requested_dir is None:
-            self._data_dir = Path(tempfile.mkdtemp(prefix="enos-lab-"))
+            self._data_dir = Path(tempfile.mkdtemp(prefix="enos-lab-"))  # mode 0700
             self._temporary_dir = True
         else:
-            self._requested_dir.mkdir(parents=True, exist_ok=True)
+            # a directory the lab creates is private; an existing one is the user's: reported
+            # if others can reach it, never changed (see enos_lab._files)
+            if not private_dir(self._requested_dir):
+                report_open_dir(self._requested_dir)
             self._data_dir = self._requested_dir
             self._temporary_dir = False
 

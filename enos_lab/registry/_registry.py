@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._files import private_sqlite
 from ..clock import Clock, SystemClock, from_epoch_ms, to_epoch_ms
 from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
 from ._presence import PRESENCE_TRIGGER, Change, PresenceWriter, insert_one, write_batch
@@ -158,6 +159,11 @@ class Registry:
         self._clock = clock or SystemClock()
         self._rng: random.Random = rng or secrets.SystemRandom()
         self._lock = threading.RLock()
+        # on a file: created 0600 before SQLite opens it (its -wal and -shm files get the
+        # database file's mode); a file of looser mode, and its -wal/-shm, are set to 0600
+        memory = str(path) in ("", ":memory:") or str(path).startswith("file::memory:")
+        if not memory:
+            private_sqlite(Path(path))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -173,7 +179,6 @@ class Registry:
         self._queued: list[Change] = []
         # on a file, a second connection writes them in a thread, started with the first batch
         # (see _presence.py); an in-memory database has no second connection
-        memory = str(path) in ("", ":memory:") or str(path).startswith("file::memory:")
         self._writer_path = None if memory else Path(path)
         self._writer: PresenceWriter | None = None
 

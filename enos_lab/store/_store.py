@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from .._files import keep_private, private_dir, tighten
 from ..clock import Clock, SystemClock
 from ..errors import InvalidArgument, StoreError
 from ._errors import SeriesNotFound
@@ -162,13 +163,15 @@ class TimeSeriesStore:
         self._policies = tuple(policies)
         self._temporary = data_dir is None
         if data_dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="enos_lab_store_"))
+            self._dir = Path(tempfile.mkdtemp(prefix="enos_lab_store_"))  # mode 0700
         else:
             self._dir = Path(data_dir)
-            self._dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self._dir)
         self._path = self._dir / DB_FILE
+        self._wal = self._dir / (DB_FILE + ".wal")
+        self._spill = self._dir / (DB_FILE + ".tmp")
         try:
-            con = duckdb.connect(str(self._path))
+            con = self._connect()
         except duckdb.Error as exc:
             self._remove_temporary()
             raise StoreError(f"cannot open the time-series database {self._path}: {exc}") from exc
@@ -198,8 +201,30 @@ class TimeSeriesStore:
             max_rows=self._config.max_rows,
             max_delay=self._config.max_delay,
             name=f"enos_lab-store-writer[{self._dir.name}]",
+            after_commit=self._keep_wal_private,
         )
         log.debug("time-series store opened at %s", self._path)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """Open the database with its files private to the user (see :mod:`enos_lab._files`).
+
+        DuckDB creates its database file, its write-ahead log and its spill files with the
+        umask's mode and cannot be told another. So: an existing database or log of looser mode
+        is set to 0600 (with a warning) before DuckDB opens it; a new database file is set to
+        0600 right after DuckDB created it, before anything is written into it; the log, which
+        DuckDB deletes at every checkpoint and creates anew at the next commit, is set to 0600
+        after every commit that made it (:meth:`_keep_wal_private`, one ``stat`` per commit);
+        spill files go to a directory of their own made 0700 here and removed on close.
+        """
+        tighten(self._path)
+        tighten(self._wal)
+        private_dir(self._spill)
+        con = duckdb.connect(str(self._path), config={"temp_directory": str(self._spill)})
+        keep_private(self._path)
+        return con
+
+    def _keep_wal_private(self) -> None:
+        keep_private(self._wal)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -220,6 +245,8 @@ class TimeSeriesStore:
         self._writer.close()
         with self._read_lock:
             self._read_root.close()
+        with contextlib.suppress(OSError):
+            self._spill.rmdir()  # DuckDB empties it; a directory it did not make, it keeps
         self._remove_temporary()
         log.debug("time-series store closed at %s", self._path)
 

@@ -164,8 +164,10 @@ class Writer:
         max_rows: int,
         max_delay: float,
         name: str,
+        after_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._con = con
+        self._after_commit = after_commit
         self._queue: queue.Queue[Batch | Job | object] = queue.Queue(maxsize=queue_size)
         self._max_rows = max_rows
         self._max_delay = max_delay
@@ -305,6 +307,7 @@ class Writer:
             job.future.set_exception(_as_store_error(exc))
         else:
             self._commits += 1
+            self._committed()
             job.future.set_result(result)
 
     def _rollback(self) -> None:
@@ -336,8 +339,16 @@ class Writer:
             return
         self._complete(group)
 
+    def _committed(self) -> None:
+        """Run the ``after_commit`` hook (e.g. the store keeping a new log file private)."""
+        try:
+            self._after_commit()
+        except Exception:
+            log.warning("the store's after-commit step failed", exc_info=True)
+
     def _complete(self, group: list[Batch]) -> None:
         self._commits += 1
+        self._committed()
         self._batches += len(group)
         self._max_group = max(self._max_group, len(group))
         for batch in group:
