@@ -566,7 +566,8 @@ class Lab:
 
         Columns: ``time`` (tz-aware UTC), ``product_key, device_key, online`` (bool),
         ``reason`` (connected, disconnected, kicked, keep-alive timeout, gateway offline,
-        logged out, disabled, deleted, taken over).
+        logged out, disabled, deleted, taken over, hub restarted: the lab started and found the
+        device still marked online by a hub that ended without closing its sessions, a crash).
         """
         rows = self.registry.presence_log(product_key, device_key)
         frame = pd.DataFrame(rows, columns=list(_PRESENCE_COLUMNS))

@@ -619,6 +619,24 @@ class Registry:
             queued, self._queued = self._queued, []
             writer.submit(queued)
 
+    def close_open_presence(self, reason: str) -> int:
+        """Record an offline presence row with ``reason`` for every device marked online, in
+        one transaction; returns how many there were.
+
+        For the start of the IoT hub services: a hub that ended without closing its
+        connections (a crash, a kill) left those devices "online" in the registry although no
+        session is left. The real disconnect time is unknown (somewhere between the device's
+        last message and the restart), so the row's time is the clock's now, the restart time.
+        """
+        with self._transaction() as db:
+            now = self._clock.time_ms()
+            keys = db.execute(
+                "SELECT product_key, device_key FROM devices WHERE online = 1"
+            ).fetchall()
+            for product_key, device_key in keys:
+                insert_one(db, (now, product_key, device_key, False, reason))
+        return len(keys)
+
     def presence_log(
         self, product_key: str | None = None, device_key: str | None = None
     ) -> list[tuple[datetime, str, str, bool, str]]:

@@ -3,9 +3,11 @@
 - Another user of the machine reading the lab's secrets: the data directory and everything in
   it must be private to the lab's user (directories 0700, files 0600), whatever the umask, and
   a pre-existing directory that others can read is reported, not silently changed.
+- A crash leaving devices "online" for ever: after a SIGKILL of ``enos-lab serve`` with a device
+  connected, the restarted lab closes the open presence with reason "hub restarted".
 
 Everything runs for real: the lab's TCP listener, raw MQTT 3.1.1 clients with the EnOS login,
-SQLite and DuckDB files on disk.
+the ``enos-lab serve`` process, SQLite and DuckDB files on disk.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import json
 import logging
 import os
 import random
+import re
+import signal
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,3 +249,57 @@ def test_existing_private_data_dir_is_not_reported(
     with caplog.at_level(logging.WARNING, logger="enos_lab"), Lab(data_dir, port=0):
         pass
     assert not [r for r in caplog.records if str(data_dir) in r.getMessage()]
+
+
+# --- item: presence left "online" by a crash ------------------------------------------------
+
+
+def _serve(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
+    """``enos-lab serve`` on ``data_dir`` and a free port; returns the process and its port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "enos_lab", "serve", "--port", "0", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.fullmatch(r"enos-lab hub listening on mqtt://127\.0\.0\.1:(\d+)\n", line)
+    if not match:
+        proc.kill()
+        _, err = proc.communicate(timeout=WAIT)
+        raise AssertionError(f"unexpected first line {line!r}; stderr: {err}")
+    return proc, int(match.group(1))
+
+
+def test_restart_after_a_crash_closes_presence_left_open(tmp_path: Path) -> None:
+    data_dir = tmp_path / "lab"
+    with Lab(data_dir, port=0, rng=random.Random(11)) as lab:
+        pk, dk, secret = _provision(lab)
+        other = lab.register_device(pk, device_key="never-connected")
+
+    proc, port = _serve(data_dir)
+    try:
+        with _device(port, pk, dk, secret) as sock:
+            _post(sock, pk, dk, 1)  # answered after the login's presence was written
+            proc.send_signal(signal.SIGKILL)  # only the process started above
+            proc.wait(WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=WAIT)
+    assert proc.returncode == -signal.SIGKILL
+
+    with Lab(data_dir, port=0) as lab:
+        devices = lab.devices(pk).set_index("device_key")
+        assert not devices.loc[dk, "online"]
+        assert not devices.loc[other.device_key, "online"]
+        assert lab.is_online(pk, dk) is False
+        log = lab.presence(pk, dk)
+        assert list(zip(log["online"], log["reason"], strict=True)) == [
+            (True, "connected"),
+            (False, "hub restarted"),
+        ]
+        assert log["time"].iloc[-1] >= log["time"].iloc[0]
+        assert lab.presence(pk, other.device_key).empty
