@@ -10,6 +10,12 @@ durable through its write-ahead log. Synchronous callers block on a future; asyn
 the same future wrapped for their loop, so the loop never blocks. Queries run on their own cursor
 (a separate connection to the same database) and see every committed row.
 
+Bad input fails alone: append calls check their rows in the calling thread, before the writer
+groups them with other callers' rows (one row DuckDB cannot store would fail the whole group).
+Event times must lie in ``[MIN_EVENT_MS, MAX_EVENT_MS]`` (what pandas represents; checked on the
+column's minimum and maximum) and text must be encodable as UTF-8 (checked where the store
+encodes it anyway, and for the keys of series not stored yet).
+
 Event time rules: rows are keyed by (series, event time). "Latest" is the row with the greatest
 event time, not the last to arrive; resumed history never replaces a newer latest value. See
 :mod:`._writer` for the duplicate policy.
@@ -53,6 +59,10 @@ from ._rows import (
     EventRow,
     PointRow,
     ValueKind,
+    check_event_ms,
+    check_series_keys,
+    check_text,
+    check_utf8,
     decode_json,
     encode_json,
     encode_points,
@@ -318,20 +328,28 @@ class TimeSeriesStore:
         return Batch(kind, rows, self._clock.time_ms(), Future())
 
     def _points_batch(self, rows: Sequence[PointRow]) -> Batch:
+        # Everything is checked here, in the caller's thread, so that a bad row fails its own
+        # call and never the group commit it would join (see encode_points).
         cols = encode_points(rows)
         batch = self._batch("points", len(cols))
         get = self._writer.series.get
         batch.points = cols
-        batch.series = np.array([get(k, -1) for k in cols.keys], dtype=np.int32)
+        try:
+            batch.series = np.array([get(k, -1) for k in cols.keys], dtype=np.int32)
+        except TypeError:  # an unhashable key part
+            check_series_keys(cols.keys, range(len(cols)))
+            raise
+        unknown = np.flatnonzero(batch.series < 0)
+        if unknown.size:  # series not stored yet: their keys were never checked
+            check_series_keys(cols.keys, unknown.tolist())
         return batch
 
     def _events_batch(self, rows: Sequence[EventRow]) -> Batch:
         batch = self._batch("events", len(rows))
         rcv = batch.receive_ms
-        for row in rows:
-            _check_record(row.product_key, row.device_key, row.event_id, row.event_time_ms)
-            if row.severity is not None and not isinstance(row.severity, str):
-                raise InvalidArgument(f"expected a string severity or None, got {row.severity!r}")
+        for i, row in enumerate(rows):
+            _check_record(row.product_key, row.device_key, row.event_id, row.event_time_ms, i)
+            check_text(row.severity, "severity", i, optional=True)
             batch.records.append(
                 (
                     row.product_key,
@@ -340,7 +358,7 @@ class TimeSeriesStore:
                     row.event_time_ms,
                     rcv,
                     row.severity,
-                    encode_json(dict(row.outputs)),
+                    encode_json(dict(row.outputs), i),
                 )
             )
         return batch
@@ -348,9 +366,9 @@ class TimeSeriesStore:
     def _attributes_batch(self, rows: Sequence[AttributeRow]) -> Batch:
         batch = self._batch("attributes", len(rows))
         rcv = batch.receive_ms
-        for row in rows:
-            _check_record(row.product_key, row.device_key, row.attribute_id, row.event_time_ms)
-            text = None if row.value is None else encode_json(row.value)
+        for i, row in enumerate(rows):
+            _check_record(row.product_key, row.device_key, row.attribute_id, row.event_time_ms, i)
+            text = None if row.value is None else encode_json(row.value, i)
             batch.records.append(
                 (row.product_key, row.device_key, row.attribute_id, row.event_time_ms, rcv, text)
             )
@@ -359,13 +377,18 @@ class TimeSeriesStore:
     def _alerts_batch(self, records: Sequence[AlertRecord]) -> Batch:
         batch = self._batch("alerts", len(records))
         rcv = batch.receive_ms
-        for rec in records:
-            _check_record(rec.product_key, rec.device_key, rec.rule_id, rec.occur_time_ms)
-            if not rec.alert_id:
-                raise InvalidArgument(f"expected a non-empty alert_id, got {rec.alert_id!r}")
+        for i, rec in enumerate(records):
+            _check_record(rec.product_key, rec.device_key, rec.rule_id, rec.occur_time_ms, i)
+            check_text(rec.alert_id, "alert_id", i)
+            check_text(rec.severity, "severity", i)
+            check_text(rec.state, "state", i)
+            check_text(rec.point_id, "point_id", i, optional=True)
+            if not isinstance(rec.message, str):
+                raise InvalidArgument(f"expected a string message, got {rec.message!r} (row {i})")
+            check_utf8(rec.message, "message", i)
             if rec.recover_time_ms is not None:
-                _check_ms(rec.recover_time_ms, "recover_time_ms")
-            value = None if rec.value is None else encode_json(rec.value)
+                check_event_ms(rec.recover_time_ms, "recover_time_ms", i)
+            value = None if rec.value is None else encode_json(rec.value, i)
             batch.records.append(
                 (
                     rec.alert_id,
@@ -818,16 +841,13 @@ class TimeSeriesStore:
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_ms(value: object, name: str) -> None:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        raise InvalidArgument(f"expected integer {name} [ms], got {value!r}")
-
-
-def _check_record(product_key: object, device_key: object, ident: object, ms: object) -> None:
-    for name, part in (("product_key", product_key), ("device_key", device_key), ("id", ident)):
-        if not isinstance(part, str) or not part:
-            raise InvalidArgument(f"expected a non-empty string {name}, got {part!r}")
-    _check_ms(ms, "event time")
+def _check_record(
+    product_key: object, device_key: object, ident: object, ms: object, row: int
+) -> None:
+    check_text(product_key, "product_key", row)
+    check_text(device_key, "device_key", row)
+    check_text(ident, "id", row)
+    check_event_ms(ms, "event time", row)
 
 
 def _names(value: str | Sequence[str], what: str) -> list[str]:

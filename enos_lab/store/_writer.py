@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..errors import ClosedError, EnosLabError, InvalidArgument, StoreError
+from ..errors import ClosedError, EnosLabError, StoreError
 from ._rows import PointColumns, ValueKind
 
 __all__ = ["Batch", "Job", "StoreStats", "Writer"]
@@ -452,11 +452,8 @@ class Writer:
             sid = known.get(key)
             if sid is None:
                 sid = new_series.get(key)
-            if sid is None:
-                pk, dk, pid = key
-                for name, part in (("product_key", pk), ("device_key", dk), ("point_id", pid)):
-                    if not isinstance(part, str) or not part:
-                        raise InvalidArgument(f"expected a non-empty string {name}, got {part!r}")
+            if sid is None:  # its key was checked at submit time (check_series_keys)
+                pk, dk, _ = key
                 sid = self._next_sid + len(new_series)
                 new_series[key] = sid
                 if (pk, dk) not in self._devices:
