@@ -56,7 +56,7 @@ from .model import ModelCatalog, ThingModel, load_library, load_model, model_fro
 from .model import model_to_json as _model_to_json
 from .mqtt import NO_PROPERTIES, Properties
 from .registry import BulkResult, DataFormat, Device, NodeType, Product, Registry, TopicPermission
-from .store import TimeSeriesStore
+from .store import StoreConfig, TimeSeriesStore
 
 __all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab"]
 
@@ -129,6 +129,10 @@ class Lab:
         real credentials.
     iothub_config:
         Settings of the IoT hub services (activation timing, limits, command timeout).
+    store_config:
+        Settings of the time-series store (default :class:`~enos_lab.store.StoreConfig`):
+        among them DuckDB's memory limit (default 256 MiB, so that the lab's memory stays
+        bounded however much data it stores), its threads and the group commit.
 
     Use it as a context manager (``with Lab(port=0) as lab: ...``) or call :meth:`start` and
     :meth:`stop`; from asyncio, ``async with Lab(port=0) as lab: ...``. Everything but the
@@ -146,6 +150,7 @@ class Lab:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         iothub_config: IotHubConfig | None = None,
+        store_config: StoreConfig | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port must be in 0..65535, got {port!r}")
@@ -162,6 +167,7 @@ class Lab:
         self._clock = clock
         self._rng = rng
         self._iothub_config = iothub_config
+        self._store_config = store_config
         self._lock = threading.Lock()
         self._models_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -727,7 +733,9 @@ class Lab:
     async def _start_services(self) -> None:
         try:
             data_dir = self.data_dir
-            self._store = await asyncio.to_thread(TimeSeriesStore, data_dir, clock=self._clock)
+            self._store = await asyncio.to_thread(
+                TimeSeriesStore, data_dir, clock=self._clock, config=self._store_config
+            )
             self._registry = await asyncio.to_thread(
                 Registry, data_dir / REGISTRY_FILE, clock=self._clock, rng=self._rng
             )

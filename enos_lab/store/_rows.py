@@ -44,6 +44,7 @@ __all__ = [
     "PointValue",
     "ValueKind",
     "check_event_ms",
+    "check_record",
     "check_series_keys",
     "check_text",
     "check_utf8",
@@ -227,6 +228,16 @@ def check_event_ms(value: object, what: str = "event time", row: int | None = No
             f"expected an integer {what} in [{MIN_EVENT_MS}, {MAX_EVENT_MS}] [ms] (years "
             f"1677-2262), got {value!r}{_at(row)}"
         )
+
+
+def check_record(
+    product_key: object, device_key: object, ident: object, ms: object, row: int
+) -> None:
+    """Check the keys, id and event time of one event, attribute change or alert record."""
+    check_text(product_key, "product_key", row)
+    check_text(device_key, "device_key", row)
+    check_text(ident, "id", row)
+    check_event_ms(ms, "event time", row)
 
 
 def check_series_keys(keys: Sequence[tuple[Any, ...]], rows: Iterable[int]) -> None:

@@ -36,7 +36,6 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -51,6 +50,7 @@ import pandas as pd
 from .._files import keep_private, private_dir, tighten
 from ..clock import Clock, SystemClock
 from ..errors import InvalidArgument, StoreError
+from ._config import StoreConfig
 from ._errors import SeriesNotFound
 from ._policy import DAY_MS, RetentionReport, StoragePolicy
 from ._rows import (
@@ -60,6 +60,7 @@ from ._rows import (
     PointRow,
     ValueKind,
     check_event_ms,
+    check_record,
     check_series_keys,
     check_text,
     check_utf8,
@@ -71,7 +72,7 @@ from ._schema import SCHEMA, SCHEMA_VERSION
 from ._time import TimeLike, as_ms, ms_range, parse_interval, to_utc_index
 from ._writer import Batch, BatchKind, Job, StoreStats, Writer
 
-__all__ = ["AGGREGATIONS", "Source", "StoreConfig", "TimeSeriesStore"]
+__all__ = ["AGGREGATIONS", "Source", "TimeSeriesStore"]
 
 log = logging.getLogger(__name__)
 
@@ -129,26 +130,6 @@ class Source(StrEnum):
     """Downsampled series only (written by retention)."""
     ALL = "all"
     """Both: downsampled buckets for what retention removed, raw rows for the rest."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    """Tuning of the writer."""
-
-    queue_size: int = 1024
-    """Append calls that may wait for the writer before callers block (back-pressure)."""
-    max_rows: int = 100_000
-    """A group commit stops collecting batches at this many rows."""
-    max_delay: float = 0.0
-    """Extra wait for more batches once callers proved concurrent (the previous group held
-    several). 0 groups just what queued up during the previous commit, which already batches
-    concurrent callers; a positive value trades latency for larger groups. [s]"""
-
-    def __post_init__(self) -> None:
-        if self.queue_size < 1 or self.max_rows < 1 or self.max_delay < 0:
-            raise InvalidArgument(
-                f"expected positive queue_size/max_rows and max_delay >= 0: {self}"
-            )
 
 
 class TimeSeriesStore:
@@ -210,6 +191,7 @@ class TimeSeriesStore:
             queue_size=self._config.queue_size,
             max_rows=self._config.max_rows,
             max_delay=self._config.max_delay,
+            max_series_per_device=self._config.max_series_per_device,
             name=f"enos_lab-store-writer[{self._dir.name}]",
             after_commit=self._keep_wal_private,
         )
@@ -229,7 +211,11 @@ class TimeSeriesStore:
         tighten(self._path)
         tighten(self._wal)
         private_dir(self._spill)
-        con = duckdb.connect(str(self._path), config={"temp_directory": str(self._spill)})
+        settings: dict[str, str | bool | int | float | list[str]] = {
+            **self._config.duckdb_settings(),
+            "temp_directory": str(self._spill),
+        }
+        con = duckdb.connect(str(self._path), config=settings)
         keep_private(self._path)
         return con
 
@@ -242,6 +228,22 @@ class TimeSeriesStore:
     def path(self) -> Path:
         """The database file."""
         return self._path
+
+    @property
+    def config(self) -> StoreConfig:
+        """The store's settings."""
+        return self._config
+
+    def setting(self, name: str) -> str:
+        """DuckDB's current value of its setting ``name`` as DuckDB shows it (for example
+        ``setting("memory_limit")`` gives ``"256.0 MiB"``)."""
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT value FROM duckdb_settings() WHERE name = ?", [name]
+            ).fetchall()
+        if not rows:
+            raise InvalidArgument(f"expected the name of a DuckDB setting, got {name!r}")
+        return str(rows[0][0])
 
     @property
     def closed(self) -> bool:
@@ -341,14 +343,16 @@ class TimeSeriesStore:
             raise
         unknown = np.flatnonzero(batch.series < 0)
         if unknown.size:  # series not stored yet: their keys were never checked
-            check_series_keys(cols.keys, unknown.tolist())
+            new_rows = unknown.tolist()
+            check_series_keys(cols.keys, new_rows)
+            self._writer.check_new_series(cols.keys, new_rows)
         return batch
 
     def _events_batch(self, rows: Sequence[EventRow]) -> Batch:
         batch = self._batch("events", len(rows))
         rcv = batch.receive_ms
         for i, row in enumerate(rows):
-            _check_record(row.product_key, row.device_key, row.event_id, row.event_time_ms, i)
+            check_record(row.product_key, row.device_key, row.event_id, row.event_time_ms, i)
             check_text(row.severity, "severity", i, optional=True)
             batch.records.append(
                 (
@@ -367,7 +371,7 @@ class TimeSeriesStore:
         batch = self._batch("attributes", len(rows))
         rcv = batch.receive_ms
         for i, row in enumerate(rows):
-            _check_record(row.product_key, row.device_key, row.attribute_id, row.event_time_ms, i)
+            check_record(row.product_key, row.device_key, row.attribute_id, row.event_time_ms, i)
             text = None if row.value is None else encode_json(row.value, i)
             batch.records.append(
                 (row.product_key, row.device_key, row.attribute_id, row.event_time_ms, rcv, text)
@@ -378,7 +382,7 @@ class TimeSeriesStore:
         batch = self._batch("alerts", len(records))
         rcv = batch.receive_ms
         for i, rec in enumerate(records):
-            _check_record(rec.product_key, rec.device_key, rec.rule_id, rec.occur_time_ms, i)
+            check_record(rec.product_key, rec.device_key, rec.rule_id, rec.occur_time_ms, i)
             check_text(rec.alert_id, "alert_id", i)
             check_text(rec.severity, "severity", i)
             check_text(rec.state, "state", i)
@@ -839,15 +843,6 @@ class TimeSeriesStore:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _check_record(
-    product_key: object, device_key: object, ident: object, ms: object, row: int
-) -> None:
-    check_text(product_key, "product_key", row)
-    check_text(device_key, "device_key", row)
-    check_text(ident, "id", row)
-    check_event_ms(ms, "event time", row)
 
 
 def _names(value: str | Sequence[str], what: str) -> list[str]:

@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..errors import ClosedError, EnosLabError, StoreError
+from ..errors import ClosedError, EnosLabError, InvalidArgument, StoreError
 from ._rows import PointColumns, ValueKind
 
 __all__ = ["Batch", "Job", "StoreStats", "Writer"]
@@ -164,9 +164,11 @@ class Writer:
         max_rows: int,
         max_delay: float,
         name: str,
+        max_series_per_device: int = 10_000,
         after_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._con = con
+        self._max_series_per_device = max_series_per_device
         self._after_commit = after_commit
         self._queue: queue.Queue[Batch | Job | object] = queue.Queue(maxsize=queue_size)
         self._max_rows = max_rows
@@ -182,6 +184,10 @@ class Writer:
             self.series[(pk, dk, pid)] = sid
         for pk, dk in con.execute("SELECT product_key, device_key FROM devices").fetchall():
             self._devices.add((pk, dk))
+        # series per device, for the bound on what one device's data can make the store keep
+        self._series_per_device: dict[tuple[str, str], int] = {}
+        for pk, dk, _ in self.series:
+            self._series_per_device[pk, dk] = self._series_per_device.get((pk, dk), 0) + 1
         self._next_sid = max(self.series.values(), default=-1) + 1
         # Greatest stored event time per series, indexed by series id: rows newer than it cannot
         # collide with stored rows, so they are simply appended.
@@ -211,6 +217,29 @@ class Writer:
             except queue.Full:
                 return False
         return True
+
+    def check_new_series(self, keys: list[SeriesKey], rows: list[int]) -> None:
+        """Refuse the rows (indices into ``keys``, series not stored at submit time) if they
+        would give a device more than ``max_series_per_device`` series. Caller side: reads the
+        committed counts only, so appends running at the same time may pass the bound by what
+        they add together."""
+        stored = self._series_per_device
+        known = self.series
+        limit = self._max_series_per_device
+        added: dict[tuple[str, str], set[SeriesKey]] = {}
+        for i in rows:
+            key = keys[i]
+            if key in known:
+                continue
+            device = (key[0], key[1])
+            new = added.setdefault(device, set())
+            new.add(key)
+            if stored.get(device, 0) + len(new) > limit:
+                raise InvalidArgument(
+                    f"device {key[0]}/{key[1]} would pass StoreConfig.max_series_per_device = "
+                    f"{limit} series with point id {key[2]!r} (row {i}); it has "
+                    f"{stored.get(device, 0)} stored"
+                )
 
     def close(self) -> None:
         """Commit everything queued, stop the thread and close the write connection."""
@@ -434,6 +463,9 @@ class Writer:
         self._next_sid += len(new_series)
         self._devices.update(new_devices)
         self.series.update(new_series)
+        counts = self._series_per_device
+        for pk, dk, _ in new_series:
+            counts[pk, dk] = counts.get((pk, dk), 0) + 1
         if latest_update is not None:
             sids, ms = latest_update
             self._latest_ms[sids] = ms
