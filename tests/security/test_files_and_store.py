@@ -12,6 +12,7 @@ the ``enos-lab serve`` process, SQLite and DuckDB files on disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,9 +20,11 @@ import random
 import re
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -273,6 +276,22 @@ def _serve(data_dir: Path) -> tuple[subprocess.Popen[str], int]:
     return proc, int(match.group(1))
 
 
+def _wait_marked_online(path: Path, product_key: str, device_key: str) -> None:
+    """Wait (bounded) until the serving process has written the login's presence change (its
+    presence writer thread does that shortly after the CONNACK), reading the registry file."""
+    deadline = time.monotonic() + WAIT
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        while time.monotonic() < deadline:
+            row = db.execute(
+                "SELECT online FROM devices WHERE product_key = ? AND device_key = ?",
+                (product_key, device_key),
+            ).fetchone()
+            if row == (1,):
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"{product_key}/{device_key} not marked online within {WAIT} s")
+
+
 def test_restart_after_a_crash_closes_presence_left_open(tmp_path: Path) -> None:
     data_dir = tmp_path / "lab"
     with Lab(data_dir, port=0, rng=random.Random(11)) as lab:
@@ -282,7 +301,8 @@ def test_restart_after_a_crash_closes_presence_left_open(tmp_path: Path) -> None
     proc, port = _serve(data_dir)
     try:
         with _device(port, pk, dk, secret) as sock:
-            _post(sock, pk, dk, 1)  # answered after the login's presence was written
+            _post(sock, pk, dk, 1)
+            _wait_marked_online(data_dir / "registry.sqlite3", pk, dk)
             proc.send_signal(signal.SIGKILL)  # only the process started above
             proc.wait(WAIT)
     finally:
