@@ -17,7 +17,11 @@ changing it for a moment races with every other thread that creates files.
 - A file another library creates with the umask's mode (DuckDB's database and write-ahead log;
   DuckDB cannot be told a mode for them) is set to 0600 right after it appears
   (:func:`keep_private`). In between, the 0700 directory is what keeps other users out: they
-  cannot reach the file, so they cannot open it before its mode is tightened.
+  cannot reach the file, so they cannot open it before its mode is tightened (in a directory
+  the user keeps open, despite the warning, they could for that moment).
+- DuckDB's spill files (query work beyond its memory limit) live only while a query runs, in a
+  directory of the store's own that it creates 0700 (``timeseries.duckdb.tmp``); they keep the
+  umask's mode, behind that directory.
 
 On systems without POSIX modes (Windows) these functions only create what is missing.
 """

@@ -154,7 +154,12 @@ def _execute(con: duckdb.DuckDBPyConnection, sql: str, frames: dict[str, Any]) -
 
 
 class Writer:
-    """Owns the write connection and the thread that commits queued batches."""
+    """Owns the write connection and the thread that commits queued batches.
+
+    ``after_commit`` runs in the writer thread after every commit, before the callers hear of
+    it (the store keeps a write-ahead log DuckDB has just made private with it);
+    ``max_series_per_device`` is the bound :meth:`check_new_series` enforces.
+    """
 
     def __init__(
         self,
