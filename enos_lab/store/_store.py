@@ -135,10 +135,12 @@ class Source(StrEnum):
 class TimeSeriesStore:
     """Measurepoints, events, attribute changes and alert records in an embedded DuckDB.
 
-    ``data_dir`` is the lab's data directory (created if missing); None uses a temporary directory
-    that :meth:`close` removes. ``clock`` gives receive times and the default retention time.
-    ``policies`` are the storage policies (see :class:`StoragePolicy`). Thread-safe: every method
-    may be called from any thread; the ``*_async`` methods never block the event loop.
+    ``data_dir`` is the lab's data directory (created with mode 0700 if missing; the store's
+    files in it are 0600); None uses a temporary directory that :meth:`close` removes. ``clock``
+    gives receive times and the default retention time. ``policies`` are the storage policies
+    (see :class:`StoragePolicy`). ``config`` tunes the writer and DuckDB (memory limit, threads;
+    see :class:`StoreConfig`). Thread-safe: every method may be called from any thread; the
+    ``*_async`` methods never block the event loop.
     """
 
     def __init__(
@@ -163,7 +165,7 @@ class TimeSeriesStore:
         self._spill = self._dir / (DB_FILE + ".tmp")
         try:
             con = self._connect()
-        except duckdb.Error as exc:
+        except (duckdb.Error, OSError) as exc:
             self._remove_temporary()
             raise StoreError(f"cannot open the time-series database {self._path}: {exc}") from exc
         try:
@@ -244,6 +246,16 @@ class TimeSeriesStore:
         if not rows:
             raise InvalidArgument(f"expected the name of a DuckDB setting, got {name!r}")
         return str(rows[0][0])
+
+    def memory_usage(self) -> dict[str, int]:
+        """DuckDB's memory in use by component, non-zero ones only (its ``duckdb_memory()``:
+        ``BASE_TABLE`` is the cache of stored table blocks, ``IN_MEMORY_TABLE`` rows not yet
+        checkpointed, ``ART_INDEX`` the key indexes, ...). [bytes]"""
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0"
+            ).fetchall()
+        return {str(tag): int(size) for tag, size in rows}
 
     @property
     def closed(self) -> bool:

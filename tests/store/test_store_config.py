@@ -45,11 +45,16 @@ def test_configured_memory_limit_is_applied(
         assert store.setting("memory_limit") == shown
         assert store.setting("threads") == "1"
         assert store.append_points([PointRow("P", "d", "v", T0, 1.0)]) == 1
+        usage = store.memory_usage()
+        assert usage and all(v > 0 for v in usage.values())
+        assert sum(usage.values()) <= size
 
 
 def test_no_memory_limit_leaves_duckdbs_default(tmp_path: Path) -> None:
     with TimeSeriesStore(tmp_path, config=StoreConfig(memory_limit=None)) as store:
         limited = store.setting("memory_limit")
+        with pytest.raises(InvalidArgument, match="'no_such_setting'"):
+            store.setting("no_such_setting")
     assert limited != "256.0 MiB"
     assert StoreConfig(memory_limit=None).memory_limit_bytes is None
 
