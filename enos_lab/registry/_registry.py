@@ -163,7 +163,10 @@ class Registry:
         # database file's mode); a file of looser mode, and its -wal/-shm, are set to 0600
         memory = str(path) in ("", ":memory:") or str(path).startswith("file::memory:")
         if not memory:
-            private_sqlite(Path(path))
+            try:
+                private_sqlite(Path(path))
+            except OSError as exc:
+                raise RegistryError(f"cannot create the registry database {path}: {exc}") from exc
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
