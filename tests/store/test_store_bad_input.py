@@ -52,6 +52,7 @@ BAD_POINTS: list[tuple[str, PointRow, str]] = [
     ("point id", PointRow("P", "d", "v" + BAD, T0, 1.0), "'v\\ud800'"),
     ("struct key", PointRow("P", "d", "j", T0, {BAD: 1}), "'\\ud800'"),
     ("nested array", PointRow("P", "d", "j", T0, {"a": [1, ["x", BAD]]}), "'\\ud800'"),
+    ("unhashable key", PointRow(["P"], "d", "v", T0, 1.0), "['P']"),  # type: ignore[arg-type]
     ("time too late", PointRow("P", "d", "v", MAX_EVENT_MS + 1, 1.0), str(MAX_EVENT_MS + 1)),
     ("time too early", PointRow("P", "d", "v", MIN_EVENT_MS - 1, 1.0), str(MIN_EVENT_MS - 1)),
     ("time beyond int64", PointRow("P", "d", "v", 2**70, 1.0), str(2**70)),
