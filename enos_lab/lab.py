@@ -46,6 +46,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 import pandas as pd
 
+from ._files import private_dir, report_open_dir
 from .clock import Clock
 from .enos import Reply, TopicKind
 from .errors import ClosedError, InvalidArgument, NotFound
@@ -56,7 +57,7 @@ from .model import ModelCatalog, ThingModel, load_library, load_model, model_fro
 from .model import model_to_json as _model_to_json
 from .mqtt import NO_PROPERTIES, Properties
 from .registry import BulkResult, DataFormat, Device, NodeType, Product, Registry, TopicPermission
-from .store import TimeSeriesStore
+from .store import StoreConfig, TimeSeriesStore
 
 __all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab", "plain_tcp_warning"]
 
@@ -152,6 +153,10 @@ class Lab:
         real credentials.
     iothub_config:
         Settings of the IoT hub services (activation timing, limits, command timeout).
+    store_config:
+        Settings of the time-series store (default :class:`~enos_lab.store.StoreConfig`):
+        among them DuckDB's memory limit (default 256 MiB, so that the lab's memory stays
+        bounded however much data it stores), its threads and the group commit.
 
     Use it as a context manager (``with Lab(port=0) as lab: ...``) or call :meth:`start` and
     :meth:`stop`; from asyncio, ``async with Lab(port=0) as lab: ...``. Everything but the
@@ -169,6 +174,7 @@ class Lab:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         iothub_config: IotHubConfig | None = None,
+        store_config: StoreConfig | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port must be in 0..65535, got {port!r}")
@@ -185,6 +191,7 @@ class Lab:
         self._clock = clock
         self._rng = rng
         self._iothub_config = iothub_config
+        self._store_config = store_config
         self._lock = threading.Lock()
         self._models_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -592,7 +599,8 @@ class Lab:
 
         Columns: ``time`` (tz-aware UTC), ``product_key, device_key, online`` (bool),
         ``reason`` (connected, disconnected, kicked, keep-alive timeout, gateway offline,
-        logged out, disabled, deleted, taken over).
+        logged out, disabled, deleted, taken over, hub restarted: the lab started and found the
+        device still marked online by a hub that ended without closing its sessions, a crash).
         """
         rows = self.registry.presence_log(product_key, device_key)
         frame = pd.DataFrame(rows, columns=list(_PRESENCE_COLUMNS))
@@ -780,7 +788,9 @@ class Lab:
     async def _start_services(self) -> None:
         try:
             data_dir = self.data_dir
-            self._store = await asyncio.to_thread(TimeSeriesStore, data_dir, clock=self._clock)
+            self._store = await asyncio.to_thread(
+                TimeSeriesStore, data_dir, clock=self._clock, config=self._store_config
+            )
             self._registry = await asyncio.to_thread(
                 Registry, data_dir / REGISTRY_FILE, clock=self._clock, rng=self._rng
             )
@@ -833,10 +843,13 @@ class Lab:
 
     def _prepare_data_dir(self) -> None:
         if self._requested_dir is None:
-            self._data_dir = Path(tempfile.mkdtemp(prefix="enos-lab-"))
+            self._data_dir = Path(tempfile.mkdtemp(prefix="enos-lab-"))  # mode 0700
             self._temporary_dir = True
         else:
-            self._requested_dir.mkdir(parents=True, exist_ok=True)
+            # a directory the lab creates is private; an existing one is the user's: reported
+            # if others can reach it, never changed (see enos_lab._files)
+            if not private_dir(self._requested_dir):
+                report_open_dir(self._requested_dir)
             self._data_dir = self._requested_dir
             self._temporary_dir = False
 

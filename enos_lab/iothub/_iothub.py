@@ -634,10 +634,16 @@ class IotHub:
     # -- wiring ----------------------------------------------------------------------------
 
     def attach(self, hub: Hub) -> None:
-        """Add this service's message handler and event listener to ``hub`` (before start)."""
+        """Add this service's message handler and event listener to ``hub`` (before start).
+
+        Devices the registry still marks online get an offline presence row, reason
+        ``hub restarted``: no session outlives the hub that held it.
+        """
         self._hub = hub
         hub.add_handler(self._on_message)
         hub.add_listener(self._on_event)
+        # no session survives a restart: close what a hub that crashed left "online"
+        self.registry.close_open_presence("hub restarted")
 
     def register_codec(self, product_key: str, codec: RawCodec) -> None:
         """Use ``codec`` for the raw payloads of a CUSTOM-format product."""

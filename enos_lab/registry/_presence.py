@@ -22,6 +22,8 @@ from pathlib import Path
 
 import orjson
 
+from .._files import private_sqlite
+
 __all__ = ["PRESENCE_TRIGGER", "Change", "PresenceWriter", "insert_one", "write_batch"]
 
 log = logging.getLogger("enos_lab.registry")
@@ -87,6 +89,7 @@ class PresenceWriter:
     """
 
     def __init__(self, path: Path) -> None:
+        private_sqlite(path)  # normally there already (the registry's connection made it)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA cache_size=-256")  # as the registry's own connection

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .._files import private_sqlite
 from ..clock import Clock, SystemClock, from_epoch_ms, to_epoch_ms
 from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
 from ._presence import PRESENCE_TRIGGER, Change, PresenceWriter, insert_one, write_batch
@@ -158,6 +159,14 @@ class Registry:
         self._clock = clock or SystemClock()
         self._rng: random.Random = rng or secrets.SystemRandom()
         self._lock = threading.RLock()
+        # on a file: created 0600 before SQLite opens it (its -wal and -shm files get the
+        # database file's mode); a file of looser mode, and its -wal/-shm, are set to 0600
+        memory = str(path) in ("", ":memory:") or str(path).startswith("file::memory:")
+        if not memory:
+            try:
+                private_sqlite(Path(path))
+            except OSError as exc:
+                raise RegistryError(f"cannot create the registry database {path}: {exc}") from exc
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -173,7 +182,6 @@ class Registry:
         self._queued: list[Change] = []
         # on a file, a second connection writes them in a thread, started with the first batch
         # (see _presence.py); an in-memory database has no second connection
-        memory = str(path) in ("", ":memory:") or str(path).startswith("file::memory:")
         self._writer_path = None if memory else Path(path)
         self._writer: PresenceWriter | None = None
 
@@ -623,6 +631,24 @@ class Registry:
                 writer = self._writer = PresenceWriter(path)
             queued, self._queued = self._queued, []
             writer.submit(queued)
+
+    def close_open_presence(self, reason: str) -> int:
+        """Record an offline presence row with ``reason`` for every device marked online, in
+        one transaction; returns how many there were.
+
+        For the start of the IoT hub services: a hub that ended without closing its
+        connections (a crash, a kill) left those devices "online" in the registry although no
+        session is left. The real disconnect time is unknown (somewhere between the device's
+        last message and the restart), so the row's time is the clock's now, the restart time.
+        """
+        with self._transaction() as db:
+            now = self._clock.time_ms()
+            keys = db.execute(
+                "SELECT product_key, device_key FROM devices WHERE online = 1"
+            ).fetchall()
+            for product_key, device_key in keys:
+                insert_one(db, (now, product_key, device_key, False, reason))
+        return len(keys)
 
     def presence_log(
         self, product_key: str | None = None, device_key: str | None = None

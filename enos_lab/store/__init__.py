@@ -11,10 +11,11 @@ Duplicate policy: a second row for the same device, point and event time replace
 
 from __future__ import annotations
 
+from ._config import MIN_MEMORY_LIMIT, StoreConfig
 from ._errors import SeriesNotFound
 from ._policy import RetentionReport, StoragePolicy
 from ._rows import AlertRecord, AttributeRow, EventRow, PointRow, PointValue, ValueKind
-from ._store import AGGREGATIONS, Source, StoreConfig, TimeSeriesStore
+from ._store import AGGREGATIONS, Source, TimeSeriesStore
 from ._time import MAX_EVENT_MS, MIN_EVENT_MS, TimeLike
 from ._writer import StoreStats
 
@@ -22,6 +23,7 @@ __all__ = [
     "AGGREGATIONS",
     "MAX_EVENT_MS",
     "MIN_EVENT_MS",
+    "MIN_MEMORY_LIMIT",
     "AlertRecord",
     "AttributeRow",
     "EventRow",

@@ -4,18 +4,24 @@ In the spirit of EnOS TSDB storage policies, each policy selects measurepoints b
 point-id pattern, keeps their raw values ``raw_days`` days and, optionally, rolls them into a
 downsampled series (count, sum, min, max, first, last per bucket of ``downsample``) before the raw
 rows are deleted. The first policy in the list that matches a series governs it.
+:func:`apply_policies` applies them inside the store writer's transaction.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
 
 from ..errors import InvalidArgument
 from ._time import parse_interval
 
-__all__ = ["RetentionReport", "StoragePolicy"]
+__all__ = ["RetentionReport", "StoragePolicy", "apply_policies"]
 
 DAY_MS = 86_400_000
 
@@ -71,3 +77,79 @@ class RetentionReport:
     """Raw rows deleted."""
     deleted_buckets: int
     """Downsampled buckets deleted."""
+
+
+_ROLLUP_SQL = """
+INSERT INTO rollups
+SELECT p.series_id, {width} AS interval_ms,
+       p.event_ms - (((p.event_ms % {width}) + {width}) % {width}) AS bucket_ms,
+       count(p.num), sum(p.num), min(p.num), max(p.num), min(p.event_ms),
+       arg_min(p.num, p.event_ms), max(p.event_ms), arg_max(p.num, p.event_ms)
+FROM points p JOIN f_cut c ON p.series_id = c.series_id
+WHERE p.event_ms < c.cutoff AND p.num IS NOT NULL
+GROUP BY ALL
+ON CONFLICT (series_id, interval_ms, bucket_ms) DO UPDATE SET
+    cnt = rollups.cnt + excluded.cnt,
+    total = rollups.total + excluded.total,
+    vmin = least(rollups.vmin, excluded.vmin),
+    vmax = greatest(rollups.vmax, excluded.vmax),
+    vfirst = CASE WHEN excluded.first_ms < rollups.first_ms
+                  THEN excluded.vfirst ELSE rollups.vfirst END,
+    first_ms = least(rollups.first_ms, excluded.first_ms),
+    vlast = CASE WHEN excluded.last_ms > rollups.last_ms
+                 THEN excluded.vlast ELSE rollups.vlast END,
+    last_ms = greatest(rollups.last_ms, excluded.last_ms)
+"""
+_EXPIRED_SQL = """
+SELECT count(*) FROM points p JOIN f_cut c ON p.series_id = c.series_id
+WHERE p.event_ms < c.cutoff AND p.num IS NOT NULL
+"""
+_DELETE_SQL = """
+DELETE FROM points USING f_cut c
+WHERE points.series_id = c.series_id AND points.event_ms < c.cutoff
+"""
+
+
+def apply_policies(
+    con: duckdb.DuckDBPyConnection,
+    policies: Sequence[StoragePolicy],
+    now_ms: int,
+    latest: Callable[[npt.NDArray[np.int32]], tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]],
+) -> RetentionReport:
+    """Apply ``policies`` at ``now_ms`` inside the writer's transaction.
+
+    ``latest`` gives each series' latest event time: that row is kept whatever its age, so that
+    latest values stay available.
+    """
+    groups: dict[int, list[int]] = {}
+    for sid, pk, pid in con.execute(
+        "SELECT series_id, product_key, point_id FROM series"
+    ).fetchall():
+        for i, policy in enumerate(policies):
+            if policy.matches(pk, pid):
+                groups.setdefault(i, []).append(sid)
+                break
+    rolled = deleted = deleted_buckets = 0
+    for i, sids in groups.items():
+        policy = policies[i]
+        width = policy.downsample_ms
+        if policy.raw_days is not None:
+            cutoff = now_ms - round(policy.raw_days * DAY_MS)
+            found, times = latest(np.asarray(sids, dtype=np.int32))
+            f_cut = {"series_id": found, "cutoff": np.minimum(times, cutoff)}  # noqa: F841
+            if width is not None:
+                (count,) = con.execute(_EXPIRED_SQL).fetchall()[0]
+                if count:
+                    con.execute(_ROLLUP_SQL.format(width=width))
+                rolled += int(count)
+            (count,) = con.execute(_DELETE_SQL).fetchall()[0]
+            deleted += int(count)
+        if width is not None and policy.downsample_days is not None:
+            cutoff = now_ms - round(policy.downsample_days * DAY_MS)
+            (count,) = con.execute(
+                "DELETE FROM rollups WHERE series_id IN (SELECT unnest(?::INTEGER[]))"
+                " AND bucket_ms + interval_ms <= ?",
+                [sids, cutoff],
+            ).fetchall()[0]
+            deleted_buckets += int(count)
+    return RetentionReport(rolled, deleted, deleted_buckets)

@@ -21,9 +21,10 @@ Numbers of every kind live in one DOUBLE column so that aggregation never has to
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple
@@ -32,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidArgument
+from ._time import MAX_EVENT_MS, MIN_EVENT_MS
 
 __all__ = [
     "AlertRecord",
@@ -41,6 +43,11 @@ __all__ = [
     "PointRow",
     "PointValue",
     "ValueKind",
+    "check_event_ms",
+    "check_record",
+    "check_series_keys",
+    "check_text",
+    "check_utf8",
     "decode_json",
     "encode_json",
     "encode_points",
@@ -168,12 +175,110 @@ class AlertRecord:
     """Human-readable alert content."""
 
 
-def encode_json(value: Any) -> str:
-    """Serialise ``value`` as compact JSON text; refuse what JSON cannot carry."""
+def encode_json(value: Any, row: int | None = None) -> str:
+    """Serialise ``value`` as compact JSON text; refuse what JSON cannot carry and strings that
+    are not encodable as UTF-8 (a lone surrogate, nested anywhere). ``row`` is named in errors.
+    """
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"expected a JSON-serialisable value, got {value!r}") from exc
+        raise InvalidArgument(
+            f"expected a JSON-serialisable value, got {_short(value)}{_at(row)}"
+        ) from exc
+    try:
+        text.encode()  # what DuckDB does with it; a surrogate would fail the whole commit
+    except UnicodeEncodeError as exc:
+        bad = _bad_string(value)
+        raise InvalidArgument(
+            f"expected a JSON value whose strings are encodable as UTF-8, got {bad!r} "
+            f"in {_short(value)}{_at(row)}"
+        ) from exc
+    return text
+
+
+def check_text(value: object, what: str, row: int | None = None, *, optional: bool = False) -> None:
+    """Refuse ``value`` unless it is a non-empty string encodable as UTF-8 (or None when
+    ``optional``); the error names ``what``, the value and ``row``."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"expected a non-empty string {what}, got {value!r}{_at(row)}")
+    check_utf8(value, what, row)
+
+
+def check_utf8(value: str, what: str, row: int | None = None) -> None:
+    """Refuse the string ``value`` if it is not encodable as UTF-8 (it holds a lone surrogate,
+    which a Python string may and DuckDB cannot store)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(
+            f"expected {what} encodable as UTF-8 (no lone surrogate), got {value!r}{_at(row)}"
+        ) from exc
+
+
+def check_event_ms(value: object, what: str = "event time", row: int | None = None) -> None:
+    """Refuse ``value`` unless it is an integer in ``[MIN_EVENT_MS, MAX_EVENT_MS]``."""
+    if (
+        not isinstance(value, int | np.integer)
+        or isinstance(value, bool)
+        or not MIN_EVENT_MS <= value <= MAX_EVENT_MS
+    ):
+        raise InvalidArgument(
+            f"expected an integer {what} in [{MIN_EVENT_MS}, {MAX_EVENT_MS}] [ms] (years "
+            f"1677-2262), got {value!r}{_at(row)}"
+        )
+
+
+def check_record(
+    product_key: object, device_key: object, ident: object, ms: object, row: int
+) -> None:
+    """Check the keys, id and event time of one event, attribute change or alert record."""
+    check_text(product_key, "product_key", row)
+    check_text(device_key, "device_key", row)
+    check_text(ident, "id", row)
+    check_event_ms(ms, "event time", row)
+
+
+def check_series_keys(keys: Sequence[tuple[Any, ...]], rows: Iterable[int]) -> None:
+    """Check the (product_key, device_key, point_id) of the measurepoint ``rows`` (indices
+    into ``keys``): non-empty strings encodable as UTF-8. For series not stored yet only: a
+    stored series' key passed this check when it was first stored."""
+    for i in rows:
+        product_key, device_key, point_id = keys[i]
+        check_text(product_key, "product_key", i)
+        check_text(device_key, "device_key", i)
+        check_text(point_id, "point_id", i)
+
+
+def _at(row: int | None) -> str:
+    return "" if row is None else f" (row {row})"
+
+
+def _short(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _bad_string(value: Any) -> str | None:
+    """The first string in ``value`` (keys and items, nested) not encodable as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, Mapping):
+        items: Iterable[Any] = itertools.chain.from_iterable(value.items())
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return None
+    for item in items:
+        bad = _bad_string(item)
+        if bad is not None:
+            return bad
+    return None
 
 
 def decode_json(text: str | None) -> Any:
@@ -221,11 +326,14 @@ def _kind_of(value: object) -> int:
     )
 
 
-def _int_column(values: Sequence[Any], name: str) -> npt.NDArray[np.int64]:
+def _event_ms_column(values: Sequence[Any]) -> npt.NDArray[np.int64]:
+    """The event times as int64, each in ``[MIN_EVENT_MS, MAX_EVENT_MS]`` (checked on the
+    column's minimum and maximum; the offending row is looked for only when one is out)."""
     arr = np.asarray(values)
-    if arr.dtype.kind not in "iu":
-        bad = next((v for v in values if not isinstance(v, int) or isinstance(v, bool)), None)
-        raise InvalidArgument(f"expected integer {name} values [ms], got {bad!r}")
+    if arr.dtype.kind not in "iu" or arr.min() < MIN_EVENT_MS or arr.max() > MAX_EVENT_MS:
+        # not integers (floats, bools, ints beyond 64 bits as objects) or out of range
+        for i, value in enumerate(values):
+            check_event_ms(value, row=i)
     return arr.astype(np.int64, copy=False)
 
 
@@ -261,7 +369,7 @@ def encode_points(rows: Sequence[PointRow] | Sequence[tuple[Any, ...]]) -> Point
         )
     pks, dks, pids, evs, values, qualities, resumes = cols
     keys = list(zip(pks, dks, pids, strict=True))
-    event_ms = _int_column(evs, "event time")
+    event_ms = _event_ms_column(evs)
 
     kget = _KIND_BY_TYPE.get
     types = set(map(type, values))
@@ -281,11 +389,18 @@ def encode_points(rows: Sequence[PointRow] | Sequence[tuple[Any, ...]]) -> Point
         if numeric.size:
             num[numeric] = _float_column([values[i] for i in numeric])
         text = np.full(n, None, dtype=object)
-        for i in np.flatnonzero(kinds == ValueKind.STRING):
+        strings = np.flatnonzero(kinds == ValueKind.STRING)
+        for i in strings:
             text[i] = values[i]
+        if strings.size:
+            try:  # one pass over all of them; DuckDB would fail the whole commit on a surrogate
+                "".join(text[strings]).encode()
+            except UnicodeEncodeError:
+                for i in strings:
+                    check_utf8(values[i], "a string value", int(i))
         for i in np.flatnonzero(kinds == ValueKind.JSON):
             value = values[i]
-            text[i] = encode_json(list(value) if isinstance(value, tuple) else value)
+            text[i] = encode_json(list(value) if isinstance(value, tuple) else value, int(i))
 
     if qualities.count(None) == n:
         quality = np.full(n, _QUALITY_NONE, dtype=np.int32)

@@ -10,6 +10,12 @@ durable through its write-ahead log. Synchronous callers block on a future; asyn
 the same future wrapped for their loop, so the loop never blocks. Queries run on their own cursor
 (a separate connection to the same database) and see every committed row.
 
+Bad input fails alone: append calls check their rows in the calling thread, before the writer
+groups them with other callers' rows (one row DuckDB cannot store would fail the whole group).
+Event times must lie in ``[MIN_EVENT_MS, MAX_EVENT_MS]`` (what pandas represents; checked on the
+column's minimum and maximum) and text must be encodable as UTF-8 (checked where the store
+encodes it anyway, and for the keys of series not stored yet).
+
 Event time rules: rows are keyed by (series, event time). "Latest" is the row with the greatest
 event time, not the last to arrive; resumed history never replaces a newer latest value. See
 :mod:`._writer` for the duplicate policy.
@@ -28,9 +34,8 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -42,16 +47,23 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from .._files import keep_private, private_dir, tighten
 from ..clock import Clock, SystemClock
 from ..errors import InvalidArgument, StoreError
+from ._config import StoreConfig
 from ._errors import SeriesNotFound
-from ._policy import DAY_MS, RetentionReport, StoragePolicy
+from ._policy import RetentionReport, StoragePolicy, apply_policies
 from ._rows import (
     AlertRecord,
     AttributeRow,
     EventRow,
     PointRow,
     ValueKind,
+    check_event_ms,
+    check_record,
+    check_series_keys,
+    check_text,
+    check_utf8,
     decode_json,
     encode_json,
     encode_points,
@@ -60,7 +72,7 @@ from ._schema import SCHEMA, SCHEMA_VERSION
 from ._time import TimeLike, as_ms, ms_range, parse_interval, to_utc_index
 from ._writer import Batch, BatchKind, Job, StoreStats, Writer
 
-__all__ = ["AGGREGATIONS", "Source", "StoreConfig", "TimeSeriesStore"]
+__all__ = ["AGGREGATIONS", "Source", "TimeSeriesStore"]
 
 log = logging.getLogger(__name__)
 
@@ -120,33 +132,15 @@ class Source(StrEnum):
     """Both: downsampled buckets for what retention removed, raw rows for the rest."""
 
 
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    """Tuning of the writer."""
-
-    queue_size: int = 1024
-    """Append calls that may wait for the writer before callers block (back-pressure)."""
-    max_rows: int = 100_000
-    """A group commit stops collecting batches at this many rows."""
-    max_delay: float = 0.0
-    """Extra wait for more batches once callers proved concurrent (the previous group held
-    several). 0 groups just what queued up during the previous commit, which already batches
-    concurrent callers; a positive value trades latency for larger groups. [s]"""
-
-    def __post_init__(self) -> None:
-        if self.queue_size < 1 or self.max_rows < 1 or self.max_delay < 0:
-            raise InvalidArgument(
-                f"expected positive queue_size/max_rows and max_delay >= 0: {self}"
-            )
-
-
 class TimeSeriesStore:
     """Measurepoints, events, attribute changes and alert records in an embedded DuckDB.
 
-    ``data_dir`` is the lab's data directory (created if missing); None uses a temporary directory
-    that :meth:`close` removes. ``clock`` gives receive times and the default retention time.
-    ``policies`` are the storage policies (see :class:`StoragePolicy`). Thread-safe: every method
-    may be called from any thread; the ``*_async`` methods never block the event loop.
+    ``data_dir`` is the lab's data directory (created with mode 0700 if missing; the store's
+    files in it are 0600); None uses a temporary directory that :meth:`close` removes. ``clock``
+    gives receive times and the default retention time. ``policies`` are the storage policies
+    (see :class:`StoragePolicy`). ``config`` tunes the writer and DuckDB (memory limit, threads;
+    see :class:`StoreConfig`). Thread-safe: every method may be called from any thread; the
+    ``*_async`` methods never block the event loop.
     """
 
     def __init__(
@@ -162,14 +156,16 @@ class TimeSeriesStore:
         self._policies = tuple(policies)
         self._temporary = data_dir is None
         if data_dir is None:
-            self._dir = Path(tempfile.mkdtemp(prefix="enos_lab_store_"))
+            self._dir = Path(tempfile.mkdtemp(prefix="enos_lab_store_"))  # mode 0700
         else:
             self._dir = Path(data_dir)
-            self._dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self._dir)
         self._path = self._dir / DB_FILE
+        self._wal = self._dir / (DB_FILE + ".wal")
+        self._spill = self._dir / (DB_FILE + ".tmp")
         try:
-            con = duckdb.connect(str(self._path))
-        except duckdb.Error as exc:
+            con = self._connect()
+        except (duckdb.Error, OSError) as exc:
             self._remove_temporary()
             raise StoreError(f"cannot open the time-series database {self._path}: {exc}") from exc
         try:
@@ -197,9 +193,36 @@ class TimeSeriesStore:
             queue_size=self._config.queue_size,
             max_rows=self._config.max_rows,
             max_delay=self._config.max_delay,
+            max_series_per_device=self._config.max_series_per_device,
             name=f"enos_lab-store-writer[{self._dir.name}]",
+            after_commit=self._keep_wal_private,
         )
         log.debug("time-series store opened at %s", self._path)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """Open the database with its files private to the user (see :mod:`enos_lab._files`).
+
+        DuckDB creates its database file, its write-ahead log and its spill files with the
+        umask's mode and cannot be told another. So: an existing database or log of looser mode
+        is set to 0600 (with a warning) before DuckDB opens it; a new database file is set to
+        0600 right after DuckDB created it, before anything is written into it; the log, which
+        DuckDB deletes at every checkpoint and creates anew at the next commit, is set to 0600
+        after every commit that made it (:meth:`_keep_wal_private`, one ``stat`` per commit);
+        spill files go to a directory of their own made 0700 here and removed on close.
+        """
+        tighten(self._path)
+        tighten(self._wal)
+        private_dir(self._spill)
+        settings: dict[str, str | bool | int | float | list[str]] = {
+            **self._config.duckdb_settings(),
+            "temp_directory": str(self._spill),
+        }
+        con = duckdb.connect(str(self._path), config=settings)
+        keep_private(self._path)
+        return con
+
+    def _keep_wal_private(self) -> None:
+        keep_private(self._wal)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -207,6 +230,32 @@ class TimeSeriesStore:
     def path(self) -> Path:
         """The database file."""
         return self._path
+
+    @property
+    def config(self) -> StoreConfig:
+        """The store's settings."""
+        return self._config
+
+    def setting(self, name: str) -> str:
+        """DuckDB's current value of its setting ``name`` as DuckDB shows it (for example
+        ``setting("memory_limit")`` gives ``"256.0 MiB"``)."""
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT value FROM duckdb_settings() WHERE name = ?", [name]
+            ).fetchall()
+        if not rows:
+            raise InvalidArgument(f"expected the name of a DuckDB setting, got {name!r}")
+        return str(rows[0][0])
+
+    def memory_usage(self) -> dict[str, int]:
+        """DuckDB's memory in use by component, non-zero ones only (its ``duckdb_memory()``:
+        ``BASE_TABLE`` is the cache of stored table blocks, ``IN_MEMORY_TABLE`` rows not yet
+        checkpointed, ``ART_INDEX`` the key indexes, ...). [bytes]"""
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT tag, memory_usage_bytes FROM duckdb_memory() WHERE memory_usage_bytes > 0"
+            ).fetchall()
+        return {str(tag): int(size) for tag, size in rows}
 
     @property
     def closed(self) -> bool:
@@ -220,6 +269,8 @@ class TimeSeriesStore:
         self._writer.close()
         with self._read_lock:
             self._read_root.close()
+        with contextlib.suppress(OSError):
+            self._spill.rmdir()  # DuckDB empties it; a directory it did not make, it keeps
         self._remove_temporary()
         log.debug("time-series store closed at %s", self._path)
 
@@ -291,20 +342,30 @@ class TimeSeriesStore:
         return Batch(kind, rows, self._clock.time_ms(), Future())
 
     def _points_batch(self, rows: Sequence[PointRow]) -> Batch:
+        # Everything is checked here, in the caller's thread, so that a bad row fails its own
+        # call and never the group commit it would join (see encode_points).
         cols = encode_points(rows)
         batch = self._batch("points", len(cols))
         get = self._writer.series.get
         batch.points = cols
-        batch.series = np.array([get(k, -1) for k in cols.keys], dtype=np.int32)
+        try:
+            batch.series = np.array([get(k, -1) for k in cols.keys], dtype=np.int32)
+        except TypeError:  # an unhashable key part
+            check_series_keys(cols.keys, range(len(cols)))
+            raise
+        unknown = np.flatnonzero(batch.series < 0)
+        if unknown.size:  # series not stored yet: their keys were never checked
+            new_rows = unknown.tolist()
+            check_series_keys(cols.keys, new_rows)
+            self._writer.check_new_series(cols.keys, new_rows)
         return batch
 
     def _events_batch(self, rows: Sequence[EventRow]) -> Batch:
         batch = self._batch("events", len(rows))
         rcv = batch.receive_ms
-        for row in rows:
-            _check_record(row.product_key, row.device_key, row.event_id, row.event_time_ms)
-            if row.severity is not None and not isinstance(row.severity, str):
-                raise InvalidArgument(f"expected a string severity or None, got {row.severity!r}")
+        for i, row in enumerate(rows):
+            check_record(row.product_key, row.device_key, row.event_id, row.event_time_ms, i)
+            check_text(row.severity, "severity", i, optional=True)
             batch.records.append(
                 (
                     row.product_key,
@@ -313,7 +374,7 @@ class TimeSeriesStore:
                     row.event_time_ms,
                     rcv,
                     row.severity,
-                    encode_json(dict(row.outputs)),
+                    encode_json(dict(row.outputs), i),
                 )
             )
         return batch
@@ -321,9 +382,9 @@ class TimeSeriesStore:
     def _attributes_batch(self, rows: Sequence[AttributeRow]) -> Batch:
         batch = self._batch("attributes", len(rows))
         rcv = batch.receive_ms
-        for row in rows:
-            _check_record(row.product_key, row.device_key, row.attribute_id, row.event_time_ms)
-            text = None if row.value is None else encode_json(row.value)
+        for i, row in enumerate(rows):
+            check_record(row.product_key, row.device_key, row.attribute_id, row.event_time_ms, i)
+            text = None if row.value is None else encode_json(row.value, i)
             batch.records.append(
                 (row.product_key, row.device_key, row.attribute_id, row.event_time_ms, rcv, text)
             )
@@ -332,13 +393,18 @@ class TimeSeriesStore:
     def _alerts_batch(self, records: Sequence[AlertRecord]) -> Batch:
         batch = self._batch("alerts", len(records))
         rcv = batch.receive_ms
-        for rec in records:
-            _check_record(rec.product_key, rec.device_key, rec.rule_id, rec.occur_time_ms)
-            if not rec.alert_id:
-                raise InvalidArgument(f"expected a non-empty alert_id, got {rec.alert_id!r}")
+        for i, rec in enumerate(records):
+            check_record(rec.product_key, rec.device_key, rec.rule_id, rec.occur_time_ms, i)
+            check_text(rec.alert_id, "alert_id", i)
+            check_text(rec.severity, "severity", i)
+            check_text(rec.state, "state", i)
+            check_text(rec.point_id, "point_id", i, optional=True)
+            if not isinstance(rec.message, str):
+                raise InvalidArgument(f"expected a string message, got {rec.message!r} (row {i})")
+            check_utf8(rec.message, "message", i)
             if rec.recover_time_ms is not None:
-                _check_ms(rec.recover_time_ms, "recover_time_ms")
-            value = None if rec.value is None else encode_json(rec.value)
+                check_event_ms(rec.recover_time_ms, "recover_time_ms", i)
+            value = None if rec.value is None else encode_json(rec.value, i)
             batch.records.append(
                 (
                     rec.alert_id,
@@ -398,7 +464,7 @@ class TimeSeriesStore:
         now_ms = as_ms(now if now is not None else self._clock.now(), "now")
         policies = self._policies
         latest = self._writer.latest_times
-        job: Job = Job(lambda con: _retention(con, policies, now_ms, latest), Future())
+        job: Job = Job(lambda con: apply_policies(con, policies, now_ms, latest), Future())
         self._writer.submit(job)
         result: RetentionReport = job.future.result()
         return result
@@ -791,18 +857,6 @@ class TimeSeriesStore:
 # ---------------------------------------------------------------------- helpers
 
 
-def _check_ms(value: object, name: str) -> None:
-    if not isinstance(value, int | np.integer) or isinstance(value, bool):
-        raise InvalidArgument(f"expected integer {name} [ms], got {value!r}")
-
-
-def _check_record(product_key: object, device_key: object, ident: object, ms: object) -> None:
-    for name, part in (("product_key", product_key), ("device_key", device_key), ("id", ident)):
-        if not isinstance(part, str) or not part:
-            raise InvalidArgument(f"expected a non-empty string {name}, got {part!r}")
-    _check_ms(ms, "event time")
-
-
 def _names(value: str | Sequence[str], what: str) -> list[str]:
     names = [value] if isinstance(value, str) else list(value)
     if not names or not all(isinstance(n, str) and n for n in names):
@@ -877,79 +931,3 @@ def _decode_values(kind: npt.NDArray[np.uint8], num: npt.NDArray[np.float64], te
         else:
             out[i] = json.loads(text[i])
     return out
-
-
-_ROLLUP_SQL = """
-INSERT INTO rollups
-SELECT p.series_id, {width} AS interval_ms,
-       p.event_ms - (((p.event_ms % {width}) + {width}) % {width}) AS bucket_ms,
-       count(p.num), sum(p.num), min(p.num), max(p.num), min(p.event_ms),
-       arg_min(p.num, p.event_ms), max(p.event_ms), arg_max(p.num, p.event_ms)
-FROM points p JOIN f_cut c ON p.series_id = c.series_id
-WHERE p.event_ms < c.cutoff AND p.num IS NOT NULL
-GROUP BY ALL
-ON CONFLICT (series_id, interval_ms, bucket_ms) DO UPDATE SET
-    cnt = rollups.cnt + excluded.cnt,
-    total = rollups.total + excluded.total,
-    vmin = least(rollups.vmin, excluded.vmin),
-    vmax = greatest(rollups.vmax, excluded.vmax),
-    vfirst = CASE WHEN excluded.first_ms < rollups.first_ms
-                  THEN excluded.vfirst ELSE rollups.vfirst END,
-    first_ms = least(rollups.first_ms, excluded.first_ms),
-    vlast = CASE WHEN excluded.last_ms > rollups.last_ms
-                 THEN excluded.vlast ELSE rollups.vlast END,
-    last_ms = greatest(rollups.last_ms, excluded.last_ms)
-"""
-_EXPIRED_SQL = """
-SELECT count(*) FROM points p JOIN f_cut c ON p.series_id = c.series_id
-WHERE p.event_ms < c.cutoff AND p.num IS NOT NULL
-"""
-_DELETE_SQL = """
-DELETE FROM points USING f_cut c
-WHERE points.series_id = c.series_id AND points.event_ms < c.cutoff
-"""
-
-
-def _retention(
-    con: duckdb.DuckDBPyConnection,
-    policies: Sequence[StoragePolicy],
-    now_ms: int,
-    latest: Callable[[npt.NDArray[np.int32]], tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]],
-) -> RetentionReport:
-    """Apply ``policies`` at ``now_ms`` inside the writer's transaction.
-
-    ``latest`` gives each series' latest event time: that row is kept whatever its age, so that
-    latest values stay available.
-    """
-    groups: dict[int, list[int]] = {}
-    for sid, pk, pid in con.execute(
-        "SELECT series_id, product_key, point_id FROM series"
-    ).fetchall():
-        for i, policy in enumerate(policies):
-            if policy.matches(pk, pid):
-                groups.setdefault(i, []).append(sid)
-                break
-    rolled = deleted = deleted_buckets = 0
-    for i, sids in groups.items():
-        policy = policies[i]
-        width = policy.downsample_ms
-        if policy.raw_days is not None:
-            cutoff = now_ms - round(policy.raw_days * DAY_MS)
-            found, times = latest(np.asarray(sids, dtype=np.int32))
-            f_cut = {"series_id": found, "cutoff": np.minimum(times, cutoff)}  # noqa: F841
-            if width is not None:
-                (count,) = con.execute(_EXPIRED_SQL).fetchall()[0]
-                if count:
-                    con.execute(_ROLLUP_SQL.format(width=width))
-                rolled += int(count)
-            (count,) = con.execute(_DELETE_SQL).fetchall()[0]
-            deleted += int(count)
-        if width is not None and policy.downsample_days is not None:
-            cutoff = now_ms - round(policy.downsample_days * DAY_MS)
-            (count,) = con.execute(
-                "DELETE FROM rollups WHERE series_id IN (SELECT unnest(?::INTEGER[]))"
-                " AND bucket_ms + interval_ms <= ?",
-                [sids, cutoff],
-            ).fetchall()[0]
-            deleted_buckets += int(count)
-    return RetentionReport(rolled, deleted, deleted_buckets)

@@ -154,7 +154,12 @@ def _execute(con: duckdb.DuckDBPyConnection, sql: str, frames: dict[str, Any]) -
 
 
 class Writer:
-    """Owns the write connection and the thread that commits queued batches."""
+    """Owns the write connection and the thread that commits queued batches.
+
+    ``after_commit`` runs in the writer thread after every commit, before the callers hear of
+    it (the store keeps a write-ahead log DuckDB has just made private with it);
+    ``max_series_per_device`` is the bound :meth:`check_new_series` enforces.
+    """
 
     def __init__(
         self,
@@ -164,8 +169,12 @@ class Writer:
         max_rows: int,
         max_delay: float,
         name: str,
+        max_series_per_device: int = 10_000,
+        after_commit: Callable[[], None] = lambda: None,
     ) -> None:
         self._con = con
+        self._max_series_per_device = max_series_per_device
+        self._after_commit = after_commit
         self._queue: queue.Queue[Batch | Job | object] = queue.Queue(maxsize=queue_size)
         self._max_rows = max_rows
         self._max_delay = max_delay
@@ -180,6 +189,10 @@ class Writer:
             self.series[(pk, dk, pid)] = sid
         for pk, dk in con.execute("SELECT product_key, device_key FROM devices").fetchall():
             self._devices.add((pk, dk))
+        # series per device, for the bound on what one device's data can make the store keep
+        self._series_per_device: dict[tuple[str, str], int] = {}
+        for pk, dk, _ in self.series:
+            self._series_per_device[pk, dk] = self._series_per_device.get((pk, dk), 0) + 1
         self._next_sid = max(self.series.values(), default=-1) + 1
         # Greatest stored event time per series, indexed by series id: rows newer than it cannot
         # collide with stored rows, so they are simply appended.
@@ -209,6 +222,29 @@ class Writer:
             except queue.Full:
                 return False
         return True
+
+    def check_new_series(self, keys: list[SeriesKey], rows: list[int]) -> None:
+        """Refuse the rows (indices into ``keys``, series not stored at submit time) if they
+        would give a device more than ``max_series_per_device`` series. Caller side: reads the
+        committed counts only, so appends running at the same time may pass the bound by what
+        they add together."""
+        stored = self._series_per_device
+        known = self.series
+        limit = self._max_series_per_device
+        added: dict[tuple[str, str], set[SeriesKey]] = {}
+        for i in rows:
+            key = keys[i]
+            if key in known:
+                continue
+            device = (key[0], key[1])
+            new = added.setdefault(device, set())
+            new.add(key)
+            if stored.get(device, 0) + len(new) > limit:
+                raise InvalidArgument(
+                    f"device {key[0]}/{key[1]} would pass StoreConfig.max_series_per_device = "
+                    f"{limit} series with point id {key[2]!r} (row {i}); it has "
+                    f"{stored.get(device, 0)} stored"
+                )
 
     def close(self) -> None:
         """Commit everything queued, stop the thread and close the write connection."""
@@ -305,6 +341,7 @@ class Writer:
             job.future.set_exception(_as_store_error(exc))
         else:
             self._commits += 1
+            self._committed()
             job.future.set_result(result)
 
     def _rollback(self) -> None:
@@ -336,8 +373,16 @@ class Writer:
             return
         self._complete(group)
 
+    def _committed(self) -> None:
+        """Run the ``after_commit`` hook (e.g. the store keeping a new log file private)."""
+        try:
+            self._after_commit()
+        except Exception:
+            log.warning("the store's after-commit step failed", exc_info=True)
+
     def _complete(self, group: list[Batch]) -> None:
         self._commits += 1
+        self._committed()
         self._batches += len(group)
         self._max_group = max(self._max_group, len(group))
         for batch in group:
@@ -423,6 +468,9 @@ class Writer:
         self._next_sid += len(new_series)
         self._devices.update(new_devices)
         self.series.update(new_series)
+        counts = self._series_per_device
+        for pk, dk, _ in new_series:
+            counts[pk, dk] = counts.get((pk, dk), 0) + 1
         if latest_update is not None:
             sids, ms = latest_update
             self._latest_ms[sids] = ms
@@ -441,11 +489,8 @@ class Writer:
             sid = known.get(key)
             if sid is None:
                 sid = new_series.get(key)
-            if sid is None:
-                pk, dk, pid = key
-                for name, part in (("product_key", pk), ("device_key", dk), ("point_id", pid)):
-                    if not isinstance(part, str) or not part:
-                        raise InvalidArgument(f"expected a non-empty string {name}, got {part!r}")
+            if sid is None:  # its key was checked at submit time (check_series_keys)
+                pk, dk, _ = key
                 sid = self._next_sid + len(new_series)
                 new_series[key] = sid
                 if (pk, dk) not in self._devices:

@@ -153,3 +153,38 @@ def test_a_file_without_the_presence_trigger_gets_it(tmp_path: Path, clock: Simu
     registry = Registry(path, clock=clock)
     assert registry.set_online("meterP", "m0").state is DeviceState.ONLINE
     registry.close()
+
+
+def test_close_open_presence_records_an_offline_row_for_every_online_device(
+    tmp_path: Path, clock: SimulatedClock
+) -> None:
+    path = tmp_path / "registry.sqlite3"
+    registry = _registry(path, clock)
+    registry.queue_presence("meterP", "m0", True, "connected")
+    registry.queue_presence("meterP", "m1", True, "connected")
+    registry.queue_presence("meterP", "m1", False, "disconnected")
+    registry.queue_presence("meterP", "m2", True, "connected")
+    registry.flush_presence()
+    clock.advance(60)
+    restarted = registry._now()
+
+    assert registry.close_open_presence("hub restarted") == 2
+    for key in ("m0", "m2"):
+        device = registry.get_device("meterP", key)
+        assert device.online is False and device.state is DeviceState.OFFLINE
+        assert device.last_offline_at == restarted
+        assert registry.presence_log("meterP", key)[-1][1:] == (
+            "meterP",
+            key,
+            False,
+            "hub restarted",
+        )
+        assert registry.presence_log("meterP", key)[-1][0] == restarted
+    # a device already offline gets no second offline row
+    assert [row[4] for row in registry.presence_log("meterP", "m1")] == [
+        "connected",
+        "disconnected",
+    ]
+    assert registry.close_open_presence("hub restarted") == 0
+    assert _logged(path) == 6
+    registry.close()
