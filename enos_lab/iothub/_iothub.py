@@ -558,7 +558,8 @@ class IotHub:
     given; ``ota`` is the replaceable OTA handler (default :class:`MemoryOta`).
 
     Presence reasons written to the registry: connected, disconnected, kicked, keep-alive
-    timeout, taken over, gateway offline, logged out, disabled, deleted.
+    timeout, taken over, gateway offline, logged out, disabled, deleted, hub restarted (written
+    by :meth:`attach` for devices a crashed hub left online).
     """
 
     def __init__(
