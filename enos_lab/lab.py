@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import ipaddress
 import logging
 import random
@@ -115,6 +116,8 @@ def _coroutine_form(
         return await asyncio.to_thread(method, self, *args, **kwargs)
 
     coroutine_form.__name__ = coroutine_form.__qualname__ = "a" + method.__name__
+    # help() and inspect show the parameters of the method, not (*args, **kwargs)
+    coroutine_form.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
     coroutine_form.__doc__ = (
         f"Coroutine form of :meth:`{method.__name__}` (runs it in a worker thread, so that the "
         "caller's event loop keeps running)."
@@ -500,16 +503,37 @@ class Lab:
 
     # -- devices -----------------------------------------------------------------------------
 
-    def register_device(self, /, product_key: str, **kwargs: Any) -> Device:
+    def register_device(
+        self,
+        product_key: str,
+        *,
+        device_key: str | None = None,
+        name: str | None = None,
+        name_i18n: Mapping[str, str] | None = None,
+        description: str = "",
+        timezone: str = "+00:00",
+        tags: Mapping[str, object] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        device_secret: str | None = None,
+    ) -> Device:
         """Register a device of ``product_key`` (see :meth:`Registry.register_device`).
 
-        Keyword arguments: ``device_key``, ``name``, ``name_i18n``, ``description``,
-        ``timezone`` (``"+08:00"``), ``tags``, ``attributes``, ``device_secret``; keys and
-        secrets are generated unless given. The device starts INACTIVE and becomes ONLINE on its
-        first login. Raises :class:`~enos_lab.errors.NotFound` for an unknown product and
+        ``timezone`` is an offset such as ``"+08:00"``; the key and secret are generated unless
+        given. The device starts INACTIVE and becomes ONLINE on its first login. Raises
+        :class:`~enos_lab.errors.NotFound` for an unknown product and
         :class:`~enos_lab.errors.AlreadyExists` for a taken ``device_key``.
         """
-        return self.registry.register_device(product_key, **kwargs)
+        return self.registry.register_device(
+            product_key,
+            device_key=device_key,
+            name=name,
+            name_i18n=name_i18n,
+            description=description,
+            timezone=timezone,
+            tags=tags,
+            attributes=attributes,
+            device_secret=device_secret,
+        )
 
     aregister_device = _coroutine_form(register_device)
 

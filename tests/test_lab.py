@@ -203,3 +203,20 @@ def test_a_loopback_lab_starts_without_the_plain_tcp_warning(
     with caplog.at_level(logging.WARNING, logger="enos_lab"), Lab(tmp_path, port=0):
         pass
     assert not [r for r in caplog.records if "plain TCP" in r.getMessage()]
+
+
+def test_every_facade_method_shows_its_real_signature() -> None:
+    import inspect
+
+    methods = {
+        name: member
+        for name, member in inspect.getmembers(Lab, callable)
+        if not name.startswith("_") and inspect.isfunction(member)
+    }
+    assert "alogins" in methods and "acreate_product" in methods
+    for name, method in methods.items():
+        kinds = {p.kind for p in inspect.signature(method).parameters.values()}
+        assert inspect.Parameter.VAR_POSITIONAL not in kinds, name
+        assert inspect.Parameter.VAR_KEYWORD not in kinds, name
+        if name.startswith("a") and name[1:] in methods:
+            assert inspect.signature(method) == inspect.signature(methods[name[1:]]), name
