@@ -1676,7 +1676,12 @@ class Hub:
         if expiry is not None:
             session.expires_at = at = self._loop.time() + expiry
             self._expiry_seq += 1
-            heapq.heappush(self._expiring, (at, self._expiry_seq, session))
+            expiring = self._expiring
+            heapq.heappush(expiring, (at, self._expiry_seq, session))
+            if len(expiring) > 2 * len(self._sessions) + 64:
+                # entries of sessions taken up again pile up with every reconnection: drop them
+                self._expiring = [e for e in expiring if e[2].expires_at == e[0]]
+                heapq.heapify(self._expiring)
         else:
             session.expires_at = None
         identity = session.identity
@@ -1695,7 +1700,10 @@ class Hub:
                 identity,
                 limit,
             )
+            pending = self._wills.pop(oldest.key, None)
             self._discard_session(oldest)
+            if pending is not None:  # the session ended now: its delayed will is due
+                self._publish_will(pending.info, pending.will)
             offline = self._offline.get(identity, {})
 
     def _connection_ended(
