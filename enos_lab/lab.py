@@ -634,14 +634,17 @@ class Lab:
 
     apresence = _coroutine_form(presence)
 
-    def logins(self, product_key: str | None = None, device_key: str | None = None) -> pd.DataFrame:
-        """The login log: every login attempt, oldest first (the latest
-        ``IotHubConfig.login_log_size``), optionally of one product or device.
+    def refused_logins(
+        self, product_key: str | None = None, device_key: str | None = None
+    ) -> pd.DataFrame:
+        """The login log: the refused login attempts, oldest first (the latest
+        ``IotHubConfig.login_log_size``), optionally of one product or device. Accepted logins
+        are in :meth:`presence` ("connected").
 
         Columns: ``time`` (tz-aware UTC), ``source`` (the client's address), ``client_id,
-        product_key, device_key, accepted`` (bool), ``reason`` (why the registry refused or
-        accepted it, or ``blocked after N failed logins until T``) and ``blocked_until``
-        (tz-aware UTC: set on the failure that started a block and on the attempts it refused).
+        product_key, device_key``, ``reason`` (why the registry refused it, or ``blocked after N
+        failed logins until T``) and ``blocked_until`` (tz-aware UTC: set on the failure that
+        started a block and on the attempts it refused).
         Failed logins block a device's logins from that address only (4 within 120 s: 300 s,
         ``IotHubConfig``); :meth:`unblock_login` lifts a block.
         """
@@ -649,11 +652,11 @@ class Lab:
         rows = self.run(_call(iothub.login_log.rows, product_key, device_key))
         return logins_frame(rows)
 
-    alogins = _coroutine_form(logins)
+    arefused_logins = _coroutine_form(refused_logins)
 
     def unblock_login(self, product_key: str, device_key: str, source: str | None = None) -> int:
         """Lift the login throttle's blocks of a device from ``source`` (the address as in
-        :meth:`logins`, e.g. ``"127.0.0.1"``; ``None``: every address) and forget its failed
+        :meth:`refused_logins`, e.g. ``"127.0.0.1"``; ``None``: every address) and forget its
         logins there, so that its next correct login is accepted at once. Returns how many
         blocks were lifted.
         """

@@ -107,7 +107,7 @@ def test_login_log_and_unblock_in_both_forms_and_not_when_anonymous() -> None:
             assert await reader.readexactly(4) == CONNACK_NOT_AUTHORIZED
             writer.close()
             await writer.wait_closed()
-            frame = await lab.alogins()
+            frame = await lab.arefused_logins()
             assert list(frame["client_id"]) == ["lab-test"]
             assert list(frame["source"]) == ["127.0.0.1"]
             assert await lab.aunblock_login("pk", "dk") == 0
@@ -115,7 +115,7 @@ def test_login_log_and_unblock_in_both_forms_and_not_when_anonymous() -> None:
     asyncio.run(scenario())
     with Lab(port=0, anonymous=True) as lab:
         with pytest.raises(InvalidArgument, match="anonymous"):
-            lab.logins()
+            lab.refused_logins()
         with pytest.raises(InvalidArgument, match="anonymous"):
             lab.unblock_login("pk", "dk")
 
@@ -213,7 +213,7 @@ def test_every_facade_method_shows_its_real_signature() -> None:
         for name, member in inspect.getmembers(Lab, callable)
         if not name.startswith("_") and inspect.isfunction(member)
     }
-    assert "alogins" in methods and "acreate_product" in methods
+    assert "arefused_logins" in methods and "acreate_product" in methods
     for name, method in methods.items():
         kinds = {p.kind for p in inspect.signature(method).parameters.values()}
         assert inspect.Parameter.VAR_POSITIONAL not in kinds, name

@@ -236,7 +236,6 @@ class _Connection(asyncio.Protocol):
         "inflight_in",
         "info",
         "ka_limit",
-        "key",
         "last",
         "level",
         "max_out",
@@ -264,7 +263,6 @@ class _Connection(asyncio.Protocol):
         self.state = _NEW
         self.level = 4
         self.client_id = ""
-        self.key: SessionKey = ""  # ClientInfo.session_key, set when the CONNECT is accepted
         self.peer = "unknown"
         self.info: ClientInfo | None = None
         self.session: _Session | None = None
@@ -842,10 +840,9 @@ class _Connection(asyncio.Protocol):
             p.clean_start,
             keep_alive,
             result.attributes,
-            result.identity,
+            client_id if result.identity is None else (result.identity, client_id),
         )
         self.info = info
-        self.key = info.session_key
         if p.will is not None:
             self.will = p.will
         session_present = hub._attach_session(self, p.clean_start)
@@ -1587,7 +1584,9 @@ class Hub:
         Sessions are found by session key, never by the client id alone: a client that
         authenticated as another identity with the same client id gets a session of its own.
         """
-        key = conn.key
+        info = conn.info
+        assert info is not None
+        key = info.session_key
         client_id = conn.client_id
         old = self._clients.get(key)
         if old is not None and old is not conn:
@@ -1604,10 +1603,8 @@ class Hub:
             # the session ended now: a delayed will is due (5.0 3.1.3.2.2)
             self._publish_will(pending_will.info, pending_will.will)
         present = session is not None
-        info = conn.info
-        assert info is not None
         if session is None:
-            session = _Session(key, client_id, info.identity)
+            session = _Session(info)
             self._sessions[key] = session
         elif session.identity is not None:
             offline = self._offline.get(session.identity)
@@ -1718,7 +1715,7 @@ class Hub:
         expiry = conn.session_expiry
         if owner:
             session.conn = None
-            del self._clients[conn.key]
+            del self._clients[info.session_key]
         if will is not None:
             delay = 0
             if conn.level == MQTT_5:
@@ -1726,7 +1723,7 @@ class Hub:
                 if expiry is not None:
                     delay = min(delay, expiry)  # 5.0 3.1.3.2.2: sooner of delay and session end
             if delay > 0 and owner and not self._closing:
-                self._wills[conn.key] = _PendingWill(self._loop.time() + delay, will, info)
+                self._wills[info.session_key] = _PendingWill(self._loop.time() + delay, will, info)
             else:
                 self._publish_will(info, will)
                 will_published = True

@@ -107,21 +107,17 @@ class _Session:
         "conn",
         "expires_at",
         "expiry",
-        "identity",
         "inflight",
         "info",
-        "key",
         "next_pid",
         "qos2_in",
         "queue",
         "subs",
     )
 
-    def __init__(self, key: SessionKey, client_id: str, identity: str | None) -> None:
-        self.key = key  # the name of the session in the hub (ClientInfo.session_key)
-        self.client_id = client_id
-        self.identity = identity
-        self.info: ClientInfo | None = None  # of the last connection (for read permissions)
+    def __init__(self, info: ClientInfo) -> None:
+        self.client_id = info.client_id
+        self.info = info  # of the last connection: its session key, identity, permissions
         self.conn: _Connection | None = None
         self.subs: dict[str, _Sub] | None = None  # full filter (incl. $share/...) -> sub
         self.inflight: dict[int, _Out] | None = None  # packet id -> message, in send order
@@ -130,6 +126,16 @@ class _Session:
         self.next_pid = 1
         self.expiry: int | None = 0  # [s] session expiry interval; None = never expires
         self.expires_at: float | None = None  # loop time [s] while offline
+
+    @property
+    def key(self) -> SessionKey:
+        """The name of the session in the hub (:attr:`ClientInfo.session_key`)."""
+        return self.info.session_key
+
+    @property
+    def identity(self) -> str | None:
+        """The identity the session belongs to (``None``: the client has none)."""
+        return self.info.identity
 
     def allocate_pid(self) -> int:
         """Next free outbound packet identifier (1..65535, MQTT-2.3.1-1)."""

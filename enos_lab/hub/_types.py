@@ -1,11 +1,12 @@
 """Value objects and extension-point protocols of the hub.
 
 Glossary: ``client_id`` is the MQTT client identifier; ``identity`` who the authenticator says
-the client is (for EnOS logins ``"{product_key}/{device_key}"``); ``session_key`` the name under
-which the hub keeps a client's session: its client id, or ``(identity, client_id)`` for a client
-with an identity, so that a client id alone never reaches the session of another identity;
-``protocol_level`` 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0); ``peer`` is ``"host:port"`` for TCP
-connections and ``"memory"`` for the in-memory transport; ``reason_code`` an MQTT 5.0 reason code.
+the client is (for EnOS logins the user name ``"{device_key}&{product_key}"``); ``session_key``
+the name under which the hub keeps a client's session: its client id, or ``(identity,
+client_id)`` for a client with an identity, so that a client id alone never reaches the session
+of another identity; ``protocol_level`` 3 (MQTT 3.1), 4 (3.1.1) or 5 (5.0); ``peer`` is
+``"host:port"`` for TCP connections and ``"memory"`` for the in-memory transport;
+``reason_code`` an MQTT 5.0 reason code.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ class ClientInfo:
     """A connected client as the hub sees it.
 
     ``attributes`` are whatever the authenticator attached (for example the device record);
-    ``identity`` who the authenticator says the client is (``None``: no identity, for instance an
-    anonymous hub); ``keep_alive`` is the effective keep-alive interval. [s]
+    ``session_key`` names the client's session, and :attr:`identity` says who the
+    authenticator says the client is (``None``: no identity, for instance on an anonymous hub);
+    ``keep_alive`` is the effective keep-alive interval. [s]
     """
 
     client_id: str
@@ -94,15 +96,20 @@ class ClientInfo:
     clean_start: bool
     keep_alive: int
     attributes: Mapping[str, object] = field(default_factory=lambda: _EMPTY)
-    identity: str | None = None
+    session_key: SessionKey = ""
+    """The name of the client's session in the hub: ``client_id`` for a client without
+    identity (also when left empty), else ``(identity, client_id)``. :meth:`Hub.deliver`,
+    :meth:`Hub.disconnect_client` and :attr:`Hub.clients` use it."""
+
+    def __post_init__(self) -> None:
+        if not self.session_key:
+            object.__setattr__(self, "session_key", self.client_id)
 
     @property
-    def session_key(self) -> SessionKey:
-        """The name of the client's session in the hub: ``client_id`` without an identity,
-        else ``(identity, client_id)``. :meth:`Hub.deliver`, :meth:`Hub.disconnect_client` and
-        :attr:`Hub.clients` use it."""
-        identity = self.identity
-        return self.client_id if identity is None else (identity, self.client_id)
+    def identity(self) -> str | None:
+        """Who the authenticator says the client is; ``None`` without identity."""
+        key = self.session_key
+        return None if type(key) is str else key[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +132,11 @@ class AuthResult:
     ``reason_code`` is the MQTT 5.0 CONNACK reason code of a refusal; 3.1.1 clients get the
     mapped return code (0x86 -> 4, 0x85 -> 2, 0x88/0x89 -> 3, anything else -> 5).
     ``client_id`` replaces (or assigns) the client identifier when set. ``identity`` names who
-    the client is (for EnOS logins ``"{product_key}/{device_key}"``): the session then belongs to
-    that identity, not to the client id string, so a client that authenticates as someone else
-    with the same client id neither resumes nor takes over this one's session; and the number of
-    sessions an identity keeps offline is bounded (``HubConfig.max_offline_sessions``).
+    the client is (for EnOS logins the user name ``"{device_key}&{product_key}"``): the session
+    then belongs to that identity, not to the client id string, so a client that authenticates
+    as someone else with the same client id neither resumes nor takes over this one's session;
+    and the number of sessions an identity keeps offline is bounded
+    (``HubConfig.max_offline_sessions``).
     """
 
     accepted: bool

@@ -5,7 +5,7 @@ device SDKs connect to unchanged: logins (secure modes 2, 3 and 4), dynamic acti
 connection per device, presence, measurepoints, events, attributes, tags, thing model
 templates, raw (custom format) payloads, gateways and sub-devices, OTA hooks, the message
 integration channel, commands to devices, and a login log with the refused logins and why
-(:meth:`IotHub.logins`)::
+(:meth:`IotHub.refused_logins`)::
 
     iothub = IotHub(registry, models, store)
     hub = Hub(HubConfig(), authenticator=iothub, authoriser=iothub)

@@ -16,8 +16,9 @@ class IotHubConfig:
 
     Times are in seconds; the login throttle follows EnOS (4 failures within 120 s block the
     device for 300 s), counting per source address and identity: failed logins sent from one
-    address never refuse a correct login from another. Every login attempt goes into the login
-    log (``IotHub.logins``, ``Lab.logins``); ``IotHub.unblock_login`` lifts a block.
+    address never refuse a correct login from another. Every refused login goes into the login
+    log (``IotHub.refused_logins``, ``Lab.refused_logins``); ``IotHub.unblock_login`` lifts a
+    block.
     """
 
     activation_delay: float = 0.2

@@ -7,8 +7,9 @@ Theory of operation
 - **authenticator** (:meth:`IotHub.authenticate`): the registry's login decision plus the login
   throttle (failed logins counted per source address and user name, so that bad logins from
   one address never refuse a correct one from another); every refusal is CONNACK 5 (4 for an
-  unparseable username). Every attempt goes into the login log (:meth:`IotHub.logins`); a
-  block that starts is logged at WARNING, other refusals at INFO. The identity goes into
+  unparseable username). Every refusal goes into the login log
+  (:meth:`IotHub.refused_logins`); a block that starts is logged at WARNING, other refusals at
+  INFO. The identity goes into
   ``ClientInfo.attributes``: that mapping is the connection's own record (``_Conn``), the one
   small object the services keep per connection. Logins shaped like the official Python SDK's
   (a timestamp with a decimal point) are answered after ``python_sdk_connack_delay``, all
@@ -299,7 +300,6 @@ class _Conn(_Target, Mapping[str, object]):
         "info",
         "integration",
         "online",
-        "replies",
         "secure_mode",
         "subs",
         "tls",
@@ -326,10 +326,9 @@ class _Conn(_Target, Mapping[str, object]):
         self.online = False  # recorded online in the registry
         # logged-in sub-devices; the shared empty _NO_SUBS until the first sub-device logs in
         self.subs: dict[_Keys, _Target] = _NO_SUBS
-        # subscriptions remembered for the 1009 answer (see IotHub._subscribed), bounded: reply
-        # topics (granted or refused) and granted wildcard filters, the oldest forgotten first
-        self.replies: dict[str, None] | None = None
-        self.filters: tuple[str, ...] = ()  # wildcard filters (a tuple is smallest)
+        # subscriptions remembered for the 1009 answer (see IotHub._subscribed), at most
+        # _MAX_FILTERS, the oldest forgotten first (a tuple is smallest)
+        self.filters: tuple[str, ...] = ()
         self.custom: _Custom = _NO_CUSTOM
         self.activation_done: asyncio.Event | None = None
         self.unknown_topics = 0  # publishes to topics outside the EnOS catalogue
@@ -824,14 +823,6 @@ class IotHub:
         assert login is not None
         product = decision.product
         assert product is not None
-        self._logins.record(
-            source,
-            request.client_id,
-            login.product_key,
-            login.device_key,
-            accepted=True,
-            reason=decision.reason,
-        )
         conn = _Conn(
             product,
             (product.product_key, login.device_key),  # the shared key string
@@ -844,8 +835,9 @@ class IotHub:
         # callback (no CONNACK delay); otherwise ClientConnected reads them again
         hub = self._hub
         conn.checked = hub is None or hub.config.connack_delay <= 0
-        # the session belongs to the device (product key + device key), not to the client id
-        return AuthResult(True, attributes=conn, identity=_identity(conn.ident))
+        # the session belongs to the device (product key + device key), not to the client id;
+        # an accepted login's user name is exactly "{device_key}&{product_key}" (_identity)
+        return AuthResult(True, attributes=conn, identity=identity)
 
     def _refused(self, request: ConnectRequest, source: str, identity: str, reason: str) -> None:
         """A refused login: count it, log it, and warn once when it starts a block."""
@@ -868,8 +860,8 @@ class IotHub:
             )
             log.warning(
                 "logins of %s from %s blocked until %s after %d failed logins within %g s "
-                "(last: %s); logins from other addresses still pass; see lab.logins(); lift it "
-                "with %s",
+                "(last: %s); logins from other addresses still pass; see lab.refused_logins(); "
+                "lift it with %s",
                 who,
                 source,
                 block.until_time.isoformat(timespec="seconds"),
@@ -883,7 +875,6 @@ class IotHub:
             request.client_id,
             product_key,
             device_key,
-            accepted=False,
             reason=reason,
             blocked_until_ms=until_ms,
         )
@@ -902,7 +893,6 @@ class IotHub:
             request.client_id,
             product_key,
             device_key,
-            accepted=False,
             reason=reason,
             blocked_until_ms=to_epoch_ms(block.until_time),
         )
@@ -913,15 +903,18 @@ class IotHub:
         hub's event loop."""
         return self._throttle
 
-    def logins(self, product_key: str | None = None, device_key: str | None = None) -> pd.DataFrame:
-        """The login log: the latest ``config.login_log_size`` login attempts, oldest first,
+    def refused_logins(
+        self, product_key: str | None = None, device_key: str | None = None
+    ) -> pd.DataFrame:
+        """The login log: the latest ``config.login_log_size`` refused login attempts, oldest
+        first,
         of one product and/or device key if given; columns :data:`LOGIN_COLUMNS` (times
         tz-aware UTC). Call it on the hub's event loop."""
         return logins_frame(self._logins.rows(product_key, device_key))
 
     @property
     def login_log(self) -> LoginLog:
-        """The login log behind :meth:`logins` (read it on the hub's event loop)."""
+        """The login log behind :meth:`refused_logins` (read it on the hub's event loop)."""
         return self._logins
 
     def unblock_login(self, product_key: str, device_key: str, source: str | None = None) -> int:
@@ -1237,10 +1230,10 @@ class IotHub:
     def _subscribed(conn: _Conn, topic: str) -> bool:
         """Whether ``conn`` asked for ``topic`` (a reply topic) by one of its remembered
         subscriptions."""
-        replies = conn.replies
-        if replies is not None and topic in replies:
+        filters = conn.filters
+        if topic in filters:
             return True
-        return any(topic_matches(f, topic) for f in conn.filters)
+        return any(topic_matches(f, topic) for f in filters if "+" in f or "#" in f)
 
     # -- inbound messages ------------------------------------------------------------------
 
@@ -2327,34 +2320,22 @@ _ALLOW = Decision(True)
 
 
 def _identity(keys: _Keys) -> str:
-    """The hub identity of a device: ``"{product_key}/{device_key}"`` (an integration channel:
-    ``"{product_key}/%channel%"``). Keys never contain ``/``: they are topic levels."""
-    return f"{keys[0]}/{keys[1]}"
+    """The hub identity of a device: its EnOS user name ``"{device_key}&{product_key}"`` (an
+    integration channel: ``"%channel%&{product_key}"``), which names one device: keys never
+    contain ``&``."""
+    return f"{keys[1]}&{keys[0]}"
 
 
-_MAX_REPLY_FILTERS = 1024  # reply topics remembered per connection (granted or refused)
-_MAX_WILDCARD_FILTERS = 32  # granted wildcard filters remembered per connection
+_MAX_FILTERS = 128  # subscriptions remembered per connection for the 1009 answer
 
 
 def _remember_filter(conn: _Conn, topic_filter: str) -> None:
-    """Remember a subscription for :meth:`IotHub._subscribed`, within the bounds above (the
-    oldest is forgotten first): however many filters a client sends, what is kept and the cost
-    of the next SUBSCRIBE stay bounded."""
-    if "+" in topic_filter or "#" in topic_filter:
-        filters = conn.filters
-        if topic_filter not in filters:
-            conn.filters = (*filters[-(_MAX_WILDCARD_FILTERS - 1) :], topic_filter)
-        return
-    if not topic_filter.endswith(REPLY_SUFFIX):
-        return
-    replies = conn.replies
-    if replies is None:
-        replies = conn.replies = {}
-    elif topic_filter in replies:
-        return
-    elif len(replies) >= _MAX_REPLY_FILTERS:
-        del replies[next(iter(replies))]
-    replies[topic_filter] = None
+    """Remember a subscription for :meth:`IotHub._subscribed`; beyond :data:`_MAX_FILTERS` the
+    oldest is forgotten: however many filters a client sends, what is kept and the cost of its
+    next SUBSCRIBE stay bounded (they grew with every refused filter, quadratically)."""
+    filters = conn.filters
+    if topic_filter not in filters:
+        conn.filters = (*filters[-(_MAX_FILTERS - 1) :], topic_filter)
 
 
 def _down_raw(match: TopicMatch) -> TopicMatch:

@@ -1,11 +1,12 @@
-"""The login log: the outcome of every login attempt, kept in a bounded ring.
+"""The login log: the refused login attempts and why, kept in a bounded ring.
 
-The IoT hub records one row per CONNECT it decides (:meth:`LoginLog.record`, a tuple appended
-to a :class:`collections.deque` with a maximum length, so that a login costs next to nothing
-and a flood of attempts keeps only the newest ``size``); :meth:`LoginLog.rows` copies the rows
-of a product or device and :func:`logins_frame` turns them into a DataFrame with tz-aware UTC
-times. Refused logins and their reasons are otherwise logged at INFO only, which a device
-engineer rarely sees.
+The IoT hub records one row per CONNECT it refuses (:meth:`LoginLog.record`, a tuple appended
+to a :class:`collections.deque` with a maximum length, so that a flood of attempts keeps only the
+newest ``size``); :meth:`LoginLog.rows` copies the rows of a product or device and
+:func:`logins_frame` turns them into a DataFrame with tz-aware UTC times. Refused logins and their
+reasons are otherwise logged at INFO only, which a device engineer rarely sees. Accepted logins
+are not kept here (the presence log has them as "connected"): a row per connected device would
+cost every idle connection a few hundred bytes.
 """
 
 from __future__ import annotations
@@ -26,19 +27,18 @@ LOGIN_COLUMNS = (
     "client_id",
     "product_key",
     "device_key",
-    "accepted",
     "reason",
     "blocked_until",
 )
 """Columns of :func:`logins_frame`: ``time`` (tz-aware UTC) of the attempt, ``source`` (the
 client's address, without the port), ``client_id``, ``product_key`` and ``device_key`` from the
-user name (``None`` when it has none), ``accepted`` (bool), ``reason`` (the registry's words, or
+user name (``None`` when it has none), ``reason`` (the registry's words, or
 ``blocked after N failed logins until T``) and ``blocked_until`` (tz-aware UTC; set on the
 failure that started a block and on the attempts refused by it, NaT otherwise)."""
 
 LoginRow: TypeAlias = tuple[
-    int, str, str, str | None, str | None, bool, str, int | None
-]  # time [ms], source, client id, product key, device key, accepted, reason, blocked until [ms]
+    int, str, str, str | None, str | None, str, int | None
+]  # time [ms], source, client id, product key, device key, reason, blocked until [ms]
 
 
 def login_source(peer: str) -> str:
@@ -62,7 +62,7 @@ def username_keys(username: str | None) -> tuple[str | None, str | None]:
 
 
 class LoginLog:
-    """The latest ``size`` login attempts, oldest first (see the module docstring).
+    """The latest ``size`` refused login attempts, oldest first (see the module docstring).
 
     ``clock`` stamps the rows. Not thread-safe: the hub records from its event loop, and
     readers in other threads ask for :meth:`rows` on that loop.
@@ -90,12 +90,12 @@ class LoginLog:
         product_key: str | None,
         device_key: str | None,
         *,
-        accepted: bool,
         reason: str,
         blocked_until_ms: int | None = None,
     ) -> None:
-        """Add one attempt (the oldest row goes when the log is full); ``blocked_until_ms`` is
-        the end of the block that refused it or that it started. [ms since the epoch]"""
+        """Add one refused attempt (the oldest row goes when the log is full);
+        ``blocked_until_ms`` is the end of the block that refused it or that it started. [ms
+        since the epoch]"""
         self._rows.append(
             (
                 self._clock.time_ms(),
@@ -103,7 +103,6 @@ class LoginLog:
                 client_id,
                 product_key,
                 device_key,
-                accepted,
                 reason,
                 blocked_until_ms,
             )
@@ -122,10 +121,9 @@ class LoginLog:
 
 
 def logins_frame(rows: list[LoginRow]) -> pd.DataFrame:
-    """The login attempts ``rows`` as a DataFrame with :data:`LOGIN_COLUMNS`."""
+    """The refused login attempts ``rows`` as a DataFrame with :data:`LOGIN_COLUMNS`."""
     frame = pd.DataFrame(rows, columns=list(LOGIN_COLUMNS))
     frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
-    frame["accepted"] = frame["accepted"].astype(bool)
     until = frame["blocked_until"].astype("Float64")  # None -> NaT
     frame["blocked_until"] = pd.to_datetime(until, unit="ms", utc=True)
     return frame

@@ -38,7 +38,7 @@ def test_login_log_keeps_the_newest_rows_and_filters() -> None:
     log = LoginLog(3, clock)
     assert log.size == 3 and len(log) == 0
     for i, (pk, dk) in enumerate([("p", "a"), ("p", "b"), ("q", "a"), ("p", "a")]):
-        log.record("10.0.0.1", f"c{i}", pk, dk, accepted=i % 2 == 0, reason=f"r{i}")
+        log.record("10.0.0.1", f"c{i}", pk, dk, reason=f"r{i}")
         clock.advance(1)
     assert len(log) == 3
     assert [row[2] for row in log.rows()] == ["c1", "c2", "c3"]
@@ -50,13 +50,13 @@ def test_login_log_keeps_the_newest_rows_and_filters() -> None:
     assert list(frame["time"]) == [
         pd.Timestamp(datetime(2024, 1, 1, 0, 0, s, tzinfo=UTC)) for s in (1, 2, 3)
     ]
-    assert list(frame["accepted"]) == [False, True, False]
+    assert list(frame["reason"]) == ["r1", "r2", "r3"]
     assert frame["blocked_until"].isna().all()
     empty = logins_frame([])
     assert list(empty.columns) == list(LOGIN_COLUMNS)
     assert str(empty["time"].dt.tz) == "UTC" and str(empty["blocked_until"].dt.tz) == "UTC"
     off = LoginLog(0, clock)
-    off.record("s", "c", None, None, accepted=False, reason="r")
+    off.record("s", "c", None, None, reason="r")
     assert off.rows() == []
     with pytest.raises(InvalidArgument, match="-1"):
         LoginLog(-1, clock)
@@ -81,13 +81,12 @@ async def test_logins_over_the_memory_transport(env: Env, caplog: pytest.LogCapt
     assert connack.reason_code == 5
     _, connack = await env.connect("no-block", None, None)
     assert connack.reason_code == 5
-    frame = env.iothub.logins()
+    frame = env.iothub.refused_logins()
     assert list(frame["source"].unique()) == ["memory"]
-    assert list(frame["accepted"]) == [True] + [False] * 6
-    assert list(frame["device_key"][:6]) == ["d0"] + ["d1"] * 5
-    assert frame["reason"].iloc[5].startswith("blocked after 4 failed logins until ")
-    assert frame["product_key"].iloc[6] is None or pd.isna(frame["product_key"].iloc[6])
-    assert len(env.iothub.logins("dirP", "d1")) == 5
+    assert list(frame["device_key"][:5]) == ["d1"] * 5  # d0's accepted login is not kept
+    assert frame["reason"].iloc[4].startswith("blocked after 4 failed logins until ")
+    assert frame["product_key"].iloc[5] is None or pd.isna(frame["product_key"].iloc[5])
+    assert len(env.iothub.refused_logins("dirP", "d1")) == 5
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "dirP/d1 from memory" in warnings[0]
     assert env.iothub.unblock_login("dirP", "d1", source="elsewhere") == 0
@@ -107,7 +106,7 @@ def test_login_log_size_comes_from_the_config(tmp_path: Path) -> None:
             request = ConnectRequest(client_id, username, password.encode(), 4, "10.0.0.1:1", False)
             result = env.iothub.authenticate(request)
             assert isinstance(result, AuthResult) and not result.accepted
-        assert list(env.iothub.logins()["device_key"]) == ["missing1", "missing2"]
+        assert list(env.iothub.refused_logins()["device_key"]) == ["missing1", "missing2"]
     finally:
         env.store.close()
         env.registry.close()

@@ -41,7 +41,6 @@ LOGIN_COLUMNS = [
     "client_id",
     "product_key",
     "device_key",
-    "accepted",
     "reason",
     "blocked_until",
 ]
@@ -109,12 +108,11 @@ def test_failed_logins_from_another_address_do_not_lock_the_device_out(lab: Lab)
     assert enos_connect(lab, device, source=VICTIM_SOURCE) == 0
     # the attacker's own source is blocked, even with the right secret
     assert enos_connect(lab, device, source=ATTACKER_SOURCE) == 5
-    log = lab.logins("pk1", "victim")
-    attacker = log[log["source"] == ATTACKER_SOURCE]
-    assert list(attacker["accepted"]) == [False] * 9
-    assert attacker["reason"].iloc[-1].startswith("blocked after 4 failed logins until ")
-    victim = log[log["source"] == VICTIM_SOURCE]
-    assert list(victim["accepted"]) == [True]
+    log = lab.refused_logins("pk1", "victim")
+    assert set(log["source"]) == {ATTACKER_SOURCE}  # the victim's login was not refused
+    assert len(log) == 9
+    assert log["reason"].iloc[-1].startswith("blocked after 4 failed logins until ")
+    assert lab.presence("pk1", "victim")["reason"].iloc[0] == "connected"
 
 
 def test_a_typo_blocks_shows_why_and_unblock_lets_the_device_in(
@@ -136,11 +134,11 @@ def test_a_typo_blocks_shows_why_and_unblock_lets_the_device_in(
     for part in ("pk1/typo", VICTIM_SOURCE, "4 failed logins", "unblock_login"):
         assert part in text, text
 
-    log = lab.logins("pk1", "typo")
+    log = lab.refused_logins("pk1", "typo")
     assert list(log.columns) == LOGIN_COLUMNS
     assert str(log["time"].dt.tz) == "UTC" and str(log["blocked_until"].dt.tz) == "UTC"
     assert log["time"].is_monotonic_increasing
-    assert list(log["accepted"]) == [False] * 6
+    assert len(log) == 6
     assert set(log["source"]) == {VICTIM_SOURCE}
     assert list(log["reason"][:4]) == ["signature does not match the device secret"] * 4
     until = log["blocked_until"].iloc[3]
@@ -152,9 +150,9 @@ def test_a_typo_blocks_shows_why_and_unblock_lets_the_device_in(
     assert lab.unblock_login("pk1", "typo") == 1
     assert enos_connect(lab, device) == 0
     assert lab.unblock_login("pk1", "typo") == 0  # nothing left to lift
-    last = lab.logins("pk1", "typo").iloc[-1]
-    assert last["accepted"] and last["reason"] == "device secret"
-    assert last["blocked_until"] is pd.NaT
+    assert len(lab.refused_logins("pk1", "typo")) == 6  # the accepted login is not a refusal
+    assert lab.is_online("pk1", "typo") is False  # it connected and disconnected
+    assert list(lab.presence("pk1", "typo")["reason"]) == ["connected", "disconnected"]
 
 
 def test_unblock_one_source_keeps_the_others_blocked(lab: Lab) -> None:
@@ -169,28 +167,27 @@ def test_unblock_one_source_keeps_the_others_blocked(lab: Lab) -> None:
     assert enos_connect(lab, device, source=ATTACKER_SOURCE) == 0
 
 
-def test_login_log_shows_accepted_and_refused_attempts(lab: Lab) -> None:
+def test_login_log_shows_refused_attempts_and_why(lab: Lab) -> None:
     good = lab.register_device("pk1", device_key="good")
     other = lab.register_device("pk1", device_key="other")
     assert enos_connect(lab, good) == 0
     assert enos_connect(lab, other, "wrong", source=ATTACKER_SOURCE) == 5
     assert enos_connect(lab, ("pk1", "ghost"), "s3cret") == 5  # not registered
 
-    log = lab.logins()
+    log = lab.refused_logins()
     assert list(log.columns) == LOGIN_COLUMNS
-    rows = log[["source", "product_key", "device_key", "accepted", "reason"]]
+    rows = log[["source", "product_key", "device_key", "reason"]]
     assert rows.values.tolist() == [
-        [VICTIM_SOURCE, "pk1", "good", True, "device secret"],
-        [ATTACKER_SOURCE, "pk1", "other", False, "signature does not match the device secret"],
-        [VICTIM_SOURCE, "pk1", "ghost", False, "device pk1/ghost does not exist"],
+        [ATTACKER_SOURCE, "pk1", "other", "signature does not match the device secret"],
+        [VICTIM_SOURCE, "pk1", "ghost", "device pk1/ghost does not exist"],
     ]
     assert list(log["client_id"]) == [
         f"{dk}|securemode=2,signmethod=hmacsha256,timestamp={TIMESTAMP}|"
-        for dk in ("good", "other", "ghost")
+        for dk in ("other", "ghost")
     ]
     assert log["blocked_until"].isna().all()
-    assert list(lab.logins(device_key="other")["device_key"]) == ["other"]
-    assert list(lab.logins("nope")["device_key"]) == []
+    assert list(lab.refused_logins(device_key="other")["device_key"]) == ["other"]
+    assert list(lab.refused_logins("nope")["device_key"]) == []
 
 
 def test_ipv6_source_is_the_address_without_the_port() -> None:
@@ -201,7 +198,7 @@ def test_ipv6_source_is_the_address_without_the_port() -> None:
         for _ in range(4):
             assert enos_connect(lab, device, "bad", source="::1") == 5
         assert enos_connect(lab, device, source="::1") == 5
-        assert set(lab.logins()["source"]) == {"::1"}
+        assert set(lab.refused_logins()["source"]) == {"::1"}
         assert lab.unblock_login("pk1", "six", source="::1") == 1
         assert enos_connect(lab, device, source="::1") == 0
 
@@ -244,7 +241,7 @@ def test_a_flood_of_distinct_user_names_leaves_bounded_state(tmp_path: Path) -> 
             tracemalloc.stop()
         assert grown < 256 * 1024, f"{grown / 1e6:.1f} MB kept by 20,000 more user names"
         assert len(iothub.login_throttle) <= config.max_login_tracked
-        assert len(iothub.logins()) == config.login_log_size
+        assert len(iothub.refused_logins()) == config.login_log_size
         clock.advance(config.login_failure_window + 1)
         flood(1)  # expired failures go when the next one comes, whoever sends it
         assert len(iothub.login_throttle) == 1
