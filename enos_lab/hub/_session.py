@@ -103,7 +103,6 @@ class _Session:
     packet ids, in-flight and queued messages."""
 
     __slots__ = (
-        "client_id",
         "conn",
         "expires_at",
         "expiry",
@@ -116,7 +115,6 @@ class _Session:
     )
 
     def __init__(self, info: ClientInfo) -> None:
-        self.client_id = info.client_id
         self.info = info  # of the last connection: its session key, identity, permissions
         self.conn: _Connection | None = None
         self.subs: dict[str, _Sub] | None = None  # full filter (incl. $share/...) -> sub
@@ -126,6 +124,11 @@ class _Session:
         self.next_pid = 1
         self.expiry: int | None = 0  # [s] session expiry interval; None = never expires
         self.expires_at: float | None = None  # loop time [s] while offline
+
+    @property
+    def client_id(self) -> str:
+        """The client id of the session."""
+        return self.info.client_id
 
     @property
     def key(self) -> SessionKey:

@@ -303,7 +303,6 @@ class _Conn(_Target, Mapping[str, object]):
         "secure_mode",
         "subs",
         "tls",
-        "unknown_topics",
     )
 
     def __init__(  # noqa: PLR0917
@@ -331,7 +330,6 @@ class _Conn(_Target, Mapping[str, object]):
         self.filters: tuple[str, ...] = ()
         self.custom: _Custom = _NO_CUSTOM
         self.activation_done: asyncio.Event | None = None
-        self.unknown_topics = 0  # publishes to topics outside the EnOS catalogue
 
     @property
     def product_key(self) -> str:
@@ -590,6 +588,8 @@ class IotHub:
         self._owner: dict[_Keys, SessionKey] = {}  # device -> session key of its connection
         self._gateway_of: dict[_Keys, SessionKey] = {}  # logged-in sub-device -> its gateway's
         self._kick_reasons: dict[SessionKey, str] = {}  # session key -> presence reason of a kick
+        # session key -> publishes of the connection to topics outside the EnOS catalogue
+        self._unknown_topics: dict[SessionKey, int] = {}
         self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
@@ -998,6 +998,8 @@ class IotHub:
 
     def _release(self, conn: _Conn, reason: str) -> None:
         """Forget ``conn``'s sub-devices and mark its device offline (if it was online)."""
+        if self._unknown_topics:
+            self._unknown_topics.pop(conn.key, None)
         sub_reason = "gateway offline"
         if conn.subs:
             self._permissions_changed()
@@ -1122,8 +1124,10 @@ class IotHub:
     def _unknown_topic(self, conn: _Conn, topic: str) -> None:
         """Log a publish to a topic outside the EnOS catalogue (dropped): the first
         ``config.logged_unknown_topics`` of a connection, then the count at 10, 100, ..."""
-        conn.unknown_topics += 1
-        count = conn.unknown_topics
+        # counted per connection in a dict of the few that do this (not a slot of every one)
+        key = conn.key
+        count = self._unknown_topics.get(key, 0) + 1
+        self._unknown_topics[key] = count
         if count <= self.config.logged_unknown_topics:
             log.warning(
                 "client %r: %s is not an EnOS topic; message dropped",
