@@ -355,8 +355,12 @@ class TimeSeriesStore:
             raise
         unknown = np.flatnonzero(batch.series < 0)
         if unknown.size:  # series not stored yet: their keys were never checked
-            new_rows = unknown.tolist()
-            check_series_keys(cols.keys, new_rows)
+            keys = cols.keys
+            first: dict[Any, int] = {}  # each new series once, at its first row
+            for i in unknown.tolist():
+                first.setdefault(keys[i], i)
+            new_rows = list(first.values())
+            check_series_keys(keys, new_rows)
             self._writer.check_new_series(cols.keys, new_rows)
         return batch
 
