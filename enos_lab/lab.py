@@ -644,9 +644,9 @@ class Lab:
         Columns: ``time`` (tz-aware UTC), ``source`` (the client's address), ``client_id,
         product_key, device_key``, ``reason`` (why the registry refused it, or ``blocked after N
         failed logins until T``) and ``blocked_until`` (tz-aware UTC: set on the failure that
-        started a block and on the attempts it refused).
-        Failed logins block a device's logins from that address only (4 within 120 s: 300 s,
-        ``IotHubConfig``); :meth:`unblock_login` lifts a block.
+        started a block and on the attempts it refused). Failed logins block a device's logins
+        from that address only (4 within 120 s: 300 s, ``IotHubConfig``); :meth:`unblock_login`
+        lifts a block.
         """
         iothub = self._require_iothub("the login log")
         rows = self.run(_call(iothub.login_log.rows, product_key, device_key))
@@ -657,7 +657,7 @@ class Lab:
     def unblock_login(self, product_key: str, device_key: str, source: str | None = None) -> int:
         """Lift the login throttle's blocks of a device from ``source`` (the address as in
         :meth:`refused_logins`, e.g. ``"127.0.0.1"``; ``None``: every address) and forget its
-        logins there, so that its next correct login is accepted at once. Returns how many
+        failed logins there, so that its next correct login is accepted at once. Returns how many
         blocks were lifted.
         """
         iothub = self._require_iothub("unblock_login")
