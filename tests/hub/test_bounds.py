@@ -18,6 +18,7 @@ from _wire import (
     expect_silence,
     leave,
     open_client,
+    prop,
     publish,
     read_packets,
     start_hub,
@@ -178,3 +179,33 @@ async def test_3_1_1_sessions_expire_after_session_expiry_v311() -> None:
 def test_bounds_must_be_positive(field: str) -> None:
     with pytest.raises(InvalidArgument, match=field):
         HubConfig(**{field: 0})  # type: ignore[arg-type]
+
+
+async def test_a_session_discarded_at_the_offline_bound_publishes_its_delayed_will() -> None:
+    """5.0 3.1.3.2.2: a delayed will is published when the session ends; discarding the
+    session at the per-identity bound ends it, so the will goes out then, not at its delay."""
+    hub = await _identity_hub(max_offline_sessions=1)
+    try:
+        sub = await open_client(hub, "watch", username="watcher")
+        await sub.send(subscribe(1, ("w/#", 0)))
+        await expect(sub, suback(1, 0))
+        owner = await open_client(
+            hub,
+            "first",
+            level=5,
+            username="dev",
+            clean=False,
+            will=("w/first", b"gone", 0, False),
+            will_properties=prop(0x18, 600),  # will delay 600 s
+            properties=prop(0x11, 3600),  # session expiry 3600 s
+        )
+        owner.close()  # no DISCONNECT: the will is due after its delay
+        await expect_silence(sub)
+        second = await open_client(
+            hub, "second", level=5, username="dev", clean=False, properties=prop(0x11, 3600)
+        )
+        await second.send(b"\xe0\x00")  # its session goes offline: "first" is discarded
+        await expect(sub, b"\x30\x0d\x00\x07w/firstgone")
+        assert hub.stats.sessions == 2  # "second" and the watcher's
+    finally:
+        await hub.stop()
