@@ -1,0 +1,161 @@
+"""The device-data events of the tap: what happened to a device's data, after it is kept.
+
+Every event is a small frozen dataclass named as a past-tense fact, carrying the device's keys
+and a tz-aware UTC ``time``: the event time the device gave for points and events, the time the
+lab recorded it for everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+__all__ = [
+    "AttributesChanged",
+    "CommandReplied",
+    "DeviceActivated",
+    "DeviceLoggedIn",
+    "EventPosted",
+    "OtaReported",
+    "PointStored",
+    "PresenceChanged",
+    "TagsChanged",
+    "TapEvent",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class PointStored:
+    """A measurepoint value is stored (committed). ``time`` is its event time; ``resume`` says
+    it came as history (``measurepoint/resume``); ``quality`` is EnOS's 0..9 or ``None``."""
+
+    product_key: str
+    device_key: str
+    point_id: str
+    time: datetime
+    value: Any
+    quality: int | None = None
+    resume: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventPosted:
+    """A device event is stored. ``outputs`` are its output parameters; ``severity`` the
+    model's event type (``INFO``, ``WARN``, ``ERROR``) or ``None`` without a model."""
+
+    product_key: str
+    device_key: str
+    event_id: str
+    time: datetime
+    outputs: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    severity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttributesChanged:
+    """Attributes of a device changed: ``values`` set, ``deleted`` removed; ``source`` is
+    ``"device"`` (reported by it) or ``"cloud"`` (set through the lab)."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    values: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    deleted: tuple[str, ...] = ()
+    source: str = "device"
+
+
+@dataclass(frozen=True, slots=True)
+class TagsChanged:
+    """Tags of a device changed: ``values`` set, ``deleted`` removed; ``source`` as for
+    :class:`AttributesChanged`."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    values: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    deleted: tuple[str, ...] = ()
+    source: str = "device"
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    """A device went online or offline; ``reason`` as in the presence log (connected,
+    disconnected, keep-alive timeout, gateway offline, ...)."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    online: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReplied:
+    """A device answered a command: ``command`` is the topic kind's name (``SERVICE_INVOKE``,
+    ``MEASUREPOINT_SET``, ...), ``item_id`` the service id where there is one, ``code`` the
+    device's reply code (200: success), ``data`` and ``message`` as it sent them."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    command: str
+    item_id: str
+    request_id: Any
+    code: int
+    data: Any = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OtaReported:
+    """A device reported on firmware: ``report`` is ``"inform"`` (its ``version``) or
+    ``"progress"`` (``step``: "0".."100" or a negative failure code, and ``desc``)."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    report: str
+    version: str | None = None
+    step: str | None = None
+    desc: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceLoggedIn:
+    """A device's login was accepted (``secure_mode`` 2: device secret, 3: dynamic
+    activation); ``gateway`` names the gateway of a sub-device login, else ``None``."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    client_id: str
+    secure_mode: int
+    gateway: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceActivated:
+    """A device received its device secret by dynamic activation (secret-per-product)."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+
+
+TapEvent: TypeAlias = (
+    PointStored
+    | EventPosted
+    | AttributesChanged
+    | TagsChanged
+    | PresenceChanged
+    | CommandReplied
+    | OtaReported
+    | DeviceLoggedIn
+    | DeviceActivated
+)
+"""Any event of the tap."""

@@ -1,0 +1,416 @@
+"""The device-data tap: typed events fired once the data they describe is kept.
+
+Theory of operation
+-------------------
+Producers (the IoT hub services) call :meth:`Tap.emit` on the lab's event loop after the store
+committed the points, events or attribute changes an event describes (the registry, for
+presence, tags and logins). They ask :meth:`Tap.wants` first, a set lookup, so that no event is
+built while nobody listens for its kind: with no consumer, ingest pays one attribute read per
+batch.
+
+Two kinds of consumer, each with a :class:`TapFilter` (event kinds, product, device, point):
+
+- **Callbacks** (:meth:`Tap.add_callback`) run inside ``emit``, on the lab's loop, in the order
+  events are emitted. They must be quick (they run on the loop every device shares); one that
+  raises is logged and counted (:attr:`TapStats.callback_errors`) and stays subscribed. Rules
+  and alerts attach here.
+- **Subscriptions** (:meth:`Tap.subscribe`) buffer the events for a reader in any thread
+  (:meth:`TapSubscription.get`, iteration, :meth:`~TapSubscription.drain`) or on any event loop
+  (``async for``). The buffer is bounded (``maxsize``): when a reader falls behind, the oldest
+  buffered event is dropped to make room, and counted (:attr:`TapSubscription.dropped`), so a
+  slow reader never stalls ingest and always sees the newest data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from ..errors import ClosedError, InvalidArgument
+from ._events import (
+    AttributesChanged,
+    CommandReplied,
+    DeviceActivated,
+    DeviceLoggedIn,
+    EventPosted,
+    OtaReported,
+    PointStored,
+    PresenceChanged,
+    TagsChanged,
+    TapEvent,
+)
+
+__all__ = [
+    "DEFAULT_MAXSIZE",
+    "EVENT_KINDS",
+    "Tap",
+    "TapCallback",
+    "TapFilter",
+    "TapStats",
+    "TapSubscription",
+]
+
+log = logging.getLogger(__name__)
+
+EVENT_KINDS: tuple[type, ...] = (
+    PointStored,
+    EventPosted,
+    AttributesChanged,
+    TagsChanged,
+    PresenceChanged,
+    CommandReplied,
+    OtaReported,
+    DeviceLoggedIn,
+    DeviceActivated,
+)
+"""Every event class of the tap."""
+
+DEFAULT_MAXSIZE = 10_000
+"""Events a subscription buffers before it drops the oldest."""
+
+
+@dataclass(frozen=True, slots=True)
+class TapFilter:
+    """Which events a consumer gets: of ``kinds`` (event classes; ``None``: all), of one
+    product and/or device, and of one point (``point_id``: only :class:`PointStored` events of
+    that point match)."""
+
+    kinds: frozenset[type] | None = None
+    product_key: str | None = None
+    device_key: str | None = None
+    point_id: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        kinds: type | Iterable[type] | None = None,
+        product_key: str | None = None,
+        device_key: str | None = None,
+        point_id: str | None = None,
+    ) -> TapFilter:
+        """A filter from user arguments: ``kinds`` one event class or several; checked."""
+        if kinds is None:
+            chosen = None
+        else:
+            chosen = frozenset([kinds] if isinstance(kinds, type) else kinds)
+            unknown = [k for k in chosen if k not in EVENT_KINDS]
+            if unknown or not chosen:
+                names = ", ".join(k.__name__ for k in EVENT_KINDS)
+                raise InvalidArgument(f"expected tap event classes ({names}), got {kinds!r}")
+        if point_id is not None:
+            if chosen is not None and PointStored not in chosen:
+                raise InvalidArgument(
+                    f"point_id={point_id!r} filters PointStored events, not {kinds!r}"
+                )
+            chosen = frozenset({PointStored})
+        return cls(chosen, product_key, device_key, point_id)
+
+    def matches(self, event: TapEvent) -> bool:
+        """Whether ``event`` passes the filter."""
+        kinds = self.kinds
+        if kinds is not None and type(event) not in kinds:
+            return False
+        if self.product_key is not None and event.product_key != self.product_key:
+            return False
+        if self.device_key is not None and event.device_key != self.device_key:
+            return False
+        if self.point_id is not None:
+            return isinstance(event, PointStored) and event.point_id == self.point_id
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TapStats:
+    """Counters of a tap: events ``emitted``; events ``dropped`` by subscriptions whose reader
+    fell behind (in total); exceptions of callbacks (``callback_errors``); consumers now."""
+
+    emitted: int
+    dropped: int
+    callback_errors: int
+    callbacks: int
+    subscriptions: int
+
+
+class TapCallback:
+    """A callback added with :meth:`Tap.add_callback`; :meth:`cancel` removes it."""
+
+    __slots__ = ("_tap", "callback", "errors", "filter")
+
+    def __init__(self, tap: Tap, callback: Callable[[TapEvent], object], filt: TapFilter) -> None:
+        self._tap = tap
+        self.callback = callback
+        self.filter = filt
+        self.errors = 0
+        """Exceptions the callback raised (each logged)."""
+
+    def _deliver(self, event: TapEvent) -> None:
+        try:
+            self.callback(event)
+        except Exception:
+            self.errors += 1
+            self._tap._callback_errors += 1
+            log.exception("tap callback %r failed on %r", self.callback, event)
+
+    def cancel(self) -> None:
+        """Stop calling the callback (idempotent)."""
+        self._tap._remove(self)
+
+
+class TapSubscription:
+    """A bounded buffer of the events that pass a filter, for a reader in any thread or loop.
+
+    Read with :meth:`get` (blocking), :meth:`drain` (what is there now), ``for event in sub``
+    (until :meth:`close`), or ``async for event in sub`` on any event loop. When ``maxsize``
+    events wait, the oldest is dropped for each new one (:attr:`dropped`). Use it as a context
+    manager, or :meth:`close` it, so that the tap stops filling it.
+    """
+
+    def __init__(self, tap: Tap, filt: TapFilter, maxsize: int = DEFAULT_MAXSIZE) -> None:
+        if maxsize < 1:
+            raise InvalidArgument(f"a tap subscription needs maxsize >= 1, got {maxsize!r}")
+        self._tap = tap
+        self.filter = filt
+        self.maxsize = maxsize
+        self._buffer: deque[TapEvent] = deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._closed = False
+        self.received = 0
+        """Events that passed the filter (including those dropped later)."""
+        self.dropped = 0
+        """Events dropped because the reader fell behind."""
+
+    # -- producer side (the tap, on the lab's loop) ---------------------------------------
+
+    def _deliver(self, event: TapEvent) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            buffer = self._buffer
+            if len(buffer) >= self.maxsize:
+                buffer.popleft()
+                self.dropped += 1
+                self._tap._dropped += 1
+            buffer.append(event)
+            self.received += 1
+            self._ready.notify()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            _wake(loop, future)
+
+    # -- reader side ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def __len__(self) -> int:
+        """Events waiting to be read."""
+        return len(self._buffer)
+
+    def get(self, timeout: float | None = None) -> TapEvent:
+        """The next event, waiting at most ``timeout`` seconds (``None``: until one comes).
+
+        Raises :class:`TimeoutError` after the timeout and :class:`~enos_lab.errors.ClosedError`
+        once the subscription is closed and nothing is left. [s]
+        """
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._buffer or self._closed, timeout):
+                raise TimeoutError(f"no tap event within {timeout} s")
+            if self._buffer:
+                return self._buffer.popleft()
+            raise ClosedError("the tap subscription is closed")
+
+    def drain(self) -> list[TapEvent]:
+        """Every event waiting now, oldest first (possibly none), without waiting."""
+        with self._lock:
+            events = list(self._buffer)
+            self._buffer.clear()
+        return events
+
+    def __iter__(self) -> Iterator[TapEvent]:
+        """Events as they come, until the subscription is closed."""
+        while True:
+            try:
+                yield self.get()
+            except ClosedError:
+                return
+
+    async def aget(self) -> TapEvent:
+        """The next event, awaited on the caller's event loop (any loop, not only the lab's).
+
+        Raises :class:`~enos_lab.errors.ClosedError` once closed and empty.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            with self._lock:
+                if self._buffer:
+                    return self._buffer.popleft()
+                if self._closed:
+                    raise ClosedError("the tap subscription is closed")
+                future: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, future))
+            await future
+
+    def __aiter__(self) -> AsyncIterator[TapEvent]:
+        return self._aiterate()
+
+    async def _aiterate(self) -> AsyncIterator[TapEvent]:
+        while True:
+            try:
+                yield await self.aget()
+            except ClosedError:
+                return
+
+    def close(self) -> None:
+        """Stop receiving events; readers get what is buffered, then the end (idempotent)."""
+        self._tap._remove(self)
+        with self._lock:
+            self._closed = True
+            self._ready.notify_all()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            _wake(loop, future)
+
+    def __enter__(self) -> TapSubscription:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._buffer)} waiting"
+        return f"<TapSubscription {state}, received={self.received} dropped={self.dropped}>"
+
+
+class Tap:
+    """The device-data tap (see the module docstring). Thread-safe to (un)subscribe; events are
+    emitted on one event loop (the lab's)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._consumers: tuple[TapCallback | TapSubscription, ...] = ()
+        self._wanted: frozenset[type] = frozenset()
+        self._emitted = 0
+        self._dropped = 0
+        self._callback_errors = 0
+
+    # -- producers ---------------------------------------------------------------------------
+
+    def wants(self, kind: type) -> bool:
+        """Whether any consumer listens for events of class ``kind`` (ask before building)."""
+        return kind in self._wanted
+
+    @property
+    def active(self) -> bool:
+        """Whether any consumer listens at all."""
+        return bool(self._wanted)
+
+    def emit(self, event: TapEvent) -> None:
+        """Hand ``event`` to every consumer whose filter it passes (on the lab's loop)."""
+        self._emitted += 1
+        for consumer in self._consumers:
+            if consumer.filter.matches(event):
+                consumer._deliver(event)
+
+    def emit_many(self, events: Iterable[TapEvent]) -> None:
+        """:meth:`emit` each of ``events`` in order."""
+        for event in events:
+            self.emit(event)
+
+    # -- consumers ---------------------------------------------------------------------------
+
+    def add_callback(
+        self,
+        callback: Callable[[TapEvent], object],
+        *,
+        kinds: type | Iterable[type] | None = None,
+        product_key: str | None = None,
+        device_key: str | None = None,
+        point_id: str | None = None,
+    ) -> TapCallback:
+        """Call ``callback(event)`` on the lab's loop for every event that passes the filter.
+
+        Keep it quick: it runs on the loop all devices share. Returns a handle whose
+        :meth:`~TapCallback.cancel` removes it.
+        """
+        handle = TapCallback(self, callback, TapFilter.of(kinds, product_key, device_key, point_id))
+        self._add(handle)
+        return handle
+
+    def subscribe(
+        self,
+        *,
+        kinds: type | Iterable[type] | None = None,
+        product_key: str | None = None,
+        device_key: str | None = None,
+        point_id: str | None = None,
+        maxsize: int = DEFAULT_MAXSIZE,
+    ) -> TapSubscription:
+        """A :class:`TapSubscription` of the events that pass the filter, buffering at most
+        ``maxsize`` (the oldest dropped beyond)."""
+        subscription = TapSubscription(
+            self, TapFilter.of(kinds, product_key, device_key, point_id), maxsize
+        )
+        self._add(subscription)
+        return subscription
+
+    @property
+    def stats(self) -> TapStats:
+        """Counters since the tap was made."""
+        consumers = self._consumers
+        callbacks = sum(1 for c in consumers if isinstance(c, TapCallback))
+        return TapStats(
+            self._emitted,
+            self._dropped,
+            self._callback_errors,
+            callbacks,
+            len(consumers) - callbacks,
+        )
+
+    def _add(self, consumer: TapCallback | TapSubscription) -> None:
+        with self._lock:
+            self._consumers = (*self._consumers, consumer)
+            self._update_wanted()
+
+    def _remove(self, consumer: TapCallback | TapSubscription) -> None:
+        with self._lock:
+            self._consumers = tuple(c for c in self._consumers if c is not consumer)
+            self._update_wanted()
+
+    def _update_wanted(self) -> None:
+        wanted: set[type] = set()
+        for consumer in self._consumers:
+            kinds = consumer.filter.kinds
+            wanted.update(EVENT_KINDS if kinds is None else kinds)
+        self._wanted = frozenset(wanted)
+
+
+def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+    """Resolve an async reader's future on its own loop (from whichever thread delivers)."""
+
+    def resolve() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        resolve()
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(resolve)
