@@ -572,7 +572,7 @@ async def test_malformed_event_and_attribute_posts(lab: TcpLab) -> None:
         event, body("ok", {"events": {"level": 1}}, "thing.event.alarm.post")
     )
     assert reply["code"] == 200, reply
-    events = lab.store.query_events(device_key="p1", product_key="plainP")
+    events = lab.store.query_events("p1", product_key="plainP")
     assert list(events["event_id"]) == ["alarm"]
     await direct.alive()
 
