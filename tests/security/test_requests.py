@@ -64,12 +64,6 @@ T0 = 1_700_000_000_000  # [ms]
 PacketT = TypeVar("PacketT", bound=Packet)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """The hub is asyncio-only."""
-    return "asyncio"
-
-
 def meter_model() -> ThingModel:
     """Points temp (FLOAT, quality), power (DOUBLE), status (INT); attribute maxCurrent (INT);
     event overheat (output level, INT)."""
