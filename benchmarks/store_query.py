@@ -91,7 +91,7 @@ def main() -> None:
         begin, end = DAY, DAY + timedelta(days=1)
 
         def with_store() -> pd.DataFrame:
-            return store.aggregate("power", "1min", "avg", begin, end, device_keys=devices)
+            return store.aggregate(devices, "power", begin, end, interval="1min")
 
         def with_pandas(df: pd.DataFrame) -> Callable[[], pd.Series]:
             def run() -> pd.Series:

@@ -2,12 +2,90 @@
 
 Modelled on the Envision EnOS IoT Hub: an in-process MQTT 3.1.1/5.0 hub, a device registry,
 thing models, a time-series store and tutorials. Start with :class:`Lab`; the README has a tour.
+
+What ``import enos_lab`` gives by name (``__all__``, sorted):
+
+- ``AlreadyExists``: an id (product, device, model) that is already taken.
+- ``AuthenticationError``: credentials were refused.
+- ``Clock``: what the lab asks about time (``SystemClock`` and ``SimulatedClock`` are clocks).
+- ``ClosedError``: the lab, hub or store is not running.
+- ``EnosLabError``: the root of every exception enos_lab raises (the tree: :mod:`.errors`).
+- ``HubConfig``: settings of the MQTT hub (``Lab(hub_config=...)``).
+- ``InvalidArgument``: a caller passed a bad value (also a ``ValueError``).
+- ``IotHubConfig``: settings of the EnOS IoT hub services (``Lab(iothub_config=...)``).
+- ``Lab``: the laboratory; hub, registry, store and services behind a synchronous facade.
+- ``LimitExceeded``: a bound on what the hub keeps was reached.
+- ``ModelError``: a thing model is invalid or cannot be used.
+- ``NotFound``: an id that does not exist (also a ``KeyError``).
+- ``ProtocolError``: a fault in an MQTT conversation.
+- ``RegistryError``: a fault in the device registry.
+- ``Reply``: a device's reply to a command (``Lab.send_command``), or the hub's to a request.
+- ``RuleError``: a rule, alert or stream definition is invalid or failed.
+- ``SimulatedClock``: a clock that moves only when told to (deterministic runs).
+- ``StoreConfig``: settings of the time-series store (``Lab(store_config=...)``).
+- ``StoreError``: a fault in the time-series store.
+- ``SystemClock``: the real clock (the default).
+- ``TopicKind``: every EnOS topic; the command kinds of ``Lab.send_command`` among them.
+- ``ValidationError``: a value does not fit its thing model.
+- ``__version__``: the installed version.
+- ``datasets``: the tutorials' datasets (``datasets.load(name)``).
+- ``errors``: the exception tree, every class.
+
+The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
+``.mqtt``, ``.enos``) hold the rest.
 """
 
 from __future__ import annotations
 
+from . import datasets, errors
+from .clock import Clock, SimulatedClock, SystemClock
+from .enos import Reply, TopicKind
+from .errors import (
+    AlreadyExists,
+    AuthenticationError,
+    ClosedError,
+    EnosLabError,
+    InvalidArgument,
+    LimitExceeded,
+    ModelError,
+    NotFound,
+    ProtocolError,
+    RegistryError,
+    RuleError,
+    StoreError,
+    ValidationError,
+)
+from .hub import HubConfig
+from .iothub import IotHubConfig
 from .lab import Lab
+from .store import StoreConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["Lab", "__version__"]
+__all__ = [
+    "AlreadyExists",
+    "AuthenticationError",
+    "Clock",
+    "ClosedError",
+    "EnosLabError",
+    "HubConfig",
+    "InvalidArgument",
+    "IotHubConfig",
+    "Lab",
+    "LimitExceeded",
+    "ModelError",
+    "NotFound",
+    "ProtocolError",
+    "RegistryError",
+    "Reply",
+    "RuleError",
+    "SimulatedClock",
+    "StoreConfig",
+    "StoreError",
+    "SystemClock",
+    "TopicKind",
+    "ValidationError",
+    "__version__",
+    "datasets",
+    "errors",
+]

@@ -311,7 +311,12 @@ class Lab:
     def store(self) -> TimeSeriesStore:
         """The time-series store (DuckDB in the data directory); thread-safe, sync and async.
 
-        Query device data with ``lab.store.query_points``, ``latest`` and ``aggregate``.
+        Query device data as DataFrames with ``lab.store.query_points``, ``latest``,
+        ``aggregate``, ``query_events``, ``query_attributes`` and ``query_alerts``: arguments
+        in the order devices, ids (points, events, attributes), start, end, then keywords; no
+        data gives an empty frame. Unless the lab is anonymous, a product or device the
+        registry does not know (and the store holds no data of) raises
+        :class:`~enos_lab.errors.NotFound`.
         """
         if self._store is None:
             raise ClosedError("the lab is not running: call start() first")
@@ -815,11 +820,17 @@ class Lab:
     async def _start_services(self) -> None:
         try:
             data_dir = self.data_dir
-            self._store = await asyncio.to_thread(
-                TimeSeriesStore, data_dir, clock=self._clock, config=self._store_config
-            )
             self._registry = await asyncio.to_thread(
                 Registry, data_dir / REGISTRY_FILE, clock=self._clock, rng=self._rng
+            )
+            # The registry says which devices queries may name, unless the hub is anonymous
+            # (its devices need no registration): see enos_lab.store.DeviceDirectory.
+            self._store = await asyncio.to_thread(
+                TimeSeriesStore,
+                data_dir,
+                clock=self._clock,
+                config=self._store_config,
+                directory=None if self._config.anonymous else self._registry,
             )
             self._models = await asyncio.to_thread(_load_models, self._registry)
             if self._config.anonymous:

@@ -154,6 +154,27 @@ def test_store_lives_in_the_data_dir_and_survives_a_restart(tmp_path: Path) -> N
         assert str(frame["time"].dt.tz) == "UTC"
 
 
+def test_store_queries_know_the_registrys_devices(tmp_path: Path) -> None:
+    from enos_lab.errors import NotFound
+    from enos_lab.store import PointRow
+
+    with Lab(tmp_path / "enos", port=0) as lab:
+        pk = lab.create_product("Meters").product_key
+        lab.register_device(pk, device_key="m1")
+        assert lab.store.query_points("m1", "power", product_key=pk).empty  # nothing posted yet
+        assert lab.store.query_events("m1").empty
+        with pytest.raises(NotFound, match="typo"):
+            lab.store.query_points("typo", product_key=pk)
+        with pytest.raises(NotFound, match="nope"):
+            lab.store.latest(product_key="nope")
+        lab.store.append_points([PointRow(pk, "m1", "power", 1_700_000_000_000, 1.5)])
+        lab.delete_device(pk, "m1")
+        assert lab.store.latest("m1")["value"].tolist() == [1.5]  # history outlives the device
+    with Lab(tmp_path / "anonymous", port=0, anonymous=True) as lab:
+        # devices of an anonymous hub need no registration: every name is accepted
+        assert lab.store.query_points("anyone", product_key="any").empty
+
+
 def test_a_failed_start_releases_everything(tmp_path: Path) -> None:
     with Lab(tmp_path, port=0, anonymous=True) as first:
         clash = Lab(tmp_path / "other", port=first.port, anonymous=True)

@@ -11,11 +11,14 @@ import asyncio
 import json
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
+from enos.message.upstream.tsl.MeasurepointPostRequest import MeasurepointPostRequest
+from enos_sdk_helpers import SDK_WARNINGS, SdkDevice, sdk_device, sdk_log
 
 from enos_lab import Lab
 from enos_lab.enos import TopicKind
@@ -70,9 +73,9 @@ def _pump_child(model_id: str = "lab_pump_v2") -> dict[str, Any]:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Any:
-    with Lab(tmp_path / "lab", port=0, anonymous=True, rng=random.Random(1)) as running:
-        yield running
+def lab(make_lab: Callable[..., Lab]) -> Lab:
+    """An anonymous lab (no IoT hub services) with seeded keys."""
+    return make_lab(anonymous=True, rng=random.Random(1))
 
 
 # -- thing models ---------------------------------------------------------------------------------
@@ -463,65 +466,21 @@ def test_registry_errors_are_enos_lab_errors(lab: Lab) -> None:
 
 # -- with the IoT hub: real devices over TCP, driven by the official EnOS SDK ---------------------
 
-SDK_WARNINGS = pytest.mark.filterwarnings(
-    # enos-mqtt-sdk-python builds its paho client with paho's deprecated version 1 callback API
-    "ignore:Callback API version 1 is deprecated, update to latest version:DeprecationWarning"
-)
-WAIT = 10.0  # [s] bound of every wait for the SDK or the hub
+SDK_WAIT = 10.0  # [s] bound of the waits for an activation and for the SDK's automatic reconnect
 
 
-class _Sdk:
-    """An official SDK client pointed at the lab, with events for its callbacks."""
-
-    def __init__(
-        self,
-        lab: Lab,
-        product_key: str,
-        device_key: str,
-        *,
-        device_secret: str | None = None,
-        product_secret: str | None = None,
-    ) -> None:
-        from enos.core.internal.Profile import Profile
-        from enos.core.MqttClient import MqttClient
-
-        url = f"tcp://{lab.host}:{lab.port}"
-        profile = Profile(url, product_key, device_key, device_secret, product_secret)
-        profile.set_operation_timeout(WAIT)
-        self.client = MqttClient(profile=profile)
-        self.connects = threading.Semaphore(0)
-        self.secret: str | None = None
-        self.activated = threading.Event()
-        self.client.on_connect = self.connects.release
-        self.client.on_device_dynamic_active = self._on_activated
-
-    def _on_activated(self, device_secret: str) -> None:
-        self.secret = device_secret
-        self.activated.set()
-
-    def post(self, **points: float) -> int:
-        from enos.message.upstream.tsl.MeasurepointPostRequest import MeasurepointPostRequest
-
-        builder = MeasurepointPostRequest.builder()
-        for point_id, value in points.items():
-            builder.add_measurepoint(point_id, value)
-        response = self.client.publish(builder.set_timestamp(1_700_000_000_000).build())
-        return int(response.get_code())
-
-    def close(self) -> None:
-        """Close the client and stop paho's network thread, which keeps reconnecting after the
-        hub dropped the device (the SDK's close() stops it only while connected)."""
-        connection = self.client._MqttClient__connection  # type: ignore[attr-defined]
-        paho = connection._MqttConnection__paho_client
-        self.client.close()
-        if paho is not None:
-            paho.loop_stop()
+def _post(sdk: SdkDevice, **points: float) -> int:
+    """Post measurepoints (event time 2023-11-14T22:13:20Z); returns the hub's reply code."""
+    builder = MeasurepointPostRequest.builder()
+    for point_id, value in points.items():
+        builder.add_measurepoint(point_id, value)
+    return int(sdk.publish(builder.set_timestamp(1_700_000_000_000).build()).get_code())
 
 
 @pytest.fixture
-def hub_lab(tmp_path: Path) -> Any:
-    with Lab(tmp_path / "lab", port=0, rng=random.Random(5)) as running:
-        yield running
+def hub_lab(make_lab: Callable[..., Lab]) -> Lab:
+    """A lab with EnOS authentication and the IoT hub services, seeded keys."""
+    return make_lab(rng=random.Random(5))
 
 
 def test_an_authenticating_lab_wires_the_iot_hub(hub_lab: Lab) -> None:
@@ -557,16 +516,18 @@ def test_device_by_secret_posts_data_is_disabled_and_comes_back(hub_lab: Lab) ->
     product = lab.create_product("Meters", model_id="energy_meter")
     pk = product.product_key
     device = lab.register_device(pk, device_key="meter-01")
-    sdk = _Sdk(lab, pk, "meter-01", device_secret=device.device_secret)
-    try:
-        sdk.client.connect()
-        assert sdk.connects.acquire(timeout=WAIT)
+    with (
+        sdk_log() as log,
+        sdk_device(lab, pk, "meter-01", device_secret=device.device_secret) as sdk,
+    ):
+        sdk.connect()
+        log.wait_connects(1)
         assert lab.is_online(pk, "meter-01")
         assert lab.device(pk, "meter-01").state is DeviceState.ONLINE
-        assert sdk.post(active_power=12.5) == 200
+        assert _post(sdk, active_power=12.5) == 200
         points = lab.store.query_points("meter-01", "active_power", product_key=pk)
         assert points["value"].tolist() == [12.5]
-        assert sdk.post(no_such_point=1.0) == 1204  # refused by the thing model
+        assert _post(sdk, no_such_point=1.0) == 1204  # refused by the thing model
 
         disabled = lab.disable_device(pk, "meter-01")
         # the facade returns once the hub has dropped the connection
@@ -577,11 +538,9 @@ def test_device_by_secret_posts_data_is_disabled_and_comes_back(hub_lab: Lab) ->
 
         # the SDK keeps reconnecting; once the device is enabled again it gets in
         assert lab.enable_device(pk, "meter-01").enabled
-        assert sdk.connects.acquire(timeout=WAIT)
+        log.wait_connects(2, timeout=SDK_WAIT)
         assert lab.is_online(pk, "meter-01")
         assert lab.presence(pk, "meter-01")["online"].tolist() == [True, False, True]
-    finally:
-        sdk.close()
 
 
 @SDK_WARNINGS
@@ -590,24 +549,18 @@ def test_dynamic_activation_then_login_with_the_issued_secret(hub_lab: Lab) -> N
     product = lab.create_product("Rooms", dynamic_activation=True)
     pk = product.product_key
     lab.register_device(pk, device_key="room-01")
-    activation = _Sdk(lab, pk, "room-01", product_secret=product.product_secret)
-    try:
-        activation.client.connect()
-        assert activation.activated.wait(WAIT)
-    finally:
-        activation.close()
-    issued = activation.secret
+    with sdk_device(lab, pk, "room-01", product_secret=product.product_secret) as activation:
+        activation.connect()
+        assert activation.activated.wait(SDK_WAIT)
+    issued = activation.issued_secret
     assert issued and lab.device(pk, "room-01").device_secret == issued
     assert lab.export_credentials(pk).loc[0, "device_secret"] == issued
 
-    device = _Sdk(lab, pk, "room-01", device_secret=issued)
-    try:
-        device.client.connect()
-        assert device.connects.acquire(timeout=WAIT)
-        assert device.post(temperature=4.5) == 200  # no model: any measurepoint passes
+    with sdk_log() as log, sdk_device(lab, pk, "room-01", device_secret=issued) as device:
+        device.connect()
+        log.wait_connects(1)
+        assert _post(device, temperature=4.5) == 200  # no model: any measurepoint passes
         assert lab.device(pk, "room-01").state is DeviceState.ONLINE
-    finally:
-        device.close()
 
 
 @SDK_WARNINGS
@@ -628,11 +581,13 @@ def test_send_command_reaches_the_device_and_returns_its_reply(hub_lab: Lab) -> 
             .build()
         )
 
-    sdk = _Sdk(lab, pk, "calc-01", device_secret=device.device_secret)
-    sdk.client.register_arrived_message_handler(ServiceInvocationCommand.get_class(), multiply)
-    try:
-        sdk.client.connect()
-        assert sdk.connects.acquire(timeout=WAIT)
+    with (
+        sdk_log() as log,
+        sdk_device(lab, pk, "calc-01", device_secret=device.device_secret) as sdk,
+    ):
+        sdk.client.register_arrived_message_handler(ServiceInvocationCommand.get_class(), multiply)
+        sdk.connect()
+        log.wait_connects(1)
         reply = lab.send_command(
             pk, "calc-01", TopicKind.SERVICE_INVOKE, {"left": 6, "right": 7}, item_id="multiply"
         )
@@ -654,8 +609,6 @@ def test_send_command_reaches_the_device_and_returns_its_reply(hub_lab: Lab) -> 
             wait=False,
         )
         assert sent is None
-    finally:
-        sdk.close()
     with pytest.raises(NotFound, match="nope"):
         lab.send_command(pk, "nope", TopicKind.SERVICE_INVOKE, {}, item_id="multiply")
 
@@ -665,10 +618,9 @@ def test_delete_drops_a_connected_device(hub_lab: Lab) -> None:
     lab = hub_lab
     pk = lab.create_product("Meters").product_key
     device = lab.register_device(pk, device_key="gone")
-    sdk = _Sdk(lab, pk, "gone", device_secret=device.device_secret)
-    try:
-        sdk.client.connect()
-        assert sdk.connects.acquire(timeout=WAIT)
+    with sdk_log() as log, sdk_device(lab, pk, "gone", device_secret=device.device_secret) as sdk:
+        sdk.connect()
+        log.wait_connects(1)
 
         async def delete() -> Any:
             return await lab.adelete_device(pk, "gone")
@@ -678,8 +630,6 @@ def test_delete_drops_a_connected_device(hub_lab: Lab) -> None:
         assert not lab.is_online(pk, "gone")
         assert lab.presence(pk, "gone")["reason"].tolist() == ["connected", "deleted"]
         assert lab.devices(pk).empty
-    finally:
-        sdk.close()
 
 
 @SDK_WARNINGS
@@ -687,10 +637,9 @@ def test_async_disable_and_enable_with_a_connected_device(hub_lab: Lab) -> None:
     lab = hub_lab
     pk = lab.create_product("Meters").product_key
     device = lab.register_device(pk, device_key="m1")
-    sdk = _Sdk(lab, pk, "m1", device_secret=device.device_secret)
-    try:
-        sdk.client.connect()
-        assert sdk.connects.acquire(timeout=WAIT)
+    with sdk_log() as log, sdk_device(lab, pk, "m1", device_secret=device.device_secret) as sdk:
+        sdk.connect()
+        log.wait_connects(1)
 
         async def cycle() -> tuple[Any, Any, bool]:
             disabled = await lab.adisable_device(pk, "m1")
@@ -705,8 +654,6 @@ def test_async_disable_and_enable_with_a_connected_device(hub_lab: Lab) -> None:
             "connected",
             "disabled",
         ]
-    finally:
-        sdk.close()
 
 
 def test_custom_products_take_a_codec(hub_lab: Lab) -> None:

@@ -50,3 +50,12 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 def test_console_script_points_at_cli_main() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["enos-lab"] == "enos_lab.cli:main"
+
+
+def test_the_readme_run_command_opens_the_tutorials_as_any_user() -> None:
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- run-command -->\s*```(?:bash|sh)?\n(.+?)\n```", readme, re.S)
+    assert match, "README.md must mark its run command with <!-- run-command -->"
+    install, run = match.group(1).strip().split(" && ")
+    assert install == 'python3.11 -m pip install -e ".[notebooks]"'
+    assert run == "python3.11 -m enos_lab tutorials"  # adds --allow-root for root users

@@ -499,6 +499,24 @@ class Registry:
         except NotFound:
             return None
 
+    def existing_device_keys(
+        self, device_keys: Iterable[str], product_key: str | None = None
+    ) -> set[str]:
+        """The keys among ``device_keys`` of registered devices (of ``product_key`` if given,
+        of any product otherwise). The time-series store asks this about names it holds no data
+        of (:class:`~enos_lab.store.DeviceDirectory`)."""
+        keys = list(dict.fromkeys(device_keys))
+        if not keys:
+            return set()
+        with self._lock:
+            self._sync()
+            rows = self._db.execute(
+                "SELECT DISTINCT device_key FROM devices WHERE device_key IN "
+                "(SELECT value FROM json_each(?)) AND (? IS NULL OR product_key = ?)",
+                (json.dumps(keys), product_key, product_key),
+            ).fetchall()
+        return {str(key) for (key,) in rows}
+
     def device_count(self, product_key: str) -> int:
         """How many devices the product has (NotFound for an unknown product)."""
         self.get_product(product_key)

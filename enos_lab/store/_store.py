@@ -21,50 +21,61 @@ event time, not the last to arrive; resumed history never replaces a newer lates
 :mod:`._writer` for the duplicate policy.
 
 Times in and out: query arguments take tz-aware datetimes, epoch ms or ISO-8601 text; ranges are
-half-open ``[start, end)``; DataFrames carry tz-aware UTC timestamps.
+half-open ``[start, end)``; DataFrames carry tz-aware UTC timestamps. Queries take devices, ids,
+start, end, then keywords; no data gives an empty frame; which names they accept is the
+:class:`~._query.DeviceDirectory`'s to say (see :mod:`._query`, which also holds their SQL and
+DataFrame building).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import inspect
 import logging
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timedelta
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 import duckdb
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from .._files import keep_private, private_dir, tighten
 from ..clock import Clock, SystemClock
-from ..errors import InvalidArgument, StoreError
+from ..errors import InvalidArgument, NotFound, StoreError
 from ._config import StoreConfig
-from ._errors import SeriesNotFound
 from ._policy import RetentionReport, StoragePolicy, apply_policies
+from ._query import (
+    DeviceDirectory,
+    Ids,
+    Source,
+    aggregate_sql,
+    check_aggregations,
+    check_source,
+    id_list,
+    json_objects,
+    utc_times,
+    value_frame,
+    where,
+)
 from ._rows import (
     AlertRecord,
     AttributeRow,
     EventRow,
     PointRow,
-    ValueKind,
     check_event_ms,
     check_record,
     check_series_keys,
     check_text,
     check_utf8,
-    decode_json,
     encode_json,
     encode_points,
 )
@@ -72,64 +83,32 @@ from ._schema import SCHEMA, SCHEMA_VERSION
 from ._time import TimeLike, as_ms, ms_range, parse_interval, to_utc_index
 from ._writer import Batch, BatchKind, Job, StoreStats, Writer
 
-__all__ = ["AGGREGATIONS", "Source", "TimeSeriesStore"]
+__all__ = ["TimeSeriesStore"]
 
 log = logging.getLogger(__name__)
 
 DB_FILE: Final = "timeseries.duckdb"
 
-AGGREGATIONS: Final = ("avg", "min", "max", "sum", "count", "first", "last")
-"""Aggregations accepted by :meth:`TimeSeriesStore.aggregate`."""
-
-# Partial aggregates per (series, bucket): (column, SQL over raw rows, SQL combining partials).
-_PARTIALS: Final = {
-    "cnt": ("count(num)", "sum(cnt)"),
-    "total": ("sum(num)", "sum(total)"),
-    "vmin": ("min(num)", "min(vmin)"),
-    "vmax": ("max(num)", "max(vmax)"),
-    "first_ms": ("min(event_ms)", "min(first_ms)"),
-    "vfirst": ("arg_min(num, event_ms)", "arg_min(vfirst, first_ms)"),
-    "last_ms": ("max(event_ms)", "max(last_ms)"),
-    "vlast": ("arg_max(num, event_ms)", "arg_max(vlast, last_ms)"),
-}
-_NEEDS: Final = {
-    "avg": ("cnt", "total"),
-    "sum": ("total",),
-    "count": ("cnt",),
-    "min": ("vmin",),
-    "max": ("vmax",),
-    "first": ("first_ms", "vfirst"),
-    "last": ("last_ms", "vlast"),
-}
-_DIRECT: Final = {
-    "avg": "avg(num)",
-    "sum": "sum(num)",
-    "count": "count(num)",
-    "min": "min(num)",
-    "max": "max(num)",
-    "first": "arg_min(num, event_ms)",
-    "last": "arg_max(num, event_ms)",
-}
-_FINAL: Final = {
-    "avg": "total / cnt",
-    "sum": "total",
-    "count": "cnt::BIGINT",
-    "min": "vmin",
-    "max": "vmax",
-    "first": "vfirst",
-    "last": "vlast",
-}
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
-class Source(StrEnum):
-    """Which series an aggregation reads."""
+def _in_thread(
+    method: Callable[Concatenate[TimeSeriesStore, P], T],
+) -> Callable[Concatenate[TimeSeriesStore, P], Coroutine[Any, Any, T]]:
+    """The ``*_async`` form of a query: the same call in a worker thread, so that the event
+    loop keeps running; ``help()`` shows the parameters of the method."""
 
-    RAW = "raw"
-    """Raw measurepoints only."""
-    ROLLUP = "rollup"
-    """Downsampled series only (written by retention)."""
-    ALL = "all"
-    """Both: downsampled buckets for what retention removed, raw rows for the rest."""
+    async def in_thread(self: TimeSeriesStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(method, self, *args, **kwargs)
+
+    in_thread.__name__ = method.__name__ + "_async"
+    in_thread.__qualname__ = f"TimeSeriesStore.{in_thread.__name__}"
+    in_thread.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    in_thread.__doc__ = (
+        f":meth:`{method.__name__}` in a worker thread, so that the event loop keeps running."
+    )
+    return in_thread
 
 
 class TimeSeriesStore:
@@ -139,8 +118,16 @@ class TimeSeriesStore:
     files in it are 0600); None uses a temporary directory that :meth:`close` removes. ``clock``
     gives receive times and the default retention time. ``policies`` are the storage policies
     (see :class:`StoragePolicy`). ``config`` tunes the writer and DuckDB (memory limit, threads;
-    see :class:`StoreConfig`). Thread-safe: every method may be called from any thread; the
+    see :class:`StoreConfig`). ``directory`` says which products and devices exist besides
+    those the store holds data of (the lab gives its registry): with one, queries naming
+    others raise :class:`~enos_lab.errors.NotFound`; without, queries accept every name (see
+    :class:`DeviceDirectory`). Thread-safe: every method may be called from any thread; the
     ``*_async`` methods never block the event loop.
+
+    Every query takes its arguments in one order: devices, the ids of what is asked for
+    (points, events, attributes), ``start``, ``end`` (a half-open range of event time), then
+    keyword-only options. Each id argument takes one id or a sequence; ``None`` selects all.
+    A query that finds nothing returns an empty DataFrame with its usual columns.
     """
 
     def __init__(
@@ -150,8 +137,10 @@ class TimeSeriesStore:
         clock: Clock | None = None,
         policies: Iterable[StoragePolicy] = (),
         config: StoreConfig | None = None,
+        directory: DeviceDirectory | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
+        self._directory = directory
         self._config = config or StoreConfig()
         self._policies = tuple(policies)
         self._temporary = data_dir is None
@@ -500,21 +489,43 @@ class TimeSeriesStore:
                 "SELECT product_key, device_key, point_id FROM series ORDER BY 1, 2, 3"
             ).df()
 
-    def _check_devices(
-        self, cur: duckdb.DuckDBPyConnection, device_keys: Sequence[str], product_key: str | None
+    def _check_names(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        device_keys: Sequence[str] | None,
+        product_key: str | None,
     ) -> None:
-        found = {
+        """Refuse a product or devices neither the directory nor the store's data knows."""
+        directory = self._directory
+        if directory is None:
+            return
+        if product_key is not None and directory.find_product(product_key) is None:
+            held = cur.execute(
+                "SELECT 1 FROM devices WHERE product_key = ? LIMIT 1", [product_key]
+            ).fetchall()
+            if not held:
+                raise NotFound(
+                    f"product {product_key!r} does not exist (and the store holds no data of it)"
+                )
+        if not device_keys:
+            return
+        held_keys = {
             dk
             for (dk,) in cur.execute(
                 "SELECT DISTINCT device_key FROM devices WHERE device_key IN (SELECT unnest(?))"
-                " AND (? IS NULL OR product_key = ?)",
+                " AND (?::VARCHAR IS NULL OR product_key = ?)",
                 [list(device_keys), product_key, product_key],
             ).fetchall()
         }
-        missing = [dk for dk in device_keys if dk not in found]
-        if missing:
-            where = f" of product {product_key!r}" if product_key is not None else ""
-            raise SeriesNotFound(f"no data stored for device(s) {missing}{where}")
+        rest = [dk for dk in device_keys if dk not in held_keys]
+        if rest:
+            existing = directory.existing_device_keys(rest, product_key)
+            missing = [dk for dk in rest if dk not in existing]
+            if missing:
+                of = f" of product {product_key!r}" if product_key is not None else ""
+                raise NotFound(
+                    f"device(s) {missing}{of} do not exist (and the store holds no data of them)"
+                )
 
     def _series_ids(
         self,
@@ -523,43 +534,37 @@ class TimeSeriesStore:
         point_ids: Sequence[str] | None,
         product_key: str | None,
     ) -> list[int]:
-        """Ids of the matching series; unknown devices or points raise SeriesNotFound."""
-        if device_keys is not None:
-            self._check_devices(cur, device_keys, product_key)
+        """Ids of the stored series that match (None matches everything)."""
+        self._check_names(cur, device_keys, product_key)
         rows = cur.execute(
-            """SELECT series_id, point_id FROM series
+            """SELECT series_id FROM series
                WHERE (?::VARCHAR[] IS NULL OR device_key IN (SELECT unnest(?::VARCHAR[])))
                  AND (?::VARCHAR[] IS NULL OR point_id IN (SELECT unnest(?::VARCHAR[])))
                  AND (?::VARCHAR IS NULL OR product_key = ?)""",
             [device_keys, device_keys, point_ids, point_ids, product_key, product_key],
         ).fetchall()
-        if point_ids is not None:
-            missing = sorted(set(point_ids) - {pid for _, pid in rows})
-            if missing:
-                raise SeriesNotFound(
-                    f"no data stored for measurepoint(s) {missing} of device(s) "
-                    f"{list(device_keys) if device_keys is not None else 'any'}"
-                )
-        return [sid for sid, _ in rows]
+        return [sid for (sid,) in rows]
 
     def query_points(
         self,
-        device_key: str | Sequence[str],
-        point_ids: str | Sequence[str] | None = None,
+        device_keys: Ids | None = None,
+        point_ids: Ids | None = None,
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         *,
         product_key: str | None = None,
     ) -> pd.DataFrame:
-        """Raw measurepoints of one or more devices in ``[start, end)``.
+        """Raw measurepoints of the devices and points (``None``: all) in ``[start, end)``.
 
         Columns: time, product_key, device_key, point_id, value, quality (nullable Int64),
         receive_time, resume; sorted by product, device, point and time. ``value`` has the
         point's natural type: float64, Int64, boolean, str, or objects (dict/list) for structs
-        and arrays (object when points of different kinds are mixed).
+        and arrays (object when points of different kinds are mixed). No data: an empty frame
+        with these columns. Unknown products or devices raise
+        :class:`~enos_lab.errors.NotFound` (see :class:`DeviceDirectory`).
         """
-        devices = _names(device_key, "device_key")
-        points = None if point_ids is None else _names(point_ids, "point_ids")
+        devices = id_list(device_keys, "device_keys")
+        points = id_list(point_ids, "point_ids")
         lo, hi = ms_range(start, end)
         with self._cursor() as cur:
             sids = self._series_ids(cur, devices, points, product_key)
@@ -572,21 +577,21 @@ class TimeSeriesStore:
                    ORDER BY s.product_key, s.device_key, s.point_id, p.event_ms""",
                 [sids, lo, hi],
             ).fetchnumpy()
-        return _value_frame(raw)
+        return value_frame(raw)
 
     def latest(
         self,
-        device_keys: str | Sequence[str] | None = None,
-        point_ids: str | Sequence[str] | None = None,
+        device_keys: Ids | None = None,
+        point_ids: Ids | None = None,
         *,
         product_key: str | None = None,
     ) -> pd.DataFrame:
-        """The latest value (greatest event time) per device and point.
+        """The latest value (greatest event time) per device and point (``None``: all).
 
-        Same columns as :meth:`query_points`; None for ``device_keys`` means every device.
+        Same columns as :meth:`query_points`, one row per series; no data: an empty frame.
         """
-        devices = None if device_keys is None else _names(device_keys, "device_keys")
-        points = None if point_ids is None else _names(point_ids, "point_ids")
+        devices = id_list(device_keys, "device_keys")
+        points = id_list(point_ids, "point_ids")
         with self._cursor() as cur:
             sids = np.asarray(self._series_ids(cur, devices, points, product_key), np.int32)
             found, times = self._writer.latest_times(sids)
@@ -599,17 +604,17 @@ class TimeSeriesStore:
                    JOIN series s ON s.series_id = p.series_id
                    ORDER BY s.product_key, s.device_key, s.point_id"""
             ).fetchnumpy()
-        return _value_frame(raw)
+        return value_frame(raw)
 
     def aggregate(
         self,
-        point_ids: str | Sequence[str],
-        interval: str | timedelta,
-        aggregations: str | Sequence[str] = "avg",
+        device_keys: Ids | None = None,
+        point_ids: Ids | None = None,
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         *,
-        device_keys: str | Sequence[str] | None = None,
+        interval: str | timedelta,
+        aggregations: str | Sequence[str] = "avg",
         product_key: str | None = None,
         fleet: bool = False,
         source: Source | str = Source.RAW,
@@ -621,73 +626,19 @@ class TimeSeriesStore:
         only buckets holding data appear. ``aggregations`` are any of :data:`AGGREGATIONS`.
         Per device (default) the columns are product_key, device_key, point_id, time, then one
         column per aggregation; with ``fleet=True`` all selected devices are aggregated together:
-        point_id, time, aggregations. ``device_keys`` None selects every device. ``source`` picks
-        raw rows, the downsampled series written by retention (a bucket belongs to the range if
-        its start does; ``interval`` must be a multiple of the downsampling width), or both.
+        point_id, time, aggregations. ``device_keys`` and ``point_ids`` None select every device
+        and every point. ``source`` picks raw rows, the downsampled series written by retention
+        (a bucket belongs to the range if its start does; ``interval`` must be a multiple of the
+        downsampling width), or both. No data (or only text points): an empty frame with these
+        columns.
         """
-        points = _names(point_ids, "point_ids")
-        devices = None if device_keys is None else _names(device_keys, "device_keys")
-        aggs = _aggregations(aggregations)
+        devices = id_list(device_keys, "device_keys")
+        points = id_list(point_ids, "point_ids")
+        aggs = check_aggregations(aggregations)
         width = parse_interval(interval)
         lo, hi = ms_range(start, end)
-        try:
-            src = Source(source)
-        except ValueError as exc:
-            raise InvalidArgument(
-                f"expected source in {[s.value for s in Source]}, got {source!r}"
-            ) from exc
-        partials = sorted({p for a in aggs for p in _NEEDS[a]})
-        if lo >= 0:  # floor division is truncation for non-negative times: cheaper
-            bucket = f"(event_ms - event_ms % {width})"
-        else:
-            bucket = f"(event_ms - (((event_ms % {width}) + {width}) % {width}))"
-        raw_rows = """FROM points
-                    WHERE series_id IN (SELECT unnest($sids::INTEGER[]))
-                      AND event_ms >= $lo AND event_ms < $hi AND num IS NOT NULL"""
-        names = ", ".join(f'"{a}"' for a in aggs)
-        if src is Source.RAW and not fleet:
-            # One pass over the raw rows; names are joined on the (small) result.
-            direct = ", ".join(f'{_DIRECT[a]} AS "{a}"' for a in aggs)
-            sql = f"""
-                WITH comb AS (SELECT series_id, {bucket} AS bucket_ms, {direct} {raw_rows}
-                              GROUP BY ALL)
-                SELECT s.product_key, s.device_key, s.point_id, bucket_ms, {names}
-                FROM comb JOIN series s USING (series_id)
-                ORDER BY s.product_key, s.device_key, s.point_id, bucket_ms"""
-        else:
-            # Partial aggregates per (series, bucket) from raw rows and/or rollups, combined.
-            stage1: list[str] = []
-            if src is not Source.ROLLUP:
-                cols = ", ".join(f"{_PARTIALS[p][0]} AS {p}" for p in partials)
-                stage1.append(
-                    f"SELECT series_id, {bucket} AS bucket_ms, {cols} {raw_rows} GROUP BY ALL"
-                )
-            if src is not Source.RAW:
-                cols = ", ".join(partials)
-                rb = bucket.replace("event_ms", "bucket_ms")
-                stage1.append(
-                    f"""SELECT series_id, {rb} AS bucket_ms, {cols}
-                        FROM rollups
-                        WHERE series_id IN (SELECT unnest($sids::INTEGER[]))
-                          AND bucket_ms >= $lo AND bucket_ms < $hi AND {width} % interval_ms = 0
-                        QUALIFY interval_ms = max(interval_ms) OVER (PARTITION BY series_id)"""
-                )
-            union = " UNION ALL ".join(stage1)
-            combined = ", ".join(f"{_PARTIALS[p][1]} AS {p}" for p in partials)
-            finals = ", ".join(f'{_FINAL[a]} AS "{a}"' for a in aggs)
-            if fleet:
-                sql = f"""
-                    WITH part AS ({union}),
-                    comb AS (SELECT s.point_id, bucket_ms, {combined}
-                             FROM part JOIN series s USING (series_id) GROUP BY ALL)
-                    SELECT point_id, bucket_ms, {finals} FROM comb ORDER BY point_id, bucket_ms"""
-            else:
-                sql = f"""
-                    WITH part AS ({union}),
-                    comb AS (SELECT series_id, bucket_ms, {combined} FROM part GROUP BY ALL)
-                    SELECT s.product_key, s.device_key, s.point_id, bucket_ms, {finals}
-                    FROM comb JOIN series s USING (series_id)
-                    ORDER BY s.product_key, s.device_key, s.point_id, bucket_ms"""
+        src = check_source(source)
+        sql = aggregate_sql(aggs, width, lo, src, fleet)
         with self._cursor() as cur:
             sids = self._series_ids(cur, devices, points, product_key)
             if (
@@ -711,227 +662,120 @@ class TimeSeriesStore:
 
     def query_events(
         self,
+        device_keys: Ids | None = None,
+        event_ids: Ids | None = None,
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         *,
-        device_key: str | None = None,
         product_key: str | None = None,
-        event_id: str | None = None,
     ) -> pd.DataFrame:
-        """Events with event time in ``[start, end)``.
+        """Events of the devices (``None``: all) with event time in ``[start, end)``.
 
         Columns: time, product_key, device_key, event_id, severity, outputs (dict),
-        receive_time; sorted by time.
+        receive_time; sorted by time. No data: an empty frame with these columns.
         """
-        lo, hi = ms_range(start, end)
+        devices = id_list(device_keys, "device_keys")
+        clause, params = where(
+            "event_ms",
+            *ms_range(start, end),
+            device_key=devices,
+            product_key=None if product_key is None else [product_key],
+            event_id=id_list(event_ids, "event_ids"),
+        )
         with self._cursor() as cur:
-            if device_key is not None:
-                self._check_devices(cur, [device_key], product_key)
+            self._check_names(cur, devices, product_key)
             frame = cur.execute(
-                """SELECT event_ms, product_key, device_key, event_id, severity, outputs,
-                          receive_ms
-                   FROM events
-                   WHERE event_ms >= ? AND event_ms < ?
-                     AND (?::VARCHAR IS NULL OR device_key = ?)
-                     AND (?::VARCHAR IS NULL OR product_key = ?)
-                     AND (?::VARCHAR IS NULL OR event_id = ?)
-                   ORDER BY event_ms, product_key, device_key, event_id""",
-                [lo, hi, device_key, device_key, product_key, product_key, event_id, event_id],
+                f"""SELECT event_ms, product_key, device_key, event_id, severity, outputs,
+                           receive_ms
+                    FROM events WHERE {clause}
+                    ORDER BY event_ms, product_key, device_key, event_id""",
+                params,
             ).df()
-        frame["outputs"] = _json_objects(frame["outputs"])
-        return _times(frame, {"event_ms": "time", "receive_ms": "receive_time"})
+        frame["outputs"] = json_objects(frame["outputs"])
+        return utc_times(frame, {"event_ms": "time", "receive_ms": "receive_time"})
 
     def query_attributes(
         self,
+        device_keys: Ids | None = None,
+        attribute_ids: Ids | None = None,
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         *,
-        device_key: str | None = None,
         product_key: str | None = None,
-        attribute_id: str | None = None,
     ) -> pd.DataFrame:
-        """Attribute changes with event time in ``[start, end)``.
+        """Attribute changes of the devices (``None``: all) with event time in ``[start, end)``.
 
         Columns: time, product_key, device_key, attribute_id, value (None = deleted),
-        receive_time; sorted by time.
+        receive_time; sorted by time. No data: an empty frame with these columns.
         """
-        lo, hi = ms_range(start, end)
+        devices = id_list(device_keys, "device_keys")
+        clause, params = where(
+            "event_ms",
+            *ms_range(start, end),
+            device_key=devices,
+            product_key=None if product_key is None else [product_key],
+            attribute_id=id_list(attribute_ids, "attribute_ids"),
+        )
         with self._cursor() as cur:
-            if device_key is not None:
-                self._check_devices(cur, [device_key], product_key)
+            self._check_names(cur, devices, product_key)
             frame = cur.execute(
-                """SELECT event_ms, product_key, device_key, attribute_id, value, receive_ms
-                   FROM attributes
-                   WHERE event_ms >= ? AND event_ms < ?
-                     AND (?::VARCHAR IS NULL OR device_key = ?)
-                     AND (?::VARCHAR IS NULL OR product_key = ?)
-                     AND (?::VARCHAR IS NULL OR attribute_id = ?)
-                   ORDER BY event_ms, product_key, device_key, attribute_id""",
-                [
-                    lo,
-                    hi,
-                    device_key,
-                    device_key,
-                    product_key,
-                    product_key,
-                    attribute_id,
-                    attribute_id,
-                ],
+                f"""SELECT event_ms, product_key, device_key, attribute_id, value, receive_ms
+                    FROM attributes WHERE {clause}
+                    ORDER BY event_ms, product_key, device_key, attribute_id""",
+                params,
             ).df()
-        frame["value"] = _json_objects(frame["value"])
-        return _times(frame, {"event_ms": "time", "receive_ms": "receive_time"})
+        frame["value"] = json_objects(frame["value"])
+        return utc_times(frame, {"event_ms": "time", "receive_ms": "receive_time"})
 
     def query_alerts(
         self,
+        device_keys: Ids | None = None,
+        point_ids: Ids | None = None,
         start: TimeLike | None = None,
         end: TimeLike | None = None,
         *,
-        device_key: str | None = None,
         product_key: str | None = None,
-        rule_id: str | None = None,
+        rule_ids: Ids | None = None,
         state: str | None = None,
     ) -> pd.DataFrame:
-        """Alert records whose occur time is in ``[start, end)``.
+        """Alert records of the devices and points (``None``: all) whose occur time is in
+        ``[start, end)``, optionally of some rules and in one ``state``.
 
         Columns: alert_id, rule_id, product_key, device_key, point_id, severity, state,
-        occur_time, recover_time (NaT while active), update_time, value, message; by occur time.
+        occur_time, recover_time (NaT while active), update_time, value, message; by occur
+        time. No data: an empty frame with these columns.
         """
-        lo, hi = ms_range(start, end)
+        devices = id_list(device_keys, "device_keys")
+        clause, params = where(
+            "occur_ms",
+            *ms_range(start, end),
+            device_key=devices,
+            point_id=id_list(point_ids, "point_ids"),
+            product_key=None if product_key is None else [product_key],
+            rule_id=id_list(rule_ids, "rule_ids"),
+            state=None if state is None else [state],
+        )
         with self._cursor() as cur:
+            self._check_names(cur, devices, product_key)
             frame = cur.execute(
-                """SELECT alert_id, rule_id, product_key, device_key, point_id, severity, state,
-                          occur_ms, recover_ms, update_ms, value, message
-                   FROM alerts
-                   WHERE occur_ms >= ? AND occur_ms < ?
-                     AND (?::VARCHAR IS NULL OR device_key = ?)
-                     AND (?::VARCHAR IS NULL OR product_key = ?)
-                     AND (?::VARCHAR IS NULL OR rule_id = ?)
-                     AND (?::VARCHAR IS NULL OR state = ?)
-                   ORDER BY occur_ms, alert_id""",
-                [
-                    lo,
-                    hi,
-                    device_key,
-                    device_key,
-                    product_key,
-                    product_key,
-                    rule_id,
-                    rule_id,
-                    state,
-                    state,
-                ],
+                f"""SELECT alert_id, rule_id, product_key, device_key, point_id, severity, state,
+                           occur_ms, recover_ms, update_ms, value, message
+                    FROM alerts WHERE {clause}
+                    ORDER BY occur_ms, alert_id""",
+                params,
             ).df()
-        frame["value"] = _json_objects(frame["value"])
-        return _times(
+        frame["value"] = json_objects(frame["value"])
+        return utc_times(
             frame,
             {"occur_ms": "occur_time", "recover_ms": "recover_time", "update_ms": "update_time"},
         )
 
     # ------------------------------------------------------------------ asyncio variants
 
-    async def query_points_async(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        """:meth:`query_points` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.query_points, *args, **kwargs)
-
-    async def latest_async(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        """:meth:`latest` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.latest, *args, **kwargs)
-
-    async def aggregate_async(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        """:meth:`aggregate` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.aggregate, *args, **kwargs)
-
-    async def query_events_async(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        """:meth:`query_events` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.query_events, *args, **kwargs)
-
-    async def query_attributes_async(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        """:meth:`query_attributes` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.query_attributes, *args, **kwargs)
-
-    async def query_alerts_async(self, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        """:meth:`query_alerts` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.query_alerts, *args, **kwargs)
-
-    async def apply_retention_async(self, now: datetime | None = None) -> RetentionReport:
-        """:meth:`apply_retention` in a worker thread, so that the event loop keeps running."""
-        return await asyncio.to_thread(self.apply_retention, now)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _names(value: str | Sequence[str], what: str) -> list[str]:
-    names = [value] if isinstance(value, str) else list(value)
-    if not names or not all(isinstance(n, str) and n for n in names):
-        raise InvalidArgument(f"expected one or more non-empty strings for {what}, got {value!r}")
-    return names
-
-
-def _aggregations(value: str | Sequence[str]) -> list[str]:
-    aggs = [value] if isinstance(value, str) else list(value)
-    bad = [a for a in aggs if a not in AGGREGATIONS]
-    if bad or not aggs:
-        raise InvalidArgument(f"expected aggregations among {list(AGGREGATIONS)}, got {value!r}")
-    return list(dict.fromkeys(aggs))
-
-
-def _json_objects(column: pd.Series) -> list[Any]:
-    return [decode_json(v) if isinstance(v, str) else None for v in column]
-
-
-def _times(frame: pd.DataFrame, renames: dict[str, str]) -> pd.DataFrame:
-    for col in renames:
-        values = frame[col]
-        if values.isna().any():
-            frame[col] = pd.to_datetime(values.astype("Float64"), unit="ms", utc=True)
-        else:
-            frame[col] = to_utc_index(values.to_numpy(dtype=np.int64))
-    return frame.rename(columns=renames)
-
-
-def _value_frame(raw: dict[str, Any]) -> pd.DataFrame:
-    """Build the measurepoint DataFrame from fetched columns."""
-    kind = np.asarray(raw["kind"], dtype=np.uint8)
-    num = np.ma.filled(np.ma.asarray(raw["num"], dtype=np.float64), np.nan)  # NULL: NaN
-    text = raw["text"]
-    quality = raw["quality"]
-    return pd.DataFrame(
-        {
-            "time": to_utc_index(raw["event_ms"]),
-            "product_key": np.asarray(raw["product_key"], dtype=object),
-            "device_key": np.asarray(raw["device_key"], dtype=object),
-            "point_id": np.asarray(raw["point_id"], dtype=object),
-            "value": _decode_values(kind, num, text),
-            "quality": pd.arrays.IntegerArray(
-                np.ma.asarray(quality).filled(0).astype(np.int64), np.ma.getmaskarray(quality)
-            ),
-            "receive_time": to_utc_index(raw["receive_ms"]),
-            "resume": np.asarray(raw["resume"], dtype=bool),
-        }
-    )
-
-
-def _decode_values(kind: npt.NDArray[np.uint8], num: npt.NDArray[np.float64], text: Any) -> Any:
-    kinds = set(np.unique(kind).tolist())
-    if kinds == {ValueKind.FLOAT}:
-        return num
-    if kinds == {ValueKind.INT}:
-        return pd.array(num.astype(np.int64), dtype="Int64")
-    if kinds == {ValueKind.BOOL}:
-        return pd.array(num != 0, dtype="boolean")
-    if kinds == {ValueKind.STRING}:
-        return np.asarray(text, dtype=object)
-    out = np.empty(len(kind), dtype=object)
-    for i, k in enumerate(kind.tolist()):
-        if k == ValueKind.FLOAT:
-            out[i] = float(num[i])
-        elif k == ValueKind.INT:
-            out[i] = int(num[i])
-        elif k == ValueKind.BOOL:
-            out[i] = bool(num[i])
-        elif k == ValueKind.STRING:
-            out[i] = str(text[i])
-        else:
-            out[i] = json.loads(text[i])
-    return out
+    query_points_async = _in_thread(query_points)
+    latest_async = _in_thread(latest)
+    aggregate_async = _in_thread(aggregate)
+    query_events_async = _in_thread(query_events)
+    query_attributes_async = _in_thread(query_attributes)
+    query_alerts_async = _in_thread(query_alerts)
+    apply_retention_async = _in_thread(apply_retention)

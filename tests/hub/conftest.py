@@ -1,7 +1,7 @@
 """Fixtures for the hub tests: a started hub and byte-level helpers built on the real codec.
 
-Async tests run on asyncio through the anyio pytest plugin; every ``async def`` test under
-``tests/hub`` is marked automatically (no decorator needed).
+Async tests run on asyncio through the anyio pytest plugin (see ``tests/conftest.py``: every
+``async def`` test is marked automatically).
 
 Fixtures
 --------
@@ -34,9 +34,7 @@ gives raw bytes for byte-exact assertions.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
@@ -51,28 +49,8 @@ from enos_lab.mqtt._packets import (
     Will,
 )
 
-_HERE = Path(__file__).parent
-
 TEST_CONFIG = HubConfig(anonymous=True, connect_timeout=1.0)
 """Configuration of the ``hub`` fixture."""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run every ``async def`` test in this directory on asyncio (anyio plugin)."""
-    for item in items:
-        func = getattr(item, "function", None)
-        if (
-            func is not None
-            and inspect.iscoroutinefunction(func)
-            and _HERE in Path(str(item.path)).parents
-        ):
-            item.add_marker(pytest.mark.anyio)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """The hub is asyncio-only."""
-    return "asyncio"
 
 
 MakeHub = Callable[..., Awaitable[Hub]]

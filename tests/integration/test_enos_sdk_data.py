@@ -153,7 +153,7 @@ def test_event_post_is_stored(tmp_path: Path) -> None:
         # (section 15.2); the hub routes by topic.
         assert request.get_qos() == 0
         _ok(sdk.publish(request))
-        events = lab.store.query_events(device_key="meter", product_key=pk)
+        events = lab.store.query_events("meter", product_key=pk)
         assert len(events) == 1
         event = events.iloc[0]
         assert event["event_id"] == "overheat"
@@ -164,7 +164,7 @@ def test_event_post_is_stored(tmp_path: Path) -> None:
         wrong = EventPostRequest.builder().set_event_identifier("overheat").add_value("temp", "hot")
         response = sdk.publish(wrong.set_timestamp(T0 + 1).build())
         assert response.get_code() == 1204, response.get_message()
-        assert len(lab.store.query_events(device_key="meter", product_key=pk)) == 1
+        assert len(lab.store.query_events("meter", product_key=pk)) == 1
 
 
 def test_attributes_update_query_delete(tmp_path: Path) -> None:

@@ -1,14 +1,13 @@
 """Fixtures for the IoT Hub tests (helpers in ``tests/iothub/_iothub_kit.py``).
 
-Async tests run on asyncio through the anyio pytest plugin; every ``async def`` test under
-``tests/iothub`` is marked automatically. ``env`` is a started :class:`Env`; override the
+Async tests run on asyncio through the anyio pytest plugin (see ``tests/conftest.py``: every
+``async def`` test is marked automatically). ``env`` is a started :class:`Env`; override the
 ``iothub_config`` fixture to change the IoT Hub settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,26 +15,6 @@ import pytest
 from _iothub_kit import Env
 
 from enos_lab.iothub import IotHubConfig
-
-_HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run every ``async def`` test in this directory on asyncio (anyio plugin)."""
-    for item in items:
-        func = getattr(item, "function", None)
-        if (
-            func is not None
-            and inspect.iscoroutinefunction(func)
-            and _HERE in Path(str(item.path)).parents
-        ):
-            item.add_marker(pytest.mark.anyio)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """The hub is asyncio-only."""
-    return "asyncio"
 
 
 @pytest.fixture

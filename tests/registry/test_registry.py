@@ -205,3 +205,17 @@ def test_bulk_registration_from_dataframe_and_credentials_export(registry: Regis
     assert creds["dynamic_activation"].all()
     bad = registry.register_devices([{"product_key": "meterP", "colour": "red"}])
     assert "colour" in bad.errors.loc[0, "error"]
+
+
+def test_existing_device_keys_answers_the_stores_question(registry: Registry) -> None:
+    a = registry.create_product("A", product_key="pkA").product_key
+    b = registry.create_product("B", product_key="pkB").product_key
+    registry.register_device(a, device_key="d1")
+    registry.register_device(b, device_key="d2")
+    asked = ["d1", "d2", "ghost", "d1"]
+    assert registry.existing_device_keys(asked) == {"d1", "d2"}
+    assert registry.existing_device_keys(asked, a) == {"d1"}
+    assert registry.existing_device_keys([], a) == set()
+    assert registry.existing_device_keys(["d1"], "nope") == set()
+    registry.delete_device(a, "d1")
+    assert registry.existing_device_keys(asked) == {"d2"}

@@ -33,7 +33,8 @@ QUIET = 0.3  # [s] how long "the hub sends nothing" is observed
 TIMESTAMP = "1700000000000"
 
 MakeLab = Callable[..., Lab]
-"""The ``make_lab`` fixture: ``make_lab(**kwargs)`` starts a ``Lab(..., port=0, **kwargs)``."""
+"""The ``make_lab`` fixture (``tests/conftest.py``): ``make_lab(**kwargs)`` starts a
+``Lab(..., port=0, **kwargs)``."""
 
 
 def credentials(

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import socket
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from _attack_kit import MakeLab
 
 from enos_lab import Lab
 from enos_lab.clock import SimulatedClock
@@ -47,11 +47,11 @@ LOGIN_COLUMNS = [
 
 
 @pytest.fixture
-def lab() -> Iterator[Lab]:
+def lab(make_lab: MakeLab) -> Lab:
     """A started lab on 127.0.0.1 (free port) with product ``pk1``."""
-    with Lab(port=0) as running:
-        running.create_product("Meter", product_key="pk1")
-        yield running
+    running = make_lab()
+    running.create_product("Meter", product_key="pk1")
+    return running
 
 
 def _recv_exactly(sock: socket.socket, n: int) -> bytes:

@@ -64,12 +64,6 @@ T0 = 1_700_000_000_000  # [ms]
 PacketT = TypeVar("PacketT", bound=Packet)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """The hub is asyncio-only."""
-    return "asyncio"
-
-
 def meter_model() -> ThingModel:
     """Points temp (FLOAT, quality), power (DOUBLE), status (INT); attribute maxCurrent (INT);
     event overheat (output level, INT)."""
@@ -572,7 +566,7 @@ async def test_malformed_event_and_attribute_posts(lab: TcpLab) -> None:
         event, body("ok", {"events": {"level": 1}}, "thing.event.alarm.post")
     )
     assert reply["code"] == 200, reply
-    events = lab.store.query_events(device_key="p1", product_key="plainP")
+    events = lab.store.query_events("p1", product_key="plainP")
     assert list(events["event_id"]) == ["alarm"]
     await direct.alive()
 

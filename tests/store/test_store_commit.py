@@ -126,7 +126,7 @@ def test_async_queries(store: TimeSeriesStore) -> None:
         frames = await asyncio.gather(
             store.query_points_async("d1", "v"),
             store.latest_async("d1"),
-            store.aggregate_async("v", "1min", "count"),
+            store.aggregate_async("d1", "v", interval="1min", aggregations="count"),
             store.query_events_async(),
             store.query_attributes_async(),
             store.query_alerts_async(),

@@ -48,7 +48,9 @@ def test_retention_rolls_up_then_deletes_raw_rows(
     store: TimeSeriesStore, clock: SimulatedClock
 ) -> None:
     three_days(store)
-    before = store.aggregate("temp", "1h", list(AGGREGATIONS), end=B + 2 * 24 * HOUR)
+    before = store.aggregate(
+        "d1", "temp", end=B + 2 * 24 * HOUR, interval="1h", aggregations=list(AGGREGATIONS)
+    )
     clock.set(DAY + timedelta(days=3))
     report = store.apply_retention()
     # temp: raw older than now - 1 day (2 days x 144) rolled and deleted;
@@ -57,18 +59,26 @@ def test_retention_rolls_up_then_deletes_raw_rows(
     raw = store.query_points("d1", "temp")
     assert raw["time"].min() == pd.Timestamp(B + 2 * 24 * HOUR, unit="ms", tz="UTC")
     assert len(store.query_points("d1", "status")) == 288
-    rolled = store.aggregate("temp", "1h", list(AGGREGATIONS), source="rollup")
+    rolled = store.aggregate(
+        "d1", "temp", interval="1h", aggregations=list(AGGREGATIONS), source="rollup"
+    )
     pd.testing.assert_frame_equal(rolled, before)
     # Coarser buckets re-aggregate the hourly rollups exactly.
     daily = store.aggregate(
-        "temp", "1D", ["avg", "min", "max", "count", "first", "last"], source="rollup"
+        "d1",
+        "temp",
+        interval="1D",
+        aggregations=["avg", "min", "max", "count", "first", "last"],
+        source="rollup",
     )
     assert daily[["avg", "min", "max", "count", "first", "last"]].values.tolist() == [
         [71.5, 0.0, 143.0, 144, 0.0, 143.0],
         [71.5, 0.0, 143.0, 144, 0.0, 143.0],
     ]
     # Source "all" joins downsampled history with the raw rows that are left.
-    everything = store.aggregate("temp", "1D", ["count", "sum"], source="all")
+    everything = store.aggregate(
+        "d1", "temp", interval="1D", aggregations=["count", "sum"], source="all"
+    )
     assert everything["count"].tolist() == [144, 144, 144]
     assert everything["sum"].tolist() == [sum(range(144))] * 3
     # Latest values are not trimmed.
@@ -96,7 +106,9 @@ def test_late_history_is_merged_into_existing_buckets(
         ]
     )
     assert store.apply_retention() == RetentionReport(2, 2, 0)
-    hour = store.aggregate("temp", "1h", list(AGGREGATIONS), source="rollup")
+    hour = store.aggregate(
+        "d1", "temp", interval="1h", aggregations=list(AGGREGATIONS), source="rollup"
+    )
     assert hour[list(AGGREGATIONS)].values.tolist() == [[5.5, 1.0, 9.0, 22.0, 4, 1.0, 9.0]]
     assert store.query_points("d1", "temp")["value"].tolist() == [0.0]
 
@@ -112,7 +124,7 @@ def test_downsampled_buckets_expire(store: TimeSeriesStore, clock: SimulatedCloc
     assert report.deleted_rows == 143 + 287
     assert report.rolled_rows == 143
     assert store.latest("d1")["value"].tolist() == ["s431", 143.0]
-    left = store.aggregate("temp", "1h", "count", source="rollup")
+    left = store.aggregate("d1", "temp", interval="1h", aggregations="count", source="rollup")
     assert left["time"].min() == pd.Timestamp(B + 36 * HOUR, unit="ms", tz="UTC")
 
 
@@ -135,7 +147,7 @@ def test_rollup_interval_must_be_a_multiple(store: TimeSeriesStore, clock: Simul
     clock.set(DAY + timedelta(days=3))
     store.apply_retention()
     with pytest.raises(InvalidArgument):
-        store.aggregate("temp", "15min", source="rollup")
+        store.aggregate("d1", "temp", interval="15min", source="rollup")
 
 
 @pytest.mark.parametrize(

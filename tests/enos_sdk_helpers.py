@@ -1,4 +1,5 @@
-"""Helpers for the integration tests that drive the hub with the official EnOS Python device SDK.
+"""The one wrapper of the official EnOS Python device SDK for tests (integration tests, the lab's
+facade tests): every test that drives the hub with the SDK goes through it.
 
 The SDK (``enos-mqtt-sdk-python``, import package ``enos``) is used exactly as a device engineer
 uses it: a :class:`~enos.core.internal.Profile.Profile` with the device triplet (or the product
