@@ -41,12 +41,12 @@ writes every connection that got output, see :meth:`Hub._to_flush`). A PUBLISH i
 encoded once per variant (protocol family, QoS, retain flag, subscription identifiers) and the
 bytes are shared by every subscriber; for QoS > 0 only the packet identifier is patched in.
 For 3.1.1 the codec encodes the topic part once per topic and only the fixed header is
-computed per message (:meth:`Hub._variant_311`).
+computed per message (:func:`enos_lab.mqtt._wire.publish_311`).
 
 A QoS 1 subscriber answers every message with a 4-byte PUBACK; a received chunk made of
-nothing but such PUBACKs is checked and unpacked with slicing and ``array`` and applied to the
-in-flight window in one loop (:meth:`_Connection._on_pubacks`), without packet objects; any other
-chunk goes through the decoder.
+nothing but such PUBACKs is unpacked by :func:`enos_lab.mqtt._wire.puback_ids` and applied to
+the in-flight window in one loop (:meth:`_Connection._on_pubacks`), without packet objects; any
+other chunk goes through the decoder.
 
 There are no per-connection tasks or timers: one sweep task checks connect timeouts, keep
 alive (MQTT-3.1.2-24), delayed wills and session expiry for everybody.
@@ -65,8 +65,6 @@ import inspect
 import logging
 import math
 import ssl as _ssl
-import sys
-from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import replace
@@ -119,6 +117,14 @@ from enos_lab.mqtt._packets import (
 )
 from enos_lab.mqtt._topics import TopicTree, parse_shared, validate_topic_filter
 from enos_lab.mqtt._topics import validate_topic_name as _validate_topic_name
+from enos_lab.mqtt._wire import (
+    CONNACK_311,
+    PUBACK_HEAD,
+    connack_return_code,
+    puback_ids,
+    publish_311,
+    split_publish,
+)
 
 __all__ = ["Hub"]
 
@@ -134,15 +140,8 @@ _BACKLOG_PAUSE = 256  # packets waiting behind a pending CONNECT before reading 
 _BURST = 64  # packets handled per connection per loop iteration
 _DISCONNECT_GRACE = 2.0  # [s] a DISCONNECT waits at most this long for pending acknowledgements
 _ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
-_PUBACK_HEAD = encode(PubAck(1), 4)[:2]  # fixed header of a PUBACK with reason 0 (3.1.1, 5.0)
-_PUBACK_FIRST, _PUBACK_SECOND = _PUBACK_HEAD[:1], _PUBACK_HEAD[1:]
 
 _PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name in CONNECT
-# accepting 3.1.1 CONNACK by session present (the same bytes for MQTT 3.1)
-_CONNACK_311 = {present: encode(ConnAck(present, 0), 4) for present in (False, True)}
-
-# 5.0 reason code -> 3.1.1 CONNACK return code
-_RC_TO_311 = {0x86: 4, 0x85: 2, 0x88: 3, 0x89: 3, 0x84: 1}
 
 # An encoded PUBLISH as (prefix, suffix): for QoS > 0 the packet id goes between the two (one
 # copy per receiver: prefix + packet id + suffix); for QoS 0 the prefix is the whole packet.
@@ -151,23 +150,6 @@ _RouteEntry: TypeAlias = tuple[
     tuple[tuple[_Session, int, bool, tuple[int, ...], "list[_Sub] | None"], ...],
     tuple[tuple[tuple[str, str], list[_Sub]], ...],
 ]
-
-
-def _pid_offset(data: bytes) -> int:
-    """Offset of the packet identifier in an encoded QoS > 0 PUBLISH."""
-    i = 1
-    while data[i] & 0x80:
-        i += 1
-    i += 1
-    return i + 2 + ((data[i] << 8) | data[i + 1])
-
-
-def _header_length(data: bytes) -> int:
-    """Length of the fixed header (type byte + remaining length) of an encoded packet."""
-    i = 1
-    while data[i] & 0x80:
-        i += 1
-    return i + 1
 
 
 class _Hold:
@@ -349,20 +331,11 @@ class _Connection(asyncio.Protocol):
     def _on_pubacks(self, data: bytes) -> bool:
         """A chunk of nothing but complete plain PUBACKs (what a QoS 1 subscriber sends), taken
         in bulk; False (nothing done) for anything else, which the decoder then handles."""
-        n = len(data) >> 2
-        if (
-            len(data) & 3
-            or self.decoder.buffered
-            or data[1::4] != _PUBACK_SECOND * n
-            or data[0::4] != _PUBACK_FIRST * n
-        ):
+        if self.decoder.buffered:
             return False
-        words = array("H", data)
-        if sys.byteorder == "little":
-            words.byteswap()
-        pids = words[1::2]
-        if 0 in pids:
-            return False  # the decoder reports it (MQTT-2.3.1-1)
+        pids = puback_ids(data)
+        if pids is None:
+            return False
         session = self.session
         assert session is not None
         inflight = session.inflight
@@ -500,7 +473,7 @@ class _Connection(asyncio.Protocol):
                     slot.data = encode(type(ack)(ack.packet_id, 0x80), MQTT_5)  # Unspecified
                 # 3.1.1: data stays None -> disconnect when the slot reaches the head
             elif type(ack) is PubAck:
-                slot.data = _PUBACK_HEAD + ack.packet_id.to_bytes(2, "big")
+                slot.data = PUBACK_HEAD + ack.packet_id.to_bytes(2, "big")
             else:
                 slot.data = encode(ack, self.level)
             self._drain()
@@ -711,7 +684,7 @@ class _Connection(asyncio.Protocol):
         if level == MQTT_5:
             self._write(encode(ConnAck(False, reason_code), MQTT_5))
         else:
-            self._write(encode(ConnAck(False, _RC_TO_311.get(reason_code, 5)), level))
+            self._write(encode(ConnAck(False, connack_return_code(reason_code)), level))
         self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
 
     def _on_connect(self, p: Connect) -> Awaitable[None] | None:
@@ -854,7 +827,7 @@ class _Connection(asyncio.Protocol):
             properties = Properties(**connack_props) if connack_props else NO_PROPERTIES
             self._write(encode(ConnAck(session_present, 0, properties), level))
         else:
-            self._write(_CONNACK_311[session_present])
+            self._write(CONNACK_311[session_present])
         log.info(
             "client %r connected from %s (MQTT level %d, session present %s)",
             client_id,
@@ -960,7 +933,7 @@ class _Connection(asyncio.Protocol):
         level = self.level
         rc = reason if level == MQTT_5 else 0
         if qos == 1 and rc == 0 and pending is None:
-            data = _PUBACK_HEAD + pid.to_bytes(2, "big")  # the common case, pre-encoded
+            data = PUBACK_HEAD + pid.to_bytes(2, "big")  # the common case, pre-encoded
             if self.acks:
                 self.acks.append(data)  # behind pending acknowledgements (MQTT-4.6.0-2)
             else:
@@ -1226,7 +1199,6 @@ class Hub:
         # asked when a route is built: may a subscribed session receive the topic?
         self._receive_check = getattr(authoriser, "authorise_receive", None)
         self._route_cache: dict[str, _RouteEntry] = {}
-        self._topic_fields: dict[str, bytes] = {}  # topic -> its encoded 3.1.1 PUBLISH field
         self._valid_topics: set[str] = set()  # topic names publish_nowait has validated
         # response slots waiting for one future (a handler may return one for many messages)
         self._waiters: dict[asyncio.Future[Any], list[_Pending]] = {}
@@ -1947,7 +1919,7 @@ class Hub:
                 # fast path of _send for the common case: QoS 0 to a 3.1.1 connection
                 variant = cache.get(0)  # the key of _variant: qos * 2 + retain
                 if variant is None:
-                    variant = cache[0] = self._variant_311(msg, 0, False)
+                    variant = cache[0] = publish_311(msg.topic, msg.payload, 0, False)
                 data = variant[0]
             elif (
                 qos == 1
@@ -2057,48 +2029,11 @@ class Hub:
                     Publish(msg.topic, msg.payload, qos, retain, False, 1 if qos else 0, props),
                     MQTT_5,
                 )
-                if qos:
-                    offset = _pid_offset(data)
-                    variant = (data[:offset], data[offset + 2 :])
-                else:
-                    variant = (data, b"")
+                variant = split_publish(data) if qos else (data, b"")
             else:
-                variant = self._variant_311(msg, qos, retain)
+                variant = publish_311(msg.topic, msg.payload, qos, retain)
             cache[key] = variant
         return variant
-
-    def _variant_311(self, msg: _MessageLike, qos: int, retain: bool) -> _Variant:
-        """A 3.1.1 PUBLISH from the codec's encoding of its topic, patched with the length.
-
-        The topic part is encoded by the codec once per topic; per message only the fixed
-        header (first byte and remaining length) is computed, like the packet id patched in
-        for QoS > 0. Long packets (>= 16 KiB) go through the codec entirely.
-        """
-        topic = msg.topic
-        field = self._topic_fields.get(topic)
-        if field is None:
-            template = encode(Publish(topic, b""), 4)  # 0x30, remaining length, topic field
-            field = template[_header_length(template) :]
-            if len(self._topic_fields) >= _ROUTE_CACHE_MAX:
-                self._topic_fields.clear()
-            self._topic_fields[topic] = field
-        payload = msg.payload
-        rl = len(field) + len(payload) + (2 if qos else 0)
-        b0 = 0x30 | (qos << 1) | (1 if retain else 0)
-        if rl < 0x80:
-            head = bytes((b0, rl))
-        elif rl < 0x4000:
-            head = bytes((b0, (rl & 0x7F) | 0x80, rl >> 7))
-        else:
-            data = encode(Publish(topic, payload, qos, retain, False, 1 if qos else 0), 4)
-            if qos:
-                offset = len(data) - len(payload) - 2
-                return (data[:offset], data[offset + 2 :])
-            return (data, b"")
-        if qos:
-            # the packet id (one per receiver) goes between topic and payload
-            return (head + field, payload)
-        return (b"".join((head, field, payload)), b"")
 
     def _send(  # noqa: PLR0917
         self,
