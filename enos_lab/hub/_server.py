@@ -31,7 +31,7 @@ addition bounded by the server's receive maximum, which counts the pending ones)
 that return ``None`` cost nothing extra: with no pending slot, responses are written directly.
 
 State that outlives a connection (subscriptions, packet ids, queued and in-flight messages)
-lives in a :class:`~enos_lab.hub._session._Session`. Subscriptions are kept in two topic trees
+lives in a :class:`~enos_lab.hub._session.Session`. Subscriptions are kept in two topic trees
 (plain and shared); the result of matching a topic is cached per topic and the cache is
 cleared whenever any subscription changes.
 
@@ -74,8 +74,21 @@ from typing import Any, TypeAlias, cast
 
 from enos_lab.errors import ClosedError, InvalidArgument, LimitExceeded, ProtocolError, TopicError
 from enos_lab.hub._config import HubConfig, HubStats
+from enos_lab.hub._deadlines import Timeouts
 from enos_lab.hub._retained import RetainedStore
-from enos_lab.hub._session import RELEASED, SENT, _MessageLike, _Out, _Session, _Sub
+from enos_lab.hub._state import (
+    CLOSED,
+    CONNECTED,
+    CONNECTING,
+    NEW,
+    RELEASED,
+    SENT,
+    Link,
+    MessageLike,
+    Out,
+    Session,
+    Sub,
+)
 from enos_lab.hub._tcp import PollHookSelector, TcpServer, _SocketTransport, poll_hook_selector
 from enos_lab.hub._transport import Listener, MemoryConnection
 from enos_lab.hub._types import (
@@ -130,12 +143,6 @@ __all__ = ["Hub"]
 
 log = logging.getLogger("enos_lab.hub")
 
-# connection states
-_NEW = 0  # waiting for CONNECT
-_CONNECTING = 1  # CONNECT received, authentication or CONNACK delay pending
-_CONNECTED = 2
-_CLOSED = 3
-
 _BACKLOG_PAUSE = 256  # packets waiting behind a pending CONNECT before reading is paused
 _BURST = 64  # packets handled per connection per loop iteration
 _DISCONNECT_GRACE = 2.0  # [s] a DISCONNECT waits at most this long for pending acknowledgements
@@ -147,8 +154,8 @@ _PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name 
 # copy per receiver: prefix + packet id + suffix); for QoS 0 the prefix is the whole packet.
 _Variant: TypeAlias = tuple[bytes, bytes]
 _RouteEntry: TypeAlias = tuple[
-    tuple[tuple[_Session, int, bool, tuple[int, ...], "list[_Sub] | None"], ...],
-    tuple[tuple[tuple[str, str], list[_Sub]], ...],
+    tuple[tuple[Session, int, bool, tuple[int, ...], "list[Sub] | None"], ...],
+    tuple[tuple[tuple[str, str], list[Sub]], ...],
 ]
 
 
@@ -185,7 +192,7 @@ class _Pending:
         conn = self.conn
         if future.cancelled():
             self.failed = True
-            if conn.state != _CLOSED:
+            if conn.state != CLOSED:
                 log.warning("client %r: message handler cancelled", conn.client_id)
         else:
             exc = future.exception()
@@ -242,15 +249,15 @@ class _Connection(asyncio.Protocol):
         # transport classes, so no isinstance checks on it.
         self.transport: asyncio.Transport | None = None
         self.decoder = Decoder(role="server", max_packet_size=hub.config.max_packet_size)
-        self.state = _NEW
+        self.state = NEW
         self.level = 4
         self.client_id = ""
         self.peer = "unknown"
         self.info: ClientInfo | None = None
-        self.session: _Session | None = None
+        self.session: Session | None = None
         # time.monotonic(), not the loop's clock: taken for every read, it must be cheap
         self.created = self.last = _monotonic()
-        self.due = 0  # the bucket of hub._connect_due / hub._keep_alive_due it is filed in
+        self.due = 0  # the bucket of the deadlines (see _deadlines.py) it is filed in
         self.ka_limit = 0.0
         self.out: list[bytes] | None = None
         self.out_size = 0
@@ -274,19 +281,19 @@ class _Connection(asyncio.Protocol):
         hub = self.hub
         if hub._closing:
             transport.close()
-            self.state = _CLOSED
+            self.state = CLOSED
             return
         hub._conns.add(self)
-        hub._connect_due.add(self, self.created + hub.config.connect_timeout)
+        hub._timeouts.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         backlog = self.backlog
-        if backlog and self.state == _CONNECTED and not self.held:
+        if backlog and self.state == CONNECTED and not self.held:
             # Packets that arrived before the end of the stream are handled before it: a burst
             # of PUBLISHes followed by DISCONNECT is delivered completely, without the will.
             self._run(backlog, len(backlog))
         self.out = None
-        self._end(DisconnectReason.CONNECTION_LOST, publish_will=True)
+        self.end(DisconnectReason.CONNECTION_LOST, publish_will=True)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -298,11 +305,11 @@ class _Connection(asyncio.Protocol):
         self.hub._bytes_in += len(data)
         self.last = _monotonic()
         state = self.state
-        if state == _CLOSED:
+        if state == CLOSED:
             return
         if (
             data[0] == 0x40
-            and state == _CONNECTED
+            and state == CONNECTED
             and self.backlog is None
             and self._on_pubacks(data)
         ):
@@ -316,12 +323,12 @@ class _Connection(asyncio.Protocol):
             self.backlog.extend(packets)
             self._maybe_pause()
             return
-        if len(packets) == 1 and state == _CONNECTED and type(packets[0]) is Publish:
+        if len(packets) == 1 and state == CONNECTED and type(packets[0]) is Publish:
             # the common read: one message (what _run does, for one PUBLISH)
             try:
                 aw = self._on_publish(packets[0])
             except Exception as exc:
-                self._internal_error(exc)
+                self.internal_error(exc)
                 return
             if aw is not None:
                 self._suspend(aw, deque())
@@ -363,9 +370,9 @@ class _Connection(asyncio.Protocol):
             for _ in range(min(len(packets), limit)):
                 packet = pop()
                 kind = type(packet)
-                if kind is Publish and self.state == _CONNECTED:
+                if kind is Publish and self.state == CONNECTED:
                     aw = on_publish(packet)  # type: ignore[arg-type]
-                elif kind is PubAck and self.state == _CONNECTED:
+                elif kind is PubAck and self.state == CONNECTED:
                     on_puback(packet)  # type: ignore[arg-type]
                     continue
                 else:
@@ -373,10 +380,10 @@ class _Connection(asyncio.Protocol):
                 if aw is not None:
                     self._suspend(aw, packets)
                     return
-                if self.state == _CLOSED:
+                if self.state == CLOSED:
                     return
         except Exception as exc:
-            self._internal_error(exc)
+            self.internal_error(exc)
             return
         if packets:
             self.backlog = packets
@@ -401,7 +408,7 @@ class _Connection(asyncio.Protocol):
 
     def _continue(self) -> None:
         backlog = self.backlog
-        if backlog is not None and self.state != _CLOSED:
+        if backlog is not None and self.state != CLOSED:
             self._run(backlog)
 
     def _unpause(self) -> None:
@@ -410,7 +417,7 @@ class _Connection(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.resume_reading()
 
-    def _internal_error(self, exc: Exception) -> None:
+    def internal_error(self, exc: Exception) -> None:
         """A bug while handling this client's packet: log it, drop only this connection."""
         log.error("client %r (%s): internal error", self.client_id, self.peer, exc_info=exc)
         self._violation(0x83, f"internal error: {exc}")
@@ -441,7 +448,7 @@ class _Connection(asyncio.Protocol):
         except Exception:
             log.exception("client %r: failure while processing a packet", self.client_id)
         backlog = self.backlog
-        if backlog is not None and self.state != _CLOSED:
+        if backlog is not None and self.state != CLOSED:
             self._run(backlog)
 
     # -- pipelined acknowledgements ---------------------------------------------------------
@@ -451,7 +458,7 @@ class _Connection(asyncio.Protocol):
         if acks:
             acks.append(data)
         else:
-            self._write(data)
+            self.write(data)
 
     def _settled(self, slot: _Pending) -> None:
         """All awaitables of ``slot`` are done: fill in its response, write what is ready."""
@@ -466,7 +473,7 @@ class _Connection(asyncio.Protocol):
                 session = self.session  # not stored: a resent message must be delivered
                 if session is not None and session.qos2_in:
                     session.qos2_in.discard(ack.packet_id)
-            if self.state == _CLOSED:
+            if self.state == CLOSED:
                 return  # nothing is written after the close, nothing pending acknowledged
             if slot.failed:
                 if self.level == MQTT_5:
@@ -477,7 +484,7 @@ class _Connection(asyncio.Protocol):
             else:
                 slot.data = encode(ack, self.level)
             self._drain()
-        if self.state == _CLOSED:
+        if self.state == CLOSED:
             return
         if self.held and self.pending < self.hub.config.max_pending_acks:
             self.held = False
@@ -486,16 +493,16 @@ class _Connection(asyncio.Protocol):
                 try:
                     self._run(backlog)
                 except Exception as exc:
-                    self._internal_error(exc)
+                    self.internal_error(exc)
 
     def _drain(self) -> None:
         """Write the ready slots at the head of the response queue."""
         acks = self.acks
-        while acks and self.state != _CLOSED:
+        while acks and self.state != CLOSED:
             head = acks[0]
             if type(head) is bytes:
                 acks.popleft()
-                self._write(head)
+                self.write(head)
                 continue
             assert isinstance(head, _Pending)
             if head.waiting:
@@ -505,9 +512,9 @@ class _Connection(asyncio.Protocol):
                 head.action()
             elif head.data is None:
                 # 3.1.1 has no negative acknowledgement: close so that the client sends again
-                self._end(DisconnectReason.SERVER_ERROR, publish_will=True)
+                self.end(DisconnectReason.SERVER_ERROR, publish_will=True)
             else:
-                self._write(head.data)
+                self.write(head.data)
 
     def _track(self, pending: list[Awaitable[None]], ack: PubAck | PubRec | None) -> _Step:
         """Take a message whose handlers returned awaitables; its ack waits for them."""
@@ -560,22 +567,22 @@ class _Connection(asyncio.Protocol):
         return _HOLD  # the client sends nothing after DISCONNECT (MQTT-3.14.4-1)
 
     def _disconnect_late(self, p: Disconnect) -> None:
-        if self.state == _CONNECTED:
+        if self.state == CONNECTED:
             log.info("client %r: acknowledgements still pending at DISCONNECT", self.client_id)
             self._on_disconnect(p)
 
     def _handle(self, packet: Packet) -> _Step:
         kind = type(packet)
         if kind is Publish:
-            if self.state != _CONNECTED:
+            if self.state != CONNECTED:
                 return self._not_connected(packet)
             return self._on_publish(packet)  # type: ignore[arg-type]
-        if kind is PubAck and self.state == _CONNECTED:
+        if kind is PubAck and self.state == CONNECTED:
             self._on_puback(packet)  # type: ignore[arg-type]
             return None
         if isinstance(packet, Connect):
             return self._on_connect(packet)
-        if self.state != _CONNECTED:
+        if self.state != CONNECTED:
             return self._not_connected(packet)
         if isinstance(packet, PubAck):
             self._on_puback(packet)
@@ -600,19 +607,19 @@ class _Connection(asyncio.Protocol):
         return None
 
     def _not_connected(self, packet: Packet) -> _Step:
-        if self.state == _NEW:
+        if self.state == NEW:
             # MQTT-3.1.0-1: the first packet must be CONNECT
             log.info("peer %s: first packet is %s, not CONNECT", self.peer, type(packet).__name__)
-            self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
+            self.end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
         else:
             self._violation(0x82, f"{type(packet).__name__} before CONNACK")
         return None
 
     # -- output ----------------------------------------------------------------------------
-    def _write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         out = self.out
         if out is None:
-            if self.state == _CLOSED:
+            if self.state == CLOSED:
                 return
             self.out = [data]
             self.hub._to_flush(self)
@@ -632,7 +639,7 @@ class _Connection(asyncio.Protocol):
             self.hub._bytes_out += len(data)
             transport.write(data)
 
-    def _buffered(self) -> int:
+    def buffered(self) -> int:
         """Unsent output bytes (collected here plus, when writing is paused, in the transport)."""
         size = self.out_size
         if self.write_paused:
@@ -645,33 +652,31 @@ class _Connection(asyncio.Protocol):
     def _violation(self, reason_code: int, text: str) -> None:
         """A protocol violation: 5.0 gets DISCONNECT with ``reason_code``; then close."""
         log.warning("client %r (%s): protocol violation: %s", self.client_id, self.peer, text)
-        if self.level == MQTT_5 and self.state == _CONNECTED:
-            self._write(encode(Disconnect(reason_code), MQTT_5))
-        self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=True)
+        if self.level == MQTT_5 and self.state == CONNECTED:
+            self.write(encode(Disconnect(reason_code), MQTT_5))
+        self.end(DisconnectReason.PROTOCOL_ERROR, publish_will=True)
 
     def _decode_failed(self, exc: ProtocolError) -> None:
-        if self.state == _NEW and exc.reason_code == 0x84:
+        if self.state == NEW and exc.reason_code == 0x84:
             # unsupported protocol level/name (MQTT-3.1.2-2): return code 1 in 3.1.1 format
             log.info("peer %s: unsupported protocol: %s", self.peer, exc)
-            self._write(encode(ConnAck(False, 1), 4))
-            self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
+            self.write(encode(ConnAck(False, 1), 4))
+            self.end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
             return
         self._violation(exc.reason_code, f"{type(exc).__name__}: {exc}")
 
-    def _end(self, reason: DisconnectReason, *, publish_will: bool) -> None:
+    def end(self, reason: DisconnectReason, *, publish_will: bool) -> None:
         """Close the connection and settle the session (idempotent)."""
         state = self.state
-        if state == _CLOSED:
+        if state == CLOSED:
             return
-        self.state = _CLOSED
+        self.state = CLOSED
         self.acks = None  # pending acknowledgements are dropped: the client sends again
         hub = self.hub
         hub._conns.discard(self)
-        if state == _CONNECTED:
-            hub._keep_alive_due.discard(self)
+        hub._timeouts.closed(self, state == CONNECTED)
+        if state == CONNECTED:
             hub._connection_ended(self, reason, publish_will)
-        else:
-            hub._connect_due.discard(self)
         self.will = None
         self._flush()
         transport = self.transport
@@ -682,16 +687,16 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, level: int, reason_code: int, text: str) -> None:
         log.info("client %r (%s): CONNECT refused: %s", self.client_id, self.peer, text)
         if level == MQTT_5:
-            self._write(encode(ConnAck(False, reason_code), MQTT_5))
+            self.write(encode(ConnAck(False, reason_code), MQTT_5))
         else:
-            self._write(encode(ConnAck(False, connack_return_code(reason_code)), level))
-        self._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
+            self.write(encode(ConnAck(False, connack_return_code(reason_code)), level))
+        self.end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
 
     def _on_connect(self, p: Connect) -> Awaitable[None] | None:
-        if self.state != _NEW:
+        if self.state != NEW:
             self._violation(0x82, "second CONNECT")  # MQTT-3.1.0-2
             return None
-        self.state = _CONNECTING
+        self.state = CONNECTING
         level = p.protocol_level
         self.client_id = p.client_id
         hub = self.hub
@@ -761,7 +766,7 @@ class _Connection(asyncio.Protocol):
         delay = self.hub.config.connack_delay
         if delay > 0:
             await asyncio.sleep(delay)
-        if self.state == _CONNECTING:
+        if self.state == CONNECTING:
             self._finish_connect(p, client_id, assigned, result)
 
     def _finish_connect(
@@ -819,15 +824,13 @@ class _Connection(asyncio.Protocol):
         if p.will is not None:
             self.will = p.will
         session_present = hub._attach_session(self, p.clean_start)
-        self.state = _CONNECTED
-        hub._connect_due.discard(self)
-        if self.ka_limit:
-            hub._keep_alive_due.add(self, self.last + self.ka_limit)
+        self.state = CONNECTED
+        hub._timeouts.connected(self)
         if level == MQTT_5:
             properties = Properties(**connack_props) if connack_props else NO_PROPERTIES
-            self._write(encode(ConnAck(session_present, 0, properties), level))
+            self.write(encode(ConnAck(session_present, 0, properties), level))
         else:
-            self._write(CONNACK_311[session_present])
+            self.write(CONNACK_311[session_present])
         log.info(
             "client %r connected from %s (MQTT level %d, session present %s)",
             client_id,
@@ -919,7 +922,7 @@ class _Connection(asyncio.Protocol):
             )
         if reason == 0:
             if hub._handlers:
-                msg: _MessageLike = _make_message(topic, p.payload, qos, p.retain, props)
+                msg: MessageLike = _make_message(topic, p.payload, qos, p.retain, props)
                 pending = hub._call_handlers(info, msg)  # type: ignore[arg-type]
             elif topic is p.topic and props is p.properties:
                 msg = p  # route the packet itself: it has the fields of a Message
@@ -937,7 +940,7 @@ class _Connection(asyncio.Protocol):
             if self.acks:
                 self.acks.append(data)  # behind pending acknowledgements (MQTT-4.6.0-2)
             else:
-                self._write(data)
+                self.write(data)
             return None
         if qos == 1:
             ack: PubAck | PubRec = PubAck(pid, rc)
@@ -981,16 +984,16 @@ class _Connection(asyncio.Protocol):
         out = inflight.get(p.packet_id) if inflight is not None else None
         if out is None or out.qos != 2:
             if self.level == MQTT_5:
-                self._write(encode(PubRel(p.packet_id, 0x92), MQTT_5))
+                self.write(encode(PubRel(p.packet_id, 0x92), MQTT_5))
             else:
-                self._write(encode(PubRel(p.packet_id), self.level))
+                self.write(encode(PubRel(p.packet_id), self.level))
             return
         assert inflight is not None
         if p.reason_code >= 0x80:
             del inflight[p.packet_id]  # 5.0 4.3.3: the exchange ends here
             return
         out.state = RELEASED
-        self._write(encode(PubRel(p.packet_id), self.level))
+        self.write(encode(PubRel(p.packet_id), self.level))
 
     def _on_pubcomp(self, p: PubComp) -> None:
         session = self.session
@@ -1012,7 +1015,7 @@ class _Connection(asyncio.Protocol):
         if level == MQTT_5 and p.properties.subscription_identifiers:
             sub_id = p.properties.subscription_identifiers[0]
         codes: list[int] = []
-        retained: list[tuple[str, _Sub]] = []
+        retained: list[tuple[str, Sub]] = []
         max_subscriptions = hub.config.max_subscriptions
         for s in p.subscriptions:
             topic_filter = s.topic_filter
@@ -1051,7 +1054,7 @@ class _Connection(asyncio.Protocol):
             qos = min(s.qos, 2)
             rap = s.retain_as_published if level == MQTT_5 else False
             rh = int(s.retain_handling) if level == MQTT_5 else 0
-            sub = _Sub(session, qos, s.no_local and level == MQTT_5, rap, rh, sub_id)
+            sub = Sub(session, qos, s.no_local and level == MQTT_5, rap, rh, sub_id)
             existed = hub._subscribe(session, topic_filter, group, inner, sub)
             codes.append(qos)
             # MQTT-3.3.1-6 / 5.0 3.3.1.3: retained messages on subscribe, never for shared ones
@@ -1086,62 +1089,13 @@ class _Connection(asyncio.Protocol):
             publish_will = p.reason_code == 0x04  # 5.0 3.14.2.1
         if not publish_will:
             self.will = None  # MQTT-3.14.4-3
-        self._end(DisconnectReason.CLIENT_DISCONNECT, publish_will=publish_will)
+        self.end(DisconnectReason.CLIENT_DISCONNECT, publish_will=publish_will)
 
     # -- commands from the hub -------------------------------------------------------------
-    def _kick(self, reason_code: int, reason: DisconnectReason, *, publish_will: bool) -> None:
-        if self.level == MQTT_5 and self.state == _CONNECTED:
-            self._write(encode(Disconnect(reason_code), MQTT_5))
-        self._end(reason, publish_will=publish_will)
-
-
-class _Deadlines:
-    """Connections to look at once a time has passed, in buckets one sweep interval wide.
-
-    :meth:`add` files a connection under the time of its next deadline (in ``conn.due``, a
-    connection is in one bucket of one ``_Deadlines`` at a time) and :meth:`discard` takes it
-    out, so that a connection that ended is not kept; :meth:`pop_due` hands out (once) every
-    connection filed under a time that has passed. The caller looks at the connection's actual
-    state and files it again under its next deadline if it has one. Times are
-    ``time.monotonic()``.
-    """
-
-    __slots__ = ("_buckets", "_interval", "_next")
-
-    def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._buckets: dict[int, set[_Connection]] = {}
-        self._next = math.floor(_monotonic() / interval)  # the first bucket not handed out
-
-    def add(self, conn: _Connection, at: float) -> None:
-        # bucket k is handed out at k * interval or later, which is after ``at``
-        slot = conn.due = max(math.floor(at / self._interval) + 1, self._next)
-        bucket = self._buckets.get(slot)
-        if bucket is None:
-            self._buckets[slot] = {conn}
-        else:
-            bucket.add(conn)
-
-    def discard(self, conn: _Connection) -> None:
-        bucket = self._buckets.get(conn.due)
-        if bucket is not None:
-            bucket.discard(conn)
-            if not bucket:
-                del self._buckets[conn.due]
-
-    def pop_due(self, now: float) -> list[_Connection]:
-        last = math.floor(now / self._interval)
-        buckets = self._buckets
-        due: list[_Connection] = []
-        while self._next <= last:
-            bucket = buckets.pop(self._next, None)
-            if bucket is not None:
-                due += bucket
-            self._next += 1
-        return due
-
-    def __len__(self) -> int:
-        return sum(map(len, self._buckets.values()))
+    def kick(self, reason_code: int, reason: DisconnectReason, *, publish_will: bool) -> None:
+        if self.level == MQTT_5 and self.state == CONNECTED:
+            self.write(encode(Disconnect(reason_code), MQTT_5))
+        self.end(reason, publish_will=publish_will)
 
 
 class _PendingWill:
@@ -1179,23 +1133,21 @@ class Hub:
         self._sweeper: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._conns: set[_Connection] = set()
-        self._sweep_interval = min(0.5, max(0.01, config.connect_timeout / 4))  # [s]
-        self._keep_alive_due = _Deadlines(self._sweep_interval)
-        self._connect_due = _Deadlines(self._sweep_interval)
+        self._timeouts = Timeouts(config.connect_timeout)
         self._unflushed: list[_Connection] = []  # connections with output, see _to_flush
         self._unflushed_socket: list[_Connection] = []  # the same, written before polling
         self._selector: PollHookSelector | None = None  # see _to_flush
         self._clients: dict[SessionKey, _Connection] = {}
-        self._sessions: dict[SessionKey, _Session] = {}
+        self._sessions: dict[SessionKey, Session] = {}
         # sessions waiting for their expiry: (loop time, sequence, session), a heap; an entry
         # whose session was taken up or discarded meanwhile is skipped when it comes up
-        self._expiring: list[tuple[float, int, _Session]] = []
+        self._expiring: list[tuple[float, int, Session]] = []
         self._expiry_seq = 0
         # sessions of each identity kept without a connection, the longest offline first
-        self._offline: dict[str, dict[SessionKey, _Session]] = {}
+        self._offline: dict[str, dict[SessionKey, Session]] = {}
         self._wills: dict[SessionKey, _PendingWill] = {}
-        self._tree: TopicTree[SessionKey, _Sub] = TopicTree()
-        self._shared: TopicTree[tuple[str, SessionKey], _Sub] = TopicTree()
+        self._tree: TopicTree[SessionKey, Sub] = TopicTree()
+        self._shared: TopicTree[tuple[str, SessionKey], Sub] = TopicTree()
         # asked when a route is built: may a subscribed session receive the topic?
         self._receive_check = getattr(authoriser, "authorise_receive", None)
         self._route_cache: dict[str, _RouteEntry] = {}
@@ -1237,10 +1189,10 @@ class Hub:
         for listener in list(self._listeners):
             await listener.close()
         for conn in list(self._conns):
-            if conn.state == _CONNECTED:
-                conn._kick(0x8B, DisconnectReason.SERVER_SHUTDOWN, publish_will=True)
+            if conn.state == CONNECTED:
+                conn.kick(0x8B, DisconnectReason.SERVER_SHUTDOWN, publish_will=True)
             else:
-                conn._end(DisconnectReason.SERVER_SHUTDOWN, publish_will=False)
+                conn.end(DisconnectReason.SERVER_SHUTDOWN, publish_will=False)
         self._wills.clear()
         tasks = list(self._tasks)
         if self._sweeper is not None:
@@ -1297,7 +1249,7 @@ class Hub:
         try:
             conn._flush()  # nothing to do for one that ended meanwhile (it flushed then)
         except Exception as exc:  # a bug: that connection ends, the others are written
-            conn._internal_error(exc)
+            conn.internal_error(exc)
 
     def _flush_sockets(self) -> bool:
         """Write the socket connections' output (at the selector's flush point); true if a
@@ -1320,7 +1272,7 @@ class Hub:
                     self._bytes_out += len(data)
                     transport.write(data)
                 except Exception as exc:  # a bug: that connection ends, the others are written
-                    conn._internal_error(exc)
+                    conn.internal_error(exc)
                 if not transport._closing:  # type: ignore[attr-defined]
                     continue
             ended = True
@@ -1473,7 +1425,7 @@ class Hub:
         self._check_running()
         _validate_message(message)
         conn = self._clients.get(key)
-        if conn is None or conn.state != _CONNECTED or conn.session is None:
+        if conn is None or conn.state != CONNECTED or conn.session is None:
             return False
         expires_at = None
         mei = message.properties.message_expiry_interval
@@ -1491,7 +1443,7 @@ class Hub:
         if conn is None:
             return False
         log.info("client %r: disconnected by the server (0x%02X)", conn.client_id, reason_code)
-        conn._kick(reason_code, DisconnectReason.KICKED, publish_will=True)
+        conn.kick(reason_code, DisconnectReason.KICKED, publish_will=True)
         return True
 
     def end_identity(self, identity: str, reason_code: int = 0x87) -> int:
@@ -1504,9 +1456,9 @@ class Hub:
             if session.identity != identity:
                 continue
             conn = session.conn
-            if conn is not None and conn.state == _CONNECTED:
+            if conn is not None and conn.state == CONNECTED:
                 log.info("client %r: disconnected, its identity ended", conn.client_id)
-                conn._kick(reason_code, DisconnectReason.KICKED, publish_will=True)
+                conn.kick(reason_code, DisconnectReason.KICKED, publish_will=True)
             self._wills.pop(key, None)
             if self._sessions.get(key) is session:
                 self._discard_session(session)
@@ -1565,7 +1517,7 @@ class Hub:
             log.info("client %r: taken over by a new connection from %s", client_id, conn.peer)
             # 5.0 3.1.4: the old will is published unless the new connection resumes the
             # session with a will delay (then the delay applies)
-            old._kick(0x8E, DisconnectReason.TAKEN_OVER, publish_will=True)  # MQTT-3.1.4-3
+            old.kick(0x8E, DisconnectReason.TAKEN_OVER, publish_will=True)  # MQTT-3.1.4-3
         pending_will = self._wills.pop(key, None)
         session = self._sessions.get(key)
         if session is not None and clean_start:
@@ -1576,7 +1528,7 @@ class Hub:
             self._publish_will(pending_will.info, pending_will.will)
         present = session is not None
         if session is None:
-            session = _Session(info)
+            session = Session(info)
             self._sessions[key] = session
         elif session.identity is not None:
             offline = self._offline.get(session.identity)
@@ -1601,7 +1553,7 @@ class Hub:
             level = conn.level
             for pid, out in inflight.items():
                 if out.state == RELEASED:
-                    conn._write(encode(PubRel(pid), level))
+                    conn.write(encode(PubRel(pid), level))
                 else:
                     msg = out.message
                     props = msg.properties if level == MQTT_5 else NO_PROPERTIES
@@ -1612,12 +1564,12 @@ class Hub:
                         remaining = max(1, math.ceil(out.expires_at - self._loop.time()))
                         props = replace(props, message_expiry_interval=remaining)
                     pub = Publish(msg.topic, msg.payload, out.qos, out.retain, True, pid, props)
-                    conn._write(encode(pub, level if level == MQTT_5 else 4))
+                    conn.write(encode(pub, level if level == MQTT_5 else 4))
                     self._messages_out += 1
         if session.queue:
             self._pump(session, conn)
 
-    def _discard_session(self, session: _Session) -> None:
+    def _discard_session(self, session: Session) -> None:
         subs = session.subs
         if subs:
             for topic_filter in list(subs):
@@ -1638,7 +1590,7 @@ class Hub:
                 if not offline:
                     del self._offline[identity]
 
-    def _keep_offline(self, session: _Session, expiry: int | None) -> None:
+    def _keep_offline(self, session: Session, expiry: int | None) -> None:
         """``session`` outlives its connection: file it for expiry, and discard the sessions of
         its identity that were offline longest beyond ``HubConfig.max_offline_sessions``."""
         session.expiry = expiry
@@ -1736,33 +1688,16 @@ class Hub:
     async def _sweep(self) -> None:
         """Every interval: keep-alive and CONNECT timeouts, delayed wills, session expiry.
 
-        Only the connections whose deadline has come are looked at (see :class:`_Deadlines`),
-        so an idle fleet costs nothing between its deadlines.
+        Only the connections whose deadline has come are looked at (see
+        :class:`~enos_lab.hub._deadlines.Timeouts`), so an idle fleet costs nothing between its
+        deadlines.
         """
-        cfg = self.config
-        interval = self._sweep_interval
-        timeout = cfg.connect_timeout
+        timeouts = self._timeouts
+        interval = timeouts.interval
         loop = self._loop
         while True:
             await asyncio.sleep(interval)
-            now = _monotonic()
-            for conn in self._keep_alive_due.pop_due(now):
-                limit = conn.ka_limit
-                if conn.state != _CONNECTED or not limit:
-                    continue  # ended (or replaced by a new connection object)
-                if now - conn.last > limit:
-                    log.info("client %r: keep alive timeout", conn.client_id)
-                    conn._kick(0x8D, DisconnectReason.KEEP_ALIVE_TIMEOUT, publish_will=True)
-                else:
-                    self._keep_alive_due.add(conn, conn.last + limit)
-            for conn in self._connect_due.pop_due(now):
-                if conn.state in (_CONNECTED, _CLOSED):
-                    continue
-                if now - conn.created > timeout:
-                    log.info("peer %s: no CONNECT within %.1f s", conn.peer, timeout)
-                    conn._end(DisconnectReason.PROTOCOL_ERROR, publish_will=False)
-                else:
-                    self._connect_due.add(conn, conn.created + timeout)
+            timeouts.check(_monotonic())
             now = loop.time()
             if self._wills:
                 for key, pending in list(self._wills.items()):
@@ -1779,7 +1714,7 @@ class Hub:
 
     # -- subscriptions ---------------------------------------------------------------------
     def _subscribe(
-        self, session: _Session, topic_filter: str, group: str | None, inner: str, sub: _Sub
+        self, session: Session, topic_filter: str, group: str | None, inner: str, sub: Sub
     ) -> bool:
         key = session.key
         if group is None:
@@ -1792,7 +1727,7 @@ class Hub:
         self._route_cache.clear()
         return old is not None
 
-    def _unsubscribe(self, session: _Session, topic_filter: str) -> bool:
+    def _unsubscribe(self, session: Session, topic_filter: str) -> bool:
         subs = session.subs
         if not subs or topic_filter not in subs:
             return False
@@ -1815,7 +1750,7 @@ class Hub:
         or session key; None for the hub itself) keeps, or the hub's total."""
         return self._retained.store(msg, owner, self._loop.time())
 
-    def _send_retained(self, session: _Session, topic_filter: str, sub: _Sub) -> None:
+    def _send_retained(self, session: Session, topic_filter: str, sub: Sub) -> None:
         now = self._loop.time()
         sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()
         # expired messages are not returned (MQTT-3.3.2-5)
@@ -1832,7 +1767,7 @@ class Hub:
             self._send(session, msg, min(msg.qos, sub.qos), True, sub_ids, {}, expires_at)
 
     # -- routing ---------------------------------------------------------------------------
-    def _may_receive(self, session: _Session, topic: str) -> bool:
+    def _may_receive(self, session: Session, topic: str) -> bool:
         """The authoriser's read permission of ``session`` for ``topic`` (at route building)."""
         check = self._receive_check
         info = session.info
@@ -1853,7 +1788,7 @@ class Hub:
         """Who receives ``topic``: the matching subscriptions of sessions that may read it,
         per session, and the shared subscription groups (cached per topic; cleared whenever a
         subscription or a permission changes)."""
-        per: dict[_Session, list[_Sub]] = {}
+        per: dict[Session, list[Sub]] = {}
         for _f, _k, sub in self._tree.match(topic):
             subs = per.get(sub.session)
             if subs is None:
@@ -1868,7 +1803,7 @@ class Hub:
             raw = subs if any(s.no_local for s in subs) else None
             qos, rap, sub_ids = _aggregate(subs)
             normal.append((session, qos, rap, sub_ids, raw))
-        shared: dict[tuple[str, str], list[_Sub]] = {}
+        shared: dict[tuple[str, str], list[Sub]] = {}
         for topic_filter, (group, _key), sub in self._shared.match(topic):
             if may_receive(sub.session, topic):
                 shared.setdefault((group, topic_filter), []).append(sub)
@@ -1881,7 +1816,7 @@ class Hub:
         cache[topic] = entry
         return entry
 
-    def _route(self, msg: _MessageLike, publisher: _Session | None) -> int:
+    def _route(self, msg: MessageLike, publisher: Session | None) -> int:
         """Deliver ``msg`` to every matching subscription; returns the sessions reached."""
         entry = self._route_cache.get(msg.topic)
         if entry is None:
@@ -1912,7 +1847,7 @@ class Hub:
                 and conn is not None
                 and conn.level != MQTT_5
                 and not (rap and msg.retain)
-                and conn.state == _CONNECTED
+                and conn.state == CONNECTED
                 and not conn.write_paused  # (a 3.1.1 connection has no maximum packet size)
                 and conn.out_size <= bound
             ):
@@ -1928,12 +1863,12 @@ class Hub:
                 and conn is not None
                 and conn.level != MQTT_5
                 and not (rap and msg.retain)
-                and conn.state == _CONNECTED
+                and conn.state == CONNECTED
             ):
                 # fast path of _send and _transmit: QoS 1 to a 3.1.1 connection, sent if its
                 # in-flight window has room, else queued encoded (_pump sends it)
                 prefix, suffix = cache.get(2) or self._variant(msg, False, 1, False, (), cache)
-                out_msg = _Out(msg, 1, False, sub_ids, None)
+                out_msg = Out(msg, 1, False, sub_ids, None)
                 inflight = session.inflight
                 if inflight is None:
                     inflight = session.inflight = {}
@@ -1960,7 +1895,7 @@ class Hub:
                 out = conn.out
                 if out is None:
                     conn.out = [data]
-                    self._to_flush(conn)
+                    self._to_flush(cast(_Connection, conn))
                 else:
                     out.append(data)
                 conn.out_size += len(data)
@@ -1995,7 +1930,7 @@ class Hub:
             reached += 1
         return reached
 
-    def _pick_shared(self, key: tuple[str, str], members: list[_Sub]) -> _Sub:
+    def _pick_shared(self, key: tuple[str, str], members: list[Sub]) -> Sub:
         """Round robin among the group members, preferring connected ones."""
         n = len(members)
         start = self._rr.get(key, 0) % n
@@ -2003,7 +1938,7 @@ class Hub:
             index = (start + i) % n
             sub = members[index]
             conn = sub.session.conn
-            if conn is not None and conn.state == _CONNECTED:
+            if conn is not None and conn.state == CONNECTED:
                 self._rr[key] = index + 1
                 return sub
         self._rr[key] = start + 1
@@ -2011,7 +1946,7 @@ class Hub:
 
     def _variant(  # noqa: PLR0917
         self,
-        msg: _MessageLike,
+        msg: MessageLike,
         level5: bool,
         qos: int,
         retain: bool,
@@ -2037,8 +1972,8 @@ class Hub:
 
     def _send(  # noqa: PLR0917
         self,
-        session: _Session,
-        msg: _MessageLike,
+        session: Session,
+        msg: MessageLike,
         qos: int,
         retain: bool,
         sub_ids: tuple[int, ...],
@@ -2048,7 +1983,7 @@ class Hub:
         """Send (or queue) one message to one session."""
         conn = session.conn
         if qos == 0:
-            if conn is None or conn.state != _CONNECTED:
+            if conn is None or conn.state != CONNECTED:
                 return  # QoS 0 is not queued for offline sessions
             if conn.level == MQTT_5:
                 data = self._variant(msg, True, 0, retain, sub_ids, cache)[0]
@@ -2057,15 +1992,15 @@ class Hub:
                 data = (variant or self._variant(msg, False, 0, retain, (), cache))[0]
             bound = self.config.max_buffered_bytes
             if (conn.max_out and len(data) > conn.max_out) or (
-                conn.out_size > bound or (conn.write_paused and conn._buffered() > bound)
+                conn.out_size > bound or (conn.write_paused and conn.buffered() > bound)
             ):
                 self._dropped += 1  # MQTT-3.1.2-25: never exceed the client's maximum
                 return
-            conn._write(data)
+            conn.write(data)
             self._messages_out += 1
             return
-        out = _Out(msg, qos, retain, sub_ids, expires_at)
-        if conn is None or conn.state != _CONNECTED:
+        out = Out(msg, qos, retain, sub_ids, expires_at)
+        if conn is None or conn.state != CONNECTED:
             self._enqueue(session, out)
             return
         level5 = conn.level == MQTT_5
@@ -2088,7 +2023,7 @@ class Hub:
         else:
             self._enqueue(session, out)
 
-    def _enqueue(self, session: _Session, out: _Out) -> None:
+    def _enqueue(self, session: Session, out: Out) -> None:
         queue = session.queue
         if queue is None:
             queue = session.queue = deque()
@@ -2098,7 +2033,7 @@ class Hub:
         queue.append(out)
 
     def _transmit(
-        self, session: _Session, conn: _Connection, out: _Out, prefix: bytes, suffix: bytes
+        self, session: Session, conn: Link, out: Out, prefix: bytes, suffix: bytes
     ) -> None:
         if conn.max_out and len(prefix) + 2 + len(suffix) > conn.max_out:
             self._dropped += 1
@@ -2114,13 +2049,13 @@ class Hub:
         out.packet_id = pid
         out.state = SENT
         inflight[pid] = out
-        conn._write(b"".join((prefix, pid.to_bytes(2, "big"), suffix)))
+        conn.write(b"".join((prefix, pid.to_bytes(2, "big"), suffix)))
         self._messages_out += 1
 
-    def _pump(self, session: _Session, conn: _Connection) -> None:
+    def _pump(self, session: Session, conn: Link) -> None:
         """Move queued messages into free in-flight slots."""
         queue = session.queue
-        if not queue or conn.state != _CONNECTED:
+        if not queue or conn.state != CONNECTED:
             return
         now = self._loop.time()
         level5 = conn.level == MQTT_5
@@ -2152,7 +2087,7 @@ class Hub:
                 sent += 1
                 continue
             if chunks:  # keep the order: what was collected goes out first
-                conn._write(b"".join(chunks))
+                conn.write(b"".join(chunks))
                 chunks.clear()
                 self._messages_out += sent
                 sent = 0
@@ -2164,11 +2099,11 @@ class Hub:
             pid = session.next_pid
         session.next_pid = pid
         if chunks:
-            conn._write(b"".join(chunks))
+            conn.write(b"".join(chunks))
             self._messages_out += sent
 
     def _transmit_fresh(
-        self, session: _Session, conn: _Connection, out: _Out, now: float, level5: bool
+        self, session: Session, conn: Link, out: Out, now: float, level5: bool
     ) -> None:
         """Encode a queued message now (expiry decremented) and transmit it."""
         msg = out.message
@@ -2195,7 +2130,7 @@ def _owner(info: ClientInfo) -> SessionKey:
     return info.session_key if identity is None else identity
 
 
-def _aggregate(subs: list[_Sub]) -> tuple[int, bool, tuple[int, ...]]:
+def _aggregate(subs: list[Sub]) -> tuple[int, bool, tuple[int, ...]]:
     """Overlapping subscriptions of one session: highest QoS, all subscription ids."""
     if len(subs) == 1:
         s = subs[0]
