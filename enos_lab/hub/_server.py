@@ -37,7 +37,7 @@ cleared whenever any subscription changes.
 
 Output is collected per connection and written once per event-loop iteration (one
 ``transport.write`` per connection per iteration; one ``call_soon`` callback per iteration
-writes every connection that got output, see :meth:`Hub._to_flush`). A PUBLISH is
+writes every connection that got output, see :mod:`enos_lab.hub._output`). A PUBLISH is
 encoded once per variant (protocol family, QoS, retain flag, subscription identifiers) and the
 bytes are shared by every subscriber; for QoS > 0 only the packet identifier is patched in.
 For 3.1.1 the codec encodes the topic part once per topic and only the fixed header is
@@ -66,7 +66,7 @@ import logging
 import math
 import ssl as _ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from time import monotonic as _monotonic
 from types import MappingProxyType
@@ -75,6 +75,7 @@ from typing import Any, TypeAlias, cast
 from enos_lab.errors import ClosedError, InvalidArgument, LimitExceeded, ProtocolError, TopicError
 from enos_lab.hub._config import HubConfig, HubStats
 from enos_lab.hub._deadlines import Timeouts
+from enos_lab.hub._output import Output
 from enos_lab.hub._retained import RetainedStore
 from enos_lab.hub._state import (
     CLOSED,
@@ -89,7 +90,8 @@ from enos_lab.hub._state import (
     Session,
     Sub,
 )
-from enos_lab.hub._tcp import PollHookSelector, TcpServer, _SocketTransport, poll_hook_selector
+from enos_lab.hub._tasks import Tasks
+from enos_lab.hub._tcp import TcpServer
 from enos_lab.hub._transport import Listener, MemoryConnection
 from enos_lab.hub._types import (
     Authenticator,
@@ -302,7 +304,7 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
 
     def data_received(self, data: bytes) -> None:
-        self.hub._bytes_in += len(data)
+        self.hub._output.bytes_in += len(data)
         self.last = _monotonic()
         state = self.state
         if state == CLOSED:
@@ -404,7 +406,7 @@ class _Connection(asyncio.Protocol):
             self._pause_now()  # resumed by _settled (or the connection ends)
             return
         self._maybe_pause()
-        self.hub._spawn(self._resume(aw), f"hub-conn-{self.client_id or self.peer}")
+        self.hub._tasks.spawn(self._resume(aw), f"hub-conn-{self.client_id or self.peer}")
 
     def _continue(self) -> None:
         backlog = self.backlog
@@ -528,15 +530,16 @@ class _Connection(asyncio.Protocol):
                 acks = self.acks = deque()
             acks.append(slot)
         hub = self.hub
-        waiters = hub._waiters
-        as_future = hub._as_future
+        tasks = hub._tasks
+        waiters = tasks.waiters
+        as_future = tasks.as_future
         for aw in pending:
             future = as_future(aw)
             # one callback per future, however many messages wait for it
             slots = waiters.get(future)
             if slots is None:
                 waiters[future] = [slot]
-                future.add_done_callback(hub._settle_waiters)
+                future.add_done_callback(tasks.settle)
             else:
                 slots.append(slot)
         if self.pending >= self.hub.config.max_pending_acks:
@@ -622,22 +625,10 @@ class _Connection(asyncio.Protocol):
             if self.state == CLOSED:
                 return
             self.out = [data]
-            self.hub._to_flush(self)
+            self.hub._output.to_flush(self)
         else:
             out.append(data)
         self.out_size += len(data)
-
-    def _flush(self) -> None:
-        out = self.out
-        if out is None:
-            return
-        self.out = None
-        self.out_size = 0
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            data = out[0] if len(out) == 1 else b"".join(out)
-            self.hub._bytes_out += len(data)
-            transport.write(data)
 
     def buffered(self) -> int:
         """Unsent output bytes (collected here plus, when writing is paused, in the transport)."""
@@ -678,7 +669,7 @@ class _Connection(asyncio.Protocol):
         if state == CONNECTED:
             hub._connection_ended(self, reason, publish_will)
         self.will = None
-        self._flush()
+        hub._output.flush(self)
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
@@ -1129,14 +1120,12 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._started = False
         self._closing = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks()
+        self._output = Output()
         self._sweeper: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._conns: set[_Connection] = set()
         self._timeouts = Timeouts(config.connect_timeout)
-        self._unflushed: list[_Connection] = []  # connections with output, see _to_flush
-        self._unflushed_socket: list[_Connection] = []  # the same, written before polling
-        self._selector: PollHookSelector | None = None  # see _to_flush
         self._clients: dict[SessionKey, _Connection] = {}
         self._sessions: dict[SessionKey, Session] = {}
         # sessions waiting for their expiry: (loop time, sequence, session), a heap; an entry
@@ -1152,8 +1141,6 @@ class Hub:
         self._receive_check = getattr(authoriser, "authorise_receive", None)
         self._route_cache: dict[str, _RouteEntry] = {}
         self._valid_topics: set[str] = set()  # topic names publish_nowait has validated
-        # response slots waiting for one future (a handler may return one for many messages)
-        self._waiters: dict[asyncio.Future[Any], list[_Pending]] = {}
         self._rr: dict[tuple[str, str], int] = {}
         self._retained = RetainedStore(
             max_messages=config.max_retained_messages,
@@ -1166,8 +1153,6 @@ class Hub:
         self._next_id = 0
         self._messages_in = 0
         self._messages_out = 0
-        self._bytes_in = 0
-        self._bytes_out = 0
         self._dropped = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -1176,7 +1161,8 @@ class Hub:
         if self._started:
             return
         self._loop = asyncio.get_running_loop()
-        self._selector = poll_hook_selector(self._loop)
+        self._output.start(self._loop)
+        self._tasks.start(self._loop)
         self._started = True
         self._closing = False
         self._sweeper = self._loop.create_task(self._sweep(), name="hub-sweep")
@@ -1194,14 +1180,7 @@ class Hub:
             else:
                 conn.end(DisconnectReason.SERVER_SHUTDOWN, publish_will=False)
         self._wills.clear()
-        tasks = list(self._tasks)
-        if self._sweeper is not None:
-            tasks.append(self._sweeper)
-        for task in tasks:
-            task.cancel()
-        # handler tasks may end with their own exception (already logged by their slot)
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._tasks.cancel(*([self._sweeper] if self._sweeper is not None else []))
         self._sweeper = None
         await asyncio.sleep(0)  # let transports run their close callbacks
         self._started = False
@@ -1216,92 +1195,6 @@ class Hub:
     def _check_running(self) -> None:
         if not self._started or self._closing:
             raise ClosedError("the hub is not running (call start() first)")
-
-    def _to_flush(self, conn: _Connection) -> None:
-        """Write ``conn``'s output once this loop iteration's callbacks have run, together with
-        that of every other connection that got output in this iteration.
-
-        On a loop made by :func:`enos_lab.hub._tcp.new_event_loop` (the lab's), output to the
-        hub's own socket transports is written at the selector's next flush point: right after
-        the reads of the current ``select()``, or before the loop polls again. Otherwise one
-        ``call_soon`` callback at the start of the next iteration writes it, which costs a
-        pass of the loop more.
-        """
-        selector = self._selector
-        if selector is not None and type(conn.transport) is _SocketTransport:
-            pending = self._unflushed_socket
-            if not pending:
-                selector.call_before_poll(self._flush_sockets)
-            pending.append(conn)
-            return
-        unflushed = self._unflushed
-        if not unflushed:
-            self._loop.call_soon(self._flush_all)
-        unflushed.append(conn)
-
-    def _flush_all(self) -> None:
-        unflushed, self._unflushed = self._unflushed, []
-        for conn in unflushed:
-            self._flush_one(conn)
-
-    @staticmethod
-    def _flush_one(conn: _Connection) -> None:
-        try:
-            conn._flush()  # nothing to do for one that ended meanwhile (it flushed then)
-        except Exception as exc:  # a bug: that connection ends, the others are written
-            conn.internal_error(exc)
-
-    def _flush_sockets(self) -> bool:
-        """Write the socket connections' output (at the selector's flush point); true if a
-        write ended a connection, whose loss is then a callback the poll must not wait behind.
-
-        ``_flush`` inlined: this runs for every message that arrives alone.
-        """
-        pending, self._unflushed_socket = self._unflushed_socket, []
-        ended = False
-        for conn in pending:
-            out = conn.out
-            if out is None:
-                continue  # ended meanwhile (it flushed then)
-            conn.out = None
-            conn.out_size = 0
-            transport = conn.transport
-            if transport is not None and not transport._closing:  # type: ignore[attr-defined]
-                try:
-                    data = out[0] if len(out) == 1 else b"".join(out)
-                    self._bytes_out += len(data)
-                    transport.write(data)
-                except Exception as exc:  # a bug: that connection ends, the others are written
-                    conn.internal_error(exc)
-                if not transport._closing:  # type: ignore[attr-defined]
-                    continue
-            ended = True
-        return ended
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run ``coro`` as a task owned by the hub (cancelled and awaited in :meth:`stop`)."""
-        task = self._loop.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _as_future(self, aw: Awaitable[None]) -> asyncio.Future[Any]:
-        """``aw`` as a future: futures as they are, anything else in a task owned by the hub."""
-        if asyncio.isfuture(aw):
-            return aw
-        coro = aw if inspect.iscoroutine(aw) else _await_one(aw)
-        task = self._loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def _settle_waiters(self, future: asyncio.Future[Any]) -> None:
-        for slot in self._waiters.pop(future, ()):
-            slot.done(future)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("hub task %s failed", task.get_name(), exc_info=task.exception())
 
     # -- listeners -------------------------------------------------------------------------
     async def listen_tcp(
@@ -1486,8 +1379,8 @@ class Hub:
             connections=len(self._conns),
             messages_in=self._messages_in,
             messages_out=self._messages_out,
-            bytes_in=self._bytes_in,
-            bytes_out=self._bytes_out,
+            bytes_in=self._output.bytes_in,
+            bytes_out=self._output.bytes_out,
             dropped=self._dropped,
             sessions=len(self._sessions),
             retained=len(self._retained),
@@ -1681,7 +1574,7 @@ class Hub:
         if self._handlers:
             pending = self._call_handlers(info, msg)
             if pending:
-                self._spawn(_await_all(pending), f"hub-will-{info.client_id}")
+                self._tasks.spawn(_await_all(pending), f"hub-will-{info.client_id}")
         self._route(msg, None)
 
     # -- sweep -----------------------------------------------------------------------------
@@ -1895,7 +1788,7 @@ class Hub:
                 out = conn.out
                 if out is None:
                     conn.out = [data]
-                    self._to_flush(cast(_Connection, conn))
+                    self._output.to_flush(conn)
                 else:
                     out.append(data)
                 conn.out_size += len(data)
@@ -2145,10 +2038,6 @@ def _validate_message(message: Message) -> None:
     if message.qos not in (0, 1, 2):
         raise InvalidArgument(f"qos must be 0, 1 or 2, got {message.qos}")
     _validate_topic_name(message.topic)
-
-
-async def _await_one(aw: Awaitable[None]) -> None:
-    await aw
 
 
 async def _await_all(pending: list[Awaitable[None]]) -> None:
