@@ -63,7 +63,6 @@ import contextlib
 import heapq
 import inspect
 import logging
-import math
 import ssl as _ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -76,17 +75,14 @@ from enos_lab.errors import ClosedError, InvalidArgument, LimitExceeded, Protoco
 from enos_lab.hub._config import HubConfig, HubStats
 from enos_lab.hub._deadlines import Timeouts
 from enos_lab.hub._output import Output
-from enos_lab.hub._retained import RetainedStore
+from enos_lab.hub._router import ROUTE_CACHE_MAX, Router
 from enos_lab.hub._state import (
     CLOSED,
     CONNECTED,
     CONNECTING,
     NEW,
     RELEASED,
-    SENT,
-    Link,
     MessageLike,
-    Out,
     Session,
     Sub,
 )
@@ -130,15 +126,13 @@ from enos_lab.mqtt._packets import (
     Unsubscribe,
     Will,
 )
-from enos_lab.mqtt._topics import TopicTree, parse_shared, validate_topic_filter
+from enos_lab.mqtt._topics import parse_shared, validate_topic_filter
 from enos_lab.mqtt._topics import validate_topic_name as _validate_topic_name
 from enos_lab.mqtt._wire import (
     CONNACK_311,
     PUBACK_HEAD,
     connack_return_code,
     puback_ids,
-    publish_311,
-    split_publish,
 )
 
 __all__ = ["Hub"]
@@ -148,17 +142,8 @@ log = logging.getLogger("enos_lab.hub")
 _BACKLOG_PAUSE = 256  # packets waiting behind a pending CONNECT before reading is paused
 _BURST = 64  # packets handled per connection per loop iteration
 _DISCONNECT_GRACE = 2.0  # [s] a DISCONNECT waits at most this long for pending acknowledgements
-_ROUTE_CACHE_MAX = 10_000  # topics whose match result is cached
 
 _PROTOCOL_NAMES = {3: "MQIsdp", 4: "MQTT", 5: "MQTT"}  # protocol level -> name in CONNECT
-
-# An encoded PUBLISH as (prefix, suffix): for QoS > 0 the packet id goes between the two (one
-# copy per receiver: prefix + packet id + suffix); for QoS 0 the prefix is the whole packet.
-_Variant: TypeAlias = tuple[bytes, bytes]
-_RouteEntry: TypeAlias = tuple[
-    tuple[tuple[Session, int, bool, tuple[int, ...], "list[Sub] | None"], ...],
-    tuple[tuple[tuple[str, str], list[Sub]], ...],
-]
 
 
 class _Hold:
@@ -355,7 +340,7 @@ class _Connection(asyncio.Protocol):
                 if out is not None and out.qos == 1:
                     del inflight[pid]
         if session.queue:
-            self.hub._pump(session, self)
+            self.hub._router.pump(session, self)
         return True
 
     def _run(self, packets: deque[Packet], limit: int = _BURST) -> None:
@@ -395,7 +380,7 @@ class _Connection(asyncio.Protocol):
         self.backlog = None
         session = self.session
         if session is not None and session.queue:
-            self.hub._pump(session, self)  # acknowledgements above freed in-flight slots
+            self.hub._router.pump(session, self)  # acknowledgements above freed in-flight slots
         if self.paused:
             self._unpause()
 
@@ -829,13 +814,15 @@ class _Connection(asyncio.Protocol):
             level,
             session_present,
         )
-        hub._resume_session(self)
+        session = self.session
+        assert session is not None
+        hub._router.resume(session, self)
         hub._emit(ClientConnected(info, session_present))
 
     # -- PUBLISH in ------------------------------------------------------------------------
     def _on_publish(self, p: Publish) -> _Step:
         hub = self.hub
-        hub._messages_in += 1
+        hub._router.messages_in += 1
         topic = p.topic
         props = p.properties
         if props is not NO_PROPERTIES and self.level == MQTT_5:
@@ -881,7 +868,7 @@ class _Connection(asyncio.Protocol):
             reason = 0x87  # clients may not publish to $-topics
             log.info("client %r: publish to %r denied", self.client_id, topic)
         else:
-            authoriser = hub._authoriser
+            authoriser = hub._router.authoriser
             if authoriser is not None:
                 decision = authoriser.authorise_publish(info, topic, qos, p.retain)
                 if not decision.allowed:
@@ -896,9 +883,7 @@ class _Connection(asyncio.Protocol):
         if (
             reason == 0
             and p.retain
-            and not hub._store_retained(
-                _make_message(topic, p.payload, qos, True, props), _owner(info)
-            )
+            and not hub._router.retain(_make_message(topic, p.payload, qos, True, props), info)
         ):
             reason = 0x97  # Quota exceeded: neither retained nor delivered
             log.info(
@@ -912,14 +897,14 @@ class _Connection(asyncio.Protocol):
                 hub.config.max_retained_bytes,
             )
         if reason == 0:
-            if hub._handlers:
+            if hub._router.handlers:
                 msg: MessageLike = _make_message(topic, p.payload, qos, p.retain, props)
-                pending = hub._call_handlers(info, msg)  # type: ignore[arg-type]
+                pending = hub._router.call_handlers(info, msg)  # type: ignore[arg-type]
             elif topic is p.topic and props is p.properties:
                 msg = p  # route the packet itself: it has the fields of a Message
             else:
                 msg = _make_message(topic, p.payload, qos, p.retain, props)
-            hub._route(msg, session)
+            hub._router.route(msg, session)
         if qos == 0:
             if pending is not None:
                 return self._track(pending, None)
@@ -1030,7 +1015,7 @@ class _Connection(asyncio.Protocol):
                 )
                 codes.append(0x97 if level == MQTT_5 else 0x80)  # Quota exceeded
                 continue
-            authoriser = hub._authoriser
+            authoriser = hub._router.authoriser
             if authoriser is not None:
                 decision = authoriser.authorise_subscribe(info, topic_filter, s.qos)
                 if not decision.allowed:
@@ -1046,21 +1031,21 @@ class _Connection(asyncio.Protocol):
             rap = s.retain_as_published if level == MQTT_5 else False
             rh = int(s.retain_handling) if level == MQTT_5 else 0
             sub = Sub(session, qos, s.no_local and level == MQTT_5, rap, rh, sub_id)
-            existed = hub._subscribe(session, topic_filter, group, inner, sub)
+            existed = hub._router.subscribe(session, topic_filter, group, inner, sub)
             codes.append(qos)
             # MQTT-3.3.1-6 / 5.0 3.3.1.3: retained messages on subscribe, never for shared ones
             if group is None and (rh == 0 or (rh == 1 and not existed)):
                 retained.append((inner, sub))
         self._reply(encode(SubAck(p.packet_id, tuple(codes)), level))
         for inner, sub in retained:
-            hub._send_retained(session, inner, sub)
+            hub._router.send_retained(session, inner, sub)
 
     def _on_unsubscribe(self, p: Unsubscribe) -> None:
         session = self.session
         assert session is not None
         codes: list[int] = []
         for topic_filter in p.topic_filters:
-            removed = self.hub._unsubscribe(session, topic_filter)
+            removed = self.hub._router.unsubscribe(session, topic_filter)
             codes.append(0 if removed else 0x11)
         if self.level != MQTT_5:
             codes = []
@@ -1116,12 +1101,12 @@ class Hub:
     ) -> None:
         self.config = config
         self._authenticator = authenticator
-        self._authoriser = authoriser
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._started = False
         self._closing = False
         self._tasks = Tasks()
         self._output = Output()
+        self._router = Router(config, authoriser, self._output, self._tasks)
         self._sweeper: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._conns: set[_Connection] = set()
@@ -1135,25 +1120,9 @@ class Hub:
         # sessions of each identity kept without a connection, the longest offline first
         self._offline: dict[str, dict[SessionKey, Session]] = {}
         self._wills: dict[SessionKey, _PendingWill] = {}
-        self._tree: TopicTree[SessionKey, Sub] = TopicTree()
-        self._shared: TopicTree[tuple[str, SessionKey], Sub] = TopicTree()
-        # asked when a route is built: may a subscribed session receive the topic?
-        self._receive_check = getattr(authoriser, "authorise_receive", None)
-        self._route_cache: dict[str, _RouteEntry] = {}
         self._valid_topics: set[str] = set()  # topic names publish_nowait has validated
-        self._rr: dict[tuple[str, str], int] = {}
-        self._retained = RetainedStore(
-            max_messages=config.max_retained_messages,
-            max_bytes=config.max_retained_bytes,
-            max_messages_per_owner=config.max_retained_per_client,
-            max_bytes_per_owner=config.max_retained_bytes_per_client,
-        )
-        self._handlers: tuple[MessageHandler, ...] = ()
         self._event_listeners: list[Callable[[HubEvent], None]] = []
         self._next_id = 0
-        self._messages_in = 0
-        self._messages_out = 0
-        self._dropped = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -1163,6 +1132,7 @@ class Hub:
         self._loop = asyncio.get_running_loop()
         self._output.start(self._loop)
         self._tasks.start(self._loop)
+        self._router.start(self._loop)
         self._started = True
         self._closing = False
         self._sweeper = self._loop.create_task(self._sweep(), name="hub-sweep")
@@ -1240,11 +1210,11 @@ class Hub:
     # -- extension points ------------------------------------------------------------------
     def add_handler(self, handler: MessageHandler) -> None:
         """Call ``handler(client, message)`` for every PUBLISH accepted from a client."""
-        self._handlers = (*self._handlers, handler)
+        self._router.handlers = (*self._router.handlers, handler)
 
     def remove_handler(self, handler: MessageHandler) -> None:
         """Stop calling ``handler`` (no error if it was not added)."""
-        self._handlers = tuple(h for h in self._handlers if h is not handler)
+        self._router.handlers = tuple(h for h in self._router.handlers if h is not handler)
 
     def add_listener(self, callback: Callable[[HubEvent], None]) -> None:
         """Call ``callback(event)`` for every lifecycle event (connected, disconnected)."""
@@ -1256,26 +1226,6 @@ class Hub:
                 callback(event)
             except Exception:
                 log.exception("hub event listener failed on %r", event)
-
-    def _call_handlers(self, info: ClientInfo | None, msg: Message) -> list[Awaitable[None]] | None:
-        """Call every handler; returns what must be awaited before the message is acknowledged.
-
-        A handler that raises is turned into a failed future, so that the caller treats it like
-        a failed awaitable (logged, and the message not acknowledged as a success).
-        """
-        pending: list[Awaitable[None]] | None = None
-        for handler in self._handlers:
-            try:
-                result = handler(info, msg)
-            except Exception as exc:
-                failed: asyncio.Future[None] = self._loop.create_future()
-                failed.set_exception(exc)
-                result = failed
-            if result is not None:
-                if pending is None:
-                    pending = []
-                pending.append(result)
-        return pending
 
     # -- server-side operations ------------------------------------------------------------
     async def publish(self, message: Message) -> int:
@@ -1297,16 +1247,16 @@ class Hub:
         if topic not in self._valid_topics or message.qos not in (0, 1, 2):
             _validate_message(message)
             valid = self._valid_topics
-            if len(valid) >= _ROUTE_CACHE_MAX:
+            if len(valid) >= ROUTE_CACHE_MAX:
                 valid.clear()
             valid.add(topic)
-        if message.retain and not self._store_retained(message, None):
+        if message.retain and not self._router.retain(message, None):
             raise LimitExceeded(
                 f"retained message on {topic!r} ({len(message.payload)} bytes) refused: the hub "
                 f"keeps at most {self.config.max_retained_messages} retained messages and "
                 f"{self.config.max_retained_bytes} bytes (HubConfig.max_retained_*)"
             )
-        return self._route(message, None)
+        return self._router.route(message, None)
 
     async def deliver(self, key: SessionKey, message: Message) -> bool:
         """Send ``message`` to one connected client without any subscription.
@@ -1324,7 +1274,7 @@ class Hub:
         mei = message.properties.message_expiry_interval
         if mei is not None:
             expires_at = self._loop.time() + mei
-        self._send(conn.session, message, message.qos, message.retain, (), {}, expires_at)
+        self._router.send(conn.session, message, message.qos, message.retain, (), {}, expires_at)
         return True
 
     async def disconnect_client(self, key: SessionKey, reason_code: int = 0x98) -> bool:
@@ -1363,7 +1313,7 @@ class Hub:
         sub-device moved to another gateway, a device was disabled ...): who receives a topic is
         worked out again from the next message on, for connected and offline sessions alike.
         Call on the hub's loop."""
-        self._route_cache.clear()
+        self._router.permissions_changed()
 
     @property
     def clients(self) -> Mapping[SessionKey, ClientInfo]:
@@ -1377,14 +1327,14 @@ class Hub:
         """Counters since the hub was created (see :class:`HubStats`)."""
         return HubStats(
             connections=len(self._conns),
-            messages_in=self._messages_in,
-            messages_out=self._messages_out,
+            messages_in=self._router.messages_in,
+            messages_out=self._router.messages_out,
             bytes_in=self._output.bytes_in,
             bytes_out=self._output.bytes_out,
-            dropped=self._dropped,
+            dropped=self._router.dropped,
             sessions=len(self._sessions),
-            retained=len(self._retained),
-            retained_bytes=self._retained.bytes,
+            retained=len(self._router.retained),
+            retained_bytes=self._router.retained.bytes,
         )
 
     # -- sessions --------------------------------------------------------------------------
@@ -1437,36 +1387,11 @@ class Hub:
         self._clients[key] = conn
         return present
 
-    def _resume_session(self, conn: _Connection) -> None:
-        """Resend unacknowledged messages (DUP set, MQTT-4.4.0-1) and drain the queue."""
-        session = conn.session
-        assert session is not None
-        inflight = session.inflight
-        if inflight:
-            level = conn.level
-            for pid, out in inflight.items():
-                if out.state == RELEASED:
-                    conn.write(encode(PubRel(pid), level))
-                else:
-                    msg = out.message
-                    props = msg.properties if level == MQTT_5 else NO_PROPERTIES
-                    if level == MQTT_5 and out.sub_ids:
-                        props = replace(props, subscription_identifiers=out.sub_ids)
-                    if level == MQTT_5 and out.expires_at is not None:
-                        # MQTT-3.3.2-6: the interval minus the time the message has waited
-                        remaining = max(1, math.ceil(out.expires_at - self._loop.time()))
-                        props = replace(props, message_expiry_interval=remaining)
-                    pub = Publish(msg.topic, msg.payload, out.qos, out.retain, True, pid, props)
-                    conn.write(encode(pub, level if level == MQTT_5 else 4))
-                    self._messages_out += 1
-        if session.queue:
-            self._pump(session, conn)
-
     def _discard_session(self, session: Session) -> None:
         subs = session.subs
         if subs:
             for topic_filter in list(subs):
-                self._unsubscribe(session, topic_filter)
+                self._router.unsubscribe(session, topic_filter)
         session.subs = None
         session.inflight = None
         session.queue = None
@@ -1556,7 +1481,7 @@ class Hub:
         topic = will.topic
         if topic.startswith("$"):
             return
-        authoriser = self._authoriser
+        authoriser = self._router.authoriser
         if authoriser is not None:
             decision = authoriser.authorise_publish(info, topic, will.qos, will.retain)
             if not decision.allowed:
@@ -1566,16 +1491,16 @@ class Hub:
         if props is not NO_PROPERTIES and props.will_delay_interval is not None:
             props = replace(props, will_delay_interval=None)
         msg = Message(topic, will.payload, will.qos, will.retain, props)
-        if msg.retain and not self._store_retained(msg, _owner(info)):
+        if msg.retain and not self._router.retain(msg, info):
             log.info(
                 "client %r: retained will on %r refused: retained quota", info.client_id, topic
             )
             return
-        if self._handlers:
-            pending = self._call_handlers(info, msg)
+        if self._router.handlers:
+            pending = self._router.call_handlers(info, msg)
             if pending:
                 self._tasks.spawn(_await_all(pending), f"hub-will-{info.client_id}")
-        self._route(msg, None)
+        self._router.route(msg, None)
 
     # -- sweep -----------------------------------------------------------------------------
     async def _sweep(self) -> None:
@@ -1604,434 +1529,6 @@ class Hub:
                 if session.expires_at == at and session.conn is None:
                     log.info("session %r expired", session.client_id)
                     self._discard_session(session)
-
-    # -- subscriptions ---------------------------------------------------------------------
-    def _subscribe(
-        self, session: Session, topic_filter: str, group: str | None, inner: str, sub: Sub
-    ) -> bool:
-        key = session.key
-        if group is None:
-            old = self._tree.insert(inner, key, sub)
-        else:
-            old = self._shared.insert(inner, (group, key), sub)
-        if session.subs is None:
-            session.subs = {}
-        session.subs[topic_filter] = sub
-        self._route_cache.clear()
-        return old is not None
-
-    def _unsubscribe(self, session: Session, topic_filter: str) -> bool:
-        subs = session.subs
-        if not subs or topic_filter not in subs:
-            return False
-        del subs[topic_filter]
-        try:
-            group, inner = parse_shared(topic_filter)
-        except TopicError:
-            return False
-        if group is None:
-            self._tree.remove(inner, session.key)
-        else:
-            self._shared.remove(inner, (group, session.key))
-        self._route_cache.clear()
-        return True
-
-    # -- retained --------------------------------------------------------------------------
-    def _store_retained(self, msg: Message, owner: SessionKey | None) -> bool:
-        """Keep ``msg`` as its topic's retained message (an empty payload clears it,
-        MQTT-3.3.1-10); False when a bound refuses it: what ``owner`` (the publisher's identity
-        or session key; None for the hub itself) keeps, or the hub's total."""
-        return self._retained.store(msg, owner, self._loop.time())
-
-    def _send_retained(self, session: Session, topic_filter: str, sub: Sub) -> None:
-        now = self._loop.time()
-        sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()
-        # expired messages are not returned (MQTT-3.3.2-5)
-        for stored_msg, stored in self._retained.matching(topic_filter, now):
-            msg = stored_msg
-            expires_at = None
-            mei = msg.properties.message_expiry_interval
-            if mei is not None:
-                expires_at = stored + mei
-                # MQTT-3.3.2-6: the interval sent is what remains of it
-                props = replace(msg.properties, message_expiry_interval=math.ceil(expires_at - now))
-                msg = Message(msg.topic, msg.payload, msg.qos, msg.retain, props)
-            # MQTT-3.3.1-8: retained messages sent on subscribe have RETAIN set
-            self._send(session, msg, min(msg.qos, sub.qos), True, sub_ids, {}, expires_at)
-
-    # -- routing ---------------------------------------------------------------------------
-    def _may_receive(self, session: Session, topic: str) -> bool:
-        """The authoriser's read permission of ``session`` for ``topic`` (at route building)."""
-        check = self._receive_check
-        info = session.info
-        if check is None or info is None:
-            return True
-        try:
-            decision = check(info, topic)
-        except Exception:
-            log.exception("authoriser failed on the read permission of %r", session.client_id)
-            return False
-        if not decision.allowed:
-            log.debug(
-                "session %r may not receive %r: %s", session.client_id, topic, decision.reason
-            )
-        return bool(decision.allowed)
-
-    def _build_route(self, topic: str) -> _RouteEntry:
-        """Who receives ``topic``: the matching subscriptions of sessions that may read it,
-        per session, and the shared subscription groups (cached per topic; cleared whenever a
-        subscription or a permission changes)."""
-        per: dict[Session, list[Sub]] = {}
-        for _f, _k, sub in self._tree.match(topic):
-            subs = per.get(sub.session)
-            if subs is None:
-                per[sub.session] = [sub]
-            else:
-                subs.append(sub)
-        may_receive = self._may_receive
-        normal = []
-        for session, subs in per.items():
-            if not may_receive(session, topic):
-                continue
-            raw = subs if any(s.no_local for s in subs) else None
-            qos, rap, sub_ids = _aggregate(subs)
-            normal.append((session, qos, rap, sub_ids, raw))
-        shared: dict[tuple[str, str], list[Sub]] = {}
-        for topic_filter, (group, _key), sub in self._shared.match(topic):
-            if may_receive(sub.session, topic):
-                shared.setdefault((group, topic_filter), []).append(sub)
-        for members in shared.values():
-            members.sort(key=lambda s: (s.session.identity or "", s.session.client_id))
-        entry: _RouteEntry = (tuple(normal), tuple(shared.items()))
-        cache = self._route_cache
-        if len(cache) >= _ROUTE_CACHE_MAX:
-            cache.clear()
-        cache[topic] = entry
-        return entry
-
-    def _route(self, msg: MessageLike, publisher: Session | None) -> int:
-        """Deliver ``msg`` to every matching subscription; returns the sessions reached."""
-        entry = self._route_cache.get(msg.topic)
-        if entry is None:
-            entry = self._build_route(msg.topic)
-        normal, shared = entry
-        if not normal and not shared:
-            return 0
-        props = msg.properties
-        expires_at = None
-        if props is not NO_PROPERTIES:
-            mei = props.message_expiry_interval
-            if mei is not None:
-                expires_at = self._loop.time() + mei
-        cache: dict[Any, _Variant] = {}
-        msg_qos = msg.qos
-        reached = 0
-        bound = self.config.max_buffered_bytes
-        for session, qos, rap, sub_ids, raw in normal:
-            if raw is not None and session is publisher:
-                subs = [s for s in raw if not s.no_local]  # MQTT-3.8.3-3
-                if not subs:
-                    continue
-                qos, rap, sub_ids = _aggregate(subs)  # noqa: PLW2901
-            conn = session.conn
-            data: bytes | None = None
-            if (
-                (qos == 0 or msg_qos == 0)
-                and conn is not None
-                and conn.level != MQTT_5
-                and not (rap and msg.retain)
-                and conn.state == CONNECTED
-                and not conn.write_paused  # (a 3.1.1 connection has no maximum packet size)
-                and conn.out_size <= bound
-            ):
-                # fast path of _send for the common case: QoS 0 to a 3.1.1 connection
-                variant = cache.get(0)  # the key of _variant: qos * 2 + retain
-                if variant is None:
-                    variant = cache[0] = publish_311(msg.topic, msg.payload, 0, False)
-                data = variant[0]
-            elif (
-                qos == 1
-                and msg_qos == 1
-                and expires_at is None
-                and conn is not None
-                and conn.level != MQTT_5
-                and not (rap and msg.retain)
-                and conn.state == CONNECTED
-            ):
-                # fast path of _send and _transmit: QoS 1 to a 3.1.1 connection, sent if its
-                # in-flight window has room, else queued encoded (_pump sends it)
-                prefix, suffix = cache.get(2) or self._variant(msg, False, 1, False, (), cache)
-                out_msg = Out(msg, 1, False, sub_ids, None)
-                inflight = session.inflight
-                if inflight is None:
-                    inflight = session.inflight = {}
-                queue = session.queue
-                if not queue and len(inflight) < conn.window:
-                    pid = session.next_pid
-                    if pid in inflight:
-                        pid = session.allocate_pid()
-                    else:
-                        session.next_pid = pid + 1 if pid < 65535 else 1
-                    out_msg.packet_id = pid
-                    out_msg.state = SENT
-                    inflight[pid] = out_msg
-                    data = b"".join((prefix, pid.to_bytes(2, "big"), suffix))
-                else:
-                    out_msg.prefix = prefix
-                    out_msg.suffix = suffix
-                    out_msg.level5 = False
-                    self._enqueue(session, out_msg)
-                    reached += 1
-                    continue
-            if data is not None:
-                assert conn is not None
-                out = conn.out
-                if out is None:
-                    conn.out = [data]
-                    self._output.to_flush(conn)
-                else:
-                    out.append(data)
-                conn.out_size += len(data)
-                self._messages_out += 1
-                reached += 1
-                continue
-            # MQTT-3.3.1-9: RETAIN is cleared for normal delivery unless retain-as-published
-            self._send(
-                session,
-                msg,
-                qos if qos < msg_qos else msg_qos,
-                rap and msg.retain,
-                sub_ids,
-                cache,
-                expires_at,
-            )
-            reached += 1
-        if not shared:
-            return reached
-        for key, members in shared:
-            sub = self._pick_shared(key, members)
-            sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()
-            self._send(
-                sub.session,
-                msg,
-                min(sub.qos, msg_qos),
-                sub.retain_as_published and msg.retain,
-                sub_ids,
-                cache,
-                expires_at,
-            )
-            reached += 1
-        return reached
-
-    def _pick_shared(self, key: tuple[str, str], members: list[Sub]) -> Sub:
-        """Round robin among the group members, preferring connected ones."""
-        n = len(members)
-        start = self._rr.get(key, 0) % n
-        for i in range(n):
-            index = (start + i) % n
-            sub = members[index]
-            conn = sub.session.conn
-            if conn is not None and conn.state == CONNECTED:
-                self._rr[key] = index + 1
-                return sub
-        self._rr[key] = start + 1
-        return members[start]
-
-    def _variant(  # noqa: PLR0917
-        self,
-        msg: MessageLike,
-        level5: bool,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...],
-        cache: dict[Any, _Variant],
-    ) -> _Variant:
-        key = (qos, retain, sub_ids) if level5 else qos * 2 + retain
-        variant = cache.get(key)
-        if variant is None:
-            if level5:
-                props = msg.properties
-                if sub_ids:
-                    props = replace(props, subscription_identifiers=sub_ids)
-                data = encode(
-                    Publish(msg.topic, msg.payload, qos, retain, False, 1 if qos else 0, props),
-                    MQTT_5,
-                )
-                variant = split_publish(data) if qos else (data, b"")
-            else:
-                variant = publish_311(msg.topic, msg.payload, qos, retain)
-            cache[key] = variant
-        return variant
-
-    def _send(  # noqa: PLR0917
-        self,
-        session: Session,
-        msg: MessageLike,
-        qos: int,
-        retain: bool,
-        sub_ids: tuple[int, ...],
-        cache: dict[Any, _Variant],
-        expires_at: float | None,
-    ) -> None:
-        """Send (or queue) one message to one session."""
-        conn = session.conn
-        if qos == 0:
-            if conn is None or conn.state != CONNECTED:
-                return  # QoS 0 is not queued for offline sessions
-            if conn.level == MQTT_5:
-                data = self._variant(msg, True, 0, retain, sub_ids, cache)[0]
-            else:
-                variant = cache.get(retain)  # same key as _variant: qos * 2 + retain
-                data = (variant or self._variant(msg, False, 0, retain, (), cache))[0]
-            bound = self.config.max_buffered_bytes
-            if (conn.max_out and len(data) > conn.max_out) or (
-                conn.out_size > bound or (conn.write_paused and conn.buffered() > bound)
-            ):
-                self._dropped += 1  # MQTT-3.1.2-25: never exceed the client's maximum
-                return
-            conn.write(data)
-            self._messages_out += 1
-            return
-        out = Out(msg, qos, retain, sub_ids, expires_at)
-        if conn is None or conn.state != CONNECTED:
-            self._enqueue(session, out)
-            return
-        level5 = conn.level == MQTT_5
-        if expires_at is None:
-            variant = None if level5 else cache.get(qos * 2 + retain)
-            prefix, suffix = variant or self._variant(msg, level5, qos, retain, sub_ids, cache)
-        else:
-            prefix, suffix = self._variant(msg, level5, qos, retain, sub_ids, {})
-        inflight = session.inflight
-        queue = session.queue
-        if not queue and (inflight is None or len(inflight) < conn.window):
-            self._transmit(session, conn, out, prefix, suffix)
-            return
-        if expires_at is None:
-            out.prefix = prefix  # encoded once for every subscriber; only the packet id differs
-            out.suffix = suffix
-            out.level5 = level5
-        if queue is not None and len(queue) < self.config.max_queued_messages:
-            queue.append(out)
-        else:
-            self._enqueue(session, out)
-
-    def _enqueue(self, session: Session, out: Out) -> None:
-        queue = session.queue
-        if queue is None:
-            queue = session.queue = deque()
-        if len(queue) >= self.config.max_queued_messages:
-            self._dropped += 1
-            return
-        queue.append(out)
-
-    def _transmit(
-        self, session: Session, conn: Link, out: Out, prefix: bytes, suffix: bytes
-    ) -> None:
-        if conn.max_out and len(prefix) + 2 + len(suffix) > conn.max_out:
-            self._dropped += 1
-            return
-        inflight = session.inflight
-        if inflight is None:
-            inflight = session.inflight = {}
-        pid = session.next_pid
-        if pid in inflight:
-            pid = session.allocate_pid()
-        else:
-            session.next_pid = pid + 1 if pid < 65535 else 1
-        out.packet_id = pid
-        out.state = SENT
-        inflight[pid] = out
-        conn.write(b"".join((prefix, pid.to_bytes(2, "big"), suffix)))
-        self._messages_out += 1
-
-    def _pump(self, session: Session, conn: Link) -> None:
-        """Move queued messages into free in-flight slots."""
-        queue = session.queue
-        if not queue or conn.state != CONNECTED:
-            return
-        now = self._loop.time()
-        level5 = conn.level == MQTT_5
-        window = conn.window
-        if session.inflight is None:
-            session.inflight = {}
-        inflight = session.inflight
-        transmit = self._transmit
-        max_out = conn.max_out
-        chunks: list[bytes] = []
-        add = chunks.append
-        pid = session.next_pid
-        sent = 0
-        while queue and len(inflight) < window:
-            out = queue.popleft()
-            prefix = out.prefix
-            if prefix is not None and out.level5 == level5 and not max_out:
-                # inline of _transmit for the common case (pre-encoded, no size limit)
-                if pid in inflight:
-                    session.next_pid = pid
-                    pid = session.allocate_pid()
-                out.packet_id = pid
-                out.state = SENT
-                inflight[pid] = out
-                add(prefix)
-                add(pid.to_bytes(2, "big"))
-                add(out.suffix)
-                pid = pid + 1 if pid < 65535 else 1
-                sent += 1
-                continue
-            if chunks:  # keep the order: what was collected goes out first
-                conn.write(b"".join(chunks))
-                chunks.clear()
-                self._messages_out += sent
-                sent = 0
-            session.next_pid = pid
-            if prefix is not None and out.level5 == level5:
-                transmit(session, conn, out, prefix, out.suffix)
-            else:
-                self._transmit_fresh(session, conn, out, now, level5)
-            pid = session.next_pid
-        session.next_pid = pid
-        if chunks:
-            conn.write(b"".join(chunks))
-            self._messages_out += sent
-
-    def _transmit_fresh(
-        self, session: Session, conn: Link, out: Out, now: float, level5: bool
-    ) -> None:
-        """Encode a queued message now (expiry decremented) and transmit it."""
-        msg = out.message
-        if out.expires_at is not None:
-            remaining = out.expires_at - now
-            if remaining <= 0:
-                self._dropped += 1  # 5.0 3.3.2.3.3: expired messages are not delivered
-                return
-            # decrement the message expiry interval by the time spent waiting
-            msg = Message(
-                msg.topic,
-                msg.payload,
-                msg.qos,
-                msg.retain,
-                replace(msg.properties, message_expiry_interval=math.ceil(remaining)),
-            )
-        prefix, suffix = self._variant(msg, level5, out.qos, out.retain, out.sub_ids, {})
-        self._transmit(session, conn, out, prefix, suffix)
-
-
-def _owner(info: ClientInfo) -> SessionKey:
-    """Who a client's retained messages count against: its identity, else its session key."""
-    identity = info.identity
-    return info.session_key if identity is None else identity
-
-
-def _aggregate(subs: list[Sub]) -> tuple[int, bool, tuple[int, ...]]:
-    """Overlapping subscriptions of one session: highest QoS, all subscription ids."""
-    if len(subs) == 1:
-        s = subs[0]
-        return s.qos, s.retain_as_published, (s.sub_id,) if s.sub_id is not None else ()
-    qos = max(s.qos for s in subs)
-    rap = any(s.retain_as_published for s in subs)
-    sub_ids = tuple(sorted({s.sub_id for s in subs if s.sub_id is not None}))
-    return qos, rap, sub_ids
 
 
 def _validate_message(message: Message) -> None:
