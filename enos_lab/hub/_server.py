@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import inspect
 import logging
 import ssl as _ssl
@@ -76,6 +75,7 @@ from enos_lab.hub._config import HubConfig, HubStats
 from enos_lab.hub._deadlines import Timeouts
 from enos_lab.hub._output import Output
 from enos_lab.hub._router import ROUTE_CACHE_MAX, Router
+from enos_lab.hub._sessions import Sessions
 from enos_lab.hub._state import (
     CLOSED,
     CONNECTED,
@@ -94,7 +94,6 @@ from enos_lab.hub._types import (
     Authoriser,
     AuthResult,
     ClientConnected,
-    ClientDisconnected,
     ClientInfo,
     ConnectRequest,
     DisconnectReason,
@@ -266,12 +265,9 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.peer = _peer_name(transport.get_extra_info("peername"))
         hub = self.hub
-        if hub._closing:
+        if not hub._sessions.open(self):  # the hub is stopping
             transport.close()
             self.state = CLOSED
-            return
-        hub._conns.add(self)
-        hub._timeouts.opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         backlog = self.backlog
@@ -649,10 +645,7 @@ class _Connection(asyncio.Protocol):
         self.state = CLOSED
         self.acks = None  # pending acknowledgements are dropped: the client sends again
         hub = self.hub
-        hub._conns.discard(self)
-        hub._timeouts.closed(self, state == CONNECTED)
-        if state == CONNECTED:
-            hub._connection_ended(self, reason, publish_will)
+        hub._sessions.closed(self, state == CONNECTED, reason, publish_will)
         self.will = None
         hub._output.flush(self)
         transport = self.transport
@@ -686,7 +679,7 @@ class _Connection(asyncio.Protocol):
         assigned: str | None = None
         if not client_id:
             if level == MQTT_5 or (level == 4 and p.clean_start):
-                client_id = hub._assign_client_id()  # MQTT-3.1.3-6, 5.0 3.1.3.1
+                client_id = hub._sessions.assign_client_id()  # MQTT-3.1.3-6, 5.0 3.1.3.1
                 assigned = client_id if level == MQTT_5 else None
             else:
                 self._refuse(level, 0x85, "empty client id without clean session")  # 3.1.3-8
@@ -701,7 +694,7 @@ class _Connection(asyncio.Protocol):
         tls = self.transport is not None and (
             self.transport.get_extra_info("sslcontext") is not None
         )
-        authenticator = hub._authenticator
+        authenticator = hub._sessions.authenticator
         result: AuthResult | Awaitable[AuthResult]
         if authenticator is not None:
             request = ConnectRequest(
@@ -799,9 +792,8 @@ class _Connection(asyncio.Protocol):
         self.info = info
         if p.will is not None:
             self.will = p.will
-        session_present = hub._attach_session(self, p.clean_start)
+        session_present = hub._sessions.attach(self, p.clean_start)
         self.state = CONNECTED
-        hub._timeouts.connected(self)
         if level == MQTT_5:
             properties = Properties(**connack_props) if connack_props else NO_PROPERTIES
             self.write(encode(ConnAck(session_present, 0, properties), level))
@@ -817,7 +809,7 @@ class _Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         hub._router.resume(session, self)
-        hub._emit(ClientConnected(info, session_present))
+        hub._sessions.emit(ClientConnected(info, session_present))
 
     # -- PUBLISH in ------------------------------------------------------------------------
     def _on_publish(self, p: Publish) -> _Step:
@@ -1074,15 +1066,6 @@ class _Connection(asyncio.Protocol):
         self.end(reason, publish_will=publish_will)
 
 
-class _PendingWill:
-    __slots__ = ("due", "info", "will")
-
-    def __init__(self, due: float, will: Will, info: ClientInfo) -> None:
-        self.due = due
-        self.will = will
-        self.info = info
-
-
 class Hub:
     """An asyncio MQTT 3.1.1 / 5.0 server with in-process extension points.
 
@@ -1100,7 +1083,6 @@ class Hub:
         authoriser: Authoriser | None = None,
     ) -> None:
         self.config = config
-        self._authenticator = authenticator
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._started = False
         self._closing = False
@@ -1109,20 +1091,9 @@ class Hub:
         self._router = Router(config, authoriser, self._output, self._tasks)
         self._sweeper: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
-        self._conns: set[_Connection] = set()
         self._timeouts = Timeouts(config.connect_timeout)
-        self._clients: dict[SessionKey, _Connection] = {}
-        self._sessions: dict[SessionKey, Session] = {}
-        # sessions waiting for their expiry: (loop time, sequence, session), a heap; an entry
-        # whose session was taken up or discarded meanwhile is skipped when it comes up
-        self._expiring: list[tuple[float, int, Session]] = []
-        self._expiry_seq = 0
-        # sessions of each identity kept without a connection, the longest offline first
-        self._offline: dict[str, dict[SessionKey, Session]] = {}
-        self._wills: dict[SessionKey, _PendingWill] = {}
+        self._sessions = Sessions(config, authenticator, self._router, self._timeouts, self._tasks)
         self._valid_topics: set[str] = set()  # topic names publish_nowait has validated
-        self._event_listeners: list[Callable[[HubEvent], None]] = []
-        self._next_id = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -1133,6 +1104,7 @@ class Hub:
         self._output.start(self._loop)
         self._tasks.start(self._loop)
         self._router.start(self._loop)
+        self._sessions.start(self._loop)
         self._started = True
         self._closing = False
         self._sweeper = self._loop.create_task(self._sweep(), name="hub-sweep")
@@ -1141,15 +1113,10 @@ class Hub:
         """Close listeners, disconnect every client (5.0: reason 0x8B) and end background work."""
         if not self._started or self._closing:
             return
-        self._closing = True
+        self._closing = self._sessions.closing = True
         for listener in list(self._listeners):
             await listener.close()
-        for conn in list(self._conns):
-            if conn.state == CONNECTED:
-                conn.kick(0x8B, DisconnectReason.SERVER_SHUTDOWN, publish_will=True)
-            else:
-                conn.end(DisconnectReason.SERVER_SHUTDOWN, publish_will=False)
-        self._wills.clear()
+        self._sessions.close_all()
         await self._tasks.cancel(*([self._sweeper] if self._sweeper is not None else []))
         self._sweeper = None
         await asyncio.sleep(0)  # let transports run their close callbacks
@@ -1218,14 +1185,7 @@ class Hub:
 
     def add_listener(self, callback: Callable[[HubEvent], None]) -> None:
         """Call ``callback(event)`` for every lifecycle event (connected, disconnected)."""
-        self._event_listeners.append(callback)
-
-    def _emit(self, event: HubEvent) -> None:
-        for callback in self._event_listeners:
-            try:
-                callback(event)
-            except Exception:
-                log.exception("hub event listener failed on %r", event)
+        self._sessions.listeners.append(callback)
 
     # -- server-side operations ------------------------------------------------------------
     async def publish(self, message: Message) -> int:
@@ -1267,7 +1227,7 @@ class Hub:
         """
         self._check_running()
         _validate_message(message)
-        conn = self._clients.get(key)
+        conn = self._sessions.clients.get(key)
         if conn is None or conn.state != CONNECTED or conn.session is None:
             return False
         expires_at = None
@@ -1282,7 +1242,7 @@ class Hub:
 
         ``key`` is the client's :attr:`ClientInfo.session_key`.
         """
-        conn = self._clients.get(key)
+        conn = self._sessions.clients.get(key)
         if conn is None:
             return False
         log.info("client %r: disconnected by the server (0x%02X)", conn.client_id, reason_code)
@@ -1294,19 +1254,7 @@ class Hub:
         queued messages, delayed wills): for a device that is disabled or deleted, whose
         persistent sessions must not keep collecting messages. 5.0 clients get DISCONNECT with
         ``reason_code``. Returns the number of sessions ended. Call on the hub's loop."""
-        ended = 0
-        for key, session in list(self._sessions.items()):
-            if session.identity != identity:
-                continue
-            conn = session.conn
-            if conn is not None and conn.state == CONNECTED:
-                log.info("client %r: disconnected, its identity ended", conn.client_id)
-                conn.kick(reason_code, DisconnectReason.KICKED, publish_will=True)
-            self._wills.pop(key, None)
-            if self._sessions.get(key) is session:
-                self._discard_session(session)
-            ended += 1
-        return ended
+        return self._sessions.end_identity(identity, reason_code)
 
     def permissions_changed(self) -> None:
         """Say that the authoriser's answers to ``authorise_receive`` may have changed (a
@@ -1319,188 +1267,23 @@ class Hub:
     def clients(self) -> Mapping[SessionKey, ClientInfo]:
         """Connected clients by session key (:attr:`ClientInfo.session_key`; a snapshot)."""
         return MappingProxyType(
-            {key: c.info for key, c in self._clients.items() if c.info is not None}
+            {key: c.info for key, c in self._sessions.clients.items() if c.info is not None}
         )
 
     @property
     def stats(self) -> HubStats:
         """Counters since the hub was created (see :class:`HubStats`)."""
         return HubStats(
-            connections=len(self._conns),
+            connections=len(self._sessions.connections),
             messages_in=self._router.messages_in,
             messages_out=self._router.messages_out,
             bytes_in=self._output.bytes_in,
             bytes_out=self._output.bytes_out,
             dropped=self._router.dropped,
-            sessions=len(self._sessions),
+            sessions=len(self._sessions.sessions),
             retained=len(self._router.retained),
             retained_bytes=self._router.retained.bytes,
         )
-
-    # -- sessions --------------------------------------------------------------------------
-    def _assign_client_id(self) -> str:
-        while True:
-            self._next_id += 1
-            client_id = f"enos-lab-{self._next_id:08x}"
-            if client_id not in self._sessions:
-                return client_id
-
-    def _attach_session(self, conn: _Connection, clean_start: bool) -> bool:
-        """Bind ``conn`` to its session (taking over an old connection); returns session present.
-
-        Sessions are found by session key, never by the client id alone: a client that
-        authenticated as another identity with the same client id gets a session of its own.
-        """
-        info = conn.info
-        assert info is not None
-        key = info.session_key
-        client_id = conn.client_id
-        old = self._clients.get(key)
-        if old is not None and old is not conn:
-            log.info("client %r: taken over by a new connection from %s", client_id, conn.peer)
-            # 5.0 3.1.4: the old will is published unless the new connection resumes the
-            # session with a will delay (then the delay applies)
-            old.kick(0x8E, DisconnectReason.TAKEN_OVER, publish_will=True)  # MQTT-3.1.4-3
-        pending_will = self._wills.pop(key, None)
-        session = self._sessions.get(key)
-        if session is not None and clean_start:
-            self._discard_session(session)
-            session = None
-        if pending_will is not None and session is None:
-            # the session ended now: a delayed will is due (5.0 3.1.3.2.2)
-            self._publish_will(pending_will.info, pending_will.will)
-        present = session is not None
-        if session is None:
-            session = Session(info)
-            self._sessions[key] = session
-        elif session.identity is not None:
-            offline = self._offline.get(session.identity)
-            if offline is not None:
-                offline.pop(key, None)
-                if not offline:
-                    del self._offline[session.identity]
-        session.expires_at = None
-        session.expiry = conn.session_expiry
-        session.info = info
-        session.conn = conn
-        conn.session = session
-        self._clients[key] = conn
-        return present
-
-    def _discard_session(self, session: Session) -> None:
-        subs = session.subs
-        if subs:
-            for topic_filter in list(subs):
-                self._router.unsubscribe(session, topic_filter)
-        session.subs = None
-        session.inflight = None
-        session.queue = None
-        session.qos2_in = None
-        session.expires_at = None  # its entry in the expiry heap is skipped
-        key = session.key
-        if self._sessions.get(key) is session:
-            del self._sessions[key]
-        identity = session.identity
-        if identity is not None:
-            offline = self._offline.get(identity)
-            if offline is not None and offline.get(key) is session:
-                del offline[key]
-                if not offline:
-                    del self._offline[identity]
-
-    def _keep_offline(self, session: Session, expiry: int | None) -> None:
-        """``session`` outlives its connection: file it for expiry, and discard the sessions of
-        its identity that were offline longest beyond ``HubConfig.max_offline_sessions``."""
-        session.expiry = expiry
-        if expiry is not None:
-            session.expires_at = at = self._loop.time() + expiry
-            self._expiry_seq += 1
-            expiring = self._expiring
-            heapq.heappush(expiring, (at, self._expiry_seq, session))
-            if len(expiring) > 2 * len(self._sessions) + 64:
-                # entries of sessions taken up again pile up with every reconnection: drop them
-                self._expiring = [e for e in expiring if e[2].expires_at == e[0]]
-                heapq.heapify(self._expiring)
-        else:
-            session.expires_at = None
-        identity = session.identity
-        if identity is None:
-            return
-        offline = self._offline.get(identity)
-        if offline is None:
-            offline = self._offline[identity] = {}
-        offline[session.key] = session
-        limit = self.config.max_offline_sessions
-        while len(offline) > limit:
-            oldest = next(iter(offline.values()))
-            log.info(
-                "session %r of %s discarded: %d offline sessions is the limit per identity",
-                oldest.client_id,
-                identity,
-                limit,
-            )
-            pending = self._wills.pop(oldest.key, None)
-            self._discard_session(oldest)
-            if pending is not None:  # the session ended now: its delayed will is due
-                self._publish_will(pending.info, pending.will)
-            offline = self._offline.get(identity, {})
-
-    def _connection_ended(
-        self, conn: _Connection, reason: DisconnectReason, publish_will: bool
-    ) -> None:
-        session = conn.session
-        info = conn.info
-        assert session is not None and info is not None
-        will = conn.will if publish_will else None
-        will_published = False
-        owner = session.conn is conn
-        expiry = conn.session_expiry
-        if owner:
-            session.conn = None
-            del self._clients[info.session_key]
-        if will is not None:
-            delay = 0
-            if conn.level == MQTT_5:
-                delay = will.properties.will_delay_interval or 0
-                if expiry is not None:
-                    delay = min(delay, expiry)  # 5.0 3.1.3.2.2: sooner of delay and session end
-            if delay > 0 and owner and not self._closing:
-                self._wills[info.session_key] = _PendingWill(self._loop.time() + delay, will, info)
-            else:
-                self._publish_will(info, will)
-                will_published = True
-        if owner:
-            if expiry == 0:
-                self._discard_session(session)
-            else:
-                self._keep_offline(session, expiry)
-        log.info("client %r disconnected: %s", conn.client_id, reason.value)
-        self._emit(ClientDisconnected(info, reason, will_published))
-
-    def _publish_will(self, info: ClientInfo, will: Will) -> None:
-        topic = will.topic
-        if topic.startswith("$"):
-            return
-        authoriser = self._router.authoriser
-        if authoriser is not None:
-            decision = authoriser.authorise_publish(info, topic, will.qos, will.retain)
-            if not decision.allowed:
-                log.info("client %r: will on %r denied", info.client_id, topic)
-                return
-        props = will.properties
-        if props is not NO_PROPERTIES and props.will_delay_interval is not None:
-            props = replace(props, will_delay_interval=None)
-        msg = Message(topic, will.payload, will.qos, will.retain, props)
-        if msg.retain and not self._router.retain(msg, info):
-            log.info(
-                "client %r: retained will on %r refused: retained quota", info.client_id, topic
-            )
-            return
-        if self._router.handlers:
-            pending = self._router.call_handlers(info, msg)
-            if pending:
-                self._tasks.spawn(_await_all(pending), f"hub-will-{info.client_id}")
-        self._router.route(msg, None)
 
     # -- sweep -----------------------------------------------------------------------------
     async def _sweep(self) -> None:
@@ -1511,37 +1294,16 @@ class Hub:
         deadlines.
         """
         timeouts = self._timeouts
+        sessions = self._sessions
         interval = timeouts.interval
         loop = self._loop
         while True:
             await asyncio.sleep(interval)
             timeouts.check(_monotonic())
-            now = loop.time()
-            if self._wills:
-                for key, pending in list(self._wills.items()):
-                    if pending.due <= now:
-                        del self._wills[key]
-                        self._publish_will(pending.info, pending.will)
-            expiring = self._expiring
-            while expiring and expiring[0][0] <= now:
-                at, _seq, session = heapq.heappop(expiring)
-                # skipped: taken up again (expires_at None) or filed again with a later time
-                if session.expires_at == at and session.conn is None:
-                    log.info("session %r expired", session.client_id)
-                    self._discard_session(session)
+            sessions.expire(loop.time())
 
 
 def _validate_message(message: Message) -> None:
     if message.qos not in (0, 1, 2):
         raise InvalidArgument(f"qos must be 0, 1 or 2, got {message.qos}")
     _validate_topic_name(message.topic)
-
-
-async def _await_all(pending: list[Awaitable[None]]) -> None:
-    for aw in pending:
-        try:
-            await aw
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("message handler failed")
