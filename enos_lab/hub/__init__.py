@@ -13,7 +13,7 @@ delivery to one client and lifecycle events are its extension points::
 from __future__ import annotations
 
 from enos_lab.hub._config import HubConfig, HubStats
-from enos_lab.hub._server import Hub
+from enos_lab.hub._hub import Hub
 from enos_lab.hub._transport import Listener, MemoryConnection
 from enos_lab.hub._types import (
     Authenticator,

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from enos_lab.hub import Hub, HubConfig
+from enos_lab.hub._connection import Connection
 from enos_lab.hub._output import Output
-from enos_lab.hub._server import _Connection
 from enos_lab.hub._state import Link
 from enos_lab.hub._tcp import (
     PollHookSelector,
@@ -396,7 +396,7 @@ def test_a_failing_write_ends_only_its_connection(
 
     def flaky(self: _SocketTransport, data: bytes | bytearray | memoryview) -> None:
         protocol = self.get_protocol()
-        if isinstance(protocol, _Connection) and protocol.client_id == "bad" and b"t/1" in data:
+        if isinstance(protocol, Connection) and protocol.client_id == "bad" and b"t/1" in data:
             raise RuntimeError("injected write failure")
         original(self, data)
 
