@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-:func:`on_connect` checks what the codec leaves to the server (the protocol name for the level,
-MQTT-3.1.2-2; the client id, MQTT-3.1.3-6/8: an empty one is assigned when allowed, one with
+:func:`on_connect` checks what the codec leaves to the server (the protocol name and level,
+MQTT-3.1.2-1/2; the client id, MQTT-3.1.3-6/8: an empty one is assigned when allowed, one with
 ``+`` or ``#`` is refused; enhanced authentication is not supported), then asks the
 authenticator (:attr:`Sessions.authenticator <enos_lab.hub._sessions.Sessions>`; without one
 ``HubConfig.anonymous`` decides). An authenticator may answer at once or with an awaitable; an

@@ -10,7 +10,7 @@ the client id of a client without identity, else ``(identity, client_id)``, so t
 authenticates as another identity with the same client id neither resumes nor takes over this
 one's session. An accepted CONNECT attaches its connection (:meth:`Sessions.attach`): an older
 connection with the same key is taken over (MQTT-3.1.4-3), clean start discards the old session
-(MQTT-3.1.2-4), otherwise the session is resumed (session present).
+(MQTT-3.1.2-6), otherwise the session is resumed (MQTT-3.1.2-4: session present).
 
 When a connection ends (:meth:`Sessions.closed`) its will is published now, or after its will
 delay when the session outlives the connection (5.0 3.1.3.2.2: at the sooner of the delay and

@@ -5,7 +5,7 @@ Objects here are small ``__slots__`` classes whose containers are created lazily
 session costs a few hundred bytes. The logic lives with the part that owns it: subscriptions and
 delivery in :mod:`~enos_lab.hub._router`, the session table, expiry and wills in
 :mod:`~enos_lab.hub._sessions`, the connection itself in :mod:`~enos_lab.hub._connection`.
-Nothing here imports another part of the hub, so that every part can import this module.
+It imports nothing of the hub but its value types, so that every part can import it.
 """
 
 from __future__ import annotations
