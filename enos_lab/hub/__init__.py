@@ -8,12 +8,41 @@ delivery to one client and lifecycle events are its extension points::
         listener = await hub.listen_tcp()          # 127.0.0.1, any free port
         hub.add_handler(lambda client, message: print(message.topic))
         await hub.publish(Message("greeting", b"hello"))
+
+Where things are (one module per concern, in the manner of mosquitto's ``handle_*.c``):
+
+=================  =============================================================================
+``_hub.py``        :class:`Hub`: composes the parts, lifecycle, listeners, public operations, the
+                   sweep task
+``_connection.py`` one client connection: reading, decoding, dispatch, ordered responses (pipelined
+                   acknowledgements), writing, ending; PINGREQ and DISCONNECT
+``_connect.py``    CONNECT: checks, authentication, CONNACK, the session
+``_publish.py``    PUBLISH from a client (aliases, authorisation, retained quota, handlers,
+                   acknowledgement) and PUBREL
+``_subscribe.py``  SUBSCRIBE and UNSUBSCRIBE
+``_acks.py``       PUBACK, PUBREC, PUBCOMP of the hub's own PUBLISHes (runs of PUBACKs in bulk)
+``_router.py``     in-process handlers, subscriptions, routes, delivery to sessions (in-flight
+                   window, queue)
+``_retained.py``   the retained messages, indexed by topic level and bounded per client
+``_sessions.py``   open connections, the session table, takeover, offline sessions and expiry,
+                   wills, lifecycle events
+``_state.py``      the state objects the parts share (sessions, subscriptions, queued messages)
+``_deadlines.py``  CONNECT timeouts and keep alive, per deadline
+``_output.py``     output written once per event-loop iteration; byte counters
+``_tasks.py``      the hub's tasks and the futures of message handlers
+``_tcp.py``        the hub's own TCP listener and socket transport; the lab's event loop
+``_transport.py``  listeners and the in-memory transport
+``_config.py``     :class:`HubConfig`, :class:`HubStats`
+``_types.py``      value objects and extension-point protocols
+=================  =============================================================================
+
+The wire-format shortcuts of the hot paths live beside the codec, in :mod:`enos_lab.mqtt._wire`.
 """
 
 from __future__ import annotations
 
 from enos_lab.hub._config import HubConfig, HubStats
-from enos_lab.hub._server import Hub
+from enos_lab.hub._hub import Hub
 from enos_lab.hub._transport import Listener, MemoryConnection
 from enos_lab.hub._types import (
     Authenticator,

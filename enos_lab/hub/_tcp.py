@@ -23,7 +23,7 @@ are watched by that selector directly: ``select()`` calls their read and write h
 as epoll reports them, without the loop's handle, context and ready queue per event, and then
 runs the flush callbacks, from which the hub writes the output those reads produced. A message
 that arrives alone is thus read, routed and written within one ``select()`` call (see
-:meth:`enos_lab.hub.Hub._to_flush`). The loop's own registrations work as with any selector.
+:mod:`enos_lab.hub._output`). The loop's own registrations work as with any selector.
 """
 
 from __future__ import annotations

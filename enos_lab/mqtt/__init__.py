@@ -2,6 +2,9 @@
 
 :class:`Decoder` turns received bytes into packets, :func:`encode` packets into bytes;
 :class:`TopicTree` is the one topic matcher, used for routing and for access control alike.
+The wire-format shortcuts of the hub's hot paths (pre-encoded PUBACKs and CONNACKs, a PUBLISH
+encoded once and patched per receiver) live beside the codec in :mod:`enos_lab.mqtt._wire`,
+where the tests check them against :func:`encode` and the :class:`Decoder`.
 """
 
 from __future__ import annotations

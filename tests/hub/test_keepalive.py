@@ -27,9 +27,24 @@ from _wire import (
 )
 
 from enos_lab.errors import ClosedError
-from enos_lab.hub._server import _Connection, _Deadlines
+from enos_lab.hub._deadlines import Deadlines, Timeouts
+from enos_lab.hub._state import Link
 
 pytestmark = pytest.mark.anyio
+
+
+def watch_timeouts(monkeypatch: pytest.MonkeyPatch) -> list[Timeouts]:
+    """The :class:`Timeouts` of every hub a connection opens on from now on (in order)."""
+    seen: list[Timeouts] = []
+    original = Timeouts.opened
+
+    def opened(self: Timeouts, conn: Link) -> None:
+        if self not in seen:
+            seen.append(self)
+        original(self, conn)
+
+    monkeypatch.setattr(Timeouts, "opened", opened)
+    return seen
 
 
 async def test_silence_beyond_one_and_a_half_keep_alive_closes(make_hub: HubFactory) -> None:
@@ -181,54 +196,58 @@ async def test_the_sweep_looks_only_at_connections_whose_deadline_has_come(
     clients with keep alive 60 s are not looked at during the first second, and each is filed
     once, under its deadline; the CONNECT deadline goes with the CONNECT."""
     hub = await start_hub(make_hub, connect_timeout=0.2)  # sweeps every 0.05 s
+    seen = watch_timeouts(monkeypatch)
     looked_at: list[int] = []
-    original = _Deadlines.pop_due
+    original = Deadlines.pop_due
 
-    def counting(self: _Deadlines, now: float) -> list[_Connection]:
+    def counting(self: Deadlines, now: float) -> list[Link]:
         due = original(self, now)
         looked_at.append(len(due))
         return due
 
-    monkeypatch.setattr(_Deadlines, "pop_due", counting)
+    monkeypatch.setattr(Deadlines, "pop_due", counting)
     clients = [await open_client(hub, f"idle-{i}", keep_alive=60) for i in range(200)]
-    assert len(hub._connect_due) == 0
-    assert len(hub._keep_alive_due) == 200
+    (timeouts,) = seen
+    assert len(timeouts.connect_due) == 0
+    assert len(timeouts.keep_alive_due) == 200
     await asyncio.sleep(1.0)
     assert len(looked_at) >= 20  # the sweep ran
     assert sum(looked_at) == 0
-    assert len(hub._keep_alive_due) == 200
+    assert len(timeouts.keep_alive_due) == 200
     for conn in clients:
         await sync(conn)
 
 
 async def test_connections_that_ended_are_not_kept_for_their_deadlines(
-    make_hub: HubFactory,
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A connection that ends leaves the keep-alive (or CONNECT) deadlines at once, however far
     away its deadline was: nothing of it is kept for the sweep."""
     hub = await start_hub(make_hub)
+    seen = watch_timeouts(monkeypatch)
     connected = [await open_client(hub, f"gone-{i}", keep_alive=3600) for i in range(20)]
     silent = [await hub.connect_memory() for _ in range(5)]  # no CONNECT yet
     await asyncio.sleep(0.05)
-    assert len(hub._keep_alive_due) == 20
-    assert len(hub._connect_due) == 5
+    (timeouts,) = seen
+    assert len(timeouts.keep_alive_due) == 20
+    assert len(timeouts.connect_due) == 5
     for conn in connected[:10]:
         await conn.send(bytes.fromhex("e0 00"))  # DISCONNECT
         await expect_closed(conn)
     for conn in silent:
         conn.close()
     await asyncio.sleep(0.05)
-    assert len(hub._keep_alive_due) == 10
-    assert len(hub._connect_due) == 0
+    assert len(timeouts.keep_alive_due) == 10
+    assert len(timeouts.connect_due) == 0
     for conn in connected[10:]:
         await sync(conn)
 
 
 def test_deadlines_hand_out_each_connection_once_after_its_time() -> None:
-    class Conn:  # what _Deadlines uses of a connection
+    class Conn:  # what Deadlines uses of a connection
         due = 0
 
-    deadlines = _Deadlines(0.5)
+    deadlines = Deadlines(0.5)
     now = time.monotonic()
     a, b, c, gone = Conn(), Conn(), Conn(), Conn()
     deadlines.add(a, now + 1.0)  # type: ignore[arg-type]

@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from enos_lab.hub import Hub, HubConfig
-from enos_lab.hub._server import _Connection
+from enos_lab.hub._connection import Connection
+from enos_lab.hub._output import Output
+from enos_lab.hub._state import Link
 from enos_lab.hub._tcp import (
     PollHookSelector,
     _SocketTransport,
@@ -242,9 +244,24 @@ def test_flush_callbacks_run_right_after_the_direct_io_of_the_same_select(
     assert calls == ["a:read", "flush"]
 
 
-def test_the_lab_loop_handles_the_hubs_sockets_itself() -> None:
+def watch_output(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Output, Link]]:
+    """Every connection that hands output to a hub's :class:`Output` from now on, with it."""
+    seen: list[tuple[Output, Link]] = []
+    original = Output.to_flush
+
+    def to_flush(self: Output, conn: Link) -> None:
+        if (self, conn) not in seen:
+            seen.append((self, conn))
+        original(self, conn)
+
+    monkeypatch.setattr(Output, "to_flush", to_flush)
+    return seen
+
+
+def test_the_lab_loop_handles_the_hubs_sockets_itself(monkeypatch: pytest.MonkeyPatch) -> None:
     """The listening socket and the connections are not registered with the loop: their
     events are handled inside select(), and a message is still forwarded."""
+    seen = watch_output(monkeypatch)
     loop = new_event_loop()
     selector = poll_hook_selector(loop)
     assert selector is not None
@@ -261,7 +278,8 @@ def test_the_lab_loop_handles_the_hubs_sockets_itself() -> None:
             while len(packets) < 3:
                 packets += decoder.feed(await asyncio.wait_for(reader.read(1024), 5.0))
             assert isinstance(packets[2], Publish) and packets[2].payload == b"hi"
-            (conn,) = hub._conns
+            ((_, conn),) = seen
+            assert conn.transport is not None
             hub_fds = {conn.transport.get_extra_info("socket").fileno()}
             hub_fds |= {s.fileno() for s in listener._server.sockets}
             assert not hub_fds & set(selector.get_map())
@@ -278,17 +296,17 @@ def _forward_one_message(
 ) -> dict[str, int]:
     """Run a hub on ``loop``, forward one QoS 0 message between two TCP clients; returns how
     often each of the hub's two ways of writing output ran."""
-    calls = {"_flush_all": 0, "_flush_sockets": 0}
+    calls = {"flush_all": 0, "flush_sockets": 0}
     for name in calls:
-        original = getattr(Hub, name)
+        original = getattr(Output, name)
 
         def counting(
-            self: Hub, _original: Callable[[Hub], object] = original, _name: str = name
+            self: Output, _original: Callable[[Output], object] = original, _name: str = name
         ) -> object:
             calls[_name] += 1
             return _original(self)
 
-        monkeypatch.setattr(Hub, name, counting)
+        monkeypatch.setattr(Output, name, counting)
 
     async def body() -> None:
         async with Hub(HubConfig(anonymous=True)) as hub:
@@ -321,8 +339,8 @@ def test_the_lab_loop_writes_socket_output_before_polling(
         calls = _forward_one_message(loop, monkeypatch)
     finally:
         loop.close()
-    assert calls["_flush_sockets"] >= 2  # CONNACK/SUBACK, the message
-    assert calls["_flush_all"] == 0
+    assert calls["flush_sockets"] >= 2  # CONNACK/SUBACK, the message
+    assert calls["flush_all"] == 0
 
 
 def test_any_other_loop_writes_from_a_callback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,13 +349,16 @@ def test_any_other_loop_writes_from_a_callback(monkeypatch: pytest.MonkeyPatch) 
         calls = _forward_one_message(loop, monkeypatch)
     finally:
         loop.close()
-    assert calls["_flush_all"] >= 2
-    assert calls["_flush_sockets"] == 0
+    assert calls["flush_all"] >= 2
+    assert calls["flush_sockets"] == 0
 
 
-def test_a_write_that_ended_a_connection_makes_the_poll_non_blocking() -> None:
+def test_a_write_that_ended_a_connection_makes_the_poll_non_blocking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The loss of a connection whose write failed is a loop callback; the poll after the
     writes must not wait behind it."""
+    seen = watch_output(monkeypatch)
     loop = new_event_loop()
 
     async def body() -> None:
@@ -346,12 +367,13 @@ def test_a_write_that_ended_a_connection_makes_the_poll_non_blocking() -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
             writer.write(encode(Connect(client_id="c"), 4))
             assert await asyncio.wait_for(reader.readexactly(4), 5.0) == bytes.fromhex("20020000")
-            (conn,) = hub._conns
-            assert hub._flush_sockets() is False  # nothing pending, nothing ended
+            ((output, conn),) = seen  # the CONNACK's
+            assert output.flush_sockets() is False  # nothing pending, nothing ended
+            assert conn.transport is not None
             conn.transport.abort()  # as a failed send does
             conn.out = [b"late"]
-            hub._unflushed_socket.append(conn)
-            assert hub._flush_sockets() is True
+            output.to_flush(conn)
+            assert output.flush_sockets() is True
             writer.close()
 
     try:
@@ -374,7 +396,7 @@ def test_a_failing_write_ends_only_its_connection(
 
     def flaky(self: _SocketTransport, data: bytes | bytearray | memoryview) -> None:
         protocol = self.get_protocol()
-        if isinstance(protocol, _Connection) and protocol.client_id == "bad" and b"t/1" in data:
+        if isinstance(protocol, Connection) and protocol.client_id == "bad" and b"t/1" in data:
             raise RuntimeError("injected write failure")
         original(self, data)
 

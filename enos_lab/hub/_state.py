@@ -1,7 +1,11 @@
-"""Per-client state that outlives a connection (subscriptions, in-flight and queued messages).
+"""The state the hub's parts share: connection states, a connection as the other parts see it
+(:class:`Link`), and the state of a session that outlives its connection.
 
 Objects here are small ``__slots__`` classes whose containers are created lazily, so an idle
-session costs a few hundred bytes. All logic lives in :mod:`enos_lab.hub._server`.
+session costs a few hundred bytes. The logic lives with the part that owns it: subscriptions and
+delivery in :mod:`~enos_lab.hub._router`, the session table, expiry and wills in
+:mod:`~enos_lab.hub._sessions`, the connection itself in :mod:`~enos_lab.hub._connection`.
+It imports nothing of the hub but its value types, so that every part can import it.
 """
 
 from __future__ import annotations
@@ -10,12 +14,39 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from enos_lab.hub._server import _Connection
-    from enos_lab.hub._types import ClientInfo, SessionKey
-    from enos_lab.mqtt._packets import Properties
+    import asyncio
+
+    from enos_lab.hub._types import ClientInfo, DisconnectReason, SessionKey
+    from enos_lab.mqtt._packets import Properties, Will
+
+__all__ = [
+    "CLOSED",
+    "CONNECTED",
+    "CONNECTING",
+    "NEW",
+    "QUEUED",
+    "RELEASED",
+    "SENT",
+    "Link",
+    "MessageLike",
+    "Out",
+    "Session",
+    "Sub",
+]
+
+# Link.state: the states of a connection
+NEW = 0  # waiting for CONNECT
+CONNECTING = 1  # CONNECT received, authentication or CONNACK delay pending
+CONNECTED = 2
+CLOSED = 3
+
+# Out.state values
+QUEUED = 0  # waiting for an in-flight slot (or for the client to come back)
+SENT = 1  # PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2)
+RELEASED = 2  # PUBREL sent, waiting for PUBCOMP (QoS 2)
 
 
-class _MessageLike(Protocol):
+class MessageLike(Protocol):
     """What routing reads of a message: a :class:`~enos_lab.hub.Message` or, on the hot path,
     the received ``Publish`` packet itself (same field names, never modified)."""
 
@@ -31,22 +62,66 @@ class _MessageLike(Protocol):
     def properties(self) -> Properties: ...
 
 
-__all__: list[str] = []
+class Link(Protocol):
+    """A client connection as the router, the sessions, the output and the deadlines see it
+    (:class:`~enos_lab.hub._connection.Connection` is the one implementation).
 
-# _Out.state values
-QUEUED = 0  # waiting for an in-flight slot (or for the client to come back)
-SENT = 1  # PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2)
-RELEASED = 2  # PUBREL sent, waiting for PUBCOMP (QoS 2)
+    ``out`` collects the connection's output until :class:`~enos_lab.hub._output.Output`
+    writes it (``out_size`` bytes [bytes]); ``window`` is its outbound in-flight window and
+    ``max_out`` the client's maximum packet size (0: none) [bytes]; ``created`` and ``last``
+    are ``time.monotonic()`` times of the connection and of its last read [s], ``ka_limit``
+    the silence after which keep-alive closes it (0: never) [s], ``due`` the bucket of the
+    deadlines it is filed in.
+    """
+
+    state: int
+    level: int
+    client_id: str
+    peer: str
+    info: ClientInfo | None
+    session: Session | None
+    session_expiry: int | None
+    will: Will | None
+    transport: asyncio.Transport | None
+    out: list[bytes] | None
+    out_size: int
+    write_paused: bool
+    window: int
+    max_out: int
+    created: float
+    last: float
+    ka_limit: float
+    due: int
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` for writing (at the end of the event-loop iteration)."""
+        ...
+
+    def buffered(self) -> int:
+        """Unsent output bytes, collected and in the transport. [bytes]"""
+        ...
+
+    def kick(self, reason_code: int, reason: DisconnectReason, *, publish_will: bool) -> None:
+        """Disconnect the client (5.0 gets DISCONNECT with ``reason_code``)."""
+        ...
+
+    def end(self, reason: DisconnectReason, *, publish_will: bool) -> None:
+        """Close the connection and settle its session (idempotent)."""
+        ...
+
+    def internal_error(self, exc: Exception) -> None:
+        """A bug while serving this client: log it and end only this connection."""
+        ...
 
 
-class _Sub:
+class Sub:
     """One subscription of a session (the value stored in the topic tree)."""
 
     __slots__ = ("no_local", "qos", "retain_as_published", "retain_handling", "session", "sub_id")
 
     def __init__(  # noqa: PLR0917
         self,
-        session: _Session,
+        session: Session,
         qos: int,
         no_local: bool,
         retain_as_published: bool,
@@ -61,7 +136,7 @@ class _Sub:
         self.sub_id = sub_id
 
 
-class _Out:
+class Out:
     """One outbound QoS 1/2 message of a session (queued or in flight)."""
 
     __slots__ = (
@@ -79,7 +154,7 @@ class _Out:
 
     def __init__(
         self,
-        message: _MessageLike,
+        message: MessageLike,
         qos: int,
         retain: bool,
         sub_ids: tuple[int, ...],
@@ -98,7 +173,7 @@ class _Out:
         self.level5 = False  # ``prefix``/``suffix`` are encoded for MQTT 5.0
 
 
-class _Session:
+class Session:
     """State of one session (a client id, of an identity if the client has one): subscriptions,
     packet ids, in-flight and queued messages."""
 
@@ -116,10 +191,10 @@ class _Session:
 
     def __init__(self, info: ClientInfo) -> None:
         self.info = info  # of the last connection: its session key, identity, permissions
-        self.conn: _Connection | None = None
-        self.subs: dict[str, _Sub] | None = None  # full filter (incl. $share/...) -> sub
-        self.inflight: dict[int, _Out] | None = None  # packet id -> message, in send order
-        self.queue: deque[_Out] | None = None
+        self.conn: Link | None = None
+        self.subs: dict[str, Sub] | None = None  # full filter (incl. $share/...) -> sub
+        self.inflight: dict[int, Out] | None = None  # packet id -> message, in send order
+        self.queue: deque[Out] | None = None
         self.qos2_in: set[int] | None = None  # inbound QoS 2 ids awaiting PUBREL
         self.next_pid = 1
         self.expiry: int | None = 0  # [s] session expiry interval; None = never expires
