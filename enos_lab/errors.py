@@ -18,6 +18,7 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     ├── StoreError                             the time-series store
     ├── RuleError                              rules, alerts, stream computing
     ├── LimitExceeded                          a bound on what the hub keeps was reached
+    ├── DeviceOffline                          a command's device has no live connection
     └── ClosedError                            the lab, hub or store is not running
 
 Expected outcomes are values, not exceptions: an access-control decision returns allow/deny with a
@@ -31,6 +32,7 @@ __all__ = [
     "AlreadyExists",
     "AuthenticationError",
     "ClosedError",
+    "DeviceOffline",
     "EnosLabError",
     "InvalidArgument",
     "LimitExceeded",
@@ -138,6 +140,15 @@ class RuleError(EnosLabError):
 
 class ClosedError(EnosLabError):
     """The lab, hub or store is not running (not started yet, or already stopped)."""
+
+
+class DeviceOffline(EnosLabError):
+    """A command was sent to a device that has no live connection (and no online gateway).
+
+    The device's state, not a fault of the caller, the registry or the lab: the device exists
+    (an unknown one is :class:`NotFound`) and the lab is running (otherwise
+    :class:`ClosedError`); sending again once the device is back can succeed.
+    """
 
 
 class LimitExceeded(EnosLabError):

@@ -17,8 +17,9 @@ official Python SDK's by ``IotHubConfig.python_sdk_connack_delay`` (protocol ref
 
 from __future__ import annotations
 
+from ..errors import DeviceOffline
 from ._config import IotHubConfig, OtaHandler, RawCodec
-from ._iothub import DeviceOffline, IotHub, MemoryOta
+from ._iothub import IotHub, MemoryOta
 from ._logins import LOGIN_COLUMNS, LoginLog, login_source, logins_frame
 
 __all__ = [

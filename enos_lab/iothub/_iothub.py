@@ -104,6 +104,7 @@ from ..enos import (
 from ..errors import (
     AlreadyExists,
     ClosedError,
+    DeviceOffline,
     InvalidArgument,
     ModelError,
     NotFound,
@@ -157,7 +158,7 @@ from ..store import (
 from ._config import IotHubConfig, OtaHandler, RawCodec
 from ._logins import LoginLog, login_source, logins_frame, username_keys
 
-__all__ = ["DeviceOffline", "IotHub", "MemoryOta"]
+__all__ = ["IotHub", "MemoryOta"]
 
 log = logging.getLogger("enos_lab.iothub")
 
@@ -230,10 +231,6 @@ class _Route:
     handler: _Handler | None
     reply_topic: str
     fast: bool = False  # a measurepoint post that IotHub._fast_post may take
-
-
-class DeviceOffline(ClosedError):
-    """A command was sent to a device that has no live connection (and no online gateway)."""
 
 
 class MemoryOta:
@@ -2279,9 +2276,9 @@ class IotHub:
 
         The command goes to the device's connection or, for a logged-in sub-device, its
         gateway's (the topic keeps the sub-device's keys), at QoS 1. Raises
-        :class:`~enos_lab.errors.NotFound` for an unknown device, :class:`DeviceOffline` when it
-        has no connection, :class:`TimeoutError` when no reply arrives in ``timeout`` seconds
-        (default ``config.command_timeout``).
+        :class:`~enos_lab.errors.NotFound` for an unknown device,
+        :class:`~enos_lab.errors.DeviceOffline` when it has no connection, :class:`TimeoutError`
+        when no reply arrives in ``timeout`` seconds (default ``config.command_timeout``).
         """
         if kind.direction is not Direction.DOWN:
             raise InvalidArgument(f"{kind.name} is not a command topic")

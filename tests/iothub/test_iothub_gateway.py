@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from _iothub_kit import DeviceClient, Env
 
+from enos_lab import errors
 from enos_lab.enos import SecureMode, SignMethod, TopicKind, login_credentials, sign
-from enos_lab.errors import NotFound
+from enos_lab.errors import ClosedError, NotFound
 from enos_lab.iothub import DeviceOffline, IotHubConfig
 
 LOGIN = "/ext/session/gwP/g1/combine/login"
@@ -281,8 +282,11 @@ async def test_send_command_direct_and_via_gateway(env: Env) -> None:
     with pytest.raises(NotFound):
         await env.iothub.send_command("dirP", "zz", TopicKind.MEASUREPOINT_SET, {})
     env.registry.register_device("dirP", device_key="off")
-    with pytest.raises(DeviceOffline):
+    with pytest.raises(DeviceOffline) as offline:
         await env.iothub.send_command("dirP", "off", TopicKind.MEASUREPOINT_SET, {})
+    # the device's state, not the lab being closed; one class under both names
+    assert not isinstance(offline.value, ClosedError)
+    assert DeviceOffline is errors.DeviceOffline
     # via the gateway for a logged-in sub-device
     gateway, secrets = await gateway_with_subs(env, "s1")
     assert (await gateway.request(LOGIN, proof("subP", "s1", secrets["s1"])))["code"] == 200
