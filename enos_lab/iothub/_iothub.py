@@ -99,6 +99,7 @@ from ..enos import (
     encode_request,
     filter_matches_request,
     parse_topic,
+    sign_params,
     verify_sign,
 )
 from ..errors import (
@@ -1983,15 +1984,10 @@ class IotHub:
             secret = device.device_secret
         else:
             return (ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, failed, f"secure mode {mode_text}")
-        sign_params = {
-            "clientId": client_id,
-            "deviceKey": dk,
-            "productKey": pk,
-            "timestamp": timestamp,
-        }
-        if not isinstance(signature, str) or not verify_sign(
-            sign_params, secret, method, signature
-        ):
+        params = sign_params(
+            client_id=client_id, product_key=pk, device_key=dk, timestamp=timestamp
+        )
+        if not isinstance(signature, str) or not verify_sign(params, secret, method, signature):
             return (ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, failed, ReplyCode(742).message)
         if keys not in conn.subs and len(conn.subs) >= self.config.max_online_sub_devices:
             return (
@@ -2362,12 +2358,12 @@ def _signature_ok(entry: dict[str, Any], secret: str, pk: str, dk: str) -> bool:
     signature = entry.get("sign")
     if not isinstance(signature, str):
         return False
-    params = {
-        "clientId": _text(entry.get("clientId")) or "",
-        "deviceKey": dk,
-        "productKey": pk,
-        "timestamp": _text(entry.get("timestamp")) or "",
-    }
+    params = sign_params(
+        client_id=_text(entry.get("clientId")) or "",
+        product_key=pk,
+        device_key=dk,
+        timestamp=_text(entry.get("timestamp")) or "",
+    )
     return verify_sign(params, secret, method, signature)
 
 

@@ -276,9 +276,9 @@ async def test_1009_reply_when_subscribed(env: Env) -> None:
     sub = env.registry.register_device("subP", device_key="s1")
     env.registry.attach(gateway_keys, ("subP", "s1"))
     gateway = await env.device(*gateway_keys)
-    from enos_lab.enos import sign
+    from enos_lab.enos import sign, sign_params
 
-    params = {"clientId": "s1", "deviceKey": "s1", "productKey": "subP", "timestamp": "1"}
+    params = sign_params(client_id="s1", product_key="subP", device_key="s1", timestamp="1")
     login = {**params, "signMethod": "sha256", "sign": sign(params, sub.device_secret)}
     reply = await gateway.request("/ext/session/gwP/g1/combine/login", login)
     assert reply["code"] == 200
