@@ -88,8 +88,6 @@ from ..enos import (
     Reply,
     ReplyCode,
     Request,
-    SecureMode,
-    SignMethod,
     TopicKind,
     TopicMatch,
     decode_payload,
@@ -99,8 +97,6 @@ from ..enos import (
     encode_request,
     filter_matches_request,
     parse_topic,
-    sign_params,
-    verify_sign,
 )
 from ..errors import (
     AlreadyExists,
@@ -147,6 +143,7 @@ from ..registry import (
     Product,
     Registry,
     authenticate,
+    authenticate_sub_device,
 )
 from ..store import (
     MAX_EVENT_MS,
@@ -406,19 +403,6 @@ async def _after(delay: float, result: AuthResult) -> AuthResult:
     """``result`` after ``delay`` seconds (see :func:`python_sdk_login`). [s]"""
     await asyncio.sleep(delay)
     return result
-
-
-def _text(value: object) -> str | None:
-    """A signature field as its wire text (numbers without a decimal part when integral)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
-    return None
 
 
 def _blank(value: object) -> bool:
@@ -1908,7 +1892,15 @@ class IotHub:
             sub = self.registry.find_device(pk, dk) if pk and dk else None
             if sub is None:
                 return (code, None, f"add topo failure, sub-device {pk}/{dk} does not exist")
-            if not _signature_ok(entry, sub.device_secret, pk, dk):
+            proof = authenticate_sub_device(
+                sub,
+                self.registry.get_product(pk),
+                client_id=entry.get("clientId"),
+                timestamp=entry.get("timestamp"),
+                sign_method=entry.get("signMethod", entry.get("signmethod")),
+                sign=entry.get("sign"),
+            )
+            if not proof.accepted:
                 return (code, None, f"add topo failure, sign check failed for {pk}/{dk}")
             try:
                 self.registry.attach(conn.own.ident, (pk, dk))
@@ -1949,13 +1941,15 @@ class IotHub:
         conn: _Conn,
         pk: str,
         dk: str,
-        client_id: str,
-        timestamp: str,
+        client_id: object,
+        timestamp: object,
         method_name: object,
         signature: object,
         secure_mode: object,
     ) -> tuple[int, dict[str, Any], str]:
-        """Log one sub-device in through ``conn``: (code, data, message)."""
+        """Log one sub-device in through ``conn``: (code, data, message). The signature is the
+        registry's decision (:func:`~enos_lab.registry.authenticate_sub_device`); ``client_id``
+        and the fields after it are the request's values as decoded."""
         keys = (pk, dk)
         failed: dict[str, Any] = {"productKey": pk, "deviceKey": dk}
         if conn.own is None or not self._is_gateway(conn):
@@ -1970,25 +1964,17 @@ class IotHub:
             return (ReplyCode.SUB_DEVICE_DISABLED, failed, ReplyCode(723).message)
         if device.gateway != conn.own.ident:
             return (ReplyCode.SUB_DEVICE_NOT_UNDER_GATEWAY, failed, ReplyCode(740).message)
-        mode_text = _text(secure_mode) if not _blank(secure_mode) else "2"
-        try:
-            mode = SecureMode(int(mode_text or "2"))
-            method = SignMethod.parse(method_name if isinstance(method_name, str) else None)
-        except (ValueError, InvalidArgument) as exc:
-            return (ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, failed, str(exc))
-        if mode is SecureMode.DYNAMIC_ACTIVATION:
-            if not product.dynamic_activation or device.activated_at is not None:
-                return (ReplyCode.DYNAMIC_ACTIVATION_NOT_ALLOWED, failed, ReplyCode(770).message)
-            secret = product.product_secret
-        elif mode is SecureMode.SECRET_PER_DEVICE:
-            secret = device.device_secret
-        else:
-            return (ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, failed, f"secure mode {mode_text}")
-        params = sign_params(
-            client_id=client_id, product_key=pk, device_key=dk, timestamp=timestamp
+        decision = authenticate_sub_device(
+            device,
+            product,
+            client_id=client_id,
+            timestamp=timestamp,
+            sign_method=method_name,
+            sign=signature,
+            secure_mode=secure_mode,
         )
-        if not isinstance(signature, str) or not verify_sign(params, secret, method, signature):
-            return (ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, failed, ReplyCode(742).message)
+        if not decision.accepted:
+            return (decision.code, failed, decision.reason)
         if keys not in conn.subs and len(conn.subs) >= self.config.max_online_sub_devices:
             return (
                 ReplyCode.PARSE_ERROR,
@@ -1997,7 +1983,7 @@ class IotHub:
                 f"{self.config.max_online_sub_devices}",
             )
         data: dict[str, Any] = {"productKey": pk, "deviceKey": dk, "assetId": device.asset_id}
-        if mode is SecureMode.DYNAMIC_ACTIVATION:
+        if decision.activation:
             device = self.registry.activate(pk, dk)
             data["deviceSecret"] = device.device_secret
         other = self._gateway_of.get(keys)
@@ -2021,8 +2007,8 @@ class IotHub:
             conn,
             str(p.get("productKey") or ""),
             str(p.get("deviceKey") or ""),
-            _text(p.get("clientId")) or "",
-            _text(p.get("timestamp")) or "",
+            p.get("clientId"),
+            p.get("timestamp"),
             p.get("signMethod", p.get("signmethod")),
             p.get("sign"),
             p.get("secureMode", p.get("securemode")),
@@ -2035,8 +2021,8 @@ class IotHub:
         subs = p.get("subDevices") if isinstance(p, dict) else None
         if not isinstance(p, dict) or not isinstance(subs, list):
             return (ReplyCode.INVALID_JSON, empty, "params.subDevices must be a list")
-        client_id = _text(p.get("clientId")) or ""
-        timestamp = _text(p.get("timestamp")) or ""
+        client_id = p.get("clientId")
+        timestamp = p.get("timestamp")
         method = p.get("signMethod", p.get("signmethod"))
         logined: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
@@ -2347,24 +2333,6 @@ def _kind_of_method(method: str) -> tuple[TopicKind | None, str]:
     if len(parts) == 4 and parts[:2] == ["thing", "event"] and parts[3] == "post" and parts[2]:
         return TopicKind.EVENT_POST, parts[2]
     return None, ""
-
-
-def _signature_ok(entry: dict[str, Any], secret: str, pk: str, dk: str) -> bool:
-    method_name = entry.get("signMethod", entry.get("signmethod"))
-    try:
-        method = SignMethod.parse(method_name if isinstance(method_name, str) else None)
-    except InvalidArgument:
-        return False
-    signature = entry.get("sign")
-    if not isinstance(signature, str):
-        return False
-    params = sign_params(
-        client_id=_text(entry.get("clientId")) or "",
-        product_key=pk,
-        device_key=dk,
-        timestamp=_text(entry.get("timestamp")) or "",
-    )
-    return verify_sign(params, secret, method, signature)
 
 
 def _shown(value: object) -> str:
