@@ -1411,19 +1411,16 @@ class IotHub:
             return (ReplyCode.PARSE_ERROR, None, f"{kind.name} is not supported")
         try:
             return await handler(conn, match, request)
-        except ValidationError as exc:
-            return (exc.code, None, str(exc))
-        except (InvalidArgument, RegistryError) as exc:
-            return (ReplyCode.PARSE_ERROR, None, str(exc))
-        except StoreError as exc:
-            log.error("client %r: storing %s failed: %s", conn.client_id, kind.name, exc)
-            return (ReplyCode.PARSE_ERROR, None, f"storage failed: {exc}")
         except ClosedError:
             raise  # the store or hub is stopping: unacknowledged, the device sends it again
-        except Exception:
-            # a bug, not the device's fault: EnOS answers what it cannot process with 1200
+        except StoreError as exc:  # before RegistryError: a store error is never the registry's
+            log.error("client %r: storing %s failed: %s", conn.client_id, kind.name, exc)
+            return _error_result(exc)
+        except (ValidationError, InvalidArgument, RegistryError) as exc:
+            return _error_result(exc)  # the device's input, or the registry's state
+        except Exception as exc:
             log.exception("client %r: handling %s failed", conn.client_id, kind.name)
-            return (ReplyCode.PARSE_ERROR, None, "internal error")
+            return _error_result(exc)
 
     @staticmethod
     def _may_request(conn: _Conn, match: TopicMatch, scope: int) -> bool:
@@ -2364,20 +2361,44 @@ def _identifier_error(identifier: str, what: str) -> ValidationError | None:
     return None
 
 
+def _error_result(exc: BaseException) -> _Result:
+    """The reply to a request whose handling raised ``exc`` (never a ClosedError: those leave the
+    request unanswered and unacknowledged), on the general path (:meth:`IotHub._handle`) and
+    the measurepoint fast path (:func:`_post_error`) alike. Each family its own reply:
+
+    - :class:`~enos_lab.errors.ValidationError`: its own code (1204, 1206, ...);
+    - :class:`~enos_lab.errors.InvalidArgument`: 1200 naming the value the registry or the
+      store refused;
+    - :class:`~enos_lab.errors.StoreError`: 1200 ``storage failed: ...`` (checked before
+      RegistryError: the store's own errors are never answered as the registry's);
+    - :class:`~enos_lab.errors.RegistryError` (unknown or taken ids, refused operations): 1200
+      with the registry's words;
+    - anything else is a bug, not the device's fault: 1200 ``internal error`` (what EnOS
+      answers a request it cannot process).
+    """
+    if isinstance(exc, ValidationError):
+        return (exc.code, None, str(exc))
+    if isinstance(exc, InvalidArgument):
+        return (ReplyCode.PARSE_ERROR, None, str(exc))
+    if isinstance(exc, StoreError):
+        return (ReplyCode.PARSE_ERROR, None, f"storage failed: {exc}")
+    if isinstance(exc, RegistryError):
+        return (ReplyCode.PARSE_ERROR, None, str(exc))
+    return (ReplyCode.PARSE_ERROR, None, "internal error")
+
+
 def _post_error(reply_topic: str, request_id: Any, error: BaseException) -> bytes:
-    """The error reply to a fast-path post whose rows the store refused, worded as the general
-    path words it (:meth:`IotHub._handle`); logged at ERROR."""
+    """The error reply to a fast-path post whose rows the store refused (:func:`_error_result`,
+    as on the general path); logged at ERROR: the edge checks should have refused them."""
     topic = reply_topic.removesuffix(REPLY_SUFFIX)
     if isinstance(error, StoreError):
         log.error("storing the post on %s failed: %s", topic, error)
-        text = f"storage failed: {error}"
-    elif isinstance(error, (InvalidArgument, RegistryError)):
+    elif isinstance(error, (ValidationError, InvalidArgument, RegistryError)):
         log.error("the store refused the post on %s: %s", topic, error)
-        text = str(error)
     else:
         log.error("storing the post on %s failed", topic, exc_info=error)
-        text = "internal error"
-    return encode_reply(request_id, ReplyCode.PARSE_ERROR, None, text)
+    code, data, text = _error_result(error)
+    return encode_reply(request_id, code, data, text)
 
 
 def _point_rows(

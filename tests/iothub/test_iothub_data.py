@@ -6,8 +6,16 @@ import json
 from typing import Any
 
 import pandas as pd
+import pytest
 from _iothub_kit import Env
 
+from enos_lab.errors import (
+    InvalidArgument,
+    NotFound,
+    RegistryError,
+    StoreError,
+    ValidationError,
+)
 from enos_lab.iothub import IotHubConfig
 from enos_lab.store import SeriesNotFound
 
@@ -221,6 +229,48 @@ async def test_ota_hooks(env: Env) -> None:
         "/sys/dirP/d1/ota/device/getversion", {}, method="Ota.device.getversion"
     )
     assert (reply["code"], reply["data"]) == (200, [])
+
+
+class _NotFoundInStore(NotFound, StoreError):
+    """An error of two families (the store's ``SeriesNotFound`` is one)."""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        (ValidationError("level out of range", 1206), 1206, "level out of range"),
+        (InvalidArgument("bad value"), 1200, "bad value"),
+        (NotFound("device dirP/zz not found"), 1200, "device dirP/zz not found"),
+        (RegistryError("not a gateway"), 1200, "not a gateway"),
+        (StoreError("disk full"), 1200, "storage failed: disk full"),
+        (_NotFoundInStore("no data"), 1200, "storage failed: no data"),
+        (RuntimeError("a bug"), 1200, "internal error"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+async def test_each_error_family_gets_its_own_reply(
+    env: Env, error: Exception, code: int, message: str
+) -> None:
+    """What a handler raises decides the reply: a store error is answered as the store's, never
+    as the registry's, whatever else it also is."""
+
+    class Failing:
+        def inform(self, product_key: str, device_key: str, version: str) -> None:
+            raise error
+
+        def progress(self, product_key: str, device_key: str, step: str, desc: str) -> int:
+            return 200
+
+        def get_versions(self, product_key: str, device_key: str) -> list[dict[str, object]]:
+            return []
+
+    env.iothub.ota = Failing()
+    client = await env.device("dirP", "d1")
+    reply = await client.request(
+        "/sys/dirP/d1/ota/device/inform", {"version": "1.0"}, request_id="e"
+    )
+    assert reply == {"id": "e", "code": code, "data": {}, "message": message}
 
 
 async def test_java_extras_accepted(env: Env) -> None:
