@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from ..errors import DeviceOffline
 from ._config import IotHubConfig, OtaHandler, RawCodec
-from ._iothub import IotHub, MemoryOta
+from ._iothub import IotHub
 from ._logins import LOGIN_COLUMNS, LoginLog, login_source, logins_frame
+from ._ota import MemoryOta
 
 __all__ = [
     "LOGIN_COLUMNS",
