@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from _iothub_kit import LEVEL, Env
 
-from enos_lab.enos import login_credentials
+from enos_lab.clock import SimulatedClock
+from enos_lab.enos import TopicKind, login_credentials
 from enos_lab.errors import InvalidArgument
+from enos_lab.hub import ClientConnected, ClientInfo, Hub, Message
 from enos_lab.iothub import IotHubConfig
 from enos_lab.iothub._logins import python_sdk_login
-from enos_lab.iothub._measurepoints import PointBatcher
+from enos_lab.iothub._measurepoints import Measurepoints, PointBatcher
+from enos_lab.iothub._requests import Requests
+from enos_lab.iothub._routes import Routes
+from enos_lab.iothub._sessions import Sessions
 from enos_lab.mqtt import ConnAck, Connect, PubAck, Publish, encode
-from enos_lab.store import PointRow, StoreConfig, TimeSeriesStore
+from enos_lab.store import MAX_EVENT_MS, MIN_EVENT_MS, PointRow, StoreConfig, TimeSeriesStore
 
 DELAY = 0.3  # [s] long enough to tell apart from an immediate CONNACK on a busy machine
 PY_TIMESTAMP = "1700000000000.123"  # str(time.time() * 1000) as the Python SDK sends it
@@ -221,3 +227,157 @@ async def test_the_batcher_fails_each_request_alone(tmp_path: Path) -> None:
         assert sorted(frame["point_id"]) == ["status", "temp"]
     finally:
         store.close()
+
+
+class _Recorder:
+    """The store and the hub as the measurepoint paths use them: appended rows and published
+    replies, recorded in order."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.replies: list[tuple[str, bytes, int]] = []
+
+    async def append_points_async(self, rows: list[Any]) -> int:
+        self.rows.extend(tuple(row) for row in rows)
+        return len(rows)
+
+    def publish_nowait(self, message: Message) -> int:
+        self.replies.append((message.topic, message.payload, message.qos))
+        return 1
+
+    async def publish(self, message: Message) -> int:
+        return self.publish_nowait(message)
+
+    async def deliver(self, key: object, message: Message) -> bool:
+        return self.publish_nowait(message) == 1
+
+
+async def _through(
+    env: Env, fast: bool, config: IotHubConfig, messages: list[Message]
+) -> tuple[_Recorder, list[bool]]:
+    """Handle ``messages`` (of dirP/d1 and plainP/p1) as the IoT hub does, with the
+    measurepoint fast path (``fast``) or the general path only; returns what was stored and
+    replied, and per message whether the fast path took it."""
+    recorder = _Recorder()
+    clock = SimulatedClock()
+    sessions = Sessions(env.registry, env.models, config, itertools.count(1), set())
+    points = Measurepoints(cast(TimeSeriesStore, recorder), sessions, config, clock, set())
+    points.hub = cast(Hub, recorder)
+    taken: list[bool] = []
+
+    def fast_post(conn: Any, route: Any, message: Message) -> Any:
+        done = points.fast_post(conn, route, message) if fast else None
+        taken.append(done is not None)
+        return done
+
+    handlers = {
+        TopicKind.MEASUREPOINT_POST: points.post,
+        TopicKind.MEASUREPOINT_RESUME: points.post,
+    }
+    requests = Requests(sessions, Routes(handlers), fast_post, lambda *_: None, {}, config)
+    requests.hub = cast(Hub, recorder)
+    clients = {}
+    for pk, dk in (("dirP", "d1"), ("plainP", "p1")):
+        if env.registry.find_device(pk, dk) is None:
+            env.registry.register_device(pk, device_key=dk)
+        username = f"{dk}&{pk}"
+        identity = {"product_key": pk, "device_key": dk, "secure_mode": 2}
+        info = ClientInfo(dk, LEVEL, username, "memory", True, 60, identity, (username, dk))
+        sessions.on_event(ClientConnected(info, False))  # an EnOS identity, as the hub says
+        clients[pk] = info
+    for message in messages:
+        done = requests.on_message(clients[message.topic.split("/")[2]], message)
+        if done is not None:
+            await done
+    return recorder, taken
+
+
+# (topic kind, params or the whole payload as bytes) for dirP (thing model "meter": temp FLOAT
+# with quality, status INT) and plainP (no model: passthrough)
+_SAME_INPUTS: list[tuple[str, str, Any]] = [
+    ("dirP", "post", {"measurepoints": {"temp": 1.5, "status": 2}, "time": 1700000000000}),
+    ("dirP", "resume", {"measurepoints": {"temp": 1.5}, "time": 1700000000000}),
+    ("dirP", "post", {"measurepoints": {"temp": {"value": 1.5, "quality": 9}}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {"temp": {"value": 1.5, "quality": 10}}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}}),  # receive time
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": None}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": ""}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": MIN_EVENT_MS}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": MAX_EVENT_MS}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": MAX_EVENT_MS + 1}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": MIN_EVENT_MS - 1}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": 1.7e12}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": 1700000000000.75}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": " 1700000000000 "}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": "1e3"}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": "²"}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": True}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": [1]}),
+    ("dirP", "post", {"measurepoints": {"temp": "warm"}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {"status": 1.5}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {"nope": 1}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {}, "time": 5}),
+    ("dirP", "post", {"measurepoints": [1], "time": 5}),
+    ("dirP", "post", {"time": 5}),
+    ("dirP", "post", [{"measurepoints": {"temp": 1}}]),
+    ("dirP", "post", None),
+    ("plainP", "post", {"measurepoints": {"x": 1, "y": "text"}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"x": {"value": 2, "quality": 3}}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"x": {"value": 2, "quality": 10}}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"x": {"value": 2, "quality": True}}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"bad id!": 1}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"x": {"quality": 3}}, "time": 5}),
+    ("dirP", "post", b'{"id":"raw","params":{"measurepoints":{"temp":1},"time":5}}'),
+    ("dirP", "post", b'{"id":7,"params":{"measurepoints":{"temp":1},"time":5}}'),
+    ("dirP", "post", b'{"id":null,"params":{"measurepoints":{"temp":1},"time":5}}'),
+    ("dirP", "post", b'{"id":"q\\"\\\\\\u00e9\\u2028","params":{"measurepoints":{"temp":1}}}'),
+    ("dirP", "post", b'{"id":1.5e300,"params":{"measurepoints":{"temp":1}}}'),
+    ("dirP", "post", b'{"params":{"measurepoints":{"temp":1}}}'),
+    ("dirP", "post", b'{"id":"dup","params":{"measurepoints":{"temp":1},"time":1,"time":2}}'),
+    ("dirP", "post", b'{"id":"big","params":{"measurepoints":{"temp":1e400}}}'),
+    ("dirP", "post", b'{"id":"nan","params":{"measurepoints":{"temp":NaN}}}'),
+    ("dirP", "post", b'{"id":"trail","params":{"measurepoints":{"temp":1}}} x'),
+    ("dirP", "post", b"[]"),
+    ("dirP", "post", b""),
+    ("dirP", "post", b"\xff"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("strict", [False, True], ids=["lenient", "strict methods"])
+async def test_fast_and_general_paths_accept_the_same_inputs(env: Env, strict: bool) -> None:
+    """The measurepoint fast path takes exactly the posts the general path stores, and for
+    every input the device gets the same reply, byte for byte, and the store the same rows."""
+    config = IotHubConfig(strict_methods=strict)
+    messages = []
+    for index, (pk, kind, params) in enumerate(_SAME_INPUTS):
+        dk = "d1" if pk == "dirP" else "p1"
+        topic = f"/sys/{pk}/{dk}/thing/measurepoint/{kind}"
+        if isinstance(params, bytes):
+            payload = params
+        else:
+            method = f"thing.measurepoint.{kind}" if index % 3 else "any"  # some do not fit
+            body = {"id": f"r{index}", "version": "1.0", "method": method, "params": params}
+            payload = json.dumps(body).encode()
+        messages.append(Message(topic, payload, index % 2))
+    fast, taken = await _through(env, True, config, messages)
+    general, _ = await _through(env, False, config, messages)
+    assert fast.replies == general.replies
+    assert fast.rows == general.rows
+    assert len(general.replies) == len(messages)
+    for message, took, (_, reply, _) in zip(messages, taken, general.replies, strict=True):
+        document = json.loads(reply)
+        # the fast path takes a post exactly when the general path stores points for it
+        storing = document["code"] == 200 and _points_of(message) > 0
+        assert took == storing, (message.payload, document)
+    assert 0 < sum(taken) < len(messages)
+    assert len(general.rows) > sum(taken)  # posts of several points
+
+
+def _points_of(message: Message) -> int:
+    try:
+        params = json.loads(message.payload).get("params")
+    except (ValueError, AttributeError):
+        return 0
+    points = params.get("measurepoints") if isinstance(params, dict) else None
+    return len(points) if isinstance(points, dict) else 0
