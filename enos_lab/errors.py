@@ -8,8 +8,10 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     ├── ProtocolError                          MQTT protocol faults
     │   ├── MalformedPacket                    the peer sent bytes that are not a valid packet
     │   │   └── PacketTooLarge                 ... or a packet above the negotiated maximum size
-    │   └── LocalProtocolError                 we were asked to build or send an invalid packet
+    │   ├── LocalProtocolError                 we were asked to build or send an invalid packet
+    │   └── EnvelopeError                      a payload that is not a usable EnOS envelope
     ├── AuthenticationError                    credentials refused (API use; on the wire: CONNACK)
+    │   └── BadLogin                           a CONNECT whose client id or username is not EnOS's
     ├── RegistryError                          products, devices, credentials
     │   ├── NotFound (also KeyError)           an id that does not exist
     │   └── AlreadyExists                      an id that is taken
@@ -31,9 +33,11 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExists",
     "AuthenticationError",
+    "BadLogin",
     "ClosedError",
     "DeviceOffline",
     "EnosLabError",
+    "EnvelopeError",
     "InvalidArgument",
     "LimitExceeded",
     "LocalProtocolError",
@@ -93,8 +97,29 @@ class LocalProtocolError(ProtocolError):
     """This side was asked to build or send a packet the protocol does not allow (our fault)."""
 
 
+class EnvelopeError(ProtocolError):
+    """A payload that is not a usable EnOS envelope; ``code`` is the EnOS reply code to send
+    (1220 for what is not strict JSON, 1251 for an empty payload, 1008 above 512 KiB, ...)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class AuthenticationError(EnosLabError):
     """Credentials were refused."""
+
+
+class BadLogin(AuthenticationError):
+    """A CONNECT whose client id or username cannot be parsed as an EnOS login.
+
+    ``field`` names the offending CONNECT field: ``"username"`` (a hub answers CONNACK 4) or
+    ``"client_id"`` (CONNACK 5).
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class RegistryError(EnosLabError):

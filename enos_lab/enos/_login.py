@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from ..errors import AuthenticationError
+from ..errors import BadLogin
 from ._signing import SignMethod, sign, sign_params
 
 __all__ = [
@@ -43,18 +43,6 @@ class SecureMode(IntEnum):
     """Secret-per-product: the hub issues a device secret on first login."""
     INTEGRATION = 4
     """Message integration channel of a product (username ``%channel%&pk``)."""
-
-
-class BadLogin(AuthenticationError):
-    """A CONNECT whose client id or username cannot be parsed as an EnOS login.
-
-    ``field`` names the offending CONNECT field: ``"username"`` (a hub answers CONNACK 4) or
-    ``"client_id"`` (CONNACK 5).
-    """
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True, slots=True)
