@@ -130,7 +130,6 @@ class IotHub:
         self.store = store
         clock = clock or SystemClock()
         self._clock = clock
-        self._hub: Hub | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # the services' own tasks
         self._codecs: dict[str, RawCodec] = {}  # raw codecs by product key
         ids = itertools.count(1)  # request ids of what the hub sends (commands, activation)
@@ -198,7 +197,6 @@ class IotHub:
         Devices the registry still marks online get an offline presence row, reason
         ``hub restarted``: no session outlives the hub that held it.
         """
-        self._hub = hub
         for part in (self._sessions, self._logins, self._commands, self._points, self._requests):
             part.hub = hub
         hub.add_handler(self._requests.on_message)
