@@ -9,6 +9,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``AuthenticationError``: credentials were refused.
 - ``Clock``: what the lab asks about time (``SystemClock`` and ``SimulatedClock`` are clocks).
 - ``ClosedError``: the lab, hub or store is not running.
+- ``DeviceOffline``: a command went to a device that has no live connection.
 - ``EnosLabError``: the root of every exception enos_lab raises (the tree: :mod:`.errors`).
 - ``HubConfig``: settings of the MQTT hub (``Lab(hub_config=...)``).
 - ``InvalidArgument``: a caller passed a bad value (also a ``ValueError``).
@@ -44,6 +45,7 @@ from .errors import (
     AlreadyExists,
     AuthenticationError,
     ClosedError,
+    DeviceOffline,
     EnosLabError,
     InvalidArgument,
     LimitExceeded,
@@ -67,6 +69,7 @@ __all__ = [
     "AuthenticationError",
     "Clock",
     "ClosedError",
+    "DeviceOffline",
     "EnosLabError",
     "HubConfig",
     "InvalidArgument",

@@ -8,8 +8,10 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     ├── ProtocolError                          MQTT protocol faults
     │   ├── MalformedPacket                    the peer sent bytes that are not a valid packet
     │   │   └── PacketTooLarge                 ... or a packet above the negotiated maximum size
-    │   └── LocalProtocolError                 we were asked to build or send an invalid packet
+    │   ├── LocalProtocolError                 we were asked to build or send an invalid packet
+    │   └── EnvelopeError                      a payload that is not a usable EnOS envelope
     ├── AuthenticationError                    credentials refused (API use; on the wire: CONNACK)
+    │   └── BadLogin                           a CONNECT whose client id or username is not EnOS's
     ├── RegistryError                          products, devices, credentials
     │   ├── NotFound (also KeyError)           an id that does not exist
     │   └── AlreadyExists                      an id that is taken
@@ -18,6 +20,7 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     ├── StoreError                             the time-series store
     ├── RuleError                              rules, alerts, stream computing
     ├── LimitExceeded                          a bound on what the hub keeps was reached
+    ├── DeviceOffline                          a command's device has no live connection
     └── ClosedError                            the lab, hub or store is not running
 
 Expected outcomes are values, not exceptions: an access-control decision returns allow/deny with a
@@ -30,8 +33,11 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExists",
     "AuthenticationError",
+    "BadLogin",
     "ClosedError",
+    "DeviceOffline",
     "EnosLabError",
+    "EnvelopeError",
     "InvalidArgument",
     "LimitExceeded",
     "LocalProtocolError",
@@ -91,8 +97,29 @@ class LocalProtocolError(ProtocolError):
     """This side was asked to build or send a packet the protocol does not allow (our fault)."""
 
 
+class EnvelopeError(ProtocolError):
+    """A payload that is not a usable EnOS envelope; ``code`` is the EnOS reply code to send
+    (1220 for what is not strict JSON, 1251 for an empty payload, 1008 above 512 KiB, ...)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class AuthenticationError(EnosLabError):
     """Credentials were refused."""
+
+
+class BadLogin(AuthenticationError):
+    """A CONNECT whose client id or username cannot be parsed as an EnOS login.
+
+    ``field`` names the offending CONNECT field: ``"username"`` (a hub answers CONNACK 4) or
+    ``"client_id"`` (CONNACK 5).
+    """
+
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class RegistryError(EnosLabError):
@@ -138,6 +165,15 @@ class RuleError(EnosLabError):
 
 class ClosedError(EnosLabError):
     """The lab, hub or store is not running (not started yet, or already stopped)."""
+
+
+class DeviceOffline(EnosLabError):
+    """A command was sent to a device that has no live connection (and no online gateway).
+
+    The device's state, not a fault of the caller, the registry or the lab: the device exists
+    (an unknown one is :class:`NotFound`) and the lab is running (otherwise
+    :class:`ClosedError`); sending again once the device is back can succeed.
+    """
 
 
 class LimitExceeded(EnosLabError):

@@ -25,7 +25,7 @@ from ._login import (
     login_credentials,
     parse_login,
 )
-from ._signing import SignMethod, sign, sign_content, verify_sign
+from ._signing import SignMethod, sign, sign_content, sign_params, verify_sign
 from ._topics import (
     REPLY_SUFFIX,
     Direction,
@@ -64,5 +64,6 @@ __all__ = [
     "reply_topic",
     "sign",
     "sign_content",
+    "sign_params",
     "verify_sign",
 ]

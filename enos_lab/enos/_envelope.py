@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import ProtocolError
+from ..errors import EnvelopeError
 from ._codes import ReplyCode
 
 __all__ = [
@@ -53,14 +53,6 @@ room for passthrough values and stays far below the nesting at which encoding or
 value would exhaust Python's recursion limit (~1,000); orjson alone allows 1,024."""
 
 _CONTAINERS = (dict, list)
-
-
-class EnvelopeError(ProtocolError):
-    """A payload that is not a usable EnOS envelope; ``code`` is the EnOS reply code to send."""
-
-    def __init__(self, message: str, code: ReplyCode) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from ..errors import AuthenticationError
-from ._signing import SignMethod, sign
+from ..errors import BadLogin
+from ._signing import SignMethod, sign, sign_params
 
 __all__ = [
     "INTEGRATION_DEVICE_KEY",
@@ -45,18 +45,6 @@ class SecureMode(IntEnum):
     """Message integration channel of a product (username ``%channel%&pk``)."""
 
 
-class BadLogin(AuthenticationError):
-    """A CONNECT whose client id or username cannot be parsed as an EnOS login.
-
-    ``field`` names the offending CONNECT field: ``"username"`` (a hub answers CONNACK 4) or
-    ``"client_id"`` (CONNACK 5).
-    """
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
 @dataclass(frozen=True, slots=True)
 class LoginRequest:
     """The EnOS meaning of one CONNECT's client id and username."""
@@ -72,13 +60,14 @@ class LoginRequest:
 
     @property
     def sign_params(self) -> dict[str, str]:
-        """The four values a password signature covers, exactly as sent."""
-        return {
-            "clientId": self.sign_client_id,
-            "deviceKey": self.device_key,
-            "productKey": self.product_key,
-            "timestamp": self.timestamp,
-        }
+        """The four values a password signature covers, exactly as sent
+        (:func:`~enos_lab.enos.sign_params`)."""
+        return sign_params(
+            client_id=self.sign_client_id,
+            product_key=self.product_key,
+            device_key=self.device_key,
+            timestamp=self.timestamp,
+        )
 
 
 _MODES = {str(int(mode)): mode for mode in SecureMode}  # the usual spelling, without int()
@@ -158,12 +147,12 @@ def login_credentials(
     if sign_client_id is None:
         integration = secure_mode is SecureMode.INTEGRATION
         sign_client_id = product_key if integration else device_key
-    params = {
-        "clientId": sign_client_id,
-        "deviceKey": device_key,
-        "productKey": product_key,
-        "timestamp": timestamp,
-    }
+    params = sign_params(
+        client_id=sign_client_id,
+        product_key=product_key,
+        device_key=device_key,
+        timestamp=timestamp,
+    )
     client_id = (
         f"{sign_client_id}|securemode={int(secure_mode)},"
         f"signmethod=hmac{sign_method.value},timestamp={timestamp}|"

@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Every EnOS signature is a *plain digest* (not an HMAC, despite the ``hmac*`` method names) of the
-sorted ``key + value`` concatenation of ``{clientId, deviceKey, productKey, timestamp}`` followed
-by the secret, hex encoded (protocol reference 2.2). Values are hashed exactly as sent: the
+sorted ``key + value`` concatenation of ``{clientId, deviceKey, productKey, timestamp}`` (built
+by :func:`sign_params`, for every kind of signature) followed by the secret, hex encoded
+(protocol reference 2.2). Values are hashed exactly as sent: the
 timestamp is an opaque string (the Python SDK sends ``"1700000000000.123"``, the C SDK a constant
 in 2050) and is never re-formatted or checked for freshness (2.4). Hex digests are compared
 ignoring case (Python sends lower case, Node and C upper case). For ``hmacsha1`` a real
@@ -20,7 +21,7 @@ from enum import Enum
 
 from ..errors import InvalidArgument
 
-__all__ = ["SignMethod", "sign", "sign_content", "verify_sign"]
+__all__ = ["SignMethod", "sign", "sign_content", "sign_params", "verify_sign"]
 
 
 class SignMethod(Enum):
@@ -55,6 +56,23 @@ _DIGESTS = {
 }
 
 
+def sign_params(
+    *, client_id: str, product_key: str, device_key: str, timestamp: str
+) -> dict[str, str]:
+    """The four values an EnOS signature covers, each exactly as it travels on the wire
+    (protocol reference 2.2): ``{"clientId", "deviceKey", "productKey", "timestamp"}``.
+
+    The one builder of them, for CONNECT passwords (``client_id`` is the sign client id, before
+    the ``|`` block), sub-device logins and topology proofs.
+    """
+    return {
+        "clientId": client_id,
+        "deviceKey": device_key,
+        "productKey": product_key,
+        "timestamp": timestamp,
+    }
+
+
 def sign_content(params: Mapping[str, str]) -> str:
     """The signed text without the secret: ``k1 v1 k2 v2 ...`` with keys sorted, no separators."""
     return "".join(f"{key}{params[key]}" for key in sorted(params))
@@ -63,8 +81,8 @@ def sign_content(params: Mapping[str, str]) -> str:
 def sign(params: Mapping[str, str], secret: str, method: SignMethod = SignMethod.SHA256) -> str:
     """Sign ``params`` with ``secret``; returns lower-case hex.
 
-    ``params`` is normally ``{"clientId", "deviceKey", "productKey", "timestamp"}`` with every
-    value a string exactly as it travels on the wire.
+    ``params`` is normally :func:`sign_params`: ``{"clientId", "deviceKey", "productKey",
+    "timestamp"}`` with every value a string exactly as it travels on the wire.
     """
     content = (sign_content(params) + secret).encode("utf-8")
     return _DIGESTS[method](content).hexdigest()

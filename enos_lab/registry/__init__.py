@@ -1,10 +1,18 @@
 """The device registry: products, devices, credentials, lifecycle, topology and login decisions.
 
 Synchronous and deterministic (SQLite, an injectable clock and random source); the hub and the
-lab call it. See :class:`Registry` and :func:`authenticate`.
+lab call it. See :class:`Registry`, :func:`authenticate` (logins) and
+:func:`authenticate_sub_device` (sub-device signatures sent by gateways).
 """
 
-from ._auth import AuthDecision, LoginBlock, LoginThrottle, authenticate
+from ._auth import (
+    AuthDecision,
+    LoginBlock,
+    LoginThrottle,
+    SubDeviceDecision,
+    authenticate,
+    authenticate_sub_device,
+)
 from ._records import DataFormat, Device, DeviceState, NodeType, Product, TopicPermission
 from ._registry import BulkResult, Registry
 
@@ -19,6 +27,8 @@ __all__ = [
     "NodeType",
     "Product",
     "Registry",
+    "SubDeviceDecision",
     "TopicPermission",
     "authenticate",
+    "authenticate_sub_device",
 ]

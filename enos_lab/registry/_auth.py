@@ -1,4 +1,4 @@
-"""Authentication decisions for EnOS logins, and connect-flood protection.
+"""Authentication decisions for EnOS logins and sub-device proofs, and connect-flood protection.
 
 :func:`authenticate` turns one CONNECT (client id, username, password, transport) into an
 :class:`AuthDecision` using the registry, following protocol reference sections 2 and 3: the
@@ -7,6 +7,13 @@ checked ignoring case, and then the state checks apply (disabled, sub-device-onl
 certificate-only products, dynamic activation only for registered inactive devices). Every refusal
 is CONNACK 5 except a username that cannot be parsed (CONNACK 4). The decision is a value; nothing
 here raises for a refused login.
+
+:func:`authenticate_sub_device` decides the signature a gateway sends for a sub-device
+(``combine.login``, ``combine.login.batch`` and ``topo.add``, sections 8.2 and 8.3): the secure
+mode and sign method named in the request, the secret they pick and the signature, as an
+:class:`SubDeviceDecision` carrying the EnOS reply code (742, 770). The state checks of a
+sub-device login (exists, enabled, TLS, attached to this gateway) stay with the gateway's
+request handler, which answers each with its own code before the signature is looked at.
 
 :class:`LoginThrottle` is the connect-flood protection the hub puts in front of it: failed logins
 counted per source address and identity, blocks that end, and a bounded number of keys.
@@ -23,15 +30,25 @@ from ..enos import (
     INTEGRATION_DEVICE_KEY,
     BadLogin,
     LoginRequest,
+    ReplyCode,
     SecureMode,
+    SignMethod,
     parse_login,
+    sign_params,
     verify_sign,
 )
 from ..errors import InvalidArgument
 from ._records import Device, NodeType, Product
 from ._registry import Registry
 
-__all__ = ["AuthDecision", "LoginBlock", "LoginThrottle", "authenticate"]
+__all__ = [
+    "AuthDecision",
+    "LoginBlock",
+    "LoginThrottle",
+    "SubDeviceDecision",
+    "authenticate",
+    "authenticate_sub_device",
+]
 
 ACCEPTED = 0
 BAD_USERNAME_OR_PASSWORD = 4  # MQTT 3.1.1 CONNACK return code
@@ -143,6 +160,87 @@ def authenticate(
     if not verify_sign(login.sign_params, device.device_secret, login.sign_method, password):
         return _refuse("signature does not match the device secret", login)
     return AuthDecision(ACCEPTED, "device secret", login, product, registry=registry)
+
+
+@dataclass(frozen=True, slots=True)
+class SubDeviceDecision:
+    """The outcome of a sub-device's signature sent by its gateway (protocol reference 8.2, 8.3).
+
+    ``code`` is the EnOS reply code: 200 accepted, 742 (sign check failed: an unknown secure
+    mode or sign method, a missing or wrong signature) or 770 (dynamic activation not allowed);
+    ``reason`` is the reply's message (empty when accepted). ``activation`` is set for an
+    accepted secure-mode-3 login: the gateway gets the device's new secret.
+    """
+
+    code: int
+    reason: str = ""
+    activation: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the signature is accepted."""
+        return self.code == ReplyCode.SUCCESS
+
+
+def _wire_text(value: object) -> str | None:
+    """A signed field of a JSON request as the text that was signed (numbers without a decimal
+    part when integral: the Node SDK sends its timestamp as a number); None for other types."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def authenticate_sub_device(
+    device: Device,
+    product: Product,
+    *,
+    client_id: object,
+    timestamp: object,
+    sign_method: object,
+    sign: object,
+    secure_mode: object = None,
+) -> SubDeviceDecision:
+    """Decide the signature a gateway sent for ``device`` (of ``product``).
+
+    The arguments after ``product`` are the request's values as decoded from its JSON:
+    ``secure_mode`` 2 (the default when absent or empty) signs with the device secret, 3
+    (dynamic activation, only for a product that allows it and a device never activated) with
+    the product secret; ``sign_method`` as :meth:`~enos_lab.enos.SignMethod.parse` reads it
+    (absent: SHA-1); ``sign`` the hex signature of :func:`~enos_lab.enos.sign_params` over
+    ``client_id``, the keys and ``timestamp`` (numbers as their text). A ``topo.add`` proof has
+    no secure mode: the device secret.
+    """
+    mode_text = _wire_text(secure_mode) if not (secure_mode is None or secure_mode == "") else "2"
+    try:
+        mode = SecureMode(int(mode_text or "2"))
+        method = SignMethod.parse(sign_method if isinstance(sign_method, str) else None)
+    except (ValueError, InvalidArgument) as exc:
+        return SubDeviceDecision(ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, str(exc))
+    if mode is SecureMode.DYNAMIC_ACTIVATION:
+        if not product.dynamic_activation or device.activated_at is not None:
+            code = ReplyCode.DYNAMIC_ACTIVATION_NOT_ALLOWED
+            return SubDeviceDecision(code, code.message)
+        secret = product.product_secret
+    elif mode is SecureMode.SECRET_PER_DEVICE:
+        secret = device.device_secret
+    else:
+        return SubDeviceDecision(ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED, f"secure mode {mode_text}")
+    params = sign_params(
+        client_id=_wire_text(client_id) or "",
+        product_key=device.product_key,
+        device_key=device.device_key,
+        timestamp=_wire_text(timestamp) or "",
+    )
+    if not isinstance(sign, str) or not verify_sign(params, secret, method, sign):
+        code = ReplyCode.SUB_DEVICE_SIGN_CHECK_FAILED
+        return SubDeviceDecision(code, code.message)
+    return SubDeviceDecision(ReplyCode.SUCCESS, activation=mode is SecureMode.DYNAMIC_ACTIVATION)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from enos_lab import errors
 from enos_lab.enos import (
     MAX_JSON_DEPTH,
     MAX_PAYLOAD_SIZE,
@@ -19,6 +20,13 @@ from enos_lab.enos import (
     encode_reply,
     encode_request,
 )
+
+
+def test_envelope_errors_are_protocol_errors_of_the_one_tree() -> None:
+    with pytest.raises(errors.ProtocolError) as info:
+        decode_request(b"")
+    assert isinstance(info.value, EnvelopeError) and EnvelopeError is errors.EnvelopeError
+    assert info.value.code == ReplyCode.EMPTY_PAYLOAD
 
 
 def test_request_round_trip_keeps_id_and_flags() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from enos_lab import errors
 from enos_lab.enos import (
     BadLogin,
     SecureMode,
@@ -68,6 +69,8 @@ def test_unparseable_logins_name_the_field(
     with pytest.raises(BadLogin) as info:
         parse_login(client_id, username)
     assert info.value.field == field
+    assert isinstance(info.value, errors.AuthenticationError)
+    assert BadLogin is errors.BadLogin  # one class, kept in the one exception tree
 
 
 def test_credentials_round_trip_through_parse_and_verify() -> None:

@@ -7,7 +7,7 @@ import hmac
 
 import pytest
 
-from enos_lab.enos import SignMethod, sign, sign_content, verify_sign
+from enos_lab.enos import SignMethod, sign, sign_content, sign_params, verify_sign
 from enos_lab.errors import InvalidArgument
 
 PARAMS = {
@@ -17,6 +17,13 @@ PARAMS = {
     "timestamp": "1700000000000",
 }
 SECRET = "s3cret"
+
+
+def test_the_one_builder_of_the_signed_values() -> None:
+    built = sign_params(
+        client_id="dev01", product_key="prodA", device_key="dev01", timestamp="1700000000000"
+    )
+    assert built == PARAMS
 
 
 def test_content_is_sorted_key_value_concatenation() -> None:

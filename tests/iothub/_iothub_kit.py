@@ -39,7 +39,7 @@ from enos_lab.mqtt import (
     encode,
 )
 from enos_lab.registry import Product, Registry
-from enos_lab.store import TimeSeriesStore
+from enos_lab.store import StoreConfig, TimeSeriesStore
 
 LEVEL = 4
 TIMESTAMP = "1700000000000"
@@ -164,9 +164,11 @@ class DeviceClient:
 class Env:
     """The hub, IoT Hub, registry, store and products of one test."""
 
-    def __init__(self, tmp_path: Path, config: IotHubConfig) -> None:
+    def __init__(
+        self, tmp_path: Path, config: IotHubConfig, store_config: StoreConfig | None = None
+    ) -> None:
         self.registry = Registry(tmp_path / "registry.sqlite3")
-        self.store = TimeSeriesStore(tmp_path / "store")
+        self.store = TimeSeriesStore(tmp_path / "store", config=store_config)
         self.models = ModelCatalog()
         self.models.add(meter_model())
         self.iothub = IotHub(self.registry, self.models, self.store, config=config)

@@ -2,7 +2,7 @@
 
 Async tests run on asyncio through the anyio pytest plugin (see ``tests/conftest.py``: every
 ``async def`` test is marked automatically). ``env`` is a started :class:`Env`; override the
-``iothub_config`` fixture to change the IoT Hub settings.
+``iothub_config`` and ``store_config`` fixtures to change the IoT Hub and store settings.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 from _iothub_kit import Env
 
 from enos_lab.iothub import IotHubConfig
+from enos_lab.store import StoreConfig
 
 
 @pytest.fixture
@@ -24,9 +25,17 @@ def iothub_config() -> IotHubConfig:
 
 
 @pytest.fixture
-async def env(tmp_path: Path, iothub_config: IotHubConfig) -> AsyncIterator[Env]:
+def store_config() -> StoreConfig | None:
+    """The StoreConfig of ``env`` (None: the defaults; override or parametrize in a test)."""
+    return None
+
+
+@pytest.fixture
+async def env(
+    tmp_path: Path, iothub_config: IotHubConfig, store_config: StoreConfig | None
+) -> AsyncIterator[Env]:
     """A started hub with an IoT Hub over a real registry and store."""
-    made = Env(tmp_path, iothub_config)
+    made = Env(tmp_path, iothub_config, store_config)
     await made.hub.start()
     try:
         yield made

@@ -6,8 +6,16 @@ import json
 from typing import Any
 
 import pandas as pd
+import pytest
 from _iothub_kit import Env
 
+from enos_lab.errors import (
+    InvalidArgument,
+    NotFound,
+    RegistryError,
+    StoreError,
+    ValidationError,
+)
 from enos_lab.iothub import IotHubConfig
 
 POST = "/sys/dirP/d1/thing/measurepoint/post"
@@ -219,6 +227,48 @@ async def test_ota_hooks(env: Env) -> None:
     assert (reply["code"], reply["data"]) == (200, [])
 
 
+class _NotFoundInStore(NotFound, StoreError):
+    """An error of two families (the store's ``SeriesNotFound`` is one)."""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        (ValidationError("level out of range", 1206), 1206, "level out of range"),
+        (InvalidArgument("bad value"), 1200, "bad value"),
+        (NotFound("device dirP/zz not found"), 1200, "device dirP/zz not found"),
+        (RegistryError("not a gateway"), 1200, "not a gateway"),
+        (StoreError("disk full"), 1200, "storage failed: disk full"),
+        (_NotFoundInStore("no data"), 1200, "storage failed: no data"),
+        (RuntimeError("a bug"), 1200, "internal error"),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+async def test_each_error_family_gets_its_own_reply(
+    env: Env, error: Exception, code: int, message: str
+) -> None:
+    """What a handler raises decides the reply: a store error is answered as the store's, never
+    as the registry's, whatever else it also is."""
+
+    class Failing:
+        def inform(self, product_key: str, device_key: str, version: str) -> None:
+            raise error
+
+        def progress(self, product_key: str, device_key: str, step: str, desc: str) -> int:
+            return 200
+
+        def get_versions(self, product_key: str, device_key: str) -> list[dict[str, object]]:
+            return []
+
+    env.iothub.ota = Failing()
+    client = await env.device("dirP", "d1")
+    reply = await client.request(
+        "/sys/dirP/d1/ota/device/inform", {"version": "1.0"}, request_id="e"
+    )
+    assert reply == {"id": "e", "code": code, "data": {}, "message": message}
+
+
 async def test_java_extras_accepted(env: Env) -> None:
     client = await env.device("dirP", "d1")
     for suffix in ("thing/log/post", "network/status/report", "connection/state/post"):
@@ -272,9 +322,9 @@ async def test_1009_reply_when_subscribed(env: Env) -> None:
     sub = env.registry.register_device("subP", device_key="s1")
     env.registry.attach(gateway_keys, ("subP", "s1"))
     gateway = await env.device(*gateway_keys)
-    from enos_lab.enos import sign
+    from enos_lab.enos import sign, sign_params
 
-    params = {"clientId": "s1", "deviceKey": "s1", "productKey": "subP", "timestamp": "1"}
+    params = sign_params(client_id="s1", product_key="subP", device_key="s1", timestamp="1")
     login = {**params, "signMethod": "sha256", "sign": sign(params, sub.device_secret)}
     reply = await gateway.request("/ext/session/gwP/g1/combine/login", login)
     assert reply["code"] == 200

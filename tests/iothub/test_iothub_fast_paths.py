@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from _iothub_kit import LEVEL, Env
 
-from enos_lab.enos import login_credentials
+from enos_lab.clock import SimulatedClock
+from enos_lab.enos import TopicKind, login_credentials
 from enos_lab.errors import InvalidArgument
+from enos_lab.hub import ClientConnected, ClientInfo, Hub, Message
 from enos_lab.iothub import IotHubConfig
-from enos_lab.iothub._iothub import python_sdk_login
+from enos_lab.iothub._logins import python_sdk_login
+from enos_lab.iothub._measurepoints import Measurepoints, PointBatcher
+from enos_lab.iothub._requests import Requests
+from enos_lab.iothub._routes import Routes
+from enos_lab.iothub._sessions import Sessions
 from enos_lab.mqtt import ConnAck, Connect, PubAck, Publish, encode
-from enos_lab.store import PointRow
+from enos_lab.store import MAX_EVENT_MS, MIN_EVENT_MS, PointRow, StoreConfig, TimeSeriesStore
 
 DELAY = 0.3  # [s] long enough to tell apart from an immediate CONNACK on a busy machine
 PY_TIMESTAMP = "1700000000000.123"  # str(time.time() * 1000) as the Python SDK sends it
@@ -137,47 +146,238 @@ async def test_post_beyond_the_store_time_range_is_refused_at_the_edge(env: Env)
     assert env.store.stats().rows == 0
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "store_config", [StoreConfig(max_series_per_device=1)], ids=["one series per device"]
+)
 async def test_rows_the_store_refuses_fail_alone(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Defence in depth: rows that reach the store and are refused there fail only their own
-    request. (No device input does that: the edge refuses it first; so the batcher is fed such
-    rows directly.) Two devices' posts, a general-path append and a post of rows the store
-    refuses share one batch: the good ones are stored and answered 200, the bad append gets the
-    store's error and the bad post an error reply with its own id, logged at ERROR."""
-    clients = [await env.device("dirP", f"d{i}") for i in range(2)]
+    """Defence in depth: rows that pass the edge checks but that the store refuses (here: a
+    device's second series beyond ``max_series_per_device``) fail only their own request, even
+    when they share a batch with other devices' rows. Fast-path posts of two devices in one
+    event-loop iteration, then batch requests (general path) of two more: the good ones are
+    stored and answered 200, the bad ones get the store's error with their own id; the refused
+    fast-path post is logged at ERROR."""
+    clients = [await env.device("dirP", f"d{i}") for i in range(4)]
     topic = "/sys/dirP/{}/thing/measurepoint/post"
     for i, client in enumerate(clients):
-        assert await client.subscribe(topic.format(f"d{i}") + "_reply") == 1
+        reply_topic = topic.format(f"d{i}") + ("_reply" if i < 2 else "/batch_reply")
+        assert await client.subscribe(reply_topic) == 1
 
-    def post(i: int) -> bytes:
-        body = {"id": f"p{i}", "params": {"measurepoints": {"temp": 1.5}, "time": 1000}}
-        return encode(
-            Publish(topic.format(f"d{i}"), json.dumps(body).encode(), 1, packet_id=1), LEVEL
-        )
+    def publish(i: int, points: dict[str, float]) -> bytes:
+        body: dict[str, object] = {"id": f"p{i}", "params": {"measurepoints": points, "time": 1}}
+        name = topic.format(f"d{i}")
+        if i >= 2:  # the batch topic: the general path
+            body["params"] = [body["params"]]
+            name += "/batch"
+        return encode(Publish(name, json.dumps(body).encode(), 1, packet_id=1), LEVEL)
 
-    batcher = env.iothub._points
-    refused_row = PointRow("dirP", "d0", "temp", 2**70, 1.0)
     with caplog.at_level(logging.WARNING, logger="enos_lab.iothub"):
         # one event-loop iteration: the in-memory transport hands each PUBLISH over at once
-        await clients[0].conn.send(post(0))
-        refused = batcher.add([refused_row])
-        stored = batcher.add([PointRow("dirP", "d1", "status", 1000, 7)])
-        bad_reply = b'{"id":"bad","code":200,"data":{},"message":""}'
-        batcher.add_post((topic.format("d1") + "_reply", bad_reply, "bad", 1, [refused_row]))
-        await clients[1].conn.send(post(1))
-        with pytest.raises(InvalidArgument, match="event time"):
-            await refused
-        assert await stored == 1
+        await clients[0].conn.send(publish(0, {"temp": 1.5}))
+        await clients[1].conn.send(publish(1, {"temp": 1.5, "status": 7}))  # 2 new series
+        await clients[2].conn.send(publish(2, {"temp": 2.5}))
+        await clients[3].conn.send(publish(3, {"temp": 2.5, "status": 8}))
         replies = {}
         for i, client in enumerate(clients):
-            for _ in range(1 + i):
-                packet = await client.read_publish(topic=topic.format(f"d{i}") + "_reply")
-                document = json.loads(packet.payload)
-                replies[document["id"]] = document
-    assert replies["p0"]["code"] == replies["p1"]["code"] == 200
-    assert replies["bad"]["code"] == 1200 and "event time" in replies["bad"]["message"]
-    points = env.store.query_points(["d0", "d1"], product_key="dirP")
-    assert sorted(points["point_id"]) == ["status", "temp", "temp"]
+            reply_topic = topic.format(f"d{i}") + ("_reply" if i < 2 else "/batch_reply")
+            document = json.loads((await client.read_publish(topic=reply_topic)).payload)
+            replies[document["id"]] = document
+    assert replies["p0"]["code"] == replies["p2"]["code"] == 200
+    for bad in ("p1", "p3"):
+        assert replies[bad]["code"] == 1200
+        assert "max_series_per_device" in replies[bad]["message"]
+    points = env.store.query_points(["d0", "d2"], product_key="dirP")
+    assert sorted(points["value"]) == [1.5, 2.5]
+    # each pair shared one append: the combined append failed and each was stored alone
+    retried = [r for r in caplog.records if "storing each alone" in r.getMessage()]
+    assert len(retried) == 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "/sys/dirP/d1/thing/measurepoint/post:" in errors[0].getMessage()
+
+
+async def test_the_batcher_fails_each_request_alone(tmp_path: Path) -> None:
+    """Both kinds of callers of one batch (general-path appends and fast-path posts): what the
+    store refuses fails its own request; the rest is stored and answered."""
+    store = TimeSeriesStore(tmp_path / "store")
+    answered: list[tuple[list[Any], list[int | BaseException] | None]] = []
+
+    def answer(posts: list[Any], results: list[int | BaseException] | None, replied: Any) -> None:
+        answered.append((posts, results))
+        replied.set_result(None)
+
+    batcher = PointBatcher(answer, store, set())
+    refused = PointRow("P", "d0", "temp", 2**70, 1.0)  # beyond the store's event times
+    try:
+        # one event-loop iteration: one batch
+        stored = batcher.add([PointRow("P", "d1", "status", 1000, 7)])
+        failed = batcher.add([refused])
+        replied = batcher.add_post(("t1", b"ok", "p1", 1, [PointRow("P", "d2", "temp", 1000, 2)]))
+        assert batcher.add_post(("t2", b"ok", "p2", 1, [refused])) is replied
+        assert await stored == 1
+        with pytest.raises(InvalidArgument, match="event time"):
+            await failed
+        await replied
+        ((posts, results),) = answered
+        assert [post[2] for post in posts] == ["p1", "p2"]
+        assert results is not None and results[0] == 1
+        assert isinstance(results[1], InvalidArgument)
+        frame = store.query_points(["d1", "d2"], product_key="P")
+        assert sorted(frame["point_id"]) == ["status", "temp"]
+    finally:
+        store.close()
+
+
+class _Recorder:
+    """The store and the hub as the measurepoint paths use them: appended rows and published
+    replies, recorded in order."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+        self.replies: list[tuple[str, bytes, int]] = []
+
+    async def append_points_async(self, rows: list[Any]) -> int:
+        self.rows.extend(tuple(row) for row in rows)
+        return len(rows)
+
+    def publish_nowait(self, message: Message) -> int:
+        self.replies.append((message.topic, message.payload, message.qos))
+        return 1
+
+    async def publish(self, message: Message) -> int:
+        return self.publish_nowait(message)
+
+    async def deliver(self, key: object, message: Message) -> bool:
+        return self.publish_nowait(message) == 1
+
+
+async def _through(
+    env: Env, fast: bool, config: IotHubConfig, messages: list[Message]
+) -> tuple[_Recorder, list[bool]]:
+    """Handle ``messages`` (of dirP/d1 and plainP/p1) as the IoT hub does, with the
+    measurepoint fast path (``fast``) or the general path only; returns what was stored and
+    replied, and per message whether the fast path took it."""
+    recorder = _Recorder()
+    clock = SimulatedClock()
+    sessions = Sessions(env.registry, env.models, config, itertools.count(1), set())
+    points = Measurepoints(cast(TimeSeriesStore, recorder), sessions, config, clock, set())
+    points.hub = cast(Hub, recorder)
+    taken: list[bool] = []
+
+    def fast_post(conn: Any, route: Any, message: Message) -> Any:
+        done = points.fast_post(conn, route, message) if fast else None
+        taken.append(done is not None)
+        return done
+
+    handlers = {
+        TopicKind.MEASUREPOINT_POST: points.post,
+        TopicKind.MEASUREPOINT_RESUME: points.post,
+    }
+    requests = Requests(sessions, Routes(handlers), fast_post, lambda *_: None, {}, config)
+    requests.hub = cast(Hub, recorder)
+    clients = {}
+    for pk, dk in (("dirP", "d1"), ("plainP", "p1")):
+        if env.registry.find_device(pk, dk) is None:
+            env.registry.register_device(pk, device_key=dk)
+        username = f"{dk}&{pk}"
+        identity = {"product_key": pk, "device_key": dk, "secure_mode": 2}
+        info = ClientInfo(dk, LEVEL, username, "memory", True, 60, identity, (username, dk))
+        sessions.on_event(ClientConnected(info, False))  # an EnOS identity, as the hub says
+        clients[pk] = info
+    for message in messages:
+        done = requests.on_message(clients[message.topic.split("/")[2]], message)
+        if done is not None:
+            await done
+    return recorder, taken
+
+
+# (topic kind, params or the whole payload as bytes) for dirP (thing model "meter": temp FLOAT
+# with quality, status INT) and plainP (no model: passthrough)
+_SAME_INPUTS: list[tuple[str, str, Any]] = [
+    ("dirP", "post", {"measurepoints": {"temp": 1.5, "status": 2}, "time": 1700000000000}),
+    ("dirP", "resume", {"measurepoints": {"temp": 1.5}, "time": 1700000000000}),
+    ("dirP", "post", {"measurepoints": {"temp": {"value": 1.5, "quality": 9}}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {"temp": {"value": 1.5, "quality": 10}}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}}),  # receive time
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": None}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": ""}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": MIN_EVENT_MS}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": MAX_EVENT_MS}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": MAX_EVENT_MS + 1}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": MIN_EVENT_MS - 1}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": 1.7e12}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": 1700000000000.75}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": " 1700000000000 "}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": "1e3"}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": "²"}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": True}),
+    ("dirP", "post", {"measurepoints": {"temp": 1}, "time": [1]}),
+    ("dirP", "post", {"measurepoints": {"temp": "warm"}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {"status": 1.5}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {"nope": 1}, "time": 5}),
+    ("dirP", "post", {"measurepoints": {}, "time": 5}),
+    ("dirP", "post", {"measurepoints": [1], "time": 5}),
+    ("dirP", "post", {"time": 5}),
+    ("dirP", "post", [{"measurepoints": {"temp": 1}}]),
+    ("dirP", "post", None),
+    ("plainP", "post", {"measurepoints": {"x": 1, "y": "text"}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"x": {"value": 2, "quality": 3}}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"x": {"value": 2, "quality": 10}}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"x": {"value": 2, "quality": True}}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"bad id!": 1}, "time": 5}),
+    ("plainP", "post", {"measurepoints": {"x": {"quality": 3}}, "time": 5}),
+    ("dirP", "post", b'{"id":"raw","params":{"measurepoints":{"temp":1},"time":5}}'),
+    ("dirP", "post", b'{"id":7,"params":{"measurepoints":{"temp":1},"time":5}}'),
+    ("dirP", "post", b'{"id":null,"params":{"measurepoints":{"temp":1},"time":5}}'),
+    ("dirP", "post", b'{"id":"q\\"\\\\\\u00e9\\u2028","params":{"measurepoints":{"temp":1}}}'),
+    ("dirP", "post", b'{"id":1.5e300,"params":{"measurepoints":{"temp":1}}}'),
+    ("dirP", "post", b'{"params":{"measurepoints":{"temp":1}}}'),
+    ("dirP", "post", b'{"id":"dup","params":{"measurepoints":{"temp":1},"time":1,"time":2}}'),
+    ("dirP", "post", b'{"id":"big","params":{"measurepoints":{"temp":1e400}}}'),
+    ("dirP", "post", b'{"id":"nan","params":{"measurepoints":{"temp":NaN}}}'),
+    ("dirP", "post", b'{"id":"trail","params":{"measurepoints":{"temp":1}}} x'),
+    ("dirP", "post", b"[]"),
+    ("dirP", "post", b""),
+    ("dirP", "post", b"\xff"),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("strict", [False, True], ids=["lenient", "strict methods"])
+async def test_fast_and_general_paths_accept_the_same_inputs(env: Env, strict: bool) -> None:
+    """The measurepoint fast path takes exactly the posts the general path stores, and for
+    every input the device gets the same reply, byte for byte, and the store the same rows."""
+    config = IotHubConfig(strict_methods=strict)
+    messages = []
+    for index, (pk, kind, params) in enumerate(_SAME_INPUTS):
+        dk = "d1" if pk == "dirP" else "p1"
+        topic = f"/sys/{pk}/{dk}/thing/measurepoint/{kind}"
+        if isinstance(params, bytes):
+            payload = params
+        else:
+            method = f"thing.measurepoint.{kind}" if index % 3 else "any"  # some do not fit
+            body = {"id": f"r{index}", "version": "1.0", "method": method, "params": params}
+            payload = json.dumps(body).encode()
+        messages.append(Message(topic, payload, index % 2))
+    fast, taken = await _through(env, True, config, messages)
+    general, _ = await _through(env, False, config, messages)
+    assert fast.replies == general.replies
+    assert fast.rows == general.rows
+    assert len(general.replies) == len(messages)
+    for message, took, (_, reply, _) in zip(messages, taken, general.replies, strict=True):
+        document = json.loads(reply)
+        # the fast path takes a post exactly when the general path stores points for it
+        storing = document["code"] == 200 and _points_of(message) > 0
+        assert took == storing, (message.payload, document)
+    assert 0 < sum(taken) < len(messages)
+    assert len(general.rows) > sum(taken)  # posts of several points
+
+
+def _points_of(message: Message) -> int:
+    try:
+        params = json.loads(message.payload).get("params")
+    except (ValueError, AttributeError):
+        return 0
+    points = params.get("measurepoints") if isinstance(params, dict) else None
+    return len(points) if isinstance(points, dict) else 0

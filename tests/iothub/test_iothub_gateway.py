@@ -10,8 +10,16 @@ from typing import Any
 import pytest
 from _iothub_kit import DeviceClient, Env
 
-from enos_lab.enos import SecureMode, SignMethod, TopicKind, login_credentials, sign
-from enos_lab.errors import NotFound
+from enos_lab import errors
+from enos_lab.enos import (
+    SecureMode,
+    SignMethod,
+    TopicKind,
+    login_credentials,
+    sign,
+    sign_params,
+)
+from enos_lab.errors import ClosedError, NotFound
 from enos_lab.iothub import DeviceOffline, IotHubConfig
 
 LOGIN = "/ext/session/gwP/g1/combine/login"
@@ -32,7 +40,9 @@ def proof(
 ) -> dict[str, Any]:
     """A signed sub-device credential (login or topo add entry)."""
     client_id = client_id if client_id is not None else f"{pk}{dk}{timestamp}"
-    params = {"clientId": client_id, "deviceKey": dk, "productKey": pk, "timestamp": str(timestamp)}
+    params = sign_params(
+        client_id=client_id, product_key=pk, device_key=dk, timestamp=str(timestamp)
+    )
     signature = sign(params, secret, SignMethod.parse(method))
     return {
         "productKey": pk,
@@ -187,12 +197,9 @@ async def test_batch_login_python_style(env: Env) -> None:
     timestamp = "1700000000.25"  # Python: seconds with a fraction, hashed verbatim
 
     def entry(dk: str) -> dict[str, Any]:
-        params = {
-            "clientId": "login.batch",
-            "deviceKey": dk,
-            "productKey": "subP",
-            "timestamp": timestamp,
-        }
+        params = sign_params(
+            client_id="login.batch", product_key="subP", device_key=dk, timestamp=timestamp
+        )
         return {
             "productKey": "subP",
             "deviceKey": dk,
@@ -281,8 +288,11 @@ async def test_send_command_direct_and_via_gateway(env: Env) -> None:
     with pytest.raises(NotFound):
         await env.iothub.send_command("dirP", "zz", TopicKind.MEASUREPOINT_SET, {})
     env.registry.register_device("dirP", device_key="off")
-    with pytest.raises(DeviceOffline):
+    with pytest.raises(DeviceOffline) as offline:
         await env.iothub.send_command("dirP", "off", TopicKind.MEASUREPOINT_SET, {})
+    # the device's state, not the lab being closed; one class under both names
+    assert not isinstance(offline.value, ClosedError)
+    assert DeviceOffline is errors.DeviceOffline
     # via the gateway for a logged-in sub-device
     gateway, secrets = await gateway_with_subs(env, "s1")
     assert (await gateway.request(LOGIN, proof("subP", "s1", secrets["s1"])))["code"] == 200

@@ -9,9 +9,17 @@ from pathlib import Path
 import pytest
 
 from enos_lab.clock import SimulatedClock
-from enos_lab.enos import SecureMode, SignMethod, login_credentials
+from enos_lab.enos import SecureMode, SignMethod, login_credentials, sign, sign_params
 from enos_lab.errors import InvalidArgument
-from enos_lab.registry import LoginBlock, LoginThrottle, NodeType, Registry, authenticate
+from enos_lab.registry import (
+    LoginBlock,
+    LoginThrottle,
+    NodeType,
+    Registry,
+    SubDeviceDecision,
+    authenticate,
+    authenticate_sub_device,
+)
 
 
 @pytest.fixture
@@ -217,3 +225,76 @@ def test_login_throttle_arguments() -> None:
     ):
         with pytest.raises(InvalidArgument, match=name):
             LoginThrottle(**kwargs)  # type: ignore[arg-type]
+
+
+def _sub_proof(secret: str, **fields: object) -> dict[str, object]:
+    """The signature fields of a sub-device login of subP/s1, signed with ``secret``."""
+    values = {"client_id": "c1", "timestamp": 1700000000000, "sign_method": "hmacsha256"}
+    values.update(fields)
+    params = sign_params(
+        client_id=str(values["client_id"]),
+        product_key="subP",
+        device_key="s1",
+        timestamp=str(values["timestamp"]),
+    )
+    values.setdefault("sign", sign(params, secret, SignMethod.parse(str(values["sign_method"]))))
+    return values
+
+
+def test_sub_device_signature_with_the_device_secret(registry: Registry) -> None:
+    device = registry.get_device("subP", "s1")
+    product = registry.get_product("subP")
+    for mode in (None, "", 2, "2"):  # secure mode 2 is the default
+        decision = authenticate_sub_device(
+            device, product, **_sub_proof(device.device_secret), secure_mode=mode
+        )
+        assert decision == SubDeviceDecision(200) and decision.accepted
+    # the timestamp signed as the text of the number sent (Node sends a number)
+    signed = _sub_proof(device.device_secret, timestamp=1700000000000)
+    assert authenticate_sub_device(device, product, **{**signed, "timestamp": 1.7e12}).accepted
+    # no sign method: SHA-1
+    proof = _sub_proof(device.device_secret, sign_method="sha1")
+    assert authenticate_sub_device(device, product, **{**proof, "sign_method": None}).accepted
+
+
+def test_sub_device_signature_refusals(registry: Registry) -> None:
+    device = registry.get_device("subP", "s1")
+    product = registry.get_product("subP")
+    proof = _sub_proof(device.device_secret)
+    cases = {
+        "wrong secret": ({**proof, **_sub_proof("other")}, 742, "sign check failed"),
+        "no sign": ({**proof, "sign": None}, 742, "sign check failed"),
+        "sign method": ({**proof, "sign_method": "crc32"}, 742, "unknown sign method"),
+        "mode 4": ({**proof, "secure_mode": 4}, 742, "secure mode 4"),
+        "mode 9": ({**proof, "secure_mode": "9"}, 742, "SecureMode"),
+        "mode text": ({**proof, "secure_mode": "two"}, 742, "invalid literal"),
+        "no activation": ({**proof, "secure_mode": 3}, 770, "dynamic activate"),
+    }
+    for name, (fields, code, words) in cases.items():
+        decision = authenticate_sub_device(device, product, **fields)  # type: ignore[arg-type]
+        assert (name, decision.code) == (name, code)
+        assert not decision.accepted
+        assert words.lower() in decision.reason.lower()
+
+
+def test_sub_device_dynamic_activation_uses_the_product_secret(registry: Registry) -> None:
+    product = registry.create_product(
+        "DynSub", product_key="dsP", node_type=NodeType.SUB_DEVICE, dynamic_activation=True
+    )
+    device = registry.register_device("dsP", device_key="s1")
+    params = sign_params(client_id="c", product_key="dsP", device_key="s1", timestamp="1")
+    fields = {"client_id": "c", "timestamp": "1", "sign_method": "sha256", "secure_mode": 3}
+    decision = authenticate_sub_device(
+        device, product, **fields, sign=sign(params, product.product_secret)
+    )
+    assert decision.accepted and decision.activation
+    refused = authenticate_sub_device(
+        device, product, **fields, sign=sign(params, device.device_secret)
+    )
+    assert refused.code == 742
+    registry.activate("dsP", "s1")
+    activated = registry.set_online("dsP", "s1")  # activated on its first login
+    again = authenticate_sub_device(
+        activated, product, **fields, sign=sign(params, product.product_secret)
+    )
+    assert again.code == 770

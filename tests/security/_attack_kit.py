@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from enos_lab import Lab
-from enos_lab.enos import SecureMode, SignMethod, login_credentials, sign
+from enos_lab.enos import SecureMode, SignMethod, login_credentials, sign, sign_params
 from enos_lab.mqtt import (
     ConnAck,
     Connect,
@@ -200,10 +200,7 @@ def sub_device_login(product_key: str, device_key: str, secret: str) -> dict[str
     """``combine.login`` params of a sub-device, signed with its device secret (section 8.3)."""
     timestamp = TIMESTAMP
     client_id = f"{product_key}{device_key}{timestamp}"
-    params = {
-        "clientId": client_id,
-        "deviceKey": device_key,
-        "productKey": product_key,
-        "timestamp": timestamp,
-    }
+    params = sign_params(
+        client_id=client_id, product_key=product_key, device_key=device_key, timestamp=timestamp
+    )
     return {**params, "signMethod": "sha256", "sign": sign(params, secret, SignMethod.SHA256)}

@@ -1,0 +1,157 @@
+"""Commands (protocol reference 9): what the cloud sends to devices, and their replies.
+
+:meth:`Commands.send` delivers a command (service invocation, measurepoint set/get, raw
+``down_raw`` bytes through the product's codec, ...) to the device's connection or, for a
+logged-in sub-device, to its gateway's, at QoS 1 and without any subscription
+(:meth:`~enos_lab.hub.Hub.deliver`), and waits for the reply: pending commands are kept by
+(topic, request id) until the reply arrives or ``command_timeout`` passes. Raw replies carry no
+usable id (the SDKs synthesise ``"unknown"``): they answer the oldest pending command of their
+topic. A gateway hears of its sub-devices being enabled, disabled or deleted
+(``combine/enable``, ``disable``, ``delete``: :meth:`Commands.notify_gateway`).
+
+:meth:`Commands.device_reply` receives every reply a device publishes (a ``_reply`` topic of a
+command, or of ``activate/info``, which confirms a dynamic activation); a reply that answers
+nothing pending is dropped. Request ids come from one counter shared with the activation
+pushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+from ..enos import (
+    Direction,
+    EnvelopeError,
+    Reply,
+    TopicKind,
+    TopicMatch,
+    decode_reply,
+    encode_request,
+)
+from ..errors import DeviceOffline, InvalidArgument
+from ..hub import Hub, Message
+from ..registry import Device, Registry
+from ._config import IotHubConfig, RawCodec
+from ._sessions import Conn, Sessions
+
+__all__ = ["Commands"]
+
+log = logging.getLogger("enos_lab.iothub")
+
+
+class Commands:
+    """Commands to devices and their replies (see the module docstring); ``hub`` is set by
+    ``IotHub.attach``."""
+
+    __slots__ = ("_codecs", "_ids", "_pending", "_registry", "_sessions", "config", "hub")
+
+    def __init__(
+        self,
+        registry: Registry,
+        sessions: Sessions,
+        codecs: dict[str, RawCodec],
+        ids: Iterator[int],
+        config: IotHubConfig,
+    ) -> None:
+        self._registry = registry
+        self._sessions = sessions
+        self._codecs = codecs
+        self._ids = ids
+        self.config = config
+        self.hub: Hub | None = None
+        self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
+
+    async def send(  # noqa: PLR0917
+        self,
+        product_key: str,
+        device_key: str,
+        kind: TopicKind,
+        params: object,
+        item_id: str,
+        wait: bool,
+        timeout: float | None,
+    ) -> Reply | None:
+        """``IotHub.send_command``: deliver the command and (``wait``) await its reply."""
+        if kind.direction is not Direction.DOWN:
+            raise InvalidArgument(f"{kind.name} is not a command topic")
+        keys = (product_key, device_key)
+        self._registry.get_device(*keys)
+        hub = self.hub
+        sessions = self._sessions
+        cid = sessions.owner.get(keys) or sessions.gateway_of.get(keys)
+        conn = sessions.conns.get(cid) if cid is not None else None
+        if hub is None or conn is None or (conn.own is not None and conn.activation):
+            raise DeviceOffline(f"device {product_key}/{device_key} is offline")
+        topic = kind.format(product_key, device_key, item_id)
+        request_id = str(next(self._ids))
+        method = kind.method or ""
+        if "%s" in method:
+            method = method % item_id
+        payload = encode_request(request_id, method, params)
+        if kind.is_raw:
+            codec = self._codecs.get(product_key)
+            if codec is None:
+                raise InvalidArgument(f"product {product_key} has no raw codec")
+            payload = codec.encode_downstream(payload)
+        key = (topic, request_id)
+        future: asyncio.Future[Reply] | None = None
+        if wait:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[key] = future
+        try:
+            if not await hub.deliver(conn.key, Message(topic, payload, 1)):
+                raise DeviceOffline(f"device {product_key}/{device_key} is offline")
+            if future is None:
+                return None
+            limit = self.config.command_timeout if timeout is None else timeout
+            return await asyncio.wait_for(future, limit)
+        finally:
+            if future is not None:
+                self._pending.pop(key, None)
+
+    def device_reply(self, conn: Conn, match: TopicMatch, payload: bytes) -> None:
+        """A device's reply on the reply topic ``match`` (of a command or of
+        ``activate/info``)."""
+        kind = match.kind
+        if kind.is_raw:
+            codec = self._codecs.get(match.product_key)
+            if codec is None:
+                return
+            try:
+                payload = codec.decode_upstream(payload)
+            except Exception:
+                log.exception("codec of %s failed on a down_raw reply", match.product_key)
+                return
+        try:
+            reply = decode_reply(payload)
+        except EnvelopeError as exc:
+            log.info("client %r: unusable reply on %s: %s", conn.client_id, match.kind.name, exc)
+            return
+        if kind is TopicKind.ACTIVATE_INFO:
+            if reply.ok and conn.activation_done is not None:
+                conn.activation_done.set()
+            return
+        topic = match.request_topic
+        future = self._pending.get((topic, str(reply.id)))
+        if future is None and kind.is_raw:
+            # raw replies carry no usable id (SDKs synthesise "unknown"): the oldest command
+            future = next((f for (t, _), f in self._pending.items() if t == topic), None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def notify_gateway(self, device: Device, kind: TopicKind) -> None:
+        """Tell the online gateway of ``device`` (a sub-device) about it with ``kind``
+        (``combine/enable``, ``disable`` or ``delete``); nothing when it has none online."""
+        hub = self.hub
+        if device.gateway is None or hub is None:
+            return
+        cid = self._sessions.owner.get(device.gateway)
+        if cid is None:
+            return
+        topic = kind.format(*device.gateway)
+        method = kind.method or ""
+        params = [{"productKey": device.product_key, "deviceKey": device.device_key}]
+        payload = encode_request(str(next(self._ids)), method, params)
+        await hub.deliver(cid, Message(topic, payload, 1))
