@@ -5,9 +5,10 @@ device SDKs connect to unchanged: logins (secure modes 2, 3 and 4), dynamic acti
 connection per device, presence, measurepoints, events, attributes, tags, thing model
 templates, raw (custom format) payloads, gateways and sub-devices, OTA hooks, the message
 integration channel, commands to devices, and a login log with the refused logins and why
-(:meth:`IotHub.refused_logins`)::
+(:meth:`IotHub.refused_logins`). What it keeps it reports to the device-data tap
+(:attr:`IotHub.tap`, :mod:`enos_lab.tap`) once it is kept::
 
-    iothub = IotHub(registry, models, store)
+    iothub = IotHub(registry, models, store, tap=tap)   # tap=None: a tap of its own
     hub = Hub(HubConfig(), authenticator=iothub, authoriser=iothub)
     iothub.attach(hub)
 
@@ -31,6 +32,7 @@ holds the handler table: which part answers which topic):
 ``_ota.py``            OTA (10): the replaceable handler and its requests
 ``_integration.py``    the message integration channel (11)
 ``_checks.py``         what the store can keep, checked at the edge (times, identifiers)
+``_emit.py``           what the parts tell the tap, each event once what it describes is kept
 ``_config.py``         :class:`IotHubConfig`; the :class:`RawCodec`, :class:`OtaHandler` protocols
 =====================  ==========================================================================
 """

@@ -2,8 +2,9 @@
 
 Attributes are validated against the thing model (passthrough ones need EnOS identifiers,
 1204), kept in the registry (the device record) and, with the time of the change, in the store;
-a deletion stores a ``None`` value. Tags live in the registry only. ``tsltemplate/get`` answers
-the device's thing model as EnOS renders it.
+a deletion stores a ``None`` value. Tags live in the registry only. Once kept, a change is told
+to the tap (``AttributesChanged``, ``TagsChanged``; a deletion names only what existed).
+``tsltemplate/get`` answers the device's thing model as EnOS renders it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..model import normalise_tags, render_tsltemplate
 from ..registry import Registry
 from ..store import AttributeRow, TimeSeriesStore
 from ._checks import check_ids
+from ._emit import Emitter
 from ._routes import OK, Result
 from ._sessions import Conn
 
@@ -24,12 +26,15 @@ __all__ = ["Attributes"]
 class Attributes:
     """The attribute, tag and thing model template handlers."""
 
-    __slots__ = ("_clock", "_registry", "_store")
+    __slots__ = ("_clock", "_emit", "_registry", "_store")
 
-    def __init__(self, registry: Registry, store: TimeSeriesStore, clock: Clock) -> None:
+    def __init__(
+        self, registry: Registry, store: TimeSeriesStore, clock: Clock, emit: Emitter
+    ) -> None:
         self._registry = registry
         self._store = store
         self._clock = clock
+        self._emit = emit
 
     async def update(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
         """``thing.attribute.update``."""
@@ -51,6 +56,7 @@ class Attributes:
         rows = [AttributeRow(*target.ident, key, now, value) for key, value in values.items()]
         if rows:
             await self._store.append_attributes_async(rows)
+            self._emit.attributes(target.ident, now, values)
         return OK
 
     async def query(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
@@ -90,12 +96,15 @@ class Attributes:
             await self._store.append_attributes_async(
                 [AttributeRow(*keys, i, now, None) for i in gone]
             )
+            self._emit.attributes(keys, now, deleted=gone)
         return OK
 
     async def tag_update(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
         """``thing.tag.update``."""
         tags = normalise_tags(request.params)
-        self._registry.update_tags(match.product_key, match.device_key, tags)
+        keys = (match.product_key, match.device_key)
+        self._registry.update_tags(*keys, tags)
+        self._emit.tags(keys, tags)
         return OK
 
     async def tag_query(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
@@ -113,7 +122,10 @@ class Attributes:
         if keys is None:
             return (ReplyCode.PARSE_ERROR, None, "params.tags must be a list of tag keys")
         if keys:
-            self._registry.delete_tags(match.product_key, match.device_key, keys)
+            device = (match.product_key, match.device_key)
+            existing = self._registry.get_device(*device).tags
+            self._registry.delete_tags(*device, keys)
+            self._emit.tags(device, deleted=[k for k in keys if k in existing])
         return OK
 
     async def tsl_template(self, conn: Conn, match: TopicMatch, request: Request) -> Result:

@@ -12,7 +12,9 @@ topic. A gateway hears of its sub-devices being enabled, disabled or deleted
 :meth:`Commands.device_reply` receives every reply a device publishes (a ``_reply`` topic of a
 command, or of ``activate/info``, which confirms a dynamic activation); a reply that answers
 nothing pending is dropped. Request ids come from one counter shared with the activation
-pushes.
+pushes. The tap hears of every decodable reply to a command (``CommandReplied``, those to
+commands sent without waiting included) and of a dynamic activation the device confirmed
+(``DeviceActivated``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..errors import DeviceOffline, InvalidArgument
 from ..hub import Hub, Message
 from ..registry import Device, Registry
 from ._config import IotHubConfig, RawCodec
+from ._emit import Emitter
 from ._sessions import Conn, Sessions
 
 __all__ = ["Commands"]
@@ -45,17 +48,28 @@ class Commands:
     """Commands to devices and their replies (see the module docstring); ``hub`` is set by
     ``IotHub.attach``."""
 
-    __slots__ = ("_codecs", "_ids", "_pending", "_registry", "_sessions", "config", "hub")
+    __slots__ = (
+        "_codecs",
+        "_emit",
+        "_ids",
+        "_pending",
+        "_registry",
+        "_sessions",
+        "config",
+        "hub",
+    )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
         registry: Registry,
         sessions: Sessions,
         codecs: dict[str, RawCodec],
         ids: Iterator[int],
         config: IotHubConfig,
+        emit: Emitter,
     ) -> None:
         self._registry = registry
+        self._emit = emit
         self._sessions = sessions
         self._codecs = codecs
         self._ids = ids
@@ -130,8 +144,11 @@ class Commands:
             log.info("client %r: unusable reply on %s: %s", conn.client_id, match.kind.name, exc)
             return
         if kind is TopicKind.ACTIVATE_INFO:
-            if reply.ok and conn.activation_done is not None:
-                conn.activation_done.set()
+            done = conn.activation_done
+            if reply.ok and done is not None:
+                if not done.is_set():
+                    self._emit.activated(conn.ident)
+                done.set()
             return
         topic = match.request_topic
         future = self._pending.get((topic, str(reply.id)))
@@ -140,6 +157,7 @@ class Commands:
             future = next((f for (t, _), f in self._pending.items() if t == topic), None)
         if future is not None and not future.done():
             future.set_result(reply)
+        self._emit.command_replied(match, reply)
 
     async def notify_gateway(self, device: Device, kind: TopicKind) -> None:
         """Tell the online gateway of ``device`` (a sub-device) about it with ``kind``

@@ -10,7 +10,9 @@ each with its EnOS code: the connection is a gateway's (740), the device exists 
 certificate-only products (746), enabled (723), attached to this gateway (740); then the
 signature (742, 770) and the gateway's bound on online sub-devices. A sub-device logged in
 through a gateway is online while the gateway is; the gateway's session reads its topics only
-while it is logged in there (``Sessions.login_sub`` / ``logout_sub``).
+while it is logged in there (``Sessions.login_sub`` / ``logout_sub``). The tap hears of each
+accepted sub-device login (``DeviceLoggedIn`` with the gateway, with its presence change) and of
+the secret a dynamic activation issued (``DeviceActivated``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ..errors import AlreadyExists, RegistryError
 from ..registry import NodeType, Registry, authenticate_sub_device
 from ._checks import shown
 from ._config import IotHubConfig
+from ._emit import Emitter
 from ._routes import OK, Result
 from ._sessions import Conn, Sessions
 
@@ -31,12 +34,15 @@ __all__ = ["Gateways"]
 class Gateways:
     """The gateway request handlers."""
 
-    __slots__ = ("_registry", "_sessions", "config")
+    __slots__ = ("_emit", "_registry", "_sessions", "config")
 
-    def __init__(self, registry: Registry, sessions: Sessions, config: IotHubConfig) -> None:
+    def __init__(
+        self, registry: Registry, sessions: Sessions, config: IotHubConfig, emit: Emitter
+    ) -> None:
         self._registry = registry
         self._sessions = sessions
         self.config = config
+        self._emit = emit
 
     async def register(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
         """``thing.device.register`` (8.1): a gateway registers devices of sub-device products.
@@ -235,6 +241,13 @@ class Gateways:
         if decision.activation:
             device = self._registry.activate(pk, dk)
             data["deviceSecret"] = device.device_secret
+            self._emit.activated(keys)
+        self._emit.logged_in(
+            keys,
+            client_id if isinstance(client_id, str) else "",
+            3 if decision.activation else 2,
+            conn.own.ident,
+        )
         self._sessions.login_sub(conn, keys, self._sessions.target_for(device, product))
         return (ReplyCode.SUCCESS, data, "")
 

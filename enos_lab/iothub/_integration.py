@@ -5,8 +5,9 @@ A channel logs in with secure mode 4 (user name ``%channel%&{productKey}``, sign
 product secret) and posts measurepoints, events and attributes of any device of its product,
 each entry naming its device (1257 for an unknown one). Measurepoints are stored as resumed
 data (``resume``: they fill history without overwriting newer latest values), through the same
-batcher and row checks as the devices' own posts; events and attributes as their topics store
-them.
+batcher and row checks as the devices' own posts; events (with the severity of their type in the
+thing model) and attributes as their topics store them. The tap hears of each as of the devices'
+own posts.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from ..errors import ValidationError
 from ..registry import Registry
 from ..store import AttributeRow, EventRow, PointRow, TimeSeriesStore
 from ._checks import bad_time, check_ids, event_time
+from ._emit import Emitter
+from ._events import severity
 from ._measurepoints import PointBatcher, point_rows
 from ._routes import OK, Result
 from ._sessions import Conn, Sessions, Target
@@ -29,21 +32,23 @@ __all__ = ["Integration"]
 class Integration:
     """The integration channel's request handlers."""
 
-    __slots__ = ("_batcher", "_clock", "_registry", "_sessions", "_store")
+    __slots__ = ("_batcher", "_clock", "_emit", "_registry", "_sessions", "_store")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
         registry: Registry,
         store: TimeSeriesStore,
         sessions: Sessions,
         batcher: PointBatcher,
         clock: Clock,
+        emit: Emitter,
     ) -> None:
         self._registry = registry
         self._store = store
         self._sessions = sessions
         self._batcher = batcher
         self._clock = clock
+        self._emit = emit
 
     def _entries(
         self, match: TopicMatch, request: Request
@@ -110,9 +115,12 @@ class Integration:
                     check_ids((event_id,), "event")
                     if isinstance(raw, dict):
                         check_ids(raw, "event output")
-                rows.append(EventRow(*target.ident, event_id, at, outputs))
+                rows.append(
+                    EventRow(*target.ident, event_id, at, outputs, severity(target.model, event_id))
+                )
         if rows:
             await self._store.append_events_async(rows)
+            self._emit.events(rows)
         return OK
 
     async def attributes(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
@@ -121,6 +129,7 @@ class Integration:
         if isinstance(entries, tuple):
             return entries
         rows: list[AttributeRow] = []
+        changed: list[tuple[tuple[str, str], dict[str, Any]]] = []
         now = self._clock.time_ms()
         for target, entry in entries:
             values = entry.get("attributes")
@@ -135,6 +144,9 @@ class Integration:
             check_ids(values, "attribute")  # passthrough ones too
             self._registry.update_attributes(*target.ident, values)
             rows.extend(AttributeRow(*target.ident, k, now, v) for k, v in values.items())
+            changed.append((target.ident, values))
         if rows:
             await self._store.append_attributes_async(rows)
+            for keys, values in changed:
+                self._emit.attributes(keys, now, values)
         return OK

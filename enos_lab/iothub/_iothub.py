@@ -22,7 +22,9 @@ sub-device login), OTA and the integration channel. Commands go the other way
 (:mod:`~enos_lab.iothub._commands`).
 
 The parts share state only through named collaborators: the sessions' tables, the route cache,
-one request-id counter, the raw codecs and the set of the services' tasks. The hub's
+one request-id counter, the raw codecs, the set of the services' tasks and one
+:class:`~enos_lab.iothub._emit.Emitter`, through which every part tells the device-data tap
+(:attr:`IotHub.tap`) what it kept, once it is kept. The hub's
 per-message entry points are the parts' own bound methods (no forwarding call per message): the
 methods of :class:`IotHub` with those names document them.
 """
@@ -42,10 +44,12 @@ from ..hub import AuthResult, ClientInfo, ConnectRequest, Decision, Hub
 from ..model import ModelCatalog
 from ..registry import Device, LoginThrottle, Registry
 from ..store import TimeSeriesStore
+from ..tap import Tap
 from ._acl import Acl
 from ._attributes import Attributes
 from ._commands import Commands
 from ._config import IotHubConfig, OtaHandler, RawCodec
+from ._emit import Emitter
 from ._events import Events
 from ._gateways import Gateways
 from ._integration import Integration
@@ -109,7 +113,8 @@ class IotHub:
     handler and event listener. Pass the same object as ``authenticator`` and ``authoriser``
     when constructing the hub. Attributes: ``registry``, ``models``, ``store`` and ``config`` as
     given (a new ``config`` applies to every part; the login throttle and log keep the sizes
-    they were made with); ``ota`` is the replaceable OTA handler (default :class:`MemoryOta`).
+    they were made with); ``ota`` is the replaceable OTA handler (default :class:`MemoryOta`);
+    ``tap`` the device-data tap the services report to (given, or one of its own).
 
     Presence reasons written to the registry: connected, disconnected, kicked, keep-alive
     timeout, taken over, gateway offline, logged out, disabled, deleted, hub restarted (written
@@ -124,6 +129,7 @@ class IotHub:
         *,
         clock: Clock | None = None,
         config: IotHubConfig = IotHubConfig(),  # noqa: B008 - frozen
+        tap: Tap | None = None,
     ) -> None:
         self.registry = registry
         self.models = models
@@ -132,21 +138,22 @@ class IotHub:
         self._clock = clock
         self._tasks: set[asyncio.Task[Any]] = set()  # the services' own tasks
         self._codecs: dict[str, RawCodec] = {}  # raw codecs by product key
+        emit = self._emit = Emitter(tap or Tap(), clock)
         ids = itertools.count(1)  # request ids of what the hub sends (commands, activation)
-        sessions = self._sessions = Sessions(registry, models, config, ids, self._tasks)
+        sessions = self._sessions = Sessions(registry, models, config, ids, self._tasks, emit)
         self._logins = Logins(registry, config, clock)
-        self._ota = Ota()
-        self._commands = Commands(registry, sessions, self._codecs, ids, config)
-        points = self._points = Measurepoints(store, sessions, config, clock, self._tasks)
-        self._gateways = Gateways(registry, sessions, config)
+        self._ota = Ota(emit)
+        self._commands = Commands(registry, sessions, self._codecs, ids, config, emit)
+        points = self._points = Measurepoints(store, sessions, config, clock, self._tasks, emit)
+        self._gateways = Gateways(registry, sessions, config, emit)
         routes = Routes(
             _handler_table(
                 points,
-                Events(store, clock),
-                Attributes(registry, store, clock),
+                Events(store, clock, emit),
+                Attributes(registry, store, clock, emit),
                 self._gateways,
                 self._ota,
-                Integration(registry, store, sessions, points.batcher, clock),
+                Integration(registry, store, sessions, points.batcher, clock, emit),
             )
         )
         self._acl = Acl(sessions, routes, config)
@@ -181,6 +188,15 @@ class IotHub:
             part.config = config
 
     @property
+    def tap(self) -> Tap:
+        """The device-data tap (:class:`~enos_lab.tap.Tap`): points stored, events posted,
+        attribute and tag changes, presence, logins, activations, command replies and OTA
+        reports, each after what it describes is kept. Consume it on the hub's loop
+        (:meth:`~enos_lab.tap.Tap.add_callback`) or from anywhere
+        (:meth:`~enos_lab.tap.Tap.subscribe`)."""
+        return self._emit.tap
+
+    @property
     def ota(self) -> OtaHandler:
         """The OTA handler (:class:`OtaHandler`; default :class:`MemoryOta`); replaceable."""
         return self._ota.handler
@@ -195,14 +211,15 @@ class IotHub:
         """Add this service's message handler and event listener to ``hub`` (before start).
 
         Devices the registry still marks online get an offline presence row, reason
-        ``hub restarted``: no session outlives the hub that held it.
+        ``hub restarted`` (and the tap a ``PresenceChanged``): no session outlives the hub that
+        held it.
         """
         for part in (self._sessions, self._logins, self._commands, self._points, self._requests):
             part.hub = hub
         hub.add_handler(self._requests.on_message)
         hub.add_listener(self._sessions.on_event)
         # no session survives a restart: close what a hub that crashed left "online"
-        self.registry.close_open_presence("hub restarted")
+        self._emit.presence_closed(self.registry, "hub restarted")
 
     def register_codec(self, product_key: str, codec: RawCodec) -> None:
         """Use ``codec`` for the raw payloads of a CUSTOM-format product."""

@@ -23,6 +23,10 @@ outside the store's range: 1206; ids of passthrough data that are not EnOS ident
 qualities outside 0..9: 1204), and if the combined append of a batch fails all the same, the
 rows of each request are appended again on their own, so that only the culprit gets the error
 reply.
+
+The tap hears of the points once committed: the batch's commit task hands the committed rows
+(of every request whose rows the store kept) to :meth:`~enos_lab.iothub._emit.Emitter.points`
+after the replies, one check per batch when nobody listens.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from ..mqtt import NO_PROPERTIES
 from ..store import MAX_EVENT_MS, MIN_EVENT_MS, PointRow, TimeSeriesStore
 from ._checks import bad_time, blank, event_time, identifier_error, shown
 from ._config import IotHubConfig
+from ._emit import Emitter
 from ._routes import OK, OK_HEAD, OK_TAIL, Result, Route, error_result
 from ._sessions import Conn, Sessions, Target
 
@@ -81,23 +86,24 @@ _Answer: TypeAlias = Callable[
 class Measurepoints:
     """The measurepoint handlers: the general path, the fast path and their batcher.
 
-    ``batcher`` stores the rows of every measurepoint request (the integration channel's too);
-    ``hub`` is set by ``IotHub.attach``.
+    ``batcher`` stores the rows of every measurepoint request (the integration channel's too)
+    and tells the tap (``emit``); ``hub`` is set by ``IotHub.attach``.
     """
 
     __slots__ = ("_clock", "_sessions", "batcher", "config", "hub")
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
         store: TimeSeriesStore,
         sessions: Sessions,
         config: IotHubConfig,
         clock: Clock,
         tasks: set[asyncio.Task[Any]],
+        emit: Emitter | None = None,
     ) -> None:
         self.config = config
         self.hub: Hub | None = None
-        self.batcher = PointBatcher(self.answer_posts, store, tasks)
+        self.batcher = PointBatcher(self.answer_posts, store, tasks, emit)
         self._sessions = sessions
         self._clock = clock
 
@@ -349,11 +355,15 @@ class PointBatcher:
     group and, when that fails, batch by batch), so that only the requests whose rows the store
     refuses get its error; the others are stored and answered 200. The common case costs
     nothing extra (a post's rows travel in its reply tuple).
+
+    After the replies, the rows the store kept go to the tap (``emit``, default: a tap of its
+    own without consumers).
     """
 
     __slots__ = (
         "_adds",
         "_answer",
+        "_emit",
         "_posts",
         "_replied",
         "_rows",
@@ -363,9 +373,14 @@ class PointBatcher:
     )
 
     def __init__(
-        self, answer: _Answer, store: TimeSeriesStore, tasks: set[asyncio.Task[Any]]
+        self,
+        answer: _Answer,
+        store: TimeSeriesStore,
+        tasks: set[asyncio.Task[Any]],
+        emit: Emitter | None = None,
     ) -> None:
         self._answer = answer
+        self._emit = emit or Emitter.idle()
         self._store = store
         self._tasks = tasks
         self._rows: list[Any] = []
@@ -418,15 +433,14 @@ class PointBatcher:
         try:
             await self._store.append_points_async(rows)
         except Exception as exc:
-            requests = len(posts) + len(adds)
-            results: list[int | BaseException] = [exc] * requests
-            if requests > 1 and not isinstance(exc, ClosedError):
+            parts = [post[4] for post in posts] + [add[0] for add in adds]  # each request's rows
+            results: list[int | BaseException] = [exc] * len(parts)
+            if len(parts) > 1 and not isinstance(exc, ClosedError):
                 log.warning(
                     "storing a batch of %d measurepoint requests failed (%s); storing each alone",
-                    requests,
+                    len(parts),
                     exc,
                 )
-                parts = [post[4] for post in posts] + [add[0] for add in adds]
                 results = await asyncio.gather(
                     *(self._store.append_points_async(part) for part in parts),
                     return_exceptions=True,
@@ -444,9 +458,17 @@ class PointBatcher:
                     future.set_result(result)
             if replied is not None:
                 self._answer(posts, results[:count], replied)
+            # the rows of the requests the store kept when appended alone
+            self._emit.points(
+                row
+                for part, result in zip(parts, results, strict=True)
+                if not isinstance(result, BaseException)
+                for row in part
+            )
             return
         for part, future in adds:
             if not future.done():
                 future.set_result(len(part))
         if replied is not None:
             self._answer(posts, None, replied)
+        self._emit.points(rows)

@@ -3,12 +3,15 @@ the firmware offered to them, through a replaceable :class:`~enos_lab.iothub.Ota
 
 :class:`MemoryOta`, the default handler, only remembers reported versions; an upgrade campaign
 service replaces it (``IotHub.ota``). ``ota/device/request`` is answered 200 with nothing kept.
+The tap hears of every version reported and of the progress reports the handler accepts (200):
+``OtaReported``.
 """
 
 from __future__ import annotations
 
 from ..enos import ReplyCode, Request, TopicMatch
 from ._config import OtaHandler
+from ._emit import Emitter
 from ._routes import OK, Result
 from ._sessions import Conn, Keys
 
@@ -42,10 +45,11 @@ class MemoryOta:
 class Ota:
     """The OTA request handlers; ``handler`` is the replaceable OTA handler."""
 
-    __slots__ = ("handler",)
+    __slots__ = ("_emit", "handler")
 
-    def __init__(self) -> None:
+    def __init__(self, emit: Emitter) -> None:
         self.handler: OtaHandler = MemoryOta()
+        self._emit = emit
 
     def firmware_version(self, product_key: str, device_key: str) -> str | None:
         """The firmware version the device last reported (default OTA handler only)."""
@@ -60,18 +64,19 @@ class Ota:
         version = params.get("version") if isinstance(params, dict) else None
         if not isinstance(version, str):
             return (ReplyCode.PARSE_ERROR, None, "params.version must be a string")
-        self.handler.inform(match.product_key, match.device_key, version)
+        keys = (match.product_key, match.device_key)
+        self.handler.inform(*keys, version)
+        self._emit.ota(keys, "inform", version=version)
         return OK
 
     async def progress(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
         """``ota.device.progress``: the handler's code (764 without an upgrade task)."""
         params = request.params if isinstance(request.params, dict) else {}
-        code = self.handler.progress(
-            match.product_key,
-            match.device_key,
-            str(params.get("step", "")),
-            str(params.get("desc", "")),
-        )
+        keys = (match.product_key, match.device_key)
+        step, desc = str(params.get("step", "")), str(params.get("desc", ""))
+        code = self.handler.progress(*keys, step, desc)
+        if code == ReplyCode.SUCCESS:
+            self._emit.ota(keys, "progress", step=step, desc=desc)
         return (code, None, None)
 
     async def get_version(self, conn: Conn, match: TopicMatch, request: Request) -> Result:

@@ -23,6 +23,10 @@ offline with their gateway, and tells the hub when what a connection may read ch
 (:meth:`Sessions.permissions_changed`). A secure-mode-3 login gets its device secret pushed on
 ``activate/info`` until the device confirms it (protocol reference section 3).
 
+The tap hears of each presence change and each accepted login (``DeviceLoggedIn``) once the
+presence queue holding it is written (:class:`~enos_lab.iothub._emit.Emitter` holds them until
+:meth:`Sessions._flush_presence`).
+
 Presence reasons: connected, disconnected, kicked, keep-alive timeout, taken over, gateway
 offline, logged out, disabled, deleted (and hub restarted, written by ``IotHub.attach``).
 """
@@ -50,6 +54,7 @@ from ..hub import (
 from ..model import ModelCatalog, ThingModel
 from ..registry import Device, Product, Registry
 from ._config import IotHubConfig
+from ._emit import Emitter
 
 __all__ = ["Conn", "Keys", "Sessions", "Target", "custom_topics", "identity"]
 
@@ -217,18 +222,21 @@ class Sessions:
     ``conns``, ``owner`` and ``gateway_of`` are the tables every part reads; only this class
     changes them. ``unknown_topics`` counts, per session key, the publishes of the few
     connections that write to topics outside the EnOS catalogue (the ACL logs them); it is
-    forgotten with the connection. ``hub`` is set by ``IotHub.attach``.
+    forgotten with the connection. ``hub`` is set by ``IotHub.attach``; ``emit`` tells the tap
+    (default: a tap of its own, without consumers).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917
         self,
         registry: Registry,
         models: ModelCatalog,
         config: IotHubConfig,
         ids: Iterator[int],
         tasks: set[asyncio.Task[Any]],
+        emit: Emitter | None = None,
     ) -> None:
         self.registry = registry
+        self._emit = emit or Emitter.idle()
         self.models = models
         self.config = config
         self.hub: Hub | None = None
@@ -316,6 +324,12 @@ class Sessions:
         except Exception:  # e.g. the registry was closed before the hub stopped
             log.warning("presence of %s/%s (%s) not recorded", *keys, reason, exc_info=True)
             return
+        self._emit.presence(keys, online, reason)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Write the queued presence changes (and release their tap events) once this
+        event-loop iteration is done."""
         if not self._presence_flush:
             self._presence_flush = True
             try:
@@ -329,6 +343,9 @@ class Sessions:
             self.registry.flush_presence()
         except Exception:  # e.g. the registry was closed before the hub stopped
             log.warning("presence changes not recorded", exc_info=True)
+            self._emit.release(kept=False)
+            return
+        self._emit.release()
 
     def is_online(self, product_key: str, device_key: str) -> bool:
         """Whether the device has a live connection or is logged in through an online gateway."""
@@ -403,9 +420,11 @@ class Sessions:
             if old is not None:
                 self._release(old, "taken over")
                 self.kick(old_cid, "taken over")
+        self._emit.logged_in(keys, info.client_id, conn.secure_mode)
         if conn.activation:
             conn.activation_done = asyncio.Event()
             self.spawn(self._activate(conn), f"iothub-activate-{pk}/{dk}")
+            self._flush_soon()  # nothing to write: the login's event alone
             return
         conn.online = True
         self.set_online(keys)

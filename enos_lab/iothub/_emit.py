@@ -1,0 +1,225 @@
+"""What the IoT hub services tell the device-data tap, each event once what it describes is kept.
+
+Theory of operation
+-------------------
+Every part of the services that keeps device data calls one method of :class:`Emitter` right
+after the keeping is done, and that method alone decides whether an event is built at all: one
+:meth:`~enos_lab.tap.Tap.wants` check (a set lookup) per call, so with no consumer a committed
+batch of points costs one check. Who calls what, and when:
+
+======================  ================================================================
+``PointStored``         the batcher's commit task, after the store committed the batch
+                        (device posts, resumes, batches, the integration channel); rows the
+                        store refused are not reported
+``EventPosted``         events and integration events, after the store committed them
+``AttributesChanged``   attribute update/delete and integration attributes, after the
+                        registry and the store have them
+``TagsChanged``         tag update/delete, after the registry has them
+``CommandReplied``      every decodable reply of a device to a command, as it arrives
+``OtaReported``         OTA inform, and progress the OTA handler accepted (200)
+``DeviceActivated``     a direct device confirmed its dynamic activation; a sub-device's
+                        login issued its secret
+``PresenceChanged``     held until the presence log is written (below)
+``DeviceLoggedIn``      held likewise: a login is recorded by its presence row
+======================  ================================================================
+
+Presence changes are queued in the registry and written once per event-loop iteration
+(:class:`~enos_lab.iothub._sessions.Sessions`). Their events, and the logins they record, are
+*held* here when they happen (:meth:`Emitter.presence`, :meth:`Emitter.logged_in`) and handed
+to the tap in order by :meth:`Emitter.release` once the sessions wrote the queue, so that a
+consumer reading the presence log or the device record sees the change.
+
+Times: a point's or an event's own event time; for everything else the clock's time when the
+services recorded it. Mappings in events are read-only views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from ..clock import Clock, SystemClock, from_epoch_ms
+from ..enos import Reply, TopicMatch
+from ..registry import Registry
+from ..tap import (
+    AttributesChanged,
+    CommandReplied,
+    DeviceActivated,
+    DeviceLoggedIn,
+    EventPosted,
+    OtaReported,
+    PointStored,
+    PresenceChanged,
+    TagsChanged,
+    Tap,
+    TapEvent,
+)
+
+__all__ = ["Emitter"]
+
+Keys = tuple[str, str]  # (product_key, device_key)
+
+
+class Emitter:
+    """The services' way into the tap (see the module docstring); ``tap`` is the tap itself.
+
+    Use it on the services' event loop only.
+    """
+
+    __slots__ = ("_clock", "_held", "tap")
+
+    def __init__(self, tap: Tap, clock: Clock) -> None:
+        self.tap = tap
+        self._clock = clock
+        self._held: list[TapEvent] = []
+
+    @classmethod
+    def idle(cls) -> Emitter:
+        """An emitter to a tap of its own, which nobody consumes (for parts built alone)."""
+        return cls(Tap(), SystemClock())
+
+    def _now(self) -> datetime:
+        return from_epoch_ms(self._clock.time_ms())
+
+    # -- kept by the store ---------------------------------------------------------------
+
+    def points(self, rows: Iterable[Sequence[Any]]) -> None:
+        """``PointStored`` for each committed row (a :class:`~enos_lab.store.PointRow` or its
+        plain 7-tuple)."""
+        tap = self.tap
+        if not tap.wants(PointStored):
+            return
+        emit = tap.emit
+        last_ms: int | None = None
+        at = datetime.min
+        for pk, dk, point_id, at_ms, value, quality, resume in rows:
+            if at_ms != last_ms:  # the points of one post share their time
+                last_ms, at = at_ms, from_epoch_ms(at_ms)
+            emit(PointStored(pk, dk, point_id, at, value, quality, bool(resume)))
+
+    def events(self, rows: Iterable[Sequence[Any]]) -> None:
+        """``EventPosted`` for each committed :class:`~enos_lab.store.EventRow`."""
+        tap = self.tap
+        if not tap.wants(EventPosted):
+            return
+        for pk, dk, event_id, at_ms, outputs, severity in rows:
+            tap.emit(EventPosted(pk, dk, event_id, from_epoch_ms(at_ms), _view(outputs), severity))
+
+    def attributes(
+        self,
+        keys: Keys,
+        at_ms: int,
+        values: Mapping[str, Any] | None = None,
+        deleted: Sequence[str] = (),
+    ) -> None:
+        """``AttributesChanged`` reported by the device (or its integration channel): the
+        registry and the store have the change (at ``at_ms``); nothing for no change. [ms
+        since the epoch]"""
+        tap = self.tap
+        if not tap.wants(AttributesChanged) or not (values or deleted):
+            return
+        tap.emit(
+            AttributesChanged(
+                *keys, from_epoch_ms(at_ms), _view(values or {}), tuple(deleted), "device"
+            )
+        )
+
+    # -- kept by the registry, the OTA handler, or nowhere (replies) -------------------------
+
+    def tags(
+        self, keys: Keys, values: Mapping[str, str] | None = None, deleted: Sequence[str] = ()
+    ) -> None:
+        """``TagsChanged`` reported by the device: the registry has the change; nothing for no
+        change."""
+        tap = self.tap
+        if not tap.wants(TagsChanged) or not (values or deleted):
+            return
+        tap.emit(TagsChanged(*keys, self._now(), _view(values or {}), tuple(deleted), "device"))
+
+    def command_replied(self, match: TopicMatch, reply: Reply) -> None:
+        """``CommandReplied``: a device's reply on the reply topic of the command ``match``."""
+        tap = self.tap
+        if not tap.wants(CommandReplied):
+            return
+        tap.emit(
+            CommandReplied(
+                match.product_key,
+                match.device_key,
+                self._now(),
+                match.kind.name,
+                match.item_id,
+                reply.id,
+                reply.code,
+                reply.data,
+                reply.message,
+            )
+        )
+
+    def ota(
+        self,
+        keys: Keys,
+        report: str,
+        *,
+        version: str | None = None,
+        step: str | None = None,
+        desc: str | None = None,
+    ) -> None:
+        """``OtaReported``: ``report`` is ``"inform"`` or ``"progress"``, accepted by the OTA
+        handler."""
+        tap = self.tap
+        if not tap.wants(OtaReported):
+            return
+        tap.emit(OtaReported(*keys, self._now(), report, version, step, desc))
+
+    def activated(self, keys: Keys) -> None:
+        """``DeviceActivated``: the device has the secret the registry issued."""
+        tap = self.tap
+        if not tap.wants(DeviceActivated):
+            return
+        tap.emit(DeviceActivated(*keys, self._now()))
+
+    # -- held until the presence log is written ----------------------------------------------
+
+    def presence(self, keys: Keys, online: bool, reason: str) -> None:
+        """Hold a ``PresenceChanged`` for the change just queued in the registry."""
+        if self.tap.wants(PresenceChanged):
+            self._held.append(PresenceChanged(*keys, self._now(), online, reason))
+
+    def logged_in(
+        self, keys: Keys, client_id: str, secure_mode: int, gateway: Keys | None = None
+    ) -> None:
+        """Hold a ``DeviceLoggedIn`` (``gateway``: of a sub-device login) until the presence
+        change that records it is written."""
+        if self.tap.wants(DeviceLoggedIn):
+            self._held.append(DeviceLoggedIn(*keys, self._now(), client_id, secure_mode, gateway))
+
+    def release(self, kept: bool = True) -> None:
+        """Hand the held events to the tap, in order, once the registry wrote the presence
+        changes (``kept``); forget them when it could not."""
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        if kept:
+            self.tap.emit_many(held)
+
+    def presence_closed(self, registry: Registry, reason: str) -> None:
+        """Record an offline row with ``reason`` for every device the registry marks online
+        (:meth:`~enos_lab.registry.Registry.close_open_presence`) and a ``PresenceChanged`` for
+        each, once written."""
+        online = (
+            [(d.product_key, d.device_key) for d in registry.devices() if d.online]
+            if self.tap.wants(PresenceChanged)
+            else []
+        )
+        registry.close_open_presence(reason)
+        if online:
+            at = self._now()
+            self.tap.emit_many(PresenceChanged(*keys, at, False, reason) for keys in online)
+
+
+def _view(mapping: Any) -> Any:
+    """A read-only view of a dict (what the store kept), anything else as it is."""
+    return MappingProxyType(mapping) if isinstance(mapping, dict) else mapping
