@@ -24,6 +24,10 @@ What :meth:`Lab.start` builds, in the data directory:
   hub as its authenticator and authoriser. ``anonymous=True`` makes a plain MQTT broker; the
   registry is still there to be filled.
 
+The lab owns one device-data tap (:attr:`Lab.tap`, made with the lab and kept across restarts):
+the IoT hub services report to it what they kept, and :meth:`Lab.subscribe` reads it from any
+thread or event loop.
+
 ``Lab(data_dir=...)`` keeps everything in that directory; without one a temporary directory is
 created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 """
@@ -59,6 +63,7 @@ from .model import model_to_json as _model_to_json
 from .mqtt import NO_PROPERTIES, Properties
 from .registry import BulkResult, DataFormat, Device, NodeType, Product, Registry, TopicPermission
 from .store import StoreConfig, TimeSeriesStore
+from .tap import DEFAULT_MAXSIZE, Tap, TapSubscription
 
 __all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab", "plain_tcp_warning"]
 
@@ -206,6 +211,7 @@ class Lab:
         self._iothub: IotHub | None = None
         self._listener: Listener | None = None
         self._disconnect_waiters: set[asyncio.Future[None]] = set()
+        self._tap = Tap()  # one for the lab's lifetime: subscriptions outlive a restart
         self._data_dir: Path | None = None
         self._temporary_dir = False
 
@@ -347,6 +353,49 @@ class Lab:
         if self._loop is None:
             raise ClosedError("the lab is not running: call start() first")
         return self._iothub
+
+    # -- device data as it is kept (the tap) ---------------------------------------------------
+
+    @property
+    def tap(self) -> Tap:
+        """The device-data tap (:class:`~enos_lab.tap.Tap`): what the IoT hub services kept, as
+        typed events (points stored, events posted, attribute and tag changes, presence,
+        logins, activations, command replies, OTA reports; see :mod:`enos_lab.tap`).
+
+        It exists before :meth:`start` and is the same across restarts. Its callbacks
+        (:meth:`~enos_lab.tap.Tap.add_callback`) run on the lab's loop and must be quick; from
+        a notebook or another loop use :meth:`subscribe`. An anonymous lab emits nothing.
+        """
+        return self._tap
+
+    def subscribe(
+        self,
+        kinds: type | Iterable[type] | None = None,
+        *,
+        product_key: str | None = None,
+        device_key: str | None = None,
+        point_id: str | None = None,
+        maxsize: int = DEFAULT_MAXSIZE,
+    ) -> TapSubscription:
+        """Receive the tap's events that pass a filter, in any thread or event loop.
+
+        ``kinds`` is an event class of :mod:`enos_lab.tap` (``PointStored``, ``PresenceChanged``,
+        ...) or several (``None``: all); ``product_key``, ``device_key`` and ``point_id`` narrow
+        it (a ``point_id`` selects ``PointStored`` events). Read the returned
+        :class:`~enos_lab.tap.TapSubscription` with ``get(timeout=)``, ``drain()`` or ``for
+        event in sub`` from a notebook thread, or ``async for event in sub`` on any event loop;
+        close it (or use it as a context manager) to unsubscribe. It buffers at most
+        ``maxsize`` events: a reader that falls behind loses the oldest, counted in
+        ``sub.dropped``, and never slows the devices down. Works before :meth:`start` and
+        across restarts.
+        """
+        return self._tap.subscribe(
+            kinds=kinds,
+            product_key=product_key,
+            device_key=device_key,
+            point_id=point_id,
+            maxsize=maxsize,
+        )
 
     @property
     def host(self) -> str:
@@ -842,6 +891,7 @@ class Lab:
                     self._store,
                     clock=self._clock,
                     config=self._iothub_config or IotHubConfig(),
+                    tap=self._tap,
                 )
                 self._iothub = iothub
                 self._hub = Hub(self._config, authenticator=iothub, authoriser=iothub)
