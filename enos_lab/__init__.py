@@ -6,11 +6,16 @@ thing models, a time-series store and tutorials. Start with :class:`Lab`; the RE
 What ``import enos_lab`` gives by name (``__all__``, sorted):
 
 - ``AlreadyExists``: an id (product, device, model) that is already taken.
+- ``AttributesChanged``: tap event (all of them: ``Lab.subscribe``): a device's attributes changed.
 - ``AuthenticationError``: credentials were refused.
 - ``Clock``: what the lab asks about time (``SystemClock`` and ``SimulatedClock`` are clocks).
 - ``ClosedError``: the lab, hub or store is not running.
+- ``CommandReplied``: tap event: a device answered a command.
+- ``DeviceActivated``: tap event: a device received its secret by dynamic activation.
+- ``DeviceLoggedIn``: tap event: a device's login was accepted (directly or through a gateway).
 - ``DeviceOffline``: a command went to a device that has no live connection.
 - ``EnosLabError``: the root of every exception enos_lab raises (the tree: :mod:`.errors`).
+- ``EventPosted``: tap event: a device event is stored.
 - ``HubConfig``: settings of the MQTT hub (``Lab(hub_config=...)``).
 - ``InvalidArgument``: a caller passed a bad value (also a ``ValueError``).
 - ``IotHubConfig``: settings of the EnOS IoT hub services (``Lab(iothub_config=...)``).
@@ -18,6 +23,9 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``LimitExceeded``: a bound on what the hub keeps was reached.
 - ``ModelError``: a thing model is invalid or cannot be used.
 - ``NotFound``: an id that does not exist (also a ``KeyError``).
+- ``OtaReported``: tap event: a device reported its firmware version or upgrade progress.
+- ``PointStored``: tap event: a measurepoint value is stored.
+- ``PresenceChanged``: tap event: a device went online or offline, and why.
 - ``ProtocolError``: a fault in an MQTT conversation.
 - ``RegistryError``: a fault in the device registry.
 - ``Reply``: a device's reply to a command (``Lab.send_command``), or the hub's to a request.
@@ -26,6 +34,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``StoreConfig``: settings of the time-series store (``Lab(store_config=...)``).
 - ``StoreError``: a fault in the time-series store.
 - ``SystemClock``: the real clock (the default).
+- ``TagsChanged``: tap event: a device's tags changed.
 - ``TopicKind``: every EnOS topic; the command kinds of ``Lab.send_command`` among them.
 - ``ValidationError``: a value does not fit its thing model.
 - ``__version__``: the installed version.
@@ -33,7 +42,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``errors``: the exception tree, every class.
 
 The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
-``.mqtt``, ``.enos``) hold the rest.
+``.mqtt``, ``.enos``, ``.tap``) hold the rest.
 """
 
 from __future__ import annotations
@@ -61,16 +70,32 @@ from .hub import HubConfig
 from .iothub import IotHubConfig
 from .lab import Lab
 from .store import StoreConfig
+from .tap import (
+    AttributesChanged,
+    CommandReplied,
+    DeviceActivated,
+    DeviceLoggedIn,
+    EventPosted,
+    OtaReported,
+    PointStored,
+    PresenceChanged,
+    TagsChanged,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExists",
+    "AttributesChanged",
     "AuthenticationError",
     "Clock",
     "ClosedError",
+    "CommandReplied",
+    "DeviceActivated",
+    "DeviceLoggedIn",
     "DeviceOffline",
     "EnosLabError",
+    "EventPosted",
     "HubConfig",
     "InvalidArgument",
     "IotHubConfig",
@@ -78,6 +103,9 @@ __all__ = [
     "LimitExceeded",
     "ModelError",
     "NotFound",
+    "OtaReported",
+    "PointStored",
+    "PresenceChanged",
     "ProtocolError",
     "RegistryError",
     "Reply",
@@ -86,6 +114,7 @@ __all__ = [
     "StoreConfig",
     "StoreError",
     "SystemClock",
+    "TagsChanged",
     "TopicKind",
     "ValidationError",
     "__version__",

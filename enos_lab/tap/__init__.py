@@ -13,6 +13,15 @@ internals::
 
 A subscription buffers at most ``maxsize`` events; a reader that falls behind loses the oldest,
 counted, and never slows ingest (see :mod:`enos_lab.tap._tap`).
+
+Where the events come from: the EnOS IoT hub services (:mod:`enos_lab.iothub`, one emitter in
+``_emit.py`` that every part calls once it kept something), on the lab's event loop. Points,
+events and attribute changes are emitted after the store committed them (a post the hub refuses,
+or rows the store refuses, emit nothing); presence changes and logins after the registry wrote
+the presence log; tag changes after the registry has them; OTA reports once the OTA handler took
+them; command replies as they arrive. The :class:`~enos_lab.Lab` owns one tap (``lab.tap``,
+there before ``start()`` and across restarts) and gives it to its IoT hub; an anonymous lab
+(a plain MQTT broker) emits nothing.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ class PresenceChanged:
 class CommandReplied:
     """A device answered a command: ``command`` is the topic kind's name (``SERVICE_INVOKE``,
     ``MEASUREPOINT_SET``, ...), ``item_id`` the service id where there is one, ``code`` the
-    device's reply code (200: success), ``data`` and ``message`` as it sent them."""
+    device's reply code (200: success), ``data`` and ``message`` as it sent them. Every reply
+    counts, those to commands sent without waiting for the reply included."""
 
     product_key: str
     device_key: str
@@ -114,7 +115,9 @@ class CommandReplied:
 @dataclass(frozen=True, slots=True)
 class OtaReported:
     """A device reported on firmware: ``report`` is ``"inform"`` (its ``version``) or
-    ``"progress"`` (``step``: "0".."100" or a negative failure code, and ``desc``)."""
+    ``"progress"`` (``step``: "0".."100" or a negative failure code, and ``desc``; only
+    progress the OTA handler accepted, which the default handler, without upgrade tasks,
+    never does)."""
 
     product_key: str
     device_key: str
@@ -140,7 +143,9 @@ class DeviceLoggedIn:
 
 @dataclass(frozen=True, slots=True)
 class DeviceActivated:
-    """A device received its device secret by dynamic activation (secret-per-product)."""
+    """A device received its device secret by dynamic activation (secret-per-product): a
+    direct device confirmed it (``activate/info`` reply 200), or a sub-device's login issued
+    it."""
 
     product_key: str
     device_key: str
