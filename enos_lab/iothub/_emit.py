@@ -91,13 +91,15 @@ class Emitter:
         tap = self.tap
         if not tap.wants(PointStored):
             return
-        emit = tap.emit
+        events: list[TapEvent] = []
+        add = events.append
         last_ms: int | None = None
         at = datetime.min
         for pk, dk, point_id, at_ms, value, quality, resume in rows:
             if at_ms != last_ms:  # the points of one post share their time
                 last_ms, at = at_ms, from_epoch_ms(at_ms)
-            emit(PointStored(pk, dk, point_id, at, value, quality, bool(resume)))
+            add(PointStored(pk, dk, point_id, at, value, quality, bool(resume)))
+        tap.emit_many(events)  # each consumer gets the batch at once
 
     def events(self, rows: Iterable[Sequence[Any]]) -> None:
         """``EventPosted`` for each committed :class:`~enos_lab.store.EventRow`."""

@@ -157,6 +157,10 @@ class TapCallback:
             self._tap._callback_errors += 1
             log.exception("tap callback %r failed on %r", self.callback, event)
 
+    def _deliver_many(self, events: list[TapEvent]) -> None:
+        for event in events:
+            self._deliver(event)
+
     def cancel(self) -> None:
         """Stop calling the callback (idempotent)."""
         self._tap._remove(self)
@@ -201,6 +205,25 @@ class TapSubscription:
             buffer.append(event)
             self.received += 1
             self._ready.notify()
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            _wake(loop, future)
+
+    def _deliver_many(self, events: list[TapEvent]) -> None:
+        """:meth:`_deliver` each of ``events`` (in order) under one lock, with one wake-up."""
+        with self._lock:
+            if self._closed:
+                return
+            buffer = self._buffer
+            buffer.extend(events)
+            self.received += len(events)
+            excess = len(buffer) - self.maxsize
+            if excess > 0:
+                for _ in range(excess):
+                    buffer.popleft()
+                self.dropped += excess
+                self._tap._dropped += excess
+            self._ready.notify(len(events))
             waiters, self._waiters = self._waiters, []
         for loop, future in waiters:
             _wake(loop, future)
@@ -327,9 +350,15 @@ class Tap:
                 consumer._deliver(event)
 
     def emit_many(self, events: Iterable[TapEvent]) -> None:
-        """:meth:`emit` each of ``events`` in order."""
-        for event in events:
-            self.emit(event)
+        """:meth:`emit` each of ``events``: every consumer gets those that pass its filter, in
+        order, at once (a subscription under one lock, with one wake-up of its readers)."""
+        batch = events if isinstance(events, list) else list(events)
+        self._emitted += len(batch)
+        for consumer in self._consumers:
+            matches = consumer.filter.matches
+            chosen = [event for event in batch if matches(event)]
+            if chosen:
+                consumer._deliver_many(chosen)
 
     # -- consumers ---------------------------------------------------------------------------
 

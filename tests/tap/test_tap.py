@@ -93,6 +93,19 @@ def test_a_subscription_is_bounded_and_keeps_the_newest() -> None:
         tap.subscribe(maxsize=0)
 
 
+def test_a_batch_is_delivered_at_once_and_bounded_the_same_way() -> None:
+    tap = Tap()
+    sub = tap.subscribe(kinds=PointStored, maxsize=3)
+    seen: list[TapEvent] = []
+    tap.add_callback(seen.append, kinds=PointStored)
+    tap.emit(point(value=0.0))
+    batch = [point(value=float(value)) for value in range(1, 6)]
+    tap.emit_many([*batch, presence()])
+    assert [e.value for e in sub.drain()] == [3.0, 4.0, 5.0]  # type: ignore[union-attr]
+    assert sub.received == 6 and sub.dropped == 3 and tap.stats.dropped == 3
+    assert seen == [point(value=0.0), *batch] and tap.stats.emitted == 7
+
+
 def test_a_subscription_read_from_another_thread() -> None:
     tap = Tap()
     got: list[TapEvent] = []
