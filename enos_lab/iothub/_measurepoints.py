@@ -93,11 +93,10 @@ class Measurepoints:
         sessions: Sessions,
         config: IotHubConfig,
         clock: Clock,
-        tasks: set[asyncio.Task[Any]],
     ) -> None:
         self.config = config
         self.hub: Hub | None = None
-        self.batcher = PointBatcher(self.answer_posts, store, tasks)
+        self.batcher = PointBatcher(self.answer_posts, store)
         self._sessions = sessions
         self._clock = clock
 
@@ -362,12 +361,10 @@ class PointBatcher:
         "_tasks",
     )
 
-    def __init__(
-        self, answer: _Answer, store: TimeSeriesStore, tasks: set[asyncio.Task[Any]]
-    ) -> None:
+    def __init__(self, answer: _Answer, store: TimeSeriesStore) -> None:
         self._answer = answer
         self._store = store
-        self._tasks = tasks
+        self._tasks: set[asyncio.Task[None]] = set()  # commits under way
         self._rows: list[Any] = []
         self._posts: list[_Post] = []
         self._adds: list[_Add] = []
@@ -399,6 +396,15 @@ class PointBatcher:
         self._rows.extend(post[4])
         self._posts.append(post)
         return replied
+
+    async def drain(self) -> None:
+        """Wait until every queued batch is committed and answered (for a clean stop: the
+        hub sends no more messages, and what was received is kept before the store closes)."""
+        while self._scheduled or self._tasks:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)  # the flush of the batch being filled runs first
 
     def _flush(self) -> None:
         rows, posts, adds, replied = self._rows, self._posts, self._adds, self._replied

@@ -35,6 +35,7 @@ import logging
 from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeAlias
 
+from ..clock import Clock
 from ..enos import encode_request
 from ..errors import ClosedError, NotFound, RegistryError
 from ..hub import (
@@ -227,6 +228,8 @@ class Sessions:
         config: IotHubConfig,
         ids: Iterator[int],
         tasks: set[asyncio.Task[Any]],
+        *,
+        clock: Clock,
     ) -> None:
         self.registry = registry
         self.models = models
@@ -241,6 +244,7 @@ class Sessions:
         self._presence_flush = False  # a flush of queued presence changes is scheduled
         self._ids = ids
         self._tasks = tasks
+        self._clock = clock
 
     # -- records -------------------------------------------------------------------------
 
@@ -319,11 +323,12 @@ class Sessions:
         if not self._presence_flush:
             self._presence_flush = True
             try:
-                asyncio.get_running_loop().call_soon(self._flush_presence)
+                asyncio.get_running_loop().call_soon(self.flush_presence)
             except RuntimeError:  # no loop (not from a hub callback): write now
-                self._flush_presence()
+                self.flush_presence()
 
-    def _flush_presence(self) -> None:
+    def flush_presence(self) -> None:
+        """Write the queued presence changes (once per loop iteration; at a stop, now)."""
         self._presence_flush = False
         try:
             self.registry.flush_presence()
@@ -522,7 +527,8 @@ class Sessions:
         done = conn.activation_done
         assert hub is not None and done is not None
         cfg = self.config
-        await asyncio.sleep(cfg.activation_delay)
+        clock = self._clock
+        await clock.sleep(cfg.activation_delay)
         if self.conns.get(conn.key) is not conn:
             return
         try:
@@ -542,9 +548,8 @@ class Sessions:
                 "deviceSecret": device.device_secret,
             },
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.activation_timeout
-        while not done.is_set() and loop.time() < deadline:
+        deadline = clock.monotonic() + cfg.activation_timeout
+        while not done.is_set() and clock.monotonic() < deadline:
             try:
                 delivered = await hub.deliver(conn.key, Message(topic, payload, 1))
             except ClosedError:
@@ -552,8 +557,8 @@ class Sessions:
             if not delivered:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    done.wait(), min(cfg.activation_resend, max(0.0, deadline - loop.time()))
+                await clock.wait_for(
+                    done.wait(), min(cfg.activation_resend, max(0.0, deadline - clock.monotonic()))
                 )
         if not done.is_set():
             log.warning(
