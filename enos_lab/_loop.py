@@ -10,6 +10,7 @@ with the hub's own epoll selector) unless another factory is given.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -20,6 +21,8 @@ from .errors import ClosedError, InvalidArgument
 from .hub._tcp import new_event_loop
 
 __all__ = ["LoopThread"]
+
+log = logging.getLogger("enos_lab")
 
 T = TypeVar("T")
 
@@ -98,8 +101,11 @@ class LoopThread:
         self.loop.call_soon_threadsafe(callback, *args)
 
     def stop(self) -> None:
-        """Stop the loop, join its thread and close the loop (idempotent). Whatever is still
-        scheduled on it does not run: stop the services on it first."""
+        """Stop the loop, join its thread and close the loop (idempotent).
+
+        Stop the services on the loop first: each ends its own tasks. Tasks still left are
+        cancelled and awaited, as :func:`asyncio.run` does at its end; callbacks still
+        scheduled do not run."""
         loop, thread = self._loop, self._thread
         if loop is None:
             return
@@ -130,5 +136,27 @@ def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
     loop.call_soon(ready.set)
     try:
         loop.run_forever()
+        _finish(loop)
     finally:
+        asyncio.set_event_loop(None)
         loop.close()
+
+
+def _finish(loop: asyncio.AbstractEventLoop) -> None:
+    """End what is left on a stopped loop as :func:`asyncio.run` does: cancel the remaining
+    tasks and wait for them, then close async generators and the default executor."""
+    tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    if tasks:
+        log.debug("loop stopped with %d task(s) left; cancelling them", len(tasks))
+        for task in tasks:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                log.error(
+                    "task %s failed while the loop stopped",
+                    task.get_name(),
+                    exc_info=task.exception(),
+                )
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.run_until_complete(loop.shutdown_default_executor())

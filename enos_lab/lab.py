@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 The hub and every long-running service run on one asyncio event loop in a background thread that
-the lab starts and stops. Notebook cells and scripts call the synchronous, thread-safe facade
+the lab starts and stops (:class:`~enos_lab._loop.LoopThread`). Notebook cells and scripts call
+the synchronous, thread-safe facade
 (``lab.start()``, ``lab.register_device(...)``, ``lab.stop()``); calls that touch the hub or the
 IoT hub services schedule a coroutine on the lab's loop with
 :func:`asyncio.run_coroutine_threadsafe` and wait for its result, while registry calls (SQLite,
@@ -12,7 +13,9 @@ coroutine (``await lab.astart()``, ``await lab.aregister_device(...)``) that wai
 their own loop. Nothing here ever calls :func:`asyncio.run` inside a running loop, so the official
 EnOS SDK (which blocks in ``connect()`` until CONNACK) works from a notebook cell.
 
-What :meth:`Lab.start` builds, in the data directory:
+What :meth:`Lab.start` builds, in the data directory (:class:`~enos_lab._services.Services`
+starts them in order, and :meth:`Lab.stop` stops them in the reverse order, each part ending
+its own work):
 
 - the device registry (``registry.sqlite3``): products, devices, credentials, presence log and the
   user's thing models;
@@ -44,7 +47,6 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
@@ -52,13 +54,14 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 import pandas as pd
 
 from ._files import private_dir, report_open_dir
+from ._loop import LoopThread
+from ._services import REGISTRY_FILE, Services
 from .clock import Clock
 from .enos import Reply, TopicKind
 from .errors import ClosedError, InvalidArgument, NotFound
-from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
-from .hub._tcp import new_event_loop
+from .hub import Hub, HubConfig, Listener, Message
 from .iothub import IotHub, IotHubConfig, RawCodec, logins_frame
-from .model import ModelCatalog, ThingModel, load_library, load_model, model_from_json
+from .model import ModelCatalog, ThingModel, load_model, model_from_json
 from .model import model_to_json as _model_to_json
 from .mqtt import NO_PROPERTIES, Properties
 from .registry import BulkResult, DataFormat, Device, NodeType, Product, Registry, TopicPermission
@@ -71,9 +74,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 11883
 """The conventional EnOS MQTT port (plain TCP). [-]"""
-
-REGISTRY_FILE = "registry.sqlite3"
-"""File name of the device registry database inside the lab's data directory."""
 
 DEFAULT_CONNACK_DELAY = 0.0
 """Delay before every CONNACK (``HubConfig.connack_delay``) of the lab's hub: none. The official
@@ -202,15 +202,8 @@ class Lab:
         self._store_config = store_config
         self._lock = threading.Lock()
         self._models_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._hub: Hub | None = None
-        self._store: TimeSeriesStore | None = None
-        self._registry: Registry | None = None
-        self._models: ModelCatalog | None = None
-        self._iothub: IotHub | None = None
-        self._listener: Listener | None = None
-        self._disconnect_waiters: set[asyncio.Future[None]] = set()
+        self._loop_thread = LoopThread("enos-lab-loop")
+        self._services: Services | None = None
         self._tap = Tap()  # one for the lab's lifetime: subscriptions outlive a restart
         self._data_dir: Path | None = None
         self._temporary_dir = False
@@ -223,22 +216,27 @@ class Lab:
         Returns the lab itself. Calling it on a running lab does nothing.
         """
         with self._lock:
-            if self._loop is not None:
+            if self._services is not None:
                 return self
             self._check_not_on_loop()
-            loop = new_event_loop()  # asyncio's, with a selector the hub writes from
-            ready = threading.Event()
-            thread = threading.Thread(
-                target=self._run_loop, args=(loop, ready), name="enos-lab-loop", daemon=True
-            )
-            thread.start()
-            ready.wait()
-            self._loop, self._thread = loop, thread
+            loop_thread = self._loop_thread.start()
             try:
                 self._prepare_data_dir()
-                self._submit(self._start_services()).result()
+                self._services = loop_thread.call(
+                    Services.start(
+                        self.data_dir,
+                        self._host,
+                        self._requested_port,
+                        self._config,
+                        self._iothub_config or IotHubConfig(),
+                        self._store_config,
+                        self._clock,
+                        self._rng,
+                        tap=self._tap,
+                    )
+                )
             except BaseException:
-                self._shutdown_loop()
+                loop_thread.stop()
                 self._cleanup_data_dir()
                 raise
         if self._config.anonymous:
@@ -255,16 +253,20 @@ class Lab:
     def stop(self) -> None:
         """Stop the hub, the services and the loop thread; remove a temporary data directory.
 
-        Idempotent. Devices still connected are disconnected.
+        Idempotent. Devices still connected are disconnected; the measurepoints the hub has
+        received are stored and answered first; commands still waiting for a reply fail with
+        :class:`~enos_lab.errors.ClosedError`.
         """
         with self._lock:
-            if self._loop is None:
+            services = self._services
+            if services is None:
                 return
             self._check_not_on_loop()
+            self._services = None
             try:
-                self._submit(self._stop_services()).result()
+                self._loop_thread.call(services.stop())
             finally:
-                self._shutdown_loop()
+                self._loop_thread.stop()
                 self._cleanup_data_dir()
 
     astart = _coroutine_form(start)
@@ -299,7 +301,7 @@ class Lab:
     @property
     def running(self) -> bool:
         """Whether the lab has been started and not stopped."""
-        return self._loop is not None
+        return self._services is not None
 
     @property
     def anonymous(self) -> bool:
@@ -309,9 +311,9 @@ class Lab:
     @property
     def hub(self) -> Hub:
         """The hub. Its coroutines must run on the lab's loop (see :meth:`run`)."""
-        if self._hub is None:
-            raise ClosedError("the lab is not running: call start() first")
-        return self._hub
+        part = self._running().hub
+        assert part is not None  # set for as long as the lab runs
+        return part
 
     @property
     def store(self) -> TimeSeriesStore:
@@ -324,25 +326,25 @@ class Lab:
         registry does not know (and the store holds no data of) raises
         :class:`~enos_lab.errors.NotFound`.
         """
-        if self._store is None:
-            raise ClosedError("the lab is not running: call start() first")
-        return self._store
+        part = self._running().store
+        assert part is not None  # set for as long as the lab runs
+        return part
 
     @property
     def registry(self) -> Registry:
         """The device registry (SQLite in the data directory); thread-safe, synchronous."""
-        if self._registry is None:
-            raise ClosedError("the lab is not running: call start() first")
-        return self._registry
+        part = self._running().registry
+        assert part is not None  # set for as long as the lab runs
+        return part
 
     @property
     def models(self) -> ModelCatalog:
         """The thing model catalog: the shipped library plus the models added with
         :meth:`add_model` (kept in the registry, so they survive a restart). Read it freely;
         add models only through :meth:`add_model`."""
-        if self._models is None:
-            raise ClosedError("the lab is not running: call start() first")
-        return self._models
+        part = self._running().models
+        assert part is not None  # set for as long as the lab runs
+        return part
 
     @property
     def iothub(self) -> IotHub | None:
@@ -350,9 +352,7 @@ class Lab:
 
         Its coroutines must run on the lab's loop (see :meth:`run`).
         """
-        if self._loop is None:
-            raise ClosedError("the lab is not running: call start() first")
-        return self._iothub
+        return self._running().iothub
 
     # -- device data as it is kept (the tap) ---------------------------------------------------
 
@@ -629,7 +629,7 @@ class Lab:
 
     def enable_device(self, product_key: str, device_key: str) -> Device:
         """Allow a disabled device to log in again; returns its record."""
-        iothub = self._iothub
+        iothub = self._running().iothub
         if iothub is None:
             return self.registry.enable_device(product_key, device_key)
         return self.run(iothub.enable_device(product_key, device_key))
@@ -640,7 +640,7 @@ class Lab:
         """Refuse the device's logins and close its live connection (presence reason
         ``disabled``); a logged-in sub-device is logged out of its gateway. Returns its record.
         """
-        iothub = self._iothub
+        iothub = self._running().iothub
         if iothub is None:
             return self.registry.disable_device(product_key, device_key)
         return self.run(self._disable(iothub, product_key, device_key))
@@ -653,7 +653,7 @@ class Lab:
         Returns its last record (state ``deleted``). The key can be registered again, which is
         how a device is re-activated.
         """
-        iothub = self._iothub
+        iothub = self._running().iothub
         if iothub is None:
             return self.registry.delete_device(product_key, device_key)
         return self.run(self._delete(iothub, product_key, device_key))
@@ -721,7 +721,7 @@ class Lab:
 
     def is_online(self, product_key: str, device_key: str) -> bool:
         """Whether the device has a live session on the hub now (always False when anonymous)."""
-        iothub = self._iothub
+        iothub = self._running().iothub
         if iothub is None:
             self.registry.get_device(product_key, device_key)
             return False
@@ -783,31 +783,28 @@ class Lab:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the lab's loop from another thread and return its result."""
         self._check_not_on_loop(coro)
-        return self._submit(coro).result()
+        return self._running_loop().call(coro)
 
     async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the lab's loop and await it from any other event loop."""
         self._check_not_on_loop(coro)
-        return await asyncio.wrap_future(self._submit(coro))
+        return await asyncio.wrap_future(self._running_loop().submit(coro))
 
     # -- internals -------------------------------------------------------------------------
 
-    @staticmethod
-    def _run_loop(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
-        asyncio.set_event_loop(loop)
-        loop.call_soon(ready.set)
-        loop.run_forever()
-        loop.close()
-
-    def _submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
-        loop = self._loop
-        if loop is None:
-            coro.close()
+    def _running(self) -> Services:
+        services = self._services
+        if services is None:
             raise ClosedError("the lab is not running: call start() first")
-        return asyncio.run_coroutine_threadsafe(coro, loop)
+        return services
+
+    def _running_loop(self) -> LoopThread:
+        if self._services is None:
+            raise ClosedError("the lab is not running: call start() first")
+        return self._loop_thread
 
     def _check_not_on_loop(self, coro: Coroutine[Any, Any, Any] | None = None) -> None:
-        if self._thread is not None and threading.current_thread() is self._thread:
+        if self._loop_thread.on_loop_thread():
             if coro is not None:
                 coro.close()
             raise InvalidArgument(
@@ -816,118 +813,34 @@ class Lab:
             )
 
     def _require_iothub(self, what: str) -> IotHub:
-        if self._loop is None:
-            raise ClosedError("the lab is not running: call start() first")
-        if self._iothub is None:
+        iothub = self._running().iothub
+        if iothub is None:
             raise InvalidArgument(
                 f"{what} need(s) the IoT hub services, but this lab is anonymous (a plain MQTT "
                 "broker); create it with anonymous=False"
             )
-        return self._iothub
+        return iothub
 
     async def _disable(self, iothub: IotHub, product_key: str, device_key: str) -> Device:
         await iothub.disable_device(product_key, device_key)
-        await self._until_offline(iothub, product_key, device_key)
+        await self._until_offline(product_key, device_key)
         return await asyncio.to_thread(self.registry.get_device, product_key, device_key)
 
     async def _delete(self, iothub: IotHub, product_key: str, device_key: str) -> Device:
         device = await iothub.delete_device(product_key, device_key)
-        await self._until_offline(iothub, product_key, device_key)
+        await self._until_offline(product_key, device_key)
         return device
 
-    async def _until_offline(self, iothub: IotHub, product_key: str, device_key: str) -> None:
+    async def _until_offline(self, product_key: str, device_key: str) -> None:
         """Wait (bounded) until the hub has closed the device's connection, so that the facade
         returns with the presence log and the device record already saying "offline"."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _OFFLINE_WAIT
-        while iothub.is_online(product_key, device_key):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                log.warning(
-                    "device %s/%s still online %.1f s after it was dropped",
-                    product_key,
-                    device_key,
-                    _OFFLINE_WAIT,
-                )
-                return
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._disconnect_waiters.add(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                pass
-            finally:
-                self._disconnect_waiters.discard(waiter)
-
-    def _on_hub_event(self, event: HubEvent) -> None:
-        # Runs after the IoT hub's own listener, which has updated presence by now.
-        if isinstance(event, ClientDisconnected):
-            for waiter in self._disconnect_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def _start_services(self) -> None:
-        try:
-            data_dir = self.data_dir
-            self._registry = await asyncio.to_thread(
-                Registry, data_dir / REGISTRY_FILE, clock=self._clock, rng=self._rng
+        if not await self._running().until_offline(product_key, device_key, _OFFLINE_WAIT):
+            log.warning(
+                "device %s/%s still online %.1f s after it was dropped",
+                product_key,
+                device_key,
+                _OFFLINE_WAIT,
             )
-            # The registry says which devices queries may name, unless the hub is anonymous
-            # (its devices need no registration): see enos_lab.store.DeviceDirectory.
-            self._store = await asyncio.to_thread(
-                TimeSeriesStore,
-                data_dir,
-                clock=self._clock,
-                config=self._store_config,
-                directory=None if self._config.anonymous else self._registry,
-            )
-            self._models = await asyncio.to_thread(_load_models, self._registry)
-            if self._config.anonymous:
-                self._hub = Hub(self._config)
-            else:
-                iothub = IotHub(
-                    self._registry,
-                    self._models,
-                    self._store,
-                    clock=self._clock,
-                    config=self._iothub_config or IotHubConfig(),
-                    tap=self._tap,
-                )
-                self._iothub = iothub
-                self._hub = Hub(self._config, authenticator=iothub, authoriser=iothub)
-                iothub.attach(self._hub)
-                self._hub.add_listener(self._on_hub_event)
-            await self._hub.start()
-            self._listener = await self._hub.listen_tcp(self._host, self._requested_port)
-        except BaseException:
-            await self._stop_services()
-            raise
-
-    async def _stop_services(self) -> None:
-        hub, self._hub, self._listener, self._iothub = self._hub, None, None, None
-        store, self._store = self._store, None
-        registry, self._registry = self._registry, None
-        self._models = None
-        try:
-            if hub is not None:
-                await hub.stop()
-            await _cancel_leftover_tasks()
-        finally:
-            try:
-                if registry is not None:
-                    await asyncio.to_thread(registry.close)
-            finally:
-                if store is not None:
-                    await asyncio.to_thread(store.close)
-
-    def _shutdown_loop(self) -> None:
-        loop, thread = self._loop, self._thread
-        self._loop = self._thread = None
-        self._hub = self._listener = None
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join()
 
     def _prepare_data_dir(self) -> None:
         if self._requested_dir is None:
@@ -948,12 +861,12 @@ class Lab:
         self._temporary_dir = False
 
     def _running_listener(self) -> Listener:
-        if self._listener is None:
-            raise ClosedError("the lab is not running: call start() first")
-        return self._listener
+        listener = self._running().listener
+        assert listener is not None  # set for as long as the lab runs
+        return listener
 
     def __repr__(self) -> str:
-        state = f"url={self.url!r}" if self._listener is not None else "stopped"
+        state = f"url={self.url!r}" if self._services is not None else "stopped"
         mode = " anonymous" if self._config.anonymous else ""
         return f"<Lab{mode} {state}>"
 
@@ -973,15 +886,6 @@ _PRODUCT_COLUMNS = (
 )
 _PRESENCE_COLUMNS = ("time", "product_key", "device_key", "online", "reason")
 _OFFLINE_WAIT = 5.0  # [s] how long disable/delete wait for the hub to close the connection
-
-
-async def _cancel_leftover_tasks() -> None:
-    """Cancel the tasks still pending on the lab's loop once the hub has stopped."""
-    current = asyncio.current_task()
-    tasks = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _call(func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -1008,21 +912,6 @@ def _parse_model(model: ThingModel | Mapping[str, Any] | str | Path) -> ThingMod
         "a thing model must be a ThingModel, a REST JSON mapping, JSON text or a file path, "
         f"got {type(model).__name__}"
     )
-
-
-def _load_models(registry: Registry) -> ModelCatalog:
-    """The library models plus the user models kept in the registry, in the order added."""
-    catalog = load_library()
-    for document in registry.model_documents():
-        try:
-            catalog.add(model_from_json(document, origin="the registry's thing models"))
-        except Exception as exc:
-            log.warning(
-                "thing model %r kept in the registry could not be loaded: %s",
-                document.get("modelId"),
-                exc,
-            )
-    return catalog
 
 
 def _message(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from enos_lab._loop import LoopThread
 from enos_lab.clock import Clock, SimulatedClock, SystemClock, from_epoch_ms, to_epoch_ms
 from enos_lab.errors import InvalidArgument
 
@@ -112,13 +113,8 @@ def test_wait_for_times_out_in_simulated_time() -> None:
 @pytest.fixture
 def loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
     """An event loop running in a background thread, as the lab's does."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+    with LoopThread("test-clock-loop") as running:
+        yield running.loop
 
 
 def test_advance_from_another_thread_runs_each_timer_on_its_loop_in_order(

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from enos_lab import Lab
+from enos_lab import IotHubConfig, Lab, TopicKind
+from enos_lab.enos import SecureMode, login_credentials
 from enos_lab.errors import ClosedError, InvalidArgument
 from enos_lab.lab import plain_tcp_warning
+from enos_lab.mqtt import Connect, encode
 
 # MQTT 3.1.1 CONNECT, client id "lab-test", clean session, keep-alive 60 s.
 CONNECT_311 = bytes.fromhex("101400044d5154540402003c00086c61622d74657374")
@@ -186,7 +189,7 @@ def test_a_failed_start_releases_everything(tmp_path: Path) -> None:
         assert again.store.path.parent == tmp_path
 
 
-def test_stop_cancels_tasks_left_on_the_labs_loop() -> None:
+def test_a_task_left_on_the_labs_loop_is_cancelled_as_asyncio_run_would() -> None:
     async def spawn() -> asyncio.Task[None]:
         return asyncio.get_running_loop().create_task(asyncio.sleep(3600))
 
@@ -194,6 +197,47 @@ def test_stop_cancels_tasks_left_on_the_labs_loop() -> None:
         task = lab.run(spawn())
         assert not task.done()
     assert task.cancelled()
+
+
+def _enos_connect(
+    lab: Lab, product_key: str, device_key: str, secret: str, mode: SecureMode
+) -> socket.socket:
+    client_id, username, password = login_credentials(
+        product_key, device_key, secret, secure_mode=mode, timestamp="1700000000000"
+    )
+    packet = Connect(client_id, 4, "MQTT", True, 60, username, password.encode())
+    sock = socket.create_connection((lab.host, lab.port), timeout=5)
+    sock.sendall(encode(packet, 4))
+    assert _recv_exactly(sock, 4) == CONNACK_ACCEPTED
+    return sock
+
+
+def test_stop_ends_each_part_in_order_and_leaves_no_task_behind(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="enos_lab")
+    lab = Lab(port=0, iothub_config=IotHubConfig(activation_delay=3600.0)).start()
+    dynamic = lab.create_product("Dyn", dynamic_activation=True)
+    lab.register_device(dynamic.product_key, device_key="v1")
+    direct = lab.create_product("Direct")
+    device = lab.register_device(direct.product_key, device_key="d1")
+    activating = _enos_connect(
+        lab, dynamic.product_key, "v1", dynamic.product_secret, SecureMode.DYNAMIC_ACTIVATION
+    )
+    sock = _enos_connect(
+        lab, direct.product_key, "d1", device.device_secret, SecureMode.SECRET_PER_DEVICE
+    )
+    with activating, sock, ThreadPoolExecutor(1) as pool:
+        # a command waits for a reply that will not come; the activation push waits an hour
+        waiting = pool.submit(
+            lab.send_command, direct.product_key, "d1", TopicKind.SERVICE_INVOKE, {}, item_id="x"
+        )
+        sock.recv(1)  # the command is on its way to the device
+        lab.stop()
+        with pytest.raises(ClosedError, match="stopped"):
+            waiting.result(5)
+    # every part ended its own tasks: the loop thread found none left to cancel
+    assert not [r for r in caplog.records if "task(s) left" in r.getMessage()]
 
 
 def test_repr_and_mode() -> None:

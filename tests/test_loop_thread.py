@@ -63,3 +63,21 @@ def test_errors_come_back_to_the_caller() -> None:
 
         with pytest.raises(ValueError, match="from the loop"):
             lt.call(fail())
+
+
+def test_stop_cancels_what_is_left_as_asyncio_run_does() -> None:
+    cleaned = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            cleaned.set()  # a cancelled task runs its clean-up before the loop closes
+
+    async def spawn() -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(forever())
+
+    lt = LoopThread("test-leftover").start()
+    task = lt.call(spawn())
+    lt.stop()
+    assert task.cancelled() and cleaned.is_set()

@@ -6,8 +6,9 @@ logged-in sub-device, to its gateway's, at QoS 1 and without any subscription
 (:meth:`~enos_lab.hub.Hub.deliver`), and waits for the reply: pending commands are kept by
 (topic, request id) until the reply arrives or ``command_timeout`` passes. Raw replies carry no
 usable id (the SDKs synthesise ``"unknown"``): they answer the oldest pending command of their
-topic. A gateway hears of its sub-devices being enabled, disabled or deleted
-(``combine/enable``, ``disable``, ``delete``: :meth:`Commands.notify_gateway`).
+topic; ``command_timeout`` runs on the lab's clock. :meth:`Commands.close` fails the commands
+still waiting (the IoT hub stopped). A gateway hears of its sub-devices being enabled, disabled
+or deleted (``combine/enable``, ``disable``, ``delete``: :meth:`Commands.notify_gateway`).
 
 :meth:`Commands.device_reply` receives every reply a device publishes (a ``_reply`` topic of a
 command, or of ``activate/info``, which confirms a dynamic activation); a reply that answers
@@ -23,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 
+from ..clock import Clock
 from ..enos import (
     Direction,
     EnvelopeError,
@@ -32,7 +34,7 @@ from ..enos import (
     decode_reply,
     encode_request,
 )
-from ..errors import DeviceOffline, InvalidArgument
+from ..errors import ClosedError, DeviceOffline, InvalidArgument
 from ..hub import Hub, Message
 from ..registry import Device, Registry
 from ._config import IotHubConfig, RawCodec
@@ -49,6 +51,7 @@ class Commands:
     ``IotHub.attach``."""
 
     __slots__ = (
+        "_clock",
         "_codecs",
         "_emit",
         "_ids",
@@ -59,16 +62,19 @@ class Commands:
         "hub",
     )
 
-    def __init__(  # noqa: PLR0917
+    def __init__(
         self,
         registry: Registry,
         sessions: Sessions,
         codecs: dict[str, RawCodec],
         ids: Iterator[int],
         config: IotHubConfig,
+        *,
+        clock: Clock,
         emit: Emitter,
     ) -> None:
         self._registry = registry
+        self._clock = clock
         self._emit = emit
         self._sessions = sessions
         self._codecs = codecs
@@ -120,10 +126,22 @@ class Commands:
             if future is None:
                 return None
             limit = self.config.command_timeout if timeout is None else timeout
-            return await asyncio.wait_for(future, limit)
+            return await self._clock.wait_for(future, limit)
         finally:
             if future is not None:
                 self._pending.pop(key, None)
+
+    def close(self) -> None:
+        """Fail every command still waiting for its reply with
+        :class:`~enos_lab.errors.ClosedError` (the services stopped)."""
+        pending, self._pending = self._pending, {}
+        for (topic, request_id), future in pending.items():
+            if not future.done():
+                future.set_exception(
+                    ClosedError(
+                        f"the IoT hub stopped before command {request_id} on {topic!r} was answered"
+                    )
+                )
 
     def device_reply(self, conn: Conn, match: TopicMatch, payload: bytes) -> None:
         """A device's reply on the reply topic ``match`` (of a command or of

@@ -14,11 +14,13 @@ __all__ = ["IotHubConfig", "OtaHandler", "RawCodec"]
 class IotHubConfig:
     """Settings of an :class:`~enos_lab.iothub.IotHub`.
 
-    Times are in seconds; the login throttle follows EnOS (4 failures within 120 s block the
-    device for 300 s), counting per source address and identity: failed logins sent from one
-    address never refuse a correct login from another. Every refused login goes into the login
-    log (``IotHub.refused_logins``, ``Lab.refused_logins``); ``IotHub.unblock_login`` lifts a
-    block.
+    Times are in seconds, on the lab's clock (a :class:`~enos_lab.clock.SimulatedClock` runs
+    activation pushes, command timeouts and the login throttle in simulated time), except
+    ``python_sdk_connack_delay``, which paces real I/O. The login throttle follows EnOS (4
+    failures within 120 s block the device for 300 s), counting per source address and
+    identity: failed logins sent from one address never refuse a correct login from another.
+    Every refused login goes into the login log (``IotHub.refused_logins``,
+    ``Lab.refused_logins``); ``IotHub.unblock_login`` lifts a block.
     """
 
     activation_delay: float = 0.2
@@ -59,7 +61,8 @@ class IotHubConfig:
     python_sdk_connack_delay: float = 0.05
     """Delay of the CONNACK of logins shaped like the official Python SDK's (a timestamp with a
     decimal point): that SDK loses a CONNACK that arrives before it starts waiting and stalls
-    10 s (protocol reference 4, item 9). Other logins are answered at once. [s]"""
+    10 s (protocol reference 4, item 9). Other logins are answered at once. Real time (not the
+    lab's clock): it waits for the SDK's thread, which runs in real time. [s]"""
 
     def __post_init__(self) -> None:
         for name in ("activation_resend", "activation_timeout", "command_timeout"):

@@ -27,6 +27,11 @@ one request-id counter, the raw codecs, the set of the services' tasks and one
 (:attr:`IotHub.tap`) what it kept, once it is kept. The hub's
 per-message entry points are the parts' own bound methods (no forwarding call per message): the
 methods of :class:`IotHub` with those names document them.
+
+Time comes from the lab's clock (activation delay and re-sends, command timeouts, the login
+throttle, record times), so that a :class:`~enos_lab.clock.SimulatedClock` runs them in
+simulated order. The IoT hub owns its tasks: :meth:`IotHub.stop`, after the hub's, commits what
+was received, cancels the rest and fails the commands still waiting.
 """
 
 from __future__ import annotations
@@ -140,11 +145,15 @@ class IotHub:
         self._codecs: dict[str, RawCodec] = {}  # raw codecs by product key
         emit = self._emit = Emitter(tap or Tap(), clock)
         ids = itertools.count(1)  # request ids of what the hub sends (commands, activation)
-        sessions = self._sessions = Sessions(registry, models, config, ids, self._tasks, emit)
+        sessions = self._sessions = Sessions(
+            registry, models, config, ids, self._tasks, clock=clock, emit=emit
+        )
         self._logins = Logins(registry, config, clock)
         self._ota = Ota(emit)
-        self._commands = Commands(registry, sessions, self._codecs, ids, config, emit)
-        points = self._points = Measurepoints(store, sessions, config, clock, self._tasks, emit)
+        self._commands = Commands(
+            registry, sessions, self._codecs, ids, config, clock=clock, emit=emit
+        )
+        points = self._points = Measurepoints(store, sessions, config, clock, emit)
         self._gateways = Gateways(registry, sessions, config, emit)
         routes = Routes(
             _handler_table(
@@ -220,6 +229,23 @@ class IotHub:
         hub.add_listener(self._sessions.on_event)
         # no session survives a restart: close what a hub that crashed left "online"
         self._emit.presence_closed(self.registry, "hub restarted")
+
+    async def stop(self) -> None:
+        """End the services' work on the event loop (idempotent); call it after the hub's
+        :meth:`~enos_lab.hub.Hub.stop`, before the store and the registry close.
+
+        In order: the measurepoint batches already received are committed and answered (what
+        a device was told is stored, is); the queued presence changes are written; the
+        services' own tasks (activation pushes, disconnections) are cancelled and awaited;
+        commands still waiting for a reply fail with :class:`~enos_lab.errors.ClosedError`.
+        """
+        await self._points.batcher.drain()
+        self._sessions.flush_presence()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._commands.close()
 
     def register_codec(self, product_key: str, codec: RawCodec) -> None:
         """Use ``codec`` for the raw payloads of a CUSTOM-format product."""

@@ -92,18 +92,17 @@ class Measurepoints:
 
     __slots__ = ("_clock", "_sessions", "batcher", "config", "hub")
 
-    def __init__(  # noqa: PLR0917
+    def __init__(
         self,
         store: TimeSeriesStore,
         sessions: Sessions,
         config: IotHubConfig,
         clock: Clock,
-        tasks: set[asyncio.Task[Any]],
         emit: Emitter | None = None,
     ) -> None:
         self.config = config
         self.hub: Hub | None = None
-        self.batcher = PointBatcher(self.answer_posts, store, tasks, emit)
+        self.batcher = PointBatcher(self.answer_posts, store, emit)
         self._sessions = sessions
         self._clock = clock
 
@@ -373,16 +372,12 @@ class PointBatcher:
     )
 
     def __init__(
-        self,
-        answer: _Answer,
-        store: TimeSeriesStore,
-        tasks: set[asyncio.Task[Any]],
-        emit: Emitter | None = None,
+        self, answer: _Answer, store: TimeSeriesStore, emit: Emitter | None = None
     ) -> None:
         self._answer = answer
         self._emit = emit or Emitter.idle()
         self._store = store
-        self._tasks = tasks
+        self._tasks: set[asyncio.Task[None]] = set()  # commits under way
         self._rows: list[Any] = []
         self._posts: list[_Post] = []
         self._adds: list[_Add] = []
@@ -414,6 +409,15 @@ class PointBatcher:
         self._rows.extend(post[4])
         self._posts.append(post)
         return replied
+
+    async def drain(self) -> None:
+        """Wait until every queued batch is committed and answered (for a clean stop: the
+        hub sends no more messages, and what was received is kept before the store closes)."""
+        while self._scheduled or self._tasks:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            else:
+                await asyncio.sleep(0)  # the flush of the batch being filled runs first
 
     def _flush(self) -> None:
         rows, posts, adds, replied = self._rows, self._posts, self._adds, self._replied

@@ -25,7 +25,7 @@ offline with their gateway, and tells the hub when what a connection may read ch
 
 The tap hears of each presence change and each accepted login (``DeviceLoggedIn``) once the
 presence queue holding it is written (:class:`~enos_lab.iothub._emit.Emitter` holds them until
-:meth:`Sessions._flush_presence`).
+:meth:`Sessions.flush_presence`).
 
 Presence reasons: connected, disconnected, kicked, keep-alive timeout, taken over, gateway
 offline, logged out, disabled, deleted (and hub restarted, written by ``IotHub.attach``).
@@ -39,6 +39,7 @@ import logging
 from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeAlias
 
+from ..clock import Clock
 from ..enos import encode_request
 from ..errors import ClosedError, NotFound, RegistryError
 from ..hub import (
@@ -226,13 +227,15 @@ class Sessions:
     (default: a tap of its own, without consumers).
     """
 
-    def __init__(  # noqa: PLR0917
+    def __init__(
         self,
         registry: Registry,
         models: ModelCatalog,
         config: IotHubConfig,
         ids: Iterator[int],
         tasks: set[asyncio.Task[Any]],
+        *,
+        clock: Clock,
         emit: Emitter | None = None,
     ) -> None:
         self.registry = registry
@@ -249,6 +252,7 @@ class Sessions:
         self._presence_flush = False  # a flush of queued presence changes is scheduled
         self._ids = ids
         self._tasks = tasks
+        self._clock = clock
 
     # -- records -------------------------------------------------------------------------
 
@@ -333,11 +337,12 @@ class Sessions:
         if not self._presence_flush:
             self._presence_flush = True
             try:
-                asyncio.get_running_loop().call_soon(self._flush_presence)
+                asyncio.get_running_loop().call_soon(self.flush_presence)
             except RuntimeError:  # no loop (not from a hub callback): write now
-                self._flush_presence()
+                self.flush_presence()
 
-    def _flush_presence(self) -> None:
+    def flush_presence(self) -> None:
+        """Write the queued presence changes (once per loop iteration; at a stop, now)."""
         self._presence_flush = False
         try:
             self.registry.flush_presence()
@@ -541,7 +546,8 @@ class Sessions:
         done = conn.activation_done
         assert hub is not None and done is not None
         cfg = self.config
-        await asyncio.sleep(cfg.activation_delay)
+        clock = self._clock
+        await clock.sleep(cfg.activation_delay)
         if self.conns.get(conn.key) is not conn:
             return
         try:
@@ -561,9 +567,8 @@ class Sessions:
                 "deviceSecret": device.device_secret,
             },
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.activation_timeout
-        while not done.is_set() and loop.time() < deadline:
+        deadline = clock.monotonic() + cfg.activation_timeout
+        while not done.is_set() and clock.monotonic() < deadline:
             try:
                 delivered = await hub.deliver(conn.key, Message(topic, payload, 1))
             except ClosedError:
@@ -571,8 +576,8 @@ class Sessions:
             if not delivered:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    done.wait(), min(cfg.activation_resend, max(0.0, deadline - loop.time()))
+                await clock.wait_for(
+                    done.wait(), min(cfg.activation_resend, max(0.0, deadline - clock.monotonic()))
                 )
         if not done.is_set():
             log.warning(

@@ -15,12 +15,12 @@ Two ways to run it:
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
+from enos_lab._loop import LoopThread
 from enos_lab.hub import Hub, HubConfig
 
 T = TypeVar("T")
@@ -52,14 +52,11 @@ def serve() -> Serve:
 
 
 class ThreadedHub:
-    """A started hub with a TCP listener, running on an event loop in a background thread."""
+    """A started hub with a TCP listener, on the lab's kind of loop thread
+    (:class:`~enos_lab._loop.LoopThread`)."""
 
     def __init__(self, config: HubConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="test-hub-loop", daemon=True
-        )
-        self._thread.start()
+        self.loop_thread = LoopThread("test-hub-loop").start()
         self.hub, self.port = self.call(self._start(config))
 
     @staticmethod
@@ -71,16 +68,14 @@ class ThreadedHub:
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run ``coro`` on the hub's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.loop_thread.call(coro, timeout)
 
     def close(self) -> None:
         """Stop the hub, then the loop and its thread."""
         try:
             self.call(self.hub.stop())
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10.0)
-            self.loop.close()
+            self.loop_thread.stop()
 
 
 @pytest.fixture

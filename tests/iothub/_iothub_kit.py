@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from enos_lab.clock import Clock
 from enos_lab.enos import SecureMode, login_credentials
 from enos_lab.hub import Hub, HubConfig, MemoryConnection
 from enos_lab.iothub import IotHub, IotHubConfig
@@ -165,13 +166,17 @@ class Env:
     """The hub, IoT Hub, registry, store and products of one test."""
 
     def __init__(
-        self, tmp_path: Path, config: IotHubConfig, store_config: StoreConfig | None = None
+        self,
+        tmp_path: Path,
+        config: IotHubConfig,
+        store_config: StoreConfig | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.registry = Registry(tmp_path / "registry.sqlite3")
-        self.store = TimeSeriesStore(tmp_path / "store", config=store_config)
+        self.registry = Registry(tmp_path / "registry.sqlite3", clock=clock)
+        self.store = TimeSeriesStore(tmp_path / "store", config=store_config, clock=clock)
         self.models = ModelCatalog()
         self.models.add(meter_model())
-        self.iothub = IotHub(self.registry, self.models, self.store, config=config)
+        self.iothub = IotHub(self.registry, self.models, self.store, config=config, clock=clock)
         self.hub = Hub(
             HubConfig(connect_timeout=5.0), authenticator=self.iothub, authoriser=self.iothub
         )

@@ -7,7 +7,6 @@ Async tests run on asyncio through the anyio pytest plugin (see ``tests/conftest
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,6 +40,6 @@ async def env(
         yield made
     finally:
         await made.hub.stop()
-        await asyncio.sleep(0)
+        await made.iothub.stop()
         made.store.close()
         made.registry.close()

@@ -207,7 +207,7 @@ async def test_the_batcher_fails_each_request_alone(tmp_path: Path) -> None:
         answered.append((posts, results))
         replied.set_result(None)
 
-    batcher = PointBatcher(answer, store, set())
+    batcher = PointBatcher(answer, store)
     refused = PointRow("P", "d0", "temp", 2**70, 1.0)  # beyond the store's event times
     try:
         # one event-loop iteration: one batch
@@ -260,8 +260,8 @@ async def _through(
     replied, and per message whether the fast path took it."""
     recorder = _Recorder()
     clock = SimulatedClock()
-    sessions = Sessions(env.registry, env.models, config, itertools.count(1), set())
-    points = Measurepoints(cast(TimeSeriesStore, recorder), sessions, config, clock, set())
+    sessions = Sessions(env.registry, env.models, config, itertools.count(1), set(), clock=clock)
+    points = Measurepoints(cast(TimeSeriesStore, recorder), sessions, config, clock)
     points.hub = cast(Hub, recorder)
     taken: list[bool] = []
 

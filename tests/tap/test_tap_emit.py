@@ -96,7 +96,7 @@ async def test_rows_the_store_refuses_are_not_told(tmp_path: Path) -> None:
         order.append(f"answered, {len(sub)} told")
         replied.set_result(None)
 
-    batcher = PointBatcher(answer, store, set(), emit)
+    batcher = PointBatcher(answer, store, emit)
     refused = PointRow("P", "d0", "temp", 2**70, 1.0)  # beyond the store's event times
     try:
         stored = batcher.add([PointRow("P", "d1", "status", 1000, 7)])

@@ -1,0 +1,172 @@
+"""What runs on the lab's event loop, and the order it starts and stops in.
+
+Theory of operation
+-------------------
+:meth:`Services.start` builds, on the lab's loop: the device registry and the time-series store
+(each opened in a worker thread: SQLite and DuckDB block), the thing model catalog, the EnOS IoT
+hub services unless the lab is anonymous, and the MQTT hub with its TCP listener, which is
+opened last, once everything it feeds is ready. A failure part way stops what was built.
+
+:meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
+task on the loop is cancelled from outside its owner):
+
+1. the hub: its listeners close, every client is disconnected (5.0: DISCONNECT 0x8B) and its
+   sweep ends; the IoT hub services see the disconnections (presence "disconnected");
+2. the IoT hub services (:meth:`~enos_lab.iothub.IotHub.stop`): the measurepoints already
+   received are committed and answered, queued presence written, their own tasks cancelled,
+   commands still waiting fail with :class:`~enos_lab.errors.ClosedError`;
+3. the registry and the store close (in worker threads; the store commits what it holds).
+
+Every step runs even when an earlier one failed; the first failure is raised at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from .clock import Clock
+from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener
+from .iothub import IotHub, IotHubConfig
+from .model import ModelCatalog, load_library, model_from_json
+from .registry import Registry
+from .store import StoreConfig, TimeSeriesStore
+from .tap import Tap
+
+__all__ = ["REGISTRY_FILE", "Services"]
+
+log = logging.getLogger("enos_lab.lab")
+
+REGISTRY_FILE = "registry.sqlite3"
+"""File name of the device registry database inside the lab's data directory."""
+
+
+class Services:
+    """The parts of a started lab (see the module docstring). Build it with :meth:`start`."""
+
+    def __init__(self) -> None:
+        self.registry: Registry | None = None
+        self.store: TimeSeriesStore | None = None
+        self.models: ModelCatalog | None = None
+        self.iothub: IotHub | None = None
+        self.hub: Hub | None = None
+        self.listener: Listener | None = None
+        self._disconnect_waiters: set[asyncio.Future[None]] = set()
+
+    @classmethod
+    async def start(  # noqa: PLR0917 - the lab's settings, passed through
+        cls,
+        data_dir: Path,
+        host: str,
+        port: int,
+        hub_config: HubConfig,
+        iothub_config: IotHubConfig,
+        store_config: StoreConfig | None,
+        clock: Clock | None,
+        rng: random.Random | None,
+        *,
+        tap: Tap | None = None,
+    ) -> Services:
+        """Build and start every part in ``data_dir``, the listener on ``host``:``port``; the
+        IoT hub services report to ``tap`` (the lab's device-data tap)."""
+        self = cls()
+        try:
+            self.registry = registry = await asyncio.to_thread(
+                Registry, data_dir / REGISTRY_FILE, clock=clock, rng=rng
+            )
+            # The registry says which devices queries may name, unless the hub is anonymous
+            # (its devices need no registration): see enos_lab.store.DeviceDirectory.
+            self.store = store = await asyncio.to_thread(
+                TimeSeriesStore,
+                data_dir,
+                clock=clock,
+                config=store_config,
+                directory=None if hub_config.anonymous else registry,
+            )
+            self.models = models = await asyncio.to_thread(load_models, registry)
+            if hub_config.anonymous:
+                hub = self.hub = Hub(hub_config)
+            else:
+                iothub = self.iothub = IotHub(
+                    registry, models, store, clock=clock, config=iothub_config, tap=tap
+                )
+                hub = self.hub = Hub(hub_config, authenticator=iothub, authoriser=iothub)
+                iothub.attach(hub)
+                hub.add_listener(self._on_hub_event)
+            await hub.start()
+            self.listener = await hub.listen_tcp(host, port)
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        """Stop every part in order (see the module docstring); idempotent."""
+        hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
+        self.hub = self.iothub = self.listener = None
+        self.registry = self.store = self.models = None
+        steps: list[Callable[[], Awaitable[object]]] = []
+        if hub is not None:
+            steps.append(hub.stop)
+        if iothub is not None:
+            steps.append(iothub.stop)
+        if registry is not None:
+            steps.append(lambda: asyncio.to_thread(registry.close))
+        if store is not None:
+            steps.append(lambda: asyncio.to_thread(store.close))
+        error: BaseException | None = None
+        for step in steps:
+            try:
+                await step()
+            except BaseException as exc:  # the later steps still run
+                log.warning("stopping the lab: %s failed", step, exc_info=True)
+                error = error or exc
+        if error is not None:
+            raise error
+
+    async def until_offline(self, product_key: str, device_key: str, limit: float) -> bool:
+        """Wait until the IoT hub no longer sees the device online, at most ``limit`` seconds
+        (real time: the hub closing a connection is I/O); False if it still is. [s]"""
+        iothub = self.iothub
+        if iothub is None:
+            return True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while iothub.is_online(product_key, device_key):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._disconnect_waiters.add(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                pass
+            finally:
+                self._disconnect_waiters.discard(waiter)
+        return True
+
+    def _on_hub_event(self, event: HubEvent) -> None:
+        # Runs after the IoT hub's own listener, which has updated presence by now.
+        if isinstance(event, ClientDisconnected):
+            for waiter in self._disconnect_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+def load_models(registry: Registry) -> ModelCatalog:
+    """The library models plus the user models kept in the registry, in the order added."""
+    catalog = load_library()
+    for document in registry.model_documents():
+        try:
+            catalog.add(model_from_json(document, origin="the registry's thing models"))
+        except Exception as exc:
+            log.warning(
+                "thing model %r kept in the registry could not be loaded: %s",
+                document.get("modelId"),
+                exc,
+            )
+    return catalog
