@@ -4,8 +4,9 @@ Theory of operation
 -------------------
 :meth:`Services.start` builds, on the lab's loop: the device registry and the time-series store
 (each opened in a worker thread: SQLite and DuckDB block), the thing model catalog, the EnOS IoT
-hub services unless the lab is anonymous, and the MQTT hub with its TCP listener, which is
-opened last, once everything it feeds is ready. A failure part way stops what was built.
+hub services unless the lab is anonymous (reporting to the lab's device-data tap, which outlives
+the services), and the MQTT hub with its TCP listener, which is opened last, once everything it
+feeds is ready. A failure part way stops what was built.
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
