@@ -267,8 +267,9 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes, _now: Callable[[], float] = time.monotonic) -> None:
         # ``_now`` is the hub's clock. Every read takes it, so the system clock comes as a
-        # default argument, as cheap as a module global (looking up the class attribute costs
-        # ~110 more machine instructions per read); a hub on another clock passes its own.
+        # default argument, as cheap as a module global (looking up the class attribute
+        # ``monotonic`` cost 140 more machine instructions per read, 0.5% of a QoS 0 message);
+        # a hub on another clock passes its own.
         self.output.bytes_in += len(data)
         self.last = _now()
         state = self.state
