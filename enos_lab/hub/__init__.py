@@ -13,7 +13,7 @@ Where things are (one module per concern, in the manner of mosquitto's ``handle_
 
 =================  =============================================================================
 ``_hub.py``        :class:`Hub`: composes the parts, lifecycle, listeners, public operations, the
-                   sweep task
+                   hub's clock
 ``_connection.py`` one client connection: reading, decoding, dispatch, ordered responses (pipelined
                    acknowledgements), writing, ending; PINGREQ and DISCONNECT
 ``_connect.py``    CONNECT: checks, authentication, CONNACK, the session
@@ -27,7 +27,8 @@ Where things are (one module per concern, in the manner of mosquitto's ``handle_
 ``_sessions.py``   open connections, the session table, takeover, offline sessions and expiry,
                    wills, lifecycle events
 ``_state.py``      the state objects the parts share (sessions, subscriptions, queued messages)
-``_deadlines.py``  CONNECT timeouts and keep alive, per deadline
+``_deadlines.py``  CONNECT timeouts and keep alive, per deadline; the sweep, one timer on the
+                   hub's clock for everything timed
 ``_output.py``     output written once per event-loop iteration; byte counters
 ``_tasks.py``      the hub's tasks and the futures of message handlers
 ``_tcp.py``        the hub's own TCP listener and socket transport; the lab's event loop
@@ -37,6 +38,9 @@ Where things are (one module per concern, in the manner of mosquitto's ``handle_
 =================  =============================================================================
 
 The wire-format shortcuts of the hot paths live beside the codec, in :mod:`enos_lab.mqtt._wire`.
+The protocol's times (CONNECT timeout, keep alive, will delay, session and message expiry) are
+on the hub's clock, ``Hub(clock=...)``: simulated time on a :class:`~enos_lab.clock.SimulatedClock`
+(see :mod:`enos_lab.hub._hub`).
 """
 
 from __future__ import annotations

@@ -25,12 +25,20 @@ class HubConfig:
     ``session_expiry_v311``); the sessions an identity keeps while offline
     (``max_offline_sessions``); and in total, the retained messages (``max_retained_messages``,
     ``max_retained_bytes``).
+
+    Times: ``connect_timeout``, the keep alive (``keep_alive_factor``, ``server_keep_alive``)
+    and session expiry (``max_session_expiry``, ``session_expiry_v311``) run on the hub's clock
+    (``Hub(clock=...)``; simulated time on a :class:`~enos_lab.clock.SimulatedClock`), as do
+    will delays and message expiry intervals; ``connack_delay`` is real time (it paces I/O).
     """
 
     anonymous: bool = False
     max_packet_size: int = 1 << 20  # [bytes] largest packet accepted from clients
-    connect_timeout: float = 10.0  # [s] a socket that sends no complete CONNECT is closed
-    keep_alive_factor: float = 1.5  # close after keep_alive * factor of silence (MQTT-3.1.2-24)
+    # [s] a socket that sends no complete CONNECT in this time (hub's clock) is closed; a quarter
+    # of it (0.01 .. 0.5 s) is how late after a deadline a connection may be closed
+    connect_timeout: float = 10.0
+    # close after keep_alive * factor of silence on the hub's clock (MQTT-3.1.2-24)
+    keep_alive_factor: float = 1.5
     receive_maximum: int = 65535  # inbound QoS>0 in flight from one 5.0 client
     # outbound QoS>0 in flight per client (capped by a 5.0 client's receive maximum); deep enough
     # that a busy event loop iteration does not starve a fast subscriber of its window
@@ -38,11 +46,11 @@ class HubConfig:
     max_queued_messages: int = 10000  # per-session queue bound (offline + waiting for window)
     max_buffered_bytes: int = 8 << 20  # [bytes] per-connection unsent output bound
     topic_alias_maximum: int = 64  # aliases a 5.0 client may use towards the server
-    # [s] longest a session outlives its connection: a 5.0 client asking for more is told this
-    # in the CONNACK (2 days: EnOS keeps a device's cached commands at most 48 h)
+    # [s] longest a session outlives its connection (hub's clock): a 5.0 client asking for more
+    # is told this in the CONNACK (2 days: EnOS keeps a device's cached commands at most 48 h)
     max_session_expiry: int = 172_800
-    # [s] how long a 3.1 / 3.1.1 session with clean session 0 outlives its connection (the
-    # protocol has no expiry); None keeps it until the client comes back
+    # [s] how long a 3.1 / 3.1.1 session with clean session 0 outlives its connection (hub's
+    # clock; the protocol has no expiry); None keeps it until the client comes back
     session_expiry_v311: int | None = 172_800
     # sessions of one identity (see AuthResult.identity) kept while no connection uses them;
     # when one more ends, the one offline longest is discarded with its queued messages
@@ -52,8 +60,8 @@ class HubConfig:
     max_retained_bytes: int = 64 << 20  # [bytes] payload and topic of all retained messages
     max_retained_per_client: int = 1000  # retained messages one client (identity) keeps
     max_retained_bytes_per_client: int = 4 << 20  # [bytes] the same, in bytes
-    connack_delay: float = 0.0  # [s] delay before CONNACK
-    server_keep_alive: int | None = None  # [s] keep alive imposed on 5.0 clients
+    connack_delay: float = 0.0  # [s] delay before CONNACK, in real time (event loop's)
+    server_keep_alive: int | None = None  # [s] keep alive imposed on 5.0 clients (hub's clock)
     # messages of one connection whose handler awaitables are still pending; when reached, the
     # connection's further packets wait (reading paused) until one of them completes
     max_pending_acks: int = 100

@@ -137,6 +137,8 @@ async def connect_async(
             result = AuthResult(False, 0x80)
     delay = conn.sessions.config.connack_delay
     if delay > 0:
+        # real time (the event loop's), not the hub's clock: the delay paces the answer to a
+        # client's I/O (an SDK that must be waiting for the CONNACK before it arrives)
         await asyncio.sleep(delay)
     if conn.state == CONNECTING:
         finish_connect(conn, p, client_id, assigned, result)

@@ -18,7 +18,8 @@ public names (a connection holds its router, sessions and output in slots):
   table, takeover, offline sessions and their expiry, wills, lifecycle events; the state objects
   in ``_state.py``.
 - :class:`~enos_lab.hub._deadlines.Timeouts` (``_deadlines.py``): CONNECT timeouts and keep
-  alive, checked per deadline.
+  alive, checked per deadline; :class:`~enos_lab.hub._deadlines.Sweep`, the one timer for
+  everything timed.
 - :class:`~enos_lab.hub._output.Output` (``_output.py``): output written once per event-loop
   iteration, at the selector's flush point for the hub's own sockets (``_tcp.py``).
 - :class:`~enos_lab.hub._tasks.Tasks` (``_tasks.py``): the hub's tasks and the futures of
@@ -26,8 +27,24 @@ public names (a connection holds its router, sessions and output in slots):
 
 The wire-format shortcuts of the hot paths (pre-encoded PUBACK and CONNACK, PUBLISH encoded once
 and patched per receiver) live beside the codec in :mod:`enos_lab.mqtt._wire`. There are no
-per-connection tasks or timers: one sweep task (:meth:`Hub._sweep`) checks the deadlines, the
-delayed wills and session expiry for everybody.
+per-connection tasks or timers: one sweep (:class:`~enos_lab.hub._deadlines.Sweep`, a timer on
+the hub's clock armed at the next thing due) checks the deadlines, the delayed wills and
+session expiry for everybody.
+
+Time
+----
+The protocol's times are on the hub's clock (``Hub(clock=...)``, a :class:`~enos_lab.clock.Clock`;
+:class:`~enos_lab.clock.SystemClock` by default): the connection's creation and last read
+(taken on every read: with the system clock it is ``time.monotonic`` itself, as cheap as
+before; a hub on another clock has a connection class of its own that reads it), the CONNECT
+timeout and keep alive, delayed wills (5.0 will delay), session expiry, message expiry
+intervals (5.0) and the age of retained messages. On a :class:`~enos_lab.clock.SimulatedClock`
+these run in simulated time: advancing the clock fires them in order, each once the clock has
+reached its time, however much or little real time passes. Three waits stay on real time (the
+event loop's), because they pace I/O rather than keep protocol time: the grace a DISCONNECT
+gives pending acknowledgements to be written (``_connection.py``), ``HubConfig.connack_delay``
+(it lets a client get ready to read its CONNACK, ``_connect.py``) and the pause before
+accepting again after running out of file descriptors (``_tcp.py``).
 """
 
 from __future__ import annotations
@@ -37,14 +54,14 @@ import contextlib
 import logging
 import ssl as _ssl
 from collections.abc import Callable, Mapping
-from time import monotonic as _monotonic
 from types import MappingProxyType
 
+from enos_lab.clock import Clock, SystemClock
 from enos_lab.errors import ClosedError, InvalidArgument, LimitExceeded
 from enos_lab.hub import _acks, _connect, _publish, _subscribe
 from enos_lab.hub._config import HubConfig, HubStats
 from enos_lab.hub._connection import Connection
-from enos_lab.hub._deadlines import Timeouts
+from enos_lab.hub._deadlines import Sweep, Timeouts
 from enos_lab.hub._output import Output
 from enos_lab.hub._router import ROUTE_CACHE_MAX, Router
 from enos_lab.hub._sessions import Sessions
@@ -85,6 +102,30 @@ class _HubConnection(Connection):
     on_unsubscribe = _subscribe.on_unsubscribe
 
 
+class _ClockConnection(_HubConnection):
+    """A connection of a hub whose clock is not the system clock: every read takes
+    ``monotonic``, which the hub's own subclass sets (:func:`_connection_class`)."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes, _now: Callable[[], float] | None = None) -> None:
+        super().data_received(data, _now or self.monotonic)
+
+
+def _connection_class(clock: Clock) -> type[_HubConnection]:
+    """The connection class of a hub on ``clock``: :class:`_HubConnection` itself for the
+    system clock (``time.monotonic``), else a subclass of :class:`_ClockConnection` whose
+    ``monotonic`` is ``clock``'s (a class per hub: nothing per connection)."""
+    monotonic = clock.monotonic
+    if monotonic is _HubConnection.monotonic:
+        return _HubConnection
+    return type(
+        "_HubConnection",
+        (_ClockConnection,),
+        {"__slots__": (), "monotonic": staticmethod(monotonic)},
+    )
+
+
 class Hub:
     """An asyncio MQTT 3.1.1 / 5.0 server with in-process extension points.
 
@@ -92,6 +133,9 @@ class Hub:
     :meth:`listen_tcp` and/or :meth:`connect_memory`. The authenticator decides on every
     CONNECT (with ``config.anonymous`` and no authenticator everything is accepted); the
     authoriser on every PUBLISH and SUBSCRIBE. Message handlers see every accepted PUBLISH.
+    ``clock`` (default :class:`~enos_lab.clock.SystemClock`) keeps the protocol's times:
+    CONNECT timeout, keep alive, will delay, session and message expiry (see the module
+    docstring); on a :class:`~enos_lab.clock.SimulatedClock` they fire as the clock is advanced.
     """
 
     def __init__(
@@ -100,18 +144,26 @@ class Hub:
         *,
         authenticator: Authenticator | None = None,
         authoriser: Authoriser | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
+        if clock is None:
+            clock = SystemClock()
+        self.clock: Clock = clock
+        """The hub's clock: protocol times and the sweep (see the module docstring)."""
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self._started = False
         self._closing = False
-        self._sweeper: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
         self._tasks = Tasks()
         self._output = Output()
-        self._router = Router(config, authoriser, self._output, self._tasks)
-        self._timeouts = Timeouts(config.connect_timeout)
-        self._sessions = Sessions(config, authenticator, self._router, self._timeouts, self._tasks)
+        self._router = Router(config, authoriser, self._output, self._tasks, clock)
+        self._sweep = sweep = Sweep(clock)
+        self._timeouts = Timeouts(config.connect_timeout, sweep.wake_by)
+        self._sessions = Sessions(
+            config, authenticator, self._router, self._timeouts, self._tasks, sweep=sweep
+        )
+        self._connection_class = _connection_class(clock)
         self._route = self._router.route  # publish_nowait's call per message, looked up once
         self._valid_topics: set[str] = set()  # topic names publish_nowait has validated
 
@@ -124,10 +176,10 @@ class Hub:
         self._tasks.start(loop)
         self._output.start(loop)
         self._router.start(loop)
-        self._sessions.start(loop)
+        self._sessions.start()
         self._started = True
         self._closing = False
-        self._sweeper = loop.create_task(self._sweep(), name="hub-sweep")
+        self._sweep.start(self._timeouts.check, self._sessions.expire)
 
     async def stop(self) -> None:
         """Close listeners, disconnect every client (5.0: reason 0x8B) and end background work."""
@@ -137,8 +189,8 @@ class Hub:
         for listener in list(self._listeners):
             await listener.close()
         self._sessions.close_all()
-        await self._tasks.cancel(*([self._sweeper] if self._sweeper is not None else []))
-        self._sweeper = None
+        self._sweep.stop()
+        await self._tasks.cancel()
         await asyncio.sleep(0)  # let transports run their close callbacks
         self._started = False
 
@@ -154,23 +206,7 @@ class Hub:
             raise ClosedError("the hub is not running (call start() first)")
 
     def _new_connection(self) -> Connection:
-        return _HubConnection(self._router, self._sessions, self._output)
-
-    async def _sweep(self) -> None:
-        """Every interval: keep-alive and CONNECT timeouts, delayed wills, session expiry.
-
-        Only the connections whose deadline has come are looked at (see
-        :class:`~enos_lab.hub._deadlines.Timeouts`), so an idle fleet costs nothing between its
-        deadlines.
-        """
-        timeouts = self._timeouts
-        sessions = self._sessions
-        interval = timeouts.interval
-        loop = self._loop
-        while True:
-            await asyncio.sleep(interval)
-            timeouts.check(_monotonic())
-            sessions.expire(loop.time())
+        return self._connection_class(self._router, self._sessions, self._output)
 
     # -- listeners -------------------------------------------------------------------------
     async def listen_tcp(
@@ -269,7 +305,7 @@ class Hub:
         expires_at = None
         mei = message.properties.message_expiry_interval
         if mei is not None:
-            expires_at = self._loop.time() + mei
+            expires_at = self.clock.monotonic() + mei
         self._router.send(conn.session, message, message.qos, message.retain, (), {}, expires_at)
         return True
 

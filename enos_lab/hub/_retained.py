@@ -50,7 +50,7 @@ class _Entry:
 
     def __init__(self, message: Message, stored_at: float, owner: Hashable | None, size: int):
         self.message = message
-        self.stored_at = stored_at  # [s] loop time
+        self.stored_at = stored_at  # [s] on the hub's clock
         self.owner = owner
         self.size = size  # [bytes] payload + UTF-8 topic
         self.live = True  # False once replaced or removed
@@ -73,8 +73,8 @@ class RetainedStore:
     ``max_bytes_per_owner`` what one owner's messages take; a message's size is
     ``len(payload) + len(topic.encode())``. [bytes] All four must be positive ints
     (:class:`~enos_lab.errors.InvalidArgument` otherwise). Times (``now``, ``stored_at``) are
-    event-loop times. [s] Topics and filters are not validated here: pass ones the codec or
-    :func:`~enos_lab.mqtt._topics.validate_topic_filter` accepted.
+    readings of one monotonic clock, the hub's. [s] Topics and filters are not validated here:
+    pass ones the codec or :func:`~enos_lab.mqtt._topics.validate_topic_filter` accepted.
     """
 
     __slots__ = (

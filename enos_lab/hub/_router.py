@@ -27,7 +27,9 @@ Acknowledgements free in-flight slots and :meth:`Router.pump` moves queued messa
 (inlining :meth:`Router._transmit` for the pre-encoded ones); :meth:`Router.resume` resends the
 in-flight messages of a resumed session (DUP set, MQTT-4.4.0-1). A message with a message
 expiry interval is not delivered once expired and is sent with what remains of its interval
-(MQTT-3.3.2-5/6).
+(MQTT-3.3.2-5/6); expiry and the age of retained messages are on the hub's clock
+(:meth:`Clock.monotonic <enos_lab.clock.Clock.monotonic>`), looked at when a message is sent,
+so they need no timer.
 
 Bounds: QoS 0 output to a connection whose unsent output exceeds ``max_buffered_bytes``, or
 larger than the client's maximum packet size (MQTT-3.1.2-25), is dropped; a full queue drops
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable
 
+    from enos_lab.clock import Clock
     from enos_lab.hub._config import HubConfig
     from enos_lab.hub._output import Output
     from enos_lab.hub._state import Link
@@ -85,13 +88,15 @@ class Router:
 
     ``authoriser`` (may be ``None``) is also asked by the PUBLISH and SUBSCRIBE handlers and for
     wills; ``handlers`` are the in-process message handlers (:meth:`Hub.add_handler
-    <enos_lab.hub.Hub.add_handler>`); ``tasks`` run what they return. The counters
-    ``messages_in`` / ``messages_out`` / ``dropped`` are those of :class:`~enos_lab.hub.HubStats`.
+    <enos_lab.hub.Hub.add_handler>`); ``tasks`` run what they return; ``clock`` times message
+    expiry and the age of retained messages. The counters ``messages_in`` / ``messages_out`` /
+    ``dropped`` are those of :class:`~enos_lab.hub.HubStats`.
     """
 
     __slots__ = (
         "_cache",
         "_loop",
+        "_monotonic",
         "_receive_check",
         "_rr",
         "_shared",
@@ -108,7 +113,12 @@ class Router:
     )
 
     def __init__(
-        self, config: HubConfig, authoriser: Authoriser | None, output: Output, tasks: Tasks
+        self,
+        config: HubConfig,
+        authoriser: Authoriser | None,
+        output: Output,
+        tasks: Tasks,
+        clock: Clock,
     ) -> None:
         self.config = config
         self.authoriser = authoriser
@@ -119,6 +129,7 @@ class Router:
         self.tasks = tasks
         self._to_flush = output.to_flush
         self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self._monotonic = clock.monotonic  # the hub's clock [s]
         self.handlers: tuple[MessageHandler, ...] = ()
         self._tree: TopicTree[SessionKey, Sub] = TopicTree()
         self._shared: TopicTree[tuple[str, SessionKey], Sub] = TopicTree()
@@ -135,7 +146,7 @@ class Router:
         self.dropped = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run on ``loop`` from now on (its clock times message expiry)."""
+        """Run on ``loop`` from now on."""
         self._loop = loop
 
     # -- in-process handlers --------------------------------------------------------------
@@ -207,11 +218,11 @@ class Router:
         if info is not None:
             identity = info.identity
             owner = info.session_key if identity is None else identity
-        return self.retained.store(msg, owner, self._loop.time())
+        return self.retained.store(msg, owner, self._monotonic())
 
     def send_retained(self, session: Session, topic_filter: str, sub: Sub) -> None:
         """Send ``session`` the retained messages ``topic_filter`` matches (on subscribe)."""
-        now = self._loop.time()
+        now = self._monotonic()
         sub_ids = (sub.sub_id,) if sub.sub_id is not None else ()
         # expired messages are not returned (MQTT-3.3.2-5)
         for stored_msg, stored in self.retained.matching(topic_filter, now):
@@ -293,7 +304,7 @@ class Router:
         if props is not NO_PROPERTIES:
             mei = props.message_expiry_interval
             if mei is not None:
-                expires_at = self._loop.time() + mei
+                expires_at = self._monotonic() + mei
         cache: dict[Any, _Variant] = {}
         msg_qos = msg.qos
         reached = 0
@@ -449,7 +460,7 @@ class Router:
         """Send (or queue) one message to one session.
 
         ``cache`` holds the encodings of ``msg`` made so far (a new dict per message);
-        ``expires_at`` is the loop time [s] it expires at (``None``: never).
+        ``expires_at`` is the time it expires at on the hub's clock [s] (``None``: never).
         """
         conn = session.conn
         if qos == 0:
@@ -528,7 +539,7 @@ class Router:
         queue = session.queue
         if not queue or conn.state != CONNECTED:
             return
-        now = self._loop.time()
+        now = self._monotonic()
         level5 = conn.level == MQTT_5
         window = conn.window
         if session.inflight is None:
@@ -610,7 +621,7 @@ class Router:
                         props = replace(props, subscription_identifiers=out.sub_ids)
                     if level == MQTT_5 and out.expires_at is not None:
                         # MQTT-3.3.2-6: the interval minus the time the message has waited
-                        remaining = max(1, math.ceil(out.expires_at - self._loop.time()))
+                        remaining = max(1, math.ceil(out.expires_at - self._monotonic()))
                         props = replace(props, message_expiry_interval=remaining)
                     pub = Publish(msg.topic, msg.payload, out.qos, out.retain, True, pid, props)
                     conn.write(encode(pub, level if level == MQTT_5 else 4))

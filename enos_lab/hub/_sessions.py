@@ -16,12 +16,19 @@ When a connection ends (:meth:`Sessions.closed`) its will is published now, or a
 delay when the session outlives the connection (5.0 3.1.3.2.2: at the sooner of the delay and
 the session's end; not when the client disconnected normally, MQTT-3.14.4-3). The session is
 then discarded (expiry 0: clean session, or a 5.0 session expiry interval of 0) or kept offline:
-filed in an expiry heap by its end (loop time), and per identity, of which at most
+filed in an expiry heap by its end, and per identity, of which at most
 ``HubConfig.max_offline_sessions`` are kept: one more discards the one offline longest, with
 its queued messages (its delayed will is published then). Heap entries of sessions taken up
 again are skipped when they come up, and the heap is compacted when they outnumber the live
-ones. The hub's sweep calls :meth:`Sessions.expire` for the delayed wills and sessions whose
-time has come.
+ones. Delayed wills are kept by session key and in a heap by their time, whose entries are
+skipped in the same way when the will was published or dropped meanwhile.
+The hub's sweep (:class:`~enos_lab.hub._deadlines.Sweep`) calls :meth:`Sessions.expire`
+for the delayed wills and sessions whose time has come; it is told the time of every delayed
+will and session end filed here (:meth:`Sweep.wake_by
+<enos_lab.hub._deadlines.Sweep.wake_by>`), and :meth:`Sessions.expire` tells it the next one.
+Will delays and session expiry are on the hub's clock (:meth:`Clock.monotonic
+<enos_lab.clock.Clock.monotonic>`, ``Hub(clock=...)``), so on a
+:class:`~enos_lab.clock.SimulatedClock` they run in simulated time.
 
 The lifecycle events (:class:`~enos_lab.hub.ClientConnected`,
 :class:`~enos_lab.hub.ClientDisconnected`) go to the listeners from here (:meth:`Sessions.emit`).
@@ -43,7 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from enos_lab.hub._config import HubConfig
-    from enos_lab.hub._deadlines import Timeouts
+    from enos_lab.hub._deadlines import Sweep, Timeouts
     from enos_lab.hub._router import Router
     from enos_lab.hub._state import Link
     from enos_lab.hub._tasks import Tasks
@@ -56,7 +63,7 @@ log = logging.getLogger("enos_lab.hub")
 
 
 class _PendingWill:
-    """A will published later (5.0 will delay): due at loop time ``due``. [s]"""
+    """A will published later (5.0 will delay): due at ``due`` on the hub's clock. [s]"""
 
     __slots__ = ("due", "info", "will")
 
@@ -73,15 +80,17 @@ class Sessions:
     ``connections`` are the open connections, ``clients`` the connected ones by session key,
     ``sessions`` every session kept (connected or not) by session key; ``listeners`` get the
     lifecycle events. ``closing`` is set while the hub stops: no new connection is taken and
-    wills are published at once.
+    wills are published at once. ``sweep`` is the hub's sweep: its clock times will delays and
+    session expiry, and it is told when one is due.
     """
 
     __slots__ = (
         "_expiring",
         "_expiry_seq",
-        "_loop",
         "_next_id",
         "_offline",
+        "_will_seq",
+        "_will_times",
         "_wills",
         "authenticator",
         "clients",
@@ -91,6 +100,7 @@ class Sessions:
         "listeners",
         "router",
         "sessions",
+        "sweep",
         "tasks",
         "timeouts",
     )
@@ -102,30 +112,35 @@ class Sessions:
         router: Router,
         timeouts: Timeouts,
         tasks: Tasks,
+        *,
+        sweep: Sweep,
     ) -> None:
         self.config = config
         self.authenticator = authenticator
         self.router = router
         self.timeouts = timeouts
         self.tasks = tasks
-        self._loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
+        self.sweep = sweep
         self.closing = False
         self.connections: set[Link] = set()
         self.clients: dict[SessionKey, Link] = {}
         self.sessions: dict[SessionKey, Session] = {}
-        # sessions waiting for their expiry: (loop time, sequence, session), a heap; an entry
+        # sessions waiting for their expiry: (time, sequence, session), a heap; an entry
         # whose session was taken up or discarded meanwhile is skipped when it comes up
         self._expiring: list[tuple[float, int, Session]] = []
         self._expiry_seq = 0
         # sessions of each identity kept without a connection, the longest offline first
         self._offline: dict[str, dict[SessionKey, Session]] = {}
         self._wills: dict[SessionKey, _PendingWill] = {}
+        # the delayed wills by their time: (due, sequence, will), a heap; an entry whose will is
+        # no longer the one in _wills is skipped when it comes up
+        self._will_times: list[tuple[float, int, _PendingWill]] = []
+        self._will_seq = 0
         self.listeners: list[Callable[[HubEvent], None]] = []
         self._next_id = 0
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Run on ``loop`` from now on (its clock times session expiry and will delays)."""
-        self._loop = loop
+    def start(self) -> None:
+        """Take connections (again)."""
         self.closing = False
 
     def emit(self, event: HubEvent) -> None:
@@ -222,7 +237,7 @@ class Sessions:
                 if expiry is not None:
                     delay = min(delay, expiry)  # 5.0 3.1.3.2.2: sooner of delay and session end
             if delay > 0 and owner and not self.closing:
-                self._wills[info.session_key] = _PendingWill(self._loop.time() + delay, will, info)
+                self._delay_will(_PendingWill(self.sweep.clock.monotonic() + delay, will, info))
             else:
                 self.publish_will(info, will)
                 will_published = True
@@ -243,6 +258,7 @@ class Sessions:
             else:
                 conn.end(DisconnectReason.SERVER_SHUTDOWN, publish_will=False)
         self._wills.clear()
+        self._will_times.clear()
 
     # -- sessions ----------------------------------------------------------------------------
     def discard(self, session: Session) -> None:
@@ -273,7 +289,8 @@ class Sessions:
         its identity that were offline longest beyond ``HubConfig.max_offline_sessions``."""
         session.expiry = expiry
         if expiry is not None:
-            session.expires_at = at = self._loop.time() + expiry
+            session.expires_at = at = self.sweep.clock.monotonic() + expiry
+            self.sweep.wake_by(at)
             self._expiry_seq += 1
             expiring = self._expiring
             heapq.heappush(expiring, (at, self._expiry_seq, session))
@@ -322,23 +339,53 @@ class Sessions:
             ended += 1
         return ended
 
-    def expire(self, now: float) -> None:
+    def expire(self, now: float) -> float | None:
         """Publish the delayed wills and discard the offline sessions whose time is before
-        ``now`` (loop time [s]; called by the hub's sweep)."""
-        if self._wills:
-            for key, pending in list(self._wills.items()):
-                if pending.due <= now:
-                    del self._wills[key]
-                    self.publish_will(pending.info, pending.will)
+        ``now`` [s] (called by the hub's sweep); returns when the next one is due (``None``:
+        none is waiting). [s]"""
+        upcoming: float | None = None
+        wills = self._wills
+        will_times = self._will_times
+        while will_times:
+            due, _seq, pending = will_times[0]
+            key = pending.info.session_key
+            if wills.get(key) is not pending:
+                heapq.heappop(will_times)  # published or dropped meanwhile
+            elif due > now:
+                upcoming = due
+                break
+            else:
+                heapq.heappop(will_times)
+                del wills[key]
+                self.publish_will(pending.info, pending.will)
         expiring = self._expiring
-        while expiring and expiring[0][0] <= now:
-            at, _seq, session = heapq.heappop(expiring)
+        while expiring:
+            at, _seq, session = expiring[0]
             # skipped: taken up again (expires_at None) or filed again with a later time
             if session.expires_at == at and session.conn is None:
+                if at > now:
+                    return at if upcoming is None or at < upcoming else upcoming
                 log.info("session %r expired", session.client_id)
+                heapq.heappop(expiring)
                 self.discard(session)
+            else:
+                heapq.heappop(expiring)
+        return upcoming
 
     # -- wills -------------------------------------------------------------------------------
+    def _delay_will(self, pending: _PendingWill) -> None:
+        """Keep ``pending`` until its time (or until its session ends or is taken up again)."""
+        wills = self._wills
+        wills[pending.info.session_key] = pending
+        self._will_seq += 1
+        will_times = self._will_times
+        heapq.heappush(will_times, (pending.due, self._will_seq, pending))
+        if len(will_times) > 2 * len(wills) + 64:
+            # entries of wills published or dropped early pile up: drop them
+            self._will_times = [e for e in will_times if wills.get(e[2].info.session_key) is e[2]]
+            heapq.heapify(self._will_times)
+        self.sweep.wake_by(pending.due)
+
     def publish_will(self, info: ClientInfo, will: Will) -> None:
         """Publish ``will`` of the client ``info`` as it would have published it: authorised,
         within its retained quota, to the handlers and the subscribers."""

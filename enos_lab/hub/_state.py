@@ -69,7 +69,7 @@ class Link(Protocol):
     ``out`` collects the connection's output until :class:`~enos_lab.hub._output.Output`
     writes it (``out_size`` bytes [bytes]); ``window`` is its outbound in-flight window and
     ``max_out`` the client's maximum packet size (0: none) [bytes]; ``created`` and ``last``
-    are ``time.monotonic()`` times of the connection and of its last read [s], ``ka_limit``
+    are the times of the connection and of its last read on the hub's clock [s], ``ka_limit``
     the silence after which keep-alive closes it (0: never) [s], ``due`` the bucket of the
     deadlines it is filed in.
     """
@@ -164,7 +164,7 @@ class Out:
         self.qos = qos
         self.retain = retain
         self.sub_ids = sub_ids
-        self.expires_at = expires_at  # loop time [s] or None
+        self.expires_at = expires_at  # on the hub's clock [s], or None
         self.packet_id = 0
         self.state = QUEUED
         # PUBLISH encoded when queued (shared with other receivers): prefix + packet id + suffix
@@ -198,7 +198,7 @@ class Session:
         self.qos2_in: set[int] | None = None  # inbound QoS 2 ids awaiting PUBREL
         self.next_pid = 1
         self.expiry: int | None = 0  # [s] session expiry interval; None = never expires
-        self.expires_at: float | None = None  # loop time [s] while offline
+        self.expires_at: float | None = None  # on the hub's clock [s], while offline
 
     @property
     def client_id(self) -> str:

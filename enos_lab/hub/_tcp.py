@@ -48,7 +48,9 @@ log = logging.getLogger("enos_lab.hub")
 _READ_SIZE = 256 * 1024  # [B] per recv(), as asyncio's socket transport reads
 _HIGH_WATER = 64 * 1024  # [B] asyncio's default write buffer limits
 _ACCEPTS_PER_WAKEUP = 100  # asyncio accepts up to its backlog (100) per readiness event
-_ACCEPT_RETRY_DELAY = 1.0  # [s] pause after running out of file descriptors (as asyncio)
+# [s] pause after running out of file descriptors (as asyncio); real time (the event loop's), not
+# the hub's clock: it paces the retries of a system call
+_ACCEPT_RETRY_DELAY = 1.0
 # accept() errors after which waiting (not retrying at once) is the only sensible thing to do
 _RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _TRY_AGAIN = (BlockingIOError, InterruptedError)

@@ -6,12 +6,14 @@ decoder cannot hide behind a round trip. Used by the hub conversation tests in t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from enos_lab.clock import Clock
 from enos_lab.errors import ClosedError
 from enos_lab.hub import Hub, HubConfig, MemoryConnection
 
@@ -38,9 +40,10 @@ _PROPERTY_KINDS: dict[int, str] = {
 }
 
 
-async def start_hub(make_hub: HubFactory, **config: Any) -> Hub:
-    """A started anonymous hub (a plain MQTT broker) with ``config`` overrides."""
-    return await make_hub(HubConfig(anonymous=True, **config))
+async def start_hub(make_hub: HubFactory, *, clock: Clock | None = None, **config: Any) -> Hub:
+    """A started anonymous hub (a plain MQTT broker) with ``config`` overrides, on ``clock``
+    (default: the system clock)."""
+    return await make_hub(HubConfig(anonymous=True, **config), clock=clock)
 
 
 def vbi(value: int) -> bytes:
@@ -447,6 +450,13 @@ async def leave(conn: MemoryConnection, packet: bytes = DISCONNECT) -> None:
     """Send DISCONNECT; the hub then closes the connection (3.1.1 3.14.4, 5.0 3.14.4)."""
     await conn.send(packet)
     await expect_closed(conn)
+
+
+async def drop(conn: MemoryConnection) -> None:
+    """Close ``conn`` abruptly from the client side and let the hub see the lost connection
+    (it does on the next loop iteration): before the clock moves on, for timed cases."""
+    conn.close()
+    await asyncio.sleep(0)
 
 
 async def watcher(hub: Hub, topic: str, qos: int = 0, level: int = 4) -> MemoryConnection:

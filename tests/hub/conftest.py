@@ -10,7 +10,12 @@ Fixtures
 ``make_hub``
     Async factory for hubs with other settings; every hub it makes is stopped after the test::
 
-        hub = await make_hub(HubConfig(anonymous=False), authenticator=..., authoriser=...)
+        hub = await make_hub(HubConfig(anonymous=False), authenticator=..., authoriser=...,
+                             clock=...)
+
+``clock``
+    A fresh ``SimulatedClock`` (pass it to ``make_hub``; move it with
+    ``await clock.advance_async(seconds)``).
 
 ``connect``
     Async factory that opens an in-memory connection, sends CONNECT and reads the CONNACK::
@@ -38,6 +43,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from enos_lab.clock import Clock, SimulatedClock
 from enos_lab.hub import Authenticator, Authoriser, Hub, HubConfig, MemoryConnection
 from enos_lab.mqtt._codec import encode
 from enos_lab.mqtt._packets import (
@@ -59,7 +65,8 @@ Connector = Callable[..., Awaitable[tuple[MemoryConnection, ConnAck]]]
 
 @pytest.fixture
 async def make_hub() -> AsyncIterator[MakeHub]:
-    """Factory: ``await make_hub(config, authenticator=..., authoriser=...)`` -> started hub."""
+    """Factory: ``await make_hub(config, authenticator=..., authoriser=..., clock=...)`` ->
+    started hub."""
     hubs: list[Hub] = []
 
     async def factory(
@@ -67,8 +74,9 @@ async def make_hub() -> AsyncIterator[MakeHub]:
         *,
         authenticator: Authenticator | None = None,
         authoriser: Authoriser | None = None,
+        clock: Clock | None = None,
     ) -> Hub:
-        made = Hub(config, authenticator=authenticator, authoriser=authoriser)
+        made = Hub(config, authenticator=authenticator, authoriser=authoriser, clock=clock)
         await made.start()
         hubs.append(made)
         return made
@@ -76,6 +84,12 @@ async def make_hub() -> AsyncIterator[MakeHub]:
     yield factory
     for made in hubs:
         await made.stop()
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    """A simulated clock for a hub (``make_hub(..., clock=clock)``), at 0 s."""
+    return SimulatedClock()
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ Conversations over the in-memory transport; the same rules run over TCP in tests
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from _wire import (
     PUBACK,
@@ -28,6 +26,7 @@ from _wire import (
     without_suback,
 )
 
+from enos_lab.clock import Clock, SimulatedClock
 from enos_lab.errors import InvalidArgument, LimitExceeded
 from enos_lab.hub import AuthResult, ConnectRequest, Hub, HubConfig, Message
 
@@ -114,8 +113,8 @@ class _Devices:
         return AuthResult(True, identity=request.username)
 
 
-async def _identity_hub(**config: object) -> Hub:
-    hub = Hub(HubConfig(**config), authenticator=_Devices())  # type: ignore[arg-type]
+async def _identity_hub(*, clock: Clock | None = None, **config: object) -> Hub:
+    hub = Hub(HubConfig(**config), authenticator=_Devices(), clock=clock)  # type: ignore[arg-type]
     await hub.start()
     return hub
 
@@ -159,15 +158,16 @@ async def test_the_same_client_id_of_two_identities_are_two_sessions() -> None:
         await hub.stop()
 
 
-async def test_3_1_1_sessions_expire_after_session_expiry_v311() -> None:
-    hub = await _identity_hub(session_expiry_v311=1, connect_timeout=0.4)
+async def test_3_1_1_sessions_expire_after_session_expiry_v311(clock: SimulatedClock) -> None:
+    hub = await _identity_hub(clock=clock, session_expiry_v311=1, connect_timeout=0.4)
     try:
         conn = await open_client(hub, "p", username="dev", clean=False)
         await leave(conn)
         assert hub.stats.sessions == 1
-        async with asyncio.timeout(5):
-            while hub.stats.sessions:
-                await asyncio.sleep(0.05)
+        await clock.advance_async(0.9)
+        assert hub.stats.sessions == 1
+        await clock.advance_async(0.1)
+        assert hub.stats.sessions == 0
     finally:
         await hub.stop()
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from enos_lab.clock import SimulatedClock
 from enos_lab.errors import ClosedError
 from enos_lab.hub import (
     AuthResult,
@@ -243,11 +244,17 @@ async def test_04_4_ping(hub: Hub, connect: Connector) -> None:
     assert await conn.read_packet(4) == PingResp()
 
 
-async def test_04_5_keep_alive_timeout(hub: Hub, connect: Connector) -> None:
+async def test_04_5_keep_alive_timeout(
+    make_hub: MakeHub, connect: Connector, clock: SimulatedClock
+) -> None:
+    hub = await make_hub(HubConfig(anonymous=True, connect_timeout=1.0), clock=clock)
     events: list[HubEvent] = []
     hub.add_listener(events.append)
     conn, _ = await connect(hub, "sleepy", level=5, keep_alive=1)
-    assert await conn.read_packet(5, timeout=4.0) == Disconnect(0x8D)
+    await clock.advance_async(1.5)
+    assert not conn.closed
+    await clock.advance_async(0.5)
+    assert await conn.read_packet(5) == Disconnect(0x8D)
     await conn.wait_closed()
     assert [e.reason for e in events if isinstance(e, ClientDisconnected)] == [
         DisconnectReason.KEEP_ALIVE_TIMEOUT

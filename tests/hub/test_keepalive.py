@@ -1,7 +1,9 @@
 """Keep alive and connect timeout, over the in-memory transport.
 
 Timings use keep_alive = 1 s; the hub must close after one and a half periods of silence
-(3.1.1 MQTT-3.1.2-24, 5.0 3.1.2.10) and not before one period has passed.
+(3.1.1 MQTT-3.1.2-24, 5.0 3.1.2.10) and not before. Most tests run the hub on a simulated clock
+(the ``clock`` fixture) and step it; the first and the connect-timeout test keep the system
+clock and real time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from _wire import (
     connect,
     expect,
     expect_closed,
-    expect_silence,
     open_client,
     publish,
     read_connack5,
@@ -26,6 +27,7 @@ from _wire import (
     sync,
 )
 
+from enos_lab.clock import SimulatedClock
 from enos_lab.errors import ClosedError
 from enos_lab.hub._deadlines import Deadlines, Timeouts
 from enos_lab.hub._state import Link
@@ -60,12 +62,17 @@ async def test_silence_beyond_one_and_a_half_keep_alive_closes(make_hub: HubFact
     assert 1.0 <= elapsed <= 3.0, f"closed after {elapsed:.2f} s, expected about 1.5 s"
 
 
-async def test_v5_silence_beyond_keep_alive_closes(make_hub: HubFactory) -> None:
+async def test_v5_silence_beyond_keep_alive_closes(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """5.0 3.1.2.10 (MQTT-3.1.2-22): the server closes a silent connection after 1.5 x Keep
-    Alive; it may first send DISCONNECT 0x8D (Keep Alive timeout)."""
-    hub = await start_hub(make_hub)
+    Alive (within a sweep interval, 0.5 s); it may first send DISCONNECT 0x8D (Keep Alive
+    timeout)."""
+    hub = await start_hub(make_hub, clock=clock)
     conn = await open_client(hub, "k5", level=5, keep_alive=1)
-    started = time.monotonic()
+    await clock.advance_async(1.5)
+    assert not conn.closed
+    await clock.advance_async(0.5)
     try:
         data = await conn.receive(4.0)
     except ClosedError:
@@ -74,8 +81,6 @@ async def test_v5_silence_beyond_keep_alive_closes(make_hub: HubFactory) -> None
         assert data[0] == 0xE0, f"expected DISCONNECT or a close, got {data.hex(' ')}"
         check_reason_packet(data, 0xE0, 0x8D, None)
         await expect_closed(conn)
-    elapsed = time.monotonic() - started
-    assert 1.0 <= elapsed <= 3.0, f"closed after {elapsed:.2f} s, expected about 1.5 s"
 
 
 async def test_pingreq_answered_with_pingresp(make_hub: HubFactory) -> None:
@@ -94,47 +99,55 @@ async def test_v5_pingreq_answered_with_pingresp(make_hub: HubFactory) -> None:
     await expect(conn, b"\xd0\x00")
 
 
-async def test_pingreq_keeps_connection_alive(make_hub: HubFactory) -> None:
-    """3.1.1 MQTT-3.1.2-23 / MQTT-3.1.2-24: a PINGREQ every half period keeps the connection
-    open well past 1.5 x Keep Alive."""
-    hub = await start_hub(make_hub)
+async def test_pingreq_keeps_connection_alive(make_hub: HubFactory, clock: SimulatedClock) -> None:
+    """3.1.1 MQTT-3.1.2-23 / MQTT-3.1.2-24: a PINGREQ every period keeps the connection open
+    well past 1.5 x Keep Alive."""
+    hub = await start_hub(make_hub, clock=clock)
     conn = await open_client(hub, "alive", keep_alive=1)
-    for _ in range(5):  # 2.5 s in total
-        await asyncio.sleep(0.5)
+    for _ in range(10):  # 10 s in total
+        await clock.advance_async(1.0)
         await conn.send(PINGREQ)
         await expect(conn, PINGRESP)
     assert not conn.closed
 
 
-async def test_any_control_packet_resets_keep_alive(make_hub: HubFactory) -> None:
+async def test_any_control_packet_resets_keep_alive(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """3.1.1 MQTT-3.1.2-24: the timer counts time since the last control packet of any type,
     here QoS 0 PUBLISH packets."""
-    hub = await start_hub(make_hub)
+    hub = await start_hub(make_hub, clock=clock)
     conn = await open_client(hub, "busy", keep_alive=1)
-    for i in range(4):  # 2.4 s in total
-        await asyncio.sleep(0.6)
+    for i in range(8):  # 11.2 s in total
+        await clock.advance_async(1.4)
         await conn.send(publish("k/busy", bytes([i])))
     await sync(conn)
 
 
-async def test_keep_alive_zero_disables_timeout(make_hub: HubFactory) -> None:
+async def test_keep_alive_zero_disables_timeout(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """3.1.1 3.1.2.10: Keep Alive 0 turns the mechanism off; the server does not close a silent
-    connection."""
-    hub = await start_hub(make_hub)
+    connection (here for a simulated day)."""
+    hub = await start_hub(make_hub, clock=clock)
     conn = await open_client(hub, "zero", keep_alive=0)
-    await expect_silence(conn, 1.6)
+    await clock.advance_async(86400)
     await sync(conn)
 
 
-async def test_v5_server_keep_alive_overrides_client_value(make_hub: HubFactory) -> None:
+async def test_v5_server_keep_alive_overrides_client_value(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """5.0 MQTT-3.2.2-21/22: a Server Keep Alive in CONNACK replaces the client's Keep Alive, and
     the server enforces it."""
-    hub = await start_hub(make_hub, server_keep_alive=1)
+    hub = await start_hub(make_hub, clock=clock, server_keep_alive=1)
     conn = await hub.connect_memory()
     await conn.send(connect("ska", level=5, keep_alive=60))
     properties = await read_connack5(conn)
     assert properties.get(0x13) == 1
-    started = time.monotonic()
+    await clock.advance_async(1.5)
+    assert not conn.closed
+    await clock.advance_async(0.5)
     try:
         data = await conn.receive(4.0)
     except ClosedError:
@@ -142,7 +155,6 @@ async def test_v5_server_keep_alive_overrides_client_value(make_hub: HubFactory)
     if data:
         check_reason_packet(data, 0xE0, 0x8D, None)
         await expect_closed(conn)
-    assert time.monotonic() - started <= 3.0
 
 
 async def test_connect_timeout_closes_silent_socket(make_hub: HubFactory) -> None:
@@ -156,46 +168,55 @@ async def test_connect_timeout_closes_silent_socket(make_hub: HubFactory) -> Non
     assert 0.4 <= elapsed <= 2.0, f"closed after {elapsed:.2f} s, expected about 0.5 s"
 
 
-async def test_connect_timeout_closes_incomplete_connect(make_hub: HubFactory) -> None:
-    """HubConfig.connect_timeout: half a CONNECT does not stop the timer."""
-    hub = await start_hub(make_hub, connect_timeout=0.5)
+async def test_connect_timeout_closes_incomplete_connect(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
+    """HubConfig.connect_timeout: half a CONNECT does not stop the timer (closed within a
+    sweep interval of 0.125 s after the 0.5 s)."""
+    hub = await start_hub(make_hub, clock=clock, connect_timeout=0.5)
     conn = await hub.connect_memory()
     await conn.send(connect("half")[:7])
-    await expect_closed(conn, 3.0)
+    await clock.advance_async(0.5)
+    assert not conn.closed
+    await clock.advance_async(0.125)
+    await expect_closed(conn)
 
 
-async def test_connect_in_time_cancels_connect_timeout(make_hub: HubFactory) -> None:
+async def test_connect_in_time_cancels_connect_timeout(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """HubConfig.connect_timeout only applies until CONNECT: a connected client stays."""
-    hub = await start_hub(make_hub, connect_timeout=0.5)
+    hub = await start_hub(make_hub, clock=clock, connect_timeout=0.5)
     conn = await open_client(hub, "intime", keep_alive=0)
-    await expect_silence(conn, 1.0)
+    await clock.advance_async(3600)
     await sync(conn)
 
 
 async def test_silence_after_activity_closes_one_and_a_half_periods_after_the_last_packet(
-    make_hub: HubFactory,
+    make_hub: HubFactory, clock: SimulatedClock
 ) -> None:
     """The deadline moves with every packet: a client active for 2 s (keep alive 1 s) and then
-    silent is closed about 1.5 s after its last packet, not earlier."""
-    hub = await start_hub(make_hub)
+    silent is closed 1.5 s after its last packet (within a sweep interval, 0.5 s), not
+    earlier."""
+    hub = await start_hub(make_hub, clock=clock)
     conn = await open_client(hub, "active", keep_alive=1)
     for i in range(4):
-        await asyncio.sleep(0.5)
+        await clock.advance_async(0.5)
         await conn.send(publish("k/active", bytes([i])))
-    await sync(conn)
-    last = time.monotonic()
-    await expect_closed(conn, 4.0)
-    elapsed = time.monotonic() - last
-    assert 1.4 <= elapsed <= 3.0, f"closed {elapsed:.2f} s after the last packet"
+    await sync(conn)  # the last packet: at 2 s
+    await clock.advance_async(1.5)
+    assert not conn.closed
+    await clock.advance_async(0.5)
+    await expect_closed(conn)
 
 
 async def test_the_sweep_looks_only_at_connections_whose_deadline_has_come(
-    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch
+    make_hub: HubFactory, monkeypatch: pytest.MonkeyPatch, clock: SimulatedClock
 ) -> None:
-    """An idle fleet costs the periodic sweep nothing until its keep-alive deadlines: 200
-    clients with keep alive 60 s are not looked at during the first second, and each is filed
-    once, under its deadline; the CONNECT deadline goes with the CONNECT."""
-    hub = await start_hub(make_hub, connect_timeout=0.2)  # sweeps every 0.05 s
+    """An idle fleet costs the sweep nothing until its keep-alive deadlines: 200 clients with
+    keep alive 60 s are not looked at during the first 89 s, and each is filed once, under its
+    deadline; the CONNECT deadline goes with the CONNECT. At 90 s each is looked at once."""
+    hub = await start_hub(make_hub, clock=clock, connect_timeout=0.2)  # buckets of 0.05 s
     seen = watch_timeouts(monkeypatch)
     looked_at: list[int] = []
     original = Deadlines.pop_due
@@ -210,12 +231,16 @@ async def test_the_sweep_looks_only_at_connections_whose_deadline_has_come(
     (timeouts,) = seen
     assert len(timeouts.connect_due) == 0
     assert len(timeouts.keep_alive_due) == 200
-    await asyncio.sleep(1.0)
-    assert len(looked_at) >= 20  # the sweep ran
+    await clock.advance_async(89)
+    assert looked_at  # the sweep ran (at the CONNECT deadlines)
     assert sum(looked_at) == 0
     assert len(timeouts.keep_alive_due) == 200
+    assert not any(conn.closed for conn in clients)
+    await clock.advance_async(2)
+    assert sum(looked_at) == 200
+    assert len(timeouts.keep_alive_due) == 0
     for conn in clients:
-        await sync(conn)
+        await expect_closed(conn)
 
 
 async def test_connections_that_ended_are_not_kept_for_their_deadlines(

@@ -4,7 +4,6 @@ session expiry and client-id takeover, as byte-exact conversations over the in-m
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Any
 
@@ -35,6 +34,7 @@ from _wire import (
     unsubscribe,
 )
 
+from enos_lab.clock import SimulatedClock
 from enos_lab.hub import Hub, MemoryConnection
 
 pytestmark = pytest.mark.anyio
@@ -307,10 +307,10 @@ async def test_v5_session_expiry_absent_ends_session_with_connection(
     await expect_silence(sub)
 
 
-async def test_v5_short_session_expiry(make_hub: HubFactory) -> None:
+async def test_v5_short_session_expiry(make_hub: HubFactory, clock: SimulatedClock) -> None:
     """5.0 3.1.2.11.2 and MQTT-3.2.2-2: a session with Session Expiry 1 s is resumed (with its
-    queued messages) within the interval and gone after it."""
-    hub = await start_hub(make_hub)
+    queued messages) within the interval and gone after it (simulated clock)."""
+    hub = await start_hub(make_hub, clock=clock)
     sub = await open_client(hub, "e1", level=5, clean=False, properties=session_expiry(1))
     await subscribe_ok(sub, 1, ("s5/e1", 1), level=5)
     await leave(sub)
@@ -321,7 +321,9 @@ async def test_v5_short_session_expiry(make_hub: HubFactory) -> None:
     pid = await expect_publish(sub, "s5/e1", b"kept", qos=1, level=5)
     await sub.send(ack(PUBACK, pid))
     await leave(sub)
-    await asyncio.sleep(1.5)  # let the 1 s session expiry pass
+    await clock.advance_async(0.5)
+    assert hub.stats.sessions == 1
+    await clock.advance_async(0.5)  # the 1 s session expiry has passed
     await open_client(hub, "e1", level=5, clean=False, session_present=False)
 
 
@@ -335,14 +337,16 @@ async def test_v5_disconnect_sets_session_expiry_to_zero(make_hub: HubFactory) -
     await open_client(hub, "e2", level=5, clean=False, session_present=False)
 
 
-async def test_v5_disconnect_extends_session_expiry(make_hub: HubFactory) -> None:
+async def test_v5_disconnect_extends_session_expiry(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """5.0 3.14.2.2.2: a DISCONNECT may raise a non-zero Session Expiry Interval; the session then
     outlives the interval given in CONNECT."""
-    hub = await start_hub(make_hub)
+    hub = await start_hub(make_hub, clock=clock)
     sub = await open_client(hub, "e3", level=5, clean=False, properties=session_expiry(1))
     await subscribe_ok(sub, 1, ("s5/e3", 1), level=5)
     await leave(sub, bytes.fromhex("e0 07 00 05 11 00 00 00 3c"))  # 60 s
-    await asyncio.sleep(1.5)
+    await clock.advance_async(59.5)
     await open_client(hub, "e3", level=5, clean=False, session_present=True)
 
 

@@ -1,12 +1,11 @@
 """Will messages: byte-exact conversations over the in-memory transport.
 
 A subscriber watches the will topic while the will's owner goes away in the different ways the
-specifications list (3.1.1 3.1.2.5, 5.0 3.1.2.5 and 3.1.3.2.2).
+specifications list (3.1.1 3.1.2.5, 5.0 3.1.2.5 and 3.1.3.2.2). Timed cases (keep alive, will
+delay, session expiry) run the hub on a simulated clock and step it.
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 from _wire import (
@@ -15,6 +14,7 @@ from _wire import (
     ack,
     check_publish,
     connect,
+    drop,
     expect,
     expect_closed,
     expect_disconnect5,
@@ -34,6 +34,8 @@ from _wire import (
     watcher,
     without_suback,
 )
+
+from enos_lab.clock import SimulatedClock
 
 pytestmark = pytest.mark.anyio
 
@@ -63,13 +65,16 @@ async def test_will_not_published_after_disconnect(make_hub: HubFactory) -> None
     await expect_silence(sub, 0.5)
 
 
-async def test_will_published_on_keep_alive_timeout(make_hub: HubFactory) -> None:
+async def test_will_published_on_keep_alive_timeout(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """3.1.1 MQTT-3.1.2-24 with MQTT-3.1.2-8: the hub closes a silent connection after 1.5 keep
     alive periods and, the close not being a DISCONNECT, publishes the will."""
-    hub = await start_hub(make_hub)
+    hub = await start_hub(make_hub, clock=clock)
     sub = await watcher(hub, "w/t3")
     owner = await open_client(hub, "w3", keep_alive=1, will=("w/t3", b"timeout", 0, False))
-    await expect_closed(owner, 3.0)
+    await clock.advance_async(2)
+    await expect_closed(owner)
     await expect_publish(sub, "w/t3", b"timeout")
 
 
@@ -168,10 +173,12 @@ async def test_v5_normal_disconnect_discards_will(make_hub: HubFactory, packet: 
     await expect_silence(sub, 0.5)
 
 
-async def test_v5_will_delay_interval_delays_publication(make_hub: HubFactory) -> None:
+async def test_v5_will_delay_interval_delays_publication(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """5.0 3.1.3.2.2: the will is published once the Will Delay Interval has passed (the session
-    outlives it)."""
-    hub = await start_hub(make_hub)
+    outlives it), not before."""
+    hub = await start_hub(make_hub, clock=clock)
     sub = await watcher(hub, "w5/delay")
     owner = await open_client(
         hub,
@@ -182,17 +189,19 @@ async def test_v5_will_delay_interval_delays_publication(make_hub: HubFactory) -
         will=("w5/delay", b"late", 0, False),
         will_properties=prop(0x18, 1),  # will delay 1 s
     )
-    owner.close()
-    started = time.monotonic()
-    await expect_silence(sub, 0.6)
+    await drop(owner)
+    await clock.advance_async(0.5)
+    await sync(sub)  # nothing yet
+    await clock.advance_async(0.5)
     await expect_publish(sub, "w5/delay", b"late")
-    assert time.monotonic() - started >= 0.9
 
 
-async def test_v5_will_cancelled_by_reconnect_within_delay(make_hub: HubFactory) -> None:
+async def test_v5_will_cancelled_by_reconnect_within_delay(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """5.0 MQTT-3.1.3-9: a new connection to the session before the Will Delay Interval has
     passed cancels the will."""
-    hub = await start_hub(make_hub)
+    hub = await start_hub(make_hub, clock=clock)
     sub = await watcher(hub, "w5/cancel")
     owner = await open_client(
         hub,
@@ -208,7 +217,8 @@ async def test_v5_will_cancelled_by_reconnect_within_delay(make_hub: HubFactory)
     again = await open_client(
         hub, "w5c", level=5, clean=False, session_present=True, properties=prop(0x11, 30)
     )
-    await expect_silence(sub, 1.6)
+    await clock.advance_async(60)
+    await sync(sub)  # no will
     await leave(again, bytes.fromhex("e0 01 00"))
 
 
@@ -271,10 +281,12 @@ async def test_v5_will_published_after_protocol_error_with_disconnect(
     await expect_publish(sub, "w5/err", b"x")
 
 
-async def test_v5_will_published_when_session_expires_before_delay(make_hub: HubFactory) -> None:
+async def test_v5_will_published_when_session_expires_before_delay(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """5.0 3.1.3.2.2: Session Expiry 1 s and Will Delay 60 s: the session ends first and the will
-    is published then (after about 1 s, not 60 s)."""
-    hub = await start_hub(make_hub)
+    is published then (after 1 s, not 60 s)."""
+    hub = await start_hub(make_hub, clock=clock)
     sub = await watcher(hub, "w5/expire")
     owner = await open_client(
         hub,
@@ -285,17 +297,20 @@ async def test_v5_will_published_when_session_expires_before_delay(make_hub: Hub
         will=("w5/expire", b"expired", 0, False),
         will_properties=prop(0x18, 60),
     )
-    owner.close()
-    started = time.monotonic()
+    await drop(owner)
+    await clock.advance_async(0.5)
+    await sync(sub)  # nothing yet
+    await clock.advance_async(0.5)
     await expect_publish(sub, "w5/expire", b"expired")
-    assert 0.8 <= time.monotonic() - started <= 2.5
 
 
-async def test_v5_takeover_within_will_delay_does_not_publish_will(make_hub: HubFactory) -> None:
+async def test_v5_takeover_within_will_delay_does_not_publish_will(
+    make_hub: HubFactory, clock: SimulatedClock
+) -> None:
     """5.0 MQTT-3.1.3-9: a new connection to the session (a take-over with Clean Start 0) before
     the Will Delay Interval has passed means the will is not sent; the old connection still
     gets DISCONNECT 0x8E (MQTT-3.1.4-3)."""
-    hub = await start_hub(make_hub)
+    hub = await start_hub(make_hub, clock=clock)
     sub = await watcher(hub, "w5/take")
     old = await open_client(
         hub,
@@ -310,5 +325,6 @@ async def test_v5_takeover_within_will_delay_does_not_publish_will(make_hub: Hub
         hub, "w5t", level=5, clean=False, session_present=True, properties=prop(0x11, 30)
     )
     await expect_disconnect5(old, 0x8E)
-    await expect_silence(sub, 1.5)
+    await clock.advance_async(60)
+    await sync(sub)  # no will
     await leave(new, bytes.fromhex("e0 01 00"))
