@@ -89,12 +89,14 @@ class Services:
             )
             self.models = models = await asyncio.to_thread(load_models, registry)
             if hub_config.anonymous:
-                hub = self.hub = Hub(hub_config)
+                hub = self.hub = Hub(hub_config, clock=clock)
             else:
                 iothub = self.iothub = IotHub(
                     registry, models, store, clock=clock, config=iothub_config, tap=tap
                 )
-                hub = self.hub = Hub(hub_config, authenticator=iothub, authoriser=iothub)
+                hub = self.hub = Hub(
+                    hub_config, authenticator=iothub, authoriser=iothub, clock=clock
+                )
                 iothub.attach(hub)
                 hub.add_listener(self._on_hub_event)
             await hub.start()

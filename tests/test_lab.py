@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from enos_lab import IotHubConfig, Lab, TopicKind
+from enos_lab import IotHubConfig, Lab, SimulatedClock, TopicKind
 from enos_lab.enos import SecureMode, login_credentials
 from enos_lab.errors import ClosedError, InvalidArgument
 from enos_lab.lab import plain_tcp_warning
@@ -285,3 +288,26 @@ def test_every_facade_method_shows_its_real_signature() -> None:
         assert inspect.Parameter.VAR_KEYWORD not in kinds, name
         if name.startswith("a") and name[1:] in methods:
             assert inspect.signature(method) == inspect.signature(methods[name[1:]]), name
+
+
+def test_a_lab_on_a_simulated_clock_times_out_devices_in_simulated_time() -> None:
+    clock = SimulatedClock(datetime(2025, 6, 1, tzinfo=UTC))
+    with Lab(port=0, clock=clock) as lab:
+        product = lab.create_product("Meter")
+        device = lab.register_device(product.product_key, device_key="m1")
+        # keep alive 60 s: closed after 90 s of simulated silence, whatever real time passes
+        with _enos_connect(
+            lab, product.product_key, "m1", device.device_secret, SecureMode.SECRET_PER_DEVICE
+        ) as sock:
+            time.sleep(0.3)
+            clock.advance(89)
+            assert lab.is_online(product.product_key, "m1")
+            clock.advance(2)
+            sock.settimeout(5)
+            assert sock.recv(1) == b""  # the hub closed it
+        presence = lab.presence(product.product_key, "m1")
+        assert list(presence["reason"]) == ["connected", "keep-alive timeout"]
+        # recorded at the simulated times, 90.x s apart
+        gap = (presence["time"].iloc[1] - presence["time"].iloc[0]).total_seconds()
+        assert 90 <= gap <= 91
+        assert presence["time"].iloc[0] == pd.Timestamp("2025-06-01", tz="UTC")

@@ -178,7 +178,10 @@ class Env:
         self.models.add(meter_model())
         self.iothub = IotHub(self.registry, self.models, self.store, config=config, clock=clock)
         self.hub = Hub(
-            HubConfig(connect_timeout=5.0), authenticator=self.iothub, authoriser=self.iothub
+            HubConfig(connect_timeout=5.0),
+            authenticator=self.iothub,
+            authoriser=self.iothub,
+            clock=clock,
         )
         self.iothub.attach(self.hub)
         r = self.registry
