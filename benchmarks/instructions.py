@@ -53,6 +53,7 @@ import multiprocessing as mp
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -149,13 +150,45 @@ def callgrind_hub(
     try:
         yield broker, out_dir
     except BaseException:
-        broker.stop(opts.stop_timeout)
+        broker.stop(10.0)  # no totals needed: SIGKILL if it does not stop at once
         raise
-    died = "" if broker.alive() else f"the hub died: {broker.log_tail()}"
-    # SIGTERM: the hub shuts down as usual and callgrind writes its totals when it exits.
-    note = broker.stop(opts.stop_timeout)
-    if died or note:
-        raise mb.BenchError(died or f"{note}: {broker.log_tail()}")
+    if not broker.alive():
+        raise mb.BenchError(f"the hub died: {broker.log_tail()}")
+    code = stop_hub(broker, opts.stop_timeout)
+    if code != 0:
+        raise mb.BenchError(f"the hub exited with code {code}: {broker.log_tail()}")
+
+
+def stop_hub(broker: mb.Broker, timeout: float, patience: float = 5.0) -> int | None:
+    """Stop the hub with SIGTERM so that callgrind writes its totals; its exit code.
+
+    ``enos-lab serve`` waits for the signal in its main thread. Under valgrind the kernel may
+    hand the signal to another thread, whose Python handler then never wakes the main thread:
+    the hub stays idle. So while the hub has used no CPU for ``patience`` seconds since the last
+    signal, it gets SIGINT (the same handler; SIGTERM's default would kill it once the hub has
+    restored it, and callgrind would write nothing). ``None``: killed after ``timeout``. [s]
+    """
+    proc = broker.proc
+    proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    cpu, since = mb.proc_cpu_s(broker.pid), time.monotonic()
+    while True:
+        try:
+            code = proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            now = time.monotonic()
+            if now > deadline:
+                proc.kill()
+                proc.wait(10)
+                return None
+            used = mb.proc_cpu_s(broker.pid)
+            if used > cpu:
+                cpu, since = used, now
+            elif now - since > patience:
+                proc.send_signal(signal.SIGINT)
+                since = now
+            continue
+        return code
 
 
 # --- workloads ------------------------------------------------------------------------------
