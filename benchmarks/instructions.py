@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/instructions.py [--runs 3] [--only qos0,login]
         [--messages 2000,42000] [--logins 100,1100] [--qos0-rate 0]
-        [--connect-concurrency 1] [--python PY] [--compare OLD_PY] [--keep DIR]
+        [--connect-concurrency 64] [--python PY] [--compare OLD_PY] [--keep DIR]
 
 Theory of operation
 -------------------
@@ -34,10 +34,11 @@ differ only in the amount of work: ``N1`` and ``N2`` units. Start-up and shut-do
 ``login``
     The EnOS hub on a registry provisioned as ``enos_devices.py`` provisions it; one login
     per device by device secret (CONNECT, CONNACK; the DISCONNECTs follow when all are in),
-    ``--connect-concurrency`` handshakes in flight (``_loadgen.run_connect_packets``). One at
-    a time by default: then each login takes the same path. With many in flight the hub
-    handles several per loop iteration (presence rows written together), which costs fewer
-    instructions per login but varies with timing by a few percent.
+    ``--connect-concurrency`` handshakes in flight (``_loadgen.run_connect_packets``), 64 as in
+    ``enos_devices.py``: the hub then handles several logins per loop iteration, and the count
+    repeats within a fraction of a percent. One at a time costs more per login (a loop
+    iteration and thread hand-overs each) and repeats only within a few percent, because how
+    often the threads wake depends on timing.
 
 Each of ``--runs`` repeats measures both amounts; the table shows the median and how far the
 repeats spread. With ``--compare OLD_PYTHON`` every repeat measures both interpreters (their
@@ -471,7 +472,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--nap", type=float, default=0.5, help="qos0 subscriber pause, see mqtt_broker [ms]"
     )
-    p.add_argument("--connect-concurrency", type=int, default=1, help="login handshakes in flight")
+    p.add_argument("--connect-concurrency", type=int, default=64, help="login handshakes in flight")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated device keys")
     p.add_argument("--python", default=sys.executable, help="interpreter (or wrapper) of the hub")
     p.add_argument("--compare", metavar="OLD_PYTHON", default=None, help="a second hub to compare")
