@@ -233,7 +233,9 @@ def _serve(args: argparse.Namespace) -> int:
                 )
             sys.stdout.write("Press Ctrl-C to stop.\n")
             sys.stdout.flush()
-            while not stop.wait(3600):
+            # short waits: a signal the kernel hands to another thread (as under valgrind)
+            # sets Python's flag without waking this one; its handler runs at the next wake
+            while not stop.wait(1.0):
                 pass
     finally:
         for sig, handler in previous.items():
