@@ -30,7 +30,7 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -248,10 +248,7 @@ class SimulatedClock:
         :meth:`advance_async`. Negative steps are refused.
         """
         target = self._monotonic + _step(seconds)
-        while True:
-            timer = self._next_due(target)
-            if timer is None:
-                break
+        for timer in self._due(target):
             loop = timer.loop
             if _running_here(loop):
                 raise InvalidArgument(
@@ -267,10 +264,7 @@ class SimulatedClock:
         """:meth:`advance` for code running on the event loop: the due timers of this loop run
         here, in order, each followed by ``SETTLE_ROUNDS`` passes of the loop."""
         target = self._monotonic + _step(seconds)
-        while True:
-            timer = self._next_due(target)
-            if timer is None:
-                break
+        for timer in self._due(target):
             loop = timer.loop
             if _running_here(loop):
                 await _fire(timer)
@@ -284,17 +278,19 @@ class SimulatedClock:
             raise InvalidArgument(f"expected a tz-aware datetime, got naive {moment!r}")
         self.advance(moment - self._now)
 
-    def _next_due(self, target: float) -> _Timer | None:
-        """Pop the next timer due at or before ``target`` and move the clock to its time."""
-        with self._lock:
-            timers = self._timers
-            while timers and timers[0][0] <= target:
+    def _due(self, target: float) -> Iterator[_Timer]:
+        """Pop, one at a time, each timer due at or before ``target``, moving the clock to its
+        time (a timer that runs may set new ones: they are popped in their turn)."""
+        while True:
+            with self._lock:
+                timers = self._timers
+                while timers and timers[0][2].cancelled:
+                    heapq.heappop(timers)
+                if not timers or timers[0][0] > target:
+                    return
                 when, _, timer = heapq.heappop(timers)
-                if timer.cancelled:
-                    continue
                 self._move_to(when)
-                return timer
-            return None
+            yield timer
 
     def _move_to(self, monotonic: float) -> None:
         with self._lock:

@@ -799,8 +799,7 @@ class Lab:
         return services
 
     def _running_loop(self) -> LoopThread:
-        if self._services is None:
-            raise ClosedError("the lab is not running: call start() first")
+        self._running()
         return self._loop_thread
 
     def _check_not_on_loop(self, coro: Coroutine[Any, Any, Any] | None = None) -> None:

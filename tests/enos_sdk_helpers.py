@@ -137,15 +137,16 @@ SDK_MODEL: dict[str, Any] = {
 
 
 @contextlib.contextmanager
-def running_lab(data_dir: Path, seed: int) -> Iterator[Lab]:
+def running_lab(data_dir: Path, seed: int, **lab_kwargs: Any) -> Iterator[Lab]:
     """A started lab on 127.0.0.1 (free port) with seeded keys; stopped afterwards.
+    ``lab_kwargs`` go to :class:`Lab` (``store_config=...``, ``iothub_config=...``).
 
     On a clean exit it also checks that every thread started inside the block (the SDK's
     network and executor threads, the lab's loop) has ended, so nothing leaks into the next
     test.
     """
     before = set(threading.enumerate())
-    lab = Lab(data_dir, port=0, rng=random.Random(seed))
+    lab = Lab(data_dir, port=0, rng=random.Random(seed), **lab_kwargs)
     lab.start()
     try:
         yield lab
@@ -390,3 +391,20 @@ def sdk_device(
         yield device
     finally:
         device.close()
+
+
+@contextlib.contextmanager
+def connected_meter(
+    tmp_path: Path, seed: int, device_key: str = "meter", **lab_kwargs: Any
+) -> Iterator[tuple[Lab, str, SdkDevice]]:
+    """A lab (``lab_kwargs`` as for :func:`running_lab`) with one registered device of the SDK
+    test model, connected through the SDK; yields the lab, the product key and the device."""
+    with running_lab(tmp_path / "lab", seed=seed, **lab_kwargs) as lab:
+        product = sdk_product(lab)
+        device = lab.register_device(product.product_key, device_key=device_key)
+        with sdk_device(
+            lab, product.product_key, device_key, device_secret=device.device_secret
+        ) as sdk:
+            sdk.connect()
+            assert sdk.client.is_connected()
+            yield lab, product.product_key, sdk

@@ -4,8 +4,6 @@ resume), events, attributes, tags, the TSL template and the publish ACL (protoco
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +22,16 @@ from enos_sdk_helpers import (
     SDK_MODEL,
     SDK_WARNINGS,
     HubWatch,
-    SdkDevice,
-    running_lab,
-    sdk_device,
-    sdk_product,
+    connected_meter,
     stored_devices,
 )
 
 from enos_lab.clock import from_epoch_ms
-from enos_lab.lab import Lab
 from enos_lab.model import render_tsltemplate
 
 pytestmark = [SDK_WARNINGS]
 
 T0 = 1_700_000_000_000  # [ms] event times used below (2023-11-14 22:13:20 UTC)
-
-
-@contextmanager
-def connected_meter(
-    tmp_path: Path, seed: int, device_key: str = "meter"
-) -> Iterator[tuple[Lab, str, SdkDevice]]:
-    """A lab with one registered device of the test model, connected through the SDK."""
-    with running_lab(tmp_path / "lab", seed=seed) as lab:
-        product = sdk_product(lab)
-        device = lab.register_device(product.product_key, device_key=device_key)
-        with sdk_device(
-            lab, product.product_key, device_key, device_secret=device.device_secret
-        ) as sdk:
-            sdk.connect()
-            assert sdk.client.is_connected()
-            yield lab, product.product_key, sdk
 
 
 def _ok(response: Any) -> Any:

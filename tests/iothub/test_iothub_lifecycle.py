@@ -93,7 +93,7 @@ async def test_stop_ends_the_services_work_and_keeps_what_was_received(tmp_path:
     await env.hub.start()
     try:
         env.registry.register_device("dynP", device_key="v1")
-        activating, _ = await env.login(
+        _activating, _ = await env.login(  # its activation push is pending at the stop
             "dynP", "v1", env.dyn.product_secret, mode=SecureMode.DYNAMIC_ACTIVATION
         )
         client = await env.device("dirP", "d1")
@@ -124,4 +124,3 @@ async def test_stop_ends_the_services_work_and_keeps_what_was_received(tmp_path:
     await env.iothub.stop()  # idempotent
     env.store.close()
     env.registry.close()
-    del activating

@@ -10,8 +10,6 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from enos_sdk_helpers import (
     SDK_WARNINGS,
     WAIT,
     SdkDevice,
+    connected_meter,
     running_lab,
     sdk_device,
     sdk_product,
@@ -65,36 +64,6 @@ from enos_lab.tap import TapEvent, TapSubscription
 pytestmark = [SDK_WARNINGS]
 
 T0 = 1_700_000_000_000  # [ms] event times used below (2023-11-14 22:13:20 UTC)
-
-
-@contextmanager
-def connected_meter(
-    tmp_path: Path, seed: int, device_key: str = "meter", **lab_kwargs: Any
-) -> Iterator[tuple[Lab, str, SdkDevice]]:
-    """A lab with one device of the SDK test model, connected through the SDK."""
-    if lab_kwargs:
-        lab_cm = _lab(tmp_path / "lab", seed, **lab_kwargs)
-    else:
-        lab_cm = running_lab(tmp_path / "lab", seed=seed)
-    with lab_cm as lab:
-        product = sdk_product(lab)
-        device = lab.register_device(product.product_key, device_key=device_key)
-        with sdk_device(
-            lab, product.product_key, device_key, device_secret=device.device_secret
-        ) as sdk:
-            sdk.connect()
-            assert sdk.client.is_connected()
-            yield lab, product.product_key, sdk
-
-
-@contextmanager
-def _lab(data_dir: Path, seed: int, **kwargs: Any) -> Iterator[Lab]:
-    lab = Lab(data_dir, port=0, rng=random.Random(seed), **kwargs)
-    lab.start()
-    try:
-        yield lab
-    finally:
-        lab.stop()
 
 
 def _ok(response: Any) -> Any:
