@@ -1,0 +1,46 @@
+"""The composition root: a :class:`Lab` owns the event loop thread and everything on it.
+
+Theory of operation
+-------------------
+The hub and every long-running service run on one asyncio event loop in a background thread that
+the lab starts and stops (:class:`~enos_lab._loop.LoopThread`). Notebook cells and scripts call
+the synchronous, thread-safe facade
+(``lab.start()``, ``lab.register_device(...)``, ``lab.stop()``); calls that touch the hub or the
+IoT hub services schedule a coroutine on the lab's loop with
+:func:`asyncio.run_coroutine_threadsafe` and wait for its result, while registry calls (SQLite,
+thread-safe) run in the caller's thread. asyncio users get every operation as an ``a``-prefixed
+coroutine (``await lab.astart()``, ``await lab.aregister_device(...)``) that waits without blocking
+their own loop. Nothing here ever calls :func:`asyncio.run` inside a running loop, so the official
+EnOS SDK (which blocks in ``connect()`` until CONNACK) works from a notebook cell.
+
+What :meth:`Lab.start` builds, in the data directory (:class:`~enos_lab._services.Services`
+starts them in order, and :meth:`Lab.stop` stops them in the reverse order, each part ending
+its own work):
+
+- the device registry (``registry.sqlite3``): products, devices, credentials, presence log and the
+  user's thing models;
+- the thing model catalog: the shipped library (:func:`enos_lab.model.load_library`) plus the
+  user's models kept in the registry, so a restart keeps them;
+- the time-series store (DuckDB);
+- unless ``anonymous``: the EnOS IoT hub services (:class:`~enos_lab.iothub.IotHub`:
+  authentication, access control, measurepoints into the store, commands), plugged into the MQTT
+  hub as its authenticator and authoriser. ``anonymous=True`` makes a plain MQTT broker; the
+  registry is still there to be filled.
+
+The lab owns one device-data tap (:attr:`Lab.tap`, made with the lab and kept across restarts):
+the IoT hub services report to it what they kept, and :meth:`Lab.subscribe` reads it from any
+thread or event loop.
+
+``Lab(data_dir=...)`` keeps everything in that directory; without one a temporary directory is
+created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
+
+The facade is split by concern: ``_core`` (lifecycle, properties, the tap, running coroutines
+on the loop), ``_provisioning`` (models, products, devices, credentials) and ``_operations``
+(presence, logins, commands, raw publishes); :class:`Lab` composes them.
+"""
+
+from .._services import REGISTRY_FILE
+from ._core import DEFAULT_PORT, plain_tcp_warning
+from ._lab import Lab
+
+__all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab", "plain_tcp_warning"]

@@ -1,0 +1,50 @@
+"""The :class:`Lab` facade, composed of its core and its parts."""
+
+from __future__ import annotations
+
+from ._operations import Operations
+from ._provisioning import Provisioning
+
+__all__ = ["Lab"]
+
+
+class Lab(Provisioning, Operations):
+    """A running laboratory: the hub on a background event loop, with a synchronous facade.
+
+    Parameters
+    ----------
+    data_dir:
+        Directory for everything the lab keeps (registry, thing models, time series); ``None``
+        uses a temporary directory that :meth:`stop` removes.
+    host:
+        Address the MQTT listener binds. Loopback by default.
+    port:
+        TCP port of the MQTT listener; ``0`` picks a free one (read it back from :attr:`port`).
+        Defaults to the conventional EnOS port 11883.
+    anonymous:
+        ``True`` turns the hub into a plain MQTT broker that accepts every client without
+        authentication and has no IoT hub services (the registry is still available). Insecure:
+        for generic MQTT tooling and conformance tests only.
+    hub_config:
+        Advanced hub settings; ``anonymous`` above overrides its ``anonymous`` field. Default:
+        :class:`~enos_lab.hub.HubConfig` without CONNACK delay (``DEFAULT_CONNACK_DELAY``); the
+        IoT hub services delay the CONNACK of Python-SDK-shaped logins only (see
+        ``IotHubConfig.python_sdk_connack_delay``).
+    clock:
+        Time source of the registry, the store and the IoT hub services (default: the system
+        clock); a :class:`~enos_lab.clock.SimulatedClock` makes runs deterministic.
+    rng:
+        Random source for generated keys and secrets (default: the OS's secure source);
+        ``random.Random(seed)`` makes tutorials reproducible. Never use a seeded source for
+        real credentials.
+    iothub_config:
+        Settings of the IoT hub services (activation timing, limits, command timeout).
+    store_config:
+        Settings of the time-series store (default :class:`~enos_lab.store.StoreConfig`):
+        among them DuckDB's memory limit (default 256 MiB, so that the lab's memory stays
+        bounded however much data it stores), its threads and the group commit.
+
+    Use it as a context manager (``with Lab(port=0) as lab: ...``) or call :meth:`start` and
+    :meth:`stop`; from asyncio, ``async with Lab(port=0) as lab: ...``. Everything but the
+    constructor needs a running lab (:class:`~enos_lab.errors.ClosedError` otherwise).
+    """
