@@ -21,6 +21,7 @@ here, over Modbus TCP. The pieces, each usable alone:
 
 from __future__ import annotations
 
+from ._field import ExceptionCode, FieldServer, UnitStats
 from ._points import PointTable, load_point_table
 from ._registers import (
     MAX_READ_BITS,
@@ -37,11 +38,14 @@ from ._registers import (
 __all__ = [
     "MAX_READ_BITS",
     "MAX_READ_REGISTERS",
+    "ExceptionCode",
+    "FieldServer",
     "PointRow",
     "PointTable",
     "ReadGroup",
     "RegisterTable",
     "RegisterType",
+    "UnitStats",
     "WordOrder",
     "decode_words",
     "encode_words",
