@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from ._field import ExceptionCode, FieldServer, UnitStats
 from ._points import PointTable, load_point_table
+from ._poller import DeviceStats, FieldDevice, Poller, PollError, PollErrorKind, Sample
 from ._registers import (
     MAX_READ_BITS,
     MAX_READ_REGISTERS,
@@ -34,20 +35,32 @@ from ._registers import (
     decode_words,
     encode_words,
 )
+from ._upload import UploadFilter, UploadMode, changed_points, latest_per_period, period_index
 
 __all__ = [
     "MAX_READ_BITS",
     "MAX_READ_REGISTERS",
+    "DeviceStats",
     "ExceptionCode",
+    "FieldDevice",
     "FieldServer",
     "PointRow",
     "PointTable",
+    "PollError",
+    "PollErrorKind",
+    "Poller",
     "ReadGroup",
     "RegisterTable",
     "RegisterType",
+    "Sample",
     "UnitStats",
+    "UploadFilter",
+    "UploadMode",
     "WordOrder",
+    "changed_points",
     "decode_words",
     "encode_words",
+    "latest_per_period",
     "load_point_table",
+    "period_index",
 ]
