@@ -21,6 +21,7 @@ here, over Modbus TCP. The pieces, each usable alone:
 
 from __future__ import annotations
 
+from ._cache import CACHE_FILE, CachedSample, CacheStats, SampleCache
 from ._field import ExceptionCode, FieldServer, UnitStats
 from ._points import PointTable, load_point_table
 from ._poller import DeviceStats, FieldDevice, Poller, PollError, PollErrorKind, Sample
@@ -38,8 +39,11 @@ from ._registers import (
 from ._upload import UploadFilter, UploadMode, changed_points, latest_per_period, period_index
 
 __all__ = [
+    "CACHE_FILE",
     "MAX_READ_BITS",
     "MAX_READ_REGISTERS",
+    "CacheStats",
+    "CachedSample",
     "DeviceStats",
     "ExceptionCode",
     "FieldDevice",
@@ -53,6 +57,7 @@ __all__ = [
     "RegisterTable",
     "RegisterType",
     "Sample",
+    "SampleCache",
     "UnitStats",
     "UploadFilter",
     "UploadMode",
