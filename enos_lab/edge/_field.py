@@ -37,6 +37,7 @@ the listener. A stopped server starts again on the same port (the poller's recon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -443,21 +444,25 @@ class FieldServer:
                 fault = self._take_fault(unit_id)
             closing = self._closing
             if fault is not None and fault.delay and closing is not None:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(closing.wait(), fault.delay)
-                except TimeoutError:
-                    stats.delayed += 1
+                if not closing.is_set():
+                    self._count(stats, "delayed")
             if closing is None or closing.is_set() or (fault is not None and fault.mute):
-                stats.unanswered += 1
+                self._count(stats, "unanswered")
                 raise NoSuchIdException(f"unit {unit_id} does not answer")  # no response
             if fault is not None and fault.code is not None:
-                stats.exceptions += 1
+                self._count(stats, "exceptions")
                 return ExcCodes(int(fault.code))
             return self._serve(unit_id, func_code, address, count, values, stats=stats)
         finally:
             self._inside -= 1
             if not self._inside and self._left is not None:
                 self._left.set()
+
+    def _count(self, stats: UnitStats, counter: str) -> None:
+        with self._lock:
+            setattr(stats, counter, getattr(stats, counter) + 1)
 
     def _take_fault(self, unit_id: int) -> _Fault | None:
         """The unit's fault for this access (called under the lock)."""

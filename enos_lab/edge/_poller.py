@@ -311,7 +311,8 @@ class Poller:
 
     async def poll(self) -> list[Sample]:
         """Poll every device once, now (endpoints concurrently); return the samples, in device
-        order. Errors are counted and passed to ``on_error``; ``on_sample`` is not called."""
+        order. Errors are counted and passed to ``on_error``; ``on_sample`` is not called. The
+        connections stay open for the next poll: :meth:`stop` closes them."""
         results = await asyncio.gather(*(self._cycle(link, deliver=False) for link in self._links))
         by_name = {sample.device: sample for samples in results for sample in samples}
         return [by_name[d.name] for d in self._devices if d.name in by_name]
