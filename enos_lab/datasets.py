@@ -58,6 +58,77 @@ _DATASETS: dict[str, _Dataset] = {
             ("ct_ratio", "float64", "Current transformer ratio (primary/secondary). [-]"),
         ),
     ),
+    "modbus_inverter_vendor_a": _Dataset(
+        file="modbus_inverter_vendor_a.csv",
+        title="Modbus register map of a Vendor A PV inverter",
+        description=(
+            "Point-mapping table of a PV string inverter of Vendor A at Modbus unit 1: "
+            "measurements in input registers (power in W, energy in Wh as uint32, scaled "
+            "voltages, currents and temperature), state and fault code in holding registers. "
+            "Its points are Vendor A's point names: load it with the thing model "
+            "'pv_inverter' and the vendor mapping 'inverter_vendor_a' "
+            "(enos_lab.edge.PointTable.from_frame)."
+        ),
+        origin="synthetic; written for enos_lab after SunSpec-style point names (no real device)",
+        licence="CC0-1.0",
+        columns=(
+            ("unit_id", "int64", "Modbus unit identifier of the field device, 1..247. [-]"),
+            ("table", "str", "Register table: holding, input, coil or discrete_input. [-]"),
+            ("address", "int64", "Zero-based register address on the wire, 0..65535. [-]"),
+            (
+                "type",
+                "str",
+                "Register type: int16, uint16, int32, uint32, float32, float64, bool. [-]",
+            ),
+            ("word_order", "str", "Word order of 32- and 64-bit values: big or little. [-]"),
+            ("bit", "str", "Bit of a register holding a bool, 0..15; empty otherwise. [-]"),
+            ("scale", "float64", "Field value = raw * scale + offset. [-]"),
+            ("offset", "float64", "Added after scaling, in the field value's unit. [unit]"),
+            ("unit", "str", "Unit of the field value; empty for a point without one. [-]"),
+            (
+                "point",
+                "str",
+                "Vendor A point name (see the vendor mapping inverter_vendor_a); name[i] is "
+                "item i of an ARRAY point. [-]",
+            ),
+            ("description", "str", "What the register holds, from the device's manual. [-]"),
+        ),
+    ),
+    "modbus_energy_meter": _Dataset(
+        file="modbus_energy_meter.csv",
+        title="Modbus register map of a three-phase energy meter",
+        description=(
+            "Point-mapping table of a three-phase energy meter at Modbus unit 2: float32 "
+            "measurements in input registers, the import energy counter as a uint32 in 10 Wh "
+            "steps (little word order) and the export energy as a float64 in holding "
+            "registers. Its points are measurepoints of the thing model 'energy_meter' "
+            "(enos_lab.edge.PointTable.from_frame)."
+        ),
+        origin="synthetic; written for enos_lab (no real device)",
+        licence="CC0-1.0",
+        columns=(
+            ("unit_id", "int64", "Modbus unit identifier of the field device, 1..247. [-]"),
+            ("table", "str", "Register table: holding, input, coil or discrete_input. [-]"),
+            ("address", "int64", "Zero-based register address on the wire, 0..65535. [-]"),
+            (
+                "type",
+                "str",
+                "Register type: int16, uint16, int32, uint32, float32, float64, bool. [-]",
+            ),
+            ("word_order", "str", "Word order of 32- and 64-bit values: big or little. [-]"),
+            ("bit", "str", "Bit of a register holding a bool, 0..15; empty otherwise. [-]"),
+            ("scale", "float64", "Field value = raw * scale + offset. [-]"),
+            ("offset", "float64", "Added after scaling, in the field value's unit. [unit]"),
+            ("unit", "str", "Unit of the field value; empty for a point without one. [-]"),
+            (
+                "point",
+                "str",
+                "Measurepoint id of the model energy_meter; name[i] is item i of an ARRAY "
+                "point. [-]",
+            ),
+            ("description", "str", "What the register holds, from the device's manual. [-]"),
+        ),
+    ),
 }
 
 

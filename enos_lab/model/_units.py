@@ -148,6 +148,10 @@ class Conversion:
         """Convert ``value``; the result is rounded with :func:`round15`."""
         return round15(value * float(self.scale) + float(self.shift))
 
+    def inverse(self) -> Conversion:
+        """The conversion back: ``from = (to - shift) / scale`` (exact)."""
+        return Conversion(1 / self.scale, -self.shift / self.scale)
+
 
 def conversion(source: Unit | str, target: Unit | str) -> Conversion:
     """The conversion from ``source`` to ``target``; ModelError when dimensions differ."""

@@ -113,6 +113,29 @@ class PointMapping:
             raise TypeError(raw)
         return conv.apply(raw)
 
+    def source_value(self, common: Any) -> Any:
+        """The vendor value that :meth:`convert` turns into ``common`` (to simulate a vendor
+        device from common values).
+
+        With a table: the first code whose value equals ``common`` (its JSON text parsed back:
+        ``"4"`` -> ``4``; a code that is not JSON stays text). Otherwise the linear map run
+        backwards. Raises KeyError (no code gives ``common``), TypeError (not a number).
+        """
+        if self.values:
+            for code, value in self.values.items():
+                if value == common and type(value) is type(common):
+                    try:
+                        return json.loads(code)
+                    except ValueError:
+                        return code
+            raise KeyError(common)
+        conv = self._conversion
+        if conv.identity:
+            return common
+        if type(common) not in (int, float):
+            raise TypeError(common)
+        return conv.inverse().apply(common)
+
 
 @dataclass(frozen=True, slots=True)
 class VendorMapping:

@@ -293,3 +293,17 @@ def test_value_tables_match_integral_floats_and_bools() -> None:
     assert flag.apply({"Alarm": True}) == {"state": 3}
     with pytest.raises(ValidationError, match="must be a JSON object"):
         mapping.apply([("St", 4)])  # type: ignore[arg-type]
+
+
+def test_source_value_runs_a_point_mapping_backwards() -> None:
+    mapping = vendor_mapping("inverter_vendor_a")
+    by_source = {p.source: p for p in mapping.points}
+    for source, vendor in (("W", 4520), ("DCV", 612.4), ("TmpCab", 41.5), ("St", 4), ("Evt1", 7)):
+        point = by_source[source]
+        assert point.source_value(point.convert(vendor)) == vendor
+    assert by_source["St"].source_value(0) == 2  # the first vendor code of 'standby'
+    with pytest.raises(KeyError):
+        by_source["St"].source_value(9)
+    with pytest.raises(TypeError):
+        by_source["W"].source_value("4.52")
+    assert conversion("degC", "degF").inverse().apply(212) == 100.0
