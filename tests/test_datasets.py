@@ -46,7 +46,7 @@ def test_device_keys_are_valid_registry_keys() -> None:
 
 def test_every_dataset_is_in_the_readme_table_with_its_licence_and_columns() -> None:
     readme = (ROOT / "datasets" / "README.md").read_text()
-    assert datasets.dataset_names() == ["fleet_meters"]
+    assert datasets.dataset_names() == ["daily_load_shapes", "fleet_meters", "turbine_power_curve"]
     for name in datasets.dataset_names():
         _, meta = datasets.load(name)
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{meta['file']}`"))
