@@ -1,4 +1,4 @@
-"""Simulated devices: deterministic profiles for the library thing models.
+"""Simulated devices: deterministic profiles for the library thing models, and faults.
 
 Profiles
     A profile is a small frozen dataclass of parameters for one library thing model
@@ -12,11 +12,29 @@ Profiles
     and the sampling rules: :mod:`enos_lab.sim._profile` and each profile's module; the site's
     sun and weather: :class:`Site`, :class:`Climate`.
 
+Faults
+    :class:`Link` is a loopback TCP proxy between MQTT clients (any: the official EnOS SDK, gmqtt,
+    paho) and the hub that drops, delays, duplicates and reorders PUBLISH packets, partitions
+    and cuts connections, per connection, per device or for all, and counts what it did
+    (:mod:`enos_lab.sim._faults`)::
+
+        link = await Link("127.0.0.1", lab.port, seed=1).start()   # on the lab's loop
+        link.device(product_key, "meter1").partition()              # the device is cut off
+        link.heal()
 """
 
 from __future__ import annotations
 
 from ._battery import BatteryStorageProfile
+from ._fault_settings import (
+    Direction,
+    FlowStats,
+    LinkConfig,
+    LinkScope,
+    LinkStats,
+    PartitionMode,
+)
+from ._faults import Link, LinkConnection
 from ._meter import EnergyMeterProfile
 from ._profile import BLOCK, Counter, Grid, Profile, ProfileState, Sample
 from ._profiles import PROFILES, profile_for
@@ -31,8 +49,16 @@ __all__ = [
     "BatteryStorageProfile",
     "Climate",
     "Counter",
+    "Direction",
     "EnergyMeterProfile",
+    "FlowStats",
     "Grid",
+    "Link",
+    "LinkConfig",
+    "LinkConnection",
+    "LinkScope",
+    "LinkStats",
+    "PartitionMode",
     "Profile",
     "ProfileState",
     "PvInverterProfile",
