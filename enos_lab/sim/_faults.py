@@ -244,18 +244,19 @@ class _Flow:
         duplicate = settings.duplicate[way]
         window = settings.reorder[way]
         rng = connection._rngs[way]
+        publishes = dropped = duplicated = 0
         for packet in packets:
             if packet[0] >> 4 != _PUBLISH:
                 self._release()
                 self._enqueue(packet, settings)
                 continue
-            self._count("publishes")
+            publishes += 1
             if drop and rng.random() < drop:
-                self._count("dropped")
+                dropped += 1
                 continue
             copies = 1
             if duplicate and rng.random() < duplicate:
-                self._count("duplicated")
+                duplicated += 1
                 copies = 2
             if window > 1:
                 self._held.extend([packet] * copies)
@@ -266,6 +267,9 @@ class _Flow:
                 continue
             for _ in range(copies):
                 self._enqueue(packet, settings)
+        for name, n in (("publishes", publishes), ("dropped", dropped), ("duplicated", duplicated)):
+            if n:
+                self._count(name, n)
 
     def _arm(self, hold: float) -> None:
         """(Re)start the timer that releases an incomplete reorder window."""
