@@ -716,9 +716,10 @@ class Link(Controls):
             connection._changed()
 
     def _on_loop(self, func: Callable[[], T]) -> T:
-        """Run ``func`` on the link's loop (at once when called there or before start)."""
+        """Run ``func`` on the link's loop (at once when called there, or when no loop runs
+        it: before start, after the loop stopped)."""
         loop = self._loop
-        if loop is None or threading.get_ident() == self._thread or loop.is_closed():
+        if loop is None or threading.get_ident() == self._thread or not loop.is_running():
             return func()
 
         async def call() -> T:
