@@ -34,11 +34,12 @@ from ._fault_settings import (
     LinkStats,
     PartitionMode,
 )
-from ._faults import Link, LinkConnection
+from ._faults import Link
 from ._meter import EnergyMeterProfile
 from ._profile import BLOCK, Counter, Grid, Profile, ProfileState, Sample
 from ._profiles import PROFILES, profile_for
 from ._pv import PvInverterProfile
+from ._relay import LinkConnection
 from ._site import Climate, Site
 from ._weather import WeatherStationProfile
 from ._wind import WindTurbineProfile

@@ -1,6 +1,6 @@
 """The fault settings of a :class:`~enos_lab.sim.Link`: what each scope asks for, the calls that
 set it, and the counters (the relay itself, and the theory of operation, are in
-:mod:`enos_lab.sim._faults`).
+:mod:`enos_lab.sim._faults` and :mod:`enos_lab.sim._relay`).
 
 A setting is made on a scope: the whole link, one device or client id (a :class:`LinkScope`),
 or one connection; ``None`` means "not set here". A connection applies, per setting and
@@ -18,7 +18,8 @@ from ..errors import InvalidArgument
 from ..mqtt import DEFAULT_MAX_PACKET_SIZE
 
 if TYPE_CHECKING:
-    from ._faults import Link, LinkConnection
+    from ._faults import Link
+    from ._relay import LinkConnection
 
 __all__ = [
     "Direction",
