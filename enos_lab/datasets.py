@@ -129,6 +129,44 @@ _DATASETS: dict[str, _Dataset] = {
             ("description", "str", "What the register holds, from the device's manual. [-]"),
         ),
     ),
+    "turbine_power_curve": _Dataset(
+        file="turbine_power_curve.csv",
+        title="A generic power curve of a 2 MW wind turbine",
+        description=(
+            "Electrical power per unit of rated power against hub-height wind speed, every "
+            "0.5 m/s, for a generic pitch-regulated, variable-speed 2 MW turbine with a 100 m "
+            "rotor at air density 1.225 kg/m3: P = 0.5 rho A cp v^3 with an overall power "
+            "coefficient of 0.40, joined smoothly to rated power (p = a / (1 + a^8)^(1/8), a "
+            "the aerodynamic power per unit), zero below the 3 m/s cut-in and above the 25 m/s "
+            "cut-out. Used by the wind turbine profile of enos_lab.sim."
+        ),
+        origin="computed from a documented physical model; written for enos_lab",
+        licence="CC0-1.0",
+        columns=(
+            ("wind_speed", "float64", "Wind speed at hub height. [m/s]"),
+            ("power", "float64", "Electrical power per unit of rated power. [-]"),
+            ("cp", "float64", "Electrical power coefficient, P / (0.5 rho A v^3). [-]"),
+        ),
+    ),
+    "daily_load_shapes": _Dataset(
+        file="daily_load_shapes.csv",
+        title="Daily load shapes of three kinds of consumer",
+        description=(
+            "Active power per unit of the day's peak, every half hour of local time, for a "
+            "residential feeder (morning and evening peaks), a commercial building (office "
+            "hours, a lunch dip) and an industrial site (two shifts). Sums of Gaussian peaks "
+            "and logistic plateaus over a base load, each scaled to a peak of 1. Used by the "
+            "energy meter profile of enos_lab.sim."
+        ),
+        origin="synthetic; written for enos_lab (no real site or customer)",
+        licence="CC0-1.0",
+        columns=(
+            ("hour", "float64", "Local time of day at the start of the half hour. [h]"),
+            ("residential", "float64", "Residential feeder load per unit of its peak. [-]"),
+            ("commercial", "float64", "Commercial building load per unit of its peak. [-]"),
+            ("industrial", "float64", "Industrial site load per unit of its peak. [-]"),
+        ),
+    ),
 }
 
 

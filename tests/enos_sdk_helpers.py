@@ -310,7 +310,8 @@ class HubWatch:
 
 
 class SdkDevice:
-    """One official SDK client pointed at the lab (``tcp://127.0.0.1:<port>``)."""
+    """One official SDK client pointed at the lab (``tcp://127.0.0.1:<port>``; ``port``
+    overrides the lab's, e.g. a fault-injecting link in front of it)."""
 
     def __init__(
         self,
@@ -320,10 +321,12 @@ class SdkDevice:
         *,
         device_secret: str | None = None,
         product_secret: str | None = None,
+        port: int | None = None,
+        operation_timeout: float = OPERATION_TIMEOUT,
     ) -> None:
-        self.url = f"tcp://127.0.0.1:{lab.port}"
+        self.url = f"tcp://127.0.0.1:{port or lab.port}"
         profile = Profile(self.url, product_key, device_key, device_secret, product_secret)
-        profile.set_operation_timeout(OPERATION_TIMEOUT)
+        profile.set_operation_timeout(operation_timeout)
         self.client = MqttClient(profile=profile)
         self.activated = threading.Event()
         self.issued_secret: str | None = None
@@ -382,10 +385,19 @@ def sdk_device(
     *,
     device_secret: str | None = None,
     product_secret: str | None = None,
+    port: int | None = None,
+    operation_timeout: float = OPERATION_TIMEOUT,
 ) -> Iterator[SdkDevice]:
-    """An SDK client that is always closed (and its threads stopped) at the end of the block."""
+    """An SDK client that is always closed (and its threads stopped) at the end of the block
+    (``port`` and ``operation_timeout`` as for :class:`SdkDevice`)."""
     device = SdkDevice(
-        lab, product_key, device_key, device_secret=device_secret, product_secret=product_secret
+        lab,
+        product_key,
+        device_key,
+        device_secret=device_secret,
+        product_secret=product_secret,
+        port=port,
+        operation_timeout=operation_timeout,
     )
     try:
         yield device

@@ -47,7 +47,13 @@ def test_device_keys_are_valid_registry_keys() -> None:
 def test_every_dataset_is_in_the_readme_table_with_its_licence_and_columns() -> None:
     readme = (ROOT / "datasets" / "README.md").read_text()
     names = datasets.dataset_names()
-    assert {"fleet_meters", "modbus_energy_meter", "modbus_inverter_vendor_a"} <= set(names)
+    assert {
+        "daily_load_shapes",
+        "fleet_meters",
+        "modbus_energy_meter",
+        "modbus_inverter_vendor_a",
+        "turbine_power_curve",
+    } <= set(names)
     for name in datasets.dataset_names():
         _, meta = datasets.load(name)
         row = next(line for line in readme.splitlines() if line.startswith(f"| `{meta['file']}`"))

@@ -4,7 +4,8 @@
 :class:`TopicTree` is the one topic matcher, used for routing and for access control alike.
 The wire-format shortcuts of the hub's hot paths (pre-encoded PUBACKs and CONNACKs, a PUBLISH
 encoded once and patched per receiver) live beside the codec in :mod:`enos_lab.mqtt._wire`,
-where the tests check them against :func:`encode` and the :class:`Decoder`.
+where the tests check them against :func:`encode` and the :class:`Decoder`; so does
+:func:`split_packets`, which cuts a byte stream into whole packets for relays.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from enos_lab.mqtt._topics import (
     validate_topic_filter,
     validate_topic_name,
 )
+from enos_lab.mqtt._wire import split_packets
 
 __all__ = [
     "DEFAULT_MAX_PACKET_SIZE",
@@ -82,6 +84,7 @@ __all__ = [
     "Will",
     "encode",
     "parse_shared",
+    "split_packets",
     "topic_matches",
     "validate_topic_filter",
     "validate_topic_name",

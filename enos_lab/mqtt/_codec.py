@@ -875,7 +875,7 @@ class Decoder:
             )
 
     @staticmethod
-    def _long_length(data: bytes, pos: int, end: int, maxsize: int) -> tuple[int, int]:
+    def _long_length(data: bytes | bytearray, pos: int, end: int, maxsize: int) -> tuple[int, int]:
         """Decode a remaining length of 2..4 bytes at ``pos + 1``; ``(-1, 0)`` if incomplete.
 
         Raises PacketTooLarge as soon as the bytes seen so far prove the packet too large.

@@ -21,6 +21,10 @@ object and encoding it each time, it copies bytes that the codec encoded once:
   per message; :func:`split_publish` cuts any encoded QoS > 0 PUBLISH (5.0 too) at its packet
   identifier, found by :func:`packet_id_offset`.
 
+:func:`split_packets` is for relays (a proxy that forwards packets whole, inspecting a few): it
+cuts complete packets off a byte stream by their fixed header, using the decoder's reading of
+the remaining length, without decoding anything else.
+
 The tests (``tests/mqtt/test_wire.py``) check every shortcut against :func:`encode` and the
 decoder, over random packets.
 """
@@ -30,7 +34,8 @@ from __future__ import annotations
 import sys
 from array import array
 
-from enos_lab.mqtt._codec import _topic_field, encode
+from enos_lab.errors import PacketTooLarge
+from enos_lab.mqtt._codec import DEFAULT_MAX_PACKET_SIZE, Decoder, _topic_field, encode
 from enos_lab.mqtt._packets import ConnAck, PubAck, Publish
 
 __all__ = [
@@ -40,6 +45,7 @@ __all__ = [
     "packet_id_offset",
     "puback_ids",
     "publish_311",
+    "split_packets",
     "split_publish",
 ]
 
@@ -127,3 +133,36 @@ def publish_311(topic: str, payload: bytes, qos: int, retain: bool) -> tuple[byt
     if qos:
         return head + field, payload
     return b"".join((head, field, payload)), b""
+
+
+def split_packets(
+    data: bytes | bytearray, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+) -> tuple[list[bytes], int]:
+    """Cut the complete packets off the front of ``data``: ``(packets, used)``.
+
+    Each packet is the exact bytes received, fixed header included, delimited by the remaining
+    length as :class:`~enos_lab.mqtt.Decoder` reads it (3.1.1 2.2.3, 5.0 1.5.5); ``used`` is
+    how many bytes of ``data`` they take, the rest being the start of a packet still
+    incomplete. Only the length is checked: a remaining length longer than 4 bytes or not
+    minimally encoded raises :class:`~enos_lab.errors.MalformedPacket`, a packet larger than
+    ``max_packet_size`` [bytes] (fixed header included) raises
+    :class:`~enos_lab.errors.PacketTooLarge` as soon as its header proves it. Whether the
+    packets are valid is for their receiver to judge.
+    """
+    packets: list[bytes] = []
+    pos = 0
+    end = len(data)
+    while pos + 1 < end:
+        rl, start = Decoder._long_length(data, pos, end, max_packet_size)
+        if rl < 0:
+            break
+        stop = start + rl
+        if stop - pos > max_packet_size:
+            raise PacketTooLarge(
+                f"packet of {stop - pos} bytes exceeds the maximum packet size {max_packet_size}"
+            )
+        if stop > end:
+            break
+        packets.append(bytes(data[pos:stop]))
+        pos = stop
+    return packets, pos
