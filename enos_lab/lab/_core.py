@@ -23,7 +23,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 from .._files import private_dir, report_open_dir
 from .._loop import LoopThread
 from .._services import Services
-from ..clock import Clock
+from ..clock import Clock, SystemClock
 from ..errors import ClosedError, InvalidArgument
 from ..hub import Hub, HubConfig, Listener
 from ..iothub import IotHub, IotHubConfig
@@ -130,7 +130,7 @@ class LabCore:
         else:
             base = dataclasses.replace(hub_config, anonymous=anonymous)
         self._config = base
-        self._clock = clock
+        self._clock: Clock = clock or SystemClock()
         self._rng = rng
         self._iothub_config = iothub_config
         self._store_config = store_config
@@ -236,6 +236,13 @@ class LabCore:
     def running(self) -> bool:
         """Whether the lab has been started and not stopped."""
         return self._services is not None
+
+    @property
+    def clock(self) -> Clock:
+        """The lab's clock: the time of the registry, the store, the hub and the IoT hub services
+        (the system clock unless a :class:`~enos_lab.clock.SimulatedClock` was given). Simulated
+        devices and edges take it too, so that a simulated day runs in order, in seconds."""
+        return self._clock
 
     @property
     def anonymous(self) -> bool:
