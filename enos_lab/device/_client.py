@@ -195,12 +195,10 @@ class DeviceClient(Inbox, Gateway, Endpoint):
         self._users = 0  # SHORT mode: operations using the connection
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._activation: asyncio.Future[str] | None = None
+        self._activation: asyncio.Future[str] | None = None  # waits for activate/info
+        self._activating: Connection | None = None  # the secure mode 3 connection
         self._watchers: set[asyncio.Future[None]] = set()  # wait_connected() callers
-        self._counts = dict.fromkeys(
-            ("sent", "replies", "failures", "timeouts", "lost", "reconnects", "commands"), 0
-        )
-        self._command_errors = 0
+        self._counts = dict.fromkeys(ClientStats.__dataclass_fields__, 0)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -224,7 +222,7 @@ class DeviceClient(Inbox, Gateway, Endpoint):
     @property
     def stats(self) -> ClientStats:
         """Counters since the client was made (a snapshot)."""
-        return ClientStats(**self._counts, command_errors=self._command_errors)
+        return ClientStats(**self._counts)
 
     @property
     def device(self) -> str:
@@ -599,18 +597,22 @@ class DeviceClient(Inbox, Gateway, Endpoint):
         """Dynamic activation (protocol reference 3): log in with the product secret, take the
         device secret from ``activate/info``, answer it, close."""
         assert self.product_secret is not None
-        self._activation = asyncio.get_running_loop().create_future()
-        conn = await self._connection(SecureMode.DYNAMIC_ACTIVATION, self.product_secret)
+        waiting: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._activation = waiting
         try:
-            secret = await self._clock.wait_for(self._activation, self.timeout)
-        except TimeoutError:
-            raise RequestTimeout(
-                f"device {self.device} logged in with its product secret but received no "
-                f"activate/info within {self.timeout} s"
-            ) from None
+            conn = await self._connection(SecureMode.DYNAMIC_ACTIVATION, self.product_secret)
+            self._activating = conn
+            try:
+                secret = await self._clock.wait_for(waiting, self.timeout)
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"device {self.device} logged in with its product secret but received no "
+                    f"activate/info within {self.timeout} s"
+                ) from None
+            finally:
+                await conn.close()
         finally:
-            self._activation = None
-            await conn.close()
+            self._activation = self._activating = None
         self.device_secret = secret
         log.info("device %s: dynamically activated", self.device)
         self._notify(self.on_secret_issued, secret)
@@ -653,6 +655,14 @@ class DeviceClient(Inbox, Gateway, Endpoint):
 
     def _on_lost(self, conn: Connection) -> None:
         """gmqtt reported an open connection gone (not closed by us)."""
+        waiting = self._activation
+        if conn is self._activating and waiting is not None and not waiting.done():
+            waiting.set_exception(
+                NotConnected(
+                    f"the hub closed the activation connection of device {self.device} "
+                    "before it sent activate/info"
+                )
+            )
         if conn is not self._conn:
             return  # an activation connection, or one already replaced
         self._conn = None

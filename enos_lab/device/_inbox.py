@@ -53,6 +53,8 @@ TOO_MANY_REQUESTS = 429
 """Code of the reply to a command beyond ``max_commands`` (the Python SDK's
 ``ResponseCode.TOO_MANY_REQUESTS``)."""
 ACTIVATED_MESSAGE = "device activate success"
+RAW_SUFFIX = "/thing/model/up_raw"
+"""Raw request topics end so; their replies carry raw bytes, not an envelope."""
 """The text of the reply to ``activate/info`` (the Python SDK's)."""
 
 
@@ -66,7 +68,6 @@ class Inbox:
         _pending: Pending
         _tasks: set[asyncio.Task[Any]]
         _counts: dict[str, int]
-        _command_errors: int
         _activation: asyncio.Future[str] | None
         _sub_devices: dict[tuple[str, str], SubDevice]
         _logged_in: dict[tuple[str, str], str]
@@ -84,8 +85,9 @@ class Inbox:
         if topic.endswith(REPLY_SUFFIX):
             base = topic[: -len(REPLY_SUFFIX)]
             pending = self._pending
-            if pending.is_raw(base):
-                pending.resolve_raw(base, payload)
+            if pending.is_raw(base) or base.endswith(RAW_SUFFIX):
+                if not pending.resolve_raw(base, payload):
+                    log.debug("device %s: raw reply on %s answers nothing", self.device, topic)
                 return
             try:
                 reply = decode_reply(payload)
@@ -183,7 +185,7 @@ class Inbox:
     ) -> None:
         outcome = failure(exc, what)
         if outcome[0] == ReplyCode.DEVICE_HANDLER_ERROR:
-            self._command_errors += 1
+            self._counts["command_errors"] += 1
         self._answer(conn, match, request_id, outcome)
 
     def _answer(
@@ -199,7 +201,7 @@ class Inbox:
             try:
                 payload = encode_reply(request_id, code, data, message)
             except (TypeError, ValueError) as exc:  # data that JSON cannot carry
-                self._command_errors += 1
+                self._counts["command_errors"] += 1
                 log.error(
                     "device %s: the reply to %s is not JSON: %s",
                     self.device,

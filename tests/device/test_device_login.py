@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from device_helpers import TIMEOUT, PresenceWatch, Products, sessions, wait_until
+from device_helpers import TIMEOUT, PresenceWatch, Products, kick, sessions, wait_until
 from enos_sdk_helpers import running_lab
 
 from enos_lab import Lab
@@ -23,6 +23,7 @@ from enos_lab.errors import (
     RequestTimeout,
 )
 from enos_lab.iothub import IotHubConfig
+from enos_lab.tap import DeviceLoggedIn
 
 CONNACK_NOT_AUTHORISED = 5
 
@@ -189,6 +190,26 @@ async def test_no_activate_info_in_time_raises_request_timeout(tmp_path: Path) -
         )
         with pytest.raises(RequestTimeout, match="activate/info"):
             await client.connect()
+        assert client.device_secret is None and not client.active
+
+
+async def test_an_activation_connection_closed_by_the_hub_raises_not_connected(
+    tmp_path: Path,
+) -> None:
+    config = IotHubConfig(activation_delay=30.0)
+    with running_lab(tmp_path / "lab", seed=4, iothub_config=config) as lab:
+        product = lab.create_product("Dynamic", dynamic_activation=True)
+        lab.register_device(product.product_key, device_key="d4")
+        client = DeviceClient(
+            lab.host, lab.port, product.product_key, "d4", product_secret=product.product_secret
+        )
+        with lab.subscribe(DeviceLoggedIn, product_key=product.product_key) as logins:
+            connecting = asyncio.create_task(client.connect())
+            login = await asyncio.wait_for(logins.aget(), TIMEOUT)
+            assert isinstance(login, DeviceLoggedIn) and login.secure_mode == 3
+        await kick(lab, product.product_key, "d4")
+        with pytest.raises(NotConnected, match="activation"):
+            await asyncio.wait_for(connecting, TIMEOUT)
         assert client.device_secret is None and not client.active
 
 
