@@ -121,9 +121,11 @@ async def test_dynamic_activation_keeps_the_issued_secret_for_every_later_login(
     product = lab.create_product("Dynamic", dynamic_activation=True)
     lab.register_device(product.product_key, device_key="d1")
     issued: list[str] = []
+    kept = asyncio.Event()
 
     async def keep(secret: str) -> None:
         issued.append(secret)
+        kept.set()
 
     client = DeviceClient(
         lab.host,
@@ -144,10 +146,7 @@ async def test_dynamic_activation_keeps_the_issued_secret_for_every_later_login(
         assert mode == 2
         reply = await client.post_measurepoints({"anything": 1.5}, 1_700_000_000_000)
         assert reply.ok
-        for _ in range(10):  # the async callback runs in a task of the client
-            if issued:
-                break
-            await asyncio.sleep(0)
+        await wait_until(kept, "on_secret_issued")  # an async callback: a task of the client
         assert issued == [record.device_secret]
         await client.disconnect()
         await client.connect()  # logs in with the kept secret: no second activation

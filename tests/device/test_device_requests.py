@@ -185,8 +185,10 @@ class Responder:
 
     def __init__(self) -> None:
         self.requests: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.subscribed = asyncio.Event()
         self.client = gmqtt.Client("responder")
         self.client.on_message = self._message
+        self.client.on_subscribe = lambda *args: self.subscribed.set()
 
     def _message(self, client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
         if not topic.endswith("_reply"):  # its own answers come back too
@@ -196,7 +198,7 @@ class Responder:
     async def start(self, lab: Lab) -> None:
         await self.client.connect(lab.host, lab.port, version=MQTTv311)
         self.client.subscribe("/sys/#", qos=1)
-        await asyncio.sleep(0)  # the SUBSCRIBE is written before anyone publishes
+        await asyncio.wait_for(self.subscribed.wait(), WAIT)  # SUBACK: before anyone publishes
 
     async def next(self) -> tuple[str, dict[str, Any]]:
         return await asyncio.wait_for(self.requests.get(), WAIT)
