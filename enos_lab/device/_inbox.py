@@ -108,6 +108,9 @@ class Inbox:
 
     def _activated(self, conn: Connection, match: TopicMatch, payload: bytes) -> None:
         """``activate/info`` (protocol reference 3): take the secret, answer 200."""
+        if (match.product_key, match.device_key) != self.keys or not conn.is_open:
+            log.warning("device %s: ignored activate/info for %s", self.device, match.request_topic)
+            return
         try:
             request = decode_request(payload)
         except EnvelopeError as exc:
