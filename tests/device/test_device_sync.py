@@ -20,6 +20,7 @@ from enos_lab.device import (
     SyncSubDevice,
 )
 from enos_lab.device._gateway import Gateway
+from enos_lab.device._requests import Requests
 from enos_lab.errors import ClosedError, RequestFailed
 
 T0 = 1_700_000_000_000  # [ms]
@@ -62,7 +63,7 @@ def test_a_device_posts_and_answers_commands_from_plain_code(lab: Lab, products:
 def test_blocking_methods_have_the_signatures_and_docs_of_the_coroutines() -> None:
     coroutines = {
         name: member
-        for cls in (Endpoint, Gateway, DeviceClient)
+        for cls in (Endpoint, Gateway, Requests, DeviceClient)
         for name, member in vars(cls).items()
         if inspect.iscoroutinefunction(member) and not name.startswith("_")
     }
