@@ -366,6 +366,11 @@ class DeviceClient(Requests, Inbox, Gateway, Endpoint):
             if not self._active:  # disconnect() ran meanwhile
                 await conn.close()
                 raise ClosedError(f"device client {self.device} disconnected while connecting")
+            if not conn.is_open:  # dropped before it was watched
+                raise NotConnected(
+                    f"the connection of device {self.device} to {self.host}:{self.port} "
+                    "dropped right after its login"
+                )
             self._conn = conn
             await self._relogin_sub_devices()
             if self._conn is not conn:
@@ -391,6 +396,11 @@ class DeviceClient(Requests, Inbox, Gateway, Endpoint):
         try:
             conn = await self._connection(SecureMode.DYNAMIC_ACTIVATION, self.product_secret)
             self._activating = conn
+            if not conn.is_open:  # dropped before it was watched
+                raise NotConnected(
+                    f"the hub closed the activation connection of device {self.device} "
+                    "before it sent activate/info"
+                )
             try:
                 secret = await self._clock.wait_for(waiting, self.timeout)
             except TimeoutError:
@@ -437,8 +447,10 @@ class DeviceClient(Requests, Inbox, Gateway, Endpoint):
                 f"{self.timeout} s"
             ) from None
         except OSError as exc:
+            what = "activation login" if mode is SecureMode.DYNAMIC_ACTIVATION else "login"
             raise NotConnected(
-                f"device {self.device} cannot connect to {self.host}:{self.port}: {exc}"
+                f"device {self.device} cannot connect to {self.host}:{self.port} for its "
+                f"{what}: {exc}"
             ) from exc
         return conn
 

@@ -10,6 +10,7 @@ credentials (after a dynamic activation). gmqtt's log records go to the logger
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl as ssl_module
 from collections.abc import Callable
@@ -42,6 +43,11 @@ class _Client(gmqtt.Client):  # type: ignore[misc]
     async def reconnect(self, delay: bool = False) -> None:
         """Do nothing: a lost connection is reported and the device client decides."""
 
+    @property
+    def connack_seen(self) -> bool:
+        """Whether a CONNACK (accepting or refusing) arrived on the current connection."""
+        return bool(self._connack_received.is_set())
+
 
 MessageCallback = Callable[["Connection", str, bytes], None]
 LostCallback = Callable[["Connection"], None]
@@ -53,7 +59,16 @@ class Connection:
     ``on_lost(connection)`` is called once if an open connection ends without :meth:`close`.
     ``device`` (``product_key/device_key``) names the device in errors and logs."""
 
-    __slots__ = ("_closing", "_mqtt", "_on_lost", "_on_message", "_subscribed", "device", "is_open")
+    __slots__ = (
+        "_closing",
+        "_dropped",
+        "_mqtt",
+        "_on_lost",
+        "_on_message",
+        "_subscribed",
+        "device",
+        "is_open",
+    )
 
     def __init__(  # noqa: PLR0917
         self,
@@ -68,6 +83,7 @@ class Connection:
         self.device = device
         self.is_open = False
         self._closing = False
+        self._dropped: asyncio.Future[bool] | None = None  # set while open() runs
         self._subscribed: set[str] = set()
         self._on_message = on_message
         self._on_lost = on_lost
@@ -83,10 +99,23 @@ class Connection:
         """Connect and log in; returns once the CONNACK accepted the login.
 
         Raises :class:`~enos_lab.errors.LoginRefused` for a refused CONNACK and ``OSError``
-        when no TCP (or TLS) connection can be made.
+        when no TCP (or TLS) connection can be made, or when it closes before the CONNACK or
+        right after it.
         """
+        loop = asyncio.get_running_loop()
+        dropped = self._dropped = loop.create_future()
+        connecting = loop.create_task(
+            self._mqtt.connect(host, port, ssl=ssl, keepalive=keepalive, version=MQTTv311),
+            name=f"enos-device-connect-{self.device}",
+        )
         try:
-            await self._mqtt.connect(host, port, ssl=ssl, keepalive=keepalive, version=MQTTv311)
+            await asyncio.wait((connecting, dropped), return_when=asyncio.FIRST_COMPLETED)
+            if not connecting.done() and not dropped.result():
+                # closed before any CONNACK: gmqtt's connect() would wait for one forever
+                raise ConnectionResetError(
+                    f"the connection of device {self.device} closed before its CONNACK"
+                )
+            await connecting  # a CONNACK came: connect() ends in a few loop passes
         except MQTTConnectError as exc:
             await self.close()
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else -1
@@ -94,8 +123,15 @@ class Connection:
                 code, CONNACK_REASONS.get(code, "refused"), device=self.device
             ) from None
         except BaseException:
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
             await self.close()
             raise
+        if dropped.done():  # accepted, then closed before the device client took it
+            await self.close()
+            raise ConnectionResetError(
+                f"the connection of device {self.device} closed right after its CONNACK"
+            )
         self.is_open = True
 
     def subscribe_once(self, topic: str) -> None:
@@ -132,7 +168,12 @@ class Connection:
         return 0
 
     def _disconnected(self, client: Any, packet: Any, exc: Any = None) -> None:
-        if self._closing or not self.is_open:
+        if self._closing:
+            return
+        if not self.is_open:  # while open() runs: tell it (and whether a CONNACK came)
+            dropped = self._dropped
+            if dropped is not None and not dropped.done():
+                dropped.set_result(self._mqtt.connack_seen)
             return
         self.is_open = False
         self._closing = True

@@ -115,6 +115,23 @@ async def test_no_connack_raises_request_timeout() -> None:
         await server.wait_closed()
 
 
+async def test_a_connection_closed_before_its_connack_raises_not_connected_at_once() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the CONNECT arrives; no CONNACK
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = DeviceClient("127.0.0.1", port, "pk", "dk", "secret", timeout=60.0)
+        with pytest.raises(NotConnected, match="before its CONNACK"):
+            await asyncio.wait_for(client.connect(), TIMEOUT)  # not after its 60 s timeout
+        assert not client.active
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_dynamic_activation_keeps_the_issued_secret_for_every_later_login(
     lab: Lab, products: Products
 ) -> None:

@@ -125,8 +125,11 @@ async def test_reconnection_gives_up_after_its_retries(lab: Lab, products: Produ
         reconnect=Backoff(initial=0.01, maximum=0.02, retries=2),
         rng=seeded(),
     )
+    dropped = asyncio.Event()
+    client.on_disconnect = dropped.set
     await client.connect()
     await lab.adisable_device(products.meter, "m2")  # closes it; every login is refused now
+    await wait_until(dropped, "on_disconnect")
     assert not await client.wait_connected(TIMEOUT)  # False: it gave up
     assert not client.active and not client.connected
     refused = lab.refused_logins(products.meter, "m2")
