@@ -8,10 +8,16 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``AlreadyExists``: an id (product, device, model) that is already taken.
 - ``AttributesChanged``: tap event (all of them: ``Lab.subscribe``): a device's attributes changed.
 - ``AuthenticationError``: credentials were refused.
+- ``Backoff``: reconnect policy of a device client (exponential backoff, full jitter).
 - ``Clock``: what the lab asks about time (``SystemClock`` and ``SimulatedClock`` are clocks).
-- ``ClosedError``: the lab, hub or store is not running.
+- ``ClosedError``: the lab, hub, store or a device client is not running.
+- ``CommandError``: raised by a device's command handler to reply with a code.
 - ``CommandReplied``: tap event: a device answered a command.
+- ``ConnectionMode``: LONG (kept, reconnecting) or SHORT (per operation) connections.
+- ``Device``: a device (or gateway) for scripts and notebooks; the blocking ``DeviceClient``.
 - ``DeviceActivated``: tap event: a device received its secret by dynamic activation.
+- ``DeviceClient``: an EnOS device (or gateway) on asyncio: the device SDK (:mod:`.device`).
+- ``DeviceError``: a fault seen by the device SDK (refused login, failed request, ...).
 - ``DeviceLoggedIn``: tap event: a device's login was accepted (directly or through a gateway).
 - ``DeviceOffline``: a command went to a device that has no live connection.
 - ``EnosLabError``: the root of every exception enos_lab raises (the tree: :mod:`.errors`).
@@ -21,7 +27,9 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``IotHubConfig``: settings of the EnOS IoT hub services (``Lab(iothub_config=...)``).
 - ``Lab``: the laboratory; hub, registry, store and services behind a synchronous facade.
 - ``LimitExceeded``: a bound on what the hub keeps was reached.
+- ``LoginRefused``: the hub refused a device's CONNECT (``code``: the return code).
 - ``ModelError``: a thing model is invalid or cannot be used.
+- ``NotConnected``: a device client has no connection to the hub (yet, or any more).
 - ``NotFound``: an id that does not exist (also a ``KeyError``).
 - ``OtaReported``: tap event: a device reported its firmware version or upgrade progress.
 - ``PointStored``: tap event: a measurepoint value is stored.
@@ -29,6 +37,8 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``ProtocolError``: a fault in an MQTT conversation.
 - ``RegistryError``: a fault in the device registry.
 - ``Reply``: a device's reply to a command (``Lab.send_command``), or the hub's to a request.
+- ``RequestFailed``: the hub answered a device's request with a code other than 200.
+- ``RequestTimeout``: no reply to a device's request in time (also a ``TimeoutError``).
 - ``RuleError``: a rule, alert or stream definition is invalid or failed.
 - ``SimulatedClock``: a clock that moves only when told to (deterministic runs).
 - ``StoreConfig``: settings of the time-series store (``Lab(store_config=...)``).
@@ -42,26 +52,33 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``errors``: the exception tree, every class.
 
 The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
-``.mqtt``, ``.enos``, ``.tap``) hold the rest.
+``.mqtt``, ``.enos``, ``.tap``, ``.device``) hold the rest.
 """
 
 from __future__ import annotations
 
 from . import datasets, errors
 from .clock import Clock, SimulatedClock, SystemClock
+from .device import Backoff, ConnectionMode, Device, DeviceClient
 from .enos import Reply, TopicKind
 from .errors import (
     AlreadyExists,
     AuthenticationError,
     ClosedError,
+    CommandError,
+    DeviceError,
     DeviceOffline,
     EnosLabError,
     InvalidArgument,
     LimitExceeded,
+    LoginRefused,
     ModelError,
+    NotConnected,
     NotFound,
     ProtocolError,
     RegistryError,
+    RequestFailed,
+    RequestTimeout,
     RuleError,
     StoreError,
     ValidationError,
@@ -88,10 +105,16 @@ __all__ = [
     "AlreadyExists",
     "AttributesChanged",
     "AuthenticationError",
+    "Backoff",
     "Clock",
     "ClosedError",
+    "CommandError",
     "CommandReplied",
+    "ConnectionMode",
+    "Device",
     "DeviceActivated",
+    "DeviceClient",
+    "DeviceError",
     "DeviceLoggedIn",
     "DeviceOffline",
     "EnosLabError",
@@ -101,7 +124,9 @@ __all__ = [
     "IotHubConfig",
     "Lab",
     "LimitExceeded",
+    "LoginRefused",
     "ModelError",
+    "NotConnected",
     "NotFound",
     "OtaReported",
     "PointStored",
@@ -109,6 +134,8 @@ __all__ = [
     "ProtocolError",
     "RegistryError",
     "Reply",
+    "RequestFailed",
+    "RequestTimeout",
     "RuleError",
     "SimulatedClock",
     "StoreConfig",

@@ -21,7 +21,14 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     ├── RuleError                              rules, alerts, stream computing
     ├── LimitExceeded                          a bound on what the hub keeps was reached
     ├── DeviceOffline                          a command's device has no live connection
-    └── ClosedError                            the lab, hub or store is not running
+    ├── DeviceError                            the device SDK (:mod:`enos_lab.device`)
+    │   ├── LoginRefused (also AuthenticationError)  the hub refused the CONNECT (return code)
+    │   ├── RequestFailed                      the hub answered a request with a code other than 200
+    │   ├── RequestTimeout (also TimeoutError) no reply to a request (or no CONNACK) in time
+    │   ├── NotConnected                       no connection to the hub: connect failed, the
+    │   │                                      connection dropped, or the client is reconnecting
+    │   └── CommandError                       raised by a command handler to reply with a code
+    └── ClosedError                            the lab, hub, store or device client is not running
 
 Expected outcomes are values, not exceptions: an access-control decision returns allow/deny with a
 reason, a refused login is a CONNACK with a reason code. Foreign errors are translated at the
@@ -35,18 +42,24 @@ __all__ = [
     "AuthenticationError",
     "BadLogin",
     "ClosedError",
+    "CommandError",
+    "DeviceError",
     "DeviceOffline",
     "EnosLabError",
     "EnvelopeError",
     "InvalidArgument",
     "LimitExceeded",
     "LocalProtocolError",
+    "LoginRefused",
     "MalformedPacket",
     "ModelError",
+    "NotConnected",
     "NotFound",
     "PacketTooLarge",
     "ProtocolError",
     "RegistryError",
+    "RequestFailed",
+    "RequestTimeout",
     "RuleError",
     "StoreError",
     "TopicError",
@@ -164,7 +177,8 @@ class RuleError(EnosLabError):
 
 
 class ClosedError(EnosLabError):
-    """The lab, hub or store is not running (not started yet, or already stopped)."""
+    """The lab, hub, store or a device client is not running (not started or connected yet,
+    or already stopped)."""
 
 
 class DeviceOffline(EnosLabError):
@@ -179,3 +193,77 @@ class DeviceOffline(EnosLabError):
 class LimitExceeded(EnosLabError):
     """A bound on what the hub keeps (retained messages, sessions, subscriptions) was reached;
     the message names the bound (see :class:`~enos_lab.hub.HubConfig`)."""
+
+
+class DeviceError(EnosLabError):
+    """A fault seen by the device SDK (:mod:`enos_lab.device`): a refused login, a request the
+    hub refused or did not answer, a missing connection."""
+
+
+class LoginRefused(DeviceError, AuthenticationError):
+    """The hub refused a device's CONNECT.
+
+    ``code`` is the MQTT 3.1.1 CONNACK return code (EnOS answers 5 "not authorised" for every
+    authentication failure, 4 for a user name it cannot parse; protocol reference 2.5),
+    ``reason`` its meaning and ``device`` the ``product_key/device_key`` that tried.
+    """
+
+    def __init__(self, code: int, reason: str = "", *, device: str = "") -> None:
+        who = f"device {device}" if device else "device"
+        super().__init__(
+            f"login of {who} refused: CONNACK return code {code}"
+            + (f" ({reason})" if reason else "")
+        )
+        self.code = code
+        self.reason = reason
+        self.device = device
+
+
+class RequestFailed(DeviceError):
+    """The hub answered a device's request with a code other than 200.
+
+    ``code`` is the EnOS reply code (e.g. 1204 model validation failed, 1009 no write
+    permission; :class:`~enos_lab.enos.ReplyCode`), ``message`` the hub's text, ``data`` the
+    reply's ``data``, ``topic`` the request topic and ``request_id`` the request's id.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        message: str = "",
+        data: object = None,
+        *,
+        topic: str = "",
+        request_id: str = "",
+    ) -> None:
+        where = f" {request_id} on {topic}" if topic else ""
+        super().__init__(
+            f"request{where} failed with code {code}" + (f": {message}" if message else "")
+        )
+        self.code = code
+        self.message = message
+        self.data = data
+        self.topic = topic
+        self.request_id = request_id
+
+
+class RequestTimeout(DeviceError, TimeoutError):
+    """No reply to a device's request (or no CONNACK to its CONNECT) within its timeout; the
+    request may still have been applied by the hub."""
+
+
+class NotConnected(DeviceError):
+    """The device client has no connection to the hub: the connect attempt failed (TCP), the
+    connection dropped before a request's reply arrived (the request may have been applied), or
+    the client is reconnecting. Unlike :class:`ClosedError`, the client may come back."""
+
+
+class CommandError(DeviceError):
+    """Raised by a device's command handler to answer the command with ``code`` and
+    ``message`` instead of 200 (EnOS: user-defined codes are 2000 or above; protocol reference
+    5.2)."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(f"command failed with code {code}: {message}")
+        self.code = code
+        self.message = message

@@ -51,3 +51,14 @@ def test_a_notebook_needs_no_other_import_for_the_common_names() -> None:
     assert families <= set(enos_lab.__all__)
     for name in set(enos_lab.__all__) & set(enos_lab.errors.__all__):
         assert getattr(enos_lab, name) is getattr(enos_lab.errors, name)
+
+
+def test_the_device_sdk_s_main_names() -> None:
+    from enos_lab import device
+
+    for name in ("Backoff", "ConnectionMode", "Device", "DeviceClient"):
+        assert getattr(enos_lab, name) is getattr(device, name)
+    for name in ("LoginRefused", "RequestFailed", "RequestTimeout", "NotConnected"):
+        assert issubclass(getattr(enos_lab, name), enos_lab.DeviceError)
+    assert issubclass(enos_lab.LoginRefused, enos_lab.AuthenticationError)
+    assert issubclass(enos_lab.RequestTimeout, TimeoutError)

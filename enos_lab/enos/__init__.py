@@ -24,6 +24,7 @@ from ._login import (
     SecureMode,
     login_credentials,
     parse_login,
+    sub_device_proof,
 )
 from ._signing import SignMethod, sign, sign_content, sign_params, verify_sign
 from ._topics import (
@@ -31,6 +32,7 @@ from ._topics import (
     Direction,
     TopicKind,
     TopicMatch,
+    command_reply_topic,
     filter_matches_request,
     parse_topic,
     reply_topic,
@@ -52,6 +54,7 @@ __all__ = [
     "SignMethod",
     "TopicKind",
     "TopicMatch",
+    "command_reply_topic",
     "decode_payload",
     "decode_reply",
     "decode_request",
@@ -65,5 +68,6 @@ __all__ = [
     "sign",
     "sign_content",
     "sign_params",
+    "sub_device_proof",
     "verify_sign",
 ]

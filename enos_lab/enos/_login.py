@@ -28,6 +28,7 @@ __all__ = [
     "SecureMode",
     "login_credentials",
     "parse_login",
+    "sub_device_proof",
 ]
 
 INTEGRATION_DEVICE_KEY = "%channel%"
@@ -158,3 +159,36 @@ def login_credentials(
         f"signmethod=hmac{sign_method.value},timestamp={timestamp}|"
     )
     return client_id, f"{device_key}&{product_key}", sign(params, secret, sign_method)
+
+
+def sub_device_proof(
+    product_key: str,
+    device_key: str,
+    secret: str,
+    *,
+    timestamp: str,
+    client_id: str | None = None,
+    sign_method: SignMethod = SignMethod.SHA256,
+) -> dict[str, str]:
+    """The signed identity of a sub-device that a gateway sends: a ``thing.topo.add`` entry, or
+    the ``params`` of ``combine.login`` (protocol reference 8.2, 8.3).
+
+    ``{"productKey", "deviceKey", "clientId", "timestamp", "signMethod", "sign"}``; ``sign``
+    covers :func:`~enos_lab.enos.sign_params` of the client id, the keys and the timestamp
+    (never the secure mode or clean-session flag) with ``secret`` (the sub-device's secret, or
+    its product's secret for dynamic activation). ``client_id`` defaults to
+    ``"{product_key}.{device_key}.{timestamp}"``, as the Java SDK sends it.
+    """
+    if client_id is None:
+        client_id = f"{product_key}.{device_key}.{timestamp}"
+    params = sign_params(
+        client_id=client_id, product_key=product_key, device_key=device_key, timestamp=timestamp
+    )
+    return {
+        "productKey": product_key,
+        "deviceKey": device_key,
+        "clientId": client_id,
+        "timestamp": timestamp,
+        "signMethod": sign_method.value,
+        "sign": sign(params, secret, sign_method),
+    }

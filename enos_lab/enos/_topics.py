@@ -19,6 +19,7 @@ __all__ = [
     "Direction",
     "TopicKind",
     "TopicMatch",
+    "command_reply_topic",
     "filter_matches_request",
     "parse_topic",
     "reply_topic",
@@ -107,6 +108,12 @@ class TopicKind(Enum):
     def method(self) -> str | None:
         """The canonical ``method`` of requests on this topic (advisory only)."""
         return _METHODS.get(self)
+
+    def method_for(self, item_id: str = "") -> str:
+        """The canonical ``method`` of a request on this topic with ``item_id`` filled in
+        (``thing.event.overheat.post``); ``""`` for raw topics, which carry no envelope."""
+        method = _METHODS.get(self, "")
+        return method % item_id if "%s" in method else method
 
     def format(self, product_key: str, device_key: str = "", item_id: str = "") -> str:
         """The topic for these keys; ``item_id`` fills ``{id}`` (event, service, rrpc id)."""
@@ -245,6 +252,15 @@ def parse_topic(topic: str) -> TopicMatch | None:
 def reply_topic(topic: str) -> str:
     """``topic + "_reply"``: where the answer to a request on ``topic`` goes."""
     return topic + REPLY_SUFFIX
+
+
+def command_reply_topic(match: TopicMatch) -> str:
+    """Where a device answers the downstream command ``match``: ``topic + "_reply"``, except
+    for the legacy RRPC request ``/sys/{pk}/{dk}/rrpc/request/{id}``, answered on
+    ``/sys/{pk}/{dk}/rrpc/response/{id}`` (protocol reference 9.4)."""
+    if match.kind is TopicKind.RRPC_REQUEST:
+        return f"/sys/{match.product_key}/{match.device_key}/rrpc/response/{match.item_id}"
+    return match.reply_topic
 
 
 # The upstream request templates as levels; None stands for the {id} level.

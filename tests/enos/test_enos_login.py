@@ -12,6 +12,8 @@ from enos_lab.enos import (
     login_credentials,
     parse_login,
     sign,
+    sign_params,
+    sub_device_proof,
     verify_sign,
 )
 
@@ -103,3 +105,23 @@ def test_integration_channel_signs_with_the_product_key() -> None:
         "timestamp": "5",
     }
     assert password == sign(params, "psecret", SignMethod.SHA1)
+
+
+def test_sub_device_proof_signs_client_id_keys_and_timestamp() -> None:
+    proof = sub_device_proof("subP", "sub01", "s3cret", timestamp="1700000000000")
+    assert proof["clientId"] == "subP.sub01.1700000000000"  # the Java SDK's shape
+    assert proof["signMethod"] == "sha256"
+    signed = sign_params(
+        client_id=proof["clientId"],
+        product_key="subP",
+        device_key="sub01",
+        timestamp="1700000000000",
+    )
+    assert verify_sign(signed, "s3cret", SignMethod.SHA256, proof["sign"])
+    assert not verify_sign(signed, "other", SignMethod.SHA256, proof["sign"])
+    sha1 = sub_device_proof(
+        "subP", "sub01", "s3cret", timestamp="5", client_id="c", sign_method=SignMethod.SHA1
+    )
+    assert (sha1["clientId"], sha1["signMethod"]) == ("c", "sha1")
+    signed = sign_params(client_id="c", product_key="subP", device_key="sub01", timestamp="5")
+    assert sha1["sign"] == sign(signed, "s3cret", SignMethod.SHA1)

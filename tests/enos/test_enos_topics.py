@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enos_lab.enos import Direction, TopicKind, filter_matches_request, parse_topic, reply_topic
+from enos_lab.enos import (
+    Direction,
+    TopicKind,
+    command_reply_topic,
+    filter_matches_request,
+    parse_topic,
+    reply_topic,
+)
 from enos_lab.errors import InvalidArgument, TopicError
 from enos_lab.mqtt import topic_matches, validate_topic_filter
 
@@ -103,6 +110,24 @@ def test_directions_methods_and_raw() -> None:
     assert TopicKind.ACTIVATE_INFO.method == "thing.activate.info"
     assert TopicKind.MODEL_UP_RAW.is_raw and TopicKind.MODEL_UP_RAW.method is None
     assert not TopicKind.MEASUREPOINT_POST.is_raw
+
+
+def test_method_for_fills_the_id() -> None:
+    assert TopicKind.EVENT_POST.method_for("overheat") == "thing.event.overheat.post"
+    assert TopicKind.SERVICE_INVOKE.method_for("reset") == "thing.service.reset"
+    assert TopicKind.MEASUREPOINT_POST.method_for() == "thing.measurepoint.post"
+    assert TopicKind.MEASUREPOINT_POST.method_for("ignored") == "thing.measurepoint.post"
+    assert TopicKind.MODEL_UP_RAW.method_for() == ""  # raw topics carry no envelope
+
+
+def test_command_reply_topic_answers_rrpc_on_its_response_topic() -> None:
+    # protocol reference 9.4: rrpc/request/{id} is answered on rrpc/response/{id}
+    rrpc = parse_topic("/sys/pA/d1/rrpc/request/42")
+    assert rrpc is not None
+    assert command_reply_topic(rrpc) == "/sys/pA/d1/rrpc/response/42"
+    service = parse_topic("/sys/pA/d1/thing/service/reset")
+    assert service is not None
+    assert command_reply_topic(service) == "/sys/pA/d1/thing/service/reset_reply"
 
 
 # --- filters that would receive requests --------------------------------------------------
