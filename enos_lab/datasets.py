@@ -38,6 +38,28 @@ class _Dataset:
     """(name, pandas dtype, description with units)."""
 
 
+def _point_table_columns(*point_doc: str) -> tuple[tuple[str, str, str], ...]:
+    """The columns of an edge point-mapping table; ``point_doc`` describes its ``point``."""
+    return (
+        *_REGISTER_COLUMNS,
+        ("point", "str", "".join(point_doc)),
+        ("description", "str", "What the register holds, from the device's manual. [-]"),
+    )
+
+
+_REGISTER_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("unit_id", "int64", "Modbus unit identifier of the field device, 1..247. [-]"),
+    ("table", "str", "Register table: holding, input, coil or discrete_input. [-]"),
+    ("address", "int64", "Zero-based register address on the wire, 0..65535. [-]"),
+    ("type", "str", "Register type: int16, uint16, int32, uint32, float32, float64, bool. [-]"),
+    ("word_order", "str", "Word order of 32- and 64-bit values: big or little. [-]"),
+    ("bit", "str", "Bit of a register holding a bool, 0..15; empty otherwise. [-]"),
+    ("scale", "float64", "Field value = raw * scale + offset. [-]"),
+    ("offset", "float64", "Added after scaling, in the field value's unit. [unit]"),
+    ("unit", "str", "Unit of the field value; empty for a point without one. [-]"),
+)
+
+
 _DATASETS: dict[str, _Dataset] = {
     "fleet_meters": _Dataset(
         file="fleet_meters.csv",
@@ -71,27 +93,9 @@ _DATASETS: dict[str, _Dataset] = {
         ),
         origin="synthetic; written for enos_lab after SunSpec-style point names (no real device)",
         licence="CC0-1.0",
-        columns=(
-            ("unit_id", "int64", "Modbus unit identifier of the field device, 1..247. [-]"),
-            ("table", "str", "Register table: holding, input, coil or discrete_input. [-]"),
-            ("address", "int64", "Zero-based register address on the wire, 0..65535. [-]"),
-            (
-                "type",
-                "str",
-                "Register type: int16, uint16, int32, uint32, float32, float64, bool. [-]",
-            ),
-            ("word_order", "str", "Word order of 32- and 64-bit values: big or little. [-]"),
-            ("bit", "str", "Bit of a register holding a bool, 0..15; empty otherwise. [-]"),
-            ("scale", "float64", "Field value = raw * scale + offset. [-]"),
-            ("offset", "float64", "Added after scaling, in the field value's unit. [unit]"),
-            ("unit", "str", "Unit of the field value; empty for a point without one. [-]"),
-            (
-                "point",
-                "str",
-                "Vendor A point name (see the vendor mapping inverter_vendor_a); name[i] is "
-                "item i of an ARRAY point. [-]",
-            ),
-            ("description", "str", "What the register holds, from the device's manual. [-]"),
+        columns=_point_table_columns(
+            "Vendor A point name (see the vendor mapping inverter_vendor_a); name[i] is "
+            "item i of an ARRAY point. [-]",
         ),
     ),
     "modbus_energy_meter": _Dataset(
@@ -106,27 +110,8 @@ _DATASETS: dict[str, _Dataset] = {
         ),
         origin="synthetic; written for enos_lab (no real device)",
         licence="CC0-1.0",
-        columns=(
-            ("unit_id", "int64", "Modbus unit identifier of the field device, 1..247. [-]"),
-            ("table", "str", "Register table: holding, input, coil or discrete_input. [-]"),
-            ("address", "int64", "Zero-based register address on the wire, 0..65535. [-]"),
-            (
-                "type",
-                "str",
-                "Register type: int16, uint16, int32, uint32, float32, float64, bool. [-]",
-            ),
-            ("word_order", "str", "Word order of 32- and 64-bit values: big or little. [-]"),
-            ("bit", "str", "Bit of a register holding a bool, 0..15; empty otherwise. [-]"),
-            ("scale", "float64", "Field value = raw * scale + offset. [-]"),
-            ("offset", "float64", "Added after scaling, in the field value's unit. [unit]"),
-            ("unit", "str", "Unit of the field value; empty for a point without one. [-]"),
-            (
-                "point",
-                "str",
-                "Measurepoint id of the model energy_meter; name[i] is item i of an ARRAY "
-                "point. [-]",
-            ),
-            ("description", "str", "What the register holds, from the device's manual. [-]"),
+        columns=_point_table_columns(
+            "Measurepoint id of the model energy_meter; name[i] is item i of an ARRAY point. [-]",
         ),
     ),
     "turbine_power_curve": _Dataset(
