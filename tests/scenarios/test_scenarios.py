@@ -5,9 +5,11 @@ link fails (cache and resume), a remote edge whose field link fails (counted err
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from _scenario_kit import MINUTE
+from enos_sdk_helpers import running_lab
 
 from enos_lab import Lab, PointStored
 from enos_lab.edge import STATUS_COLUMNS, EdgeState
@@ -87,3 +89,18 @@ def test_a_remote_edge_counts_field_link_errors_and_leaves_a_gap(lab: Lab) -> No
         assert "cannot connect" in row["last_error"]
         minutes = stored_slots(lab, row["product_key"], row["device_key"])
         assert minutes == [m for m in range(21) if not 6 <= m <= 14]  # the gap
+
+
+def test_an_onsite_edge_runs_in_real_time_on_the_system_clock(tmp_path: Path) -> None:
+    with running_lab(tmp_path / "lab", seed=10) as lab:
+        sub = lab.subscribe(PointStored, point_id="active_power")
+        site = onsite_edge(lab, inverters=1, meters=0, interval=0.5, seed=5)
+        try:
+            times = [sub.get(timeout=10.0).time for _ in range(3)]  # polls 0.5 s apart
+            with pytest.raises(InvalidArgument, match="real time"):
+                site.advance(1.0)
+        finally:
+            site.stop()
+    assert times == sorted(times) and len(set(times)) == 3
+    # on aligned slots (a poll begins a moment after its slot: real timers fire late)
+    assert all(t.microsecond % 500_000 < 250_000 for t in times), times
