@@ -28,8 +28,10 @@ here, over Modbus TCP. The pieces, each usable alone:
 from __future__ import annotations
 
 from ._cache import CACHE_FILE, CachedSample, CacheStats, SampleCache
-from ._edge import STATUS_COLUMNS, Edge, advance_edges
+from ._edge import Edge
+from ._edge_clock import advance_edges
 from ._edge_config import EdgeConfig, EdgeDevice
+from ._edge_setup import STATUS_COLUMNS
 from ._edge_stats import (
     EdgeError,
     EdgeErrorKind,

@@ -29,8 +29,9 @@ samples the full cache lost. :meth:`Edge.status` has one row per field device.
 Time: everything the edge schedules runs on its clock. On a
 :class:`~enos_lab.clock.SimulatedClock` Modbus and MQTT still take real time: :meth:`Edge.idle`
 waits until nothing is left to do before the clock moves, and :func:`advance_edges` steps the
-clock for one or several edges, never further at once than a poll interval or a request
-timeout, waiting for them after each step.
+clock for one or several edges, to each time an edge acts by itself (a poll slot, a reconnect
+attempt, a resume batch), waiting for them after each step. The connection's supervision is
+in :mod:`enos_lab.edge._edge_link`, the stepping in :mod:`enos_lab.edge._edge_clock`.
 
 Use an edge on one event loop: ``await edge.start()`` ... ``await edge.stop()`` (or ``async
 with``); :meth:`Edge.abort` ends it at once, as a power loss would, dropping what it had not
@@ -44,19 +45,19 @@ import logging
 import random
 import ssl as ssl_module
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from ..clock import Clock, SimulatedClock, SystemClock
-from ..device import DeviceClient, Notification
-from ..enos import TopicKind
+from ..device import DeviceClient
 from ..errors import DeviceError, InvalidArgument, LoginRefused, RequestFailed
 from ._cache import SampleCache
+from ._edge_clock import advance_edges, first_poll_in
 from ._edge_config import EdgeConfig, EdgeDevice
-from ._edge_setup import Entry, LinkLost, Setup
+from ._edge_link import RETRIED, Supervision
+from ._edge_setup import Entry, LinkLost, Setup, status_frame
 from ._edge_stats import (
     EdgeError,
     EdgeErrorKind,
@@ -65,47 +66,19 @@ from ._edge_stats import (
     SubDeviceState,
     SubDeviceStats,
 )
-from ._poller import DeviceStats, Poller, PollError, PollErrorKind, Sample
+from ._poller import DeviceStats, Poller, PollError, Sample
 from ._uplink import Uplink
 from ._upload import UploadFilter
 
-__all__ = ["STATUS_COLUMNS", "Edge", "advance_edges"]
+__all__ = ["Edge"]
 
 log = logging.getLogger("enos_lab.edge")
 
 _POLLED = frozenset({SubDeviceState.PENDING, SubDeviceState.ONLINE, SubDeviceState.LOGIN_FAILED})
 _COLLECTED = frozenset({SubDeviceState.PENDING, SubDeviceState.ONLINE})
-_RETRIED = frozenset(
-    {SubDeviceState.PENDING, SubDeviceState.LOGIN_FAILED, SubDeviceState.SETUP_FAILED}
-)
-
-STATUS_COLUMNS = (
-    "device",
-    "product_key",
-    "device_key",
-    "state",
-    "polls",
-    "samples",
-    "timeouts",
-    "exceptions",
-    "connection_errors",
-    "decode_errors",
-    "uploaded",
-    "resumed",
-    "cached",
-    "lost",
-    "dropped",
-    "rejected",
-    "login_failures",
-    "last_error",
-)
-"""Columns of :meth:`Edge.status`: the field device's name, its sub-device's keys, its
-:class:`~enos_lab.edge.SubDeviceState` (value), poll counters (polls begun, samples, errors by
-kind), sample counters (:class:`~enos_lab.edge.SubDeviceStats`) and the message of its last
-error (``None`` if none)."""
 
 
-class Edge:
+class Edge(Supervision):
     """An edge gateway (see the module docstring).
 
     Parameters
@@ -329,7 +302,7 @@ class Edge:
             try:
                 await self._connect()
                 await self._run_setup(self._needing_setup())
-                self._uplink.wake()  # a backlog from an earlier run
+                self._wake_drain()  # a backlog from an earlier run
             except LoginRefused:
                 raise
             except (DeviceError, OSError) as exc:
@@ -393,7 +366,7 @@ class Edge:
         if not self._running or not entries:
             return
         if self._client.connected:
-            await self._set_up([e for e in entries if e.state in _RETRIED])
+            await self._set_up([e for e in entries if e.state in RETRIED])
         else:
             await self._repoll()
 
@@ -499,7 +472,7 @@ class Edge:
             on_sample=self._on_sample,
             on_error=self._on_poll_error,
         )
-        delay = _first_poll_in(clock.time_ms(), config.interval, config.align, first)
+        delay = first_poll_in(clock.time_ms(), config.interval, config.align, first)
         self._poller = poller
         if delay <= 0:
             await poller.start()
@@ -552,145 +525,6 @@ class Edge:
             entry.last_error = error
         self._errors.append(error)
 
-    # -- the connection ------------------------------------------------------------------------
-
-    async def _connect(self) -> None:
-        try:
-            await self._client.connect()
-        except LoginRefused as exc:
-            self._refusals += 1
-            self._state = EdgeState.REFUSED
-            log.warning("edge %s: login refused by the hub: %s", self._who, exc)
-            raise
-        except (DeviceError, OSError):
-            self._state = EdgeState.OFFLINE
-            raise
-        self._connects += 1
-        self._state = EdgeState.ONLINE
-        log.info("edge %s: online", self._who)
-        client = self._client
-        for entry in self._entries.values():
-            logged_in = client.sub_device(*entry.keys).logged_in
-            if entry.state is SubDeviceState.ONLINE and not logged_in:
-                entry.state = SubDeviceState.LOGIN_FAILED
-                self._fail(
-                    entry,
-                    EdgeErrorKind.LOGIN,
-                    f"{entry.name}: the hub refused its login after the edge reconnected",
-                    None,
-                )
-
-    def _connection_lost(self) -> None:
-        self._disconnects += 1
-        if self._running:
-            self._state = EdgeState.OFFLINE
-            log.warning("edge %s: connection to the hub lost; caching", self._who)
-        self._wakeup.set()
-        self._changed()
-
-    async def _supervise(self) -> None:
-        """Reconnect when the connection drops; set up the devices that need it, at once after
-        a login and every ``relogin_interval`` while some still fail."""
-        retry_now = False
-        while True:
-            if not self._client.connected:
-                await self._reconnect()
-                await self._set_up(self._needing_setup())
-                self._uplink.wake()  # the backlog, once its sub-devices are attached again
-                continue
-            todo = self._needing_setup()
-            if todo and retry_now:
-                retry_now = False
-                await self._set_up(todo)
-                continue
-            self._wakeup.clear()
-            if todo:
-                interval = self._config.relogin_interval
-                self._relogin_due = self._clock.monotonic() + interval
-                try:
-                    await self._clock.wait_for(self._wakeup.wait(), interval)
-                except TimeoutError:
-                    retry_now = True
-                    continue
-                finally:
-                    self._relogin_due = None
-            else:
-                await self._wakeup.wait()
-            retry_now, self._retry_asked = self._retry_asked, False
-
-    async def _set_up(self, entries: list[Entry]) -> None:
-        """Set ``entries`` up (when there are any), then poll what should be polled."""
-        if entries:
-            self._busy += 1
-            try:
-                await self._run_setup(entries)
-            finally:
-                self._busy -= 1
-                self._changed()
-        await self._repoll()
-
-    async def _reconnect(self) -> None:
-        policy, attempt = self._config.reconnect, 0
-        while True:
-            delay = policy.delay(attempt, self._rng)
-            self._attempt_due = self._clock.monotonic() + delay
-            try:
-                await self._clock.sleep(delay)
-            finally:
-                self._attempt_due = None
-            self._busy += 1
-            try:
-                await self._connect()
-                return
-            except (DeviceError, OSError) as exc:
-                log.debug("edge %s: reconnect attempt %d failed: %s", self._who, attempt + 1, exc)
-            finally:
-                self._busy -= 1
-                self._changed()
-            attempt += 1
-
-    def _needing_setup(self) -> list[Entry]:
-        return [
-            e
-            for e in self._entries.values()
-            if e.state in _RETRIED and not e.busy and not e.leaving
-        ]
-
-    async def _run_setup(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        for entry in entries:
-            entry.busy = True
-        try:
-            await self._setup.run(entries)
-        except LinkLost as exc:
-            log.info("edge %s: setting up sub-devices interrupted: %s", self._who, exc)
-        finally:
-            for entry in entries:
-                entry.busy = False
-
-    def _notified(self, notification: Notification) -> None:
-        """A sub-device was enabled, disabled or deleted in the cloud."""
-        kind = notification.kind
-        for keys in notification.devices:
-            name = self._by_keys.get(keys)
-            entry = self._entries.get(name) if name is not None else None
-            if entry is None:
-                continue
-            if kind in (TopicKind.SUB_DEVICE_DISABLE, TopicKind.SUB_DEVICE_DELETE):
-                what = "disabled" if kind is TopicKind.SUB_DEVICE_DISABLE else "deleted"
-                if entry.state is SubDeviceState.ONLINE:
-                    entry.state = SubDeviceState.LOGIN_FAILED
-                self._fail(
-                    entry,
-                    EdgeErrorKind.LOGIN,
-                    f"{entry.name}: sub-device {keys[0]}/{keys[1]} was {what} in the cloud",
-                    None,
-                )
-            elif kind is TopicKind.SUB_DEVICE_ENABLE:
-                self._retry_asked = True
-                self._wakeup.set()
-
     # -- errors --------------------------------------------------------------------------------
 
     def _fail(self, entry: Entry, kind: EdgeErrorKind, message: str, code: int | None) -> None:
@@ -712,6 +546,9 @@ class Edge:
 
     def _changed(self) -> None:
         self._progress.set()
+
+    def _wake_drain(self) -> None:
+        self._uplink.wake()
 
     def _timers(self) -> list[float | None]:
         """When the edge's own waits on the clock end (``None``: not waiting)."""
@@ -778,50 +615,11 @@ class Edge:
     async def status(self) -> pd.DataFrame:
         """One row per field device (:data:`STATUS_COLUMNS`), in the order they were added
         (removed ones included, state ``removed``)."""
-        rows: list[dict[str, Any]] = []
-        for name, entry in self._entries.items():
-            polls = self.poll_stats(name)
-            stats = entry.stats
-            error = entry.last_error
-            rows.append(
-                {
-                    "device": name,
-                    "product_key": entry.keys[0],
-                    "device_key": entry.keys[1],
-                    "state": entry.state.value,
-                    "polls": polls.polls,
-                    "samples": polls.samples,
-                    "timeouts": polls.errors[PollErrorKind.TIMEOUT],
-                    "exceptions": polls.errors[PollErrorKind.EXCEPTION],
-                    "connection_errors": polls.errors[PollErrorKind.CONNECTION],
-                    "decode_errors": polls.errors[PollErrorKind.DECODE],
-                    "uploaded": stats.uploaded,
-                    "resumed": stats.resumed,
-                    "cached": stats.cached,
-                    "lost": stats.lost,
-                    "dropped": stats.dropped,
-                    "rejected": stats.rejected,
-                    "login_failures": stats.login_failures,
-                    "last_error": getattr(error, "message", None),
-                }
-            )
-        return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+        return status_frame((entry, self.poll_stats(name)) for name, entry in self._entries.items())
 
     @property
     def _who(self) -> str:
         return self._client.device
-
-
-def _first_poll_in(now_ms: int, interval: float, align: bool, first: bool) -> float:
-    """Seconds until a new poller's first poll: the next slot (now, for the first poller, if
-    now is on a slot). [s]"""
-    if not align:
-        return 0.0 if first else interval
-    step = round(interval * 1000)
-    slot = now_ms // step * step
-    if slot == now_ms and first:
-        return 0.0
-    return (slot + step - now_ms) / 1000
 
 
 def _add_polls(total: DeviceStats, more: DeviceStats) -> None:
@@ -832,45 +630,3 @@ def _add_polls(total: DeviceStats, more: DeviceStats) -> None:
     total.consecutive_failures = more.consecutive_failures
     if more.last_error is not None:
         total.last_error = more.last_error
-
-
-async def advance_edges(
-    edges: Sequence[Edge],
-    seconds: float,
-    *,
-    step: float | None = None,
-    also: Sequence[Callable[[], Awaitable[object]]] = (),
-) -> None:
-    """Move the edges' :class:`~enos_lab.clock.SimulatedClock` forward by ``seconds``, waiting
-    until every edge is idle (and every awaitable made by ``also``, e.g. other parts' idle
-    waits) before each move and after it. Each move goes to the next time an edge acts by
-    itself (:meth:`Edge.next_due`), never further than ``step`` (default: the smallest
-    :attr:`Edge.step`), so that what an edge starts at one time (a poll, a reconnect attempt)
-    is done before the clock moves on. Run it on the edges' event loop. [s]"""
-    if not edges:
-        raise InvalidArgument("advance_edges needs at least one edge")
-    clock = edges[0].clock
-    if not isinstance(clock, SimulatedClock):
-        raise InvalidArgument(f"advance_edges needs a SimulatedClock, the edges run on {clock!r}")
-    if any(edge.clock is not clock for edge in edges):
-        raise InvalidArgument("advance_edges: the edges must share one clock")
-    if not seconds >= 0:
-        raise InvalidArgument(f"advance_edges: seconds must be >= 0, got {seconds!r}")
-    longest = step if step is not None else min(edge.step for edge in edges)
-    if not longest > 0:
-        raise InvalidArgument(f"advance_edges: step must be > 0 s, got {longest!r}")
-
-    async def settle() -> None:
-        for edge in edges:
-            await edge.idle()
-        for wait in also:
-            await wait()
-        for edge in edges:  # what the others did may have given an edge work
-            await edge.idle()
-
-    await settle()
-    target = clock.monotonic() + float(seconds)
-    while (now := clock.monotonic()) < target - 1e-9:
-        upcoming = [due for edge in edges if (due := edge.next_due()) is not None and due > now]
-        await clock.advance_async(min([target, now + longest, *upcoming]) - now)
-        await settle()

@@ -1,4 +1,5 @@
-"""Setting up an edge's sub-devices in the cloud, as EnOS Edge does (protocol reference 8).
+"""Setting up an edge's sub-devices in the cloud, as EnOS Edge does (protocol reference 8),
+and where each field device stands (:class:`Entry`, :func:`status_frame`).
 
 For the field devices it is given, the edge (a gateway) registers those it has no secret for
 (``thing.device.register``; the hub issues the secret), attaches those not in its topology
@@ -16,16 +17,19 @@ the edge tries again once it is back.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
 
 from ..device import DeviceClient, SubDeviceCredentials, SubDeviceSpec
 from ..errors import ClosedError, NotConnected, RequestFailed, RequestTimeout
 from ._edge_config import EdgeDevice
 from ._edge_stats import EdgeErrorKind, SubDeviceState, SubDeviceStats
-from ._poller import DeviceStats
+from ._poller import DeviceStats, PollErrorKind
 
-__all__ = ["LOGIN_BATCH", "Entry", "LinkLost", "Setup"]
+__all__ = ["LOGIN_BATCH", "STATUS_COLUMNS", "Entry", "LinkLost", "Setup", "status_frame"]
 
 LOGIN_BATCH = 200
 """Sub-devices per batch login (EnOS lets a gateway have 200 online)."""
@@ -65,6 +69,62 @@ class Entry:
         """Its keys and secret (only once it has a secret)."""
         assert self.secret is not None
         return SubDeviceCredentials(self.mapping.product_key, self.mapping.device_key, self.secret)
+
+
+STATUS_COLUMNS = (
+    "device",
+    "product_key",
+    "device_key",
+    "state",
+    "polls",
+    "samples",
+    "timeouts",
+    "exceptions",
+    "connection_errors",
+    "decode_errors",
+    "uploaded",
+    "resumed",
+    "cached",
+    "lost",
+    "dropped",
+    "rejected",
+    "login_failures",
+    "last_error",
+)
+"""Columns of :meth:`Edge.status`: the field device's name, its sub-device's keys, its
+:class:`~enos_lab.edge.SubDeviceState` (value), poll counters (polls begun, samples, errors by
+kind), sample counters (:class:`~enos_lab.edge.SubDeviceStats`) and the message of its last
+error (``None`` if none)."""
+
+
+def status_frame(entries: Iterable[tuple[Entry, DeviceStats]]) -> pd.DataFrame:
+    """The status rows (:data:`STATUS_COLUMNS`) of field devices and their poll counters."""
+    rows: list[dict[str, Any]] = []
+    for entry, polls in entries:
+        stats = entry.stats
+        rows.append(
+            {
+                "device": entry.name,
+                "product_key": entry.keys[0],
+                "device_key": entry.keys[1],
+                "state": entry.state.value,
+                "polls": polls.polls,
+                "samples": polls.samples,
+                "timeouts": polls.errors[PollErrorKind.TIMEOUT],
+                "exceptions": polls.errors[PollErrorKind.EXCEPTION],
+                "connection_errors": polls.errors[PollErrorKind.CONNECTION],
+                "decode_errors": polls.errors[PollErrorKind.DECODE],
+                "uploaded": stats.uploaded,
+                "resumed": stats.resumed,
+                "cached": stats.cached,
+                "lost": stats.lost,
+                "dropped": stats.dropped,
+                "rejected": stats.rejected,
+                "login_failures": stats.login_failures,
+                "last_error": getattr(entry.last_error, "message", None),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
 
 
 class Setup:
