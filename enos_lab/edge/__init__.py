@@ -17,11 +17,29 @@ here, over Modbus TCP. The pieces, each usable alone:
 - :class:`SampleCache`: the durable local cache for breakpoint resume, a bounded SQLite file
   with oldest-first eviction counted as loss per device, chronological reads and deletes of
   confirmed rows only.
+- :class:`Edge`: the edge gateway itself, a gateway device whose device key is its serial
+  number, its field devices (:class:`EdgeDevice`) its sub-devices: set up in the cloud, polled
+  on the lab's clock, uploaded per the upload mode in batch posts, cached while the hub is away
+  and resumed in chronological order once it is back (:class:`EdgeConfig`; counters in
+  :meth:`Edge.status`, :class:`EdgeStats`; errors :class:`EdgeError`). :func:`advance_edges`
+  steps a simulated clock for several edges.
 """
 
 from __future__ import annotations
 
 from ._cache import CACHE_FILE, CachedSample, CacheStats, SampleCache
+from ._edge import Edge
+from ._edge_clock import advance_edges
+from ._edge_config import EdgeConfig, EdgeDevice
+from ._edge_setup import STATUS_COLUMNS
+from ._edge_stats import (
+    EdgeError,
+    EdgeErrorKind,
+    EdgeState,
+    EdgeStats,
+    SubDeviceState,
+    SubDeviceStats,
+)
 from ._field import ExceptionCode, FieldServer, UnitStats
 from ._points import PointTable, load_point_table
 from ._poller import DeviceStats, FieldDevice, Poller, PollError, PollErrorKind, Sample
@@ -42,9 +60,17 @@ __all__ = [
     "CACHE_FILE",
     "MAX_READ_BITS",
     "MAX_READ_REGISTERS",
+    "STATUS_COLUMNS",
     "CacheStats",
     "CachedSample",
     "DeviceStats",
+    "Edge",
+    "EdgeConfig",
+    "EdgeDevice",
+    "EdgeError",
+    "EdgeErrorKind",
+    "EdgeState",
+    "EdgeStats",
     "ExceptionCode",
     "FieldDevice",
     "FieldServer",
@@ -58,10 +84,13 @@ __all__ = [
     "RegisterType",
     "Sample",
     "SampleCache",
+    "SubDeviceState",
+    "SubDeviceStats",
     "UnitStats",
     "UploadFilter",
     "UploadMode",
     "WordOrder",
+    "advance_edges",
     "changed_points",
     "decode_words",
     "encode_words",

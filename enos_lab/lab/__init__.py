@@ -35,12 +35,22 @@ thread or event loop.
 created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 
 The facade is split by concern: ``_core`` (lifecycle, properties, the tap, running coroutines
-on the loop), ``_provisioning`` (models, products, devices, credentials) and ``_operations``
-(presence, logins, commands, raw publishes); :class:`Lab` composes them.
+on the loop), ``_provisioning`` (models, products, devices, credentials), ``_operations``
+(presence, logins, commands, raw publishes) and ``_edges`` (edges registered by serial number,
+revoked, listed); :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
 from ._core import DEFAULT_PORT, plain_tcp_warning
+from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
 
-__all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab", "plain_tcp_warning"]
+__all__ = [
+    "DEFAULT_PORT",
+    "EDGE_COLUMNS",
+    "EDGE_MODEL_ID",
+    "EDGE_PRODUCT_KEY",
+    "REGISTRY_FILE",
+    "Lab",
+    "plain_tcp_warning",
+]

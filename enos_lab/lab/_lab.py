@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from ._edges import Edges
 from ._operations import Operations
 from ._provisioning import Provisioning
 
 __all__ = ["Lab"]
 
 
-class Lab(Provisioning, Operations):
+class Lab(Provisioning, Operations, Edges):
     """A running laboratory: the hub on a background event loop, with a synchronous facade.
 
     Parameters

@@ -42,6 +42,7 @@ from ._records import Device, NodeType, Product
 from ._registry import Registry
 
 __all__ = [
+    "DISABLED_REASON_TAG",
     "AuthDecision",
     "LoginBlock",
     "LoginThrottle",
@@ -49,6 +50,10 @@ __all__ = [
     "authenticate",
     "authenticate_sub_device",
 ]
+
+DISABLED_REASON_TAG = "disabled_reason"
+"""The device tag whose value says why a device is disabled (e.g. ``edge revoked at ...``): a
+refused login of the disabled device gives it as part of its reason."""
 
 ACCEPTED = 0
 BAD_USERNAME_OR_PASSWORD = 4  # MQTT 3.1.1 CONNACK return code
@@ -138,7 +143,7 @@ def authenticate(
     if product.node_type is NodeType.SUB_DEVICE:
         return _refuse("sub device cannot connect to mqtt broker directly (EnOS 771)", login)
     if not device.enabled:
-        return _refuse(f"device {login.product_key}/{login.device_key} is disabled", login)
+        return _refuse(_disabled(registry, login.product_key, login.device_key), login)
 
     if login.secure_mode is SecureMode.DYNAMIC_ACTIVATION:
         if not product.dynamic_activation:
@@ -160,6 +165,15 @@ def authenticate(
     if not verify_sign(login.sign_params, device.device_secret, login.sign_method, password):
         return _refuse("signature does not match the device secret", login)
     return AuthDecision(ACCEPTED, "device secret", login, product, registry=registry)
+
+
+def _disabled(registry: Registry, product_key: str, device_key: str) -> str:
+    """Why a disabled device is refused: with its :data:`DISABLED_REASON_TAG`, if it has one
+    (read only for disabled devices: the common login reads no tags)."""
+    reason = f"device {product_key}/{device_key} is disabled"
+    record = registry.find_device(product_key, device_key)
+    note = record.tags.get(DISABLED_REASON_TAG) if record is not None else None
+    return f"{reason}: {note}" if note else reason
 
 
 @dataclass(frozen=True, slots=True)
