@@ -4,8 +4,15 @@ gmqtt would reconnect by itself after a lost connection (and once more after a r
 CONNACK it considers transient); the device client does that itself, with its backoff policy
 and an EnOS re-login, so the gmqtt client used here never reconnects. Each connection is a new
 gmqtt client: a clean session starts with nothing subscribed, and a new login may carry new
-credentials (after a dynamic activation). gmqtt's log records go to the logger
-``enos_lab.device.mqtt``.
+credentials (after a dynamic activation).
+
+gmqtt logs every lost connection and refused CONNACK as a WARNING, with a traceback for a
+reset; the device client reports the same events in its own terms (:class:`LoginRefused`, its
+connection and reconnection log lines). So that a device on a failing link does not fill a
+notebook with tracebacks, gmqtt's records are kept at DEBUG: those of the clients made here go
+to the logger ``enos_lab.device.mqtt``, and those of gmqtt's protocol module (which logs
+through its own module logger, ``gmqtt.mqtt.protocol``) are lowered to DEBUG as they pass.
+Turn on DEBUG for those loggers to see them.
 """
 
 from __future__ import annotations
@@ -25,7 +32,29 @@ from ..errors import LoginRefused
 __all__ = ["Connection"]
 
 log = logging.getLogger("enos_lab.device")
-mqtt_log = logging.getLogger("enos_lab.device.mqtt")
+
+
+class _AtDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for gmqtt's clients that records everything at DEBUG."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.logger.debug(msg, *args, **kwargs)
+
+
+class _LowerToDebug(logging.Filter):
+    """Lowers the records of gmqtt's protocol module (lost connections, writes to a closed
+    socket) to DEBUG, so that they reach only handlers that asked for DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.DEBUG:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+mqtt_log = _AtDebug(logging.getLogger("enos_lab.device.mqtt"), {})
+_protocol_log = logging.getLogger("gmqtt.mqtt.protocol")
+if not any(isinstance(f, _LowerToDebug) for f in _protocol_log.filters):
+    _protocol_log.addFilter(_LowerToDebug())
 
 # MQTT 3.1.1, 3.2.2.3: the CONNACK return codes
 CONNACK_REASONS = {
