@@ -35,12 +35,15 @@ thread or event loop.
 created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 
 The facade is split by concern: ``_core`` (lifecycle, properties, the tap, running coroutines
-on the loop), ``_provisioning`` (models, products, devices, credentials) and ``_operations``
-(presence, logins, commands, raw publishes); :class:`Lab` composes them.
+on the loop), ``_provisioning`` (models, products, devices, credentials), ``_operations``
+(presence, logins, commands, raw publishes) and ``_simulation`` (simulated fleets:
+:meth:`Lab.simulate` and the :class:`LabFleet` it returns, stopped before the lab stops);
+:class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
 from ._core import DEFAULT_PORT, plain_tcp_warning
 from ._lab import Lab
+from ._simulation import LabFleet
 
-__all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab", "plain_tcp_warning"]
+__all__ = ["DEFAULT_PORT", "REGISTRY_FILE", "Lab", "LabFleet", "plain_tcp_warning"]
