@@ -21,18 +21,20 @@ of its model's measurepoints every ``interval`` seconds of the fleet's clock:
 - **Connections.** :meth:`Fleet.start` logs the devices in, at most ``max_connecting`` at once.
   The clients do not reconnect by themselves (``reconnect=None``): when a connection drops, the
   fleet waits ``backoff.delay(attempt)`` on its clock and logs the device in again, counting
-  refused logins and other failures, so that reconnect storms, power losses and wrong
-  credentials are the fleet's to time and count (:mod:`enos_lab.sim._fleet_faults`).
+  refused logins and other failures (:mod:`enos_lab.sim._fleet_logins`), so that reconnect
+  storms, power losses and wrong credentials are the fleet's to time and count
+  (:mod:`enos_lab.sim._fleet_faults`).
 - **Simulated time.** On a :class:`~enos_lab.clock.SimulatedClock`, :meth:`Fleet.run` steps the
   clock from one due timer to the next (the fleet's samples and reconnects, the hub's keep-alive
   sweep, request timeouts, the link's delays, in order) and after each step waits until the
-  fleet is idle: every post of the step answered and every login finished. So a run is
-  deterministic for a seed: the same samples, times, replies and stored rows run after run. A
-  post that cannot be answered without the clock moving (a fault lost it) holds a step for at
-  most ``settle`` seconds of wall time; posts of devices the fleet partitioned are not waited
-  for, and neither are posts behind packets that the link holds for the clock (a delay, a
-  reorder window). On the system clock the fleet runs in real time from :meth:`Fleet.start`
-  until :meth:`Fleet.stop`; :meth:`Fleet.run` only waits.
+  fleets on the clock are idle: every post of the step answered and every login finished
+  (:mod:`enos_lab.sim._fleet_steps`). So a run is deterministic for a seed: the same samples,
+  times, replies and stored rows run after run. A post that cannot be answered without the
+  clock moving (a fault lost it) holds a step for at most ``settle`` seconds of wall time;
+  posts of devices the fleet partitioned are not waited for, and neither are posts behind
+  packets that the link holds for the clock (a delay, a reorder window). On the system clock
+  the fleet runs in real time from :meth:`Fleet.start` until :meth:`Fleet.stop`;
+  :meth:`Fleet.run` only waits.
 
 Keep alive: the hub checks keep alive on its clock (the lab's), so on a simulated clock an idle
 device is closed once the clock passes 1.5 x its keep alive. Fleet devices use a keep alive well
@@ -44,7 +46,7 @@ Bounds: one task per post in flight (at most ``max_in_flight`` per device) and p
 progress (at most ``max_connecting`` during :meth:`Fleet.start`); one timer per distinct due time
 and per pending reconnect; the reconnection records and the latency samples are bounded
 (``max_records``, ``latency_samples``). Memory per device: see
-:mod:`enos_lab.sim._fleet_state` (about 31 KiB with its connection, plus its share of a profile
+:mod:`enos_lab.sim._fleet_state` (25-30 KiB with its connection, plus its share of a profile
 state).
 """
 
@@ -54,7 +56,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -69,16 +70,15 @@ from ..clock import Clock, SimulatedClock, SystemClock, TimerHandle
 from ..device import DEFAULT_BACKOFF, Backoff, DeviceClient
 from ..errors import (
     ClosedError,
-    DeviceError,
     EnosLabError,
     InvalidArgument,
-    LoginRefused,
     NotConnected,
     RequestFailed,
     RequestTimeout,
 )
 from ._faults import Link
-from ._fleet_faults import FleetFaults, wrong_secret
+from ._fleet_faults import FleetFaults
+from ._fleet_logins import FleetLogins
 from ._fleet_state import (
     COUNTERS,
     LatencyRing,
@@ -96,7 +96,7 @@ __all__ = ["Fleet"]
 log = logging.getLogger("enos_lab.sim")
 
 
-class Fleet(FleetFaults):
+class Fleet(FleetLogins, FleetFaults):
     """Simulated devices posting a profile's values on a clock (see the module docstring).
 
     Parameters
@@ -559,124 +559,6 @@ class Fleet(FleetFaults):
                 device.expected -= 1
             assert self._activity is not None
             self._activity.end(deadline, waited)
-
-    # -- logins ----------------------------------------------------------------------------------
-
-    def _new_client(self, device: SimDevice) -> DeviceClient:
-        link = self._link
-        host, port = (link.host, link.port) if link is not None else (self.host, self.port)
-        client = DeviceClient(
-            host,
-            port,
-            device.product_key,
-            device.device_key,
-            wrong_secret(device.secret) if device.wrong else device.secret,
-            keepalive=self.keepalive,
-            timeout=self.timeout,
-            reconnect=None,
-            clock=self.clock,
-            max_in_flight=self.max_in_flight,
-        )
-        client.on_disconnect = partial(self._lost, device, client)
-        return client
-
-    async def _login(self, device: SimDevice, gate: asyncio.Semaphore | None = None) -> None:
-        """Log ``device`` in (a new client if it has none); on failure, count and retry."""
-        shared = self._activity
-        assert shared is not None
-        shared.busy += 1  # waited for from now (its deadline once it begins)
-        try:
-            if gate is None:
-                await self._try_login(device)
-            else:
-                async with gate:
-                    await self._try_login(device)
-        finally:
-            shared.release(1)
-
-    async def _try_login(self, device: SimDevice) -> None:
-        client = device.client
-        if client is None:
-            client = device.client = self._new_client(device)
-        if device.lost_ms is not None:
-            device.lost_attempts += 1
-        self._connecting += 1
-        self._peak_connecting = max(self._peak_connecting, self._connecting)
-        shared = self._activity
-        assert shared is not None
-        deadline = self.clock.monotonic() + self.timeout
-        shared.begin(deadline, waited=False)
-        try:
-            # the client's own timeout runs on the fleet's clock; on a simulated one only this
-            # wall-time bound ends a login that the hub never answers
-            await asyncio.wait_for(client.connect(), self.timeout + 1.0)
-        except LoginRefused:
-            device.login_refusals += 1
-            self._retry(device)
-            return
-        except (DeviceError, OSError, TimeoutError) as exc:
-            device.connect_failures += 1
-            log.info("fleet: login of device %s/%s failed: %s", *device.keys, exc)
-            self._retry(device)
-            return
-        finally:
-            self._connecting -= 1
-            shared.end(deadline, waited=False)
-        if client is not device.client or not device.powered or self._stopping:
-            await client.disconnect()  # it lost power (or the fleet stopped) meanwhile
-            return
-        device.online = True
-        device.logins += 1
-        device.attempt = 0
-        lost = device.lost_ms
-        if lost is not None:
-            device.reconnects += 1
-            self._records.append(
-                Reconnection(device.device_key, lost, self.clock.time_ms(), device.lost_attempts)
-            )
-            device.lost_ms = None
-            device.lost_attempts = 0
-
-    def _lost(self, device: SimDevice, client: DeviceClient) -> None:
-        """``client`` (of ``device``) lost its connection."""
-        if client is not device.client:
-            return  # a client the device no longer uses (power loss)
-        device.online = False
-        changed = self._changed
-        if changed is not None:
-            changed.set()
-        if not device.powered:
-            return
-        device.disconnects += 1
-        if device.lost_ms is None:
-            device.lost_ms = self.clock.time_ms()
-            device.lost_attempts = 0
-        device.attempt = 0
-        self._retry(device)
-
-    def _retry(self, device: SimDevice) -> None:
-        """Log ``device`` in again after the backoff's delay (nothing if it gave up, has no
-        power or the fleet stops)."""
-        if self._stopping or not device.powered or device.timer is not None:
-            return
-        policy = self.backoff
-        if policy.gives_up(device.attempt):
-            log.warning(
-                "fleet: device %s/%s gave up after %d login attempts", *device.keys, device.attempt
-            )
-            return
-        jitter = random.Random(f"{self.seed}:{device.index}:{device.tries}")
-        delay = policy.delay(device.attempt, jitter)
-        device.attempt += 1
-        device.tries += 1
-        clock = self.clock
-        device.timer = clock.call_at(clock.monotonic() + delay, partial(self._reconnect, device))
-
-    def _reconnect(self, device: SimDevice) -> None:
-        device.timer = None
-        if self._stopping or not device.powered or device.online:
-            return
-        self._spawn(self._login(device))
 
     # -- tasks -----------------------------------------------------------------------------------
 

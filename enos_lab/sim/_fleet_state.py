@@ -6,10 +6,11 @@ devices of the same state number), its own noise generator, its schedule (the ne
 number) and its counters. Everything the fleet does to one device goes through this object, so
 a device that misbehaves, or that a fault hits, changes its own counters only.
 
-Memory per device, measured with ``tracemalloc`` on 1,000 devices: this object ~0.4 KiB, the
-noise generator ~0.8 KiB, a connected :class:`~enos_lab.device.DeviceClient` with its gmqtt
-connection ~30 KiB; a profile state is ~0.25-0.37 MiB (a block of the profile's grid) and is
-shared by the devices that follow it (``Fleet(states=...)``).
+Memory per device: this object ~0.4 KiB, the noise generator ~0.8 KiB, a connected
+:class:`~enos_lab.device.DeviceClient` with its gmqtt connection most of the rest: 25-30 KiB of
+resident memory per device in all (``benchmarks/sim_fleet.py``, 2,000 to 10,000 devices). A
+profile state is 0.25-0.37 MiB (a block of the profile's grid) and is shared by the devices that
+follow it (``Fleet(states=...)``).
 """
 
 from __future__ import annotations
