@@ -88,9 +88,7 @@ def test_a_device_whose_secret_stopped_working_alone_is_refused(
 def presence(lab: Lab, device_key: str) -> list[tuple[datetime, bool, str]]:
     """The device's presence changes: ``(time, online, reason)``."""
     frame = lab.presence("meter", device_key)
-    return [
-        (row.time.to_pydatetime(), bool(row.online), row.reason) for row in frame.itertuples()
-    ]
+    return [(row.time.to_pydatetime(), bool(row.online), row.reason) for row in frame.itertuples()]
 
 
 def test_a_power_loss_loses_pending_work_and_the_device_boots_again(
@@ -139,7 +137,7 @@ def test_a_reconnect_storm_comes_back_in_lock_step_without_jitter(
     spread = fleet.reconnections().iloc[8:]
     assert len(spread) == 8
     assert spread["back"].nunique() == 8
-    assert 0 <= spread["downtime"].min() and spread["downtime"].max() <= 20.0
+    assert spread["downtime"].between(0.0, 20.0).all()
     assert spread["downtime"].max() - spread["downtime"].min() > 5.0
     assert fleet.totals()["reconnects"] == 16
 

@@ -100,7 +100,7 @@ async def test_the_coroutine_forms_run_the_fleet_from_another_loop(
     assert stats["replied"].tolist() == [5, 5]
     await fleet.askew(10)
     await fleet.arun(duration=60)
-    points = await asyncio.to_thread(lab.store.latest, None, ["voltage"], product_key=product.product_key)
+    points = await lab.store.latest_async(None, ["voltage"], product_key=product.product_key)
     assert points["time"].tolist() == [T0 + timedelta(minutes=6, seconds=10)] * 2
     await fleet.astop()
     assert not fleet.running
