@@ -549,6 +549,9 @@ class Fleet(FleetLogins, FleetFaults):
         except EnosLabError as exc:
             device.errors += 1
             log.warning("fleet: post of device %s/%s failed: %s", *device.keys, exc)
+        except Exception:  # a bug: counted on this device, the others keep posting
+            device.errors += 1
+            log.exception("fleet: post of device %s/%s failed", *device.keys)
         else:
             device.replied += 1
             self._latency.add(clock.monotonic() - sent)

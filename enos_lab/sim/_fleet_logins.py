@@ -113,6 +113,11 @@ class FleetLogins:
             log.info("fleet: login of device %s/%s failed: %s", *device.keys, exc)
             self._retry(device)
             return
+        except Exception:  # a bug: counted on this device, which tries again
+            device.connect_failures += 1
+            log.exception("fleet: login of device %s/%s failed", *device.keys)
+            self._retry(device)
+            return
         finally:
             self._connecting -= 1
             shared.end(deadline, waited=False)
