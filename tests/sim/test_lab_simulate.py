@@ -58,7 +58,7 @@ def test_simulate_refuses_what_it_cannot_simulate(make_lab: Callable[..., Lab]) 
         lab.simulate(meter.product_key, count=0)
     assert len(lab.devices(meter.product_key)) == 0
     fleet = lab.simulate(free.product_key, count=1, profile="weather_station", interval=0.1)
-    fleet.run(duration=0.35)
+    fleet.run(duration=0.5)
     assert fleet.totals()["replied"] >= 2  # a product without a model takes any points
 
 
