@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from enos_lab import Backoff, Lab, SimulatedClock
+from enos_lab.device import DeviceClient, SubDeviceCredentials
 from enos_lab.lab import LabFleet
 from enos_lab.sim import profile_for
 
@@ -212,3 +213,40 @@ def test_a_partitioned_device_times_out_at_the_hub_and_comes_back_when_healed(
     healed = fleet.stats().set_index("device_key").loc["sim-0001"]
     assert healed["online"] and healed["reconnects"] == 1
     assert stored(lab, "sim-0001")["time"].max() == T0 + 9 * MINUTE
+
+
+def test_a_gateway_through_the_fleet_s_link_is_partitioned_with_its_sub_devices(
+    make_lab: Callable[..., Lab],
+) -> None:
+    lab, fleet = meters(make_lab, count=1, link=True)
+    gateway_product = lab.create_product("Gateway", node_type="gateway", product_key="gwp")
+    lab.create_product("Sub", model_id="energy_meter", node_type="sub_device", product_key="sub")
+    secret = lab.register_device("gwp", device_key="gw").device_secret
+    sub = lab.register_device("sub", device_key="s1")
+    assert fleet.link is not None
+    link = fleet.link
+    gateway = DeviceClient(
+        link.host,
+        link.port,
+        gateway_product.product_key,
+        "gw",
+        secret,
+        clock=lab.clock,
+        keepalive=60,
+        reconnect=None,
+    )
+
+    async def attach() -> None:
+        await gateway.connect()
+        await gateway.add_topology([SubDeviceCredentials("sub", "s1", sub.device_secret)])
+        await gateway.login_sub_device("sub", "s1", sub.device_secret)
+
+    lab.run(attach())
+    assert lab.is_online("sub", "s1")
+    link.device("gwp", "gw").partition()  # the gateway and, with it, its sub-device
+    fleet.run(duration=3 * MINUTE)  # the hub gives up on the gateway after 1.5 x 60 s
+    assert lab.presence("gwp", "gw")["reason"].tolist()[-1] == "keep-alive timeout"
+    assert lab.presence("sub", "s1")["reason"].tolist()[-1] == "gateway offline"
+    assert fleet.totals()["replied"] == 3  # the fleet's own device kept posting
+    link.device("gwp", "gw").heal()
+    lab.run(gateway.disconnect())
