@@ -100,27 +100,27 @@ class FleetLogins:
         assert shared is not None
         deadline = self.clock.monotonic() + self.timeout
         shared.begin(deadline, waited=False)
+        failed = True
         try:
             # the client's own timeout runs on the fleet's clock; on a simulated one only this
             # wall-time bound ends a login that the hub never answers
             await asyncio.wait_for(client.connect(), self.timeout + 1.0)
+            failed = False
         except LoginRefused:
             device.login_refusals += 1
-            self._retry(device)
-            return
         except (DeviceError, OSError, TimeoutError) as exc:
             device.connect_failures += 1
             log.info("fleet: login of device %s/%s failed: %s", *device.keys, exc)
-            self._retry(device)
-            return
         except Exception:  # a bug: counted on this device, which tries again
             device.connect_failures += 1
             log.exception("fleet: login of device %s/%s failed", *device.keys)
-            self._retry(device)
-            return
         finally:
             self._connecting -= 1
             shared.end(deadline, waited=False)
+        if failed:
+            if client is device.client:  # not a client thrown away meanwhile (power loss)
+                self._retry(device)
+            return
         if client is not device.client or not device.powered or self._stopping:
             await client.disconnect()  # it lost power (or the fleet stopped) meanwhile
             return
