@@ -22,11 +22,13 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``DeviceOffline``: a command went to a device that has no live connection.
 - ``EnosLabError``: the root of every exception enos_lab raises (the tree: :mod:`.errors`).
 - ``EventPosted``: tap event: a device event is stored.
+- ``Fleet``: simulated devices posting a profile's values on a clock (``Lab.simulate`` runs one).
 - ``HubConfig``: settings of the MQTT hub (``Lab(hub_config=...)``).
 - ``InvalidArgument``: a caller passed a bad value (also a ``ValueError``).
 - ``IotHubConfig``: settings of the EnOS IoT hub services (``Lab(iothub_config=...)``).
 - ``Lab``: the laboratory; hub, registry, store and services behind a synchronous facade.
 - ``LimitExceeded``: a bound on what the hub keeps was reached.
+- ``Link``: a fault-injecting TCP proxy between MQTT clients and the hub (drop, delay, ...).
 - ``LoginRefused``: the hub refused a device's CONNECT (``code``: the return code).
 - ``ModelError``: a thing model is invalid or cannot be used.
 - ``NotConnected``: a device client has no connection to the hub (yet, or any more).
@@ -49,10 +51,11 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``ValidationError``: a value does not fit its thing model.
 - ``__version__``: the installed version.
 - ``datasets``: the tutorials' datasets (``datasets.load(name)``).
+- ``profile_for``: the profile of a library thing model (what a simulated device measures).
 - ``errors``: the exception tree, every class.
 
 The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
-``.mqtt``, ``.enos``, ``.tap``, ``.device``) hold the rest.
+``.mqtt``, ``.enos``, ``.tap``, ``.device``, ``.sim``) hold the rest.
 """
 
 from __future__ import annotations
@@ -86,6 +89,7 @@ from .errors import (
 from .hub import HubConfig
 from .iothub import IotHubConfig
 from .lab import Lab
+from .sim import Fleet, Link, profile_for
 from .store import StoreConfig
 from .tap import (
     AttributesChanged,
@@ -119,11 +123,13 @@ __all__ = [
     "DeviceOffline",
     "EnosLabError",
     "EventPosted",
+    "Fleet",
     "HubConfig",
     "InvalidArgument",
     "IotHubConfig",
     "Lab",
     "LimitExceeded",
+    "Link",
     "LoginRefused",
     "ModelError",
     "NotConnected",
@@ -147,4 +153,5 @@ __all__ = [
     "__version__",
     "datasets",
     "errors",
+    "profile_for",
 ]

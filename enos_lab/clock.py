@@ -189,6 +189,17 @@ class SimulatedClock:
         with self._lock:
             return sum(1 for _, _, timer in self._timers if not timer.cancelled)
 
+    @property
+    def next_due(self) -> float | None:
+        """When the earliest timer not yet fired nor cancelled is due, on the
+        :meth:`monotonic` scale (``None``: no timer), so that a driver can step the clock
+        from one due time to the next and let what each woke up finish in between. [s]"""
+        with self._lock:
+            timers = self._timers
+            while timers and timers[0][2].cancelled:
+                heapq.heappop(timers)
+            return timers[0][0] if timers else None
+
     # -- scheduling --------------------------------------------------------------------------
 
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:

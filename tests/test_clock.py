@@ -86,6 +86,23 @@ def test_cancelled_timers_and_sleeps_do_not_fire() -> None:
     assert asyncio.run(main()) == ["kept"]
 
 
+def test_next_due_is_the_earliest_pending_timer() -> None:
+    clock = SimulatedClock()
+
+    async def main() -> list[float | None]:
+        seen = [clock.next_due]
+        first = clock.call_at(10, lambda: None)
+        clock.call_at(25, lambda: None)
+        seen.append(clock.next_due)
+        first.cancel()
+        seen.append(clock.next_due)  # a cancelled timer is not due
+        await clock.advance_async(25)
+        seen.append(clock.next_due)
+        return seen
+
+    assert asyncio.run(main()) == [None, 10, 25, None]
+
+
 def test_wait_for_times_out_in_simulated_time() -> None:
     clock = SimulatedClock()
 

@@ -62,3 +62,11 @@ def test_the_device_sdk_s_main_names() -> None:
         assert issubclass(getattr(enos_lab, name), enos_lab.DeviceError)
     assert issubclass(enos_lab.LoginRefused, enos_lab.AuthenticationError)
     assert issubclass(enos_lab.RequestTimeout, TimeoutError)
+
+
+def test_the_simulation_s_main_names() -> None:
+    from enos_lab import lab, sim
+
+    for name in ("Fleet", "Link", "profile_for"):
+        assert getattr(enos_lab, name) is getattr(sim, name)
+    assert inspect.signature(enos_lab.Lab.simulate).return_annotation in ("LabFleet", lab.LabFleet)

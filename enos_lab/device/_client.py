@@ -478,7 +478,8 @@ class DeviceClient(Requests, Inbox, Gateway, Endpoint):
         if not self._active or self.mode is ConnectionMode.SHORT:
             return
         if self.reconnect is None:
-            log.warning("device %s: connection lost; no reconnect policy", self.device)
+            # the owner chose to reconnect itself (a simulated fleet does): not a fault
+            log.info("device %s: connection lost; no reconnect policy", self.device)
             self._active = False
             self._changed()
             return

@@ -36,14 +36,16 @@ created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 
 The facade is split by concern: ``_core`` (lifecycle, properties, the tap, running coroutines
 on the loop), ``_provisioning`` (models, products, devices, credentials), ``_operations``
-(presence, logins, commands, raw publishes) and ``_edges`` (edges registered by serial number,
-revoked, listed); :class:`Lab` composes them.
+(presence, logins, commands, raw publishes), ``_edges`` (edges registered by serial number,
+revoked, listed) and ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
+:class:`LabFleet` it returns, stopped before the lab stops); :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
 from ._core import DEFAULT_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
+from ._simulation import LabFleet
 
 __all__ = [
     "DEFAULT_PORT",
@@ -52,5 +54,6 @@ __all__ = [
     "EDGE_PRODUCT_KEY",
     "REGISTRY_FILE",
     "Lab",
+    "LabFleet",
     "plain_tcp_warning",
 ]

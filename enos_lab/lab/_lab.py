@@ -5,11 +5,12 @@ from __future__ import annotations
 from ._edges import Edges
 from ._operations import Operations
 from ._provisioning import Provisioning
+from ._simulation import Simulation
 
 __all__ = ["Lab"]
 
 
-class Lab(Provisioning, Operations, Edges):
+class Lab(Provisioning, Operations, Edges, Simulation):
     """A running laboratory: the hub on a background event loop, with a synchronous facade.
 
     Parameters

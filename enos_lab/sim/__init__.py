@@ -35,6 +35,7 @@ from ._fault_settings import (
     PartitionMode,
 )
 from ._faults import Link
+from ._fleet import Fleet
 from ._meter import EnergyMeterProfile
 from ._profile import BLOCK, Counter, Grid, Profile, ProfileState, Sample
 from ._profiles import PROFILES, profile_for
@@ -52,6 +53,7 @@ __all__ = [
     "Counter",
     "Direction",
     "EnergyMeterProfile",
+    "Fleet",
     "FlowStats",
     "Grid",
     "Link",
