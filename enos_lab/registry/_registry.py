@@ -15,6 +15,9 @@ writes the queue and waits for the batches in progress, so nothing reads them la
 
 Keys and secrets are generated from an injectable random source (``rng``) so that tutorials can be
 reproducible; times come from an injectable :class:`~enos_lab.clock.Clock`.
+
+The checks of what callers give and the conversions of rows are in :mod:`._rows`; bulk
+registration and the DataFrames of devices and credentials in :mod:`._tables`.
 """
 
 from __future__ import annotations
@@ -30,27 +33,36 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .._files import private_sqlite
-from ..clock import Clock, SystemClock, from_epoch_ms, to_epoch_ms
+from ..clock import Clock, SystemClock, from_epoch_ms
 from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
 from ._presence import PRESENCE_TRIGGER, Change, PresenceWriter, insert_one, write_batch
 from ._records import DataFormat, Device, NodeType, Product, TopicPermission
+from ._rows import (
+    check_map,
+    check_tags,
+    check_timezone,
+    check_topic_template,
+    deleted,
+    device_from_row,
+    device_row,
+    enum_value,
+    permission,
+    product_from_row,
+    to_ms,
+)
+from ._tables import BulkResult, credentials_frame, devices_frame, register_many
 
 __all__ = ["BulkResult", "Registry"]
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 _KEY_ALLOWED = frozenset(_ALPHANUMERIC + "_-.:")
-_TAG_KEY_FIRST = frozenset(string.ascii_letters + "_")
-_TAG_KEY_ALLOWED = frozenset(_ALPHANUMERIC + "_")
-MAX_MAP_ENTRIES = 200  # EnOS: at most 200 attributes / tags per device
 
 _SCHEMA = (
     """
@@ -125,10 +137,6 @@ def _check_key(value: object, what: str) -> str:
     return value
 
 
-def _ms(moment: datetime | None) -> int | None:
-    return None if moment is None else to_epoch_ms(moment)
-
-
 class LoginRecord(NamedTuple):
     """What a login needs to know of a device (see :meth:`Registry._login_records`)."""
 
@@ -136,10 +144,6 @@ class LoginRecord(NamedTuple):
     enabled: bool
     online: bool
     activated: bool
-
-
-def _time(ms: int | None) -> datetime | None:
-    return None if ms is None else from_epoch_ms(ms)
 
 
 class Registry:
@@ -260,17 +264,17 @@ class Registry:
             raise InvalidArgument(f"product name must be a non-empty string, got {name!r}")
         key = _check_key(product_key, "product_key") if product_key else self._random_text(8)
         secret = product_secret or self._random_text(16)
-        topics = {t: _permission(p) for t, p in (custom_topics or {}).items()}
+        topics = {t: permission(p) for t, p in (custom_topics or {}).items()}
         for template in topics:
-            _check_topic_template(template)
+            check_topic_template(template)
         product = Product(
             product_key=key,
             product_secret=secret,
             name=name,
             model_id=model_id,
-            node_type=_enum(NodeType, node_type, "node_type"),
+            node_type=enum_value(NodeType, node_type, "node_type"),
             dynamic_activation=bool(dynamic_activation),
-            data_format=_enum(DataFormat, data_format, "data_format"),
+            data_format=enum_value(DataFormat, data_format, "data_format"),
             certificate_required=bool(certificate_required),
             description=description,
             custom_topics=topics,
@@ -292,7 +296,7 @@ class Registry:
                     int(product.certificate_required),
                     description,
                     json.dumps({t: p.value for t, p in topics.items()}),
-                    _ms(product.created_at),
+                    to_ms(product.created_at),
                 ),
             )
         return product
@@ -326,7 +330,7 @@ class Registry:
         row = db.execute("SELECT * FROM products WHERE product_key=?", (product_key,)).fetchone()
         if row is None:
             raise NotFound(f"product {product_key!r} does not exist")
-        product = cache[product_key] = _product(row)
+        product = cache[product_key] = product_from_row(row)
         return product
 
     def _login_records(
@@ -366,7 +370,7 @@ class Registry:
         with self._lock:
             self._sync()
             rows = self._db.execute("SELECT * FROM products ORDER BY created_at, rowid").fetchall()
-        return [_product(row) for row in rows]
+        return [product_from_row(row) for row in rows]
 
     def delete_product(self, product_key: str) -> None:
         """Delete a product that has no devices left."""
@@ -400,7 +404,7 @@ class Registry:
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM models WHERE model_id=?", (model_id,)).fetchone():
                 raise AlreadyExists(f"thing model {model_id!r} already exists")
-            db.execute("INSERT INTO models VALUES (?,?,?)", (model_id, text, _ms(self._now())))
+            db.execute("INSERT INTO models VALUES (?,?,?)", (model_id, text, to_ms(self._now())))
 
     def delete_model(self, model_id: str) -> None:
         """Forget a kept user thing model; :class:`~enos_lab.errors.NotFound` if there is none."""
@@ -460,14 +464,14 @@ class Registry:
                 name=name if name else key,
                 name_i18n=dict(name_i18n or {}),
                 description=description,
-                timezone=_check_timezone(timezone),
-                tags=_check_tags(tags or {}),
-                attributes=_check_map(attributes or {}, "attributes"),
+                timezone=check_timezone(timezone),
+                tags=check_tags(tags or {}),
+                attributes=check_map(attributes or {}, "attributes"),
                 created_at=self._now(),
             )
             db.execute(
                 f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({','.join('?' * 18)})",
-                _device_row(device),
+                device_row(device),
             )
         return device
 
@@ -490,7 +494,7 @@ class Registry:
             ).fetchone()
         if row is None:
             raise NotFound(f"device {product_key}/{device_key} does not exist")
-        return _device(row)
+        return device_from_row(row)
 
     def find_device(self, product_key: str, device_key: str) -> Device | None:
         """The device with these keys, or ``None``."""
@@ -538,7 +542,7 @@ class Registry:
         with self._lock:
             self._sync()
             rows = self._db.execute(query + " ORDER BY created_at, rowid", args).fetchall()
-        return [_device(row) for row in rows]
+        return [device_from_row(row) for row in rows]
 
     def _update(self, product_key: str, device_key: str, sql: str, *args: object) -> Device:
         with self._transaction() as db:
@@ -574,7 +578,7 @@ class Registry:
                 "DELETE FROM devices WHERE product_key=? AND device_key=?",
                 (product_key, device_key),
             )
-        return _deleted(device)
+        return deleted(device)
 
     def activate(self, product_key: str, device_key: str) -> Device:
         """Issue a new device secret for dynamic activation (secure mode 3).
@@ -627,7 +631,7 @@ class Registry:
         Many logins in a row then share one transaction. The time recorded is the time of
         this call; a change for a device that no longer exists is dropped.
         """
-        now = self._clock.time_ms()  # what _ms(self._now()) gives
+        now = self._clock.time_ms()  # what to_ms(self._now()) gives
         with self._lock:
             self._queued.append((now, product_key, device_key, online, reason))
 
@@ -694,7 +698,7 @@ class Registry:
     ) -> Device:
         """Merge ``attributes`` into the device's attributes."""
         device = self.get_device(product_key, device_key)
-        merged = _check_map({**device.attributes, **attributes}, "attributes")
+        merged = check_map({**device.attributes, **attributes}, "attributes")
         return self._update(product_key, device_key, "attributes=?", json.dumps(merged))
 
     def delete_attributes(self, product_key: str, device_key: str, ids: list[str]) -> Device:
@@ -706,7 +710,7 @@ class Registry:
     def update_tags(self, product_key: str, device_key: str, tags: Mapping[str, object]) -> Device:
         """Merge ``tags`` into the device's tags (values become strings, as EnOS does)."""
         device = self.get_device(product_key, device_key)
-        merged = _check_tags({**device.tags, **tags})
+        merged = check_tags({**device.tags, **tags})
         return self._update(product_key, device_key, "tags=?", json.dumps(merged))
 
     def delete_tags(self, product_key: str, device_key: str, keys: list[str]) -> Device:
@@ -758,7 +762,7 @@ class Registry:
                 "WHERE gateway_product_key=? AND gateway_device_key=? ORDER BY created_at, rowid",
                 gateway,
             ).fetchall()
-        return [_device(row) for row in rows]
+        return [device_from_row(row) for row in rows]
 
     # -- bulk registration and tables -----------------------------------------------------------
 
@@ -775,36 +779,7 @@ class Registry:
         ``tags`` and ``attributes`` may be JSON text). Empty cells mean "not given".
         ``progress`` shows a tqdm progress bar.
         """
-        records = _bulk_records(rows)
-        registered: list[dict[str, Any]] = []
-        errors: list[dict[str, Any]] = []
-        for index, record in enumerate(tqdm(records, disable=not progress, unit="device")):
-            try:
-                kwargs = _bulk_kwargs(record)
-                device = self.register_device(**kwargs)
-            except (InvalidArgument, RegistryError, TypeError) as exc:
-                errors.append(
-                    {
-                        "row": index,
-                        "product_key": record.get("product_key"),
-                        "device_key": record.get("device_key"),
-                        "error": f"{type(exc).__name__}: {exc}",
-                    }
-                )
-                continue
-            registered.append(
-                {
-                    "row": index,
-                    "product_key": device.product_key,
-                    "device_key": device.device_key,
-                    "asset_id": device.asset_id,
-                    "device_secret": device.device_secret,
-                }
-            )
-        return BulkResult(
-            registered=pd.DataFrame(registered, columns=list(_REGISTERED_COLUMNS)),
-            errors=pd.DataFrame(errors, columns=list(_ERROR_COLUMNS)),
-        )
+        return register_many(self, rows, progress=progress)
 
     def devices_frame(self, product_key: str | None = None) -> pd.DataFrame:
         """Every device (of one product if given) as a DataFrame, one row per device.
@@ -814,31 +789,7 @@ class Registry:
         last_offline_at, tags, attributes`` (times tz-aware UTC). Secrets are left out; see
         :meth:`export_credentials`.
         """
-        rows = [
-            {
-                "product_key": d.product_key,
-                "device_key": d.device_key,
-                "asset_id": d.asset_id,
-                "name": d.name,
-                "state": d.state.value,
-                "enabled": d.enabled,
-                "online": d.online,
-                "timezone": d.timezone,
-                "gateway_product_key": d.gateway[0] if d.gateway else None,
-                "gateway_device_key": d.gateway[1] if d.gateway else None,
-                "created_at": d.created_at,
-                "activated_at": d.activated_at,
-                "last_online_at": d.last_online_at,
-                "last_offline_at": d.last_offline_at,
-                "tags": dict(d.tags),
-                "attributes": dict(d.attributes),
-            }
-            for d in self.devices(product_key)
-        ]
-        frame = pd.DataFrame(rows, columns=list(_DEVICE_FRAME_COLUMNS))
-        for column in ("created_at", "activated_at", "last_online_at", "last_offline_at"):
-            frame[column] = pd.to_datetime(frame[column], utc=True)
-        return frame
+        return devices_frame(self, product_key)
 
     def export_credentials(self, product_key: str | None = None) -> pd.DataFrame:
         """The credentials a device needs to connect, one row per device.
@@ -846,245 +797,8 @@ class Registry:
         Columns: ``product_key, device_key, device_secret, product_secret, asset_id,
         dynamic_activation``. Keep the result secret.
         """
-        products = {p.product_key: p for p in self.products()}
-        rows = [
-            {
-                "product_key": d.product_key,
-                "device_key": d.device_key,
-                "device_secret": d.device_secret,
-                "product_secret": products[d.product_key].product_secret,
-                "asset_id": d.asset_id,
-                "dynamic_activation": products[d.product_key].dynamic_activation,
-            }
-            for d in self.devices(product_key)
-        ]
-        return pd.DataFrame(rows, columns=list(_CREDENTIAL_COLUMNS))
-
-
-@dataclass(frozen=True, slots=True)
-class BulkResult:
-    """The outcome of :meth:`Registry.register_devices`.
-
-    ``registered`` has ``row, product_key, device_key, asset_id, device_secret``; ``errors`` has
-    ``row, product_key, device_key, error`` (``row`` is the 0-based input row).
-    """
-
-    registered: pd.DataFrame
-    errors: pd.DataFrame
-
-
-_REGISTERED_COLUMNS = ("row", "product_key", "device_key", "asset_id", "device_secret")
-_ERROR_COLUMNS = ("row", "product_key", "device_key", "error")
-_CREDENTIAL_COLUMNS = (
-    "product_key",
-    "device_key",
-    "device_secret",
-    "product_secret",
-    "asset_id",
-    "dynamic_activation",
-)
-_DEVICE_FRAME_COLUMNS = (
-    "product_key",
-    "device_key",
-    "asset_id",
-    "name",
-    "state",
-    "enabled",
-    "online",
-    "timezone",
-    "gateway_product_key",
-    "gateway_device_key",
-    "created_at",
-    "activated_at",
-    "last_online_at",
-    "last_offline_at",
-    "tags",
-    "attributes",
-)
-_BULK_FIELDS = frozenset(
-    {
-        "product_key",
-        "device_key",
-        "name",
-        "description",
-        "timezone",
-        "tags",
-        "attributes",
-        "device_secret",
-    }
-)
-
-
-def _bulk_records(
-    rows: pd.DataFrame | Iterable[Mapping[str, Any]] | str | Path,
-) -> list[dict[str, Any]]:
-    if isinstance(rows, (str, Path)):
-        rows = pd.read_csv(rows, dtype=str, keep_default_na=False)
-    if isinstance(rows, pd.DataFrame):
-        return [{str(k): v for k, v in r.items()} for r in rows.to_dict(orient="records")]
-    return [dict(r) for r in rows]
-
-
-def _bulk_kwargs(record: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(record) - _BULK_FIELDS
-    if unknown:
-        raise InvalidArgument(
-            f"unknown column(s) {sorted(unknown)}; expected {sorted(_BULK_FIELDS)}"
-        )
-    kwargs: dict[str, Any] = {}
-    for key, raw in record.items():
-        if raw is None or (isinstance(raw, float) and math.isnan(raw)) or raw == "":
-            continue
-        value = raw
-        if key in ("tags", "attributes") and isinstance(raw, str):
-            try:
-                value = json.loads(raw)
-            except ValueError as exc:
-                raise InvalidArgument(f"{key} must be a JSON object, got {raw!r}") from exc
-            if not isinstance(value, dict):
-                raise InvalidArgument(f"{key} must be a JSON object, got {raw!r}")
-        kwargs[key] = value
-    if "product_key" not in kwargs:
-        raise InvalidArgument("product_key is missing")
-    product_key = kwargs.pop("product_key")
-    return {"product_key": product_key, **kwargs}
-
-
-# -- row conversions and checks ----------------------------------------------------------------
-
-
-def _enum(kind: Any, value: object, what: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        choices = ", ".join(repr(member.value) for member in kind)
-        raise InvalidArgument(f"{what} must be one of {choices}, got {value!r}") from None
-
-
-def _permission(value: TopicPermission | str) -> TopicPermission:
-    result: TopicPermission = _enum(TopicPermission, value, "custom topic permission")
-    return result
-
-
-def _check_topic_template(template: str) -> None:
-    if not template.startswith("/") or "{deviceKey}" not in template:
-        raise InvalidArgument(
-            f"custom topic template {template!r} must start with '/' and contain {{deviceKey}}"
-        )
-    if any(c in template for c in "+#\0"):
-        raise InvalidArgument(f"custom topic template {template!r} may not contain + # or NUL")
-    if template.startswith(("/sys/", "/ext/")):
-        raise InvalidArgument(f"custom topic template {template!r} may not use /sys/ or /ext/")
-
-
-def _check_timezone(value: str) -> str:
-    text = str(value)
-    if len(text) == 6 and text[0] in "+-" and text[3] == ":" and (text[1:3] + text[4:]).isdigit():
-        return text
-    raise InvalidArgument(f"timezone must look like '+08:00', got {value!r}")
-
-
-def _check_map(values: Mapping[str, Any], what: str) -> dict[str, Any]:
-    if len(values) > MAX_MAP_ENTRIES:
-        raise InvalidArgument(f"at most {MAX_MAP_ENTRIES} {what} per device, got {len(values)}")
-    try:
-        json.dumps(values)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"{what} must be JSON values: {exc}") from exc
-    return dict(values)
-
-
-def _check_tags(tags: Mapping[str, object]) -> dict[str, str]:
-    for key in tags:
-        if (
-            not isinstance(key, str)
-            or not key
-            or len(key) > 100
-            or key[0] not in _TAG_KEY_FIRST
-            or not set(key) <= _TAG_KEY_ALLOWED
-        ):
-            raise InvalidArgument(
-                f"tag key {key!r} must be 1-100 characters of letters, digits and _, "
-                "starting with a letter or _"
-            )
-    return _check_map({key: str(value) for key, value in tags.items()}, "tags")
+        return credentials_frame(self, product_key)
 
 
 _PRODUCT_CHECK = 1.0
 """How often cached products are checked against commits of other connections. [s]"""
-
-
-def _product(row: tuple[Any, ...]) -> Product:
-    (key, secret, name, model_id, node, dynamic, fmt, cert, desc, topics, created) = row
-    return Product(
-        product_key=key,
-        product_secret=secret,
-        name=name,
-        model_id=model_id,
-        node_type=NodeType(node),
-        dynamic_activation=bool(dynamic),
-        data_format=DataFormat(fmt),
-        certificate_required=bool(cert),
-        description=desc,
-        custom_topics={t: TopicPermission(p) for t, p in json.loads(topics).items()},
-        created_at=from_epoch_ms(created),
-    )
-
-
-def _device_row(device: Device) -> tuple[object, ...]:
-    gateway = device.gateway or (None, None)
-    return (
-        device.product_key,
-        device.device_key,
-        device.device_secret,
-        device.asset_id,
-        device.name,
-        json.dumps(dict(device.name_i18n)),
-        device.description,
-        device.timezone,
-        json.dumps(dict(device.tags)),
-        json.dumps(dict(device.attributes)),
-        int(device.enabled),
-        int(device.online),
-        _ms(device.created_at),
-        _ms(device.activated_at),
-        _ms(device.last_online_at),
-        _ms(device.last_offline_at),
-        *gateway,
-    )
-
-
-def _device(row: tuple[Any, ...]) -> Device:
-    (pk, dk, secret, asset, name, i18n, desc, tz, tags, attrs, enabled, online) = row[:12]
-    created, activated, last_on, last_off, gw_pk, gw_dk = row[12:]
-    return Device(
-        product_key=pk,
-        device_key=dk,
-        device_secret=secret,
-        asset_id=asset,
-        name=name,
-        name_i18n=_json_map(i18n),
-        description=desc,
-        timezone=tz,
-        tags=_json_map(tags),
-        attributes=_json_map(attrs),
-        enabled=bool(enabled),
-        online=bool(online),
-        created_at=_time(created),
-        activated_at=_time(activated),
-        last_online_at=_time(last_on),
-        last_offline_at=_time(last_off),
-        gateway=(gw_pk, gw_dk) if gw_pk is not None else None,
-    )
-
-
-def _json_map(text: str) -> dict[str, Any]:
-    """A stored JSON object (most are empty: no parsing for those)."""
-    if text == "{}":
-        return {}
-    value: dict[str, Any] = json.loads(text)
-    return value
-
-
-def _deleted(device: Device) -> Device:
-    return replace(device, online=False, gateway=None, deleted=True)
