@@ -339,10 +339,12 @@ class IotHub:
         await self._commands.notify_gateway(device, TopicKind.SUB_DEVICE_ENABLE)
         return device
 
-    async def disable_device(self, product_key: str, device_key: str) -> Device:
+    async def disable_device(
+        self, product_key: str, device_key: str, reason: str | None = None
+    ) -> Device:
         """Disable a device: close its connection (presence "disabled") or log it out of its
-        gateway, which gets ``combine/disable``."""
-        device = self.registry.disable_device(product_key, device_key)
+        gateway, which gets ``combine/disable``. ``reason`` is added to its refused logins."""
+        device = self.registry.disable_device(product_key, device_key, reason)
         self._sessions.drop_device((product_key, device_key), "disabled")
         await self._commands.notify_gateway(device, TopicKind.SUB_DEVICE_DISABLE)
         return device

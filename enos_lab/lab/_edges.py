@@ -8,10 +8,11 @@ devices cannot change it, unlike their own tags); each edge keeps its local cach
 :meth:`Edges.edge_cache_dir`.
 
 An edge whose serial number the registry does not know is refused at login like any unknown
-device; :meth:`Edges.revoke_edge` disables the edge's device with the reason recorded in its
-``disabled_reason`` tag, so that every later login is refused with ``device .../SN is
-disabled: edge revoked at <time>`` in :meth:`~enos_lab.lab.Lab.refused_logins`, and closes its
-live connection (its sub-devices go offline with it).
+device; :meth:`Edges.revoke_edge` disables the edge's device with a reason the registry keeps
+(``Registry.disable_device(..., reason)``, out of the device's reach), so that every later login
+is refused with ``device .../SN is disabled: edge revoked at <time>`` in
+:meth:`~enos_lab.lab.Lab.refused_logins`, and closes its live connection (its sub-devices go
+offline with it).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pandas as pd
 from .._files import PRIVATE_FILE_MODE, private_dir
 from ..clock import from_epoch_ms, to_epoch_ms
 from ..errors import AlreadyExists, InvalidArgument, NotFound
-from ..registry import DISABLED_REASON_TAG, Device, NodeType, Product
+from ..registry import Device, NodeType, Product
 from ._core import LabCore, coroutine_form_of
 
 __all__ = ["EDGE_COLUMNS", "EDGE_MODEL_ID", "EDGE_PRODUCT_KEY", "Edges"]
@@ -63,7 +64,9 @@ class Edges(LabCore):
 
     if TYPE_CHECKING:  # provided by Provisioning
 
-        def disable_device(self, product_key: str, device_key: str) -> Device: ...
+        def disable_device(
+            self, product_key: str, device_key: str, *, reason: str | None = None
+        ) -> Device: ...
 
     def register_edge(
         self,
@@ -124,13 +127,12 @@ class Edges(LabCore):
         pk, sn = entry["product_key"], entry["serial_number"]
         now = self.clock.now()
         when = now.isoformat(timespec="seconds")
-        self.registry.update_tags(pk, sn, {DISABLED_REASON_TAG: f"edge revoked at {when}"})
         with _BOOK_LOCK:
             book = self._read_book()
             book[f"{pk}/{sn}"] = {**entry, "revoked_at": to_epoch_ms(now)}
             self._write_book(book)
         # the facade's disable closes the connection and waits for the hub to see it gone
-        return self.disable_device(pk, sn)
+        return self.disable_device(pk, sn, reason=f"edge revoked at {when}")
 
     arevoke_edge = coroutine_form_of(revoke_edge)
 

@@ -242,14 +242,18 @@ class Provisioning(LabCore):
 
     aenable_device = coroutine_form_of(enable_device)
 
-    def disable_device(self, product_key: str, device_key: str) -> Device:
+    def disable_device(
+        self, product_key: str, device_key: str, *, reason: str | None = None
+    ) -> Device:
         """Refuse the device's logins and close its live connection (presence reason
-        ``disabled``); a logged-in sub-device is logged out of its gateway. Returns its record.
+        ``disabled``); a logged-in sub-device is logged out of its gateway. ``reason`` (e.g.
+        ``"stolen"``) is added to the reason of each login refused until the device is enabled
+        again (:meth:`refused_logins`). Returns its record.
         """
         iothub = self._running().iothub
         if iothub is None:
-            return self.registry.disable_device(product_key, device_key)
-        return self.run(self._disable(iothub, product_key, device_key))
+            return self.registry.disable_device(product_key, device_key, reason)
+        return self.run(self._disable(iothub, product_key, device_key, reason))
 
     adisable_device = coroutine_form_of(disable_device)
 
@@ -276,8 +280,10 @@ class Provisioning(LabCore):
 
     aexport_credentials = coroutine_form_of(export_credentials)
 
-    async def _disable(self, iothub: IotHub, product_key: str, device_key: str) -> Device:
-        await iothub.disable_device(product_key, device_key)
+    async def _disable(
+        self, iothub: IotHub, product_key: str, device_key: str, reason: str | None = None
+    ) -> Device:
+        await iothub.disable_device(product_key, device_key, reason)
         await self._until_offline(product_key, device_key)
         return await asyncio.to_thread(self.registry.get_device, product_key, device_key)
 

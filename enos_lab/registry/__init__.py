@@ -6,7 +6,6 @@ lab call it. See :class:`Registry`, :func:`authenticate` (logins) and
 """
 
 from ._auth import (
-    DISABLED_REASON_TAG,
     AuthDecision,
     LoginBlock,
     LoginThrottle,
@@ -18,7 +17,6 @@ from ._records import DataFormat, Device, DeviceState, NodeType, Product, TopicP
 from ._registry import BulkResult, Registry
 
 __all__ = [
-    "DISABLED_REASON_TAG",
     "AuthDecision",
     "BulkResult",
     "DataFormat",

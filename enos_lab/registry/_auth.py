@@ -42,7 +42,6 @@ from ._records import Device, NodeType, Product
 from ._registry import Registry
 
 __all__ = [
-    "DISABLED_REASON_TAG",
     "AuthDecision",
     "LoginBlock",
     "LoginThrottle",
@@ -50,10 +49,6 @@ __all__ = [
     "authenticate",
     "authenticate_sub_device",
 ]
-
-DISABLED_REASON_TAG = "disabled_reason"
-"""The device tag whose value says why a device is disabled (e.g. ``edge revoked at ...``): a
-refused login of the disabled device gives it as part of its reason."""
 
 ACCEPTED = 0
 BAD_USERNAME_OR_PASSWORD = 4  # MQTT 3.1.1 CONNACK return code
@@ -168,11 +163,10 @@ def authenticate(
 
 
 def _disabled(registry: Registry, product_key: str, device_key: str) -> str:
-    """Why a disabled device is refused: with its :data:`DISABLED_REASON_TAG`, if it has one
-    (read only for disabled devices: the common login reads no tags)."""
+    """Why a disabled device is refused: with the reason it was disabled for, if one was given
+    (:meth:`Registry.disable_device`; kept by the registry, never by the device itself)."""
     reason = f"device {product_key}/{device_key} is disabled"
-    record = registry.find_device(product_key, device_key)
-    note = record.tags.get(DISABLED_REASON_TAG) if record is not None else None
+    note = registry.disabled_reason(product_key, device_key)
     return f"{reason}: {note}" if note else reason
 
 

@@ -114,6 +114,12 @@ CREATE TABLE IF NOT EXISTS models (
     document TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS disabled_reasons (
+    product_key TEXT NOT NULL,
+    device_key TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (product_key, device_key)
+);
 """
     + PRESENCE_TRIGGER
 )
@@ -554,12 +560,46 @@ class Registry:
             return self.get_device(product_key, device_key)
 
     def enable_device(self, product_key: str, device_key: str) -> Device:
-        """Allow the device to log in again."""
-        return self._update(product_key, device_key, "enabled=1")
+        """Allow the device to log in again (and forget why it was disabled)."""
+        with self._transaction() as db:
+            device = self._update(product_key, device_key, "enabled=1")
+            db.execute(
+                "DELETE FROM disabled_reasons WHERE product_key=? AND device_key=?",
+                (product_key, device_key),
+            )
+        return device
 
-    def disable_device(self, product_key: str, device_key: str) -> Device:
-        """Refuse the device's logins (the hub also closes its live connection)."""
-        return self._update(product_key, device_key, "enabled=0")
+    def disable_device(
+        self, product_key: str, device_key: str, reason: str | None = None
+    ) -> Device:
+        """Refuse the device's logins (the hub also closes its live connection).
+
+        ``reason`` (e.g. ``"edge revoked at ..."``) is kept with the registry, out of the
+        device's reach, and added to the reason of every login it refuses until the device is
+        enabled again (:meth:`disabled_reason`).
+        """
+        with self._transaction() as db:
+            device = self._update(product_key, device_key, "enabled=0")
+            db.execute(
+                "DELETE FROM disabled_reasons WHERE product_key=? AND device_key=?",
+                (product_key, device_key),
+            )
+            if reason:
+                db.execute(
+                    "INSERT INTO disabled_reasons VALUES (?,?,?)",
+                    (product_key, device_key, str(reason)),
+                )
+        return device
+
+    def disabled_reason(self, product_key: str, device_key: str) -> str | None:
+        """Why the device was disabled, as given to :meth:`disable_device` (``None``: no reason
+        given, or the device is enabled)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT reason FROM disabled_reasons WHERE product_key=? AND device_key=?",
+                (product_key, device_key),
+            ).fetchone()
+        return None if row is None else str(row[0])
 
     def delete_device(self, product_key: str, device_key: str) -> Device:
         """Remove the device ("logout"); returns its last record with state DELETED.
@@ -576,6 +616,10 @@ class Registry:
             )
             db.execute(
                 "DELETE FROM devices WHERE product_key=? AND device_key=?",
+                (product_key, device_key),
+            )
+            db.execute(
+                "DELETE FROM disabled_reasons WHERE product_key=? AND device_key=?",
                 (product_key, device_key),
             )
         return deleted(device)

@@ -77,6 +77,30 @@ def test_disabled_sub_device_and_certificate_products_are_refused(registry: Regi
     assert authenticate(registry, client_id, username, password, tls=True).accepted
 
 
+def test_a_disabled_device_is_refused_with_the_reason_the_registry_keeps(
+    registry: Registry, tmp_path: Path
+) -> None:
+    client_id, username, password = _login(registry, "dirP", "d1")
+    # a tag of that name is the device's own data (it may set its tags): never the reason
+    registry.update_tags("dirP", "d1", {"disabled_reason": "the operator says hello"})
+    registry.disable_device("dirP", "d1", "edge revoked at 2024-06-21T00:00:00+00:00")
+    reason = authenticate(registry, client_id, username, password).reason
+    assert reason == "device dirP/d1 is disabled: edge revoked at 2024-06-21T00:00:00+00:00"
+    # it survives a restart, and enabling the device forgets it
+    registry.close()
+    again = Registry(tmp_path / "r.sqlite3")
+    assert again.disabled_reason("dirP", "d1") == "edge revoked at 2024-06-21T00:00:00+00:00"
+    again.enable_device("dirP", "d1")
+    assert again.disabled_reason("dirP", "d1") is None
+    again.disable_device("dirP", "d1")  # no reason given: none shown, not the old one
+    assert authenticate(again, client_id, username, password).reason == (
+        "device dirP/d1 is disabled"
+    )
+    again.delete_device("dirP", "d1")
+    assert again.disabled_reason("dirP", "d1") is None
+    again.close()
+
+
 def test_dynamic_activation_only_for_inactive_devices(registry: Registry) -> None:
     product_secret = registry.get_product("dirP").product_secret
     creds = login_credentials(
