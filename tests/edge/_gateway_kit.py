@@ -36,9 +36,11 @@ WAIT = 10.0
 
 
 def quick(**settings: Any) -> EdgeConfig:
-    """An edge configuration for tests: polls every 10 s, Modbus timeouts of 0.1 s."""
+    """An edge configuration for tests: polls every 10 s of the lab's clock, Modbus timeouts of
+    1 s (real time: a reply from a loopback server on a busy machine can take longer than a
+    tenth of a second, and a healthy device that times out would miss a slot)."""
     settings.setdefault("interval", INTERVAL)
-    settings.setdefault("timeout", 0.1)
+    settings.setdefault("timeout", 1.0)
     return EdgeConfig(**settings)
 
 
