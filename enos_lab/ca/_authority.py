@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import secrets
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .._files import PRIVATE_FILE_MODE, private_dir, report_open_dir, tighten
+from .._files import private_dir, report_open_dir, tighten
 from ..clock import Clock, SystemClock
 from ..errors import InvalidArgument, NotFound
 from ._index import CertificateIndex
@@ -27,6 +27,17 @@ from ._types import (
     IssuedCertificate,
     KeyType,
     ServerCredentials,
+)
+from ._x509 import (
+    check_csr,
+    device_subject,
+    hex_serial,
+    key_type_of,
+    key_usage,
+    normal_host,
+    parse_certificate,
+    parse_csr,
+    write_private,
 )
 
 __all__ = [
@@ -53,7 +64,16 @@ _CA_CERT, _CA_KEY, _CA_PASS = "ca.crt", "ca.key", "ca.passphrase"
 _SERVER_CERT, _SERVER_KEY = "server.crt", "server.key"
 _CRL, _INDEX = "crl.pem", "certificates.sqlite3"
 _SERVER_HOSTS = ("localhost", "127.0.0.1", "::1")
-_REASONS = {flag.name: flag for flag in x509.ReasonFlags}
+_REASONS = {flag.name: flag for flag in x509.ReasonFlags if flag.name != "remove_from_crl"}
+_ENOS_REASONS = {
+    0: "unspecified",
+    1: "key_compromise",
+    3: "affiliation_changed",
+    4: "superseded",
+    5: "cessation_of_operation",
+    6: "certificate_hold",
+    9: "privilege_withdrawn",
+}  # EnOS revokeCertificate ``reason``: the RFC 5280 CRLReason codes it accepts
 _PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
@@ -68,6 +88,7 @@ class CertificateAuthority:
     def __init__(self, directory: str | Path, *, clock: Clock | None = None) -> None:
         self._dir = Path(directory)
         self._clock: Clock = clock or SystemClock()
+        self._crl_lock = threading.Lock()  # a CRL is built from the index and written whole
         if not private_dir(self._dir):
             report_open_dir(self._dir, "CA directory")
         self._index = CertificateIndex(self._dir / _INDEX)
@@ -117,19 +138,19 @@ class CertificateAuthority:
             .not_valid_before(now - timedelta(minutes=5))
             .not_valid_after(now + timedelta(days=CA_VALID_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(cert_sign=True), critical=True)
+            .add_extension(key_usage(cert_sign=True), critical=True)
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )
         passphrase = secrets.token_urlsafe(32).encode("ascii")
-        _write(self._dir / _CA_PASS, passphrase)
+        write_private(self._dir / _CA_PASS, passphrase)
         encrypted = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(passphrase),
         )
-        _write(self._dir / _CA_KEY, encrypted)
-        _write(self._dir / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
+        write_private(self._dir / _CA_KEY, encrypted)
+        write_private(self._dir / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
         log.info("created the lab's root CA in %s", self._dir)
         return cert, key
 
@@ -170,12 +191,12 @@ class CertificateAuthority:
         key when the asset id is empty), O = product key, OU = device key. Raises
         :class:`~enos_lab.errors.InvalidArgument` for a bad CSR or validity.
         """
-        kind = _key_type(key_type)
+        kind = key_type_of(key_type)
         if not isinstance(valid_days, int) or isinstance(valid_days, bool) or valid_days < 1:
             raise InvalidArgument(f"valid_days must be a positive whole number, got {valid_days!r}")
         if not product_key or not device_key:
             raise InvalidArgument("a device certificate needs a product key and a device key")
-        subject = _device_subject(product_key, device_key, asset_id)
+        subject = device_subject(product_key, device_key, asset_id)
         private_pem: str | None = None
         if csr is None:
             key: _PrivateKey = (
@@ -190,8 +211,8 @@ class CertificateAuthority:
                 serialization.NoEncryption(),
             ).decode("ascii")
         else:
-            request = _parse_csr(csr, product_key, device_key)
-            _check_csr(request, subject, kind, product_key, device_key)
+            request = parse_csr(csr, product_key, device_key)
+            check_csr(request, subject, kind, product_key, device_key)
             csr_key = request.public_key()
             assert isinstance(csr_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
             public_key = csr_key
@@ -205,7 +226,7 @@ class CertificateAuthority:
             san=None,
         )
         pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-        serial = _hex(cert.serial_number)
+        serial = hex_serial(cert.serial_number)
         self._index.add(
             CertificateRecord(
                 serial_number=serial,
@@ -258,7 +279,7 @@ class CertificateAuthority:
             .not_valid_after(min(not_after, self._cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                _key_usage(encipher=isinstance(public_key, rsa.RSAPublicKey)), critical=True
+                key_usage(encipher=isinstance(public_key, rsa.RSAPublicKey)), critical=True
             )
             .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -302,7 +323,7 @@ class CertificateAuthority:
         left = cert.not_valid_after_utc - self._clock.now()
         if left < (cert.not_valid_after_utc - cert.not_valid_before_utc) / 10:
             return None
-        if not {_normal_host(h) for h in wanted} <= {_normal_host(h) for h in have}:
+        if not {normal_host(h) for h in wanted} <= {normal_host(h) for h in have}:
             return None
         return tuple(have), cert.not_valid_after_utc
 
@@ -330,7 +351,7 @@ class CertificateAuthority:
             san=x509.SubjectAlternativeName(names),
         )
         passphrase = (self._dir / _CA_PASS).read_bytes().strip()
-        _write(
+        write_private(
             self._dir / _SERVER_KEY,
             key.private_bytes(
                 serialization.Encoding.PEM,
@@ -339,10 +360,10 @@ class CertificateAuthority:
             ),
         )
         pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
-        _write(self._dir / _SERVER_CERT, (pem + self.certificate_pem()).encode("ascii"))
+        write_private(self._dir / _SERVER_CERT, (pem + self.certificate_pem()).encode("ascii"))
         self._index.add(
             CertificateRecord(
-                serial_number=_hex(cert.serial_number),
+                serial_number=hex_serial(cert.serial_number),
                 kind="server",
                 product_key="",
                 device_key="",
@@ -361,25 +382,30 @@ class CertificateAuthority:
 
     # -- revocation and the CRL -----------------------------------------------------------------
 
-    def revoke(self, serial_number: str | int, reason: str = "unspecified") -> CertificateRecord:
+    def revoke(
+        self, serial_number: str | int, reason: str | int = "unspecified"
+    ) -> CertificateRecord:
         """Revoke a certificate this CA issued, now, for ``reason`` (an RFC 5280 reason name:
-        ``unspecified``, ``key_compromise``, ``superseded``, ``cessation_of_operation``, ...),
-        and reissue the CRL. Revoking a revoked certificate changes nothing. Returns its record.
+        ``unspecified``, ``key_compromise``, ``superseded``, ``cessation_of_operation``, ...,
+        or EnOS's ``reason`` code: 0, 1, 3, 4, 5, 6 or 9), and reissue the CRL. Revoking a
+        revoked certificate changes nothing. Returns its record.
 
         Raises :class:`~enos_lab.errors.NotFound` for a serial number this CA never issued and
         :class:`~enos_lab.errors.InvalidArgument` for an unknown reason.
         """
-        serial = serial_number if isinstance(serial_number, str) else _hex(serial_number)
+        serial = serial_number if isinstance(serial_number, str) else hex_serial(serial_number)
         serial = serial.lower().removeprefix("0x")
-        if reason not in _REASONS or reason == "remove_from_crl":
+        name = _ENOS_REASONS.get(reason) if isinstance(reason, int) else reason
+        if name not in _REASONS:
             raise InvalidArgument(
-                f"revocation reason must be one of {sorted(set(_REASONS) - {'remove_from_crl'})}"
-                f", got {reason!r}"
+                f"revocation reason must be one of {sorted(_REASONS)} or an EnOS reason code "
+                f"{sorted(_ENOS_REASONS)}, got {reason!r}"
             )
         if self._index.get(serial) is None:
             raise NotFound(f"certificate {serial} was not issued by this CA")
-        if self._index.revoke(serial, self._clock.now(), reason):
-            self._write_crl()
+        with self._crl_lock:
+            if self._index.revoke(serial, self._clock.now(), name):
+                self._write_crl()
         record = self._index.get(serial)
         assert record is not None
         log.info(
@@ -387,7 +413,7 @@ class CertificateAuthority:
             serial,
             record.product_key,
             record.device_key,
-            reason,
+            name,
         )
         return record
 
@@ -405,12 +431,13 @@ class CertificateAuthority:
         """The certificate revocation list (PEM), reissued first if its ``nextUpdate`` has
         passed on the CA's clock."""
         path = self._dir / _CRL
-        if not path.exists():
-            self._write_crl()
-        next_update = x509.load_pem_x509_crl(path.read_bytes()).next_update_utc
-        if next_update is None or next_update <= self._clock.now():
-            self._write_crl()
-        return path.read_text("ascii")
+        with self._crl_lock:
+            if not path.exists():
+                self._write_crl()
+            next_update = x509.load_pem_x509_crl(path.read_bytes()).next_update_utc
+            if next_update is None or next_update <= self._clock.now():
+                self._write_crl()
+            return path.read_text("ascii")
 
     def _write_crl(self) -> None:
         now = self._clock.now()
@@ -434,7 +461,7 @@ class CertificateAuthority:
             )
             builder = builder.add_revoked_certificate(entry)
         crl = builder.sign(self._key, hashes.SHA256())
-        _write(self._dir / _CRL, crl.public_bytes(serialization.Encoding.PEM))
+        write_private(self._dir / _CRL, crl.public_bytes(serialization.Encoding.PEM))
 
     # -- checking a peer certificate -------------------------------------------------------------
 
@@ -456,10 +483,10 @@ class CertificateAuthority:
         number and the device.
         """
         try:
-            cert = _parse_certificate(certificate)
+            cert = parse_certificate(certificate)
         except ValueError as exc:
             return CertificateCheck(CertificateStatus.MALFORMED, f"not an X.509 certificate: {exc}")
-        serial = _hex(cert.serial_number)
+        serial = hex_serial(cert.serial_number)
         try:
             cert.verify_directly_issued_by(self._cert)
         except (ValueError, TypeError, InvalidSignature):
@@ -521,122 +548,3 @@ class CertificateAuthority:
             CertificateStatus.VALID,
             f"certificate {serial} of {device} is valid",
         )
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically through a 0600 temporary file beside it."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _hex(serial: int) -> str:
-    return format(serial, "x")
-
-
-def _normal_host(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return host.lower()
-
-
-def _key_type(value: KeyType | str) -> KeyType:
-    try:
-        return KeyType.parse(value)
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from exc
-
-
-def _key_usage(*, cert_sign: bool = False, encipher: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=encipher,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _device_subject(product_key: str, device_key: str, asset_id: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, asset_id or device_key),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, product_key),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, device_key),
-        ]
-    )
-
-
-def _parse_csr(
-    csr: str | bytes | x509.CertificateSigningRequest, product_key: str, device_key: str
-) -> x509.CertificateSigningRequest:
-    if isinstance(csr, x509.CertificateSigningRequest):
-        return csr
-    data = csr.encode("ascii", "replace") if isinstance(csr, str) else csr
-    try:
-        if data.lstrip().startswith(b"-----"):
-            return x509.load_pem_x509_csr(data)
-        return x509.load_der_x509_csr(data)
-    except ValueError as exc:
-        raise InvalidArgument(
-            f"the CSR for device {product_key}/{device_key} is not a certificate signing "
-            f"request (PEM or DER): {exc}"
-        ) from exc
-
-
-def _check_csr(
-    request: x509.CertificateSigningRequest,
-    subject: x509.Name,
-    kind: KeyType,
-    product_key: str,
-    device_key: str,
-) -> None:
-    device = f"device {product_key}/{device_key}"
-    if not request.is_signature_valid:
-        raise InvalidArgument(f"the CSR for {device} has a bad signature")
-    key = request.public_key()
-    if kind is KeyType.RSA and not (isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048):
-        raise InvalidArgument(
-            f"the CSR for {device} must carry an RSA 2048 public key (issueAuthority RSA)"
-        )
-    if kind is KeyType.EC and not (
-        isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
-    ):
-        raise InvalidArgument(
-            f"the CSR for {device} must carry an ECC P-256 public key (issueAuthority ECC)"
-        )
-    for oid, short in (
-        (NameOID.COMMON_NAME, "CN"),
-        (NameOID.ORGANIZATION_NAME, "O"),
-        (NameOID.ORGANIZATIONAL_UNIT_NAME, "OU"),
-    ):
-        wanted = subject.get_attributes_for_oid(oid)[0].value
-        for attribute in request.subject.get_attributes_for_oid(oid):
-            if attribute.value != wanted:
-                raise InvalidArgument(
-                    f"the CSR for {device} names {short}={attribute.value!r} in its "
-                    f"subject; the certificate binds {short}={wanted!r}"
-                )
-
-
-def _parse_certificate(certificate: bytes | str | x509.Certificate) -> x509.Certificate:
-    if isinstance(certificate, x509.Certificate):
-        return certificate
-    data = certificate.encode("ascii", "replace") if isinstance(certificate, str) else certificate
-    if data.lstrip().startswith(b"-----"):
-        return x509.load_pem_x509_certificate(data)
-    return x509.load_der_x509_certificate(data)

@@ -110,7 +110,7 @@ class Certificates(LabCore):
         device_key: str,
         serial_number: str | None = None,
         *,
-        reason: str = "unspecified",
+        reason: str | int = "unspecified",
     ) -> list[str]:
         """Revoke a device's certificate (EnOS ``revokeCertificate``, ``certSn``) or, without
         ``serial_number``, every unrevoked one of the device; the CRL is reissued. ``reason``

@@ -100,6 +100,8 @@ def test_a_csr_naming_another_device_a_wrong_key_or_a_bad_signature_is_refused(
         ca.issue("pk1", "dev1", key_type="DSA")
     with pytest.raises(InvalidArgument, match="valid_days"):
         ca.issue("pk1", "dev1", valid_days=0)
+    with pytest.raises(InvalidArgument, match="cannot be named"):
+        ca.issue("pk1", "d" * 65)
     assert ca.records() == []
 
 
@@ -160,6 +162,9 @@ def test_revocation_is_recorded_and_the_crl_lists_the_serial(
         ca.revoke("abc")
     with pytest.raises(InvalidArgument, match="reason"):
         ca.revoke(kept.serial_number, "bored")
+    with pytest.raises(InvalidArgument, match="reason"):
+        ca.revoke(kept.serial_number, "remove_from_crl")
+    assert ca.revoke(kept.serial_number, 5).revocation_reason == "cessation_of_operation"
 
 
 def test_the_server_certificate_names_localhost_and_the_given_hosts(
