@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .._files import private_dir, report_open_dir, tighten
+from .._files import private_dir, report_open_dir, tighten, write_private
 from ..clock import Clock, SystemClock
 from ..errors import InvalidArgument, NotFound
 from ._index import CertificateIndex
@@ -37,7 +37,6 @@ from ._x509 import (
     normal_host,
     parse_certificate,
     parse_csr,
-    write_private,
 )
 
 __all__ = [

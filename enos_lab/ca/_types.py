@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .._files import private_dir, write_private
+
 __all__ = [
     "CertificateCheck",
     "CertificateRecord",
@@ -83,6 +85,22 @@ class IssuedCertificate:
     certificate: str
     certificate_chain: str
     private_key: str | None
+
+    def save(self, directory: str | Path, name: str | None = None) -> tuple[Path, Path | None]:
+        """Write ``<name>.crt`` (the certificate chain) and, when the CA generated the key,
+        ``<name>.key`` into ``directory`` (created 0700; files 0600), named after the device
+        key unless ``name`` is given: the files ``ssl.SSLContext.load_cert_chain`` and the
+        SDKs' ``set_ssl_context`` take. Returns their paths (the key's ``None`` without one)."""
+        folder = Path(directory)
+        private_dir(folder)
+        stem = name or self.device_key
+        cert_path = folder / f"{stem}.crt"
+        write_private(cert_path, self.certificate_chain.encode("ascii"))
+        if self.private_key is None:
+            return cert_path, None
+        key_path = folder / f"{stem}.key"
+        write_private(key_path, self.private_key.encode("ascii"))
+        return cert_path, key_path
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
-import os
-import secrets
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from .._files import PRIVATE_FILE_MODE
 from ..errors import InvalidArgument
 from ._types import KeyType
 
@@ -24,21 +20,7 @@ __all__ = [
     "normal_host",
     "parse_certificate",
     "parse_csr",
-    "write_private",
 ]
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically through a 0600 temporary file beside it."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def hex_serial(serial: int) -> str:

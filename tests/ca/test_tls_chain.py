@@ -5,6 +5,7 @@ refused by the handshake itself."""
 from __future__ import annotations
 
 import ssl
+import stat
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,10 @@ def _client_context(ca_pem: str, chain: str, key: str, tmp_path: Path) -> ssl.SS
     cert_file, key_file = tmp_path / "device.crt", tmp_path / "device.key"
     cert_file.write_text(chain)
     key_file.write_text(key)
+    return _client_context_of(ca_pem, cert_file, key_file)
+
+
+def _client_context_of(ca_pem: str, cert_file: Path, key_file: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname checked against the SANs
     context.load_verify_locations(cadata=ca_pem)
     context.load_cert_chain(cert_file, key_file)  # as the SDKs' set_ssl_context does
@@ -42,11 +47,14 @@ def test_mutual_tls_with_a_device_certificate(
     if from_csr:
         csr, key = make_csr(key_type, CN="a1")
         issued = ca.issue("pk1", "dev1", asset_id="a1", csr=csr, key_type=key_type)
+        client = _client_context(ca.certificate_pem(), issued.certificate_chain, key, tmp_path)
     else:
         issued = ca.issue("pk1", "dev1", asset_id="a1", key_type=key_type)
-        assert issued.private_key is not None
-        key = issued.private_key
-    client = _client_context(ca.certificate_pem(), issued.certificate_chain, key, tmp_path)
+        cert_file, key_file = issued.save(tmp_path / "certs")
+        assert key_file is not None and cert_file.name == "dev1.crt"
+        for path in (tmp_path / "certs", cert_file, key_file):
+            assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600)
+        client = _client_context_of(ca.certificate_pem(), cert_file, key_file)
     for hostname in ("localhost", "127.0.0.1"):
         peer = handshake(_server_context(ca), client, hostname)
         decision = ca.check(peer, product_key="pk1", device_key="dev1")
