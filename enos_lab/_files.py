@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -42,6 +43,7 @@ __all__ = [
     "private_sqlite",
     "report_open_dir",
     "tighten",
+    "write_private",
 ]
 
 log = logging.getLogger(__name__)
@@ -150,3 +152,17 @@ def keep_private(path: Path) -> None:
         return
     if mode & _OTHERS:
         os.chmod(path, PRIVATE_FILE_MODE)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to the file ``path`` (mode 0600) atomically: through a 0600 temporary file
+    beside it, renamed over ``path``, so that a reader sees the old content or the new."""
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

@@ -37,17 +37,22 @@ created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 The facade is split by concern: ``_core`` (lifecycle, properties, the tap, running coroutines
 on the loop), ``_provisioning`` (models, products, devices, credentials), ``_operations``
 (presence, logins, commands, raw publishes), ``_edges`` (edges registered by serial number,
-revoked, listed) and ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
-:class:`LabFleet` it returns, stopped before the lab stops); :class:`Lab` composes them.
+revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
+:class:`LabFleet` it returns, stopped before the lab stops) and ``_certificates`` (the lab's
+certificate authority in the data directory's ``ca/``: device certificates applied for,
+revoked and listed, the CA certificate and the CRL); :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
+from ._certificates import CA_DIR, CERTIFICATE_COLUMNS
 from ._core import DEFAULT_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
 from ._simulation import LabFleet
 
 __all__ = [
+    "CA_DIR",
+    "CERTIFICATE_COLUMNS",
     "DEFAULT_PORT",
     "EDGE_COLUMNS",
     "EDGE_MODEL_ID",
