@@ -55,7 +55,8 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``errors``: the exception tree, every class.
 
 The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
-``.mqtt``, ``.enos``, ``.tap``, ``.device``, ``.sim``) hold the rest.
+``.mqtt``, ``.enos``, ``.tap``, ``.device``, ``.sim``, ``.edge``, ``.scenarios``, ``.ca``) hold
+the rest.
 """
 
 from __future__ import annotations
