@@ -155,13 +155,16 @@ def keep_private(path: Path) -> None:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to the file ``path`` (mode 0600) atomically: through a 0600 temporary file
-    beside it, renamed over ``path``, so that a reader sees the old content or the new."""
+    """Write ``data`` to the file ``path`` (mode 0600) atomically and durably: through a 0600
+    temporary file beside it, synced, then renamed over ``path``, so that a reader (or the lab
+    after a crash) sees the old content or the new."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)

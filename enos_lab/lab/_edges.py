@@ -18,7 +18,6 @@ offline with it).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .._files import PRIVATE_FILE_MODE, private_dir
+from .._files import private_dir, write_private
 from ..clock import from_epoch_ms, to_epoch_ms
 from ..errors import AlreadyExists, InvalidArgument, NotFound
 from ..registry import Device, NodeType, Product
@@ -247,13 +246,7 @@ class Edges(LabCore):
     def _write_book(self, book: dict[str, dict[str, Any]]) -> None:
         path = self.data_dir / _BOOK
         private_dir(path.parent)
-        temporary = path.with_name(path.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"version": 1, "edges": book}, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        write_private(path, json.dumps({"version": 1, "edges": book}, indent=1).encode())
 
 
 def _key(device: Device) -> str:
