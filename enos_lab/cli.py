@@ -1,8 +1,11 @@
 """The ``enos-lab`` command.
 
-``enos-lab serve [--host H] [--port P] [--data-dir D] [--anonymous]`` runs the hub until Ctrl-C or
-SIGTERM. It prints one line, ``enos-lab hub listening on mqtt://H:P``, once the listener accepts
-connections (scripts may wait for that line; with ``--port 0`` it carries the real port).
+``enos-lab serve [--host H] [--port P] [--tls-port T [--tls-host N ...] [--no-plain]]
+[--data-dir D] [--anonymous]`` runs the hub until Ctrl-C or SIGTERM. It prints a line
+``enos-lab hub listening on mqtt://H:P`` (and ``... on mqtts://H:T`` for the TLS listener) once
+the listeners accept connections (scripts may wait for those lines; with port 0 they carry the
+real port). With ``--tls-port`` the TLS listener's server certificate comes from the lab's CA in
+the data directory (``ca/ca.crt`` is the CA file devices verify it with).
 
 ``enos-lab tutorials [--dir D] [--print-command] [JUPYTERLAB OPTIONS]`` opens the tutorial
 notebooks in JupyterLab (the ``notebooks`` extra installs it). Which folder it opens:
@@ -41,7 +44,7 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import NotFound
-from .lab import DEFAULT_PORT, Lab
+from .lab import DEFAULT_PORT, DEFAULT_TLS_PORT, Lab
 
 __all__ = [
     "TUTORIALS_HOME",
@@ -175,6 +178,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"TCP port; 0 picks a free one (default {DEFAULT_PORT})",
     )
     serve.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help=f"also listen over TLS on this port (EnOS: {DEFAULT_TLS_PORT}; 0 picks a free one)",
+    )
+    serve.add_argument(
+        "--tls-host",
+        action="append",
+        default=[],
+        help="a host name or address the TLS server certificate names (repeatable)",
+    )
+    serve.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="no plain TCP listener: devices connect over TLS only (needs --tls-port)",
+    )
+    serve.add_argument(
         "--data-dir", default=None, help="directory to keep data in (default: temporary)"
     )
     serve.add_argument(
@@ -217,13 +237,27 @@ def _serve(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    if args.no_plain and args.tls_port is None:
+        sys.stderr.write("enos-lab serve: --no-plain needs --tls-port\n")
+        return 2
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     if args.anonymous:
         sys.stderr.write(_ANONYMOUS_WARNING + "\n")
     try:
-        with Lab(args.data_dir, host=args.host, port=args.port, anonymous=args.anonymous) as lab:
+        with Lab(
+            args.data_dir,
+            host=args.host,
+            port=None if args.no_plain else args.port,
+            tls_port=args.tls_port,
+            tls_hosts=args.tls_host,
+            anonymous=args.anonymous,
+        ) as lab:
             _tune_gc()
-            sys.stdout.write(f"enos-lab hub listening on {lab.url}\n")
+            if not args.no_plain:
+                sys.stdout.write(f"enos-lab hub listening on {lab.url}\n")
+            if args.tls_port is not None:
+                sys.stdout.write(f"enos-lab hub listening on {lab.tls_url}\n")
+                sys.stdout.write(f"TLS: devices verify the hub with {lab.ca.ca_certificate_path}\n")
             if not args.anonymous:
                 sys.stdout.write(
                     "EnOS authentication is on: only registered devices can connect. "
