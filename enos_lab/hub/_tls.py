@@ -33,6 +33,8 @@ import ssl
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
+from enos_lab.hub._connection import peer_name
+
 __all__ = ["ContextSource", "TlsServer", "handshake_failure"]
 
 log = logging.getLogger("enos_lab.hub")
@@ -53,13 +55,6 @@ def handshake_failure(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError | EOFError):
         return "connection closed during the TLS handshake"
     return f"TLS handshake failed: {exc}"
-
-
-def _peer_name(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer) if peer else "unknown"
 
 
 class TlsServer:
@@ -120,7 +115,7 @@ class TlsServer:
             self.refused += 1
             transport.abort()
             self._on_failure(
-                _peer_name(transport),
+                peer_name(transport.get_extra_info("peername")),
                 f"refused: {self._max_handshakes} TLS handshakes already in progress",
             )
             return
@@ -129,7 +124,7 @@ class TlsServer:
         task.add_done_callback(self._handshakes.discard)
 
     async def _upgrade(self, transport: asyncio.Transport) -> None:
-        peer = _peer_name(transport)
+        peer = peer_name(transport.get_extra_info("peername"))
         loop = asyncio.get_running_loop()
         waiting = _Waiting()
         started = loop.time()
