@@ -29,7 +29,12 @@ it; both servers accept 1.2 and 1.3):
     per connection, as ``mqtt_broker.py``'s idle-memory workload does for plain TCP.
 
 Within a run the brokers take turns (alternating who goes first); the table shows medians over
-runs and the median of the same-run ratios hub/mosquitto. See README.md.
+runs and the median of the same-run ratios hub/mosquitto. mosquitto runs with
+``set_tcp_nodelay true`` (the hub's sockets have TCP_NODELAY too): with Nagle on, its CONNACK
+after a TLS 1.3 handshake waits for the client's delayed ACK of the session tickets
+(``--mosquitto-nagle`` shows it). The hub process imports ``enos_lab`` as the interpreter finds
+it (the editable install, or ``PYTHONPATH``). ``--quick`` is one short run, well under a minute.
+See README.md.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import argparse
 import contextlib
 import os
 import shlex
+import ssl
 import statistics
 import sys
 import tempfile
@@ -292,6 +298,7 @@ def machine_info(opts: argparse.Namespace, creds: Credentials) -> None:
     print("\n".join(machine_lines(opts.mosquitto)))
     buffer = f", TLS read buffer {opts.hub_ssl_buffer} B" if opts.hub_ssl_buffer else ""
     print(f"hub     : {opts.hub_cmd} (anonymous Hub, listen_tcp(ssl=...){buffer})")
+    print(f"tls     : {ssl.OPENSSL_VERSION} in the load generator and the hub's Python")
     print(
         f"load    : {opts.connections} connections ({opts.connect_concurrency} in progress,"
         f" {opts.procs} process(es));"
