@@ -74,6 +74,7 @@ from mqtt_broker import (
     start_mosquitto,
 )
 
+from enos_lab._files import write_private
 from enos_lab.ca import CertificateAuthority
 
 WORKLOADS = ("server", "mutual", "memory", "memory-mutual")
@@ -104,17 +105,16 @@ def make_credentials(directory: Path, device_certs: int, device_key: str) -> Cre
     server = ca.server_credentials()
     key = serialization.load_pem_private_key(server.private_key.read_bytes(), server.password)
     plain_key = directory / "server-plain.key"
-    plain_key.touch(0o600)
-    plain_key.write_bytes(
+    write_private(
+        plain_key,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
+        ),
     )
     password_file = directory / "server-key.password"
-    password_file.touch(0o600)
-    password_file.write_bytes(server.password)
+    write_private(password_file, server.password)
     devices = []
     for i in range(device_certs):
         issued = ca.issue("benchTls", f"dev{i:03d}", key_type=device_key)
@@ -122,9 +122,13 @@ def make_credentials(directory: Path, device_certs: int, device_key: str) -> Cre
         assert dev_key is not None  # the CA generated the key pair
         devices.append((str(cert), str(dev_key)))
     return Credentials(
-        server.certificate_chain, server.private_key, password_file, plain_key,
-        server.ca_certificate, devices,
-    )  # fmt: skip
+        chain=server.certificate_chain,
+        key=server.private_key,
+        password_file=password_file,
+        plain_key=plain_key,
+        cafile=server.ca_certificate,
+        devices=devices,
+    )
 
 
 # --- brokers --------------------------------------------------------------------------------
