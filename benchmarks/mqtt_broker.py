@@ -164,9 +164,11 @@ def start_mosquitto(
     return broker
 
 
-def start_hub(argv: list[str], workdir: Path, timeout: float = 30.0) -> Broker:
+def start_hub(
+    argv: list[str], workdir: Path, timeout: float = 30.0, ready: re.Pattern[str] = HUB_READY
+) -> Broker:
     """Run ``argv`` (a hub told to listen on port 0) and read the port from its ``listening
-    on`` line."""
+    on`` line (the first line that ``ready`` matches; its group 1 is the port)."""
     with (workdir / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
@@ -183,7 +185,7 @@ def start_hub(argv: list[str], workdir: Path, timeout: float = 30.0) -> Broker:
             if not chunk:
                 break
             seen += chunk
-            match = HUB_READY.search(seen.decode(errors="replace"))
+            match = ready.search(seen.decode(errors="replace"))
             if match:
                 port = int(match.group(1))
         elif proc.poll() is not None:

@@ -42,7 +42,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import shlex
+import shutil
 import ssl
 import statistics
 import sys
@@ -80,6 +82,8 @@ from enos_lab.ca import CertificateAuthority
 WORKLOADS = ("server", "mutual", "memory", "memory-mutual")
 BROKERS = ("hub", "mosquitto")
 HUB_SCRIPT = Path(__file__).resolve().parent / "_tls_hub.py"
+TLS_READY = re.compile(r"listening on mqtts://127\.0\.0\.1:(\d+)")
+"""The TLS listener's line of ``enos-lab serve``; group 1 is its port."""
 QUICK = {"runs": 1, "connections": 200, "idle_connections": 200, "settle": 0.3}
 """What ``--quick`` sets: one run with few connections (a check that everything works)."""
 
@@ -96,6 +100,8 @@ class Credentials:
     password_file: Path
     plain_key: Path  # the same key unencrypted (0600), for mosquitto
     cafile: Path  # the lab's CA certificate
+    crl: Path  # the CA's certificate revocation list (PEM)
+    ca_dir: Path  # the CA's directory (a lab data directory's ca/)
     devices: list[tuple[str, str]]  # (certificate chain, key) of each device certificate
 
 
@@ -127,6 +133,8 @@ def make_credentials(directory: Path, device_certs: int, device_key: str) -> Cre
         password_file=password_file,
         plain_key=plain_key,
         cafile=server.ca_certificate,
+        crl=ca.crl_path(),
+        ca_dir=ca.directory,
         devices=devices,
     )
 
@@ -147,6 +155,7 @@ def running(
                 f"keyfile {creds.plain_key}",
                 f"cafile {creds.cafile}",
                 f"require_certificate {'true' if mutual else 'false'}",
+                *([f"crlfile {creds.crl}"] if mutual else []),
                 # As root, mosquitto would switch to the user "mosquitto", who cannot read
                 # the CA's 0600 files in a 0700 directory: it stays the user that started it.
                 *(["user root"] if os.geteuid() == 0 else []),
@@ -154,13 +163,23 @@ def running(
             broker = start_mosquitto(
                 opts.mosquitto, Path(tmp), not opts.mosquitto_nagle, listener=tls
             )
-        else:
+        elif opts.hub_kind == "serve":
+            # a data directory of its own, with a copy of the CA (the same files)
+            data = Path(tmp) / "data"
+            shutil.copytree(creds.ca_dir, data / "ca")
             argv = [
                 *shlex.split(opts.hub_cmd),
+                *("serve", "--anonymous", "--host", HOST, "--port", "0", "--tls-port", "0"),
+                *("--data-dir", str(data)),
+            ]
+            broker = start_hub(argv, Path(tmp), ready=TLS_READY)
+        else:
+            argv = [
+                *shlex.split(opts.listen_cmd),
                 *("--host", HOST, "--port", "0", "--chain", str(creds.chain)),
                 *("--key", str(creds.key), "--password-file", str(creds.password_file)),
                 *("--cafile", str(creds.cafile)),
-                *(["--mutual"] if mutual else []),
+                *(["--mutual", "--crl", str(creds.crl)] if mutual else []),
                 *(["--ssl-buffer", str(opts.hub_ssl_buffer)] if opts.hub_ssl_buffer else []),
             ]
             broker = start_hub(argv, Path(tmp))
@@ -226,7 +245,7 @@ def bench_handshakes(
         raise BenchError("; ".join(errors))
     accepted = sum(res["accepted"] for res in results)
     elapsed_ns = max(res["elapsed_ns"] for res in results)
-    opts.negotiated.update(f"{res['tls']} {res['cipher']}" for res in results)
+    opts.negotiated.update(f"{broker.name} {res['tls']} {res['cipher']}" for res in results)
     return {
         "rate": accepted / (elapsed_ns / 1e9),
         "p50_ms": statistics.median(res["p50_ms"] for res in results),
@@ -300,8 +319,11 @@ def make_rows(workloads: list[str], versions: list[str]) -> list[Row]:
 def machine_info(opts: argparse.Namespace, creds: Credentials) -> None:
     """Print what the numbers were measured on and the load."""
     print("\n".join(machine_lines(opts.mosquitto)))
-    buffer = f", TLS read buffer {opts.hub_ssl_buffer} B" if opts.hub_ssl_buffer else ""
-    print(f"hub     : {opts.hub_cmd} (anonymous Hub, listen_tcp(ssl=...){buffer})")
+    if opts.hub_kind == "serve":
+        print(f"hub     : {opts.hub_cmd} serve --anonymous --tls-port 0 (the lab's CA)")
+    else:
+        buffer = f", TLS read buffer {opts.hub_ssl_buffer} B" if opts.hub_ssl_buffer else ""
+        print(f"hub     : {opts.listen_cmd} (anonymous Hub, listen_tcp(ssl=SSLContext){buffer})")
     print(f"tls     : {ssl.OPENSSL_VERSION} in the load generator and the hub's Python")
     print(
         f"load    : {opts.connections} connections ({opts.connect_concurrency} in progress,"
@@ -335,16 +357,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="leave mosquitto's Nagle on (its default; here set_tcp_nodelay true by default)",
     )
     p.add_argument(
+        "--hub-kind",
+        choices=("serve", "listen"),
+        default="serve",
+        help="the lab's TLS listener (enos-lab serve --anonymous --tls-port 0) or a"
+        " bare Hub.listen_tcp(ssl=SSLContext) (_tls_hub.py)",
+    )
+    p.add_argument(
         "--hub-ssl-buffer",
         type=int,
         default=0,
-        help="experiment: asyncio's TLS read buffer per connection in the hub (0: asyncio's"
-        " 256 KiB) [bytes]",
+        help="experiment with --hub-kind listen: asyncio's TLS read buffer per connection"
+        " (0: asyncio's 256 KiB) [bytes]",
     )
     p.add_argument(
         "--hub-cmd",
+        default=f"{shlex.quote(sys.executable)} -m enos_lab",
+        help="command prefix that accepts 'serve --anonymous --tls-port 0 ...' (--hub-kind serve)",
+    )
+    p.add_argument(
+        "--listen-cmd",
         default=f"{shlex.quote(sys.executable)} {shlex.quote(str(HUB_SCRIPT))}",
-        help="command that accepts _tls_hub.py's options",
+        help="command that accepts _tls_hub.py's options (--hub-kind listen)",
     )
     opts = p.parse_args(argv)
     if opts.quick:
@@ -358,6 +392,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         + [v for v in opts.tls if v not in tl.TLS_VERSIONS]
         + [b for b in opts.brokers if b not in BROKERS]
     )
+    if opts.hub_ssl_buffer and opts.hub_kind != "listen":
+        p.error("--hub-ssl-buffer needs --hub-kind listen")
     if (
         bad
         or opts.runs < 1
