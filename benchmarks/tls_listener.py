@@ -5,14 +5,18 @@ Usage::
 
     python benchmarks/tls_listener.py [--runs 5] [--only server,mutual,memory,memory-mutual]
         [--tls 1.2,1.3] [--brokers hub,mosquitto] [--connections 1000] [--idle-connections 2000]
-        [--quick]
+        [--hub-kind serve|listen] [--quick]
 
 Before anything starts, a :class:`enos_lab.ca.CertificateAuthority` in a temporary directory
 issues the server certificate (``server_credentials()``: SANs localhost, 127.0.0.1, ::1) and
 ``--device-certs`` device certificates (``issue(...)``, RSA 2048 unless ``--device-key ec``).
-Both brokers get the same files: the hub (``_tls_hub.py``: an anonymous ``enos_lab.hub.Hub``
-with ``listen_tcp(..., ssl=context)``) the encrypted key and its password, mosquitto an
-unencrypted copy of the same key (it can only ask for a password on a terminal).
+Both brokers serve the same files. The hub is by default the lab's TLS listener as users run
+it, ``python -m enos_lab serve --anonymous --tls-port 0`` on a data directory holding a copy of
+that CA (its context per handshake, CRL check, handshake failures reported); with
+``--hub-kind listen`` it is ``_tls_hub.py``, an anonymous ``enos_lab.hub.Hub`` with
+``listen_tcp(..., ssl=context)`` and one fixed context. Both hubs take the encrypted key with its
+password; mosquitto an unencrypted copy of the same key (it can only ask for a password on a
+terminal).
 
 Workloads, each on a fresh broker process, for every TLS version of ``--tls`` (the client pins
 it; both servers accept 1.2 and 1.3):
@@ -23,7 +27,8 @@ it; both servers accept 1.2 and 1.3):
     CONNACK + DISCONNECT.
 ``mutual``
     the same with mutual TLS: the client presents a device certificate, the hub verifies it
-    (``CERT_OPTIONAL`` with the lab's CA), mosquitto too (``require_certificate true``).
+    (``CERT_OPTIONAL`` with the lab's CA and its CRL), mosquitto too (``require_certificate
+    true``, ``crlfile``).
 ``memory`` / ``memory-mutual``
     broker PSS growth over ``--idle-connections`` idle TLS connections (keep-alive 300 s),
     per connection, as ``mqtt_broker.py``'s idle-memory workload does for plain TCP.
