@@ -44,7 +44,7 @@ import _loadgen as lg
 WORKLOADS = ("qos0", "qos1", "connect", "memory", "latency")
 BROKERS = ("hub", "mosquitto")
 HOST = "127.0.0.1"
-HUB_READY = re.compile(r"listening on mqtt://127\.0\.0\.1:(\d+)")
+HUB_READY = re.compile(r"listening on mqtts?://127\.0\.0\.1:(\d+)")
 
 
 class BenchError(Exception):
@@ -118,14 +118,18 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def start_mosquitto(
-    binary: str, workdir: Path, nodelay: bool = False, access: tuple[str, ...] = ()
+    binary: str,
+    workdir: Path,
+    nodelay: bool = False,
+    access: tuple[str, ...] = (),
+    listener: tuple[str, ...] = (),
 ) -> Broker:
     """Start mosquitto on a free loopback port with a generated configuration.
 
-    Apart from the listener, anonymous access (or the ``access`` lines, e.g. a password file),
-    no persistence, quiet logs and unbounded queues, mosquitto runs with its defaults
-    (``max_inflight_messages 20``, Nagle on unless ``nodelay``), which measured as fast as or
-    faster than the alternatives here.
+    Apart from the listener (and its ``listener`` lines, e.g. TLS files), anonymous access (or
+    the ``access`` lines, e.g. a password file), no persistence, quiet logs and unbounded
+    queues, mosquitto runs with its defaults (``max_inflight_messages 20``, Nagle on unless
+    ``nodelay``), which measured as fast as or faster than the alternatives here.
     """
     port = free_port()
     conf = workdir / "mosquitto.conf"
@@ -133,6 +137,7 @@ def start_mosquitto(
         "\n".join(
             [
                 f"listener {port} {HOST}",
+                *listener,
                 *(access or ("allow_anonymous true",)),
                 "persistence false",
                 "max_queued_messages 10000000",
@@ -159,9 +164,11 @@ def start_mosquitto(
     return broker
 
 
-def start_hub(argv: list[str], workdir: Path, timeout: float = 30.0) -> Broker:
+def start_hub(
+    argv: list[str], workdir: Path, timeout: float = 30.0, ready: re.Pattern[str] = HUB_READY
+) -> Broker:
     """Run ``argv`` (a hub told to listen on port 0) and read the port from its ``listening
-    on`` line."""
+    on`` line (the first line that ``ready`` matches; its group 1 is the port)."""
     with (workdir / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
@@ -178,7 +185,7 @@ def start_hub(argv: list[str], workdir: Path, timeout: float = 30.0) -> Broker:
             if not chunk:
                 break
             seen += chunk
-            match = HUB_READY.search(seen.decode(errors="replace"))
+            match = ready.search(seen.decode(errors="replace"))
             if match:
                 port = int(match.group(1))
         elif proc.poll() is not None:
@@ -552,7 +559,8 @@ def _median(values: list[float | None]) -> float | None:
 def print_table(rows: list[Row], brokers: list[str], runs: int) -> None:
     """Medians, same-run ratios and targets; then every run's value."""
     both = "hub" in brokers and "mosquitto" in brokers
-    head = f"{'metric':<30}" + "".join(f"{b:>14}" for b in brokers)
+    width = max([30, *(len(row.label) + 2 for row in rows if row.values)])
+    head = f"{'metric':<{width}}" + "".join(f"{b:>14}" for b in brokers)
     if both:
         head += f"{'hub/mosq':>10}  {'target':<10}{'met':>5}"
     print(head)
@@ -560,7 +568,7 @@ def print_table(rows: list[Row], brokers: list[str], runs: int) -> None:
     for row in rows:
         if not row.values:
             continue
-        line = f"{row.label:<30}"
+        line = f"{row.label:<{width}}"
         for b in brokers:
             med = _median(row.values[b])
             line += f"{'failed' if med is None else format(med, row.fmt):>14}"
@@ -578,11 +586,12 @@ def print_table(rows: list[Row], brokers: list[str], runs: int) -> None:
             continue
         for b in brokers:
             vals = ", ".join("fail" if v is None else format(v, row.fmt) for v in row.values[b])
-            print(f"  {row.label:<30}{b:>10}: {vals}")
+            print(f"  {row.label:<{width}}{b:>10}: {vals}")
 
 
-def machine_info(opts: argparse.Namespace) -> None:
-    """Print what the numbers were measured on."""
+def machine_lines(mosquitto: str) -> list[str]:
+    """What the numbers are measured on: cores and CPU model, Python, load, mosquitto's
+    version (from ``mosquitto -h``)."""
     model = ""
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -591,16 +600,25 @@ def machine_info(opts: argparse.Namespace) -> None:
                 break
     try:
         out = subprocess.run(
-            [opts.mosquitto, "-h"], capture_output=True, text=True, timeout=10, check=False
+            [mosquitto, "-h"], capture_output=True, text=True, timeout=10, check=False
         )
         mosq = (out.stdout or out.stderr).splitlines()[0]
     except (OSError, IndexError, subprocess.TimeoutExpired):
-        mosq = f"{opts.mosquitto}: not runnable"
-    print(f"machine : {os.cpu_count()} logical cores, {model}, {platform.platform()}")
-    print(f"python  : {sys.version.split()[0]} ({sys.executable})")
+        mosq = f"{mosquitto}: not runnable"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"load avg: {load} (1/5/15 min) at start; the cores may be shared")
-    print(f"broker  : {mosq}; hub command: {opts.hub_cmd} serve --anonymous")
+    return [
+        f"machine : {os.cpu_count()} logical cores, {model}, {platform.platform()}",
+        f"python  : {sys.version.split()[0]} ({sys.executable})",
+        f"load avg: {load} (1/5/15 min) at start; the cores may be shared",
+        f"broker  : {mosq}",
+    ]
+
+
+def machine_info(opts: argparse.Namespace) -> None:
+    """Print what the numbers were measured on."""
+    lines = machine_lines(opts.mosquitto)
+    lines[-1] += f"; hub command: {opts.hub_cmd} serve --anonymous"
+    print("\n".join(lines))
     print(
         f"load    : {opts.publishers} publishers x {opts.messages} msgs, {opts.payload} B payload,"
         f" {opts.pub_procs} publisher process(es) + 1 subscriber process, QoS1 window"
