@@ -8,12 +8,14 @@ serving devices needs both otherwise: revoking a device certificate reissues the
 every later handshake must check, and a refused handshake (a foreign, revoked or malformed
 certificate) must reach the login log with its reason. :class:`TlsServer` therefore accepts
 plain TCP with a small protocol, :class:`_Handshake`, that stops reading at once and upgrades
-the connection with ``loop.start_tls(..., server_side=True)`` using the context a callable
-returns for that connection (a fixed context works too). Until the handshake has completed
-and this module's coroutine runs again, :class:`_Waiting` holds whatever the client sent right
-after its handshake (a CONNECT usually follows in the same flight); then the hub's own
-connection protocol replaces it, gets ``connection_made`` with the TLS transport and the held
-bytes, and from then on runs exactly as over plain TCP; the transport's ``ssl_object`` gives
+the connection to TLS, as ``loop.start_tls(..., server_side=True)`` does, using the context a
+callable returns for that connection (a fixed context works too) and asyncio's TLS protocol with
+a read buffer of one TLS record (17 KiB) instead of 256 KiB: the buffer lives as long as the
+connection, and an idle device should not hold a quarter of a megabyte. Until the handshake has
+completed and this module's coroutine runs again, :class:`_Waiting` holds whatever the client
+sent right after its handshake (a CONNECT usually follows in the same flight); then the hub's
+own connection protocol replaces it, gets ``connection_made`` with the TLS transport and the
+held bytes, and from then on runs exactly as over plain TCP; the transport's ``ssl_object`` gives
 the peer certificate to authentication (see :mod:`enos_lab.hub._connect`).
 
 A handshake that fails (a certificate the context does not verify, a client speaking plain
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -38,6 +41,10 @@ from enos_lab.hub._connection import peer_name
 __all__ = ["ContextSource", "TlsServer", "handshake_failure"]
 
 log = logging.getLogger("enos_lab.hub")
+
+# [B] read size of a TLS connection: one record (16 KiB of plaintext, RFC 8446 5.1) with its
+# header and protection overhead (at most 256 B, 5.2), rounded up
+_TLS_READ_SIZE = 17 * 1024
 
 ContextSource: TypeAlias = ssl.SSLContext | Callable[[], ssl.SSLContext]
 """A server ``SSLContext``, or a callable that returns the one to use for each new connection."""
@@ -129,14 +136,22 @@ class TlsServer:
         waiting = _Waiting()
         started = loop.time()
         try:
+            # what loop.start_tls does, with a TLS protocol whose read buffer is one record
             context = self._context_now()
-            tls = await loop.start_tls(
-                transport,
+            handshake: asyncio.Future[None] = loop.create_future()
+            tls_protocol = _RecordSizedTls(
+                loop,
                 waiting,
                 context,
+                handshake,
                 server_side=True,
-                ssl_handshake_timeout=self._timeout,
+                call_connection_made=True,  # hands waiting the TLS transport
+                ssl_handshake_timeout=self._timeout,  # type: ignore[arg-type]  # a float works
             )
+            transport.set_protocol(tls_protocol)
+            tls_protocol.connection_made(transport)
+            transport.resume_reading()
+            await handshake
         except asyncio.CancelledError:
             transport.abort()
             raise
@@ -148,7 +163,8 @@ class TlsServer:
             log.debug("TLS handshake with %s failed: %s", peer, reason)
             self._on_failure(peer, reason)
             return
-        if tls is None:  # the peer went away as the handshake completed
+        tls = waiting.transport
+        if tls is None or tls.is_closing():  # the peer went away as the handshake completed
             transport.abort()
             return
         protocol = self._factory()
@@ -175,17 +191,31 @@ class TlsServer:
             await self._server.wait_closed()
 
 
+class _RecordSizedTls(sslproto.SSLProtocol):
+    """asyncio's TLS protocol reading at most one TLS record at a time: its read buffer, which
+    lives as long as the connection, is 17 KiB instead of asyncio's 256 KiB (an idle TLS
+    connection held about 280 KiB, now under 40 KiB; see benchmarks/README.md)."""
+
+    max_size = _TLS_READ_SIZE
+
+
 class _Waiting(asyncio.Protocol):
     """The TLS transport's protocol between the end of the handshake and the hub's connection
-    taking over: keeps what arrives (bounded by the TLS layer's reads of one loop iteration)
-    and whether the connection ended, and hands both over."""
+    taking over: gets the TLS transport when the handshake completes, keeps what arrives
+    (bounded by the TLS layer's reads of one loop iteration) and whether the connection ended,
+    and hands both over."""
 
-    __slots__ = ("_data", "_ended", "_lost")
+    __slots__ = ("_data", "_ended", "_lost", "transport")
 
     def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
         self._data: list[bytes] = []
         self._ended = False
         self._lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
 
     def data_received(self, data: bytes) -> None:
         self._data.append(data)
