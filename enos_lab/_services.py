@@ -36,6 +36,7 @@ from .model import ModelCatalog, load_library, model_from_json
 from .registry import Registry
 from .store import StoreConfig, TimeSeriesStore
 from .tap import Tap
+from .vault import LabKey
 
 __all__ = ["REGISTRY_FILE", "Services"]
 
@@ -70,13 +71,15 @@ class Services:
         rng: random.Random | None,
         *,
         tap: Tap | None = None,
+        key: LabKey | None = None,
     ) -> Services:
         """Build and start every part in ``data_dir``, the listener on ``host``:``port``; the
-        IoT hub services report to ``tap`` (the lab's device-data tap)."""
+        IoT hub services report to ``tap`` (the lab's device-data tap); the registry's secrets
+        are sealed under ``key`` (default: ``lab.key`` beside the registry)."""
         self = cls()
         try:
             self.registry = registry = await asyncio.to_thread(
-                Registry, data_dir / REGISTRY_FILE, clock=clock, rng=rng
+                Registry, data_dir / REGISTRY_FILE, clock=clock, rng=rng, key=key
             )
             # The registry says which devices queries may name, unless the hub is anonymous
             # (its devices need no registration): see enos_lab.store.DeviceDirectory.

@@ -5,8 +5,10 @@ EnOS's Connection Service applies a certificate to a device (``applyCertificate`
 730 and an ``issueAuthority`` RSA or ECC), revokes one (``revokeCertificate``, by ``certSn``)
 and lists a device's certificates (``listCertificate``). :class:`Certificates` gives the same
 operations on the lab's own CA (:class:`~enos_lab.ca.CertificateAuthority`), created on first
-use in the data directory's ``ca/`` and kept there across restarts: :meth:`apply_certificate`,
-:meth:`revoke_certificate`, :meth:`certificates`, :meth:`ca_certificate` and :meth:`crl`.
+use in the data directory's ``ca/`` and kept there across restarts, its keys encrypted with a
+passphrase derived from the lab key (an older ``ca/ca.passphrase`` file is migrated and
+removed): :meth:`apply_certificate`, :meth:`revoke_certificate`, :meth:`certificates`,
+:meth:`ca_certificate` and :meth:`crl`.
 
 The TLS listener that checks these certificates at every handshake comes in a later change;
 until then they can be issued, listed, revoked and verified, but devices still log in over
@@ -24,10 +26,13 @@ from ..ca import DEFAULT_VALID_DAYS, CertificateAuthority, IssuedCertificate, Ke
 from ..errors import NotFound
 from ._core import LabCore, coroutine_form_of
 
-__all__ = ["CA_DIR", "CERTIFICATE_COLUMNS", "Certificates"]
+__all__ = ["CA_DIR", "CA_PASSPHRASE_PURPOSE", "CERTIFICATE_COLUMNS", "Certificates"]
 
 CA_DIR = Path("ca")
 """The CA directory, relative to the data directory (0700)."""
+CA_PASSPHRASE_PURPOSE = "enos_lab ca passphrase"
+"""The purpose label of the CA's key-encryption passphrase, derived from the lab key
+(:meth:`enos_lab.vault.LabKey.passphrase`)."""
 CERTIFICATE_COLUMNS = (
     "serial_number",
     "product_key",
@@ -54,20 +59,23 @@ _CA_LOCK = threading.Lock()  # creating a lab's CA is rare: one lock for every l
 class Certificates(LabCore):
     """Device certificates and the lab's CA (mixed into :class:`~enos_lab.lab.Lab`)."""
 
-    _ca_cache: tuple[Path, CertificateAuthority] | None = None
+    _ca_cache: tuple[Path, str, CertificateAuthority] | None = None
 
     @property
     def ca(self) -> CertificateAuthority:
         """The lab's certificate authority (:class:`~enos_lab.ca.CertificateAuthority`),
         created on first use in the data directory's ``ca/`` and loaded from there after a
-        restart. Thread-safe, synchronous."""
+        restart, its keys encrypted under the lab key. Thread-safe, synchronous."""
         directory = self.data_dir / CA_DIR
+        key = self._running_key()
         with _CA_LOCK:
             cached = self._ca_cache
-            if cached is None or cached[0] != directory:
-                cached = (directory, CertificateAuthority(directory, clock=self._clock))
+            if cached is None or cached[:2] != (directory, key.fingerprint):
+                passphrase = key.passphrase(CA_PASSPHRASE_PURPOSE)
+                ca = CertificateAuthority(directory, clock=self._clock, passphrase=passphrase)
+                cached = (directory, key.fingerprint, ca)
                 self._ca_cache = cached
-        return cached[1]
+        return cached[2]
 
     def apply_certificate(
         self,

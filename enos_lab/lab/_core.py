@@ -31,6 +31,7 @@ from ..model import ModelCatalog
 from ..registry import Registry
 from ..store import StoreConfig, TimeSeriesStore
 from ..tap import DEFAULT_MAXSIZE, Tap, TapSubscription
+from ..vault import KEY_FILE, LabKey
 
 __all__ = [
     "DEFAULT_CONNACK_DELAY",
@@ -117,10 +118,13 @@ class LabCore:
         rng: random.Random | None = None,
         iothub_config: IotHubConfig | None = None,
         store_config: StoreConfig | None = None,
+        key_file: str | Path | None = None,
     ) -> None:
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"port must be in 0..65535, got {port!r}")
         self._requested_dir = Path(data_dir) if data_dir is not None else None
+        self._key_file = Path(key_file) if key_file is not None else None
+        self._lab_key: LabKey | None = None  # loaded by start()
         self._host = host
         self._requested_port = port
         if hub_config is None:
@@ -156,6 +160,7 @@ class LabCore:
             loop_thread = self._loop_thread.start()
             try:
                 self._prepare_data_dir()
+                self._lab_key = LabKey.load(self.key_file)
                 self._services = loop_thread.call(
                     Services.start(
                         self.data_dir,
@@ -167,6 +172,7 @@ class LabCore:
                         self._clock,
                         self._rng,
                         tap=self._tap,
+                        key=self._lab_key,
                     )
                 )
             except BaseException:
@@ -354,6 +360,16 @@ class LabCore:
         return self._running_listener().url
 
     @property
+    def key_file(self) -> Path:
+        """The lab key file (``key_file`` if given, else ``lab.key`` in the data directory):
+        the 256-bit key that seals the registry's secrets and encrypts the CA's keys. Keep it
+        with the data directory (a backup needs both) or, for a copy of the data that opens
+        nothing alone, elsewhere (:mod:`enos_lab.vault`)."""
+        if self._key_file is not None:
+            return self._key_file
+        return self.data_dir / KEY_FILE
+
+    @property
     def data_dir(self) -> Path:
         """Directory holding everything the lab keeps (temporary unless one was given)."""
         if self._data_dir is None:
@@ -413,10 +429,17 @@ class LabCore:
             self._temporary_dir = False
 
     def _cleanup_data_dir(self) -> None:
+        self._lab_key = None
         if self._temporary_dir and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
         self._data_dir = None
         self._temporary_dir = False
+
+    def _running_key(self) -> LabKey:
+        self._running()
+        key = self._lab_key
+        assert key is not None  # set for as long as the lab runs
+        return key
 
     def _running_listener(self) -> Listener:
         listener = self._running().listener
