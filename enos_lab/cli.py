@@ -1,8 +1,11 @@
 """The ``enos-lab`` command.
 
-``enos-lab serve [--host H] [--port P] [--data-dir D] [--anonymous]`` runs the hub until Ctrl-C or
-SIGTERM. It prints one line, ``enos-lab hub listening on mqtt://H:P``, once the listener accepts
-connections (scripts may wait for that line; with ``--port 0`` it carries the real port).
+``enos-lab serve [--host H] [--port P] [--data-dir D] [--key-file K] [--anonymous]`` runs the hub
+until Ctrl-C or SIGTERM. It prints one line, ``enos-lab hub listening on mqtt://H:P``, once the
+listener accepts connections (scripts may wait for that line; with ``--port 0`` it carries the
+real port). ``--key-file`` keeps the lab key (which seals the registry's secrets) outside the data
+directory (``Lab(key_file=...)``); a key file that cannot be used, or is not the data's key,
+ends the command with status 1 and the reason on stderr.
 
 ``enos-lab tutorials [--dir D] [--print-command] [JUPYTERLAB OPTIONS]`` opens the tutorial
 notebooks in JupyterLab (the ``notebooks`` extra installs it). Which folder it opens:
@@ -40,7 +43,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 
-from .errors import NotFound
+from .errors import NotFound, SecretsError
 from .lab import DEFAULT_PORT, Lab
 
 __all__ = [
@@ -178,6 +181,11 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="directory to keep data in (default: temporary)"
     )
     serve.add_argument(
+        "--key-file",
+        default=None,
+        help="the lab key file that seals the registry's secrets (default: DATA_DIR/lab.key)",
+    )
+    serve.add_argument(
         "--anonymous",
         action="store_true",
         help="INSECURE: accept every client without authentication (plain MQTT broker)",
@@ -221,7 +229,19 @@ def _serve(args: argparse.Namespace) -> int:
     if args.anonymous:
         sys.stderr.write(_ANONYMOUS_WARNING + "\n")
     try:
-        with Lab(args.data_dir, host=args.host, port=args.port, anonymous=args.anonymous) as lab:
+        lab = Lab(
+            args.data_dir,
+            host=args.host,
+            port=args.port,
+            anonymous=args.anonymous,
+            key_file=args.key_file,
+        )
+        try:
+            lab.start()
+        except SecretsError as exc:
+            sys.stderr.write(f"enos-lab serve: {exc}\n")
+            return 1
+        with lab:
             _tune_gc()
             sys.stdout.write(f"enos-lab hub listening on {lab.url}\n")
             if not args.anonymous:
