@@ -64,9 +64,12 @@ def test_a_sealed_value_opens_only_where_it_was_sealed() -> None:
     flipped = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     with pytest.raises(SealBroken):
         key.open(flipped, here)
-    for bad in ("clear-text", "v1:", "v1:!!!!"):
-        with pytest.raises(SealBroken):
+    for bad in ("clear-text", "v1:", "v1:!!!!", token[:20]):
+        with pytest.raises(SealBroken, match="device_secret of pk/d1"):
             key.open(bad, here)
+    for length in range(41):  # every length of the base64 text opens (padding left out)
+        text = "x" * length
+        assert key.open(key.seal(text, here), here) == text
 
 
 def test_derived_secrets_depend_on_the_key_and_the_purpose() -> None:
