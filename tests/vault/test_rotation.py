@@ -16,7 +16,7 @@ from enos_sdk_helpers import running_lab
 from enos_lab import Lab
 from enos_lab.device import DeviceClient
 from enos_lab.enos import ReplyCode, SecureMode, login_credentials
-from enos_lab.errors import LoginRefused, NotFound, RequestFailed
+from enos_lab.errors import ClosedError, LoginRefused, NotFound, RequestFailed
 from enos_lab.mqtt import ConnAck, Connect, Decoder, encode
 
 WAIT = 5.0  # [s] bound of every wait for the hub
@@ -172,6 +172,8 @@ def test_rotation_works_on_an_anonymous_lab_and_shows_its_signature(tmp_path: Pa
         fresh = lab.rotate_product_secret(product.product_key)
         assert fresh != product.product_secret
         assert lab.export_credentials()["product_secret"].tolist() == [fresh]
+    with pytest.raises(ClosedError):  # like the rest of provisioning: a running lab
+        lab.rotate_device_secret(product.product_key, "m1")
     for name in ("rotate_device_secret", "rotate_product_secret"):
         sync, coro = getattr(Lab, name), getattr(Lab, "a" + name)
         assert inspect.signature(coro) == inspect.signature(sync)
