@@ -17,8 +17,11 @@ What :meth:`Lab.start` builds, in the data directory (:class:`~enos_lab._service
 starts them in order, and :meth:`Lab.stop` stops them in the reverse order, each part ending
 its own work):
 
-- the device registry (``registry.sqlite3``): products, devices, credentials, presence log and the
-  user's thing models;
+- the lab key (``lab.key``, or the file ``key_file`` names; :mod:`enos_lab.vault`), loaded
+  or created first: the registry's secrets are sealed under it and the CA's keys encrypted
+  with a passphrase derived from it;
+- the device registry (``registry.sqlite3``): products, devices, credentials (sealed), presence
+  log and the user's thing models;
 - the thing model catalog: the shipped library (:func:`enos_lab.model.load_library`) plus the
   user's models kept in the registry, so a restart keeps them;
 - the time-series store (DuckDB);
