@@ -47,7 +47,7 @@ revoked and listed, the CA certificate and the CRL); :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
-from ._certificates import CA_DIR, CERTIFICATE_COLUMNS
+from ._certificates import CA_DIR, CA_PASSPHRASE_PURPOSE, CERTIFICATE_COLUMNS
 from ._core import DEFAULT_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
@@ -55,6 +55,7 @@ from ._simulation import LabFleet
 
 __all__ = [
     "CA_DIR",
+    "CA_PASSPHRASE_PURPOSE",
     "CERTIFICATE_COLUMNS",
     "DEFAULT_PORT",
     "EDGE_COLUMNS",

@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from enos_lab import Lab
 from enos_lab.ca import CertificateAuthority, CertificateStatus
 from enos_lab.errors import LabKeyError, WrongLabKey
-from enos_lab.lab import CA_DIR
-from enos_lab.lab._certificates import CA_PASSPHRASE_PURPOSE
+from enos_lab.lab import CA_DIR, CA_PASSPHRASE_PURPOSE
 from enos_lab.vault import KEY_FILE, LabKey
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
