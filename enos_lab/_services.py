@@ -5,8 +5,10 @@ Theory of operation
 :meth:`Services.start` builds, on the lab's loop: the device registry and the time-series store
 (each opened in a worker thread: SQLite and DuckDB block), the thing model catalog, the EnOS IoT
 hub services unless the lab is anonymous (reporting to the lab's device-data tap, which outlives
-the services), and the MQTT hub with its TCP listener, which is opened last, once everything it
-feeds is ready. A failure part way stops what was built.
+the services), and the MQTT hub with its TCP listeners (plain and/or TLS), which are opened
+last, once everything they feed is ready. A failure part way stops what was built. With a TLS
+listener the IoT hub services check client certificates with the lab's CA (the one the
+listener's contexts come from).
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
@@ -27,8 +29,10 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from .ca import ServerContexts
 from .clock import Clock
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener
 from .iothub import IotHub, IotHubConfig
@@ -38,12 +42,21 @@ from .store import StoreConfig, TimeSeriesStore
 from .tap import Tap
 from .vault import LabKey
 
-__all__ = ["REGISTRY_FILE", "Services"]
+__all__ = ["REGISTRY_FILE", "Services", "TlsListener"]
 
 log = logging.getLogger("enos_lab.lab")
 
 REGISTRY_FILE = "registry.sqlite3"
 """File name of the device registry database inside the lab's data directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsListener:
+    """The lab's TLS listener: its ``port`` (0: any free one) and the server ``contexts`` from
+    the lab's CA."""
+
+    port: int
+    contexts: ServerContexts
 
 
 class Services:
@@ -56,6 +69,7 @@ class Services:
         self.iothub: IotHub | None = None
         self.hub: Hub | None = None
         self.listener: Listener | None = None
+        self.tls_listener: Listener | None = None
         self._disconnect_waiters: set[asyncio.Future[None]] = set()
 
     @classmethod
@@ -63,7 +77,7 @@ class Services:
         cls,
         data_dir: Path,
         host: str,
-        port: int,
+        port: int | None,
         hub_config: HubConfig,
         iothub_config: IotHubConfig,
         store_config: StoreConfig | None,
@@ -71,11 +85,13 @@ class Services:
         rng: random.Random | None,
         *,
         tap: Tap | None = None,
+        tls: TlsListener | None = None,
         key: LabKey | None = None,
     ) -> Services:
-        """Build and start every part in ``data_dir``, the listener on ``host``:``port``; the
-        IoT hub services report to ``tap`` (the lab's device-data tap); the registry's secrets
-        are sealed under ``key`` (default: ``lab.key`` beside the registry)."""
+        """Build and start every part in ``data_dir``, the plain listener on ``host``:``port``
+        (none for ``None``) and the TLS listener ``tls`` on ``host``; the IoT hub services
+        report to ``tap`` (the lab's device-data tap); the registry's secrets are sealed under
+        ``key`` (default: ``lab.key`` beside the registry)."""
         self = cls()
         try:
             self.registry = registry = await asyncio.to_thread(
@@ -95,7 +111,13 @@ class Services:
                 hub = self.hub = Hub(hub_config, clock=clock)
             else:
                 iothub = self.iothub = IotHub(
-                    registry, models, store, clock=clock, config=iothub_config, tap=tap
+                    registry,
+                    models,
+                    store,
+                    clock=clock,
+                    config=iothub_config,
+                    tap=tap,
+                    certificates=None if tls is None else tls.contexts.ca,
                 )
                 hub = self.hub = Hub(
                     hub_config, authenticator=iothub, authoriser=iothub, clock=clock
@@ -103,7 +125,10 @@ class Services:
                 iothub.attach(hub)
                 hub.add_listener(self._on_hub_event)
             await hub.start()
-            self.listener = await hub.listen_tcp(host, port)
+            if port is not None:
+                self.listener = await hub.listen_tcp(host, port)
+            if tls is not None:
+                self.tls_listener = await hub.listen_tcp(host, tls.port, ssl=tls.contexts.current)
         except BaseException:
             await self.stop()
             raise
@@ -112,7 +137,7 @@ class Services:
     async def stop(self) -> None:
         """Stop every part in order (see the module docstring); idempotent."""
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
-        self.hub = self.iothub = self.listener = None
+        self.hub = self.iothub = self.listener = self.tls_listener = None
         self.registry = self.store = self.models = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:

@@ -1,11 +1,14 @@
 """The ``enos-lab`` command.
 
-``enos-lab serve [--host H] [--port P] [--data-dir D] [--key-file K] [--anonymous]`` runs the hub
-until Ctrl-C or SIGTERM. It prints one line, ``enos-lab hub listening on mqtt://H:P``, once the
-listener accepts connections (scripts may wait for that line; with ``--port 0`` it carries the
-real port). ``--key-file`` keeps the lab key (which seals the registry's secrets) outside the data
-directory (``Lab(key_file=...)``); a key file that cannot be used, or is not the data's key,
-ends the command with status 1 and the reason on stderr.
+``enos-lab serve [--host H] [--port P] [--tls-port T [--tls-host N ...] [--no-plain]]
+[--data-dir D] [--key-file K] [--anonymous]`` runs the hub until Ctrl-C or SIGTERM. It prints a line
+``enos-lab hub listening on mqtt://H:P`` (and ``... on mqtts://H:T`` for the TLS listener) once
+the listeners accept connections (scripts may wait for those lines; with port 0 they carry the
+real port). With ``--tls-port`` the TLS listener's server certificate comes from the lab's CA in
+the data directory (``ca/ca.crt`` is the CA file devices verify it with). ``--key-file`` keeps
+the lab key (which seals the registry's secrets and the CA's keys) outside the data directory
+(``Lab(key_file=...)``); a key file that cannot be used, or is not the data's key, ends the
+command with status 1 and the reason on stderr.
 
 ``enos-lab tutorials [--dir D] [--print-command] [JUPYTERLAB OPTIONS]`` opens the tutorial
 notebooks in JupyterLab (the ``notebooks`` extra installs it). Which folder it opens:
@@ -44,7 +47,7 @@ from pathlib import Path
 from types import FrameType
 
 from .errors import NotFound, SecretsError
-from .lab import DEFAULT_PORT, Lab
+from .lab import DEFAULT_PORT, DEFAULT_TLS_PORT, Lab
 
 __all__ = [
     "TUTORIALS_HOME",
@@ -178,6 +181,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"TCP port; 0 picks a free one (default {DEFAULT_PORT})",
     )
     serve.add_argument(
+        "--tls-port",
+        type=int,
+        default=None,
+        help=f"also listen over TLS on this port (EnOS: {DEFAULT_TLS_PORT}; 0 picks a free one)",
+    )
+    serve.add_argument(
+        "--tls-host",
+        action="append",
+        default=[],
+        help="a host name or address the TLS server certificate names (repeatable)",
+    )
+    serve.add_argument(
+        "--no-plain",
+        action="store_true",
+        help="no plain TCP listener: devices connect over TLS only (needs --tls-port)",
+    )
+    serve.add_argument(
         "--data-dir", default=None, help="directory to keep data in (default: temporary)"
     )
     serve.add_argument(
@@ -225,6 +245,9 @@ def _serve(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    if args.no_plain and args.tls_port is None:
+        sys.stderr.write("enos-lab serve: --no-plain needs --tls-port\n")
+        return 2
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     if args.anonymous:
         sys.stderr.write(_ANONYMOUS_WARNING + "\n")
@@ -232,7 +255,9 @@ def _serve(args: argparse.Namespace) -> int:
         lab = Lab(
             args.data_dir,
             host=args.host,
-            port=args.port,
+            port=None if args.no_plain else args.port,
+            tls_port=args.tls_port,
+            tls_hosts=args.tls_host,
             anonymous=args.anonymous,
             key_file=args.key_file,
         )
@@ -243,7 +268,11 @@ def _serve(args: argparse.Namespace) -> int:
             return 1
         with lab:
             _tune_gc()
-            sys.stdout.write(f"enos-lab hub listening on {lab.url}\n")
+            if not args.no_plain:
+                sys.stdout.write(f"enos-lab hub listening on {lab.url}\n")
+            if args.tls_port is not None:
+                sys.stdout.write(f"enos-lab hub listening on {lab.tls_url}\n")
+                sys.stdout.write(f"TLS: devices verify the hub with {lab.ca.ca_certificate_path}\n")
             if not args.anonymous:
                 sys.stdout.write(
                     "EnOS authentication is on: only registered devices can connect. "

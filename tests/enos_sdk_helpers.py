@@ -311,7 +311,10 @@ class HubWatch:
 
 class SdkDevice:
     """One official SDK client pointed at the lab (``tcp://127.0.0.1:<port>``; ``port``
-    overrides the lab's, e.g. a fault-injecting link in front of it)."""
+    overrides the lab's, e.g. a fault-injecting link in front of it). With ``tls`` (the CA
+    file, and the device's certificate chain and key files or ``None``) it connects to the
+    lab's TLS listener (``ssl://127.0.0.1:<tls port>``) as the SDK's ``secure_login`` sample
+    does: ``Profile.set_ssl_context(ca, certificate, key)``."""
 
     def __init__(
         self,
@@ -323,9 +326,20 @@ class SdkDevice:
         product_secret: str | None = None,
         port: int | None = None,
         operation_timeout: float = OPERATION_TIMEOUT,
+        tls: tuple[Path, Path | None, Path | None] | None = None,
     ) -> None:
-        self.url = f"tcp://127.0.0.1:{port or lab.port}"
+        if tls is None:
+            self.url = f"tcp://127.0.0.1:{port or lab.port}"
+        else:
+            self.url = f"ssl://127.0.0.1:{port or lab.tls_port}"
         profile = Profile(self.url, product_key, device_key, device_secret, product_secret)
+        if tls is not None:
+            ca_file, cert_file, key_file = tls
+            profile.set_ssl_context(
+                str(ca_file),
+                None if cert_file is None else str(cert_file),
+                None if key_file is None else str(key_file),
+            )
         profile.set_operation_timeout(operation_timeout)
         self.client = MqttClient(profile=profile)
         self.activated = threading.Event()
@@ -387,9 +401,10 @@ def sdk_device(
     product_secret: str | None = None,
     port: int | None = None,
     operation_timeout: float = OPERATION_TIMEOUT,
+    tls: tuple[Path, Path | None, Path | None] | None = None,
 ) -> Iterator[SdkDevice]:
     """An SDK client that is always closed (and its threads stopped) at the end of the block
-    (``port`` and ``operation_timeout`` as for :class:`SdkDevice`)."""
+    (``port``, ``operation_timeout`` and ``tls`` as for :class:`SdkDevice`)."""
     device = SdkDevice(
         lab,
         product_key,
@@ -398,6 +413,7 @@ def sdk_device(
         product_secret=product_secret,
         port=port,
         operation_timeout=operation_timeout,
+        tls=tls,
     )
     try:
         yield device

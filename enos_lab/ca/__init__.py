@@ -38,12 +38,22 @@ once, PKCS#8 PEM unencrypted, the format ``ssl.SSLContext.load_cert_chain`` and 
 SDKs (``set_ssl_context``) load. Serial numbers are 159 random bits; EKU clientAuth; the
 validity (``valid_days``, EnOS's ``validDay``, default 730) never outlasts the root.
 
-:meth:`CertificateAuthority.check` is the call a TLS listener makes with the peer certificate of
-every handshake: it returns a :class:`CertificateCheck` (status and reason: valid, another
-device's, expired, revoked, foreign, not a device's, malformed), never raising for a bad
-certificate. Time comes from an injectable :class:`~enos_lab.clock.Clock`, so that expiry can be
-tested on a simulated clock. Everything here is synchronous and holds no open file between
-calls.
+:meth:`CertificateAuthority.renew` issues a new certificate for the key of a valid one (EnOS's
+``renewCertificate``); the old one stays valid until it expires or is revoked.
+
+The TLS listener (:class:`ServerContexts`, see :mod:`enos_lab.ca._tls`) serves the server
+certificate and checks client certificates against the root and the CRL in the handshake,
+rebuilding its context whenever :attr:`CertificateAuthority.revision` moves (a revocation, a
+reissued server certificate). The root and the server certificate are issued valid on both the
+lab's clock and the machine's (devices check them against the machine's). :func:`client_context`
+is the device side.
+
+:meth:`CertificateAuthority.check` is the call the IoT hub services make with the peer
+certificate of every login over TLS: it returns a :class:`CertificateCheck` (status and reason:
+valid, another device's, expired, revoked, foreign, not a device's, malformed), never raising
+for a bad certificate. Time comes from an injectable :class:`~enos_lab.clock.Clock`, so that
+expiry can be tested on a simulated clock. Everything here is synchronous and holds no open file
+between calls.
 """
 
 from ._authority import (
@@ -53,6 +63,7 @@ from ._authority import (
     SERVER_VALID_DAYS,
     CertificateAuthority,
 )
+from ._tls import TLS12_CIPHERS, ServerContexts, client_context
 from ._types import (
     CertificateCheck,
     CertificateRecord,
@@ -67,11 +78,14 @@ __all__ = [
     "CRL_VALID_DAYS",
     "DEFAULT_VALID_DAYS",
     "SERVER_VALID_DAYS",
+    "TLS12_CIPHERS",
     "CertificateAuthority",
     "CertificateCheck",
     "CertificateRecord",
     "CertificateStatus",
     "IssuedCertificate",
     "KeyType",
+    "ServerContexts",
     "ServerCredentials",
+    "client_context",
 ]

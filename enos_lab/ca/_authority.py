@@ -7,7 +7,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -76,6 +76,11 @@ _ENOS_REASONS = {
 _PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
 
+def _check_days(valid_days: object) -> None:
+    if not isinstance(valid_days, int) or isinstance(valid_days, bool) or valid_days < 1:
+        raise InvalidArgument(f"valid_days must be a positive whole number, got {valid_days!r}")
+
+
 class CertificateAuthority:
     """The lab's root CA, kept in ``directory`` (created 0700; every file 0600).
 
@@ -98,6 +103,7 @@ class CertificateAuthority:
         self._clock: Clock = clock or SystemClock()
         self._passphrase = passphrase  # set from the file by _create / _load when None
         self._crl_lock = threading.Lock()  # a CRL is built from the index and written whole
+        self._revision = 0
         if not private_dir(self._dir):
             report_open_dir(self._dir, "CA directory")
         self._index = CertificateIndex(self._dir / _INDEX)
@@ -128,9 +134,16 @@ class CertificateAuthority:
         """Path of the root CA certificate file (PEM)."""
         return self._dir / _CA_CERT
 
+    @property
+    def revision(self) -> int:
+        """Counts the changes a TLS listener must reload for: CRLs and server certificates
+        issued by this object. [-]"""
+        return self._revision
+
     def _create(self) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         now = self._clock.now()
+        machine = datetime.now(UTC)  # valid on the lab's clock and on the machine's
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "enos_lab"),
@@ -144,8 +157,8 @@ class CertificateAuthority:
             .issuer_name(name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=CA_VALID_DAYS))
+            .not_valid_before(min(now, machine) - timedelta(minutes=5))
+            .not_valid_after(max(now, machine) + timedelta(days=CA_VALID_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(key_usage(cert_sign=True), critical=True)
             .add_extension(ski, critical=False)
@@ -220,8 +233,7 @@ class CertificateAuthority:
         :class:`~enos_lab.errors.InvalidArgument` for a bad CSR or validity.
         """
         kind = key_type_of(key_type)
-        if not isinstance(valid_days, int) or isinstance(valid_days, bool) or valid_days < 1:
-            raise InvalidArgument(f"valid_days must be a positive whole number, got {valid_days!r}")
+        _check_days(valid_days)
         if not product_key or not device_key:
             raise InvalidArgument("a device certificate needs a product key and a device key")
         subject = device_subject(product_key, device_key, asset_id)
@@ -244,6 +256,77 @@ class CertificateAuthority:
             csr_key = request.public_key()
             assert isinstance(csr_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
             public_key = csr_key
+        return self._issue_device(
+            product_key, device_key, asset_id, kind, public_key, valid_days, private_pem
+        )
+
+    def renew(
+        self,
+        serial_number: str,
+        *,
+        csr: str | bytes | x509.CertificateSigningRequest | None = None,
+        valid_days: int = DEFAULT_VALID_DAYS,
+    ) -> IssuedCertificate:
+        """Issue a new certificate to the device of the certificate ``serial_number`` (EnOS
+        ``renewCertificate``, ``certSn``): for the public key of ``csr`` (checked as
+        :meth:`issue` checks it), or without one for the same public key as the old certificate
+        (EnOS reuses the old request), so that the device keeps its private key. Valid for
+        ``valid_days`` [d] from now. The old certificate stays valid until it expires or is
+        revoked (:meth:`revoke`, reason ``superseded``).
+
+        Raises :class:`~enos_lab.errors.NotFound` for a serial number this CA never issued to a
+        device, and :class:`~enos_lab.errors.InvalidArgument` when the old certificate is
+        revoked or expired (EnOS renews valid certificates only) or for a bad CSR.
+        """
+        serial = serial_number.lower().removeprefix("0x")
+        record = self._index.get(serial)
+        if record is None or record.kind != "device":
+            raise NotFound(f"device certificate {serial} was not issued by this CA")
+        now = self._clock.now()
+        if record.revoked_at is not None or not record.not_before <= now <= record.not_after:
+            state = "revoked" if record.revoked_at is not None else "expired"
+            raise InvalidArgument(
+                f"certificate {serial} of device {record.product_key}/{record.device_key} is "
+                f"{state}: only a valid certificate can be renewed; apply for a new one"
+            )
+        kind = key_type_of(record.key_type)
+        if csr is None:
+            old = x509.load_pem_x509_certificate(record.certificate.encode("ascii"))
+            old_key = old.public_key()
+            assert isinstance(old_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+            public_key = old_key
+        else:
+            subject = device_subject(record.product_key, record.device_key, record.asset_id)
+            request = parse_csr(csr, record.product_key, record.device_key)
+            request_key = request.public_key()
+            kind = KeyType.RSA if isinstance(request_key, rsa.RSAPublicKey) else KeyType.EC
+            check_csr(request, subject, kind, record.product_key, record.device_key)
+            assert isinstance(request_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+            public_key = request_key
+        renewed = self._issue_device(
+            record.product_key,
+            record.device_key,
+            record.asset_id,
+            kind,
+            public_key,
+            valid_days,
+            None,
+        )
+        log.info("certificate %s renewed as %s", serial, renewed.serial_number)
+        return renewed
+
+    def _issue_device(  # noqa: PLR0917 - the parts of one certificate
+        self,
+        product_key: str,
+        device_key: str,
+        asset_id: str,
+        kind: KeyType,
+        public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+        valid_days: int,
+        private_pem: str | None,
+    ) -> IssuedCertificate:
+        _check_days(valid_days)
+        subject = device_subject(product_key, device_key, asset_id)
         now = self._clock.now()
         cert = self._sign(
             subject,
@@ -353,9 +436,10 @@ class CertificateAuthority:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         have = [str(v) for v in san.get_values_for_type(x509.DNSName)]
         have += [str(v) for v in san.get_values_for_type(x509.IPAddress)]
-        left = cert.not_valid_after_utc - self._clock.now()
-        if left < (cert.not_valid_after_utc - cert.not_valid_before_utc) / 10:
-            return None
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        for now in (self._clock.now(), datetime.now(UTC)):  # the lab's and the machine's
+            if now < start or end - now < (end - start) / 10:
+                return None
         if not {normal_host(h) for h in wanted} <= {normal_host(h) for h in have}:
             return None
         return tuple(have), cert.not_valid_after_utc
@@ -369,6 +453,8 @@ class CertificateAuthority:
             except ValueError:
                 names.append(x509.DNSName(host))
         now = self._clock.now()
+        # devices check it against the machine's clock, the lab against its own: valid on both
+        machine = datetime.now(UTC)
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "enos_lab"),
@@ -378,8 +464,8 @@ class CertificateAuthority:
         cert = self._sign(
             subject,
             key.public_key(),
-            now - timedelta(minutes=5),
-            now + timedelta(days=SERVER_VALID_DAYS),
+            min(now, machine) - timedelta(minutes=5),
+            max(now, machine) + timedelta(days=SERVER_VALID_DAYS),
             eku=ExtendedKeyUsageOID.SERVER_AUTH,
             san=x509.SubjectAlternativeName(names),
         )
@@ -402,6 +488,7 @@ class CertificateAuthority:
                 certificate=pem,
             )
         )
+        self._revision += 1
         log.info("issued the TLS listener's certificate for %s", ", ".join(hosts))
         return hosts, cert.not_valid_after_utc
 
@@ -464,6 +551,11 @@ class CertificateAuthority:
                 self._write_crl()
             return path.read_text("ascii")
 
+    def crl_path(self) -> Path:
+        """Path of the current CRL file (PEM), reissued first as :meth:`crl` does."""
+        self.crl()
+        return self._dir / _CRL
+
     def _write_crl(self) -> None:
         now = self._clock.now()
         builder = (
@@ -487,6 +579,7 @@ class CertificateAuthority:
             builder = builder.add_revoked_certificate(entry)
         crl = builder.sign(self._key, hashes.SHA256())
         write_private(self._dir / _CRL, crl.public_bytes(serialization.Encoding.PEM))
+        self._revision += 1
 
     # -- checking a peer certificate -------------------------------------------------------------
 
@@ -498,7 +591,7 @@ class CertificateAuthority:
         device_key: str | None = None,
     ) -> CertificateCheck:
         """Decide whether a peer certificate (DER or PEM bytes, PEM text, or parsed) identifies
-        a device: the call the TLS listener makes on every handshake.
+        a device: the call the IoT hub services make on every login over TLS that presents one.
 
         In order: not a certificate (MALFORMED); not signed by this CA or not in its index
         (FOREIGN); the server certificate (NOT_A_DEVICE); revoked (REVOKED); outside its

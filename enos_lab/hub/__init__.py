@@ -32,6 +32,8 @@ Where things are (one module per concern, in the manner of mosquitto's ``handle_
 ``_output.py``     output written once per event-loop iteration; byte counters
 ``_tasks.py``      the hub's tasks and the futures of message handlers
 ``_tcp.py``        the hub's own TCP listener and socket transport; the lab's event loop
+``_tls.py``        the TLS listener: a handshake per connection with the context current then,
+                   failed handshakes reported
 ``_transport.py``  listeners and the in-memory transport
 ``_config.py``     :class:`HubConfig`, :class:`HubStats`
 ``_types.py``      value objects and extension-point protocols
@@ -58,6 +60,7 @@ from enos_lab.hub._types import (
     ConnectRequest,
     Decision,
     DisconnectReason,
+    HandshakeFailed,
     HubEvent,
     Message,
     MessageHandler,
@@ -74,6 +77,7 @@ __all__ = [
     "ConnectRequest",
     "Decision",
     "DisconnectReason",
+    "HandshakeFailed",
     "Hub",
     "HubConfig",
     "HubEvent",

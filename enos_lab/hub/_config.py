@@ -65,6 +65,9 @@ class HubConfig:
     # messages of one connection whose handler awaitables are still pending; when reached, the
     # connection's further packets wait (reading paused) until one of them completes
     max_pending_acks: int = 100
+    # TLS handshakes one TLS listener runs at once; a connection beyond that is closed unshaken
+    # (each handshake holds OpenSSL state and a task until it completes or times out)
+    max_tls_handshakes: int = 256
 
     def __post_init__(self) -> None:
         positive = {
@@ -73,6 +76,7 @@ class HubConfig:
             "keep_alive_factor": self.keep_alive_factor,
             "max_inflight": self.max_inflight,
             "max_pending_acks": self.max_pending_acks,
+            "max_tls_handshakes": self.max_tls_handshakes,
             "max_offline_sessions": self.max_offline_sessions,
             "max_subscriptions": self.max_subscriptions,
             "max_retained_messages": self.max_retained_messages,

@@ -6,9 +6,11 @@ Theory of operation
 MQTT-3.1.2-1/2; the client id, MQTT-3.1.3-6/8: an empty one is assigned when allowed, one with
 ``+`` or ``#`` is refused; enhanced authentication is not supported), then asks the
 authenticator (:attr:`Sessions.authenticator <enos_lab.hub._sessions.Sessions>`; without one
-``HubConfig.anonymous`` decides). An authenticator may answer at once or with an awaitable; an
-awaitable answer (or ``HubConfig.connack_delay``) makes the connection wait for
-:func:`connect_async` (its next packets wait in its backlog). :func:`finish_connect` then
+``HubConfig.anonymous`` decides) with a :class:`~enos_lab.hub.ConnectRequest` that carries, on a
+TLS listener, the certificate the client presented in the handshake. An authenticator may answer
+at once or with an awaitable; an awaitable answer (or ``HubConfig.connack_delay``) makes the
+connection wait for :func:`connect_async` (its next packets wait in its backlog).
+:func:`finish_connect` then
 refuses (CONNACK with the reason code; 3.1.1 gets the mapped return code) or accepts: it works
 out what the client gets (5.0: session expiry capped by ``max_session_expiry``, receive maximum,
 maximum packet size, server keep alive, an assigned client id; 3.1.1: ``session_expiry_v311``
@@ -95,11 +97,20 @@ def on_connect(conn: Connection, p: Connect) -> Awaitable[None] | None:
         _refuse(conn, level, 0x8C, "enhanced authentication is not supported")
         return None
     transport = conn.transport
-    tls = transport is not None and transport.get_extra_info("sslcontext") is not None
+    tls_object = None if transport is None else transport.get_extra_info("ssl_object")
     authenticator = sessions.authenticator
     result: AuthResult | Awaitable[AuthResult]
     if authenticator is not None:
-        request = ConnectRequest(client_id, p.username, p.password, level, conn.peer, tls, props)
+        request = ConnectRequest(
+            client_id,
+            p.username,
+            p.password,
+            level,
+            conn.peer,
+            tls_object is not None,
+            props,
+            None if tls_object is None else tls_object.getpeercert(binary_form=True),
+        )
         try:
             result = authenticator.authenticate(request)
         except Exception:

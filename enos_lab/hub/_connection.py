@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from enos_lab.hub._types import ClientInfo
     from enos_lab.mqtt._packets import Will
 
-__all__ = ["HOLD", "Connection", "Step"]
+__all__ = ["HOLD", "Connection", "Step", "peer_name"]
 
 log = logging.getLogger("enos_lab.hub")
 
@@ -149,7 +149,8 @@ class _Pending:
             conn.settled(self)
 
 
-def _peer_name(peer: Any) -> str:
+def peer_name(peer: Any) -> str:
+    """``host:port`` of a transport's ``peername`` (``unknown`` without one)."""
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer) if peer else "unknown"
@@ -245,7 +246,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.peer = _peer_name(transport.get_extra_info("peername"))
+        self.peer = peer_name(transport.get_extra_info("peername"))
         if not self.sessions.open(self):  # the hub is stopping
             transport.close()
             self.state = CLOSED

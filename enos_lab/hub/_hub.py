@@ -40,11 +40,12 @@ before; a hub on another clock has a connection class of its own that reads it),
 timeout and keep alive, delayed wills (5.0 will delay), session expiry, message expiry
 intervals (5.0) and the age of retained messages. On a :class:`~enos_lab.clock.SimulatedClock`
 these run in simulated time: advancing the clock fires them in order, each once the clock has
-reached its time, however much or little real time passes. Three waits stay on real time (the
+reached its time, however much or little real time passes. Four waits stay on real time (the
 event loop's), because they pace I/O rather than keep protocol time: the grace a DISCONNECT
 gives pending acknowledgements to be written (``_connection.py``), ``HubConfig.connack_delay``
-(it lets a client get ready to read its CONNACK, ``_connect.py``) and the pause before
-accepting again after running out of file descriptors (``_tcp.py``).
+(it lets a client get ready to read its CONNACK, ``_connect.py``), the pause before accepting
+again after running out of file descriptors (``_tcp.py``) and the limit on a TLS handshake
+(``_tls.py``).
 """
 
 from __future__ import annotations
@@ -68,12 +69,14 @@ from enos_lab.hub._sessions import Sessions
 from enos_lab.hub._state import CONNECTED
 from enos_lab.hub._tasks import Tasks
 from enos_lab.hub._tcp import TcpServer
+from enos_lab.hub._tls import TlsServer
 from enos_lab.hub._transport import Listener, MemoryConnection
 from enos_lab.hub._types import (
     Authenticator,
     Authoriser,
     ClientInfo,
     DisconnectReason,
+    HandshakeFailed,
     HubEvent,
     Message,
     MessageHandler,
@@ -210,32 +213,54 @@ class Hub:
 
     # -- listeners -------------------------------------------------------------------------
     async def listen_tcp(
-        self, host: str = "127.0.0.1", port: int = 0, *, ssl: _ssl.SSLContext | None = None
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl: _ssl.SSLContext | Callable[[], _ssl.SSLContext] | None = None,
     ) -> Listener:
         """Listen on ``host``:``port`` (0 = any free port; the listener reports the real one).
 
         ``host`` may resolve to several addresses (``"localhost"``, ``""`` for all
         interfaces): all are bound, with port 0 on one common free port. Plain TCP is served
-        by the hub's own socket transport (:mod:`enos_lab.hub._tcp`); TLS, and event loops
-        without ``add_reader``, by ``loop.create_server``.
+        by the hub's own socket transport (:mod:`enos_lab.hub._tcp`; event loops without
+        ``add_reader`` use ``loop.create_server``).
+
+        With ``ssl`` the listener speaks TLS (:mod:`enos_lab.hub._tls`): ``ssl`` is a server
+        ``SSLContext``, or a callable that returns the context for each new connection (so that
+        a reissued CRL or certificate applies from the next handshake on). A handshake must
+        complete within ``config.connect_timeout`` seconds (real time); at most
+        ``config.max_tls_handshakes`` run at once. A failed handshake closes the connection
+        and is told to the listeners as :class:`~enos_lab.hub.HandshakeFailed`. The
+        certificate a client presented reaches the authenticator
+        (:attr:`ConnectRequest.certificate <enos_lab.hub.ConnectRequest.certificate>`).
         """
         self._check_running()
         factory = self._new_connection
-        server: TcpServer | asyncio.Server | None = None
-        if ssl is None:
+        server: TcpServer | TlsServer | asyncio.Server | None = None
+        if ssl is not None:
+            server = await TlsServer.start(
+                factory,
+                host,
+                port,
+                ssl,
+                self.config.connect_timeout,
+                self.config.max_tls_handshakes,
+                self._handshake_failed,
+            )
+        else:
             try:
                 server = await TcpServer.start(factory, host, port)
             except NotImplementedError:  # e.g. the proactor loop on Windows
-                server = None
-        if server is None:
-            server = await self._loop.create_server(
-                factory, host, port, ssl=ssl, reuse_address=True
-            )
+                server = await self._loop.create_server(factory, host, port, reuse_address=True)
         sockname = server.sockets[0].getsockname()
         listener = Listener(server, host, int(sockname[1]), ssl is not None, self._drop_listener)
         self._listeners.append(listener)
         log.info("hub listening on %s", listener.url)
         return listener
+
+    def _handshake_failed(self, peer: str, reason: str) -> None:
+        self._sessions.emit(HandshakeFailed(peer, reason))
 
     def _drop_listener(self, listener: Listener) -> None:
         with contextlib.suppress(ValueError):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from enos_lab.hub._tcp import TcpServer
+    from enos_lab.hub._tls import TlsServer
 
 __all__ = ["Listener", "MemoryConnection"]
 
@@ -31,7 +32,7 @@ class Listener:
 
     def __init__(
         self,
-        server: asyncio.Server | TcpServer,
+        server: asyncio.Server | TcpServer | TlsServer,
         host: str,
         port: int,
         tls: bool,

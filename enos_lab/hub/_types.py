@@ -29,6 +29,7 @@ __all__ = [
     "ConnectRequest",
     "Decision",
     "DisconnectReason",
+    "HandshakeFailed",
     "HubEvent",
     "Message",
     "MessageHandler",
@@ -114,7 +115,12 @@ class ClientInfo:
 
 @dataclass(frozen=True, slots=True)
 class ConnectRequest:
-    """What an authenticator sees of a CONNECT (``tls`` is True on an encrypted listener)."""
+    """What an authenticator sees of a CONNECT.
+
+    ``tls`` is True on an encrypted listener; ``certificate`` is then the client's certificate
+    (DER) if it presented one, already verified by the TLS handshake against the listener's
+    trusted CAs (and CRL, if the context has one), ``None`` otherwise.
+    """
 
     client_id: str
     username: str | None
@@ -123,6 +129,7 @@ class ConnectRequest:
     peer: str
     tls: bool
     properties: Properties = NO_PROPERTIES
+    certificate: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,5 +236,15 @@ class ClientDisconnected:
     will_published: bool
 
 
-HubEvent: TypeAlias = ClientConnected | ClientDisconnected
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed:
+    """A connection to a TLS listener ended before its handshake completed, or was refused one
+    (too many handshakes in progress); ``peer`` is its address (``host:port``), ``reason``
+    says why in words (``"client certificate refused: certificate revoked"``)."""
+
+    peer: str
+    reason: str
+
+
+HubEvent: TypeAlias = ClientConnected | ClientDisconnected | HandshakeFailed
 """Any lifecycle event of the hub."""

@@ -47,7 +47,7 @@ from ..clock import Clock, SystemClock
 from ..enos import Reply, TopicKind
 from ..hub import AuthResult, ClientInfo, ConnectRequest, Decision, Hub
 from ..model import ModelCatalog
-from ..registry import Device, LoginThrottle, Product, Registry
+from ..registry import CertificateChecker, Device, LoginThrottle, Product, Registry
 from ..store import TimeSeriesStore
 from ..tap import Tap
 from ._acl import Acl
@@ -122,7 +122,11 @@ class IotHub:
     when constructing the hub. Attributes: ``registry``, ``models``, ``store`` and ``config`` as
     given (a new ``config`` applies to every part; the login throttle and log keep the sizes
     they were made with); ``ota`` is the replaceable OTA handler (default :class:`MemoryOta`);
-    ``tap`` the device-data tap the services report to (given, or one of its own).
+    ``tap`` the device-data tap the services report to (given, or one of its own);
+    ``certificates`` checks the client certificates of logins over TLS (the lab's
+    :class:`~enos_lab.ca.CertificateAuthority`; ``None``: a login presenting one is refused,
+    and so is every login of a product that requires one). Failed TLS handshakes go into the
+    login log.
 
     Presence reasons written to the registry: connected, disconnected, kicked, keep-alive
     timeout, taken over, gateway offline, logged out, disabled, deleted, hub restarted (written
@@ -138,6 +142,7 @@ class IotHub:
         clock: Clock | None = None,
         config: IotHubConfig = IotHubConfig(),  # noqa: B008 - frozen
         tap: Tap | None = None,
+        certificates: CertificateChecker | None = None,
     ) -> None:
         self.registry = registry
         self.models = models
@@ -151,7 +156,7 @@ class IotHub:
         sessions = self._sessions = Sessions(
             registry, models, config, ids, self._tasks, clock=clock, emit=emit
         )
-        self._logins = Logins(registry, config, clock)
+        self._logins = Logins(registry, config, clock, certificates)
         self._ota = Ota(emit)
         self._commands = Commands(
             registry, sessions, self._codecs, ids, config, clock=clock, emit=emit
@@ -230,6 +235,7 @@ class IotHub:
             part.hub = hub
         hub.add_handler(self._requests.on_message)
         hub.add_listener(self._sessions.on_event)
+        hub.add_listener(self._logins.on_event)
         # no session survives a restart: close what a hub that crashed left "online"
         self._emit.presence_closed(self.registry, "hub restarted")
 
@@ -321,6 +327,15 @@ class IotHub:
         return self._logins.unblock(product_key, device_key, source)
 
     # -- presence --------------------------------------------------------------------------
+
+    def certificate_revoked(self, serial_number: str) -> int:
+        """Close the connections that logged in with the client certificate ``serial_number``
+        (hexadecimal; call it once the certificate is revoked, so that the reconnection meets
+        the new CRL). Returns how many were closed; their presence reason is
+        ``certificate revoked``."""
+        return self._sessions.drop_certificate(
+            serial_number.lower().removeprefix("0x"), "certificate revoked"
+        )
 
     def is_online(self, product_key: str, device_key: str) -> bool:
         """Whether the device has a live connection or is logged in through an online gateway."""

@@ -34,8 +34,15 @@ import pandas as pd
 
 from ..clock import Clock, to_epoch_ms
 from ..errors import InvalidArgument
-from ..hub import AuthResult, ConnectRequest, Hub
-from ..registry import AuthDecision, LoginBlock, LoginThrottle, Registry, authenticate
+from ..hub import AuthResult, ConnectRequest, HandshakeFailed, Hub, HubEvent
+from ..registry import (
+    AuthDecision,
+    CertificateChecker,
+    LoginBlock,
+    LoginThrottle,
+    Registry,
+    authenticate,
+)
 from ._config import IotHubConfig
 from ._sessions import Conn
 
@@ -181,13 +188,21 @@ class Logins:
 
     ``throttle`` and ``login_log`` are built from ``config`` (``max_login_failures``,
     ``login_failure_window``, ``login_block``, ``max_login_tracked``, ``login_log_size``);
-    ``hub`` is set by ``IotHub.attach``.
+    ``hub`` is set by ``IotHub.attach``; ``certificates`` checks the client certificates of
+    logins over TLS (``None``: none can be checked, so a login presenting one is refused).
     """
 
-    __slots__ = ("config", "hub", "login_log", "registry", "throttle")
+    __slots__ = ("certificates", "config", "hub", "login_log", "registry", "throttle")
 
-    def __init__(self, registry: Registry, config: IotHubConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        config: IotHubConfig,
+        clock: Clock,
+        certificates: CertificateChecker | None = None,
+    ) -> None:
         self.registry = registry
+        self.certificates = certificates
         self.config = config
         self.hub: Hub | None = None
         self.throttle = LoginThrottle(
@@ -214,7 +229,13 @@ class Logins:
             self._refused_while_blocked(request, source, block)
             return AuthResult(False, 0x87)
         decision = authenticate(
-            self.registry, request.client_id, request.username, request.password, tls=request.tls
+            self.registry,
+            request.client_id,
+            request.username,
+            request.password,
+            tls=request.tls,
+            certificate=request.certificate,
+            certificates=self.certificates,
         )
         result = self._decide(request, source, identity, decision)
         delay = self.config.python_sdk_connack_delay
@@ -245,6 +266,7 @@ class Logins:
             decision.integration,
             decision.activation,
             request.tls,
+            decision.certificate_serial,
         )
         # the records just read are current when the hub accepts the connection in this very
         # callback (no CONNACK delay); otherwise ClientConnected reads them again
@@ -311,6 +333,17 @@ class Logins:
             reason=reason,
             blocked_until_ms=to_epoch_ms(block.until_time),
         )
+
+    def on_event(self, event: HubEvent) -> None:
+        """The hub's event listener: a failed TLS handshake becomes a row of the login log,
+        without keys (no CONNECT was read); certificate refusals are logged at INFO, the rest
+        at DEBUG."""
+        if not isinstance(event, HandshakeFailed):
+            return
+        source = login_source(event.peer)
+        level = logging.INFO if "certificate" in event.reason else logging.DEBUG
+        log.log(level, "TLS handshake from %s failed: %s", source, event.reason)
+        self.login_log.record(source, "", None, None, reason=event.reason)
 
     def unblock(self, product_key: str, device_key: str, source: str | None = None) -> int:
         """Lift the login blocks of the device from ``source`` (``None``: every address) and

@@ -84,14 +84,23 @@ class Target:
 # shared empty containers of idle connections (replaced by a connection's own on first write)
 _NO_SUBS: dict[Keys, Target] = {}
 NO_CUSTOM: Custom = ()
-_IDENTITY_KEYS = ("product_key", "device_key", "secure_mode", "integration", "activation", "tls")
+_IDENTITY_KEYS = (
+    "product_key",
+    "device_key",
+    "secure_mode",
+    "integration",
+    "activation",
+    "tls",
+    "certificate",
+)
 
 
 class Conn(Target, Mapping[str, object]):
     """One authenticated connection (a device, a mode-3 activation session or a channel).
 
     Made by the login and handed to the hub as the login's ``ClientInfo.attributes``
-    (read-only mapping of product_key, device_key, secure_mode, integration, activation, tls),
+    (read-only mapping of product_key, device_key, secure_mode, integration, activation, tls,
+    certificate: the serial number of the client certificate it logged in with, or ``None``),
     so one small object per connection holds everything the services keep about it. A device
     connection is its own :class:`Target`.
     """
@@ -99,6 +108,7 @@ class Conn(Target, Mapping[str, object]):
     __slots__ = (
         "activation",
         "activation_done",
+        "certificate",
         "checked",
         "custom",
         "filters",
@@ -118,12 +128,14 @@ class Conn(Target, Mapping[str, object]):
         integration: bool,
         activation: bool,
         tls: bool,
+        certificate: str | None = None,
     ) -> None:
         super().__init__(product, keys, None)
         self.secure_mode = secure_mode
         self.integration = integration
         self.activation = activation
         self.tls = tls
+        self.certificate = certificate
         self.info: ClientInfo | None = None  # set when the hub accepted the connection
         # the registry records were read in the callback that accepts the connection
         self.checked = False
@@ -493,6 +505,18 @@ class Sessions:
     async def _disconnect(self, hub: Hub, key: SessionKey) -> None:
         if not await hub.disconnect_client(key, 0x87):
             self._kick_reasons.pop(key, None)  # already gone
+
+    def drop_certificate(self, serial_number: str, reason: str) -> int:
+        """Close every connection that logged in with the client certificate ``serial_number``
+        (hexadecimal); its presence row gets ``reason``. Returns how many were closed."""
+        keys = [
+            conn.key
+            for conn in self.conns.values()
+            if conn.certificate == serial_number and conn.info is not None
+        ]
+        for key in keys:
+            self.kick(key, reason)
+        return len(keys)
 
     def drop_device(self, keys: Keys, reason: str, *, record: bool = True) -> None:
         """Close the device's connection and forget its sessions in the hub (a disabled or

@@ -47,8 +47,8 @@ revoked and listed, the CA certificate and the CRL); :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
-from ._certificates import CA_DIR, CA_PASSPHRASE_PURPOSE, CERTIFICATE_COLUMNS
-from ._core import DEFAULT_PORT, plain_tcp_warning
+from ._certificates import CERTIFICATE_COLUMNS
+from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
 from ._simulation import LabFleet
@@ -58,6 +58,7 @@ __all__ = [
     "CA_PASSPHRASE_PURPOSE",
     "CERTIFICATE_COLUMNS",
     "DEFAULT_PORT",
+    "DEFAULT_TLS_PORT",
     "EDGE_COLUMNS",
     "EDGE_MODEL_ID",
     "EDGE_PRODUCT_KEY",

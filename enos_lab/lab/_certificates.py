@@ -2,37 +2,37 @@
 
 EnOS's Connection Service applies a certificate to a device (``applyCertificate``: by
 ``productKey`` + ``deviceKey`` or ``assetId``, with a ``csr``, a ``validDay`` that defaults to
-730 and an ``issueAuthority`` RSA or ECC), revokes one (``revokeCertificate``, by ``certSn``)
-and lists a device's certificates (``listCertificate``). :class:`Certificates` gives the same
-operations on the lab's own CA (:class:`~enos_lab.ca.CertificateAuthority`), created on first
-use in the data directory's ``ca/`` and kept there across restarts, its keys encrypted with a
-passphrase derived from the lab key (an older ``ca/ca.passphrase`` file is migrated and
-removed): :meth:`apply_certificate`, :meth:`revoke_certificate`, :meth:`certificates`,
-:meth:`ca_certificate` and :meth:`crl`.
+730 and an ``issueAuthority`` RSA or ECC), renews one before it expires (``renewCertificate``),
+revokes one (``revokeCertificate``, by ``certSn``) and lists a device's certificates
+(``listCertificate``). :class:`Certificates` gives the same operations on the lab's own CA
+(:class:`~enos_lab.ca.CertificateAuthority`, :attr:`~enos_lab.lab.Lab.ca`), created on first use
+in the data directory's ``ca/`` and kept there across restarts: :meth:`apply_certificate`,
+:meth:`renew_certificate`, :meth:`revoke_certificate`, :meth:`certificates`,
+:meth:`ca_certificate`, :meth:`crl` and :meth:`tls_context`.
+The CA's keys are encrypted with a passphrase derived from the lab key (an older
+``ca/ca.passphrase`` file is migrated and removed; see :attr:`~enos_lab.lab.Lab.ca`).
 
-The TLS listener that checks these certificates at every handshake comes in a later change;
-until then they can be issued, listed, revoked and verified, but devices still log in over
-plain TCP.
+A lab started with ``tls_port=`` serves MQTT over TLS (EnOS's 18883) with a server certificate
+from the same CA: devices verify it with :meth:`ca_certificate` (or
+:meth:`tls_context`, which builds their client context), and present the certificate issued
+here for mutual TLS. Products created with ``certificate_required=True`` log in only that way,
+with their own certificate. Revoking a certificate reissues the CRL, which the next handshake
+checks, and closes the connections that logged in with it.
 """
 
 from __future__ import annotations
 
-import threading
+import ssl
 from pathlib import Path
 
 import pandas as pd
 
-from ..ca import DEFAULT_VALID_DAYS, CertificateAuthority, IssuedCertificate, KeyType
+from ..ca import DEFAULT_VALID_DAYS, IssuedCertificate, KeyType, client_context
 from ..errors import NotFound
-from ._core import LabCore, coroutine_form_of
+from ._core import LabCore, coroutine_form_of, plain_call
 
-__all__ = ["CA_DIR", "CA_PASSPHRASE_PURPOSE", "CERTIFICATE_COLUMNS", "Certificates"]
+__all__ = ["CERTIFICATE_COLUMNS", "Certificates"]
 
-CA_DIR = Path("ca")
-"""The CA directory, relative to the data directory (0700)."""
-CA_PASSPHRASE_PURPOSE = "enos_lab ca passphrase"
-"""The purpose label of the CA's key-encryption passphrase, derived from the lab key
-(:meth:`enos_lab.vault.LabKey.passphrase`)."""
 CERTIFICATE_COLUMNS = (
     "serial_number",
     "product_key",
@@ -53,29 +53,9 @@ CERTIFICATE_COLUMNS = (
 (``revoked_at`` NaT unless revoked), ``revocation_reason`` (RFC 5280 reason name or None) and
 the ``certificate`` itself (PEM)."""
 
-_CA_LOCK = threading.Lock()  # creating a lab's CA is rare: one lock for every lab
-
 
 class Certificates(LabCore):
     """Device certificates and the lab's CA (mixed into :class:`~enos_lab.lab.Lab`)."""
-
-    _ca_cache: tuple[Path, str, CertificateAuthority] | None = None
-
-    @property
-    def ca(self) -> CertificateAuthority:
-        """The lab's certificate authority (:class:`~enos_lab.ca.CertificateAuthority`),
-        created on first use in the data directory's ``ca/`` and loaded from there after a
-        restart, its keys encrypted under the lab key. Thread-safe, synchronous."""
-        directory = self.data_dir / CA_DIR
-        key = self._running_key()
-        with _CA_LOCK:
-            cached = self._ca_cache
-            if cached is None or cached[:2] != (directory, key.fingerprint):
-                passphrase = key.passphrase(CA_PASSPHRASE_PURPOSE)
-                ca = CertificateAuthority(directory, clock=self._clock, passphrase=passphrase)
-                cached = (directory, key.fingerprint, ca)
-                self._ca_cache = cached
-        return cached[2]
 
     def apply_certificate(
         self,
@@ -112,6 +92,46 @@ class Certificates(LabCore):
 
     aapply_certificate = coroutine_form_of(apply_certificate)
 
+    def renew_certificate(
+        self,
+        product_key: str,
+        device_key: str,
+        serial_number: str,
+        *,
+        csr: str | bytes | None = None,
+        valid_days: int = DEFAULT_VALID_DAYS,
+        revoke_old: bool = False,
+    ) -> IssuedCertificate:
+        """Renew a device's certificate before it expires (EnOS ``renewCertificate``,
+        ``certSn``): a new certificate for the same public key (the device keeps its private
+        key; the result's ``private_key`` is ``None``) or, with ``csr``, for the request's key.
+        Valid ``valid_days`` [d] from now. The old certificate stays valid until it expires,
+        so that the device can switch at its next connection; ``revoke_old=True`` revokes it
+        at once (reason ``superseded``; its connections are closed).
+
+        Raises :class:`~enos_lab.errors.NotFound` for a serial number that is not one of the
+        device's and :class:`~enos_lab.errors.InvalidArgument` for a revoked or expired one
+        (apply for a new certificate instead) or a bad CSR.
+        """
+        serial = self._own_certificate(product_key, device_key, serial_number)
+        renewed = self.ca.renew(serial, csr=csr, valid_days=valid_days)
+        if revoke_old:
+            self.revoke_certificate(product_key, device_key, serial, reason="superseded")
+        return renewed
+
+    def _own_certificate(self, product_key: str, device_key: str, serial_number: str) -> str:
+        """The serial number of the device's certificate ``serial_number`` (normalised), or
+        :class:`~enos_lab.errors.NotFound`."""
+        record = self.ca.record(serial_number)
+        if record is None or (record.product_key, record.device_key) != (
+            product_key,
+            device_key,
+        ):
+            raise NotFound(f"device {product_key}/{device_key} has no certificate {serial_number}")
+        return record.serial_number
+
+    arenew_certificate = coroutine_form_of(renew_certificate)
+
     def revoke_certificate(
         self,
         product_key: str,
@@ -121,7 +141,9 @@ class Certificates(LabCore):
         reason: str | int = "unspecified",
     ) -> list[str]:
         """Revoke a device's certificate (EnOS ``revokeCertificate``, ``certSn``) or, without
-        ``serial_number``, every unrevoked one of the device; the CRL is reissued. ``reason``
+        ``serial_number``, every unrevoked one of the device; the CRL is reissued, the TLS
+        listener refuses the certificate from the next handshake on and the connections that
+        logged in with it are closed (presence reason ``certificate revoked``). ``reason``
         is an RFC 5280 reason name (``unspecified``, ``key_compromise``, ``superseded``,
         ``cessation_of_operation``, ...). Returns the serial numbers revoked.
 
@@ -130,15 +152,7 @@ class Certificates(LabCore):
         """
         ca = self.ca
         if serial_number is not None:
-            record = ca.record(serial_number)
-            if record is None or (record.product_key, record.device_key) != (
-                product_key,
-                device_key,
-            ):
-                raise NotFound(
-                    f"device {product_key}/{device_key} has no certificate {serial_number}"
-                )
-            serials = [record.serial_number]
+            serials = [self._own_certificate(product_key, device_key, serial_number)]
         else:
             serials = [
                 record.serial_number
@@ -151,6 +165,10 @@ class Certificates(LabCore):
                 )
         for serial in serials:
             ca.revoke(serial, reason)
+        iothub = None if self._services is None else self._services.iothub
+        if iothub is not None:
+            for serial in serials:
+                self.run(plain_call(iothub.certificate_revoked, serial))
         return serials
 
     arevoke_certificate = coroutine_form_of(revoke_certificate)
@@ -196,6 +214,22 @@ class Certificates(LabCore):
         return self.ca.certificate_pem()
 
     aca_certificate = coroutine_form_of(ca_certificate)
+
+    def tls_context(
+        self,
+        certificate: IssuedCertificate | tuple[str | Path, str | Path] | None = None,
+    ) -> ssl.SSLContext:
+        """A device's client ``SSLContext`` for the lab's TLS listener: it trusts the lab's CA,
+        checks the host name (use ``lab.host``) and, for mutual TLS, presents ``certificate``
+        (as :meth:`apply_certificate` returned it, with its private key, or as
+        ``(certificate_chain_file, key_file)``). Give it to a device SDK
+        (``DeviceClient(..., ssl=)``, gmqtt's ``connect(..., ssl=)``, paho's
+        ``tls_set_context``); the official SDK takes the files instead (see
+        :meth:`ca_certificate` and :meth:`IssuedCertificate.save
+        <enos_lab.ca.IssuedCertificate.save>`)."""
+        return client_context(self.ca.ca_certificate_path, certificate)
+
+    atls_context = coroutine_form_of(tls_context)
 
     def crl(self) -> str:
         """The lab CA's certificate revocation list (PEM), current on the lab's clock."""

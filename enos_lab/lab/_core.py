@@ -22,7 +22,8 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .._files import private_dir, report_open_dir
 from .._loop import LoopThread
-from .._services import Services
+from .._services import Services, TlsListener
+from ..ca import CertificateAuthority, ServerContexts
 from ..clock import Clock, SystemClock
 from ..errors import ClosedError, InvalidArgument
 from ..hub import Hub, HubConfig, Listener
@@ -34,8 +35,11 @@ from ..tap import DEFAULT_MAXSIZE, Tap, TapSubscription
 from ..vault import KEY_FILE, LabKey
 
 __all__ = [
+    "CA_DIR",
+    "CA_PASSPHRASE_PURPOSE",
     "DEFAULT_CONNACK_DELAY",
     "DEFAULT_PORT",
+    "DEFAULT_TLS_PORT",
     "LabCore",
     "coroutine_form_of",
     "plain_call",
@@ -46,6 +50,17 @@ log = logging.getLogger("enos_lab.lab")
 
 DEFAULT_PORT = 11883
 """The conventional EnOS MQTT port (plain TCP). [-]"""
+
+DEFAULT_TLS_PORT = 18883
+"""The conventional EnOS MQTT port over TLS (certificate two-way authentication). [-]"""
+
+CA_DIR = Path("ca")
+"""The CA directory, relative to the data directory (0700)."""
+CA_PASSPHRASE_PURPOSE = "enos_lab ca passphrase"
+"""The purpose label of the CA's key-encryption passphrase, derived from the lab key
+(:meth:`enos_lab.vault.LabKey.passphrase`)."""
+
+_CA_LOCK = threading.Lock()  # creating a lab's CA is rare: one lock for every lab
 
 DEFAULT_CONNACK_DELAY = 0.0
 """Delay before every CONNACK (``HubConfig.connack_delay``) of the lab's hub: none. The official
@@ -111,7 +126,9 @@ class LabCore:
         data_dir: str | Path | None = None,
         *,
         host: str = "127.0.0.1",
-        port: int = DEFAULT_PORT,
+        port: int | None = DEFAULT_PORT,
+        tls_port: int | None = None,
+        tls_hosts: Iterable[str] = (),
         anonymous: bool = False,
         hub_config: HubConfig | None = None,
         clock: Clock | None = None,
@@ -120,13 +137,21 @@ class LabCore:
         store_config: StoreConfig | None = None,
         key_file: str | Path | None = None,
     ) -> None:
-        if not 0 <= port <= 65535:
-            raise InvalidArgument(f"port must be in 0..65535, got {port!r}")
+        for name, value in (("port", port), ("tls_port", tls_port)):
+            if value is not None and not 0 <= value <= 65535:
+                raise InvalidArgument(f"{name} must be in 0..65535 or None, got {value!r}")
+        if port is None and tls_port is None:
+            raise InvalidArgument("port and tls_port are both None: the lab needs a listener")
+        if isinstance(tls_hosts, str):
+            raise InvalidArgument(f"tls_hosts must be a list of host names, got {tls_hosts!r}")
         self._requested_dir = Path(data_dir) if data_dir is not None else None
         self._key_file = Path(key_file) if key_file is not None else None
         self._lab_key: LabKey | None = None  # loaded by start()
         self._host = host
         self._requested_port = port
+        self._requested_tls_port = tls_port
+        self._tls_hosts = tuple(tls_hosts)
+        self._ca_cache: tuple[Path, str, CertificateAuthority] | None = None
         if hub_config is None:
             base = HubConfig(
                 anonymous=anonymous, connack_delay=0.0 if anonymous else DEFAULT_CONNACK_DELAY
@@ -161,6 +186,10 @@ class LabCore:
             try:
                 self._prepare_data_dir()
                 self._lab_key = LabKey.load(self.key_file)
+                tls = None
+                if self._requested_tls_port is not None:
+                    hosts = (*self._tls_hosts, self._host)
+                    tls = TlsListener(self._requested_tls_port, ServerContexts(self.ca, hosts))
                 self._services = loop_thread.call(
                     Services.start(
                         self.data_dir,
@@ -172,6 +201,7 @@ class LabCore:
                         self._clock,
                         self._rng,
                         tap=self._tap,
+                        tls=tls,
                         key=self._lab_key,
                     )
                 )
@@ -185,7 +215,7 @@ class LabCore:
                 "authentication and may publish or subscribe to any topic",
                 self.url,
             )
-        exposed = plain_tcp_warning(self._host)
+        exposed = None if self._requested_port is None else plain_tcp_warning(self._host)
         if exposed is not None:
             log.warning("%s", exposed)
         return self
@@ -346,18 +376,55 @@ class LabCore:
 
     @property
     def host(self) -> str:
-        """Address the MQTT listener is bound to."""
-        return self._running_listener().host
+        """Address the MQTT listeners are bound to."""
+        self._running()
+        return self._host
 
     @property
     def port(self) -> int:
-        """TCP port of the MQTT listener (the real one when 0 was asked for)."""
-        return self._running_listener().port
+        """TCP port of the plain MQTT listener (the real one when 0 was asked for).
+
+        Raises :class:`~enos_lab.errors.InvalidArgument` when the lab has no plain listener
+        (``port=None``: see :attr:`tls_port`)."""
+        return self._plain_listener().port
 
     @property
     def url(self) -> str:
-        """``mqtt://host:port`` of the MQTT listener."""
-        return self._running_listener().url
+        """``mqtt://host:port`` of the plain MQTT listener (see :attr:`port`)."""
+        return self._plain_listener().url
+
+    @property
+    def tls_port(self) -> int:
+        """TCP port of the TLS listener (the real one when 0 was asked for).
+
+        Raises :class:`~enos_lab.errors.InvalidArgument` when the lab has no TLS listener
+        (``tls_port=None``, the default)."""
+        return self._tls_listener().port
+
+    @property
+    def tls_url(self) -> str:
+        """``mqtts://host:port`` of the TLS listener (see :attr:`tls_port`)."""
+        return self._tls_listener().url
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        """The lab's certificate authority (:class:`~enos_lab.ca.CertificateAuthority`),
+        created on first use in the data directory's ``ca/`` and loaded from there after a
+        restart: it issues device certificates and the TLS listener's. Its keys are encrypted
+        with a passphrase derived from the lab key (an older ``ca/ca.passphrase`` file is
+        migrated and removed). Thread-safe, synchronous."""
+        directory = self.data_dir / CA_DIR
+        key = self._lab_key
+        if key is None:  # loaded by start() before anything asks for the CA
+            raise ClosedError("the lab is not running: call start() first")
+        with _CA_LOCK:
+            cached = self._ca_cache
+            if cached is None or cached[:2] != (directory, key.fingerprint):
+                passphrase = key.passphrase(CA_PASSPHRASE_PURPOSE)
+                ca = CertificateAuthority(directory, clock=self._clock, passphrase=passphrase)
+                cached = (directory, key.fingerprint, ca)
+                self._ca_cache = cached
+        return cached[2]
 
     @property
     def key_file(self) -> Path:
@@ -435,19 +502,28 @@ class LabCore:
         self._data_dir = None
         self._temporary_dir = False
 
-    def _running_key(self) -> LabKey:
-        self._running()
-        key = self._lab_key
-        assert key is not None  # set for as long as the lab runs
-        return key
-
-    def _running_listener(self) -> Listener:
+    def _plain_listener(self) -> Listener:
         listener = self._running().listener
-        assert listener is not None  # set for as long as the lab runs
+        if listener is None:
+            raise InvalidArgument(
+                "this lab has no plain TCP listener (port=None): use lab.tls_port / lab.tls_url"
+            )
+        return listener
+
+    def _tls_listener(self) -> Listener:
+        listener = self._running().tls_listener
+        if listener is None:
+            raise InvalidArgument(
+                "this lab has no TLS listener: create it with tls_port= (DEFAULT_TLS_PORT, "
+                "18883 as EnOS, or 0 for any free port)"
+            )
         return listener
 
     def __repr__(self) -> str:
-        state = f"url={self.url!r}" if self._services is not None else "stopped"
+        services = self._services
+        urls = [] if services is None else [services.listener, services.tls_listener]
+        shown = " ".join(repr(listener.url) for listener in urls if listener is not None)
+        state = f"url={shown}" if services is not None else "stopped"
         mode = " anonymous" if self._config.anonymous else ""
         return f"<Lab{mode} {state}>"
 

@@ -22,8 +22,20 @@ class Lab(Provisioning, Operations, Edges, Simulation, Certificates):
     host:
         Address the MQTT listener binds. Loopback by default.
     port:
-        TCP port of the MQTT listener; ``0`` picks a free one (read it back from :attr:`port`).
+        TCP port of the plain MQTT listener; ``0`` picks a free one (read it back from
+        :attr:`port`); ``None`` switches plain TCP off (then a ``tls_port`` is needed).
         Defaults to the conventional EnOS port 11883.
+    tls_port:
+        TCP port of the MQTT listener over TLS (``DEFAULT_TLS_PORT``, EnOS's 18883, or ``0``
+        for a free one: read it back from :attr:`tls_port`); ``None`` (the default): no TLS
+        listener. Its server certificate comes from the lab's CA (:attr:`ca`, created in the
+        data directory on first use); devices verify it with :meth:`ca_certificate` or
+        :meth:`tls_context`, and may present a device certificate the lab issued
+        (:meth:`apply_certificate`) for mutual TLS, which products created with
+        ``certificate_required=True`` must. TLS 1.2 and 1.3 only.
+    tls_hosts:
+        Host names or addresses the server certificate names besides localhost, 127.0.0.1,
+        ::1 and ``host`` (those devices on other machines use to reach the lab).
     anonymous:
         ``True`` turns the hub into a plain MQTT broker that accepts every client without
         authentication and has no IoT hub services (the registry is still available). Insecure:

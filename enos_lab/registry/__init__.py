@@ -7,6 +7,7 @@ lab call it. See :class:`Registry`, :func:`authenticate` (logins) and
 
 from ._auth import (
     AuthDecision,
+    CertificateChecker,
     LoginBlock,
     LoginThrottle,
     SubDeviceDecision,
@@ -19,6 +20,7 @@ from ._registry import BulkResult, Registry
 __all__ = [
     "AuthDecision",
     "BulkResult",
+    "CertificateChecker",
     "DataFormat",
     "Device",
     "DeviceState",

@@ -8,6 +8,14 @@ certificate-only products, dynamic activation only for registered inactive devic
 is CONNACK 5 except a username that cannot be parsed (CONNACK 4). The decision is a value; nothing
 here raises for a refused login.
 
+Certificates (protocol reference 2.6): a product flagged ``certificate_required`` is refused on a
+plain listener (EnOS 746) and, on a TLS listener, without a client certificate. A client that
+presents one (required or not) must present its own: the checker (the lab's
+:class:`~enos_lab.ca.CertificateAuthority`) decides whether it is this CA's, unrevoked, within
+its validity on the lab's clock and bound to the product key and device key of the login; any
+other answer refuses the login with the checker's reason. These checks come before the
+signature: a stolen secret without the device's certificate and key gets nowhere.
+
 :func:`authenticate_sub_device` decides the signature a gateway sends for a sub-device
 (``combine.login``, ``combine.login.batch`` and ``topo.add``, sections 8.2 and 8.3): the secure
 mode and sign method named in the request, the secret they pick and the signature, as an
@@ -24,7 +32,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
+from ..ca import CertificateCheck, CertificateStatus
 from ..clock import Clock, SystemClock
 from ..enos import (
     INTEGRATION_DEVICE_KEY,
@@ -43,6 +53,7 @@ from ._registry import Registry
 
 __all__ = [
     "AuthDecision",
+    "CertificateChecker",
     "LoginBlock",
     "LoginThrottle",
     "SubDeviceDecision",
@@ -55,6 +66,22 @@ BAD_USERNAME_OR_PASSWORD = 4  # MQTT 3.1.1 CONNACK return code
 NOT_AUTHORIZED = 5
 
 
+class CertificateChecker(Protocol):
+    """Decides whether a client certificate identifies a device (the lab's
+    :class:`~enos_lab.ca.CertificateAuthority` is one)."""
+
+    def check(
+        self,
+        certificate: bytes,
+        *,
+        product_key: str | None = None,
+        device_key: str | None = None,
+    ) -> CertificateCheck:
+        """The certificate's status for the device named (see
+        :meth:`enos_lab.ca.CertificateAuthority.check`)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuthDecision:
     """The outcome of one EnOS login.
@@ -62,7 +89,8 @@ class AuthDecision:
     ``return_code`` is the MQTT 3.1.1 CONNACK return code (0 accepted, 4 unparseable username,
     5 everything else); ``reason`` says why in words for logs. ``activation`` is set for an
     accepted secure-mode-3 login (the hub must push ``activate/info``); ``integration`` for a
-    message-integration channel (secure mode 4, no device).
+    message-integration channel (secure mode 4, no device). ``certificate_serial`` is the
+    serial number (hexadecimal) of the client certificate an accepted login presented.
     """
 
     return_code: int
@@ -73,6 +101,7 @@ class AuthDecision:
     integration: bool = False
     registry: Registry | None = field(default=None, repr=False, compare=False)
     """The registry the decision was made against."""
+    certificate_serial: str | None = None
 
     @property
     def accepted(self) -> bool:
@@ -103,8 +132,15 @@ def authenticate(
     password: bytes | str | None,
     *,
     tls: bool = False,
+    certificate: bytes | None = None,
+    certificates: CertificateChecker | None = None,
 ) -> AuthDecision:
-    """Decide one EnOS login against ``registry`` (see the module docstring)."""
+    """Decide one EnOS login against ``registry`` (see the module docstring).
+
+    ``tls``: the login came over TLS; ``certificate``: the client certificate it presented
+    (DER), checked by ``certificates`` (without a checker a certificate cannot be checked and
+    the login is refused).
+    """
     try:
         login = parse_login(client_id, username)
     except BadLogin as exc:
@@ -126,6 +162,12 @@ def authenticate(
         return _refuse(f"product {login.product_key!r} does not exist", login)
     if product.certificate_required and not tls:
         return _refuse(f"product {product.product_key!r} requires TLS (EnOS 746)", login)
+    serial: str | None = None
+    if certificate is not None or product.certificate_required:
+        checked = _check_certificate(login, product, certificate, certificates)
+        if isinstance(checked, AuthDecision):
+            return checked
+        serial = checked
 
     if login.secure_mode is SecureMode.INTEGRATION:
         if login.device_key != INTEGRATION_DEVICE_KEY:
@@ -133,7 +175,13 @@ def authenticate(
         if not verify_sign(login.sign_params, product.product_secret, login.sign_method, password):
             return _refuse("signature does not match the product secret", login)
         return AuthDecision(
-            ACCEPTED, "integration channel", login, product, integration=True, registry=registry
+            ACCEPTED,
+            "integration channel",
+            login,
+            product,
+            integration=True,
+            registry=registry,
+            certificate_serial=serial,
         )
 
     if device is None:
@@ -157,12 +205,51 @@ def authenticate(
         if not verify_sign(login.sign_params, product.product_secret, login.sign_method, password):
             return _refuse("signature does not match the product secret", login)
         return AuthDecision(
-            ACCEPTED, "dynamic activation", login, product, activation=True, registry=registry
+            ACCEPTED,
+            "dynamic activation",
+            login,
+            product,
+            activation=True,
+            registry=registry,
+            certificate_serial=serial,
         )
 
     if not verify_sign(login.sign_params, device.device_secret, login.sign_method, password):
         return _refuse("signature does not match the device secret", login)
-    return AuthDecision(ACCEPTED, "device secret", login, product, registry=registry)
+    return AuthDecision(
+        ACCEPTED, "device secret", login, product, registry=registry, certificate_serial=serial
+    )
+
+
+def _check_certificate(
+    login: LoginRequest,
+    product: Product,
+    certificate: bytes | None,
+    certificates: CertificateChecker | None,
+) -> str | AuthDecision:
+    """The serial number of the login's certificate, or the refusal (see the module
+    docstring)."""
+    if certificate is None:
+        return _refuse(
+            f"product {product.product_key!r} requires a device certificate: connect with "
+            "mutual TLS, presenting the certificate the lab issued to the device",
+            login,
+        )
+    if certificates is None:
+        return _refuse(
+            "a client certificate was presented, but the hub has no CA to check it", login
+        )
+    # an integration channel ("%channel%") speaks for the product: any of its devices' will do
+    integration = login.secure_mode is SecureMode.INTEGRATION
+    check = certificates.check(
+        certificate,
+        product_key=login.product_key,
+        device_key=None if integration else login.device_key,
+    )
+    if check.status is not CertificateStatus.VALID:
+        return _refuse(f"client certificate refused: {check.reason}", login)
+    assert check.serial_number is not None
+    return check.serial_number
 
 
 def _disabled(registry: Registry, product_key: str, device_key: str) -> str:
