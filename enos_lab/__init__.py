@@ -42,6 +42,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``RequestFailed``: the hub answered a device's request with a code other than 200.
 - ``RequestTimeout``: no reply to a device's request in time (also a ``TimeoutError``).
 - ``RuleError``: a rule, alert or stream definition is invalid or failed.
+- ``SecretsError``: the lab key or a sealed secret cannot be used (wrong key file, altered value).
 - ``SimulatedClock``: a clock that moves only when told to (deterministic runs).
 - ``StoreConfig``: settings of the time-series store (``Lab(store_config=...)``).
 - ``StoreError``: a fault in the time-series store.
@@ -55,8 +56,8 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``errors``: the exception tree, every class.
 
 The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
-``.mqtt``, ``.enos``, ``.tap``, ``.device``, ``.sim``, ``.edge``, ``.scenarios``, ``.ca``) hold
-the rest.
+``.mqtt``, ``.enos``, ``.tap``, ``.device``, ``.sim``, ``.edge``, ``.scenarios``, ``.ca``,
+``.vault``) hold the rest.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ from .errors import (
     RequestFailed,
     RequestTimeout,
     RuleError,
+    SecretsError,
     StoreError,
     ValidationError,
 )
@@ -144,6 +146,7 @@ __all__ = [
     "RequestFailed",
     "RequestTimeout",
     "RuleError",
+    "SecretsError",
     "SimulatedClock",
     "StoreConfig",
     "StoreError",

@@ -1,7 +1,8 @@
 """Files and directories private to the lab's user: directories 0700, files 0600.
 
-The data directory holds device secrets and every device's data, so nothing in it may be
-readable by other users of the machine, whatever the process umask (commonly 0022, which gives
+The data directory holds the lab key (unless ``Lab(key_file=...)`` keeps it elsewhere), the
+secrets sealed under it and every device's data, so nothing in it may be readable by other
+users of the machine, whatever the process umask (commonly 0022, which gives
 0755 directories and 0644 files). The umask itself is never changed: it is process-wide, and
 changing it for a moment races with every other thread that creates files.
 

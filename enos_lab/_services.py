@@ -40,6 +40,7 @@ from .model import ModelCatalog, load_library, model_from_json
 from .registry import Registry
 from .store import StoreConfig, TimeSeriesStore
 from .tap import Tap
+from .vault import LabKey
 
 __all__ = ["REGISTRY_FILE", "Services", "TlsListener"]
 
@@ -85,14 +86,16 @@ class Services:
         *,
         tap: Tap | None = None,
         tls: TlsListener | None = None,
+        key: LabKey | None = None,
     ) -> Services:
         """Build and start every part in ``data_dir``, the plain listener on ``host``:``port``
         (none for ``None``) and the TLS listener ``tls`` on ``host``; the IoT hub services
-        report to ``tap`` (the lab's device-data tap)."""
+        report to ``tap`` (the lab's device-data tap); the registry's secrets are sealed under
+        ``key`` (default: ``lab.key`` beside the registry)."""
         self = cls()
         try:
             self.registry = registry = await asyncio.to_thread(
-                Registry, data_dir / REGISTRY_FILE, clock=clock, rng=rng
+                Registry, data_dir / REGISTRY_FILE, clock=clock, rng=rng, key=key
             )
             # The registry says which devices queries may name, unless the hub is anonymous
             # (its devices need no registration): see enos_lab.store.DeviceDirectory.

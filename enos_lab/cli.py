@@ -1,11 +1,14 @@
 """The ``enos-lab`` command.
 
 ``enos-lab serve [--host H] [--port P] [--tls-port T [--tls-host N ...] [--no-plain]]
-[--data-dir D] [--anonymous]`` runs the hub until Ctrl-C or SIGTERM. It prints a line
+[--data-dir D] [--key-file K] [--anonymous]`` runs the hub until Ctrl-C or SIGTERM. It prints a line
 ``enos-lab hub listening on mqtt://H:P`` (and ``... on mqtts://H:T`` for the TLS listener) once
 the listeners accept connections (scripts may wait for those lines; with port 0 they carry the
 real port). With ``--tls-port`` the TLS listener's server certificate comes from the lab's CA in
-the data directory (``ca/ca.crt`` is the CA file devices verify it with).
+the data directory (``ca/ca.crt`` is the CA file devices verify it with). ``--key-file`` keeps
+the lab key (which seals the registry's secrets and the CA's keys) outside the data directory
+(``Lab(key_file=...)``); a key file that cannot be used, or is not the data's key, ends the
+command with status 1 and the reason on stderr.
 
 ``enos-lab tutorials [--dir D] [--print-command] [JUPYTERLAB OPTIONS]`` opens the tutorial
 notebooks in JupyterLab (the ``notebooks`` extra installs it). Which folder it opens:
@@ -43,7 +46,7 @@ from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 
-from .errors import NotFound
+from .errors import NotFound, SecretsError
 from .lab import DEFAULT_PORT, DEFAULT_TLS_PORT, Lab
 
 __all__ = [
@@ -198,6 +201,11 @@ def _parser() -> argparse.ArgumentParser:
         "--data-dir", default=None, help="directory to keep data in (default: temporary)"
     )
     serve.add_argument(
+        "--key-file",
+        default=None,
+        help="the lab key file that seals the registry's secrets (default: DATA_DIR/lab.key)",
+    )
+    serve.add_argument(
         "--anonymous",
         action="store_true",
         help="INSECURE: accept every client without authentication (plain MQTT broker)",
@@ -244,14 +252,21 @@ def _serve(args: argparse.Namespace) -> int:
     if args.anonymous:
         sys.stderr.write(_ANONYMOUS_WARNING + "\n")
     try:
-        with Lab(
+        lab = Lab(
             args.data_dir,
             host=args.host,
             port=None if args.no_plain else args.port,
             tls_port=args.tls_port,
             tls_hosts=args.tls_host,
             anonymous=args.anonymous,
-        ) as lab:
+            key_file=args.key_file,
+        )
+        try:
+            lab.start()
+        except SecretsError as exc:
+            sys.stderr.write(f"enos-lab serve: {exc}\n")
+            return 1
+        with lab:
             _tune_gc()
             if not args.no_plain:
                 sys.stdout.write(f"enos-lab hub listening on {lab.url}\n")

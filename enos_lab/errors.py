@@ -15,6 +15,10 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     ├── RegistryError                          products, devices, credentials
     │   ├── NotFound (also KeyError)           an id that does not exist
     │   └── AlreadyExists                      an id that is taken
+    ├── SecretsError                           secrets at rest under the lab key
+    │   ├── LabKeyError                        a key file that cannot be used (mode, length)
+    │   ├── WrongLabKey                        sealed values that this key does not open
+    │   └── SealBroken                         one sealed value that does not open for its row
     ├── ModelError                             thing models
     │   └── ValidationError                    a value does not fit its thing model
     ├── StoreError                             the time-series store
@@ -48,6 +52,7 @@ __all__ = [
     "EnosLabError",
     "EnvelopeError",
     "InvalidArgument",
+    "LabKeyError",
     "LimitExceeded",
     "LocalProtocolError",
     "LoginRefused",
@@ -61,9 +66,12 @@ __all__ = [
     "RequestFailed",
     "RequestTimeout",
     "RuleError",
+    "SealBroken",
+    "SecretsError",
     "StoreError",
     "TopicError",
     "ValidationError",
+    "WrongLabKey",
 ]
 
 
@@ -148,6 +156,25 @@ class NotFound(RegistryError, KeyError):
 
 class AlreadyExists(RegistryError):
     """An id (product, device, model, ...) that is already taken."""
+
+
+class SecretsError(EnosLabError):
+    """A fault in the secrets kept at rest under the lab key (:mod:`enos_lab.vault`)."""
+
+
+class LabKeyError(SecretsError):
+    """The lab key file cannot be used: unreadable, of the wrong length, or readable by other
+    users. The message names the file and what to do."""
+
+
+class WrongLabKey(SecretsError):
+    """Values sealed under one lab key met another key: the key file was replaced, or belongs
+    to another lab. The message names the key file and the data it does not open."""
+
+
+class SealBroken(SecretsError):
+    """A sealed value does not open for the place it was found in (copied from another row or
+    column, or altered), although the lab key is the right one."""
 
 
 class ModelError(EnosLabError):

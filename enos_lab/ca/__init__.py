@@ -13,10 +13,14 @@ directory (the data directory's ``ca/``, created 0700, every file 0600, see
 - ``ca.crt``: the root CA certificate (PEM; RSA 2048, SHA-256, ten years, pathLen 0): the CA
   file devices verify the listener with and the listener verifies devices with;
 - ``ca.key``: its private key, PKCS#8 PEM encrypted at rest (``BestAvailableEncryption``) with
-  the key-encryption passphrase in ``ca.passphrase``. The passphrase is a separate 0600 file
-  for now; a later change moves it under the lab key that encrypts the registry's secrets;
+  a key-encryption passphrase that the lab derives from its lab key (:mod:`enos_lab.vault`,
+  ``LabKey.passphrase``), so that nothing in the directory opens it without the key file. A CA
+  used on its own (no ``passphrase`` given) keeps a random passphrase in the 0600 file
+  ``ca.passphrase`` instead; a CA directory with that file opened by a lab has its keys
+  encrypted again under the lab key and the file removed;
 - ``server.crt`` / ``server.key``: the TLS listener's certificate chain (server, then root)
-  and its key (encrypted with the same passphrase), issued on first use with the SANs
+  and its key (encrypted with the same passphrase: ``ServerCredentials.password``), issued on
+  first use with the SANs
   localhost, 127.0.0.1 and ::1 plus the hosts the caller names, EKU serverAuth;
 - ``crl.pem``: the certificate revocation list (PEM), rewritten on every revocation, with a
   ``nextUpdate`` :data:`CRL_VALID_DAYS` ahead (reissued when read after that);

@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .._files import private_dir, report_open_dir, tighten, write_private
 from ..clock import Clock, SystemClock
-from ..errors import InvalidArgument, NotFound
+from ..errors import InvalidArgument, NotFound, WrongLabKey
 from ._index import CertificateIndex
 from ._types import (
     CertificateCheck,
@@ -84,14 +84,24 @@ def _check_days(valid_days: object) -> None:
 class CertificateAuthority:
     """The lab's root CA, kept in ``directory`` (created 0700; every file 0600).
 
-    Opening a directory that holds a CA loads it (its key decrypted with the passphrase file
-    beside it); an empty or missing one gets a new root CA. ``clock`` gives the time of every
-    certificate, revocation and check (default: the system clock).
+    Opening a directory that holds a CA loads it; an empty or missing one gets a new root CA.
+    ``passphrase`` encrypts the CA's and the server's private keys at rest (the lab derives it
+    from its lab key, :meth:`enos_lab.vault.LabKey.passphrase`); without one, a random
+    passphrase is kept in the file ``ca.passphrase`` beside them (a CA used on its own). A CA
+    whose keys were encrypted with a ``ca.passphrase`` file and that is opened with a
+    ``passphrase`` has its keys encrypted again with it and the file removed. ``clock`` gives
+    the time of every certificate, revocation and check (default: the system clock).
+
+    Raises :class:`~enos_lab.errors.WrongLabKey` when the CA's key does not open with the
+    passphrase (the lab key was replaced).
     """
 
-    def __init__(self, directory: str | Path, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, directory: str | Path, *, clock: Clock | None = None, passphrase: bytes | None = None
+    ) -> None:
         self._dir = Path(directory)
         self._clock: Clock = clock or SystemClock()
+        self._passphrase = passphrase  # set from the file by _create / _load when None
         self._crl_lock = threading.Lock()  # a CRL is built from the index and written whole
         self._revision = 0
         if not private_dir(self._dir):
@@ -154,14 +164,11 @@ class CertificateAuthority:
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256())
         )
-        passphrase = secrets.token_urlsafe(32).encode("ascii")
-        write_private(self._dir / _CA_PASS, passphrase)
-        encrypted = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(passphrase),
-        )
-        write_private(self._dir / _CA_KEY, encrypted)
+        passphrase = self._passphrase
+        if passphrase is None:
+            passphrase = self._passphrase = secrets.token_urlsafe(32).encode("ascii")
+            write_private(self._dir / _CA_PASS, passphrase)
+        write_private(self._dir / _CA_KEY, _encrypted(key, passphrase))
         write_private(self._dir / _CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
         log.info("created the lab's root CA in %s", self._dir)
         return cert, key
@@ -170,13 +177,35 @@ class CertificateAuthority:
         for name in (_CA_CERT, _CA_KEY, _CA_PASS, _CRL):
             tighten(self._dir / name)
         cert = x509.load_pem_x509_certificate((self._dir / _CA_CERT).read_bytes())
-        passphrase = (self._dir / _CA_PASS).read_bytes().strip()
-        key = serialization.load_pem_private_key(
-            (self._dir / _CA_KEY).read_bytes(), password=passphrase
-        )
-        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-            raise InvalidArgument(f"the CA key in {self._dir} is neither RSA nor EC")
+        pass_file = self._dir / _CA_PASS
+        old = pass_file.read_bytes().strip() if pass_file.exists() else None
+        if self._passphrase is None:
+            if old is None:
+                raise WrongLabKey(
+                    f"the CA key {self._dir / _CA_KEY} is encrypted under a lab key (there is "
+                    f"no {_CA_PASS}): open the CA through its lab, or pass its passphrase"
+                )
+            self._passphrase = old
+        key = _load_key(self._dir / _CA_KEY, self._passphrase, old)
+        if old is not None and old != self._passphrase:
+            self._migrate(key, old)
         return cert, key
+
+    def _migrate(self, ca_key: _PrivateKey, old: bytes) -> None:
+        """Encrypt the CA's and the server's keys with the passphrase given (once encrypted
+        with the ``ca.passphrase`` file's), then remove the file. Safe to repeat: a key that
+        already opens with the new passphrase is written again unchanged in substance."""
+        assert self._passphrase is not None
+        write_private(self._dir / _CA_KEY, _encrypted(ca_key, self._passphrase))
+        server = self._dir / _SERVER_KEY
+        if server.exists():
+            write_private(
+                server, _encrypted(_load_key(server, self._passphrase, old), self._passphrase)
+            )
+        (self._dir / _CA_PASS).unlink()
+        log.info(
+            "the CA keys in %s are now encrypted under the lab key; %s removed", self._dir, _CA_PASS
+        )
 
     # -- device certificates ----------------------------------------------------------------
 
@@ -388,11 +417,16 @@ class CertificateAuthority:
         return ServerCredentials(
             certificate_chain=self._dir / _SERVER_CERT,
             private_key=self._dir / _SERVER_KEY,
-            password=(self._dir / _CA_PASS).read_bytes().strip(),
+            password=self._server_passphrase(),
             ca_certificate=self._dir / _CA_CERT,
             hosts=current[0],
             not_after=current[1],
         )
+
+    def _server_passphrase(self) -> bytes:
+        """The passphrase of the server's key: the CA key's (set once the CA is open)."""
+        assert self._passphrase is not None
+        return self._passphrase
 
     def _current_server(self, wanted: tuple[str, ...]) -> tuple[tuple[str, ...], datetime] | None:
         path = self._dir / _SERVER_CERT
@@ -435,15 +469,7 @@ class CertificateAuthority:
             eku=ExtendedKeyUsageOID.SERVER_AUTH,
             san=x509.SubjectAlternativeName(names),
         )
-        passphrase = (self._dir / _CA_PASS).read_bytes().strip()
-        write_private(
-            self._dir / _SERVER_KEY,
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.BestAvailableEncryption(passphrase),
-            ),
-        )
+        write_private(self._dir / _SERVER_KEY, _encrypted(key, self._server_passphrase()))
         pem = cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
         write_private(self._dir / _SERVER_CERT, (pem + self.certificate_pem()).encode("ascii"))
         self._index.add(
@@ -640,3 +666,30 @@ class CertificateAuthority:
             CertificateStatus.VALID,
             f"certificate {serial} of {device} is valid",
         )
+
+
+def _encrypted(key: _PrivateKey, passphrase: bytes) -> bytes:
+    """``key`` as PKCS#8 PEM encrypted with ``passphrase``."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(passphrase),
+    )
+
+
+def _load_key(path: Path, passphrase: bytes, old: bytes | None) -> _PrivateKey:
+    """The private key in ``path``, encrypted with ``passphrase`` or (not yet migrated)
+    ``old``; :class:`~enos_lab.errors.WrongLabKey` if neither opens it."""
+    data = path.read_bytes()
+    for candidate in dict.fromkeys(p for p in (passphrase, old) if p is not None):
+        try:
+            key = serialization.load_pem_private_key(data, password=candidate)
+        except (ValueError, TypeError):
+            continue  # a wrong password is a ValueError ("Bad decrypt")
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise InvalidArgument(f"the key {path} is neither RSA nor EC")
+        return key
+    raise WrongLabKey(
+        f"the key {path} does not open with the passphrase derived from the lab key: the lab "
+        "key file was replaced or belongs to another lab. Put the lab's own key file back"
+    )

@@ -47,7 +47,7 @@ from ..clock import Clock, SystemClock
 from ..enos import Reply, TopicKind
 from ..hub import AuthResult, ClientInfo, ConnectRequest, Decision, Hub
 from ..model import ModelCatalog
-from ..registry import CertificateChecker, Device, LoginThrottle, Registry
+from ..registry import CertificateChecker, Device, LoginThrottle, Product, Registry
 from ..store import TimeSeriesStore
 from ..tap import Tap
 from ._acl import Acl
@@ -65,7 +65,10 @@ from ._requests import Requests
 from ._routes import Handler, Routes, accept
 from ._sessions import Sessions
 
-__all__ = ["IotHub", "MemoryOta"]
+__all__ = ["ROTATED", "IotHub", "MemoryOta"]
+
+ROTATED = "secret rotated"
+"""Presence reason of a device whose connection was closed when its secret was rotated."""
 
 
 def _handler_table(  # noqa: PLR0917
@@ -375,6 +378,30 @@ class IotHub:
         device = self.registry.delete_device(*keys)
         await self._commands.notify_gateway(before, TopicKind.SUB_DEVICE_DELETE)
         return device
+
+    async def rotate_device_secret(
+        self, product_key: str, device_key: str, *, disconnect: bool = True
+    ) -> Device:
+        """Give a device a new secret (:meth:`Registry.rotate_device_secret`): logins signed
+        with the old one are refused from now on. ``disconnect``: close its live connection,
+        or log it out of its gateway, the way :meth:`disable_device` does (presence "secret
+        rotated"; its sessions are forgotten), so that it must log in with the new secret."""
+        device = self.registry.rotate_device_secret(product_key, device_key)
+        if disconnect:
+            self._sessions.drop_device((product_key, device_key), ROTATED)
+        return device
+
+    async def rotate_product_secret(self, product_key: str, *, disconnect: bool = True) -> Product:
+        """Give a product a new secret (:meth:`Registry.rotate_product_secret`): dynamic
+        activation and integration channels signed with the old one are refused from now on.
+        ``disconnect``: close the live connections that logged in with the product secret
+        (secure modes 3 and 4); devices logged in with their own secret stay."""
+        product = self.registry.rotate_product_secret(product_key)
+        if disconnect:
+            sessions = self._sessions
+            for key in sessions.product_secret_logins(product_key):
+                await sessions.close(key, ROTATED)
+        return product
 
     # -- commands (9) ----------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ presence queue holding it is written (:class:`~enos_lab.iothub._emit.Emitter` ho
 :meth:`Sessions.flush_presence`).
 
 Presence reasons: connected, disconnected, kicked, keep-alive timeout, taken over, gateway
-offline, logged out, disabled, deleted (and hub restarted, written by ``IotHub.attach``).
+offline, logged out, disabled, deleted, secret rotated (and hub restarted, written by
+``IotHub.attach``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeAlias
 
 from ..clock import Clock
-from ..enos import encode_request
+from ..enos import SecureMode, encode_request
 from ..errors import ClosedError, NotFound, RegistryError
 from ..hub import (
     ClientConnected,
@@ -483,6 +484,23 @@ class Sessions:
             return
         self._kick_reasons[key] = reason
         self.spawn(self._disconnect(hub, key), f"iothub-kick-{key}")
+
+    async def close(self, key: SessionKey, reason: str) -> None:
+        """Like :meth:`kick`, done before returning."""
+        hub = self.hub
+        if hub is not None:
+            self._kick_reasons[key] = reason
+            await self._disconnect(hub, key)
+
+    def product_secret_logins(self, product_key: str) -> list[SessionKey]:
+        """The connections of ``product_key`` that logged in with its product secret: dynamic
+        activation sessions (secure mode 3) and integration channels (4)."""
+        return [
+            key
+            for key, conn in self.conns.items()
+            if conn.product_key == product_key
+            and conn.secure_mode in (SecureMode.DYNAMIC_ACTIVATION, SecureMode.INTEGRATION)
+        ]
 
     async def _disconnect(self, hub: Hub, key: SessionKey) -> None:
         if not await hub.disconnect_client(key, 0x87):

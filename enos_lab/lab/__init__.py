@@ -17,8 +17,11 @@ What :meth:`Lab.start` builds, in the data directory (:class:`~enos_lab._service
 starts them in order, and :meth:`Lab.stop` stops them in the reverse order, each part ending
 its own work):
 
-- the device registry (``registry.sqlite3``): products, devices, credentials, presence log and the
-  user's thing models;
+- the lab key (``lab.key``, or the file ``key_file`` names; :mod:`enos_lab.vault`), loaded
+  or created first: the registry's secrets are sealed under it and the CA's keys encrypted
+  with a passphrase derived from it;
+- the device registry (``registry.sqlite3``): products, devices, credentials (sealed), presence
+  log and the user's thing models;
 - the thing model catalog: the shipped library (:func:`enos_lab.model.load_library`) plus the
   user's models kept in the registry, so a restart keeps them;
 - the time-series store (DuckDB);
@@ -45,13 +48,14 @@ revoked and listed, the CA certificate and the CRL); :class:`Lab` composes them.
 
 from .._services import REGISTRY_FILE
 from ._certificates import CERTIFICATE_COLUMNS
-from ._core import CA_DIR, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
+from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
 from ._simulation import LabFleet
 
 __all__ = [
     "CA_DIR",
+    "CA_PASSPHRASE_PURPOSE",
     "CERTIFICATE_COLUMNS",
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",

@@ -9,6 +9,8 @@ revokes one (``revokeCertificate``, by ``certSn``) and lists a device's certific
 in the data directory's ``ca/`` and kept there across restarts: :meth:`apply_certificate`,
 :meth:`renew_certificate`, :meth:`revoke_certificate`, :meth:`certificates`,
 :meth:`ca_certificate`, :meth:`crl` and :meth:`tls_context`.
+The CA's keys are encrypted with a passphrase derived from the lab key (an older
+``ca/ca.passphrase`` file is migrated and removed; see :attr:`~enos_lab.lab.Lab.ca`).
 
 A lab started with ``tls_port=`` serves MQTT over TLS (EnOS's 18883) with a server certificate
 from the same CA: devices verify it with :meth:`ca_certificate` (or

@@ -32,9 +32,11 @@ from ..model import ModelCatalog
 from ..registry import Registry
 from ..store import StoreConfig, TimeSeriesStore
 from ..tap import DEFAULT_MAXSIZE, Tap, TapSubscription
+from ..vault import KEY_FILE, LabKey
 
 __all__ = [
     "CA_DIR",
+    "CA_PASSPHRASE_PURPOSE",
     "DEFAULT_CONNACK_DELAY",
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
@@ -54,6 +56,9 @@ DEFAULT_TLS_PORT = 18883
 
 CA_DIR = Path("ca")
 """The CA directory, relative to the data directory (0700)."""
+CA_PASSPHRASE_PURPOSE = "enos_lab ca passphrase"
+"""The purpose label of the CA's key-encryption passphrase, derived from the lab key
+(:meth:`enos_lab.vault.LabKey.passphrase`)."""
 
 _CA_LOCK = threading.Lock()  # creating a lab's CA is rare: one lock for every lab
 
@@ -130,6 +135,7 @@ class LabCore:
         rng: random.Random | None = None,
         iothub_config: IotHubConfig | None = None,
         store_config: StoreConfig | None = None,
+        key_file: str | Path | None = None,
     ) -> None:
         for name, value in (("port", port), ("tls_port", tls_port)):
             if value is not None and not 0 <= value <= 65535:
@@ -139,11 +145,13 @@ class LabCore:
         if isinstance(tls_hosts, str):
             raise InvalidArgument(f"tls_hosts must be a list of host names, got {tls_hosts!r}")
         self._requested_dir = Path(data_dir) if data_dir is not None else None
+        self._key_file = Path(key_file) if key_file is not None else None
+        self._lab_key: LabKey | None = None  # loaded by start()
         self._host = host
         self._requested_port = port
         self._requested_tls_port = tls_port
         self._tls_hosts = tuple(tls_hosts)
-        self._ca_cache: tuple[Path, CertificateAuthority] | None = None
+        self._ca_cache: tuple[Path, str, CertificateAuthority] | None = None
         if hub_config is None:
             base = HubConfig(
                 anonymous=anonymous, connack_delay=0.0 if anonymous else DEFAULT_CONNACK_DELAY
@@ -177,6 +185,7 @@ class LabCore:
             loop_thread = self._loop_thread.start()
             try:
                 self._prepare_data_dir()
+                self._lab_key = LabKey.load(self.key_file)
                 tls = None
                 if self._requested_tls_port is not None:
                     hosts = (*self._tls_hosts, self._host)
@@ -193,6 +202,7 @@ class LabCore:
                         self._rng,
                         tap=self._tap,
                         tls=tls,
+                        key=self._lab_key,
                     )
                 )
             except BaseException:
@@ -400,15 +410,31 @@ class LabCore:
     def ca(self) -> CertificateAuthority:
         """The lab's certificate authority (:class:`~enos_lab.ca.CertificateAuthority`),
         created on first use in the data directory's ``ca/`` and loaded from there after a
-        restart: it issues device certificates and the TLS listener's. Thread-safe,
-        synchronous."""
+        restart: it issues device certificates and the TLS listener's. Its keys are encrypted
+        with a passphrase derived from the lab key (an older ``ca/ca.passphrase`` file is
+        migrated and removed). Thread-safe, synchronous."""
         directory = self.data_dir / CA_DIR
+        key = self._lab_key
+        if key is None:  # loaded by start() before anything asks for the CA
+            raise ClosedError("the lab is not running: call start() first")
         with _CA_LOCK:
             cached = self._ca_cache
-            if cached is None or cached[0] != directory:
-                cached = (directory, CertificateAuthority(directory, clock=self._clock))
+            if cached is None or cached[:2] != (directory, key.fingerprint):
+                passphrase = key.passphrase(CA_PASSPHRASE_PURPOSE)
+                ca = CertificateAuthority(directory, clock=self._clock, passphrase=passphrase)
+                cached = (directory, key.fingerprint, ca)
                 self._ca_cache = cached
-        return cached[1]
+        return cached[2]
+
+    @property
+    def key_file(self) -> Path:
+        """The lab key file (``key_file`` if given, else ``lab.key`` in the data directory):
+        the 256-bit key that seals the registry's secrets and encrypts the CA's keys. Keep it
+        with the data directory (a backup needs both) or, for a copy of the data that opens
+        nothing alone, elsewhere (:mod:`enos_lab.vault`)."""
+        if self._key_file is not None:
+            return self._key_file
+        return self.data_dir / KEY_FILE
 
     @property
     def data_dir(self) -> Path:
@@ -470,6 +496,7 @@ class LabCore:
             self._temporary_dir = False
 
     def _cleanup_data_dir(self) -> None:
+        self._lab_key = None
         if self._temporary_dir and self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
         self._data_dir = None

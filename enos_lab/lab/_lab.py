@@ -58,6 +58,14 @@ class Lab(Provisioning, Operations, Edges, Simulation, Certificates):
         Settings of the time-series store (default :class:`~enos_lab.store.StoreConfig`):
         among them DuckDB's memory limit (default 256 MiB, so that the lab's memory stays
         bounded however much data it stores), its threads and the group commit.
+    key_file:
+        The lab key file (default: ``lab.key`` in the data directory), created 0600 when
+        missing: a 256-bit key that seals the device and product secrets in the registry and
+        encrypts the CA's keys (:mod:`enos_lab.vault`). Keep it elsewhere (another disk, a
+        secrets mount) so that a copy of the data directory alone opens no secret; keep it
+        safe: a lab whose key is lost cannot open its secrets. A key file readable by others,
+        of the wrong length, or not the key the data was sealed under is refused
+        (:class:`~enos_lab.errors.LabKeyError`, :class:`~enos_lab.errors.WrongLabKey`).
 
     Use it as a context manager (``with Lab(port=0) as lab: ...``) or call :meth:`start` and
     :meth:`stop`; from asyncio, ``async with Lab(port=0) as lab: ...``. Everything but the

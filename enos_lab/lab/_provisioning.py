@@ -270,6 +270,43 @@ class Provisioning(LabCore):
 
     adelete_device = coroutine_form_of(delete_device)
 
+    def rotate_device_secret(
+        self, product_key: str, device_key: str, *, disconnect: bool = True
+    ) -> str:
+        """Give the device a new secret and return it; logins signed with the old secret are
+        refused from then on (:meth:`refused_logins`: "signature does not match the device
+        secret").
+
+        ``disconnect=True`` closes the device's live connection (a sub-device is logged out of
+        its gateway; presence reason ``secret rotated``, its sessions forgotten), so that it
+        must log in again with the new secret; with ``False`` a connection already
+        authenticated stays until it ends. Raises :class:`~enos_lab.errors.NotFound` for an
+        unknown device.
+        """
+        iothub = self._running().iothub
+        if iothub is None:
+            return self.registry.rotate_device_secret(product_key, device_key).device_secret
+        return self.run(self._rotate_device(iothub, product_key, device_key, disconnect))
+
+    arotate_device_secret = coroutine_form_of(rotate_device_secret)
+
+    def rotate_product_secret(self, product_key: str, *, disconnect: bool = True) -> str:
+        """Give the product a new secret and return it: dynamic activation (secure mode 3) and
+        integration channels (secure mode 4) must sign with it from then on; devices that log
+        in with their own device secret are not affected.
+
+        ``disconnect=True`` closes the live connections that logged in with the old product
+        secret (activation sessions and integration channels). Raises
+        :class:`~enos_lab.errors.NotFound` for an unknown product.
+        """
+        iothub = self._running().iothub
+        if iothub is None:
+            return self.registry.rotate_product_secret(product_key).product_secret
+        product = self.run(iothub.rotate_product_secret(product_key, disconnect=disconnect))
+        return product.product_secret
+
+    arotate_product_secret = coroutine_form_of(rotate_product_secret)
+
     def export_credentials(self, product_key: str | None = None) -> pd.DataFrame:
         """What devices need to connect, one row per device (of one product if given).
 
@@ -286,6 +323,14 @@ class Provisioning(LabCore):
         await iothub.disable_device(product_key, device_key, reason)
         await self._until_offline(product_key, device_key)
         return await asyncio.to_thread(self.registry.get_device, product_key, device_key)
+
+    async def _rotate_device(
+        self, iothub: IotHub, product_key: str, device_key: str, disconnect: bool
+    ) -> str:
+        device = await iothub.rotate_device_secret(product_key, device_key, disconnect=disconnect)
+        if disconnect:
+            await self._until_offline(product_key, device_key)
+        return device.device_secret
 
     async def _delete(self, iothub: IotHub, product_key: str, device_key: str) -> Device:
         device = await iothub.delete_device(product_key, device_key)
@@ -317,7 +362,7 @@ _PRODUCT_COLUMNS = (
     "created_at",
     "devices",
 )
-_OFFLINE_WAIT = 5.0  # [s] how long disable/delete wait for the hub to close the connection
+_OFFLINE_WAIT = 5.0  # [s] how long disable/delete/rotate wait for the hub to close the connection
 
 
 def _value(member: object) -> object:

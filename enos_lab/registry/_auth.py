@@ -47,7 +47,7 @@ from ..enos import (
     sign_params,
     verify_sign,
 )
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, SealBroken
 from ._records import Device, NodeType, Product
 from ._registry import Registry
 
@@ -150,11 +150,14 @@ def authenticate(
         return _refuse("no password", login)
     # one locked lookup for both records (integration logins need no device); dynamic
     # activation decides on the presence columns, so it reads them after the queued changes
-    product, device = registry._login_records(
-        login.product_key,
-        login.device_key,
-        current=login.secure_mode is SecureMode.DYNAMIC_ACTIVATION,
-    )
+    try:
+        product, device = registry._login_records(
+            login.product_key,
+            login.device_key,
+            current=login.secure_mode is SecureMode.DYNAMIC_ACTIVATION,
+        )
+    except SealBroken as exc:  # a secret altered or copied in the file: this login only fails
+        return _refuse(str(exc), login)
     if product is None:
         return _refuse(f"product {login.product_key!r} does not exist", login)
     if product.certificate_required and not tls:

@@ -16,6 +16,15 @@ writes the queue and waits for the batches in progress, so nothing reads them la
 Keys and secrets are generated from an injectable random source (``rng``) so that tutorials can be
 reproducible; times come from an injectable :class:`~enos_lab.clock.Clock`.
 
+Device and product secrets are kept sealed under the lab key (:mod:`enos_lab.vault`: AES-256-GCM,
+each value bound to its column and row) and opened by every reader that hands one out (device
+and product records, the login path, the credentials table), so nothing in the file is a secret
+in clear. The ``vault`` table names the fingerprint of the key that sealed them: opening the
+file with another key raises :class:`~enos_lab.errors.WrongLabKey` before anything is read. A
+registry written before secrets were sealed (no fingerprint) has its secrets sealed in place
+when opened, in one transaction, with SQLite's ``secure_delete`` on and the write-ahead log
+checkpointed and truncated afterwards, so that the clear values are overwritten in the file.
+
 The checks of what callers give and the conversions of rows are in :mod:`._rows`; bulk
 registration and the DataFrames of devices and credentials in :mod:`._tables`.
 """
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import random
 import secrets
@@ -41,7 +51,8 @@ import pandas as pd
 
 from .._files import private_sqlite
 from ..clock import Clock, SystemClock, from_epoch_ms
-from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
+from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError, WrongLabKey
+from ..vault import KEY_FILE, LabKey, context
 from ._presence import PRESENCE_TRIGGER, Change, PresenceWriter, insert_one, write_batch
 from ._records import DataFormat, Device, NodeType, Product, TopicPermission
 from ._rows import (
@@ -60,6 +71,8 @@ from ._rows import (
 from ._tables import BulkResult, credentials_frame, devices_frame, register_many
 
 __all__ = ["BulkResult", "Registry"]
+
+log = logging.getLogger(__name__)
 
 _ALPHANUMERIC = string.ascii_letters + string.digits
 _KEY_ALLOWED = frozenset(_ALPHANUMERIC + "_-.:")
@@ -114,6 +127,10 @@ CREATE TABLE IF NOT EXISTS models (
     document TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS vault (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS disabled_reasons (
     product_key TEXT NOT NULL,
     device_key TEXT NOT NULL,
@@ -156,7 +173,11 @@ class Registry:
     """Products, devices, credentials, lifecycle and topology, persisted in SQLite.
 
     ``path`` is the database file (created if missing; ``":memory:"`` for a throw-away
-    registry). ``rng`` generates keys and secrets (default: the OS's secure source).
+    registry). ``rng`` generates keys and secrets (default: the OS's secure source). ``key``
+    seals the device and product secrets (default: the key file ``lab.key`` beside the
+    database, created if missing; a key in memory for an in-memory registry). Raises
+    :class:`~enos_lab.errors.WrongLabKey` when the file's secrets were sealed under another
+    key, and :class:`~enos_lab.errors.LabKeyError` for an unusable default key file.
     """
 
     def __init__(
@@ -165,6 +186,7 @@ class Registry:
         *,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        key: LabKey | None = None,
     ) -> None:
         self._clock = clock or SystemClock()
         self._rng: random.Random = rng or secrets.SystemRandom()
@@ -177,6 +199,9 @@ class Registry:
                 private_sqlite(Path(path))
             except OSError as exc:
                 raise RegistryError(f"cannot create the registry database {path}: {exc}") from exc
+        if key is None:
+            key = LabKey.ephemeral() if memory else LabKey.load(Path(path).parent / KEY_FILE)
+        self._key = key
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -194,6 +219,11 @@ class Registry:
         # (see _presence.py); an in-memory database has no second connection
         self._writer_path = None if memory else Path(path)
         self._writer: PresenceWriter | None = None
+        try:
+            self._check_key(Path(path))
+        except BaseException:
+            self._db.close()
+            raise
 
     def close(self) -> None:
         """Close the database. Further calls raise :class:`sqlite3.ProgrammingError`."""
@@ -202,6 +232,68 @@ class Registry:
             if self._writer is not None:
                 self._writer.close()
             self._db.close()
+
+    # -- secrets at rest ------------------------------------------------------------------------
+
+    def _check_key(self, path: Path) -> None:
+        """Check that the database's secrets were sealed under this key; seal the secrets of a
+        registry written before secrets were sealed (see the module docstring)."""
+        key = self._key
+        with self._transaction() as db:
+            row = db.execute("SELECT value FROM vault WHERE name='key_fingerprint'").fetchone()
+            if row is not None:
+                if row[0] != key.fingerprint:
+                    where = key.path if key.path is not None else "a key in memory"
+                    raise WrongLabKey(
+                        f"the secrets in {path} were sealed under lab key {row[0]}, but the key "
+                        f"file ({where}) holds key {key.fingerprint}: it was replaced or "
+                        "belongs to another lab. Put the lab's own key file back (or pass it "
+                        "with key_file=); without it the secrets cannot be opened"
+                    )
+                return
+            products = db.execute("SELECT product_key, product_secret FROM products").fetchall()
+            devices = db.execute(
+                "SELECT product_key, device_key, device_secret FROM devices"
+            ).fetchall()
+            if products or devices:
+                db.execute("PRAGMA secure_delete=ON")  # the clear values are overwritten
+            for pk, secret in products:
+                db.execute(
+                    "UPDATE products SET product_secret=? WHERE product_key=?",
+                    (self._seal_product_secret(pk, secret), pk),
+                )
+            for pk, dk, secret in devices:
+                db.execute(
+                    "UPDATE devices SET device_secret=? WHERE product_key=? AND device_key=?",
+                    (self._seal_device_secret(pk, dk, secret), pk, dk),
+                )
+            db.execute("INSERT INTO vault VALUES ('key_fingerprint', ?)", (key.fingerprint,))
+        if products or devices:
+            self._db.execute("PRAGMA secure_delete=OFF")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            log.info(
+                "sealed %d product and %d device secret(s) of %s under the lab key %s",
+                len(products),
+                len(devices),
+                path,
+                key.fingerprint,
+            )
+
+    def _seal_product_secret(self, product_key: str, secret: str) -> str:
+        return self._key.seal(secret, context("product_secret", product_key))
+
+    def _seal_device_secret(self, product_key: str, device_key: str, secret: str) -> str:
+        return self._key.seal(secret, context("device_secret", product_key, device_key))
+
+    def _product_from_row(self, row: tuple[Any, ...]) -> Product:
+        """A product from its row, its secret opened."""
+        secret = self._key.open(row[1], context("product_secret", row[0]))
+        return product_from_row((row[0], secret, *row[2:]))
+
+    def _device_from_row(self, row: tuple[Any, ...]) -> Device:
+        """A device from its row (``_DEVICE_COLUMNS``), its secret opened."""
+        secret = self._key.open(row[2], context("device_secret", row[0], row[1]))
+        return device_from_row((row[0], row[1], secret, *row[3:]))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -293,7 +385,7 @@ class Registry:
                 "INSERT INTO products VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     key,
-                    secret,
+                    self._seal_product_secret(key, secret),
                     name,
                     model_id,
                     product.node_type.value,
@@ -336,7 +428,7 @@ class Registry:
         row = db.execute("SELECT * FROM products WHERE product_key=?", (product_key,)).fetchone()
         if row is None:
             raise NotFound(f"product {product_key!r} does not exist")
-        product = cache[product_key] = product_from_row(row)
+        product = cache[product_key] = self._product_from_row(row)
         return product
 
     def _login_records(
@@ -362,7 +454,10 @@ class Registry:
                 "WHERE product_key=? AND device_key=?",
                 (product_key, device_key),
             ).fetchone()
-        return product, None if row is None else LoginRecord._make(row)
+        if row is None:
+            return product, None
+        secret = self._key.open(row[0], context("device_secret", product_key, device_key))
+        return product, LoginRecord(secret, bool(row[1]), bool(row[2]), bool(row[3]))
 
     def find_product(self, product_key: str) -> Product | None:
         """The product with this key, or ``None``."""
@@ -376,7 +471,7 @@ class Registry:
         with self._lock:
             self._sync()
             rows = self._db.execute("SELECT * FROM products ORDER BY created_at, rowid").fetchall()
-        return [product_from_row(row) for row in rows]
+        return [self._product_from_row(row) for row in rows]
 
     def delete_product(self, product_key: str) -> None:
         """Delete a product that has no devices left."""
@@ -475,9 +570,11 @@ class Registry:
                 attributes=check_map(attributes or {}, "attributes"),
                 created_at=self._now(),
             )
+            row = device_row(device)
+            sealed = self._seal_device_secret(product_key, key, device.device_secret)
             db.execute(
                 f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({','.join('?' * 18)})",
-                device_row(device),
+                (*row[:2], sealed, *row[3:]),
             )
         return device
 
@@ -500,7 +597,7 @@ class Registry:
             ).fetchone()
         if row is None:
             raise NotFound(f"device {product_key}/{device_key} does not exist")
-        return device_from_row(row)
+        return self._device_from_row(row)
 
     def find_device(self, product_key: str, device_key: str) -> Device | None:
         """The device with these keys, or ``None``."""
@@ -548,7 +645,7 @@ class Registry:
         with self._lock:
             self._sync()
             rows = self._db.execute(query + " ORDER BY created_at, rowid", args).fetchall()
-        return [device_from_row(row) for row in rows]
+        return [self._device_from_row(row) for row in rows]
 
     def _update(self, product_key: str, device_key: str, sql: str, *args: object) -> Device:
         with self._transaction() as db:
@@ -639,7 +736,46 @@ class Registry:
                 f"device {product_key}/{device_key} is already activated; "
                 "delete and re-register it to activate it again"
             )
-        return self._update(product_key, device_key, "device_secret=?", self._random_text(20))
+        return self._set_device_secret(product_key, device_key, self._random_text(20))
+
+    def _set_device_secret(self, product_key: str, device_key: str, secret: str) -> Device:
+        sealed = self._seal_device_secret(product_key, device_key, secret)
+        return self._update(product_key, device_key, "device_secret=?", sealed)
+
+    def rotate_device_secret(
+        self, product_key: str, device_key: str, device_secret: str | None = None
+    ) -> Device:
+        """Give the device a new secret (``device_secret``, or a generated one); logins signed
+        with the old secret are refused from now on. Returns the record with the new secret.
+
+        The registry does not close the device's live connection; the IoT hub services do
+        (``IotHub.rotate_device_secret``). Raises :class:`~enos_lab.errors.NotFound` for an
+        unknown device.
+        """
+        if device_secret is not None and (not isinstance(device_secret, str) or not device_secret):
+            raise InvalidArgument(f"device_secret must be a non-empty string: {device_secret!r}")
+        return self._set_device_secret(
+            product_key, device_key, device_secret or self._random_text(20)
+        )
+
+    def rotate_product_secret(self, product_key: str, product_secret: str | None = None) -> Product:
+        """Give the product a new secret (``product_secret``, or a generated one): dynamic
+        activation and integration channels signed with the old one are refused from now on.
+        Returns the product with the new secret. Raises :class:`~enos_lab.errors.NotFound`
+        for an unknown product."""
+        if product_secret is not None and (
+            not isinstance(product_secret, str) or not product_secret
+        ):
+            raise InvalidArgument(f"product_secret must be a non-empty string: {product_secret!r}")
+        secret = product_secret or self._random_text(16)
+        with self._transaction() as db:
+            self.get_product(product_key)
+            db.execute(
+                "UPDATE products SET product_secret=? WHERE product_key=?",
+                (self._seal_product_secret(product_key, secret), product_key),
+            )
+            self._product_cache.pop(product_key, None)
+            return self._cached_product(product_key)
 
     def set_online(self, product_key: str, device_key: str, reason: str = "connected") -> Device:
         """Record that the device came online (activating it on its first login)."""
@@ -806,7 +942,7 @@ class Registry:
                 "WHERE gateway_product_key=? AND gateway_device_key=? ORDER BY created_at, rowid",
                 gateway,
             ).fetchall()
-        return [device_from_row(row) for row in rows]
+        return [self._device_from_row(row) for row in rows]
 
     # -- bulk registration and tables -----------------------------------------------------------
 
