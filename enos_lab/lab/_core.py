@@ -22,14 +22,14 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from .._files import private_dir, report_open_dir
 from .._loop import LoopThread
-from .._services import Services, TlsListener
+from .._services import REGISTRY_FILE, Services, TlsListener
 from ..ca import CertificateAuthority, ServerContexts
 from ..clock import Clock, SystemClock
 from ..errors import ClosedError, InvalidArgument
 from ..hub import Hub, HubConfig, Listener
 from ..iothub import IotHub, IotHubConfig
 from ..model import ModelCatalog
-from ..registry import Registry
+from ..registry import Registry, sealed_with
 from ..store import StoreConfig, TimeSeriesStore
 from ..tap import DEFAULT_MAXSIZE, Tap, TapSubscription
 from ..vault import KEY_FILE, LabKey
@@ -185,7 +185,8 @@ class LabCore:
             loop_thread = self._loop_thread.start()
             try:
                 self._prepare_data_dir()
-                self._lab_key = LabKey.load(self.key_file)
+                sealed = sealed_with(self.data_dir / REGISTRY_FILE)
+                self._lab_key = LabKey.load(self.key_file, create=sealed is None)
                 tls = None
                 if self._requested_tls_port is not None:
                     hosts = (*self._tls_hosts, self._host)
@@ -213,7 +214,7 @@ class LabCore:
             log.warning(
                 "enos_lab hub is ANONYMOUS on %s: every MQTT client is accepted without "
                 "authentication and may publish or subscribe to any topic",
-                self.url,
+                " and ".join(self._urls()),
             )
         exposed = None if self._requested_port is None else plain_tcp_warning(self._host)
         if exposed is not None:
@@ -519,11 +520,14 @@ class LabCore:
             )
         return listener
 
-    def __repr__(self) -> str:
+    def _urls(self) -> list[str]:
         services = self._services
-        urls = [] if services is None else [services.listener, services.tls_listener]
-        shown = " ".join(repr(listener.url) for listener in urls if listener is not None)
-        state = f"url={shown}" if services is not None else "stopped"
+        listeners = [] if services is None else [services.listener, services.tls_listener]
+        return [listener.url for listener in listeners if listener is not None]
+
+    def __repr__(self) -> str:
+        shown = " ".join(repr(url) for url in self._urls())
+        state = f"url={shown}" if self._services is not None else "stopped"
         mode = " anonymous" if self._config.anonymous else ""
         return f"<Lab{mode} {state}>"
 

@@ -15,7 +15,7 @@ from ._auth import (
     authenticate_sub_device,
 )
 from ._records import DataFormat, Device, DeviceState, NodeType, Product, TopicPermission
-from ._registry import BulkResult, Registry
+from ._registry import BulkResult, Registry, sealed_with
 
 __all__ = [
     "AuthDecision",
@@ -33,4 +33,5 @@ __all__ = [
     "TopicPermission",
     "authenticate",
     "authenticate_sub_device",
+    "sealed_with",
 ]

@@ -70,7 +70,7 @@ from ._rows import (
 )
 from ._tables import BulkResult, credentials_frame, devices_frame, register_many
 
-__all__ = ["BulkResult", "Registry"]
+__all__ = ["BulkResult", "Registry", "sealed_with"]
 
 log = logging.getLogger(__name__)
 
@@ -169,13 +169,32 @@ class LoginRecord(NamedTuple):
     activated: bool
 
 
+def sealed_with(path: str | Path) -> str | None:
+    """The fingerprint of the lab key that sealed the secrets of the registry file ``path``;
+    ``None`` for a missing file or one whose secrets were never sealed (a new lab key may be
+    made for it)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT value FROM vault WHERE name='key_fingerprint'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:  # no vault table yet, or not a registry: nothing sealed
+        return None
+    return None if row is None else str(row[0])
+
+
 class Registry:
     """Products, devices, credentials, lifecycle and topology, persisted in SQLite.
 
     ``path`` is the database file (created if missing; ``":memory:"`` for a throw-away
     registry). ``rng`` generates keys and secrets (default: the OS's secure source). ``key``
     seals the device and product secrets (default: the key file ``lab.key`` beside the
-    database, created if missing; a key in memory for an in-memory registry). Raises
+    database, created if missing unless the database's secrets are already sealed; a key in
+    memory for an in-memory registry). Raises
     :class:`~enos_lab.errors.WrongLabKey` when the file's secrets were sealed under another
     key, and :class:`~enos_lab.errors.LabKeyError` for an unusable default key file.
     """
@@ -200,7 +219,11 @@ class Registry:
             except OSError as exc:
                 raise RegistryError(f"cannot create the registry database {path}: {exc}") from exc
         if key is None:
-            key = LabKey.ephemeral() if memory else LabKey.load(Path(path).parent / KEY_FILE)
+            key = (
+                LabKey.ephemeral()
+                if memory
+                else LabKey.load(Path(path).parent / KEY_FILE, create=sealed_with(path) is None)
+            )
         self._key = key
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -84,15 +84,23 @@ class LabKey:
         """Sixteen hex digits that tell keys apart (derived: they reveal nothing of the key)."""
 
     @classmethod
-    def load(cls, path: str | Path) -> LabKey:
+    def load(cls, path: str | Path, *, create: bool = True) -> LabKey:
         """The key in the file ``path``; a new random key written there (0600, its missing
-        parent directories 0700) if the file does not exist.
+        parent directories 0700) if the file does not exist and ``create`` is true.
 
-        Raises :class:`~enos_lab.errors.LabKeyError` for a file that is not exactly
-        :data:`KEY_BYTES` bytes, or (POSIX) that group or others may read or write.
+        Raises :class:`~enos_lab.errors.LabKeyError` for a missing file when ``create`` is
+        false (secrets were sealed under a key that is gone: a new one would not open them),
+        a file that is not exactly :data:`KEY_BYTES` bytes, or (POSIX) one that group or
+        others may read or write.
         """
         path = Path(path)
         if not path.exists():
+            if not create:
+                raise LabKeyError(
+                    f"the lab key file {path} is missing, but the lab's secrets were sealed "
+                    "under a lab key: put the lab's key file back (or pass it with "
+                    "key_file=); a new key would not open them"
+                )
             private_dir(path.parent)
             write_private(path, os.urandom(KEY_BYTES))
         try:

@@ -173,3 +173,13 @@ def test_a_stolen_secret_with_another_devices_certificate_cannot_take_over_a_dev
             f"belongs to device {pk}/attacker, not to device {pk}/victim" in r for r in reasons
         )
         assert lab.presence(pk, "victim")["reason"].tolist() == ["connected", "disconnected"]
+
+
+def test_an_anonymous_broker_over_tls_only() -> None:
+    with Lab(port=None, tls_port=0, anonymous=True) as lab:
+        assert repr(lab) == f"<Lab anonymous url={lab.tls_url!r}>"
+        with socket.create_connection((lab.host, lab.tls_port), timeout=WAIT) as raw:
+            context = lab.tls_context()
+            with context.wrap_socket(raw, server_hostname=lab.host) as tls:
+                tls.sendall(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")  # CONNECT, id ""
+                assert tls.recv(4) == b"\x20\x02\x00\x00"  # CONNACK accepted

@@ -41,11 +41,15 @@ def test_the_key_file_is_kept_0600_in_the_data_directory_or_where_the_user_says(
 
     with Lab(data, port=0, key_file=key_file) as lab:  # the same key: the secrets open
         assert lab.device(pk, "m1").device_secret == secret
-    # without the key file the data directory opens nothing (a new key is made and refused)
+    # without the key file the data directory opens nothing: the missing key is named, and
+    # another key is refused
     unstarted = Lab(data, port=0)
-    with pytest.raises(WrongLabKey, match=r"lab\.key.*replaced or belongs to another lab"):
+    with pytest.raises(LabKeyError, match=r"lab\.key is missing"):
         unstarted.start()
-    assert not unstarted.running
+    assert not unstarted.running and not (data / KEY_FILE).exists()
+    other = LabKey.load(tmp_path / "other.key").path
+    with pytest.raises(WrongLabKey, match=r"other\.key.*replaced or belongs to another lab"):
+        Lab(data, port=0, key_file=other).start()
     key_file.chmod(0o640)
     with pytest.raises(LabKeyError, match=r"chmod 600"):
         Lab(data, port=0, key_file=key_file).start()
@@ -102,3 +106,13 @@ def test_a_new_lab_ca_keeps_no_passphrase_file(tmp_path: Path) -> None:
             "ca.crt",
             "ca.key",
         ]
+
+
+def test_a_lost_key_file_is_reported_not_replaced(tmp_path: Path) -> None:
+    with Lab(tmp_path / "lab", port=0) as lab:
+        lab.create_product("Meters")
+        key_file = lab.key_file
+    key_file.unlink()
+    with pytest.raises(LabKeyError, match="is missing"):
+        Lab(tmp_path / "lab", port=0).start()
+    assert not key_file.exists()  # no new key that would hide the lost one

@@ -12,7 +12,7 @@ import pytest
 
 from enos_lab import Lab
 from enos_lab.device import DeviceClient
-from enos_lab.errors import LoginRefused, SealBroken, WrongLabKey
+from enos_lab.errors import LabKeyError, LoginRefused, SealBroken, WrongLabKey
 from enos_lab.lab import REGISTRY_FILE
 from enos_lab.registry import Registry
 from enos_lab.vault import KEY_FILE, LabKey, is_sealed
@@ -112,7 +112,11 @@ def test_another_key_is_refused_naming_the_key_file(tmp_path: Path) -> None:
     wrong = LabKey.load(tmp_path / "elsewhere" / "other.key")
     with pytest.raises(WrongLabKey, match=r"sealed under lab key [0-9a-f]{16}.*other\.key"):
         Registry(path, key=wrong)
-    (tmp_path / KEY_FILE).unlink()  # the key file lost: a new one is no better
+    (tmp_path / KEY_FILE).unlink()  # the key file lost: reported, not replaced by a new one
+    with pytest.raises(LabKeyError, match="is missing"):
+        Registry(path)
+    assert not (tmp_path / KEY_FILE).exists()
+    LabKey.load(tmp_path / KEY_FILE)  # a new key file where the old one was
     with pytest.raises(WrongLabKey, match="replaced or belongs to another lab"):
         Registry(path)
 

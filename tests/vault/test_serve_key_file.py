@@ -36,7 +36,8 @@ def test_serve_keeps_the_key_where_it_is_told_and_refuses_another(tmp_path: Path
     assert proc.returncode == 0, err
     assert key_file.exists() and not (data / KEY_FILE).exists()
 
-    refused = _serve("--data-dir", str(data))  # a new key beside the data: not the data's key
+    refused = _serve("--data-dir", str(data))  # no key beside the data: the key is elsewhere
     out, err = refused.communicate(timeout=30)
     assert refused.returncode == 1 and "listening" not in out
-    assert re.search(r"enos-lab serve: the secrets in .*registry\.sqlite3 were sealed", err), err
+    assert re.search(r"enos-lab serve: the lab key file .*lab\.key is missing", err), err
+    assert not (data / KEY_FILE).exists()
