@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from ..ca import KeyType, client_context
 from ..device import DEFAULT_BACKOFF, Backoff
 from ..errors import InvalidArgument
 from ..registry import NodeType
@@ -166,6 +168,7 @@ class Simulation(LabCore):
         timeout: float = 30.0,
         max_in_flight: int = 4,
         settle: float = 2.0,
+        tls: bool = False,
     ) -> LabFleet:
         """Simulate ``count`` devices of ``product_key`` following a profile; returns the
         running :class:`LabFleet` (``fleet.run(duration=timedelta(days=1))`` next).
@@ -180,16 +183,21 @@ class Simulation(LabCore):
         :class:`~enos_lab.sim.Link` (needed by the message faults, partitions, power losses
         and reconnect storms; it costs some speed). The other parameters are
         :class:`~enos_lab.sim.Fleet`'s (each device posts every ``interval`` seconds; keep
-        alive: three intervals, at least 60 s). Raises :class:`~enos_lab.errors.NotFound` for
-        an unknown product and :class:`~enos_lab.errors.InvalidArgument` for a sub-device
-        product or a profile of another model.
+        alive: three intervals, at least 60 s). ``tls=True`` connects the devices to the lab's
+        TLS listener (the lab needs a ``tls_port``); for a product that requires certificates,
+        each device gets a certificate of its own first (ECC P-256, issued by the lab's CA) and
+        logs in with mutual TLS. Not with ``link``. Raises
+        :class:`~enos_lab.errors.NotFound` for an unknown product and
+        :class:`~enos_lab.errors.InvalidArgument` for a sub-device product or a profile of
+        another model.
         """
         chosen = self._profile_for(product_key, profile)
         keys = list(device_keys) if device_keys is not None else _keys(key_prefix, count)
         credentials = self._fleet_credentials(product_key, keys)
+        contexts = self._fleet_tls(product_key, keys) if tls else None
         fleet = Fleet(
             self.host,
-            self.port,
+            self.tls_port if tls else self.port,
             credentials,
             chosen,
             interval=interval,
@@ -202,6 +210,7 @@ class Simulation(LabCore):
             timeout=timeout,
             max_in_flight=max_in_flight,
             settle=settle,
+            ssl=contexts,
         )
         self.run(fleet.start())
         handle = LabFleet(self, fleet)
@@ -262,6 +271,22 @@ class Simulation(LabCore):
                 f"(model {product.model_id!r})"
             )
         return chosen
+
+    def _fleet_tls(
+        self, product_key: str, keys: Sequence[str]
+    ) -> ssl.SSLContext | Callable[[str, str], ssl.SSLContext]:
+        """The client TLS of a fleet's devices: one context trusting the lab's CA, or for a
+        product that requires certificates one per device, with a certificate issued now."""
+        ca = self.ca
+        if not self.registry.get_product(product_key).certificate_required:
+            return client_context(ca.ca_certificate_path)
+        contexts = {}
+        for key in keys:
+            asset_id = self.registry.get_device(product_key, key).asset_id
+            issued = ca.issue(product_key, key, asset_id=asset_id, key_type=KeyType.EC)
+            contexts[key] = client_context(ca.ca_certificate_path, issued)
+        log.info("issued %d device certificates for a fleet of %s", len(keys), product_key)
+        return lambda _product_key, device_key: contexts[device_key]
 
     def _fleet_credentials(
         self, product_key: str, keys: Sequence[str]

@@ -56,8 +56,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import ssl as ssl_module
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Self
@@ -148,6 +149,11 @@ class Fleet(FleetLogins, FleetFaults):
         Reply latencies kept for :meth:`totals` (the latest ones).
     max_records:
         Reconnections kept for :meth:`reconnections` (the latest ones).
+    ssl:
+        Connect over TLS (``host``:``port`` being the hub's TLS listener): one client
+        ``SSLContext`` for every device, or a function ``(product_key, device_key) ->
+        SSLContext`` for a context per device (mutual TLS, each device presenting its own
+        certificate); ``None``: plain TCP. Not with ``link``.
 
     Start it on the event loop that will run it (``await fleet.start()``), run it
     (``await fleet.run(duration=...)``) and stop it (``await fleet.stop()``); ``async with``
@@ -175,6 +181,7 @@ class Fleet(FleetLogins, FleetFaults):
         settle: float = 2.0,
         latency_samples: int = 100_000,
         max_records: int = 100_000,
+        ssl: ssl_module.SSLContext | Callable[[str, str], ssl_module.SSLContext] | None = None,
     ) -> None:
         self.profile: Profile = profile_for(profile) if isinstance(profile, str) else profile
         """The profile every device follows."""
@@ -208,8 +215,17 @@ class Fleet(FleetLogins, FleetFaults):
         self.max_connecting = max_connecting
         self.max_in_flight = max_in_flight
         self.settle = float(settle)
+        if ssl is not None and link is not False:
+            raise InvalidArgument(
+                "a fleet connects over TLS or through a Link, not both (the Link reads MQTT "
+                "packets, which TLS hides)"
+            )
         self._link_option = link
         self._link: Link | None = link if isinstance(link, Link) else None
+        self.ssl = ssl
+        """The devices' TLS: one client context, a function of (product key, device key)
+        giving each device's (mutual TLS with its own certificate), or ``None`` (plain
+        TCP)."""
         credentials = [tuple(item) for item in devices]
         if not credentials:
             raise InvalidArgument("a fleet needs at least one device")

@@ -25,6 +25,9 @@ from ._fleet_faults import wrong_secret
 from ._fleet_state import Reconnection, SimDevice
 
 if TYPE_CHECKING:
+    import ssl as ssl_module
+    from collections.abc import Callable
+
     from ..clock import Clock
     from ._faults import Link
     from ._fleet_steps import Activity
@@ -46,6 +49,7 @@ class FleetLogins:
         timeout: float
         backoff: Backoff
         max_in_flight: int
+        ssl: ssl_module.SSLContext | Callable[[str, str], ssl_module.SSLContext] | None
         _link: Link | None
         _stopping: bool
         _changed: asyncio.Event | None
@@ -59,6 +63,9 @@ class FleetLogins:
     def _new_client(self, device: SimDevice) -> DeviceClient:
         link = self._link
         host, port = (link.host, link.port) if link is not None else (self.host, self.port)
+        tls = self.ssl
+        if callable(tls):
+            tls = tls(device.product_key, device.device_key)
         client = DeviceClient(
             host,
             port,
@@ -70,6 +77,7 @@ class FleetLogins:
             reconnect=None,
             clock=self.clock,
             max_in_flight=self.max_in_flight,
+            ssl=tls or False,
         )
         client.on_disconnect = partial(self._lost, device, client)
         return client
