@@ -266,8 +266,11 @@ class Logins:
             decision.integration,
             decision.activation,
             request.tls,
-            decision.certificate_serial,
         )
+        checked = decision.certificate
+        if checked is not None:
+            conn.certificate = checked.serial_number
+            conn.certificate_expiry = checked.not_after
         # the records just read are current when the hub accepts the connection in this very
         # callback (no CONNACK delay); otherwise ClientConnected reads them again
         hub = self.hub

@@ -38,9 +38,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine, Iterator, Mapping
+from datetime import datetime
+from functools import partial
 from typing import Any, TypeAlias
 
-from ..clock import Clock
+from ..clock import Clock, TimerHandle
 from ..enos import SecureMode, encode_request
 from ..errors import ClosedError, NotFound, RegistryError
 from ..hub import (
@@ -109,6 +111,7 @@ class Conn(Target, Mapping[str, object]):
         "activation",
         "activation_done",
         "certificate",
+        "certificate_expiry",
         "checked",
         "custom",
         "filters",
@@ -128,14 +131,15 @@ class Conn(Target, Mapping[str, object]):
         integration: bool,
         activation: bool,
         tls: bool,
-        certificate: str | None = None,
     ) -> None:
         super().__init__(product, keys, None)
         self.secure_mode = secure_mode
         self.integration = integration
         self.activation = activation
         self.tls = tls
-        self.certificate = certificate
+        self.certificate: str | None = None  # serial number of the client certificate
+        # when the client certificate expires; once connected, the timer that closes it then
+        self.certificate_expiry: datetime | TimerHandle | None = None
         self.info: ClientInfo | None = None  # set when the hub accepted the connection
         # the registry records were read in the callback that accepts the connection
         self.checked = False
@@ -193,6 +197,14 @@ class Conn(Target, Mapping[str, object]):
 
     def __repr__(self) -> str:
         return repr(dict(self))
+
+
+def _stop_expiry(conn: Conn) -> None:
+    """Cancel the timer that would close ``conn`` when its client certificate expires."""
+    timer = conn.certificate_expiry
+    if timer is not None and not isinstance(timer, datetime):
+        timer.cancel()
+        conn.certificate_expiry = None
 
 
 def custom_topics(product: Product, device_key: str) -> Custom:
@@ -426,7 +438,15 @@ class Sessions:
         conn.product = product
         conn.model = self.model(product)
         conn.info = info
+        previous = self.conns.get(info.session_key)
+        if previous is not None and previous is not conn:  # the same client id, taken over
+            _stop_expiry(previous)
         self.conns[info.session_key] = conn
+        expiry = conn.certificate_expiry
+        if isinstance(expiry, datetime):
+            clock = self._clock
+            when = clock.monotonic() + (expiry - clock.now()).total_seconds()
+            conn.certificate_expiry = clock.call_at(when, partial(self._expired, conn))
         if integration:
             return
         conn.custom = custom_topics(product, dk)
@@ -447,8 +467,22 @@ class Sessions:
         conn.online = True
         self.set_online(keys)
 
+    def _expired(self, conn: Conn) -> None:
+        """``conn``'s client certificate expired (on the lab's clock): close it."""
+        conn.certificate_expiry = None
+        if conn.info is not None and self.conns.get(conn.key) is conn:
+            log.info(
+                "certificate %s of device %s/%s expired: connection closed",
+                conn.certificate,
+                conn.product_key,
+                conn.device_key,
+            )
+            self.kick(conn.key, "certificate expired")
+
     def _release(self, conn: Conn, reason: str) -> None:
-        """Forget ``conn``'s sub-devices and mark its device offline (if it was online)."""
+        """Forget ``conn``'s sub-devices and mark its device offline (if it was online); stop
+        its certificate's expiry timer."""
+        _stop_expiry(conn)
         if self.unknown_topics:
             self.unknown_topics.pop(conn.key, None)
         sub_reason = "gateway offline"

@@ -89,8 +89,9 @@ class AuthDecision:
     ``return_code`` is the MQTT 3.1.1 CONNACK return code (0 accepted, 4 unparseable username,
     5 everything else); ``reason`` says why in words for logs. ``activation`` is set for an
     accepted secure-mode-3 login (the hub must push ``activate/info``); ``integration`` for a
-    message-integration channel (secure mode 4, no device). ``certificate_serial`` is the
-    serial number (hexadecimal) of the client certificate an accepted login presented.
+    message-integration channel (secure mode 4, no device). ``certificate`` is the check of
+    the client certificate an accepted login presented (its serial number, device and
+    ``not_after``), ``None`` without one.
     """
 
     return_code: int
@@ -101,7 +102,7 @@ class AuthDecision:
     integration: bool = False
     registry: Registry | None = field(default=None, repr=False, compare=False)
     """The registry the decision was made against."""
-    certificate_serial: str | None = None
+    certificate: CertificateCheck | None = None
 
     @property
     def accepted(self) -> bool:
@@ -162,12 +163,12 @@ def authenticate(
         return _refuse(f"product {login.product_key!r} does not exist", login)
     if product.certificate_required and not tls:
         return _refuse(f"product {product.product_key!r} requires TLS (EnOS 746)", login)
-    serial: str | None = None
+    checked: CertificateCheck | None = None
     if certificate is not None or product.certificate_required:
-        checked = _check_certificate(login, product, certificate, certificates)
-        if isinstance(checked, AuthDecision):
-            return checked
-        serial = checked
+        outcome = _check_certificate(login, product, certificate, certificates)
+        if isinstance(outcome, AuthDecision):
+            return outcome
+        checked = outcome
 
     if login.secure_mode is SecureMode.INTEGRATION:
         if login.device_key != INTEGRATION_DEVICE_KEY:
@@ -181,7 +182,7 @@ def authenticate(
             product,
             integration=True,
             registry=registry,
-            certificate_serial=serial,
+            certificate=checked,
         )
 
     if device is None:
@@ -211,13 +212,13 @@ def authenticate(
             product,
             activation=True,
             registry=registry,
-            certificate_serial=serial,
+            certificate=checked,
         )
 
     if not verify_sign(login.sign_params, device.device_secret, login.sign_method, password):
         return _refuse("signature does not match the device secret", login)
     return AuthDecision(
-        ACCEPTED, "device secret", login, product, registry=registry, certificate_serial=serial
+        ACCEPTED, "device secret", login, product, registry=registry, certificate=checked
     )
 
 
@@ -226,8 +227,8 @@ def _check_certificate(
     product: Product,
     certificate: bytes | None,
     certificates: CertificateChecker | None,
-) -> str | AuthDecision:
-    """The serial number of the login's certificate, or the refusal (see the module
+) -> CertificateCheck | AuthDecision:
+    """The check of the login's (valid) certificate, or the refusal (see the module
     docstring)."""
     if certificate is None:
         return _refuse(
@@ -248,8 +249,7 @@ def _check_certificate(
     )
     if check.status is not CertificateStatus.VALID:
         return _refuse(f"client certificate refused: {check.reason}", login)
-    assert check.serial_number is not None
-    return check.serial_number
+    return check
 
 
 def _disabled(registry: Registry, product_key: str, device_key: str) -> str:

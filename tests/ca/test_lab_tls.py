@@ -8,11 +8,12 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from enos_lab import Device, Lab
+from enos_lab import Device, Lab, SimulatedClock
 from enos_lab.ca import IssuedCertificate
 from enos_lab.errors import DeviceError, InvalidArgument, LoginRefused, NotFound
 from enos_lab.lab import DEFAULT_TLS_PORT
@@ -183,3 +184,34 @@ def test_an_anonymous_broker_over_tls_only() -> None:
             with context.wrap_socket(raw, server_hostname=lab.host) as tls:
                 tls.sendall(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")  # CONNECT, id ""
                 assert tls.recv(4) == b"\x20\x02\x00\x00"  # CONNACK accepted
+
+
+def test_a_connection_is_closed_when_its_certificate_expires_on_the_labs_clock() -> None:
+    clock = SimulatedClock(datetime.now(UTC))
+    with _lab(clock=clock) as lab:
+        pk = _secure_product(lab, "short", "long")
+        short = lab.apply_certificate(pk, "short", key_type="EC", valid_days=1)
+        long = lab.apply_certificate(pk, "long", key_type="EC", valid_days=30)
+        devices = [
+            Device(
+                lab.host,
+                lab.tls_port,
+                pk,
+                dk,
+                lab.device(pk, dk).device_secret,
+                ssl=lab.tls_context(cert),
+                reconnect=None,
+                keepalive=0,  # the hub's keep alive runs on the simulated clock too
+            )
+            for dk, cert in (("short", short), ("long", long))
+        ]
+        for device in devices:
+            device.connect()
+        lab.run(clock.advance_async(timedelta(hours=23)))
+        assert lab.device(pk, "short").online
+        lab.run(clock.advance_async(timedelta(hours=2)))
+        _until(lambda: not lab.device(pk, "short").online, "the expired device to go offline")
+        assert lab.presence(pk, "short")["reason"].iloc[-1] == "certificate expired"
+        assert lab.device(pk, "long").online
+        for device in devices:
+            device.disconnect()

@@ -55,7 +55,10 @@ def test_a_certificate_product_logs_in_with_its_own_certificate_only(
 
     decision = authenticate(registry, *creds, tls=True, certificate=own, certificates=ca)
     assert decision.accepted
-    assert decision.certificate_serial == f"{x509.load_der_x509_certificate(own).serial_number:x}"
+    assert decision.certificate is not None
+    assert decision.certificate.serial_number == (
+        f"{x509.load_der_x509_certificate(own).serial_number:x}"
+    )
 
     refused = {
         "no certificate": authenticate(registry, *creds, tls=True, certificates=ca),
