@@ -46,7 +46,9 @@ evaluation and a backtest over stored points give the same alerts.
   state keeps following the points. When a whole window has passed with no fire or recovery,
   flapping ends (``ENDED``) and what is held back and still true is reported once: the
   :class:`Fired` of the active alert (its own occur time, its current severity), or the
-  :class:`Recovered` of the alert last notified.
+  :class:`Recovered` that ends the alert last notified (its ``occur_time_ms``); an alert
+  notified as active that is active again stays that one alert (its flaps merge into it), with
+  an :class:`Escalated` at the end of flapping if its severity climbed meanwhile.
 - *Timers* (delay, escalation, end of flapping) are deadlines in event time: a deadline ``d``
   takes effect unless a point with time ``<= d`` changes the state first. ``due(now)`` applies
   the deadlines before ``now``, and ``observe`` those before the point's time, so calling

@@ -74,6 +74,8 @@ class AlertState:
         "_last_time_ms",
         "_late",
         "_notified_active",
+        "_notified_occur_ms",
+        "_notified_severity",
         "_phase",
         "_points",
         "_repeat",
@@ -108,6 +110,8 @@ class AlertState:
         self._flapping = False
         self._last_change_ms = 0
         self._notified_active = False
+        self._notified_severity: Severity | None = None
+        self._notified_occur_ms = 0
         self._last_recovered: Recovered | None = None
 
     def __repr__(self) -> str:
@@ -328,6 +332,7 @@ class AlertState:
             self._suppressed += 1
             out.append(Suppressed(escalated))
         else:
+            self._notified_severity = step.severity
             out.append(escalated)
 
     def _end_run(self) -> None:
@@ -353,19 +358,36 @@ class AlertState:
                 out.append(Suppressed(transition))
                 return
         self._notified_active = isinstance(transition, Fired)
+        if isinstance(transition, Fired):
+            self._notified_severity = transition.severity
+            self._notified_occur_ms = transition.occur_time_ms
+        else:
+            self._notified_severity = None
         out.append(transition)
 
     def _end_flapping(self, time_ms: int, out: list[Transition]) -> None:
         """Quiet for a whole window: notifications resume, and what was held back and still
-        holds is reported (the active alert, or the recovery of the one last notified)."""
+        holds is reported (the active alert, the recovery of the one last notified, or the
+        severity the notified alert has climbed to)."""
         self._flapping = False
         self._changes.clear()
         out.append(Flapping(time_ms, FlapPhase.ENDED, 0))
-        if self._fired is not None and not self._notified_active:
-            assert self._severity is not None
-            self._notified_active = True
-            out.append(replace(self._fired, severity=self._severity))
-        elif self._fired is None and self._notified_active:
+        fired, severity = self._fired, self._severity
+        if fired is not None:
+            assert severity is not None
+            if not self._notified_active:
+                self._notified_active = True
+                self._notified_occur_ms = fired.occur_time_ms
+                out.append(replace(fired, severity=severity))
+            elif severity != self._notified_severity:
+                assert self._notified_severity is not None
+                out.append(
+                    Escalated(time_ms, severity, self._notified_severity, self._notified_occur_ms)
+                )
+            self._notified_severity = severity
+        elif self._notified_active:
             assert self._last_recovered is not None
             self._notified_active = False
-            out.append(self._last_recovered)
+            self._notified_severity = None
+            # the recovery ends the alert that was notified, whichever run it came from
+            out.append(replace(self._last_recovered, occur_time_ms=self._notified_occur_ms))
