@@ -164,3 +164,13 @@ def test_types_and_contents() -> None:
         Severity("", "Nothing", 0)
     with pytest.raises(InvalidArgument, match="level must be an int"):
         Severity("s", "S", True)
+
+
+def test_every_public_name_resolves_and_every_class_has_a_docstring_of_its_own() -> None:
+    from enos_lab import alerts
+
+    for name in alerts.__all__:
+        obj = getattr(alerts, name)
+        if isinstance(obj, type):
+            doc = vars(obj).get("__doc__") or ""
+            assert doc.strip() and not doc.startswith(f"{name}("), name
