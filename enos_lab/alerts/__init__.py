@@ -1,0 +1,120 @@
+"""Alerts: EnOS's alert definitions and the state machine that turns anomalies into alerts.
+
+Definitions (EnOS Alert Service, protocol reference section 13): :class:`Severity` (EnOS's
+defaults :data:`INFO` 398000001, :data:`WARNING` 398000002, :data:`FAULT` 398000003; org-defined
+ones are made the same way), :class:`AlertType` (a type, or a subtype naming its parent),
+:class:`AlertContent` and :class:`AlertRule`, checked when made (:class:`~enos_lab.errors.
+InvalidArgument` names the rule and the field). Beyond EnOS a rule may carry a
+``recover_condition`` (hysteresis), ``min_repeat``, a :class:`FlapPolicy` and
+:class:`Escalation` steps. Conditions are text here; the state machine receives their values.
+
+:class:`AlertState` is one rule on one device, pure and clock-free: the engine calls
+``observe(time_ms, anomaly, recovered, value)`` for each trigger point in event-time order,
+``due(now_ms)`` once ``next_due()`` has come, and acts on the returned transitions
+(:class:`Fired`, :class:`Recovered`, :class:`Escalated`, :class:`Flapping`,
+:class:`Suppressed`)::
+
+    state = AlertState(rule)                       # rule: ${temp} > 50, delay=60
+    state.observe(0, anomaly=True, value=51)       # () : the delay timer starts at 0
+    state.due(60_001)                              # (Fired(occur_time_ms=60000, value=51 ...),)
+    state.observe(61_000, anomaly=False, value=40) # (Recovered(recover_time_ms=61000 ...),)
+
+Semantics. Times are event times (the devices' ``time``) in epoch milliseconds, so that live
+evaluation and a backtest over stored points give the same alerts.
+
+- *Anomaly* (EnOS): a point on which the condition holds. A *recovering* point is one on which
+  it does not (EnOS), or with hysteresis (beyond EnOS) one on which ``recover_condition`` holds
+  and ``condition`` does not; a point in between (the deadband) changes nothing.
+- *Run*: the anomalous points from the first one (``t0``) until a recovering point.
+- *No delay* (EnOS): the alert fires at the first anomalous point; its occur time and value are
+  that point's.
+- *Delay* ``D`` (EnOS ``triggeringDelayTimer``, 0 or 60..10800 s; any >= 0 with
+  ``strict=False``): the timer starts at ``t0`` and the alert fires at ``t0 + D``, with occur
+  time ``t0 + D`` and the value at ``t0`` (EnOS records the value when the timer started), if no
+  recovering point with a time in ``(t0, t0 + D]`` came; a recovering point resets the timer
+  and the next anomaly starts it again from 0 (EnOS).
+- *Repeat* (beyond EnOS): with ``min_repeat`` n the alert fires only once the run has n
+  anomalous points: at ``t0 + D`` if the n-th came by then, else at the n-th point's time.
+  Without hysteresis the n points are consecutive; with it, deadband points neither count nor
+  break the run.
+- *Recovery* (EnOS): as soon as a recovering point arrives, at that point's time and value.
+- *Escalation* (beyond EnOS): an alert still active ``after`` seconds past its occur time takes
+  the step's severity (:class:`Escalated`); a recovery at or before that instant prevents it.
+- *Flapping* (beyond EnOS): a fire or recovery that makes more than ``changes`` of them within
+  ``window`` seconds (``(t - window, t]``) starts flapping (:class:`Flapping` ``STARTED``);
+  from then on fires, recoveries and escalations come wrapped in :class:`Suppressed`, while the
+  state keeps following the points. When a whole window has passed with no fire or recovery,
+  flapping ends (``ENDED``) and what is held back and still true is reported once: the
+  :class:`Fired` of the active alert (its own occur time, its current severity), or the
+  :class:`Recovered` that ends the alert last notified (its ``occur_time_ms``); an alert
+  notified as active that is active again stays that one alert (its flaps merge into it), with
+  an :class:`Escalated` at the end of flapping if its severity climbed meanwhile.
+- *Timers* (delay, escalation, end of flapping) are deadlines in event time: a deadline ``d``
+  takes effect unless a point with time ``<= d`` changes the state first. ``due(now)`` applies
+  the deadlines before ``now``, and ``observe`` those before the point's time, so calling
+  ``due`` early and often, or only once at the end, gives the same transitions (the property
+  tests prove it): timers change when an alert is seen, never what it is. ``next_due()`` is the
+  first deadline + 1 ms.
+- *Late points*: a point older than the newest point taken, or not newer than a deadline
+  already applied, is ignored and counted (``late``); one at the newest point's time is
+  ignored and counted as a duplicate (``duplicates``). So the engine must not call ``due`` with
+  a time beyond points it will still receive in time. Resumed (historical) points, root
+  masking, acknowledgement, shelving and records are the engine's business, not the state's.
+"""
+
+from __future__ import annotations
+
+from ._definitions import (
+    DEFAULT_SEVERITIES,
+    DELAY_MAX,
+    DELAY_MIN,
+    DEVICE_STATUSES,
+    FAULT,
+    INFO,
+    MAX_CONDITION_LENGTH,
+    WARNING,
+    AlertContent,
+    AlertRule,
+    AlertType,
+    Escalation,
+    FlapPolicy,
+    Severity,
+)
+from ._state import AlertPhase, AlertState
+from ._transitions import (
+    Escalated,
+    Fired,
+    FlapPhase,
+    Flapping,
+    Recovered,
+    Sample,
+    Suppressed,
+    Transition,
+)
+
+__all__ = [
+    "DEFAULT_SEVERITIES",
+    "DELAY_MAX",
+    "DELAY_MIN",
+    "DEVICE_STATUSES",
+    "FAULT",
+    "INFO",
+    "MAX_CONDITION_LENGTH",
+    "WARNING",
+    "AlertContent",
+    "AlertPhase",
+    "AlertRule",
+    "AlertState",
+    "AlertType",
+    "Escalated",
+    "Escalation",
+    "Fired",
+    "FlapPhase",
+    "FlapPolicy",
+    "Flapping",
+    "Recovered",
+    "Sample",
+    "Severity",
+    "Suppressed",
+    "Transition",
+]
