@@ -214,30 +214,21 @@ class _Compiler:
         return run
 
     def logic(self, node: Logic) -> Evaluator:
-        left, right = self.truth(node.left), self.truth(node.right)
-        if node.op == "and":
+        operands = tuple(self.truth(o) for o in node.operands)
+        # and: false wins, else unknown wins, else true; or: the same with true and false swapped
+        decisive = node.op == "or"
 
-            def conj(env: Env) -> Any:
-                a = left(env)
-                if a is False:
-                    return False
-                b = right(env)
-                if b is False:
-                    return False
-                return None if a is None or b is None else True
+        def run(env: Env) -> Any:
+            unknown = False
+            for fn in operands:
+                v = fn(env)
+                if v is decisive:
+                    return decisive
+                if v is None:
+                    unknown = True
+            return None if unknown else not decisive
 
-            return conj
-
-        def disj(env: Env) -> Any:
-            a = left(env)
-            if a is True:
-                return True
-            b = right(env)
-            if b is True:
-                return True
-            return None if a is None or b is None else False
-
-        return disj
+        return run
 
     def compare(self, node: Compare) -> Evaluator:
         left, right, op = self.compile(node.left), self.compile(node.right), node.op

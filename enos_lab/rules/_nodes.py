@@ -92,11 +92,12 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class Logic:
-    """``left and right`` / ``left or right`` (also ``&&`` / ``||``); ``op`` is the word."""
+    """``a and b and ...`` / ``a or b or ...`` (also ``&&`` / ``||``); ``op`` is the word.
+
+    A chain of one operator is one node, so a long ``or`` chain is a shallow tree."""
 
     op: str
-    left: Node
-    right: Node
+    operands: tuple[Node, ...]
     position: int
     depth: int
 

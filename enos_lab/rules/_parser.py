@@ -11,6 +11,7 @@ recursing, so deep input ends in an :class:`~enos_lab.errors.ExpressionError`, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import cast
 
 from ..errors import ExpressionError
@@ -101,26 +102,22 @@ class _Parser:
         return node
 
     def or_expr(self) -> Node:
-        node = self.and_expr()
-        while self.word() == "or" or self.is_op("||"):
-            position = self.token.position
-            self.i += 1
-            right = self.and_expr()
-            node = self.checked(
-                Logic("or", node, right, position, 1 + max(node.depth, right.depth))
-            )
-        return node
+        return self.chain("or", "||", self.and_expr)
 
     def and_expr(self) -> Node:
-        node = self.not_expr()
-        while self.word() == "and" or self.is_op("&&"):
-            position = self.token.position
+        return self.chain("and", "&&", self.not_expr)
+
+    def chain(self, word: str, symbol: str, operand: Callable[[], Node]) -> Node:
+        first = operand()
+        if not (self.word() == word or self.is_op(symbol)):
+            return first
+        position = self.token.position
+        operands = [first]
+        while self.word() == word or self.is_op(symbol):
             self.i += 1
-            right = self.not_expr()
-            node = self.checked(
-                Logic("and", node, right, position, 1 + max(node.depth, right.depth))
-            )
-        return node
+            operands.append(operand())
+        depth = 1 + max(o.depth for o in operands)
+        return self.checked(Logic(word, tuple(operands), position, depth))
 
     def not_expr(self) -> Node:
         if self.word() == "not" or self.is_op("!"):

@@ -238,9 +238,10 @@ class _Checker:
             right = self.expect(node.right, (ExprType.NUMBER,), what)
             return dataclasses.replace(node, left=left, right=right), ExprType.NUMBER
         if isinstance(node, Logic):
-            left = self.expect(node.left, (ExprType.BOOL,), f"{node.op!r}")
-            right = self.expect(node.right, (ExprType.BOOL,), f"{node.op!r}")
-            return dataclasses.replace(node, left=left, right=right), ExprType.BOOL
+            operands = tuple(
+                self.expect(o, (ExprType.BOOL,), f"{node.op!r}") for o in node.operands
+            )
+            return dataclasses.replace(node, operands=operands), ExprType.BOOL
         if isinstance(node, Compare):
             return self.compare(node)
         if isinstance(node, In):

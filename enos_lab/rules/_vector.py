@@ -168,10 +168,14 @@ class _Vectoriser:
         if isinstance(node, Binary):
             return self.binary(node)
         if isinstance(node, Logic):
-            (at, af), (bt, bf) = self.truth(node.left), self.truth(node.right)
-            if node.op == "and":
-                return at & bt, af | bf
-            return at | bt, af & bf
+            true, false = self.truth(node.operands[0])
+            for operand in node.operands[1:]:
+                t, f = self.truth(operand)
+                if node.op == "and":
+                    true, false = true & t, false | f
+                else:
+                    true, false = true | t, false & f
+            return true, false
         if isinstance(node, Compare):
             return self.compare(node)
         if isinstance(node, In):
