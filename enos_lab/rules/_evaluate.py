@@ -34,12 +34,20 @@ RefKey = tuple[str | None, str, tuple[str, ...]]
 Env = dict[RefKey, Any]
 Evaluator = Callable[[Env], Any]
 
-_KIND_NAMES = {float: "a number", str: "a string", bool: "a bool", type(None): "null"}
+_KIND_NAMES = {
+    float: "a number",
+    str: "a string",
+    bool: "a bool",
+    type(None): "null",
+    int: "an int",
+    dict: "a dict",
+    list: "a list",
+}
 
 
 def kind_name(value: object) -> str:
     """``"a number"``, ``"a string"``, ``"a bool"``, ``"null"`` or the type's name."""
-    return _KIND_NAMES.get(type(value), f"a {type(value).__name__}")
+    return _KIND_NAMES.get(type(value), f"a {type(value).__name__} value")
 
 
 def normalise(value: object, kind: ExprType) -> Any:
