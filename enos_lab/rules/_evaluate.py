@@ -22,6 +22,9 @@ from collections.abc import Callable, Mapping
 from numbers import Real
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from ..errors import EvaluationError, MissingValue
 from ._nodes import Binary, Call, Compare, In, IsNull, Literal, Logic, Node, Not, Ref, Unary
 from ._types import ExprType
@@ -53,9 +56,9 @@ def kind_name(value: object) -> str:
 def normalise(value: object, kind: ExprType) -> Any:
     """One value as the evaluator holds it, for a reference of type ``kind``; raises
     ``TypeError`` (with the wanted kind) for a value that cannot be one."""
-    if value is None:
+    if value is None or value is pd.NA or value is pd.NaT:
         return None
-    if isinstance(value, bool) or type(value).__name__ == "bool_":
+    if isinstance(value, bool | np.bool_):
         if kind in (ExprType.BOOL, ExprType.ANY):
             return bool(value)
         if kind in (ExprType.STRUCT, ExprType.ARRAY):

@@ -117,7 +117,9 @@ class Expression:
         member); nulls are ``None``, NaN or ``pd.NA``. Returns a bool Series for a condition,
         float64 for a number, object for a string or a bool, on ``frame``'s index. Raises
         :class:`~enos_lab.errors.MissingValue` for a missing column and
-        :class:`~enos_lab.errors.EvaluationError` for a value of the wrong kind.
+        :class:`~enos_lab.errors.EvaluationError` for a value of the wrong kind. References
+        whose type was not known when compiling (no types given, a STRUCT without its members,
+        an ENUM given as a bare ``DataType``) are evaluated row by row: correct, but slower.
         """
         if not isinstance(frame, pd.DataFrame):
             raise InvalidArgument(

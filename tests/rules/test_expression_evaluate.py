@@ -115,6 +115,8 @@ def test_numbers_are_doubles_and_nan_and_infinity_are_null() -> None:
     for null in (None, float("nan"), float("inf"), -float("inf")):
         assert e.evaluate({"temp": null}) is True
     assert compile_expression("${n} == 3", points=TYPES).evaluate({"n": np.int64(3)}) is True
+    assert compile_expression("${on}", points=TYPES).evaluate({"on": np.True_}) is True
+    assert compile_expression("${temp} is null", points=TYPES).evaluate({"temp": pd.NA}) is True
     assert compile_expression("${n} / 2 == 1.5", points=TYPES).evaluate({"n": 3}) is True
 
 
