@@ -95,6 +95,12 @@ class _Vectoriser:
         if not path and kind is ExprType.BOOL and dtype == np.bool_:
             values = series.to_numpy(dtype=np.bool_)
             return values, ~values
+        if not path and kind is ExprType.STRING and _only_strings(series):
+            # fast path of the per-cell loop below, for a column of strings and nulls
+            null = series.isna().to_numpy()
+            objects = series.to_numpy(dtype=object, copy=True)
+            objects[null] = None
+            return objects
         cells = series.to_numpy(dtype=object)
         try:
             if path:
@@ -191,7 +197,7 @@ class _Vectoriser:
             return ~(v[0] | v[1])
         if v.dtype == np.float64:
             return np.isnan(v)
-        return np.array([c is None for c in v], dtype=np.bool_)
+        return _nulls(v)
 
     def binary(self, node: Binary) -> Floats:
         a, b = self.floats(node.left), self.floats(node.right)
@@ -226,9 +232,7 @@ class _Vectoriser:
             known = ~(np.isnan(a) | np.isnan(b))
             aa, bb = a, b
         else:
-            known = np.array(
-                [x is not None and y is not None for x, y in zip(a, b, strict=True)], dtype=np.bool_
-            )
+            known = ~(_nulls(a) | _nulls(b))
             aa, bb = np.where(known, a, ""), np.where(known, b, "")
         if op == "==":
             r = aa == bb
@@ -258,7 +262,7 @@ class _Vectoriser:
                 known = ~np.isnan(v)
                 hit = np.isin(v, np.array(items, dtype=np.float64)) & known
             else:
-                known = np.array([c is not None for c in v], dtype=np.bool_)
+                known = ~_nulls(v)
                 members = frozenset(items)
                 hit = np.array([c in members for c in v], dtype=np.bool_) & known
         if node.negated:
@@ -282,6 +286,16 @@ class _Vectoriser:
         for a in args[1:]:
             r = combine(r, a)  # NaN (null) propagates
         return r
+
+
+def _only_strings(series: pd.Series[Any]) -> bool:
+    """Whether every cell of ``series`` is a ``str`` or null (checked in C by pandas)."""
+    return bool(pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"))
+
+
+def _nulls(values: Floats | Objects) -> Masks:
+    """The null mask of an array (NaN in a float array, ``None`` in an object array)."""
+    return pd.isna(values)
 
 
 def _refused(value: object, kind: ExprType) -> bool:

@@ -223,3 +223,13 @@ def test_expressions_are_immutable() -> None:
     with pytest.raises(AttributeError):
         e.text = "x"  # type: ignore[misc]
     assert repr(e) == "Expression('${a} > 1', name='r', result_type=bool)"
+
+
+def test_string_columns_read_whole_and_per_cell_agree() -> None:
+    state = DataSpec(DataType.STRUCT, members=(Param("text", DataSpec(DataType.STRING)),))
+    e = compile_expression("${state/text} >= 'b'", points={"state": state})
+    texts = ["a", None, "b", "c", float("nan")]
+    whole = e.evaluate_frame(pd.DataFrame({"state/text": texts}))  # a column of strings
+    cells = e.evaluate_frame(pd.DataFrame({"state": [{"text": t} for t in texts]}))
+    rows = [e.evaluate({"state": {"text": t}}) for t in texts]
+    assert whole.tolist() == cells.tolist() == rows == [False, False, True, True, False]
