@@ -223,11 +223,11 @@ class ExpressionError(RuleError, ValueError):
     """An expression (a rule's condition) that does not parse, names something unknown or
     mixes types, found when it is compiled.
 
-    ``expression`` is the text, ``position`` the 0-based column of the fault in it, ``rule``
-    the rule's name (or ``None``) and ``reason`` the bare description. The message names the
-    rule and the column and shows the expression with a caret under the fault::
+    ``expression`` is the text, ``position`` the 0-based column (offset) of the fault in it,
+    ``rule`` the rule's name (or ``None``) and ``reason`` the bare description. The message
+    names the rule and the column and shows the expression with a caret under the fault::
 
-        rule 'overheat': unknown measurepoint 'tmp' at column 2
+        rule 'overheat': unknown measurepoint or attribute 'tmp' at column 2
           ${tmp} > 50
             ^
     """

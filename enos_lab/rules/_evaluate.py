@@ -136,7 +136,7 @@ class _Compiler:
 
     def fail(self, node: Node, what: str, found: object) -> EvaluationError:
         return EvaluationError(
-            f"{what} at column {node.position} found {kind_name(found)} {found!r:.40}",
+            f"{what} at column {node.position}, found {kind_name(found)} {found!r:.40}",
             self.text,
             self.rule,
         )
@@ -319,6 +319,8 @@ class _Compiler:
         return extreme
 
 
-def compile_tree(tree: Node, text: str, rule: str | None) -> Evaluator:
-    """Compile a checked tree into a function of the loaded references."""
-    return _Compiler(text, rule).compile(tree)
+def compile_tree(tree: Node, text: str, rule: str | None, *, boolean: bool) -> Evaluator:
+    """Compile a checked tree into a function of the loaded references; ``boolean``: a
+    condition, whose value is checked to be a bool or null even where its type was unknown."""
+    compiler = _Compiler(text, rule)
+    return compiler.truth(tree) if boolean else compiler.compile(tree)

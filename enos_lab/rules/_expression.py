@@ -81,7 +81,7 @@ class Expression:
             "result_type": checked.result,
             "_tree": checked.tree,
             "_refs": checked.refs,
-            "_fn": compile_tree(checked.tree, text, name),
+            "_fn": compile_tree(checked.tree, text, name, boolean=boolean),
         }
         for key, value in fields.items():
             object.__setattr__(self, key, value)

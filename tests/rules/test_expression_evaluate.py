@@ -164,6 +164,9 @@ def test_untyped_expressions_check_kinds_when_evaluated() -> None:
         compile_expression("${a} + 1 > 0").evaluate({"a": "x"})
     with pytest.raises(EvaluationError, match="expected a bool"):
         compile_expression("${a} and true").evaluate({"a": 1})
+    with pytest.raises(EvaluationError, match=r"expected a bool at column 2, found a number 5\.0"):
+        compile_expression("${a}").evaluate({"a": 5})
+    assert compile_expression("${a}").evaluate({"a": None}) is False
     with pytest.raises(EvaluationError, match="'in' on a list of a numbers"):
         compile_expression("${a} in [1]").evaluate({"a": True})
     with pytest.raises(EvaluationError, match="compares a dict"):
