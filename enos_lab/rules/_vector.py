@@ -104,10 +104,9 @@ class _Vectoriser:
         cells = series.to_numpy(dtype=object)
         try:
             if path:
-                cells = np.array(
-                    [member(None if is_missing(c) else c, path, key[1]) for c in cells] + [None],
-                    dtype=object,
-                )[:-1]
+                cells = _objects(
+                    [member(None if is_missing(c) else c, path, key[1]) for c in cells]
+                )
             out = [None if is_missing(c) else normalise(c, kind) for c in cells]
         except LookupError as exc:
             raise self.fail(str(exc)) from None
@@ -122,9 +121,7 @@ class _Vectoriser:
             true = np.array([v is True for v in out], dtype=np.bool_)
             false = np.array([v is False for v in out], dtype=np.bool_)
             return true, false
-        objects = np.empty(self.n, dtype=object)
-        objects[:] = out
-        return objects
+        return _objects(out)
 
     # ------------------------------------------------------------------ nodes
 
@@ -286,6 +283,14 @@ class _Vectoriser:
         for a in args[1:]:
             r = combine(r, a)  # NaN (null) propagates
         return r
+
+
+def _objects(values: list[Any]) -> Objects:
+    """A 1-d object array of ``values`` (lists stay cells: numpy would make a 2-d array)."""
+    objects = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        objects[i] = value
+    return objects
 
 
 def _only_strings(series: pd.Series[Any]) -> bool:

@@ -194,6 +194,19 @@ def test_struct_members_from_dicts_and_flattened_columns() -> None:
         e.evaluate_frame(pd.DataFrame({"state": ["x"]}))
 
 
+def test_arrays_and_structs_in_frames_are_cells() -> None:
+    series = DataSpec(DataType.ARRAY, item_type=DataType.DOUBLE)
+    e = compile_expression("${series} is null", points={"series": series})
+    frame = pd.DataFrame({"series": [[1.0, 2.0], [3.0, 4.0]]})
+    assert e.evaluate_frame(frame).tolist() == [False, False]
+    assert e.evaluate_frame(pd.DataFrame({"series": [[1.0], None]})).tolist() == [False, True]
+    nested = compile_expression("${a/b} is null")
+    assert nested.evaluate_frame(pd.DataFrame({"a": [{"b": [1, 2]}, {"b": [3, 4]}]})).tolist() == [
+        False,
+        False,
+    ]
+
+
 def test_frame_columns_by_namespace_and_index_kept() -> None:
     e = compile_expression(
         "${point:limit} > ${attr:limit}", points={"limit": "int"}, attributes={"limit": "int"}
