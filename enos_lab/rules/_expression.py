@@ -29,8 +29,8 @@ class Expression:
     Build one with :func:`compile_expression`. ``text`` is the source, ``name`` the rule's name
     (or ``None``), ``points`` / ``attributes`` the names it references (without types, an
     unqualified ``${name}`` is listed in ``points`` and read from the attributes when the points
-    lack it), ``result_type`` its :class:`ExprType`, ``typed`` whether it was checked against
-    types.
+    lack it), ``result_type`` its :class:`ExprType`, ``boolean`` whether it is a condition,
+    ``typed`` whether it was checked against types.
     """
 
     __slots__ = (
