@@ -23,6 +23,9 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     │   └── ValidationError                    a value does not fit its thing model
     ├── StoreError                             the time-series store
     ├── RuleError                              rules, alerts, stream computing
+    │   ├── ExpressionError (also ValueError)  an expression that does not parse or type-check
+    │   └── EvaluationError                    an expression that cannot run on one device's values
+    │       └── MissingValue                   ... because a value it references is missing
     ├── LimitExceeded                          a bound on what the hub keeps was reached
     ├── DeviceOffline                          a command's device has no live connection
     ├── DeviceError                            the device SDK (:mod:`enos_lab.device`)
@@ -51,12 +54,15 @@ __all__ = [
     "DeviceOffline",
     "EnosLabError",
     "EnvelopeError",
+    "EvaluationError",
+    "ExpressionError",
     "InvalidArgument",
     "LabKeyError",
     "LimitExceeded",
     "LocalProtocolError",
     "LoginRefused",
     "MalformedPacket",
+    "MissingValue",
     "ModelError",
     "NotConnected",
     "NotFound",
@@ -201,6 +207,75 @@ class StoreError(EnosLabError):
 
 class RuleError(EnosLabError):
     """A rule, alert or stream definition is invalid or failed."""
+
+
+def _caret(text: str, position: int, width: int = 72) -> str:
+    """Two indented lines: ``text`` (a window of it around ``position`` when long) and a caret
+    under ``position``."""
+    start = max(0, min(position - width // 2, len(text) - width))
+    window = text[start : start + width].replace("\n", " ").replace("\t", " ")
+    lead = "..." if start > 0 else ""
+    tail = "..." if start + width < len(text) else ""
+    return f"  {lead}{window}{tail}\n  {' ' * (len(lead) + position - start)}^"
+
+
+class ExpressionError(RuleError, ValueError):
+    """An expression (a rule's condition) that does not parse, names something unknown or
+    mixes types, found when it is compiled.
+
+    ``expression`` is the text, ``position`` the 0-based column (offset) of the fault in it,
+    ``rule`` the rule's name (or ``None``) and ``reason`` the bare description. The message
+    names the rule and the column and shows the expression with a caret under the fault::
+
+        rule 'overheat': unknown measurepoint or attribute 'tmp' at column 2
+          ${tmp} > 50
+            ^
+    """
+
+    def __init__(
+        self, reason: str, expression: str, position: int, rule: str | None = None
+    ) -> None:
+        position = max(0, min(position, len(expression)))
+        where = f"rule {rule!r}: " if rule is not None else ""
+        super().__init__(f"{where}{reason} at column {position}\n{_caret(expression, position)}")
+        self.reason = reason
+        self.expression = expression
+        self.position = position
+        self.rule = rule
+
+
+class EvaluationError(RuleError):
+    """An expression could not be evaluated on one device's values: a value of the wrong kind
+    (a string where the expression needs a number) where the types were not known when it was
+    compiled. The engine counts and logs a skip on that device; ingest goes on.
+
+    ``expression`` is the text, ``rule`` the rule's name (or ``None``).
+    """
+
+    def __init__(self, message: str, expression: str = "", rule: str | None = None) -> None:
+        where = f"rule {rule!r}: " if rule is not None else ""
+        super().__init__(f"{where}{message} in {expression!r}" if expression else where + message)
+        self.expression = expression
+        self.rule = rule
+
+
+class MissingValue(EvaluationError):
+    """A value an expression references is missing (a point not in the message, an attribute
+    the device does not have).
+
+    ``name`` is the point or attribute id, ``namespace`` ``"point"``, ``"attr"`` or ``None``
+    (either, when compiled without types).
+    """
+
+    def __init__(
+        self, name: str, namespace: str | None, expression: str = "", rule: str | None = None
+    ) -> None:
+        what = {"point": "measurepoint", "attr": "attribute"}.get(
+            namespace or "", "measurepoint or attribute"
+        )
+        super().__init__(f"missing {what} {name!r}", expression, rule)
+        self.name = name
+        self.namespace = namespace
 
 
 class ClosedError(EnosLabError):

@@ -1,0 +1,88 @@
+"""Rules: the expression language of conditions (``${temp} > ${max_temp}``).
+
+Compile once with :func:`compile_expression`, then evaluate per device with
+:meth:`Expression.evaluate` or over a whole table with :meth:`Expression.evaluate_frame` (the
+backtest's way; the same values). The text is tokenised and parsed by hand and evaluated by
+compiled closures or numpy operations: nothing in it is ever passed to ``eval``, ``compile``,
+``ast`` or ``DataFrame.eval``.
+
+Grammar (EBNF; keywords are case-insensitive, whitespace is free between tokens)::
+
+    expression = or_expr ;
+    or_expr    = and_expr { ( "or" | "||" ) and_expr } ;
+    and_expr   = not_expr { ( "and" | "&&" ) not_expr } ;
+    not_expr   = ( "not" | "!" ) not_expr | comparison ;
+    comparison = additive [ ( "==" | "!=" | "<" | "<=" | ">" | ">=" ) additive
+                          | [ "not" ] "in" list
+                          | "is" [ "not" ] "null" ] ;        (* no chaining: a < b < c is refused *)
+    additive   = term { ( "+" | "-" ) term } ;
+    term       = unary { ( "*" | "/" | "%" ) unary } ;
+    unary      = "-" unary | primary ;
+    primary    = number | string | "true" | "false" | "null" | reference
+               | function "(" [ or_expr { "," or_expr } ] ")" | "(" or_expr ")" ;
+    function   = "abs" | "min" | "max" | "round" | "is_null" ;
+    list       = "[" [ item { "," item } ] "]" ;
+    item       = [ "-" ] number | string | "true" | "false" ;  (* all of one type *)
+    reference  = "${" [ ( "point" | "attr" ) ":" ] name { "/" name } "}" ;
+    name       = ( letter | "_" ) { letter | digit | "_" | "." } ;
+    number     = digits [ "." digits ] [ ( "e" | "E" ) [ "+" | "-" ] digits ] | "." digits ;
+    string     = "'" { char | escape } "'" | '"' { char | escape } '"' ;
+    escape     = "\\" ( "\\" | "'" | '"' | "n" | "t" | "r" | "/" | "0" | "u" hex hex hex hex ) ;
+
+Operators bind as listed, loosest first; binary operators associate to the left; ``!`` is
+``not`` (same precedence, below comparisons: ``!${a} == 1`` is ``not (${a} == 1)``).
+
+Names. ``${name}`` is the measurepoint of that name if the model has one, else the attribute
+(a per-device threshold: ``${temp} > ${max_temp}``); a name that is both must be written
+``${point:name}`` or ``${attr:name}``. ``${state/code}`` is member ``code`` of the struct
+``state`` (deeper paths work when the value has them); a member absent from a value is null.
+
+Types (:class:`ExprType`). Model types collapse to NUMBER (INT, FLOAT, DOUBLE, TIMESTAMP, INT
+enums), STRING (STRING, DATE, FILE, STRING enums), BOOL, STRUCT (only members are values) and
+ARRAY (only ``is null`` applies). Every number is evaluated as an IEEE double (ints exact up
+to 2**53). Refused when compiled: an unknown name or member, a member of a non-struct,
+arithmetic or ``-`` on anything but numbers, ``and``/``or``/``not`` on anything but bools, a
+comparison or ``in`` between different types, ordering bools, a comparison with the literal
+``null`` (always false: write ``x is null``), a condition that is not a bool. Functions:
+``abs(x)``, ``min(a, ...)``, ``max(a, ...)``, ``round(x)`` (half to even), ``round(x, n)``
+(``n`` a literal 0..15), all on numbers; ``is_null(x)`` is ``x is null``. Without types
+(``compile_expression(text)``) the same rules are checked on the values when evaluated
+(:class:`~enos_lab.errors.EvaluationError`).
+
+Nulls (as in SQL). A null (``None``, NaN, a missing struct member) makes arithmetic and
+functions null; a comparison or ``in`` with null is unknown; logic is three-valued (``false and
+unknown`` is false, ``true or unknown`` is true, ``not unknown`` is unknown); ``is null`` is
+never unknown. A condition that ends unknown is false (no anomaly). Division and modulo by
+zero give null (as DuckDB does); so does a result that overflows to an infinity. A referenced
+point or attribute absent from the values passed in is not null but
+:class:`~enos_lab.errors.MissingValue` (the engine counts a skip for that device).
+
+Errors. :class:`~enos_lab.errors.ExpressionError` (a ``RuleError`` and ``ValueError``) is
+raised when compiling; it carries ``expression``, ``position`` (0-based column), ``rule`` and
+``reason``, and its message reads::
+
+    rule 'overheat': unknown measurepoint or attribute 'tmp' at column 2
+      ${tmp} > 50
+        ^
+
+Bounds: :data:`MAX_TEXT` characters, :data:`MAX_DEPTH` levels of nesting (of parentheses,
+operators and calls alike, so that a 10,000-term chain is refused at once, never a
+``RecursionError``), :data:`MAX_ITEMS` items in a list or arguments in a call.
+"""
+
+from __future__ import annotations
+
+from ._expression import Expression, compile_expression
+from ._lexer import MAX_TEXT
+from ._parser import FUNCTIONS, MAX_DEPTH, MAX_ITEMS
+from ._types import ExprType
+
+__all__ = [
+    "FUNCTIONS",
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "MAX_TEXT",
+    "ExprType",
+    "Expression",
+    "compile_expression",
+]
