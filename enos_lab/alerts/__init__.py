@@ -80,6 +80,8 @@ from ._definitions import (
     FlapPolicy,
     Severity,
 )
+from ._record import RECORD_COLUMNS, AlertEventType, AlertRecord, EscalationStep
+from ._records import KEEP, MAX_HISTORY, PRUNE_EVERY, AlertRecords
 from ._state import AlertPhase, AlertState
 from ._transitions import (
     Escalated,
@@ -99,15 +101,23 @@ __all__ = [
     "DEVICE_STATUSES",
     "FAULT",
     "INFO",
+    "KEEP",
     "MAX_CONDITION_LENGTH",
+    "MAX_HISTORY",
+    "PRUNE_EVERY",
+    "RECORD_COLUMNS",
     "WARNING",
     "AlertContent",
+    "AlertEventType",
     "AlertPhase",
+    "AlertRecord",
+    "AlertRecords",
     "AlertRule",
     "AlertState",
     "AlertType",
     "Escalated",
     "Escalation",
+    "EscalationStep",
     "Fired",
     "FlapPhase",
     "FlapPolicy",
