@@ -39,7 +39,7 @@ import pandas as pd
 from .._files import private_sqlite
 from ..clock import Clock, SystemClock
 from ..errors import ClosedError, InvalidArgument, NotFound, RuleError
-from ..store import Ids, TimeLike, as_ms, id_list
+from ..store import MAX_EVENT_MS, MIN_EVENT_MS, Ids, TimeLike, as_ms, id_list
 from ._definitions import AlertContent, AlertRule, Severity
 from ._record import (
     COLUMNS,
@@ -197,20 +197,31 @@ class AlertRecords:
     # ---------------------------------------------------------------- plumbing
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (prunes first when due on the clock)."""
-        with self._lock:
-            self._check_open()
-            self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, *, prune: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (pruning first when due on the clock, unless ``prune`` is
+        False); SQLite's errors become :class:`~enos_lab.errors.RuleError`."""
+        with self._reading() as db:
+            db.execute("BEGIN IMMEDIATE")
             try:
                 now = self._clock.time_ms()
-                if now >= self._next_prune_ms:
+                if prune and now >= self._next_prune_ms:
                     self._prune(now)
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, open; SQLite's errors become RuleError."""
+        with self._lock:
+            self._check_open()
+            try:
+                yield self._db
+            except sqlite3.Error as exc:
+                raise RuleError(f"alert records {self._path}: {exc}") from exc
 
     def _check_open(self) -> None:
         if self._closed:
@@ -224,8 +235,15 @@ class AlertRecords:
             raise NotFound(f"no alert record with event id {event_id!r}")
         return row
 
-    def _new_id(self) -> str:
-        return f"{self._rng.getrandbits(128):032x}"
+    def _new_id(self, db: sqlite3.Connection) -> str:
+        """A random event id (128 bits in hexadecimal) not taken yet."""
+        while True:
+            event_id = f"{self._rng.getrandbits(128):032x}"
+            if (
+                db.execute("SELECT 1 FROM alerts WHERE event_id = ?", (event_id,)).fetchone()
+                is None
+            ):
+                return event_id
 
     # ---------------------------------------------------------------- writes
 
@@ -263,9 +281,15 @@ class AlertRecords:
             "by_timer": fired.by_timer,
         }
         what = f"alert rule {rule.rule_id!r} on {product_key}/{device_key}"
+        occur_ms = _event_ms(fired.occur_time_ms, f"{what}: occur time")
         with self._transaction() as db:
+            active = self._find_active(db, rule.rule_id, product_key, device_key)
+            if active is not None:
+                raise InvalidArgument(
+                    f"{what} already has an active alert ({active.event_id}); recover it first"
+                )
             now = self._clock.time_ms()
-            event_id = self._new_id()
+            event_id = self._new_id(db)
             row = {
                 "event_id": event_id,
                 "rule_id": rule.rule_id,
@@ -276,7 +300,7 @@ class AlertRecords:
                 "point_id": rule.measurepoint,
                 "device_status": rule.device_status,
                 "value": to_json(fired.value, f"{what}: value"),
-                "occur_ms": fired.occur_time_ms,
+                "occur_ms": occur_ms,
                 "create_ms": now,
                 "update_ms": now,
                 "event_type": int(AlertEventType.TRIGGERED),
@@ -288,18 +312,7 @@ class AlertRecords:
                 **severity_row(fired.severity),
                 **content_row(rule.content),
             }
-            try:
-                _insert(db, row)
-            except sqlite3.IntegrityError as exc:
-                active = db.execute(
-                    "SELECT event_id FROM alerts WHERE rule_id = ? AND product_key = ? AND "
-                    "device_key = ? AND recover_ms IS NULL AND event_type = 1",
-                    (rule.rule_id, product_key, device_key),
-                ).fetchone()
-                raise InvalidArgument(
-                    f"{what} already has an active alert ({active[0] if active else '?'}); "
-                    "recover it first"
-                ) from exc
+            _insert(db, row)
             return record_of(self._row(db, event_id))
 
     def insert(
@@ -330,10 +343,10 @@ class AlertRecords:
         tag_map = dict(tags or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in tag_map.items()):
             raise InvalidArgument(f"{what}: tags must map strings to strings, got {tags!r}")
-        occur_ms = as_ms(occur_time, "occur_time")
+        occur_ms = _event_ms(as_ms(occur_time, "occur_time"), f"{what}: occur time")
         with self._transaction() as db:
             now = self._clock.time_ms()
-            event_id = self._new_id()
+            event_id = self._new_id(db)
             explain = {"started": None, "confirmed": None, "ended": None}
             _insert(
                 db,
@@ -369,7 +382,7 @@ class AlertRecords:
         epoch]: by a recovering point of value ``value`` (EnOS ``eventType`` 0), or through the
         API (``via_api``, EnOS 2). Raises :class:`~enos_lab.errors.InvalidArgument` for an alert
         already recovered or a time before its occur time, NotFound for an unknown id."""
-        recover_ms = _ms(time_ms, "recover time")
+        recover_ms = _event_ms(time_ms, f"alert {event_id!r}: recover time")
         event_type = AlertEventType.API_RECOVERED if via_api else AlertEventType.RECOVERED
         with self._transaction() as db:
             row = self._row(db, event_id)
@@ -408,7 +421,7 @@ class AlertRecords:
             raise InvalidArgument(
                 f"alert {event_id!r}: severity must be a Severity, got {severity!r}"
             )
-        at_ms = _ms(time_ms, "escalation time")
+        at_ms = _event_ms(time_ms, f"alert {event_id!r}: escalation time")
         with self._transaction() as db:
             row = self._row(db, event_id)
             record = record_of(row)
@@ -456,6 +469,8 @@ class AlertRecords:
             until_ms = self._clock.time_ms() + round(until.total_seconds() * 1000)
         else:
             until_ms = as_ms(until, "until")
+        if until_ms is not None:
+            _event_ms(until_ms, f"alert {event_id!r}: shelved until")
         return self._update(event_id, "shelved_until_ms = ?", until_ms)
 
     def _update(self, event_id: str, assignments: str, *values: Any) -> AlertRecord:
@@ -471,16 +486,8 @@ class AlertRecords:
         """Delete the recovered alerts beyond ``keep`` and ``max_history`` at ``now`` (default:
         the clock's now); returns how many were deleted."""
         now_ms = self._clock.time_ms() if now is None else as_ms(now, "now")
-        with self._lock:
-            self._check_open()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = self._prune(now_ms)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        return deleted
+        with self._transaction(prune=False):
+            return self._prune(now_ms)
 
     def _prune(self, now_ms: int) -> int:
         """Prune inside the caller's transaction; the next automatic prune is due later."""
@@ -506,19 +513,23 @@ class AlertRecords:
 
     def get(self, event_id: str) -> AlertRecord:
         """The record of ``event_id``; :class:`~enos_lab.errors.NotFound` if there is none."""
-        with self._lock:
-            self._check_open()
-            return record_of(self._row(self._db, event_id))
+        with self._reading() as db:
+            return record_of(self._row(db, event_id))
 
     def find_active(self, rule_id: str, product_key: str, device_key: str) -> AlertRecord | None:
         """The active alert that ``rule_id`` fired on the device, or None."""
-        with self._lock:
-            self._check_open()
-            row = self._db.execute(
-                f"{_SELECT} WHERE rule_id = ? AND product_key = ? AND device_key = ? "
-                "AND recover_ms IS NULL AND event_type = 1",
-                (rule_id, product_key, device_key),
-            ).fetchone()
+        with self._reading() as db:
+            return self._find_active(db, rule_id, product_key, device_key)
+
+    @staticmethod
+    def _find_active(
+        db: sqlite3.Connection, rule_id: str, product_key: str, device_key: str
+    ) -> AlertRecord | None:
+        row = db.execute(
+            f"{_SELECT} WHERE rule_id = ? AND product_key = ? AND device_key = ? "
+            "AND recover_ms IS NULL AND event_type = 1",
+            (rule_id, product_key, device_key),
+        ).fetchone()
         return None if row is None else record_of(row)
 
     def active(
@@ -608,11 +619,8 @@ class AlertRecords:
             where.append("occur_ms < ?")
             args.append(as_ms(end, "end"))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        with self._lock:
-            self._check_open()
-            rows = self._db.execute(
-                f"{_SELECT}{clause} ORDER BY occur_ms, event_id", args
-            ).fetchall()
+        with self._reading() as db:
+            rows = db.execute(f"{_SELECT}{clause} ORDER BY occur_ms, event_id", args).fetchall()
         return frame_of(rows)
 
 
@@ -625,9 +633,18 @@ def _check_keys(product_key: object, device_key: object) -> None:
             raise InvalidArgument(f"expected a non-empty string {what}, got {key!r}")
 
 
-def _ms(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise InvalidArgument(f"expected an integer {what} [ms since the epoch], got {value!r}")
+def _event_ms(value: object, what: str) -> int:
+    """``value`` if it is an integer time the store can keep (years 1677-2262), else
+    InvalidArgument naming ``what``. [ms since the epoch]"""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Integral)
+        or not MIN_EVENT_MS <= int(value) <= MAX_EVENT_MS
+    ):
+        raise InvalidArgument(
+            f"{what}: expected an integer time in [{MIN_EVENT_MS}, {MAX_EVENT_MS}] [ms since "
+            f"the epoch] (years 1677-2262), got {value!r}"
+        )
     return int(value)
 
 

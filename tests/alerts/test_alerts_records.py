@@ -106,6 +106,23 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         AlertRecords(path)
 
 
+def test_a_file_that_is_not_a_database_is_a_rule_error(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.sqlite3"
+    path.write_bytes(b"not a database, " * 512)
+    with pytest.raises(RuleError, match="alert records"):
+        AlertRecords(path)
+
+
+def test_event_ids_stay_unique_with_a_seeded_source(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.sqlite3"
+    with AlertRecords(path, rng=Random(7)) as first:
+        one = first.open_alert(make_rule(), fired(), product_key="pk", device_key="inv-1")
+    with AlertRecords(path, rng=Random(7)) as second:  # the same ids come up again
+        two = second.open_alert(make_rule(), fired(), product_key="pk", device_key="inv-2")
+        assert two.event_id != one.event_id
+        assert len(second.active()) == 2
+
+
 def test_bad_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="keep"):
         AlertRecords(tmp_path / "a.sqlite3", keep=timedelta(0))
@@ -178,7 +195,7 @@ def test_recovering_twice_or_before_the_occur_time_is_refused(records: AlertReco
     record = records.open_alert(make_rule(), fired(), product_key="pk", device_key="inv-1")
     with pytest.raises(InvalidArgument, match="before its occur time"):
         records.recover(record.event_id, T0 - 1, 40)
-    with pytest.raises(InvalidArgument, match="integer recover time"):
+    with pytest.raises(InvalidArgument, match="recover time: expected an integer time"):
         records.recover(record.event_id, "soon", 40)  # type: ignore[arg-type]
     records.recover(record.event_id, T0, 40)
     with pytest.raises(InvalidArgument, match="recovered already"):
@@ -187,6 +204,10 @@ def test_recovering_twice_or_before_the_occur_time_is_refused(records: AlertReco
         records.recover("nope", T0, 40)
     with pytest.raises(NotFound, match="'nope'"):
         records.get("nope")
+    with pytest.raises(InvalidArgument, match="occur time: expected an integer time"):
+        records.open_alert(make_rule(), fired(2**62), product_key="pk", device_key="inv-2")
+    with pytest.raises(InvalidArgument, match="occur time"):
+        records.insert(product_key="pk", device_key="d", occur_time=-(2**60), severity=INFO)
 
 
 def test_escalation_steps_from_the_state_machine(records: AlertRecords) -> None:
