@@ -11,22 +11,26 @@ EnOS's record fields map to :class:`AlertRecord` as follows: ``eventId`` -> ``ev
 update times are the lab clock's.
 
 The rest of the module converts records to and from the rows of the records' SQLite table
-(:data:`COLUMNS`) and to DataFrames (:data:`RECORD_COLUMNS`).
+(:data:`COLUMNS`) and to DataFrames (:data:`RECORD_COLUMNS`), and checks the arguments of
+:class:`~enos_lab.alerts.AlertRecords`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
+from numbers import Integral
 from typing import Any
 
 import pandas as pd
 
 from ..clock import from_epoch_ms
 from ..errors import InvalidArgument
+from ..store import MAX_EVENT_MS, MIN_EVENT_MS
 from ._definitions import AlertContent, AlertType, Severity
 from ._transitions import Sample
 
@@ -196,6 +200,7 @@ COLUMNS = (
     "escalations",
     "explain",
 )
+"""The columns of the records' SQLite table, in order (times in epoch ms, JSON as text)."""
 RECORD_COLUMNS = (
     "event_id",
     "rule_id",
@@ -348,3 +353,62 @@ def frame_of(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
     frame["event_type"] = frame["event_type"].astype("int64")
     frame["severity_level"] = frame["severity_level"].astype("int64")
     return frame.rename(columns=_RENAMES)[list(RECORD_COLUMNS)]
+
+
+# -------------------------------------------------------------------- arguments
+
+Severities = Severity | str | Iterable[Severity | str]
+"""One severity or several, as :class:`~enos_lab.alerts.Severity` objects or severity ids."""
+
+
+def check_keys(product_key: object, device_key: object) -> None:
+    """Refuse keys that are not non-empty strings, naming them."""
+    for what, key in (("product_key", product_key), ("device_key", device_key)):
+        if not isinstance(key, str) or not key:
+            raise InvalidArgument(f"expected a non-empty string {what}, got {key!r}")
+
+
+def event_ms(value: object, what: str) -> int:
+    """``value`` if it is an integer time the store can keep (years 1677-2262), else
+    InvalidArgument naming ``what``. [ms since the epoch]"""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Integral)
+        or not MIN_EVENT_MS <= int(value) <= MAX_EVENT_MS
+    ):
+        raise InvalidArgument(
+            f"{what}: expected an integer time in [{MIN_EVENT_MS}, {MAX_EVENT_MS}] [ms since "
+            f"the epoch] (years 1677-2262), got {value!r}"
+        )
+    return int(value)
+
+
+def insert_row(db: sqlite3.Connection, row: Mapping[str, Any]) -> None:
+    """Insert the record ``row`` (its columns by name; the ones a new record lacks: NULL)."""
+    full = {
+        "recover_ms": None,
+        "acknowledged_ms": None,
+        "acknowledged_by": None,
+        "shelved_until_ms": None,
+        "escalations": "[]",
+        **row,
+    }
+    db.execute(
+        f"INSERT INTO alerts ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})",
+        full,
+    )
+
+
+def severity_ids(severities: Severities | None) -> list[str] | None:
+    """The severity ids of a severities argument (None: None, every severity)."""
+    if severities is None:
+        return None
+    items: list[object] = (
+        [severities] if isinstance(severities, Severity | str) else list(severities)
+    )
+    ids = [s.severity_id if isinstance(s, Severity) else s for s in items]
+    if not ids or not all(isinstance(i, str) and i for i in ids):
+        raise InvalidArgument(
+            f"expected one or more Severity objects or severity ids, got {severities!r}"
+        )
+    return [str(i) for i in ids]

@@ -26,10 +26,9 @@ import logging
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
-from numbers import Integral
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -39,16 +38,21 @@ import pandas as pd
 from .._files import private_sqlite
 from ..clock import Clock, SystemClock
 from ..errors import ClosedError, InvalidArgument, NotFound, RuleError
-from ..store import MAX_EVENT_MS, MIN_EVENT_MS, Ids, TimeLike, as_ms, id_list
+from ..store import Ids, TimeLike, as_ms, id_list
 from ._definitions import AlertContent, AlertRule, Severity
 from ._record import (
     COLUMNS,
     AlertEventType,
     AlertRecord,
+    Severities,
+    check_keys,
     content_row,
+    event_ms,
     frame_of,
+    insert_row,
     record_of,
     sample_json,
+    severity_ids,
     severity_json,
     severity_row,
     to_json,
@@ -110,9 +114,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_active
     ON alerts (rule_id, product_key, device_key) WHERE recover_ms IS NULL AND event_type = 1;
 """
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
-
-Severities = Severity | str | Iterable[Severity | str]
-"""One severity or several, as :class:`~enos_lab.alerts.Severity` objects or severity ids."""
 
 
 class AlertRecords:
@@ -272,7 +273,7 @@ class AlertRecords:
                 f"open_alert: expected an AlertRule and a Fired, got {type(rule).__name__} "
                 f"and {type(fired).__name__}"
             )
-        _check_keys(product_key, device_key)
+        check_keys(product_key, device_key)
         explain = {
             "started": sample_json(fired.started),
             "confirmed": sample_json(fired.confirmed),
@@ -281,7 +282,7 @@ class AlertRecords:
             "by_timer": fired.by_timer,
         }
         what = f"alert rule {rule.rule_id!r} on {product_key}/{device_key}"
-        occur_ms = _event_ms(fired.occur_time_ms, f"{what}: occur time")
+        occur_ms = event_ms(fired.occur_time_ms, f"{what}: occur time")
         with self._transaction() as db:
             active = self._find_active(db, rule.rule_id, product_key, device_key)
             if active is not None:
@@ -312,7 +313,7 @@ class AlertRecords:
                 **severity_row(fired.severity),
                 **content_row(rule.content),
             }
-            _insert(db, row)
+            insert_row(db, row)
             return record_of(self._row(db, event_id))
 
     def insert(
@@ -334,7 +335,7 @@ class AlertRecords:
     ) -> AlertRecord:
         """Insert a third-party alert (EnOS: created through the API, ``eventType`` 3), active
         until :meth:`recover` is called with ``via_api=True``."""
-        _check_keys(product_key, device_key)
+        check_keys(product_key, device_key)
         what = f"inserted alert on {product_key}/{device_key}"
         if not isinstance(severity, Severity):
             raise InvalidArgument(f"{what}: severity must be a Severity, got {severity!r}")
@@ -343,12 +344,12 @@ class AlertRecords:
         tag_map = dict(tags or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in tag_map.items()):
             raise InvalidArgument(f"{what}: tags must map strings to strings, got {tags!r}")
-        occur_ms = _event_ms(as_ms(occur_time, "occur_time"), f"{what}: occur time")
+        occur_ms = event_ms(as_ms(occur_time, "occur_time"), f"{what}: occur time")
         with self._transaction() as db:
             now = self._clock.time_ms()
             event_id = self._new_id(db)
             explain = {"started": None, "confirmed": None, "ended": None}
-            _insert(
+            insert_row(
                 db,
                 {
                     "event_id": event_id,
@@ -382,7 +383,7 @@ class AlertRecords:
         epoch]: by a recovering point of value ``value`` (EnOS ``eventType`` 0), or through the
         API (``via_api``, EnOS 2). Raises :class:`~enos_lab.errors.InvalidArgument` for an alert
         already recovered or a time before its occur time, NotFound for an unknown id."""
-        recover_ms = _event_ms(time_ms, f"alert {event_id!r}: recover time")
+        recover_ms = event_ms(time_ms, f"alert {event_id!r}: recover time")
         event_type = AlertEventType.API_RECOVERED if via_api else AlertEventType.RECOVERED
         with self._transaction() as db:
             row = self._row(db, event_id)
@@ -421,7 +422,7 @@ class AlertRecords:
             raise InvalidArgument(
                 f"alert {event_id!r}: severity must be a Severity, got {severity!r}"
             )
-        at_ms = _event_ms(time_ms, f"alert {event_id!r}: escalation time")
+        at_ms = event_ms(time_ms, f"alert {event_id!r}: escalation time")
         with self._transaction() as db:
             row = self._row(db, event_id)
             record = record_of(row)
@@ -470,7 +471,7 @@ class AlertRecords:
         else:
             until_ms = as_ms(until, "until")
         if until_ms is not None:
-            _event_ms(until_ms, f"alert {event_id!r}: shelved until")
+            event_ms(until_ms, f"alert {event_id!r}: shelved until")
         return self._update(event_id, "shelved_until_ms = ?", until_ms)
 
     def _update(self, event_id: str, assignments: str, *values: Any) -> AlertRecord:
@@ -607,7 +608,7 @@ class AlertRecords:
             ("device_key", id_list(device_keys, "device_keys")),
             ("rule_id", id_list(rule_ids, "rule_ids")),
             ("product_key", None if product_key is None else id_list(product_key, "product_key")),
-            ("severity_id", _severity_ids(severities)),
+            ("severity_id", severity_ids(severities)),
         ):
             if ids is not None:
                 where.append(f"{column} IN ({', '.join('?' * len(ids))})")
@@ -622,56 +623,3 @@ class AlertRecords:
         with self._reading() as db:
             rows = db.execute(f"{_SELECT}{clause} ORDER BY occur_ms, event_id", args).fetchall()
         return frame_of(rows)
-
-
-# -------------------------------------------------------------------- rows
-
-
-def _check_keys(product_key: object, device_key: object) -> None:
-    for what, key in (("product_key", product_key), ("device_key", device_key)):
-        if not isinstance(key, str) or not key:
-            raise InvalidArgument(f"expected a non-empty string {what}, got {key!r}")
-
-
-def _event_ms(value: object, what: str) -> int:
-    """``value`` if it is an integer time the store can keep (years 1677-2262), else
-    InvalidArgument naming ``what``. [ms since the epoch]"""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Integral)
-        or not MIN_EVENT_MS <= int(value) <= MAX_EVENT_MS
-    ):
-        raise InvalidArgument(
-            f"{what}: expected an integer time in [{MIN_EVENT_MS}, {MAX_EVENT_MS}] [ms since "
-            f"the epoch] (years 1677-2262), got {value!r}"
-        )
-    return int(value)
-
-
-def _insert(db: sqlite3.Connection, row: Mapping[str, Any]) -> None:
-    full = {
-        "recover_ms": None,
-        "acknowledged_ms": None,
-        "acknowledged_by": None,
-        "shelved_until_ms": None,
-        "escalations": "[]",
-        **row,
-    }
-    db.execute(
-        f"INSERT INTO alerts ({', '.join(COLUMNS)}) VALUES ({', '.join(':' + c for c in COLUMNS)})",
-        full,
-    )
-
-
-def _severity_ids(severities: Severities | None) -> list[str] | None:
-    if severities is None:
-        return None
-    items: list[object] = (
-        [severities] if isinstance(severities, Severity | str) else list(severities)
-    )
-    ids = [s.severity_id if isinstance(s, Severity) else s for s in items]
-    if not ids or not all(isinstance(i, str) and i for i in ids):
-        raise InvalidArgument(
-            f"expected one or more Severity objects or severity ids, got {severities!r}"
-        )
-    return [str(i) for i in ids]
