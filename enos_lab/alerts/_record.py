@@ -201,6 +201,7 @@ COLUMNS = (
     "explain",
 )
 """The columns of the records' SQLite table, in order (times in epoch ms, JSON as text)."""
+
 RECORD_COLUMNS = (
     "event_id",
     "rule_id",
