@@ -428,6 +428,10 @@ class AlertRecords:
             record = record_of(row)
             if not record.active:
                 raise InvalidArgument(f"alert {event_id!r} is recovered: it cannot escalate")
+            if at_ms < int(row[COLUMNS.index("occur_ms")]):
+                raise InvalidArgument(
+                    f"alert {event_id!r}: escalation time {at_ms} is before its occur time [ms]"
+                )
             steps = json.loads(row[COLUMNS.index("escalations")])
             previous = severity_json(record.severity)
             steps.append({"time_ms": at_ms, "to": severity_json(severity), "from": previous})
@@ -451,11 +455,17 @@ class AlertRecords:
     def set_masked(self, event_id: str, masked_by: str | None) -> AlertRecord:
         """Mark the alert ``event_id`` as masked by the root alert ``masked_by`` (EnOS
         ``maskedBy``), or unmasked with None."""
+        if masked_by is not None and (not isinstance(masked_by, str) or not masked_by):
+            raise InvalidArgument(
+                f"alert {event_id!r}: masked_by must be an event id or None, got {masked_by!r}"
+            )
         return self._update(event_id, "masked_by = ?", masked_by)
 
     def acknowledge(self, event_id: str, by: str | None = None) -> AlertRecord:
         """Acknowledge the alert ``event_id`` now (lab clock), by ``by`` if given (beyond
         EnOS); acknowledging again records the new time and name."""
+        if by is not None and not isinstance(by, str):
+            raise InvalidArgument(f"alert {event_id!r}: by must be a string or None, got {by!r}")
         return self._update(
             event_id, "acknowledged_ms = ?, acknowledged_by = ?", self._clock.time_ms(), by
         )

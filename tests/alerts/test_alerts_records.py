@@ -229,6 +229,8 @@ def test_escalation_steps_from_the_state_machine(records: AlertRecords) -> None:
     frame = records.active(severities=critical)
     assert list(frame["severity"]) == ["Critical"] and list(frame["severity_level"]) == [4]
     assert [s["to"]["id"] for s in frame["escalations"].iloc[0]] == ["398000003", "org.critical"]
+    with pytest.raises(InvalidArgument, match="before its occur time"):
+        records.escalate(record.event_id, critical, T0 - 1)
     records.recover(record.event_id, T0 + 700 * S, 1)
     with pytest.raises(InvalidArgument, match="recovered"):
         records.escalate(record.event_id, critical, T0 + 800 * S)
@@ -249,6 +251,10 @@ def test_flapping_masking_and_acknowledge(records: AlertRecords, clock: Simulate
     assert records.set_flapping(record.event_id, True).flapping
     assert records.set_masked(record.event_id, root.event_id).masked_by == root.event_id
     assert records.set_masked(record.event_id, None).masked_by is None
+    with pytest.raises(InvalidArgument, match="masked_by"):
+        records.set_masked(record.event_id, "")
+    with pytest.raises(InvalidArgument, match="by must be"):
+        records.acknowledge(record.event_id, by=42)  # type: ignore[arg-type]
     clock.advance(30)
     acked = records.acknowledge(record.event_id, by="operator")
     assert acked.acknowledged_at == clock.now() == acked.update_time
