@@ -108,7 +108,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     explain TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alerts_by_occur ON alerts (occur_ms);
-CREATE INDEX IF NOT EXISTS alerts_by_device ON alerts (product_key, device_key, occur_ms);
+CREATE INDEX IF NOT EXISTS alerts_by_device ON alerts (device_key, occur_ms);
 CREATE INDEX IF NOT EXISTS alerts_by_recover ON alerts (recover_ms);
 CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_active
     ON alerts (rule_id, product_key, device_key) WHERE recover_ms IS NULL AND event_type = 1;
