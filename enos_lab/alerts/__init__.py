@@ -60,6 +60,23 @@ evaluation and a backtest over stored points give the same alerts.
   ignored and counted as a duplicate (``duplicates``). So the engine must not call ``due`` with
   a time beyond points it will still receive in time. Resumed (historical) points, root
   masking, acknowledgement, shelving and records are the engine's business, not the state's.
+
+Records. :class:`AlertRecords` keeps alerts in a SQLite file (0600, WAL) with the fields of an
+EnOS alert record (:class:`AlertRecord`: event id, device and asset, model, measurepoint, hit
+rule, value, occur/create/update/recover times, severity, content with type and subtype,
+:class:`AlertEventType`, tags, rule description, ``masked_by``, device status) and the lab's own
+(acknowledgement, shelving, flapping, :class:`EscalationStep` s, and the samples that started,
+confirmed and ended the alert, for explain)::
+
+    records = AlertRecords(path, clock=lab_clock)
+    record = records.open_alert(rule, fired, product_key="pk", device_key="inv-1")
+    records.recover(record.event_id, recovered.recover_time_ms, recovered.value)
+    records.active("inv-1")                        # DataFrame of RECORD_COLUMNS, UTC times
+
+A record is active until it recovers (by a point, or through the API), then history; history
+older than ``keep`` (default :data:`KEEP`, 90 days: EnOS searches 3 months) on the lab clock,
+or beyond ``max_history`` records, is pruned. A rule has at most one active alert per device;
+third-party alerts (:meth:`AlertRecords.insert`, EnOS ``eventType`` 3) have no such limit.
 """
 
 from __future__ import annotations
@@ -80,6 +97,8 @@ from ._definitions import (
     FlapPolicy,
     Severity,
 )
+from ._record import RECORD_COLUMNS, AlertEventType, AlertRecord, EscalationStep
+from ._records import KEEP, MAX_HISTORY, PRUNE_EVERY, AlertRecords
 from ._state import AlertPhase, AlertState
 from ._transitions import (
     Escalated,
@@ -99,15 +118,23 @@ __all__ = [
     "DEVICE_STATUSES",
     "FAULT",
     "INFO",
+    "KEEP",
     "MAX_CONDITION_LENGTH",
+    "MAX_HISTORY",
+    "PRUNE_EVERY",
+    "RECORD_COLUMNS",
     "WARNING",
     "AlertContent",
+    "AlertEventType",
     "AlertPhase",
+    "AlertRecord",
+    "AlertRecords",
     "AlertRule",
     "AlertState",
     "AlertType",
     "Escalated",
     "Escalation",
+    "EscalationStep",
     "Fired",
     "FlapPhase",
     "FlapPolicy",

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from ._config import MIN_MEMORY_LIMIT, StoreConfig
 from ._policy import RetentionReport, StoragePolicy
-from ._query import AGGREGATIONS, DeviceDirectory, Ids, Source
+from ._query import AGGREGATIONS, DeviceDirectory, Ids, Source, id_list
 from ._rows import AlertRecord, AttributeRow, EventRow, PointRow, PointValue, ValueKind
 from ._store import TimeSeriesStore
-from ._time import MAX_EVENT_MS, MIN_EVENT_MS, TimeLike
+from ._time import MAX_EVENT_MS, MIN_EVENT_MS, TimeLike, as_ms
 from ._writer import StoreStats
 
 __all__ = [
@@ -44,4 +44,6 @@ __all__ = [
     "TimeLike",
     "TimeSeriesStore",
     "ValueKind",
+    "as_ms",
+    "id_list",
 ]
