@@ -6,6 +6,7 @@ value``. A point with a time before its key's watermark is late: counted and dro
 it is kept (a repeat of a source's time replaces the value: last wins, as in the store) and, if
 it is the key's newest, moves the watermark to ``newest - lateness``; every window whose end the
 watermark has reached closes, in order of end, and the panes no open window needs are dropped.
+(A point dropped by the ``max_points`` bound still moves the watermark, so a full key drains.)
 Keeping raw points instead of running sums is what makes "last wins" exact (a min cannot be
 undone) and costs the points of ``size + lateness`` of event time per key, capped by
 ``max_points``. Pane starts lie in ``(watermark - size, watermark + lateness]``, so a key never
@@ -218,22 +219,24 @@ class Windower:
         if mark is not None and time_ms < mark:
             self._count(state, _LATE)
             return []
+        out: list[Derived] = []
+        if state.newest is None or time_ms > state.newest:
+            # the windows this closes end at or before the new watermark, so never hold this
+            # point: close them first, which also makes room under max_points
+            state.newest = time_ms
+            out = self._close(key, state)
         pane = self._window.pane(time_ms)
         bucket = state.panes.get(pane, {}).get(source)
         if bucket is not None and time_ms in bucket:
             bucket[time_ms] = value  # last wins, as the store's duplicate policy
             self._count(state, _DUPLICATES)
-            return []
-        if state.held >= self._max_points:
+        elif state.held >= self._max_points:
             self._count(state, _DROPPED)
-            return []
-        state.panes.setdefault(pane, {}).setdefault(source, {})[time_ms] = value
-        state.held += 1
-        self._count(state, _POINTS)
-        if state.newest is not None and time_ms <= state.newest:
-            return []
-        state.newest = time_ms
-        return self._close(key, state)
+        else:
+            state.panes.setdefault(pane, {}).setdefault(source, {})[time_ms] = value
+            state.held += 1
+            self._count(state, _POINTS)
+        return out
 
     def flush(self, until_ms: int | None = None) -> list[Derived]:
         """Close every window ending at or before ``until_ms`` (``None``: every window holding
