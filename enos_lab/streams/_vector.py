@@ -96,52 +96,58 @@ def window_frame(
     values = frame[value]
     if pd.api.types.is_bool_dtype(values.dtype) or not pd.api.types.is_numeric_dtype(values.dtype):
         raise InvalidArgument(f"column {value!r} must be numeric, not {values.dtype}")
-    times = _times_ms(frame[time], time)
-    data = pd.DataFrame(
-        {"source": _objects(frame[source], len(frame)), "t": times, "v": values.to_numpy()}
-    )
-    data = data[np.isfinite(data["v"].to_numpy(dtype="float64"))]
-    data = data.drop_duplicates(["source", "t"], keep="last")
-    # ties in time between sources of a group: ordered by the source's text form
-    data = data.assign(order=data["source"].map(str)).sort_values(["t", "order"], kind="stable")
-    n = len(data)
-    sources = data["source"].to_numpy()
-    keys = sources if key is None else _objects((key(s) for s in sources), n)
-    key_codes, key_values = pd.factorize(keys)
-    source_codes, _ = pd.factorize(sources)
+    t = _times_ms(frame[time], time)
+    v = values.to_numpy()
+    src = frame[source].to_numpy(dtype=object)
+    valid = np.isfinite(v.astype("float64"))
+    t, v, src = t[valid], v[valid], src[valid]
+    # per distinct device (not per row): its code, its key's code, its rank by text form
+    source_codes, sources = pd.factorize(src)
+    texts = np.array([str(s) for s in sources], dtype=object)
+    rank = np.empty(len(sources), dtype="int64")
+    rank[np.argsort(texts, kind="stable")] = np.arange(len(sources))
+    # event-time order; ties between devices by their text form (as the windower); one
+    # device's rows at the same time stay in arrival order, adjacent
+    order = np.lexsort((np.arange(len(t)), source_codes, rank[source_codes], t))
+    t, v, source_codes = t[order], v[order], source_codes[order]
+    last = np.ones(len(t), dtype=bool)  # duplicates: the last of a device's rows at a time wins
+    last[:-1] = (t[1:] != t[:-1]) | (source_codes[1:] != source_codes[:-1])
+    t, v, source_codes = t[last], v[last], source_codes[last]
+    if key is None:
+        key_of_source = np.arange(len(sources))
+        keys = _objects(sources, len(sources))
+    else:
+        key_of_source, keys = pd.factorize(_objects((key(s) for s in sources), len(sources)))
+    # keys numbered in order of first appearance in event time
+    key_codes, first_seen = pd.factorize(key_of_source[source_codes])
+    key_values = _objects(keys[first_seen], len(first_seen))
+    n = len(t)
     step, panes = window.step_ms, window.panes
-    t = data["t"].to_numpy(dtype="int64")
     pane = t - np.mod(t, step)
     rows = np.repeat(np.arange(n), panes)
     start = pane[rows] - np.tile(np.arange(panes, dtype="int64"), n) * step
-    exploded = pd.DataFrame(
-        {
-            "key": key_codes[rows],
-            "start": start,
-            "source": source_codes[rows],
-            "v": data["v"].to_numpy()[rows],
-        }
-    )
+    values_in = pd.Series(v[rows])  # each point once per window holding it
     if over is None:
-        grouped = exploded.groupby(["key", "start"], sort=True)["v"]
+        grouped = values_in.groupby([key_codes[rows], start], sort=True)
         result = _aggregate(grouped, agg)
         counts = grouped.size()
     else:
-        per_source = exploded.groupby(["key", "start", "source"], sort=True)["v"]
+        per_source = values_in.groupby([key_codes[rows], start, source_codes[rows]], sort=True)
         inner = _aggregate(per_source, agg)
-        result = _aggregate(inner.groupby(level=["key", "start"], sort=True), over)
-        counts = per_source.size().groupby(level=["key", "start"], sort=True).sum()
-    out = pd.DataFrame({"value": result, "count": counts}).reset_index()
-    out["end"] = out["start"] + window.size_ms
-    out = out.sort_values(["end", "key"], kind="stable").reset_index(drop=True)
+        result = _aggregate(inner.groupby(level=[0, 1], sort=True), over)
+        counts = per_source.size().groupby(level=[0, 1], sort=True).sum()
+    codes = result.index.get_level_values(0).to_numpy(dtype="int64")
+    starts = result.index.get_level_values(1).to_numpy(dtype="int64")
+    ends = starts + window.size_ms
+    by_end = np.lexsort((codes, ends))
     return pd.DataFrame(
         {
-            "key": _objects(key_values[out["key"].to_numpy()], len(out)),
-            "point_id": pd.Series([point_id] * len(out), dtype=object),
-            "start": _utc(out["start"].to_numpy(dtype="int64")),
-            "time": _utc(out["end"].to_numpy(dtype="int64")),
-            "value": out["value"].to_numpy(),
-            "count": out["count"].to_numpy(dtype="int64"),
+            "key": _objects(key_values[codes[by_end]], len(by_end)),
+            "point_id": pd.Series([point_id] * len(by_end), dtype=object),
+            "start": _utc(starts[by_end]),
+            "time": _utc(ends[by_end]),
+            "value": result.to_numpy()[by_end],
+            "count": counts.to_numpy(dtype="int64")[by_end],
         }
     )
 
