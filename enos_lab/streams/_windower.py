@@ -294,6 +294,11 @@ class Windower:
         mark = self._watermark(state)
         if mark is None or (state.closed is not None and mark <= state.closed):
             return []
+        step = self._window.step_ms
+        if state.closed is not None and mark // step == state.closed // step:
+            # window ends are multiples of the step: none lies in (closed, mark]
+            state.closed = mark
+            return []
         out = [self._result(key, state, start) for start in self._pending_starts(state, mark)]
         state.closed = mark
         size = self._window.size_ms
