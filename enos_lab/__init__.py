@@ -57,7 +57,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 
 The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
 ``.mqtt``, ``.enos``, ``.tap``, ``.device``, ``.sim``, ``.edge``, ``.scenarios``, ``.ca``,
-``.vault``) hold the rest.
+``.vault``, and, not yet wired to the lab, ``.rules``, ``.alerts``, ``.streams``) hold the rest.
 """
 
 from __future__ import annotations
