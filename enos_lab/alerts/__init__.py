@@ -97,6 +97,7 @@ from ._definitions import (
     FlapPolicy,
     Severity,
 )
+from ._engine import MAX_STATES, AlertEngine, AlertEngineStats
 from ._record import RECORD_COLUMNS, AlertEventType, AlertRecord, EscalationStep
 from ._records import KEEP, MAX_HISTORY, PRUNE_EVERY, AlertRecords
 from ._state import AlertPhase, AlertState
@@ -121,10 +122,13 @@ __all__ = [
     "KEEP",
     "MAX_CONDITION_LENGTH",
     "MAX_HISTORY",
+    "MAX_STATES",
     "PRUNE_EVERY",
     "RECORD_COLUMNS",
     "WARNING",
     "AlertContent",
+    "AlertEngine",
+    "AlertEngineStats",
     "AlertEventType",
     "AlertPhase",
     "AlertRecord",
