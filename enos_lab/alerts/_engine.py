@@ -310,6 +310,11 @@ class AlertEngine:
         """Evaluations skipped on one device (a missing or unusable value)."""
         return self.stats.skips_by_device.get((product_key, device_key), 0)
 
+    @property
+    def state_count(self) -> int:
+        """(Rule, device) states kept (at most ``max_states``)."""
+        return len(self._states)
+
     def state(self, rule_id: str, product_key: str, device_key: str) -> AlertState | None:
         """The state of a rule on a device, or None if the engine keeps none."""
         entry = self._states.get((rule_id, product_key, device_key))
@@ -457,8 +462,14 @@ class AlertEngine:
             return
         self.stats.timer_runs += 1
         now = self._clock.time_ms()
+        done: set[_Key] = set()
         while (due := self._live_top()) is not None and due <= now:
             _, key = heapq.heappop(self._heap)
+            if key in done:  # a state still due after due(now): never spin on it
+                log.error("alert state %s still due at %d after due(); dropped its timer", key, now)
+                self._states[key].scheduled_ms = None
+                continue
+            done.add(key)
             entry = self._states[key]
             entry.scheduled_ms = None
             compiled = self._rules.get(key[0])
