@@ -77,6 +77,22 @@ A record is active until it recovers (by a point, or through the API), then hist
 older than ``keep`` (default :data:`KEEP`, 90 days: EnOS searches 3 months) on the lab clock,
 or beyond ``max_history`` records, is pruned. A rule has at most one active alert per device;
 third-party alerts (:meth:`AlertRecords.insert`, EnOS ``eventType`` 3) have no such limit.
+
+Engine. :class:`AlertEngine` puts rules to work on the device-data tap (:mod:`enos_lab.tap`)
+and the lab clock::
+
+    engine = AlertEngine(records, lab.models, clock=lab.clock,
+                         model_of=lambda pk: lab.product(pk).model_id,
+                         attributes=lambda pk, dk: lab.registry.get_device(pk, dk).attributes)
+    engine.add_rule(rule)                          # ExpressionError names a bad rule
+    lab.tap.add_callback(engine.on_event)          # on the lab's loop
+
+A stored trigger point (or a presence change, for ``device_status="offline"`` rules) of a
+device whose product uses the rule's model is evaluated with the device's attributes and fed
+to that device's :class:`AlertState`; the transitions become records. One clock timer runs the
+states' deadlines. Resumed points are skipped unless the rule is added with
+``include_resumed=True``; a missing or unusable value is a counted skip for that device; states
+are bounded (``max_states``). See :mod:`enos_lab.alerts._engine`.
 """
 
 from __future__ import annotations
@@ -97,6 +113,7 @@ from ._definitions import (
     FlapPolicy,
     Severity,
 )
+from ._engine import MAX_STATES, AlertEngine, AlertEngineStats
 from ._record import RECORD_COLUMNS, AlertEventType, AlertRecord, EscalationStep
 from ._records import KEEP, MAX_HISTORY, PRUNE_EVERY, AlertRecords
 from ._state import AlertPhase, AlertState
@@ -121,10 +138,13 @@ __all__ = [
     "KEEP",
     "MAX_CONDITION_LENGTH",
     "MAX_HISTORY",
+    "MAX_STATES",
     "PRUNE_EVERY",
     "RECORD_COLUMNS",
     "WARNING",
     "AlertContent",
+    "AlertEngine",
+    "AlertEngineStats",
     "AlertEventType",
     "AlertPhase",
     "AlertRecord",

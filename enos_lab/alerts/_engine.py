@@ -1,0 +1,487 @@
+"""The alert engine: alert rules evaluated on the device-data tap, alerts kept in records.
+
+Theory of operation. :class:`AlertEngine` is a tap callback (:meth:`AlertEngine.on_event`)
+running on the lab's loop. Rules are indexed by (model id, trigger): a :class:`PointStored`
+of a device whose product uses the rule's model (``model_of``, cached) and whose point is the
+rule's measurepoint evaluates the compiled condition (and recover condition) on that point's
+value and the device's attributes (``attributes(product_key, device_key)``), then feeds the
+rule's :class:`AlertState` for that device; a :class:`PresenceChanged` feeds the
+``device_status="offline"`` rules (offline: anomaly, online: recovered). The transitions are
+acted on through :class:`AlertRecords`: :class:`Fired` opens a record, :class:`Recovered`
+recovers it, :class:`Escalated` escalates it, :class:`Flapping` marks it, :class:`Suppressed`
+is only counted (the state reports what still holds when flapping ends).
+
+Timers. One clock timer (``clock.call_at``) is armed at the earliest ``next_due()`` over the
+states, kept in a heap with lazy deletion (an entry is stale when its time is no longer the
+state's scheduled time). When it fires, ``due(clock.time_ms())`` runs on the due states and the
+timer is re-armed. Times are event times: the devices' clocks must follow the lab clock, else
+a point older than a deadline already applied is late (ignored and counted by the state).
+
+Isolation. A value the condition cannot use (:class:`~enos_lab.errors.MissingValue`,
+:class:`~enos_lab.errors.EvaluationError`), a failing ``attributes`` callable or a record that
+cannot be written is a counted skip for that device (logged once per rule and device), never
+an exception out of :meth:`AlertEngine.on_event`. States are bounded (``max_states``): when
+full, the oldest inactive state (no run, no active alert, no timer) is evicted; if none is,
+the point is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..clock import Clock, TimerHandle, to_epoch_ms
+from ..errors import EnosLabError, ExpressionError, InvalidArgument, NotFound, RuleError
+from ..model import ModelCatalog
+from ..rules import Expression, compile_expression
+from ..tap import PointStored, PresenceChanged
+from ._definitions import AlertRule
+from ._records import AlertRecords
+from ._state import AlertPhase, AlertState
+from ._transitions import Escalated, Fired, FlapPhase, Flapping, Recovered, Suppressed, Transition
+
+log = logging.getLogger(__name__)
+
+MAX_STATES = 100_000
+"""Default bound on (rule, device) states an engine keeps."""
+_MAX_CACHE = 10_000
+"""Bound on cached product -> model entries, per-device skip counters and logged keys."""
+
+_Key = tuple[str, str, str]  # (rule_id, product_key, device_key)
+
+
+@dataclass(slots=True)
+class AlertEngineStats:
+    """Counters of an :class:`AlertEngine` (read them; the engine updates them)."""
+
+    events: int = 0
+    """Tap events seen."""
+    evaluated: int = 0
+    """Points and presence changes fed to a state."""
+    resumed_skipped: int = 0
+    """Resumed (historical) points skipped by rules without ``include_resumed``."""
+    skipped: int = 0
+    """Evaluations skipped: a missing or unusable value, a failing attributes callable."""
+    fired: int = 0
+    """Alerts opened."""
+    recovered: int = 0
+    """Alerts recovered."""
+    escalated: int = 0
+    """Escalations recorded."""
+    suppressed: int = 0
+    """Transitions held back while flapping."""
+    record_errors: int = 0
+    """Transitions the records refused (logged)."""
+    evicted: int = 0
+    """Inactive states evicted to make room."""
+    dropped: int = 0
+    """Points dropped because every state was busy and ``max_states`` was reached."""
+    timer_runs: int = 0
+    """Times the engine's clock timer fired."""
+    skips_by_device: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Skipped evaluations per (product_key, device_key) (at most 10,000 devices)."""
+
+
+@dataclass(slots=True)
+class _Rule:
+    """A rule put to work: its compiled conditions and engine options."""
+
+    rule: AlertRule
+    condition: Expression | None
+    recover: Expression | None
+    include_resumed: bool
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One (rule, device) state with the engine's bookkeeping."""
+
+    state: AlertState
+    event_id: str | None = None
+    scheduled_ms: int | None = None
+
+
+class AlertEngine:
+    """Alert rules evaluated on tap events; alerts written to ``records``.
+
+    ``models`` gives the rules' thing models; ``model_of(product_key)`` the model id of a
+    product (None: unknown, its events are ignored); ``attributes(product_key, device_key)``
+    the device's attribute values for conditions that reference attributes; ``clock`` the lab
+    clock (timers, the ``now`` of ``due``). Attach it on the lab's loop with
+    ``lab.tap.add_callback(engine.on_event)``; :meth:`close` it there (or after the loop stopped).
+    """
+
+    def __init__(
+        self,
+        records: AlertRecords,
+        models: ModelCatalog,
+        *,
+        clock: Clock,
+        model_of: Callable[[str], str | None],
+        attributes: Callable[[str, str], Mapping[str, Any]] | None = None,
+        max_states: int = MAX_STATES,
+    ) -> None:
+        if not isinstance(max_states, int) or isinstance(max_states, bool) or max_states < 1:
+            raise InvalidArgument(
+                f"AlertEngine: max_states must be an int >= 1, got {max_states!r}"
+            )
+        self._records = records
+        self._models = models
+        self._clock = clock
+        self._model_of = model_of
+        self._attributes = attributes
+        self._max_states = max_states
+        self._rules: dict[str, _Rule] = {}
+        self._by_trigger: dict[tuple[str, str], list[_Rule]] = {}
+        self._states: dict[_Key, _Entry] = {}
+        self._heap: list[tuple[int, _Key]] = []
+        self._timer: TimerHandle | None = None
+        self._timer_ms: int | None = None
+        self._product_models: dict[str, str | None] = {}
+        self._logged: set[tuple[str, str, str]] = set()
+        self._closed = False
+        self.stats = AlertEngineStats()
+        """The engine's counters."""
+
+    def __repr__(self) -> str:
+        return f"AlertEngine(rules={len(self._rules)}, states={len(self._states)})"
+
+    # ---------------------------------------------------------------- rules
+
+    @property
+    def rules(self) -> tuple[AlertRule, ...]:
+        """The rules in force, in the order added."""
+        return tuple(entry.rule for entry in self._rules.values())
+
+    def add_rule(self, rule: AlertRule, *, include_resumed: bool = False) -> None:
+        """Put ``rule`` to work (replacing a rule of the same id and its states).
+
+        Its conditions are compiled against its model; they may reference the trigger point and
+        the model's attributes only. ``include_resumed``: resumed (historical) points feed it
+        too. Raises :class:`~enos_lab.errors.ExpressionError` naming the rule,
+        :class:`~enos_lab.errors.NotFound` for an unknown model.
+        """
+        if not isinstance(rule, AlertRule):
+            raise InvalidArgument(f"add_rule: expected an AlertRule, got {type(rule).__name__}")
+        model = self._models.get(rule.model_id)
+        condition = recover = None
+        if rule.measurepoint is not None:
+            if rule.measurepoint not in model.measurepoints:
+                raise InvalidArgument(
+                    f"alert rule {rule.rule_id!r}: model {rule.model_id!r} has no measurepoint "
+                    f"{rule.measurepoint!r}"
+                )
+            condition = self._compile(rule, rule.condition, model)
+            if rule.recover_condition is not None:
+                recover = self._compile(rule, rule.recover_condition, model)
+        trigger = rule.measurepoint if rule.measurepoint is not None else "\0status"
+        self.remove_rule(rule.rule_id)
+        compiled = _Rule(rule, condition, recover, bool(include_resumed))
+        self._rules[rule.rule_id] = compiled
+        self._by_trigger.setdefault((rule.model_id, trigger), []).append(compiled)
+
+    @staticmethod
+    def _compile(rule: AlertRule, text: str, model: Any) -> Expression:
+        """Compile one condition of ``rule``; only its trigger point may be referenced."""
+        expression = compile_expression(text, model=model, name=rule.rule_id)
+        others = sorted(expression.points - {rule.measurepoint})
+        if others:
+            raise ExpressionError(
+                f"references measurepoint {others[0]!r}; an alert condition may reference only "
+                f"its trigger point {rule.measurepoint!r} and attributes",
+                expression=text,
+                position=max(0, text.find(others[0]) - 2),
+                rule=rule.rule_id,
+            )
+        return expression
+
+    def remove_rule(self, rule_id: str) -> bool:
+        """Stop evaluating the rule ``rule_id`` and drop its states (its active alerts stay
+        in the records); False if there was no such rule."""
+        compiled = self._rules.pop(rule_id, None)
+        if compiled is None:
+            return False
+        rule = compiled.rule
+        trigger = rule.measurepoint if rule.measurepoint is not None else "\0status"
+        bucket = self._by_trigger.get((rule.model_id, trigger), [])
+        bucket[:] = [r for r in bucket if r.rule.rule_id != rule_id]
+        for key in [k for k in self._states if k[0] == rule_id]:
+            del self._states[key]
+        return True
+
+    # ---------------------------------------------------------------- events
+
+    def on_event(self, event: object) -> None:
+        """The tap callback: evaluate the rules an event triggers (on the lab's loop)."""
+        if self._closed:
+            return
+        self.stats.events += 1
+        if isinstance(event, PointStored):
+            self._on_point(event)
+        elif isinstance(event, PresenceChanged):
+            rules = self._rules_for(event.product_key, "\0status")
+            time_ms = to_epoch_ms(event.time)
+            value = "online" if event.online else "offline"
+            for compiled in rules:
+                if self._in_scope(compiled.rule, event.device_key):
+                    self._feed(
+                        compiled,
+                        event.product_key,
+                        event.device_key,
+                        time_ms=time_ms,
+                        anomaly=not event.online,
+                        recovered=None,
+                        value=value,
+                    )
+        self._arm()
+
+    def _on_point(self, event: PointStored) -> None:
+        rules = self._rules_for(event.product_key, event.point_id)
+        if not rules:
+            return
+        time_ms = to_epoch_ms(event.time)
+        pk, dk = event.product_key, event.device_key
+        attributes: Mapping[str, Any] | None = None
+        for compiled in rules:
+            rule = compiled.rule
+            if not self._in_scope(rule, dk):
+                continue
+            if event.resume and not compiled.include_resumed:
+                self.stats.resumed_skipped += 1
+                continue
+            condition = compiled.condition
+            assert condition is not None
+            points = {event.point_id: event.value}
+            try:
+                if attributes is None and (
+                    condition.attributes or (compiled.recover and compiled.recover.attributes)
+                ):
+                    attributes = self._attributes(pk, dk) if self._attributes else {}
+                attrs = attributes or {}
+                anomaly = condition.evaluate(points, attrs) is True
+                recovered = (
+                    None
+                    if compiled.recover is None
+                    else compiled.recover.evaluate(points, attrs) is True
+                )
+            except Exception as exc:  # one device's bad value (or attributes) harms nobody else
+                self._skip(rule.rule_id, pk, dk, exc)
+                continue
+            self._feed(
+                compiled, pk, dk, time_ms=time_ms, anomaly=anomaly, recovered=recovered,
+                value=event.value,
+            )  # fmt: skip
+
+    def _rules_for(self, product_key: str, trigger: str) -> list[_Rule]:
+        model_id = self._product_models.get(product_key, "\0")
+        if model_id == "\0":
+            try:
+                model_id = self._model_of(product_key)
+            except EnosLabError:
+                model_id = None
+            if len(self._product_models) < _MAX_CACHE:
+                self._product_models[product_key] = model_id
+        if model_id is None:
+            return []
+        return self._by_trigger.get((model_id, trigger), [])
+
+    @staticmethod
+    def _in_scope(rule: AlertRule, device_key: str) -> bool:
+        return rule.enabled and (not rule.scope or device_key in rule.scope)
+
+    def _skip(self, rule_id: str, product_key: str, device_key: str, exc: Exception) -> None:
+        self.stats.skipped += 1
+        per = self.stats.skips_by_device
+        device = (product_key, device_key)
+        if device in per or len(per) < _MAX_CACHE:
+            per[device] = per.get(device, 0) + 1
+        key = (rule_id, product_key, device_key)
+        if key not in self._logged and len(self._logged) < _MAX_CACHE:
+            self._logged.add(key)
+            log.warning(
+                "alert rule %r on %s/%s: skipped (%s: %s); further skips are only counted",
+                rule_id, product_key, device_key, type(exc).__name__, exc,
+            )  # fmt: skip
+
+    def skips(self, product_key: str, device_key: str) -> int:
+        """Evaluations skipped on one device (a missing or unusable value)."""
+        return self.stats.skips_by_device.get((product_key, device_key), 0)
+
+    @property
+    def state_count(self) -> int:
+        """(Rule, device) states kept (at most ``max_states``)."""
+        return len(self._states)
+
+    def state(self, rule_id: str, product_key: str, device_key: str) -> AlertState | None:
+        """The state of a rule on a device, or None if the engine keeps none."""
+        entry = self._states.get((rule_id, product_key, device_key))
+        return None if entry is None else entry.state
+
+    # ---------------------------------------------------------------- states
+
+    def _feed(
+        self,
+        compiled: _Rule,
+        product_key: str,
+        device_key: str,
+        *,
+        time_ms: int,
+        anomaly: bool,
+        recovered: bool | None,
+        value: Any,
+    ) -> None:
+        key = (compiled.rule.rule_id, product_key, device_key)
+        entry = self._states.get(key)
+        if entry is None:
+            if not anomaly:
+                return  # a normal point on a device with no state changes nothing
+            if len(self._states) >= self._max_states and not self._evict():
+                self.stats.dropped += 1
+                return
+            entry = self._states[key] = _Entry(AlertState(compiled.rule))
+        self.stats.evaluated += 1
+        transitions = entry.state.observe(time_ms, anomaly, recovered, value)
+        self._act(compiled.rule, key, entry, transitions)
+        self._schedule(key, entry)
+
+    def _evict(self) -> bool:
+        """Drop the oldest inactive state; False if every state is busy."""
+        for key, entry in self._states.items():
+            state = entry.state
+            if state.phase is AlertPhase.NORMAL and state.next_due() is None:
+                del self._states[key]
+                self.stats.evicted += 1
+                return True
+        return False
+
+    def _act(
+        self, rule: AlertRule, key: _Key, entry: _Entry, transitions: tuple[Transition, ...]
+    ) -> None:
+        _, pk, dk = key
+        for transition in transitions:
+            try:
+                if isinstance(transition, Fired):
+                    self._open(rule, pk, dk, entry, transition)
+                elif isinstance(transition, Recovered):
+                    event_id = entry.event_id or self._active_id(rule, pk, dk)
+                    entry.event_id = None
+                    if event_id is not None:
+                        self._records.recover(
+                            event_id, transition.recover_time_ms, transition.value
+                        )
+                        self.stats.recovered += 1
+                elif isinstance(transition, Escalated):
+                    event_id = entry.event_id or self._active_id(rule, pk, dk)
+                    if event_id is not None:
+                        self._records.escalate(event_id, transition.severity, transition.time_ms)
+                        self.stats.escalated += 1
+                elif isinstance(transition, Flapping):
+                    event_id = entry.event_id or self._active_id(rule, pk, dk)
+                    if event_id is not None:
+                        started = transition.phase is FlapPhase.STARTED
+                        self._records.set_flapping(event_id, started)
+                elif isinstance(transition, Suppressed):
+                    self.stats.suppressed += 1
+            except (RuleError, NotFound) as exc:
+                self.stats.record_errors += 1
+                log.warning(
+                    "alert rule %r on %s/%s: cannot record %s: %s",
+                    rule.rule_id, pk, dk, type(transition).__name__, exc,
+                )  # fmt: skip
+
+    def _open(self, rule: AlertRule, pk: str, dk: str, entry: _Entry, fired: Fired) -> None:
+        active = self._records.find_active(rule.rule_id, pk, dk)
+        if active is not None:  # notified as active before (flapping ended, or a restart)
+            entry.event_id = active.event_id
+            if active.flapping:
+                self._records.set_flapping(active.event_id, False)
+            return
+        record = self._records.open_alert(
+            rule, fired, product_key=pk, device_key=dk, flapping=entry.state.flapping
+        )
+        entry.event_id = record.event_id
+        self.stats.fired += 1
+
+    def _active_id(self, rule: AlertRule, pk: str, dk: str) -> str | None:
+        record = self._records.find_active(rule.rule_id, pk, dk)
+        return None if record is None else record.event_id
+
+    # ---------------------------------------------------------------- timers
+
+    def _schedule(self, key: _Key, entry: _Entry) -> None:
+        due = entry.state.next_due()
+        if due != entry.scheduled_ms:
+            entry.scheduled_ms = due
+            if due is not None:
+                heapq.heappush(self._heap, (due, key))
+                if len(self._heap) > 2 * len(self._states) + 64:
+                    self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the states' scheduled times (drop the stale entries)."""
+        self._heap = [
+            (entry.scheduled_ms, key)
+            for key, entry in self._states.items()
+            if entry.scheduled_ms is not None
+        ]
+        heapq.heapify(self._heap)
+
+    def _live_top(self) -> int | None:
+        """The earliest live scheduled time, popping stale entries."""
+        heap = self._heap
+        while heap:
+            due, key = heap[0]
+            entry = self._states.get(key)
+            if entry is not None and entry.scheduled_ms == due:
+                return due
+            heapq.heappop(heap)
+        return None
+
+    def _arm(self) -> None:
+        """(Re-)arm the one clock timer at the earliest scheduled time."""
+        if self._closed:
+            return
+        due = self._live_top()
+        if due == self._timer_ms:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_ms = due
+        if due is not None:
+            delay_s = max(0, due - self._clock.time_ms()) / 1000
+            self._timer = self._clock.call_at(self._clock.monotonic() + delay_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_ms = None
+        if self._closed:
+            return
+        self.stats.timer_runs += 1
+        now = self._clock.time_ms()
+        done: set[_Key] = set()
+        while (due := self._live_top()) is not None and due <= now:
+            _, key = heapq.heappop(self._heap)
+            if key in done:  # a state still due after due(now): never spin on it
+                log.error("alert state %s still due at %d after due(); dropped its timer", key, now)
+                self._states[key].scheduled_ms = None
+                continue
+            done.add(key)
+            entry = self._states[key]
+            entry.scheduled_ms = None
+            compiled = self._rules.get(key[0])
+            transitions = entry.state.due(now)
+            if compiled is not None:
+                self._act(compiled.rule, key, entry, transitions)
+            self._schedule(key, entry)
+        self._arm()
+
+    def close(self) -> None:
+        """Cancel the timer and stop taking events (on the lab's loop, or after it stopped)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
