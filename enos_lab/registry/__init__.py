@@ -15,7 +15,8 @@ from ._auth import (
     authenticate_sub_device,
 )
 from ._records import DataFormat, Device, DeviceState, NodeType, Product, TopicPermission
-from ._registry import BulkResult, Registry, sealed_with
+from ._registry import BulkResult, Registry
+from ._sealing import sealed_with
 
 __all__ = [
     "AuthDecision",

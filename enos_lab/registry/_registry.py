@@ -16,14 +16,8 @@ writes the queue and waits for the batches in progress, so nothing reads them la
 Keys and secrets are generated from an injectable random source (``rng``) so that tutorials can be
 reproducible; times come from an injectable :class:`~enos_lab.clock.Clock`.
 
-Device and product secrets are kept sealed under the lab key (:mod:`enos_lab.vault`: AES-256-GCM,
-each value bound to its column and row) and opened by every reader that hands one out (device
-and product records, the login path, the credentials table), so nothing in the file is a secret
-in clear. The ``vault`` table names the fingerprint of the key that sealed them: opening the
-file with another key raises :class:`~enos_lab.errors.WrongLabKey` before anything is read. A
-registry written before secrets were sealed (no fingerprint) has its secrets sealed in place
-when opened, in one transaction, with SQLite's ``secure_delete`` on and the write-ahead log
-checkpointed and truncated afterwards, so that the clear values are overwritten in the file.
+Device and product secrets are kept sealed under the lab key and opened by every reader that
+hands one out; the ``vault`` table names the key (:mod:`._sealing`).
 
 The checks of what callers give and the conversions of rows are in :mod:`._rows`; bulk
 registration and the DataFrames of devices and credentials in :mod:`._tables`.
@@ -51,8 +45,8 @@ import pandas as pd
 
 from .._files import private_sqlite
 from ..clock import Clock, SystemClock, from_epoch_ms
-from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError, WrongLabKey
-from ..vault import KEY_FILE, LabKey, context
+from ..errors import AlreadyExists, InvalidArgument, NotFound, RegistryError
+from ..vault import KEY_FILE, LabKey
 from ._presence import PRESENCE_TRIGGER, Change, PresenceWriter, insert_one, write_batch
 from ._records import DataFormat, Device, NodeType, Product, TopicPermission
 from ._rows import (
@@ -61,16 +55,15 @@ from ._rows import (
     check_timezone,
     check_topic_template,
     deleted,
-    device_from_row,
     device_row,
     enum_value,
     permission,
-    product_from_row,
     to_ms,
 )
+from ._sealing import Sealer, sealed_with
 from ._tables import BulkResult, credentials_frame, devices_frame, register_many
 
-__all__ = ["BulkResult", "Registry", "sealed_with"]
+__all__ = ["BulkResult", "Registry"]
 
 log = logging.getLogger(__name__)
 
@@ -169,24 +162,6 @@ class LoginRecord(NamedTuple):
     activated: bool
 
 
-def sealed_with(path: str | Path) -> str | None:
-    """The fingerprint of the lab key that sealed the secrets of the registry file ``path``;
-    ``None`` for a missing file or one whose secrets were never sealed (a new lab key may be
-    made for it)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            row = db.execute("SELECT value FROM vault WHERE name='key_fingerprint'").fetchone()
-        finally:
-            db.close()
-    except sqlite3.Error:  # no vault table yet, or not a registry: nothing sealed
-        return None
-    return None if row is None else str(row[0])
-
-
 class Registry:
     """Products, devices, credentials, lifecycle and topology, persisted in SQLite.
 
@@ -224,7 +199,7 @@ class Registry:
                 if memory
                 else LabKey.load(Path(path).parent / KEY_FILE, create=sealed_with(path) is None)
             )
-        self._key = key
+        self._sealer = Sealer(key)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -243,7 +218,7 @@ class Registry:
         self._writer_path = None if memory else Path(path)
         self._writer: PresenceWriter | None = None
         try:
-            self._check_key(Path(path))
+            self._check_or_seal(Path(path))
         except BaseException:
             self._db.close()
             raise
@@ -258,65 +233,21 @@ class Registry:
 
     # -- secrets at rest ------------------------------------------------------------------------
 
-    def _check_key(self, path: Path) -> None:
-        """Check that the database's secrets were sealed under this key; seal the secrets of a
-        registry written before secrets were sealed (see the module docstring)."""
-        key = self._key
+    def _check_or_seal(self, path: Path) -> None:
+        """Check the key the secrets were sealed under, or seal those of an older registry
+        (:meth:`Sealer.check_or_seal <enos_lab.registry._sealing.Sealer.check_or_seal>`)."""
         with self._transaction() as db:
-            row = db.execute("SELECT value FROM vault WHERE name='key_fingerprint'").fetchone()
-            if row is not None:
-                if row[0] != key.fingerprint:
-                    where = key.path if key.path is not None else "a key in memory"
-                    raise WrongLabKey(
-                        f"the secrets in {path} were sealed under lab key {row[0]}, but the key "
-                        f"file ({where}) holds key {key.fingerprint}: it was replaced or "
-                        "belongs to another lab. Put the lab's own key file back (or pass it "
-                        "with key_file=); without it the secrets cannot be opened"
-                    )
-                return
-            products = db.execute("SELECT product_key, product_secret FROM products").fetchall()
-            devices = db.execute(
-                "SELECT product_key, device_key, device_secret FROM devices"
-            ).fetchall()
-            if products or devices:
-                db.execute("PRAGMA secure_delete=ON")  # the clear values are overwritten
-            for pk, secret in products:
-                db.execute(
-                    "UPDATE products SET product_secret=? WHERE product_key=?",
-                    (self._seal_product_secret(pk, secret), pk),
-                )
-            for pk, dk, secret in devices:
-                db.execute(
-                    "UPDATE devices SET device_secret=? WHERE product_key=? AND device_key=?",
-                    (self._seal_device_secret(pk, dk, secret), pk, dk),
-                )
-            db.execute("INSERT INTO vault VALUES ('key_fingerprint', ?)", (key.fingerprint,))
+            products, devices = self._sealer.check_or_seal(db, path)
         if products or devices:
             self._db.execute("PRAGMA secure_delete=OFF")
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             log.info(
                 "sealed %d product and %d device secret(s) of %s under the lab key %s",
-                len(products),
-                len(devices),
+                products,
+                devices,
                 path,
-                key.fingerprint,
+                self._sealer.key.fingerprint,
             )
-
-    def _seal_product_secret(self, product_key: str, secret: str) -> str:
-        return self._key.seal(secret, context("product_secret", product_key))
-
-    def _seal_device_secret(self, product_key: str, device_key: str, secret: str) -> str:
-        return self._key.seal(secret, context("device_secret", product_key, device_key))
-
-    def _product_from_row(self, row: tuple[Any, ...]) -> Product:
-        """A product from its row, its secret opened."""
-        secret = self._key.open(row[1], context("product_secret", row[0]))
-        return product_from_row((row[0], secret, *row[2:]))
-
-    def _device_from_row(self, row: tuple[Any, ...]) -> Device:
-        """A device from its row (``_DEVICE_COLUMNS``), its secret opened."""
-        secret = self._key.open(row[2], context("device_secret", row[0], row[1]))
-        return device_from_row((row[0], row[1], secret, *row[3:]))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -408,7 +339,7 @@ class Registry:
                 "INSERT INTO products VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     key,
-                    self._seal_product_secret(key, secret),
+                    self._sealer.product_secret(key, secret),
                     name,
                     model_id,
                     product.node_type.value,
@@ -451,7 +382,7 @@ class Registry:
         row = db.execute("SELECT * FROM products WHERE product_key=?", (product_key,)).fetchone()
         if row is None:
             raise NotFound(f"product {product_key!r} does not exist")
-        product = cache[product_key] = self._product_from_row(row)
+        product = cache[product_key] = self._sealer.product(row)
         return product
 
     def _login_records(
@@ -479,7 +410,7 @@ class Registry:
             ).fetchone()
         if row is None:
             return product, None
-        secret = self._key.open(row[0], context("device_secret", product_key, device_key))
+        secret = self._sealer.open_device_secret(product_key, device_key, row[0])
         return product, LoginRecord(secret, bool(row[1]), bool(row[2]), bool(row[3]))
 
     def find_product(self, product_key: str) -> Product | None:
@@ -494,7 +425,7 @@ class Registry:
         with self._lock:
             self._sync()
             rows = self._db.execute("SELECT * FROM products ORDER BY created_at, rowid").fetchall()
-        return [self._product_from_row(row) for row in rows]
+        return [self._sealer.product(row) for row in rows]
 
     def delete_product(self, product_key: str) -> None:
         """Delete a product that has no devices left."""
@@ -594,7 +525,7 @@ class Registry:
                 created_at=self._now(),
             )
             row = device_row(device)
-            sealed = self._seal_device_secret(product_key, key, device.device_secret)
+            sealed = self._sealer.device_secret(product_key, key, device.device_secret)
             db.execute(
                 f"INSERT INTO devices ({_DEVICE_COLUMNS}) VALUES ({','.join('?' * 18)})",
                 (*row[:2], sealed, *row[3:]),
@@ -620,7 +551,7 @@ class Registry:
             ).fetchone()
         if row is None:
             raise NotFound(f"device {product_key}/{device_key} does not exist")
-        return self._device_from_row(row)
+        return self._sealer.device(row)
 
     def find_device(self, product_key: str, device_key: str) -> Device | None:
         """The device with these keys, or ``None``."""
@@ -668,7 +599,7 @@ class Registry:
         with self._lock:
             self._sync()
             rows = self._db.execute(query + " ORDER BY created_at, rowid", args).fetchall()
-        return [self._device_from_row(row) for row in rows]
+        return [self._sealer.device(row) for row in rows]
 
     def _update(self, product_key: str, device_key: str, sql: str, *args: object) -> Device:
         with self._transaction() as db:
@@ -762,7 +693,7 @@ class Registry:
         return self._set_device_secret(product_key, device_key, self._random_text(20))
 
     def _set_device_secret(self, product_key: str, device_key: str, secret: str) -> Device:
-        sealed = self._seal_device_secret(product_key, device_key, secret)
+        sealed = self._sealer.device_secret(product_key, device_key, secret)
         return self._update(product_key, device_key, "device_secret=?", sealed)
 
     def rotate_device_secret(
@@ -795,7 +726,7 @@ class Registry:
             self.get_product(product_key)
             db.execute(
                 "UPDATE products SET product_secret=? WHERE product_key=?",
-                (self._seal_product_secret(product_key, secret), product_key),
+                (self._sealer.product_secret(product_key, secret), product_key),
             )
             self._product_cache.pop(product_key, None)
             return self._cached_product(product_key)
@@ -965,7 +896,7 @@ class Registry:
                 "WHERE gateway_product_key=? AND gateway_device_key=? ORDER BY created_at, rowid",
                 gateway,
             ).fetchall()
-        return [self._device_from_row(row) for row in rows]
+        return [self._sealer.device(row) for row in rows]
 
     # -- bulk registration and tables -----------------------------------------------------------
 

@@ -59,7 +59,7 @@ def test_no_secret_is_in_the_file_and_every_reader_opens_them(tmp_path: Path) ->
     leaked = [s for s in secrets if s.encode() in raw]
     assert not leaked
     assert (tmp_path / KEY_FILE).exists()  # the default key file, beside the database
-    assert registry._key.fingerprint.encode() in raw  # which key sealed them, in clear
+    assert LabKey.load(tmp_path / KEY_FILE).fingerprint.encode() in raw  # the sealing key, named
 
 
 def _make_clear(path: Path, secrets: dict[tuple[str, ...], str]) -> None:
