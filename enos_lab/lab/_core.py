@@ -298,11 +298,10 @@ class LabCore:
         """The time-series store (DuckDB in the data directory); thread-safe, sync and async.
 
         Query device data as DataFrames with ``lab.store.query_points``, ``latest``,
-        ``aggregate``, ``query_events``, ``query_attributes`` and ``query_alerts``: arguments
-        in the order devices, ids (points, events, attributes), start, end, then keywords; no
-        data gives an empty frame. Unless the lab is anonymous, a product or device the
-        registry does not know (and the store holds no data of) raises
-        :class:`~enos_lab.errors.NotFound`.
+        ``aggregate``, ``query_events`` and ``query_attributes``: arguments in the order
+        devices, ids (points, events, attributes), start, end, then keywords; no data gives an
+        empty frame. Unless the lab is anonymous, a product or device the registry does not
+        know (and the store holds no data of) raises :class:`~enos_lab.errors.NotFound`.
         """
         part = self._running().store
         assert part is not None  # set for as long as the lab runs

@@ -1,4 +1,4 @@
-"""Time-series store: measurepoints, events, attribute changes and alert records.
+"""Time-series store: measurepoints, events and attribute changes.
 
 An embedded DuckDB database in the lab's data directory. Appends are group-committed by a writer
 thread and return once durable; queries return tz-aware UTC pandas DataFrames. "Latest value" is
@@ -19,7 +19,7 @@ from __future__ import annotations
 from ._config import MIN_MEMORY_LIMIT, StoreConfig
 from ._policy import RetentionReport, StoragePolicy
 from ._query import AGGREGATIONS, DeviceDirectory, Ids, Source, id_list
-from ._rows import AlertRecord, AttributeRow, EventRow, PointRow, PointValue, ValueKind
+from ._rows import AttributeRow, EventRow, PointRow, PointValue, ValueKind
 from ._store import TimeSeriesStore
 from ._time import MAX_EVENT_MS, MIN_EVENT_MS, TimeLike, as_ms
 from ._writer import StoreStats
@@ -29,7 +29,6 @@ __all__ = [
     "MAX_EVENT_MS",
     "MIN_EVENT_MS",
     "MIN_MEMORY_LIMIT",
-    "AlertRecord",
     "AttributeRow",
     "DeviceDirectory",
     "EventRow",

@@ -36,7 +36,6 @@ from ..errors import InvalidArgument
 from ._time import MAX_EVENT_MS, MIN_EVENT_MS
 
 __all__ = [
-    "AlertRecord",
     "AttributeRow",
     "EventRow",
     "PointColumns",
@@ -143,38 +142,6 @@ class AttributeRow(NamedTuple):
     """New value (JSON-serialisable), or None when the attribute was deleted."""
 
 
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    """One alert as the alert engine sees it; appending the same ``alert_id`` again replaces it.
-
-    A raised alert is appended with ``state="active"``; its recovery is appended again with the
-    same ``alert_id``, a new state and ``recover_time_ms``.
-    """
-
-    alert_id: str
-    """Unique id of this alert occurrence."""
-    rule_id: str
-    """The alert rule that fired."""
-    product_key: str
-    """Product of the device."""
-    device_key: str
-    """Device, unique within its product."""
-    severity: str
-    """Severity id or name."""
-    state: str
-    """Alert state, e.g. ``active`` or ``recovered``."""
-    occur_time_ms: int
-    """When the anomaly began (or the delay timer started). [ms]"""
-    point_id: str | None = None
-    """Triggering measurepoint, if any."""
-    recover_time_ms: int | None = None
-    """When the alert recovered, if it has. [ms]"""
-    value: PointValue | None = None
-    """The value that triggered the alert (JSON-serialisable)."""
-    message: str = ""
-    """Human-readable alert content."""
-
-
 def encode_json(value: Any, row: int | None = None) -> str:
     """Serialise ``value`` as compact JSON text; refuse what JSON cannot carry and strings that
     are not encodable as UTF-8 (a lone surrogate, nested anywhere). ``row`` is named in errors.
@@ -233,7 +200,7 @@ def check_event_ms(value: object, what: str = "event time", row: int | None = No
 def check_record(
     product_key: object, device_key: object, ident: object, ms: object, row: int
 ) -> None:
-    """Check the keys, id and event time of one event, attribute change or alert record."""
+    """Check the keys, id and event time of one event or attribute change."""
     check_text(product_key, "product_key", row)
     check_text(device_key, "device_key", row)
     check_text(ident, "id", row)

@@ -67,15 +67,12 @@ from ._query import (
     where,
 )
 from ._rows import (
-    AlertRecord,
     AttributeRow,
     EventRow,
     PointRow,
-    check_event_ms,
     check_record,
     check_series_keys,
     check_text,
-    check_utf8,
     encode_json,
     encode_points,
 )
@@ -112,7 +109,7 @@ def _in_thread(
 
 
 class TimeSeriesStore:
-    """Measurepoints, events, attribute changes and alert records in an embedded DuckDB.
+    """Measurepoints, events and attribute changes in an embedded DuckDB.
 
     ``data_dir`` is the lab's data directory (created with mode 0700 if missing; the store's
     files in it are 0600); None uses a temporary directory that :meth:`close` removes. ``clock``
@@ -315,18 +312,6 @@ class TimeSeriesStore:
         """Like :meth:`append_attributes`, without blocking the event loop."""
         return await self._submit_async(self._attributes_batch(rows))
 
-    def append_alerts(self, records: Sequence[AlertRecord]) -> int:
-        """Store alert records (insert, or replace the record with the same ``alert_id``)."""
-        return self._submit(self._alerts_batch(records)).result()
-
-    def append_alert(self, record: AlertRecord) -> None:
-        """Store one alert record (see :meth:`append_alerts`)."""
-        self.append_alerts([record])
-
-    async def append_alerts_async(self, records: Sequence[AlertRecord]) -> int:
-        """Like :meth:`append_alerts`, without blocking the event loop."""
-        return await self._submit_async(self._alerts_batch(records))
-
     def _batch(self, kind: BatchKind, rows: int) -> Batch:
         return Batch(kind, rows, self._clock.time_ms(), Future())
 
@@ -380,39 +365,6 @@ class TimeSeriesStore:
             text = None if row.value is None else encode_json(row.value, i)
             batch.records.append(
                 (row.product_key, row.device_key, row.attribute_id, row.event_time_ms, rcv, text)
-            )
-        return batch
-
-    def _alerts_batch(self, records: Sequence[AlertRecord]) -> Batch:
-        batch = self._batch("alerts", len(records))
-        rcv = batch.receive_ms
-        for i, rec in enumerate(records):
-            check_record(rec.product_key, rec.device_key, rec.rule_id, rec.occur_time_ms, i)
-            check_text(rec.alert_id, "alert_id", i)
-            check_text(rec.severity, "severity", i)
-            check_text(rec.state, "state", i)
-            check_text(rec.point_id, "point_id", i, optional=True)
-            if not isinstance(rec.message, str):
-                raise InvalidArgument(f"expected a string message, got {rec.message!r} (row {i})")
-            check_utf8(rec.message, "message", i)
-            if rec.recover_time_ms is not None:
-                check_event_ms(rec.recover_time_ms, "recover_time_ms", i)
-            value = None if rec.value is None else encode_json(rec.value, i)
-            batch.records.append(
-                (
-                    rec.alert_id,
-                    rec.rule_id,
-                    rec.product_key,
-                    rec.device_key,
-                    rec.point_id,
-                    rec.severity,
-                    rec.state,
-                    rec.occur_time_ms,
-                    rec.recover_time_ms,
-                    rcv,
-                    value,
-                    rec.message,
-                )
             )
         return batch
 
@@ -727,49 +679,6 @@ class TimeSeriesStore:
         frame["value"] = json_objects(frame["value"])
         return utc_times(frame, {"event_ms": "time", "receive_ms": "receive_time"})
 
-    def query_alerts(
-        self,
-        device_keys: Ids | None = None,
-        point_ids: Ids | None = None,
-        start: TimeLike | None = None,
-        end: TimeLike | None = None,
-        *,
-        product_key: str | None = None,
-        rule_ids: Ids | None = None,
-        state: str | None = None,
-    ) -> pd.DataFrame:
-        """Alert records of the devices and points (``None``: all) whose occur time is in
-        ``[start, end)``, optionally of some rules and in one ``state``.
-
-        Columns: alert_id, rule_id, product_key, device_key, point_id, severity, state,
-        occur_time, recover_time (NaT while active), update_time, value, message; by occur
-        time. No data: an empty frame with these columns.
-        """
-        devices = id_list(device_keys, "device_keys")
-        clause, params = where(
-            "occur_ms",
-            *ms_range(start, end),
-            device_key=devices,
-            point_id=id_list(point_ids, "point_ids"),
-            product_key=None if product_key is None else [product_key],
-            rule_id=id_list(rule_ids, "rule_ids"),
-            state=None if state is None else [state],
-        )
-        with self._cursor() as cur:
-            self._check_names(cur, devices, product_key)
-            frame = cur.execute(
-                f"""SELECT alert_id, rule_id, product_key, device_key, point_id, severity, state,
-                           occur_ms, recover_ms, update_ms, value, message
-                    FROM alerts WHERE {clause}
-                    ORDER BY occur_ms, alert_id""",
-                params,
-            ).df()
-        frame["value"] = json_objects(frame["value"])
-        return utc_times(
-            frame,
-            {"occur_ms": "occur_time", "recover_ms": "recover_time", "update_ms": "update_time"},
-        )
-
     # ------------------------------------------------------------------ asyncio variants
 
     query_points_async = _in_thread(query_points)
@@ -777,5 +686,4 @@ class TimeSeriesStore:
     aggregate_async = _in_thread(aggregate)
     query_events_async = _in_thread(query_events)
     query_attributes_async = _in_thread(query_attributes)
-    query_alerts_async = _in_thread(query_alerts)
     apply_retention_async = _in_thread(apply_retention)

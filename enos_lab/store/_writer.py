@@ -55,7 +55,7 @@ __all__ = ["Batch", "Job", "StoreStats", "Writer"]
 log = logging.getLogger(__name__)
 
 SeriesKey = tuple[str, str, str]
-BatchKind = Literal["points", "events", "attributes", "alerts"]
+BatchKind = Literal["points", "events", "attributes"]
 
 
 @dataclass(slots=True)
@@ -70,7 +70,7 @@ class Batch:
     series: npt.NDArray[np.int32] | None = None
     """Series id per point row as known at submit time, -1 where not known yet."""
     records: list[tuple[Any, ...]] = field(default_factory=list)
-    """Ready table rows of events, attributes or alerts (validated at submit time)."""
+    """Ready table rows of events or attribute changes (validated at submit time)."""
 
 
 @dataclass(slots=True)
@@ -125,16 +125,6 @@ _INSERT_EVENTS = "INSERT INTO events SELECT pk, dk, eid, ev, rcv, sev::VARCHAR, 
 _INSERT_ATTRIBUTES = (
     "INSERT INTO attributes SELECT pk, dk, aid, ev, rcv, val::VARCHAR FROM f_attributes"
 )
-_UPSERT_ALERTS = """
-INSERT INTO alerts
-SELECT aid, rid, pk, dk, pid::VARCHAR, sev, st, occ, rec, upd, val::VARCHAR, msg FROM f_alerts
-ON CONFLICT (alert_id) DO UPDATE SET
-    rule_id = excluded.rule_id, product_key = excluded.product_key,
-    device_key = excluded.device_key, point_id = excluded.point_id,
-    severity = excluded.severity, state = excluded.state,
-    occur_ms = excluded.occur_ms, recover_ms = excluded.recover_ms,
-    update_ms = excluded.update_ms, value = excluded.value, message = excluded.message
-"""
 NO_TIME = np.iinfo(np.int64).min
 """Latest event time of a series with no stored row."""
 
@@ -149,7 +139,6 @@ def _execute(con: duckdb.DuckDBPyConnection, sql: str, frames: dict[str, Any]) -
     f_devices = frames.get("f_devices")  # noqa: F841
     f_events = frames.get("f_events")  # noqa: F841
     f_attributes = frames.get("f_attributes")  # noqa: F841
-    f_alerts = frames.get("f_alerts")  # noqa: F841
     con.execute(sql)
 
 
@@ -427,26 +416,6 @@ class Writer:
                 rows, columns=["pk", "dk", "aid", "ev", "rcv", "val"]
             ).astype({"ev": "int64", "rcv": "int64", "val": object})
             statements.append(_INSERT_ATTRIBUTES)
-        if "alerts" in by_kind:
-            last = {row[0]: row for b in by_kind["alerts"] for row in b.records}  # per alert id
-            frames["f_alerts"] = pd.DataFrame(
-                list(last.values()),
-                columns=[
-                    "aid",
-                    "rid",
-                    "pk",
-                    "dk",
-                    "pid",
-                    "sev",
-                    "st",
-                    "occ",
-                    "rec",
-                    "upd",
-                    "val",
-                    "msg",
-                ],
-            ).astype({"pid": object, "rec": "Int64", "val": object, "occ": "int64", "upd": "int64"})
-            statements.append(_UPSERT_ALERTS)
         if new_series:
             frames["f_series"] = pd.DataFrame(
                 [(sid, *key) for key, sid in new_series.items()],

@@ -23,7 +23,6 @@ from enos_lab.errors import InvalidArgument
 from enos_lab.store import (
     MAX_EVENT_MS,
     MIN_EVENT_MS,
-    AlertRecord,
     AttributeRow,
     EventRow,
     PointRow,
@@ -156,43 +155,13 @@ BAD_RECORDS: list[RecordCase] = [
         AttributeRow("P", "d", "a", MIN_EVENT_MS - 1, 1),
         str(MIN_EVENT_MS - 1),
     ),
-    (
-        "alert message",
-        lambda s: s.append_alerts,
-        AlertRecord("a1", "r", "P", "d", "warn", "active", T0, message="hot" + BAD),
-        "'hot\\ud800'",
-    ),
-    (
-        "alert value",
-        lambda s: s.append_alerts,
-        AlertRecord("a1", "r", "P", "d", "warn", "active", T0, value={"k": BAD}),
-        "'\\ud800'",
-    ),
-    (
-        "alert point",
-        lambda s: s.append_alerts,
-        AlertRecord("a1", "r", "P", "d", "warn", "active", T0, point_id=BAD),
-        "'\\ud800'",
-    ),
-    (
-        "alert occur time",
-        lambda s: s.append_alerts,
-        AlertRecord("a1", "r", "P", "d", "warn", "active", MAX_EVENT_MS + 1),
-        str(MAX_EVENT_MS + 1),
-    ),
-    (
-        "alert recover time",
-        lambda s: s.append_alerts,
-        AlertRecord("a1", "r", "P", "d", "warn", "ok", T0, recover_time_ms=2**70),
-        str(2**70),
-    ),
 ]
 
 
 @pytest.mark.parametrize(
     ("append", "record", "shown"), [pytest.param(a, r, s, id=i) for i, a, r, s in BAD_RECORDS]
 )
-def test_bad_event_attribute_or_alert_is_refused_naming_value_and_row(
+def test_bad_event_or_attribute_is_refused_naming_value_and_row(
     store: TimeSeriesStore,
     append: Callable[[TimeSeriesStore], Callable[[list[Any]], int]],
     record: Any,
@@ -201,7 +170,6 @@ def test_bad_event_attribute_or_alert_is_refused_naming_value_and_row(
     good = {
         EventRow: EventRow("P", "d", "e", T0, {"x": 1}),
         AttributeRow: AttributeRow("P", "d", "a", T0, 1),
-        AlertRecord: AlertRecord("a0", "r", "P", "d", "warn", "active", T0),
     }[type(record)]
     with pytest.raises(InvalidArgument, match="row 1") as info:
         append(store)([good, record])
@@ -210,13 +178,8 @@ def test_bad_event_attribute_or_alert_is_refused_naming_value_and_row(
     assert append(store)([good]) == 1
 
 
-def test_events_attributes_and_alerts_at_the_bounds_are_kept(store: TimeSeriesStore) -> None:
+def test_events_and_attributes_at_the_bounds_are_kept(store: TimeSeriesStore) -> None:
     assert store.append_events([EventRow("P", "d", "e", MAX_EVENT_MS, {"a": "日本"})]) == 1
     assert store.append_attributes([AttributeRow("P", "d", "a", MIN_EVENT_MS, "x")]) == 1
-    alert = AlertRecord(
-        "a1", "r", "P", "d", "warn", "ok", MIN_EVENT_MS, recover_time_ms=MAX_EVENT_MS
-    )
-    assert store.append_alerts([alert]) == 1
     assert store.query_events()["outputs"].tolist() == [{"a": "日本"}]
     assert len(store.query_attributes()) == 1
-    assert len(store.query_alerts()) == 1

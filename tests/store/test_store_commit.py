@@ -129,13 +129,12 @@ def test_async_queries(store: TimeSeriesStore) -> None:
             store.aggregate_async("d1", "v", interval="1min", aggregations="count"),
             store.query_events_async(),
             store.query_attributes_async(),
-            store.query_alerts_async(),
         )
         report = await store.apply_retention_async()
         assert report.deleted_rows == 0
         return [len(f) for f in frames]
 
-    assert asyncio.run(main()) == [120, 1, 3, 1, 0, 0]
+    assert asyncio.run(main()) == [120, 1, 3, 1, 0]
 
 
 def test_rows_keep_their_keys_and_times_on_disk(tmp_path: Path) -> None:
@@ -244,3 +243,40 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(StoreError, match="schema version 999"):
         TimeSeriesStore(tmp_path)
+
+
+def _tables(path: Path) -> set[str]:
+    con = duckdb.connect(str(path / "timeseries.duckdb"), read_only=True)
+    try:
+        return {
+            name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+        }
+    finally:
+        con.close()
+
+
+def test_a_new_store_has_no_alerts_table_and_an_old_one_keeps_its_alerts(
+    tmp_path: Path,
+) -> None:
+    with TimeSeriesStore(tmp_path / "new"):
+        pass
+    tables = {"meta", "series", "devices", "points", "rollups", "events", "attributes"}
+    assert _tables(tmp_path / "new") == tables
+    # A database made before alert records moved out of the store: same schema version, plus
+    # an ``alerts`` table whose rows are the user's and stay where they are.
+    old = tmp_path / "old"
+    with TimeSeriesStore(old):
+        pass
+    con = duckdb.connect(str(old / "timeseries.duckdb"))
+    con.execute("CREATE TABLE alerts (alert_id VARCHAR PRIMARY KEY, message VARCHAR NOT NULL)")
+    con.execute("INSERT INTO alerts VALUES ('a-1', 'temp above 5')")
+    con.close()
+    with TimeSeriesStore(old) as store:
+        store.append_points([PointRow("P", "d1", "v", T0, 1.0)])
+        assert len(store.query_points("d1")) == 1
+    assert _tables(old) == tables | {"alerts"}
+    con = duckdb.connect(str(old / "timeseries.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT * FROM alerts").fetchall() == [("a-1", "temp above 5")]
+    finally:
+        con.close()

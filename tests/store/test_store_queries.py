@@ -1,4 +1,4 @@
-"""Time-bucket aggregation, events, attribute changes, alert records, empty results, errors."""
+"""Time-bucket aggregation, events, attribute changes, empty results, errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from enos_lab.errors import InvalidArgument, NotFound
 from enos_lab.store import (
     AGGREGATIONS,
-    AlertRecord,
     AttributeRow,
     DeviceDirectory,
     EventRow,
@@ -159,63 +158,6 @@ def test_attribute_changes(store: TimeSeriesStore) -> None:
     assert len(store.query_attributes(attribute_ids="loc")) == 1
 
 
-def test_alert_records_are_upserted_by_alert_id(store: TimeSeriesStore) -> None:
-    raised = AlertRecord(
-        "a-1",
-        "rule.hot",
-        "P",
-        "d1",
-        "critical",
-        "active",
-        B + 40 * S,
-        point_id="temp",
-        value=6,
-        message="temp above 5",
-    )
-    store.append_alert(raised)
-    store.append_alert(AlertRecord("a-2", "rule.cold", "P", "d1", "warning", "active", B + 180 * S))
-    active = store.query_alerts(state="active")
-    assert active["alert_id"].tolist() == ["a-1", "a-2"]
-    assert pd.isna(active["recover_time"]).all()
-    store.append_alerts(
-        [
-            AlertRecord(
-                "a-1",
-                "rule.hot",
-                "P",
-                "d1",
-                "critical",
-                "recovered",
-                B + 40 * S,
-                point_id="temp",
-                recover_time_ms=B + 119 * S,
-                value=6,
-                message="temp above 5",
-            )
-        ]
-    )
-    frame = store.query_alerts(start=utc(B), end=utc(B + 60 * S))
-    assert len(frame) == 1
-    rec = frame.iloc[0]
-    assert (rec.alert_id, rec.rule_id, rec.device_key, rec.point_id) == (
-        "a-1",
-        "rule.hot",
-        "d1",
-        "temp",
-    )
-    assert (rec.severity, rec.state, rec.value, rec.message) == (
-        "critical",
-        "recovered",
-        6,
-        "temp above 5",
-    )
-    assert rec.occur_time == utc(B + 40 * S)
-    assert rec.recover_time == utc(B + 119 * S)
-    assert store.query_alerts(rule_ids="rule.cold")["alert_id"].tolist() == ["a-2"]
-    assert store.query_alerts("d1", "temp")["alert_id"].tolist() == ["a-1"]
-    assert store.query_alerts(state="active")["alert_id"].tolist() == ["a-2"]
-
-
 def test_series_and_devices_listing(store: TimeSeriesStore) -> None:
     assert store.devices().values.tolist() == [["P", "d1"], ["P", "d2"], ["Q", "d9"]]
     assert ["P", "d1", "mode"] in store.series().values.tolist()
@@ -233,7 +175,6 @@ POINT_COLUMNS = [
 ]
 EVENT_COLUMNS = ["time", "product_key", "device_key", "event_id", "severity", "outputs"]
 ATTRIBUTE_COLUMNS = ["time", "product_key", "device_key", "attribute_id", "value"]
-ALERT_COLUMNS = ["alert_id", "rule_id", "product_key", "device_key", "point_id", "severity"]
 
 # Every query with the names of devices (and products) it has no data of.
 NO_DATA: list[tuple[str, Callable[[TimeSeriesStore], pd.DataFrame], list[str]]] = [
@@ -254,11 +195,6 @@ NO_DATA: list[tuple[str, Callable[[TimeSeriesStore], pd.DataFrame], list[str]]] 
     ),
     ("events", lambda s: s.query_events("ghost"), [*EVENT_COLUMNS, "receive_time"]),
     ("attributes", lambda s: s.query_attributes("ghost"), [*ATTRIBUTE_COLUMNS, "receive_time"]),
-    (
-        "alerts",
-        lambda s: s.query_alerts("ghost", product_key="R"),
-        [*ALERT_COLUMNS, "state", "occur_time", "recover_time", "update_time", "value", "message"],
-    ),
 ]
 
 
@@ -284,7 +220,6 @@ def test_every_query_takes_devices_ids_start_end_in_that_order(store: TimeSeries
         "aggregate",
         "query_events",
         "query_attributes",
-        "query_alerts",
     ):
         for method in (getattr(store, name), getattr(store, f"{name}_async")):
             params = list(inspect.signature(method).parameters.values())
@@ -337,14 +272,13 @@ def test_with_a_directory_unknown_products_and_devices_raise_not_found(tmp_path:
             lambda: store.aggregate("typo", interval="1h"),
             lambda: store.query_events("typo"),
             lambda: store.query_attributes("typo"),
-            lambda: store.query_alerts("typo"),
         ):
             with pytest.raises(NotFound, match=r"typo|evq"):
                 query()
         for query in (
             lambda: store.query_points(product_key="NOPE"),
             lambda: store.latest(product_key="NOPE"),
-            lambda: store.query_alerts(product_key="NOPE"),
+            lambda: store.query_events(product_key="NOPE"),
         ):
             with pytest.raises(NotFound, match="product 'NOPE'"):
                 query()
@@ -367,7 +301,6 @@ def test_with_a_directory_unknown_products_and_devices_raise_not_found(tmp_path:
         lambda s: s.query_points("d1", start="yesterday"),
         lambda s: s.query_points([]),
         lambda s: s.query_events("d1", datetime(2024, 1, 1)),  # a time where ids go
-        lambda s: s.query_alerts(rule_ids=[""]),
     ],
 )
 def test_bad_arguments_raise_invalid_argument(store: TimeSeriesStore, call: object) -> None:
