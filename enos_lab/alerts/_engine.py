@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from ..clock import Clock, TimerHandle, to_epoch_ms
@@ -39,6 +40,7 @@ from ..model import ModelCatalog
 from ..rules import Expression, compile_expression
 from ..tap import PointStored, PresenceChanged
 from ._definitions import AlertRule
+from ._record import AlertEventType, AlertRecord
 from ._records import AlertRecords
 from ._state import AlertPhase, AlertState
 from ._transitions import Escalated, Fired, FlapPhase, Flapping, Recovered, Suppressed, Transition
@@ -51,6 +53,18 @@ _MAX_CACHE = 10_000
 """Bound on cached product -> model entries, per-device skip counters and logged keys."""
 
 _Key = tuple[str, str, str]  # (rule_id, product_key, device_key)
+_TRIGGERED = AlertEventType.TRIGGERED
+
+
+class AlertChange(Enum):
+    """What happened to an alert record, as the engine's ``notify`` callback hears it."""
+
+    OPENED = "opened"
+    """The alert fired: its record was opened."""
+    RECOVERED = "recovered"
+    """The alert recovered."""
+    ESCALATED = "escalated"
+    """The alert took a higher severity."""
 
 
 @dataclass(slots=True)
@@ -81,6 +95,9 @@ class AlertEngineStats:
     """Points dropped because every state was busy and ``max_states`` was reached."""
     timer_runs: int = 0
     """Times the engine's clock timer fired."""
+    masked: int = 0
+    """Alerts masked by a root alert that fired after them (those opened under an active
+    root alert are masked from the start and not counted here)."""
     skips_by_device: dict[tuple[str, str], int] = field(default_factory=dict)
     """Skipped evaluations per (product_key, device_key) (at most 10,000 devices)."""
 
@@ -122,6 +139,9 @@ class AlertEngine:
         clock: Clock,
         model_of: Callable[[str], str | None],
         attributes: Callable[[str, str], Mapping[str, Any]] | None = None,
+        gateway_of: Callable[[str, str], tuple[str, str] | None] | None = None,
+        sub_devices: Callable[[tuple[str, str]], Iterable[tuple[str, str]]] | None = None,
+        notify: Callable[[AlertRecord, AlertChange], None] | None = None,
         max_states: int = MAX_STATES,
     ) -> None:
         if not isinstance(max_states, int) or isinstance(max_states, bool) or max_states < 1:
@@ -133,6 +153,9 @@ class AlertEngine:
         self._clock = clock
         self._model_of = model_of
         self._attributes = attributes
+        self._gateway_of = gateway_of
+        self._sub_devices = sub_devices
+        self._notify = notify
         self._max_states = max_states
         self._rules: dict[str, _Rule] = {}
         self._by_trigger: dict[tuple[str, str], list[_Rule]] = {}
@@ -182,6 +205,42 @@ class AlertEngine:
         compiled = _Rule(rule, condition, recover, bool(include_resumed))
         self._rules[rule.rule_id] = compiled
         self._by_trigger.setdefault((rule.model_id, trigger), []).append(compiled)
+        self._restore(rule)
+        self._arm()
+
+    def _restore(self, rule: AlertRule) -> None:
+        """Pick up the rule's active alerts from the records (kept across a restart, or
+        raised before the rule was replaced): each gets an active state, so that its next
+        recovering point recovers it and its escalation goes on."""
+        active = self._records.active(rule_ids=rule.rule_id)
+        for event_id in active["event_id"]:
+            record = self._records.get(event_id)
+            started, confirmed = record.started, record.confirmed
+            if started is None or confirmed is None or record.event_type is not _TRIGGERED:
+                continue
+            if len(self._states) >= self._max_states:
+                self.stats.dropped += 1
+                continue
+            occur_ms = to_epoch_ms(record.occur_time)
+            fired = Fired(
+                occur_ms,
+                record.value,
+                record.severity,
+                started,
+                confirmed,
+                record.anomalies or 1,
+                bool(record.by_timer),
+            )
+            state = AlertState.restore(
+                rule,
+                fired,
+                severity=record.severity,
+                steps=len(record.escalations),
+                last_time_ms=max(occur_ms, confirmed.time_ms),
+            )
+            key = (rule.rule_id, record.product_key, record.device_key)
+            entry = self._states[key] = _Entry(state, event_id)
+            self._schedule(key, entry)
 
     @staticmethod
     def _compile(rule: AlertRule, text: str, model: Any) -> Expression:
@@ -369,15 +428,21 @@ class AlertEngine:
                     event_id = entry.event_id or self._active_id(rule, pk, dk)
                     entry.event_id = None
                     if event_id is not None:
-                        self._records.recover(
+                        record = self._records.recover(
                             event_id, transition.recover_time_ms, transition.value
                         )
                         self.stats.recovered += 1
+                        self._tell(record, AlertChange.RECOVERED)
+                        if rule.is_root:
+                            self._unmask(record)
                 elif isinstance(transition, Escalated):
                     event_id = entry.event_id or self._active_id(rule, pk, dk)
                     if event_id is not None:
-                        self._records.escalate(event_id, transition.severity, transition.time_ms)
+                        record = self._records.escalate(
+                            event_id, transition.severity, transition.time_ms
+                        )
                         self.stats.escalated += 1
+                        self._tell(record, AlertChange.ESCALATED)
                 elif isinstance(transition, Flapping):
                     event_id = entry.event_id or self._active_id(rule, pk, dk)
                     if event_id is not None:
@@ -400,10 +465,70 @@ class AlertEngine:
                 self._records.set_flapping(active.event_id, False)
             return
         record = self._records.open_alert(
-            rule, fired, product_key=pk, device_key=dk, flapping=entry.state.flapping
+            rule,
+            fired,
+            product_key=pk,
+            device_key=dk,
+            flapping=entry.state.flapping,
+            masked_by=self._root_alert_over(pk, dk),
         )
         entry.event_id = record.event_id
         self.stats.fired += 1
+        self._tell(record, AlertChange.OPENED)
+        if rule.is_root:
+            self._mask_below(record)
+
+    # ---------------------------------------------------------------- root masking
+
+    def _root_ids(self) -> list[str]:
+        return [rule_id for rule_id, compiled in self._rules.items() if compiled.rule.is_root]
+
+    def _root_alert_over(self, pk: str, dk: str) -> str | None:
+        """The event id of an active root alert on the device's gateway, if there is one."""
+        if self._gateway_of is None:
+            return None
+        roots = self._root_ids()
+        gateway = self._gateway_of(pk, dk) if roots else None
+        if gateway is None:
+            return None
+        active = self._records.active(gateway[1], roots, product_key=gateway[0])
+        return None if active.empty else str(active["event_id"].iloc[0])
+
+    def _mask_below(self, root: AlertRecord) -> None:
+        """Mask the active alerts of the sub-devices of the root alert's device."""
+        if self._sub_devices is None:
+            return
+        for sub_pk, sub_dk in self._sub_devices((root.product_key, root.device_key)):
+            active = self._records.active(sub_dk, product_key=sub_pk)
+            for event_id, masked_by in zip(active["event_id"], active["masked_by"], strict=True):
+                if not isinstance(masked_by, str):  # None (or NaN)
+                    self._records.set_masked(event_id, root.event_id)
+                    self.stats.masked += 1
+
+    def _unmask(self, root: AlertRecord) -> None:
+        """Unmask the alerts the recovered root alert masked and that are still active."""
+        if self._sub_devices is None:
+            return
+        for sub_pk, sub_dk in self._sub_devices((root.product_key, root.device_key)):
+            active = self._records.active(sub_dk, product_key=sub_pk)
+            for event_id, masked_by in zip(active["event_id"], active["masked_by"], strict=True):
+                if masked_by == root.event_id:
+                    self._records.set_masked(event_id, None)
+
+    def _tell(self, record: AlertRecord, change: AlertChange) -> None:
+        if self._notify is None:
+            return
+        try:
+            self._notify(record, change)
+        except Exception:  # a consumer's failure never stops the engine
+            log.exception("alert notification for %s failed", record.event_id)
+
+    def forget(self, rule_id: str, product_key: str, device_key: str) -> None:
+        """Drop the rule's state on the device (after its alert was closed through the API):
+        an anomaly that goes on starts a new alert, with its delay, at its next point."""
+        entry = self._states.pop((rule_id, product_key, device_key), None)
+        if entry is not None:
+            entry.scheduled_ms = None
 
     def _active_id(self, rule: AlertRule, pk: str, dk: str) -> str | None:
         record = self._records.find_active(rule.rule_id, pk, dk)

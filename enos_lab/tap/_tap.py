@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import ClosedError, InvalidArgument
 from ._events import (
+    AlertChanged,
     AttributesChanged,
     CommandReplied,
     DeviceActivated,
@@ -68,6 +69,7 @@ EVENT_KINDS: tuple[type, ...] = (
     OtaReported,
     DeviceLoggedIn,
     DeviceActivated,
+    AlertChanged,
 )
 """Every event class of the tap."""
 
