@@ -65,6 +65,7 @@ The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.mo
 from __future__ import annotations
 
 from . import datasets, errors
+from .alerts import AlertRule
 from .clock import Clock, SimulatedClock, SystemClock
 from .device import Backoff, ConnectionMode, Device, DeviceClient
 from .enos import Reply, TopicKind
@@ -96,7 +97,6 @@ from .iothub import IotHubConfig
 from .lab import Lab
 from .sim import Fleet, Link, profile_for
 from .store import StoreConfig
-from .alerts import AlertRule
 from .tap import (
     AlertChanged,
     AttributesChanged,
