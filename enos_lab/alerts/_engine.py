@@ -29,15 +29,18 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from ..clock import Clock, TimerHandle, to_epoch_ms
 from ..errors import EnosLabError, ExpressionError, InvalidArgument, NotFound, RuleError
 from ..model import ModelCatalog
-from ..rules import Expression, compile_expression
+from ..rules import Expression, Threshold, compile_expression
 from ..tap import PointStored, PresenceChanged
 from ._definitions import AlertRule
 from ._record import AlertEventType, AlertRecord
@@ -49,6 +52,9 @@ log = logging.getLogger(__name__)
 
 MAX_STATES = 100_000
 """Default bound on (rule, device) states an engine keeps."""
+VECTOR_MIN = 8
+"""Points of one (product, measurepoint) in a batch from which threshold conditions are
+evaluated with numpy (fewer: one by one, which costs less for so few)."""
 _MAX_CACHE = 10_000
 """Bound on cached product -> model entries, per-device skip counters and logged keys."""
 
@@ -110,6 +116,9 @@ class _Rule:
     condition: Expression | None
     recover: Expression | None
     include_resumed: bool
+    threshold: Threshold | None = None
+    states: int = 0
+    """(Device) states the engine keeps for this rule."""
 
 
 @dataclass(slots=True)
@@ -202,7 +211,8 @@ class AlertEngine:
                 recover = self._compile(rule, rule.recover_condition, model)
         trigger = rule.measurepoint if rule.measurepoint is not None else "\0status"
         self.remove_rule(rule.rule_id)
-        compiled = _Rule(rule, condition, recover, bool(include_resumed))
+        threshold = None if condition is None else condition.threshold
+        compiled = _Rule(rule, condition, recover, bool(include_resumed), threshold)
         self._rules[rule.rule_id] = compiled
         self._by_trigger.setdefault((rule.model_id, trigger), []).append(compiled)
         self._restore(rule)
@@ -240,6 +250,7 @@ class AlertEngine:
             )
             key = (rule.rule_id, record.product_key, record.device_key)
             entry = self._states[key] = _Entry(state, event_id)
+            self._rules[rule.rule_id].states += 1
             self._schedule(key, entry)
 
     @staticmethod
@@ -273,66 +284,181 @@ class AlertEngine:
 
     # ---------------------------------------------------------------- events
 
+    @property
+    def wants_points(self) -> bool:
+        """Whether any rule is triggered by a measurepoint (the engine needs ``PointStored``)."""
+        return any(c.rule.measurepoint is not None for c in self._rules.values())
+
+    @property
+    def wants_presence(self) -> bool:
+        """Whether any rule is triggered by the device status (``PresenceChanged``)."""
+        return any(c.rule.measurepoint is None for c in self._rules.values())
+
     def on_event(self, event: object) -> None:
         """The tap callback: evaluate the rules an event triggers (on the lab's loop)."""
+        self.on_events((event,))
+
+    def on_events(self, events: Sequence[object]) -> None:
+        """The tap's batch callback (``tap.add_callback(engine.on_events, batch=True)``): the
+        same as :meth:`on_event` for each event, in order, with the points of one
+        (product, measurepoint) evaluated together: a threshold condition (see
+        :attr:`~enos_lab.rules.Expression.threshold`) runs as one numpy comparison over them
+        (from :data:`VECTOR_MIN` points on), and only the anomalous points and those of
+        devices with a state go on to the states."""
         if self._closed:
             return
-        self.stats.events += 1
-        if isinstance(event, PointStored):
-            self._on_point(event)
-        elif isinstance(event, PresenceChanged):
-            rules = self._rules_for(event.product_key, "\0status")
-            time_ms = to_epoch_ms(event.time)
-            value = "online" if event.online else "offline"
-            for compiled in rules:
-                if self._in_scope(compiled.rule, event.device_key):
-                    self._feed(
-                        compiled,
-                        event.product_key,
-                        event.device_key,
-                        time_ms=time_ms,
-                        anomaly=not event.online,
-                        recovered=None,
-                        value=value,
-                    )
+        self.stats.events += len(events)
+        groups: dict[tuple[str, str], list[PointStored]] = {}
+        idle: set[tuple[str, str]] = set()
+        for event in events:
+            if type(event) is PointStored:
+                key = (event.product_key, event.point_id)
+                group = groups.get(key)
+                if group is None:
+                    if key in idle:
+                        continue
+                    if not self._rules_for(*key):
+                        idle.add(key)
+                        continue
+                    group = groups[key] = []
+                group.append(event)
+            elif isinstance(event, PresenceChanged):
+                self._on_presence(event)
+        for (product_key, point_id), group in groups.items():
+            self._on_points(self._rules_for(product_key, point_id), group)
         self._arm()
 
-    def _on_point(self, event: PointStored) -> None:
-        rules = self._rules_for(event.product_key, event.point_id)
-        if not rules:
-            return
+    def _on_presence(self, event: PresenceChanged) -> None:
+        rules = self._rules_for(event.product_key, "\0status")
         time_ms = to_epoch_ms(event.time)
-        pk, dk = event.product_key, event.device_key
-        attributes: Mapping[str, Any] | None = None
+        value = "online" if event.online else "offline"
         for compiled in rules:
-            rule = compiled.rule
-            if not self._in_scope(rule, dk):
-                continue
-            if event.resume and not compiled.include_resumed:
-                self.stats.resumed_skipped += 1
-                continue
-            condition = compiled.condition
-            assert condition is not None
-            points = {event.point_id: event.value}
-            try:
-                if attributes is None and (
-                    condition.attributes or (compiled.recover and compiled.recover.attributes)
-                ):
-                    attributes = self._attributes(pk, dk) if self._attributes else {}
-                attrs = attributes or {}
-                anomaly = condition.evaluate(points, attrs) is True
-                recovered = (
-                    None
-                    if compiled.recover is None
-                    else compiled.recover.evaluate(points, attrs) is True
+            if self._in_scope(compiled.rule, event.device_key):
+                self._feed(
+                    compiled,
+                    event.product_key,
+                    event.device_key,
+                    time_ms=time_ms,
+                    anomaly=not event.online,
+                    recovered=None,
+                    value=value,
                 )
-            except Exception as exc:  # one device's bad value (or attributes) harms nobody else
-                self._skip(rule.rule_id, pk, dk, exc)
+
+    def _on_points(self, rules: list[_Rule], group: list[PointStored]) -> None:
+        """The points of one (product, measurepoint), in order, for each of its rules."""
+        values: npt.NDArray[np.float64] | None = None
+        resumed: npt.NDArray[np.bool_] | None = None
+        numeric = len(group) >= VECTOR_MIN
+        for compiled in rules:
+            threshold = compiled.threshold
+            if threshold is None or not numeric:
+                for event in group:
+                    self._on_point(compiled, event)
                 continue
-            self._feed(
-                compiled, pk, dk, time_ms=time_ms, anomaly=anomaly, recovered=recovered,
-                value=event.value,
-            )  # fmt: skip
+            if values is None:
+                try:
+                    values = np.fromiter((e.value for e in group), np.float64, len(group))
+                    resumed = np.fromiter((e.resume for e in group), np.bool_, len(group))
+                except (TypeError, ValueError):  # a value that is not a number: row by row
+                    numeric = False
+                    for event in group:
+                        self._on_point(compiled, event)
+                    continue
+            assert resumed is not None
+            self._vector(compiled, threshold, group, values, resumed)
+
+    def _vector(
+        self,
+        compiled: _Rule,
+        threshold: Threshold,
+        group: list[PointStored],
+        values: npt.NDArray[np.float64],
+        resumed: npt.NDArray[np.bool_],
+    ) -> None:
+        """One threshold rule over a group: numpy finds the anomalies; the anomalous points,
+        those of devices with a state and those it cannot decide go on, in order."""
+        limits = undecided = None
+        if threshold.attribute is not None:
+            limits, undecided = self._limits(group, threshold.attribute)
+        anomaly = threshold.mask(values, limits)
+        if not compiled.include_resumed and resumed.any():
+            self.stats.resumed_skipped += int(resumed.sum())
+            anomaly &= ~resumed
+            if undecided is not None:
+                undecided &= ~resumed
+        chosen = anomaly if undecided is None else anomaly | undecided
+        picked = np.flatnonzero(chosen).tolist()
+        # a device's other points matter once it has a state: one from before this batch, or
+        # one its first anomaly here makes (a state is only ever made by an anomaly)
+        devices = {group[i].device_key for i in picked}
+        if compiled.states:
+            rule_id, states = compiled.rule.rule_id, self._states
+            devices.update(
+                dk
+                for dk in {e.device_key for e in group}
+                if (rule_id, group[0].product_key, dk) in states
+            )
+        if devices:
+            skip_resumed = not compiled.include_resumed
+            picked = [
+                i
+                for i, e in enumerate(group)
+                if chosen[i] or (e.device_key in devices and not (skip_resumed and e.resume))
+            ]
+        for i in picked:
+            decided = undecided is None or not undecided[i]
+            self._on_point(compiled, group[i], bool(anomaly[i]) if decided else None)
+
+    def _limits(
+        self, group: list[PointStored], attribute: str
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+        """The attribute per point of the group, and where it is missing or not a number
+        (those points are evaluated one by one, which counts the skip)."""
+        per_device: dict[tuple[str, str], float] = {}
+        limits = np.empty(len(group), dtype=np.float64)
+        for i, event in enumerate(group):
+            device = (event.product_key, event.device_key)
+            limit = per_device.get(device)
+            if limit is None:
+                try:
+                    given = (self._attributes(*device) if self._attributes else {}).get(attribute)
+                except Exception:  # evaluated one by one: a counted skip
+                    given = None
+                number = type(given) in (int, float)
+                limit = per_device[device] = float(given) if number else np.nan  # type: ignore[arg-type]
+            limits[i] = limit
+        return limits, np.isnan(limits)
+
+    def _on_point(self, compiled: _Rule, event: PointStored, anomaly: bool | None = None) -> None:
+        """Evaluate one rule on one point (unless ``anomaly`` is known) and feed the state."""
+        rule = compiled.rule
+        pk, dk = event.product_key, event.device_key
+        if not self._in_scope(rule, dk):
+            return
+        if event.resume and not compiled.include_resumed:
+            if anomaly is None:
+                self.stats.resumed_skipped += 1
+            return
+        condition = compiled.condition
+        assert condition is not None
+        recover = compiled.recover
+        points = {event.point_id: event.value}
+        try:
+            attributes: Mapping[str, Any] = {}
+            if self._attributes is not None and (
+                condition.attributes or (recover is not None and recover.attributes)
+            ):
+                attributes = self._attributes(pk, dk)
+            if anomaly is None:
+                anomaly = condition.evaluate(points, attributes) is True
+            recovered = None if recover is None else recover.evaluate(points, attributes) is True
+        except Exception as exc:  # one device's bad value (or attributes) harms nobody else
+            self._skip(rule.rule_id, pk, dk, exc)
+            return
+        self._feed(
+            compiled, pk, dk, time_ms=to_epoch_ms(event.time), anomaly=anomaly,
+            recovered=recovered, value=event.value,
+        )  # fmt: skip
 
     def _rules_for(self, product_key: str, trigger: str) -> list[_Rule]:
         model_id = self._product_models.get(product_key, "\0")
@@ -401,6 +527,7 @@ class AlertEngine:
                 self.stats.dropped += 1
                 return
             entry = self._states[key] = _Entry(AlertState(compiled.rule))
+            compiled.states += 1
         self.stats.evaluated += 1
         transitions = entry.state.observe(time_ms, anomaly, recovered, value)
         self._act(compiled.rule, key, entry, transitions)
@@ -412,6 +539,7 @@ class AlertEngine:
             state = entry.state
             if state.phase is AlertPhase.NORMAL and state.next_due() is None:
                 del self._states[key]
+                self._lost_state(key[0])
                 self.stats.evicted += 1
                 return True
         return False
@@ -529,6 +657,12 @@ class AlertEngine:
         entry = self._states.pop((rule_id, product_key, device_key), None)
         if entry is not None:
             entry.scheduled_ms = None
+            self._lost_state(rule_id)
+
+    def _lost_state(self, rule_id: str) -> None:
+        compiled = self._rules.get(rule_id)
+        if compiled is not None:
+            compiled.states -= 1
 
     def _active_id(self, rule: AlertRule, pk: str, dk: str) -> str | None:
         record = self._records.find_active(rule.rule_id, pk, dk)

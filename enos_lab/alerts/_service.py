@@ -69,6 +69,7 @@ class AlertService:
         """The rules kept, by id, in the order added (change them on the lab's loop)."""
         self.engine: AlertEngine | None = None
         self._callback: TapCallback | None = None
+        self._kinds: tuple[type, ...] = ()
         self.lock = threading.Lock()
         """Held by the facade while it changes the rules and writes the rule file."""
 
@@ -108,8 +109,32 @@ class AlertService:
                 error = str(exc)
                 log.warning("alert rule %r is kept but not evaluated: %s", entry.rule.rule_id, exc)
             self.rules[entry.rule.rule_id] = KeptRule(entry, error)
-        self._callback = tap.add_callback(engine.on_event, kinds=(PointStored, PresenceChanged))
+        self.refresh()
         return self
+
+    def refresh(self) -> None:
+        """Attach the engine to the tap for the events its rules need, and only those (on
+        the loop; after the rules changed): with no measurepoint rule, the IoT hub builds no
+        ``PointStored`` event for it, and ingest costs what it costs without alerts."""
+        engine = self.engine
+        if engine is None:
+            return
+        kinds = tuple(
+            kind
+            for kind, wanted in (
+                (PointStored, engine.wants_points),
+                (PresenceChanged, engine.wants_presence),
+            )
+            if wanted
+        )
+        if self._callback is not None:
+            if self._kinds == kinds:
+                return
+            self._callback.cancel()
+            self._callback = None
+        self._kinds = kinds
+        if kinds:
+            self._callback = self._tap.add_callback(engine.on_events, kinds=kinds, batch=True)
 
     def _notify(self, record: AlertRecord, change: AlertChange) -> None:
         if record.masked_by is not None:

@@ -329,6 +329,7 @@ def _put(service: AlertService, entry: RuleEntry) -> KeptRule | None:
     service.engine.add_rule(entry.rule, include_resumed=entry.include_resumed)
     previous = service.rules.get(entry.rule.rule_id)
     service.rules[entry.rule.rule_id] = KeptRule(entry)
+    service.refresh()
     return previous
 
 
@@ -338,6 +339,7 @@ def _drop(service: AlertService, rule_id: str) -> KeptRule:
         raise NotFound(f"alert rule {rule_id!r} does not exist")
     assert service.engine is not None
     service.engine.remove_rule(rule_id)
+    service.refresh()
     return previous
 
 
@@ -351,6 +353,7 @@ def _restore(service: AlertService, rule_id: str, previous: KeptRule | None) -> 
         if previous.error is None:
             entry = previous.entry
             service.engine.add_rule(entry.rule, include_resumed=entry.include_resumed)
+    service.refresh()
 
 
 def _forget(service: AlertService, rule_id: str, product_key: str, device_key: str) -> None:
