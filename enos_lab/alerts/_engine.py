@@ -35,13 +35,13 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..clock import Clock, TimerHandle, to_epoch_ms
 from ..errors import EnosLabError, ExpressionError, InvalidArgument, NotFound, RuleError
 from ..model import ModelCatalog
-from ..rules import Expression, Threshold, compile_expression
+from ..rules import Expression, compile_expression
 from ..tap import PointStored, PresenceChanged
+from ._batch import VECTOR_MIN, Bools, PointGroup
 from ._definitions import AlertRule
 from ._record import AlertEventType, AlertRecord
 from ._records import AlertRecords
@@ -52,9 +52,6 @@ log = logging.getLogger(__name__)
 
 MAX_STATES = 100_000
 """Default bound on (rule, device) states an engine keeps."""
-VECTOR_MIN = 8
-"""Points of one (product, measurepoint) in a batch from which threshold conditions are
-evaluated with numpy (fewer: one by one, which costs less for so few)."""
 _MAX_CACHE = 10_000
 """Bound on cached product -> model entries, per-device skip counters and logged keys."""
 
@@ -116,7 +113,6 @@ class _Rule:
     condition: Expression | None
     recover: Expression | None
     include_resumed: bool
-    threshold: Threshold | None = None
     states: int = 0
     """(Device) states the engine keeps for this rule."""
 
@@ -211,8 +207,7 @@ class AlertEngine:
                 recover = self._compile(rule, rule.recover_condition, model)
         trigger = rule.measurepoint if rule.measurepoint is not None else "\0status"
         self.remove_rule(rule.rule_id)
-        threshold = None if condition is None else condition.threshold
-        compiled = _Rule(rule, condition, recover, bool(include_resumed), threshold)
+        compiled = _Rule(rule, condition, recover, bool(include_resumed))
         self._rules[rule.rule_id] = compiled
         self._by_trigger.setdefault((rule.model_id, trigger), []).append(compiled)
         self._restore(rule)
@@ -301,10 +296,10 @@ class AlertEngine:
     def on_events(self, events: Sequence[object]) -> None:
         """The tap's batch callback (``tap.add_callback(engine.on_events, batch=True)``): the
         same as :meth:`on_event` for each event, in order, with the points of one
-        (product, measurepoint) evaluated together: a threshold condition (see
-        :attr:`~enos_lab.rules.Expression.threshold`) runs as one numpy comparison over them
-        (from :data:`VECTOR_MIN` points on), and only the anomalous points and those of
-        devices with a state go on to the states."""
+        (product, measurepoint) evaluated together (:class:`~enos_lab.alerts._batch.
+        PointGroup`: a threshold condition as one numpy comparison, others over a frame),
+        and only the anomalous points and those of devices with a state going on to the
+        states."""
         if self._closed:
             return
         self.stats.events += len(events)
@@ -344,90 +339,53 @@ class AlertEngine:
                     value=value,
                 )
 
-    def _on_points(self, rules: list[_Rule], group: list[PointStored]) -> None:
+    def _on_points(self, rules: list[_Rule], events: list[PointStored]) -> None:
         """The points of one (product, measurepoint), in order, for each of its rules."""
-        values: npt.NDArray[np.float64] | None = None
-        resumed: npt.NDArray[np.bool_] | None = None
-        numeric = len(group) >= VECTOR_MIN
+        group = PointGroup(events, self._attributes) if len(events) >= VECTOR_MIN else None
         for compiled in rules:
-            threshold = compiled.threshold
-            if threshold is None or not numeric:
-                for event in group:
+            condition = compiled.condition
+            assert condition is not None
+            found = None if group is None else group.anomalies(condition, events[0].point_id)
+            if found is None:
+                for event in events:
                     self._on_point(compiled, event)
                 continue
-            if values is None:
-                try:
-                    values = np.fromiter((e.value for e in group), np.float64, len(group))
-                    resumed = np.fromiter((e.resume for e in group), np.bool_, len(group))
-                except (TypeError, ValueError):  # a value that is not a number: row by row
-                    numeric = False
-                    for event in group:
-                        self._on_point(compiled, event)
-                    continue
-            assert resumed is not None
-            self._vector(compiled, threshold, group, values, resumed)
+            assert group is not None
+            self._pick(compiled, group, *found)
 
-    def _vector(
-        self,
-        compiled: _Rule,
-        threshold: Threshold,
-        group: list[PointStored],
-        values: npt.NDArray[np.float64],
-        resumed: npt.NDArray[np.bool_],
+    def _pick(
+        self, compiled: _Rule, group: PointGroup, anomaly: Bools, undecided: Bools | None
     ) -> None:
-        """One threshold rule over a group: numpy finds the anomalies; the anomalous points,
-        those of devices with a state and those it cannot decide go on, in order."""
-        limits = undecided = None
-        if threshold.attribute is not None:
-            limits, undecided = self._limits(group, threshold.attribute)
-        anomaly = threshold.mask(values, limits)
-        if not compiled.include_resumed and resumed.any():
-            self.stats.resumed_skipped += int(resumed.sum())
-            anomaly &= ~resumed
-            if undecided is not None:
-                undecided &= ~resumed
+        """Feed a rule's states the points that matter, in order: the anomalous ones, those
+        of devices with a state, and those the batch could not decide (evaluated alone)."""
+        events = group.events
+        if not compiled.include_resumed:
+            resumed = group.resumed
+            if resumed.any():
+                self.stats.resumed_skipped += int(resumed.sum())
+                anomaly = anomaly & ~resumed
+                if undecided is not None:
+                    undecided = undecided & ~resumed
         chosen = anomaly if undecided is None else anomaly | undecided
         picked = np.flatnonzero(chosen).tolist()
         # a device's other points matter once it has a state: one from before this batch, or
         # one its first anomaly here makes (a state is only ever made by an anomaly)
-        devices = {group[i].device_key for i in picked}
+        devices = {events[i].device_key for i in picked}
         if compiled.states:
-            rule_id, states = compiled.rule.rule_id, self._states
+            rule_id, states, pk = compiled.rule.rule_id, self._states, events[0].product_key
             devices.update(
-                dk
-                for dk in {e.device_key for e in group}
-                if (rule_id, group[0].product_key, dk) in states
+                dk for dk in {e.device_key for e in events} if (rule_id, pk, dk) in states
             )
         if devices:
             skip_resumed = not compiled.include_resumed
             picked = [
                 i
-                for i, e in enumerate(group)
+                for i, e in enumerate(events)
                 if chosen[i] or (e.device_key in devices and not (skip_resumed and e.resume))
             ]
         for i in picked:
             decided = undecided is None or not undecided[i]
-            self._on_point(compiled, group[i], bool(anomaly[i]) if decided else None)
-
-    def _limits(
-        self, group: list[PointStored], attribute: str
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-        """The attribute per point of the group, and where it is missing or not a number
-        (those points are evaluated one by one, which counts the skip)."""
-        per_device: dict[tuple[str, str], float] = {}
-        limits = np.empty(len(group), dtype=np.float64)
-        for i, event in enumerate(group):
-            device = (event.product_key, event.device_key)
-            limit = per_device.get(device)
-            if limit is None:
-                try:
-                    given = (self._attributes(*device) if self._attributes else {}).get(attribute)
-                except Exception:  # evaluated one by one: a counted skip
-                    given = None
-                number = type(given) in (int, float)
-                limit = per_device[device] = float(given) if number else np.nan  # type: ignore[arg-type]
-            limits[i] = limit
-        return limits, np.isnan(limits)
+            self._on_point(compiled, events[i], bool(anomaly[i]) if decided else None)
 
     def _on_point(self, compiled: _Rule, event: PointStored, anomaly: bool | None = None) -> None:
         """Evaluate one rule on one point (unless ``anomaly`` is known) and feed the state."""

@@ -350,7 +350,8 @@ class AlertState:
         step = self._rule.escalation[self._step]
         self._step += 1
         self._severity = step.severity
-        escalated = Escalated(time_ms, step.severity, previous, fired.occur_time_ms)
+        occur_ms = self._notified_occur_ms if self._notified_active else fired.occur_time_ms
+        escalated = Escalated(time_ms, step.severity, previous, occur_ms)
         if self._flapping:
             self._suppressed += 1
             out.append(Suppressed(escalated))
@@ -380,12 +381,14 @@ class AlertState:
                 self._suppressed += 1
                 out.append(Suppressed(transition))
                 return
-        self._notified_active = isinstance(transition, Fired)
         if isinstance(transition, Fired):
             self._notified_severity = transition.severity
             self._notified_occur_ms = transition.occur_time_ms
         else:
+            if self._notified_active:  # it ends the alert notified, into which flaps merged
+                transition = replace(transition, occur_time_ms=self._notified_occur_ms)
             self._notified_severity = None
+        self._notified_active = isinstance(transition, Fired)
         out.append(transition)
 
     def _end_flapping(self, time_ms: int, out: list[Transition]) -> None:

@@ -1,5 +1,6 @@
-"""The alert engine's batch path: thresholds evaluated with numpy over the points of one batch
-give the same alerts as the points taken one by one; threshold masks match the language."""
+"""The alert engine's batch path: conditions evaluated over the points of one batch (thresholds
+with numpy, others over a frame) give the same alerts as the points taken one by one;
+threshold masks match the language."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ CONDITIONS = [
     "${active_power} != 3",
     "4 < ${active_power}",
     "${active_power} >= ${rated_power}",
-    "${active_power} > 5 and ${active_power} < 9",  # not a threshold: one by one
+    "${active_power} > 5 and ${active_power} < 9",  # not a threshold: a frame
+    "${active_power} > ${rated_power} or ${active_power} < -2",  # a frame with an attribute
 ]
 OPS = ["<", "<=", ">", ">=", "==", "!="]
 NUMBERS = st.one_of(
@@ -76,7 +78,7 @@ def batches(draw: st.DrawFn) -> tuple[AlertRule, list[PointStored], dict[str, di
         for dk in devices
     }
     events = []
-    for step in range(draw(st.integers(0, 60))):
+    for step in range(draw(st.integers(0, 90))):
         dk = draw(st.sampled_from(devices))
         value = draw(NUMBERS | st.just(None)) if draw(st.integers(0, 20)) == 0 else draw(NUMBERS)
         events.append(
