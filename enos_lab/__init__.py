@@ -5,6 +5,8 @@ thing models, a time-series store and tutorials. Start with :class:`Lab`; the RE
 
 What ``import enos_lab`` gives by name (``__all__``, sorted):
 
+- ``AlertChanged``: tap event: an alert fired, recovered or escalated (``Lab.alerts``).
+- ``AlertRule``: an alert rule (``Lab.add_alert_rule``; severities and the rest: :mod:`.alerts`).
 - ``AlreadyExists``: an id (product, device, model) that is already taken.
 - ``AttributesChanged``: tap event (all of them: ``Lab.subscribe``): a device's attributes changed.
 - ``AuthenticationError``: credentials were refused.
@@ -57,12 +59,13 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 
 The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
 ``.mqtt``, ``.enos``, ``.tap``, ``.device``, ``.sim``, ``.edge``, ``.scenarios``, ``.ca``,
-``.vault``, and, not yet wired to the lab, ``.rules``, ``.alerts``, ``.streams``) hold the rest.
+``.vault``, ``.alerts`` and, not yet wired to the lab, ``.rules``, ``.streams``) hold the rest.
 """
 
 from __future__ import annotations
 
 from . import datasets, errors
+from .alerts import AlertRule
 from .clock import Clock, SimulatedClock, SystemClock
 from .device import Backoff, ConnectionMode, Device, DeviceClient
 from .enos import Reply, TopicKind
@@ -95,6 +98,7 @@ from .lab import Lab
 from .sim import Fleet, Link, profile_for
 from .store import StoreConfig
 from .tap import (
+    AlertChanged,
     AttributesChanged,
     CommandReplied,
     DeviceActivated,
@@ -109,6 +113,8 @@ from .tap import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertChanged",
+    "AlertRule",
     "AlreadyExists",
     "AttributesChanged",
     "AuthenticationError",

@@ -5,10 +5,11 @@ Theory of operation
 :meth:`Services.start` builds, on the lab's loop: the device registry and the time-series store
 (each opened in a worker thread: SQLite and DuckDB block), the thing model catalog, the EnOS IoT
 hub services unless the lab is anonymous (reporting to the lab's device-data tap, which outlives
-the services), and the MQTT hub with its TCP listeners (plain and/or TLS), which are opened
-last, once everything they feed is ready. A failure part way stops what was built. With a TLS
-listener the IoT hub services check client certificates with the lab's CA (the one the
-listener's contexts come from).
+the services) with the alert engine on that tap (:class:`~enos_lab.alerts.AlertService`: the
+alert records and the rules kept in the data directory), and the MQTT hub with its TCP
+listeners (plain and/or TLS), which are opened last, once everything they feed is ready. A
+failure part way stops what was built. With a TLS listener the IoT hub services check client
+certificates with the lab's CA (the one the listener's contexts come from).
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
@@ -18,7 +19,9 @@ task on the loop is cancelled from outside its owner):
 2. the IoT hub services (:meth:`~enos_lab.iothub.IotHub.stop`): the measurepoints already
    received are committed and answered, queued presence written, their own tasks cancelled,
    commands still waiting fail with :class:`~enos_lab.errors.ClosedError`;
-3. the registry and the store close (in worker threads; the store commits what it holds).
+3. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
+   last points were evaluated, its timer cancelled, its records closed;
+4. the registry and the store close (in worker threads; the store commits what it holds).
 
 Every step runs even when an earlier one failed; the first failure is raised at the end.
 """
@@ -32,8 +35,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .alerts import AlertService
 from .ca import ServerContexts
-from .clock import Clock
+from .clock import Clock, SystemClock
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener
 from .iothub import IotHub, IotHubConfig
 from .model import ModelCatalog, load_library, model_from_json
@@ -67,6 +71,7 @@ class Services:
         self.store: TimeSeriesStore | None = None
         self.models: ModelCatalog | None = None
         self.iothub: IotHub | None = None
+        self.alerts: AlertService | None = None
         self.hub: Hub | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
@@ -124,6 +129,10 @@ class Services:
                 )
                 iothub.attach(hub)
                 hub.add_listener(self._on_hub_event)
+                if tap is not None:
+                    self.alerts = await AlertService.start(
+                        data_dir, registry, models, clock or SystemClock(), tap
+                    )
             await hub.start()
             if port is not None:
                 self.listener = await hub.listen_tcp(host, port)
@@ -137,13 +146,16 @@ class Services:
     async def stop(self) -> None:
         """Stop every part in order (see the module docstring); idempotent."""
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
-        self.hub = self.iothub = self.listener = self.tls_listener = None
+        alerts = self.alerts
+        self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None
         self.registry = self.store = self.models = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
             steps.append(hub.stop)
         if iothub is not None:
             steps.append(iothub.stop)
+        if alerts is not None:
+            steps.append(alerts.stop)
         if registry is not None:
             steps.append(lambda: asyncio.to_thread(registry.close))
         if store is not None:

@@ -113,9 +113,12 @@ from ._definitions import (
     FlapPolicy,
     Severity,
 )
-from ._engine import MAX_STATES, AlertEngine, AlertEngineStats
+from ._engine import MAX_STATES, AlertChange, AlertEngine, AlertEngineStats
+from ._explain import EXPLAIN_COLUMNS, AlertExplanation, explain
 from ._record import RECORD_COLUMNS, AlertEventType, AlertRecord, EscalationStep
 from ._records import KEEP, MAX_HISTORY, PRUNE_EVERY, AlertRecords
+from ._serial import RULES_FILE, RuleEntry, RuleFile, rule_document, rule_from_document
+from ._service import ALERTS_FILE, AlertService, KeptRule
 from ._state import AlertPhase, AlertState
 from ._transitions import (
     Escalated,
@@ -129,10 +132,12 @@ from ._transitions import (
 )
 
 __all__ = [
+    "ALERTS_FILE",
     "DEFAULT_SEVERITIES",
     "DELAY_MAX",
     "DELAY_MIN",
     "DEVICE_STATUSES",
+    "EXPLAIN_COLUMNS",
     "FAULT",
     "INFO",
     "KEEP",
@@ -141,15 +146,19 @@ __all__ = [
     "MAX_STATES",
     "PRUNE_EVERY",
     "RECORD_COLUMNS",
+    "RULES_FILE",
     "WARNING",
+    "AlertChange",
     "AlertContent",
     "AlertEngine",
     "AlertEngineStats",
     "AlertEventType",
+    "AlertExplanation",
     "AlertPhase",
     "AlertRecord",
     "AlertRecords",
     "AlertRule",
+    "AlertService",
     "AlertState",
     "AlertType",
     "Escalated",
@@ -159,9 +168,15 @@ __all__ = [
     "FlapPhase",
     "FlapPolicy",
     "Flapping",
+    "KeptRule",
     "Recovered",
+    "RuleEntry",
+    "RuleFile",
     "Sample",
     "Severity",
     "Suppressed",
     "Transition",
+    "explain",
+    "rule_document",
+    "rule_from_document",
 ]

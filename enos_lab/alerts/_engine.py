@@ -29,16 +29,21 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
+
+import numpy as np
 
 from ..clock import Clock, TimerHandle, to_epoch_ms
 from ..errors import EnosLabError, ExpressionError, InvalidArgument, NotFound, RuleError
 from ..model import ModelCatalog
 from ..rules import Expression, compile_expression
 from ..tap import PointStored, PresenceChanged
+from ._batch import VECTOR_MIN, Bools, PointGroup
 from ._definitions import AlertRule
+from ._record import AlertEventType, AlertRecord
 from ._records import AlertRecords
 from ._state import AlertPhase, AlertState
 from ._transitions import Escalated, Fired, FlapPhase, Flapping, Recovered, Suppressed, Transition
@@ -51,6 +56,18 @@ _MAX_CACHE = 10_000
 """Bound on cached product -> model entries, per-device skip counters and logged keys."""
 
 _Key = tuple[str, str, str]  # (rule_id, product_key, device_key)
+_TRIGGERED = AlertEventType.TRIGGERED
+
+
+class AlertChange(Enum):
+    """What happened to an alert record, as the engine's ``notify`` callback hears it."""
+
+    OPENED = "opened"
+    """The alert fired: its record was opened."""
+    RECOVERED = "recovered"
+    """The alert recovered."""
+    ESCALATED = "escalated"
+    """The alert took a higher severity."""
 
 
 @dataclass(slots=True)
@@ -81,6 +98,9 @@ class AlertEngineStats:
     """Points dropped because every state was busy and ``max_states`` was reached."""
     timer_runs: int = 0
     """Times the engine's clock timer fired."""
+    masked: int = 0
+    """Alerts masked by a root alert that fired after them (those opened under an active
+    root alert are masked from the start and not counted here)."""
     skips_by_device: dict[tuple[str, str], int] = field(default_factory=dict)
     """Skipped evaluations per (product_key, device_key) (at most 10,000 devices)."""
 
@@ -93,6 +113,8 @@ class _Rule:
     condition: Expression | None
     recover: Expression | None
     include_resumed: bool
+    states: int = 0
+    """(Device) states the engine keeps for this rule."""
 
 
 @dataclass(slots=True)
@@ -122,6 +144,9 @@ class AlertEngine:
         clock: Clock,
         model_of: Callable[[str], str | None],
         attributes: Callable[[str, str], Mapping[str, Any]] | None = None,
+        gateway_of: Callable[[str, str], tuple[str, str] | None] | None = None,
+        sub_devices: Callable[[tuple[str, str]], Iterable[tuple[str, str]]] | None = None,
+        notify: Callable[[AlertRecord, AlertChange], None] | None = None,
         max_states: int = MAX_STATES,
     ) -> None:
         if not isinstance(max_states, int) or isinstance(max_states, bool) or max_states < 1:
@@ -133,6 +158,9 @@ class AlertEngine:
         self._clock = clock
         self._model_of = model_of
         self._attributes = attributes
+        self._gateway_of = gateway_of
+        self._sub_devices = sub_devices
+        self._notify = notify
         self._max_states = max_states
         self._rules: dict[str, _Rule] = {}
         self._by_trigger: dict[tuple[str, str], list[_Rule]] = {}
@@ -182,6 +210,43 @@ class AlertEngine:
         compiled = _Rule(rule, condition, recover, bool(include_resumed))
         self._rules[rule.rule_id] = compiled
         self._by_trigger.setdefault((rule.model_id, trigger), []).append(compiled)
+        self._restore(rule)
+        self._arm()
+
+    def _restore(self, rule: AlertRule) -> None:
+        """Pick up the rule's active alerts from the records (kept across a restart, or
+        raised before the rule was replaced): each gets an active state, so that its next
+        recovering point recovers it and its escalation goes on."""
+        active = self._records.active(rule_ids=rule.rule_id)
+        for event_id in active["event_id"]:
+            record = self._records.get(event_id)
+            started, confirmed = record.started, record.confirmed
+            if started is None or confirmed is None or record.event_type is not _TRIGGERED:
+                continue
+            if len(self._states) >= self._max_states:
+                self.stats.dropped += 1
+                continue
+            occur_ms = to_epoch_ms(record.occur_time)
+            fired = Fired(
+                occur_ms,
+                record.value,
+                record.severity,
+                started,
+                confirmed,
+                record.anomalies or 1,
+                bool(record.by_timer),
+            )
+            state = AlertState.restore(
+                rule,
+                fired,
+                severity=record.severity,
+                steps=len(record.escalations),
+                last_time_ms=max(occur_ms, confirmed.time_ms),
+            )
+            key = (rule.rule_id, record.product_key, record.device_key)
+            entry = self._states[key] = _Entry(state, event_id)
+            self._rules[rule.rule_id].states += 1
+            self._schedule(key, entry)
 
     @staticmethod
     def _compile(rule: AlertRule, text: str, model: Any) -> Expression:
@@ -214,66 +279,144 @@ class AlertEngine:
 
     # ---------------------------------------------------------------- events
 
+    @property
+    def wants_points(self) -> bool:
+        """Whether any rule is triggered by a measurepoint (the engine needs ``PointStored``)."""
+        return any(c.rule.measurepoint is not None for c in self._rules.values())
+
+    @property
+    def wants_presence(self) -> bool:
+        """Whether any rule is triggered by the device status (``PresenceChanged``)."""
+        return any(c.rule.measurepoint is None for c in self._rules.values())
+
     def on_event(self, event: object) -> None:
         """The tap callback: evaluate the rules an event triggers (on the lab's loop)."""
+        self.on_events((event,))
+
+    def on_events(self, events: Sequence[object]) -> None:
+        """The tap's batch callback (``tap.add_callback(engine.on_events, batch=True)``): the
+        same as :meth:`on_event` for each event, in order, with the points of one
+        (product, measurepoint) evaluated together (:class:`~enos_lab.alerts._batch.
+        PointGroup`: a threshold condition as one numpy comparison, others over a frame),
+        and only the anomalous points and those of devices with a state going on to the
+        states."""
         if self._closed:
             return
-        self.stats.events += 1
-        if isinstance(event, PointStored):
-            self._on_point(event)
-        elif isinstance(event, PresenceChanged):
-            rules = self._rules_for(event.product_key, "\0status")
-            time_ms = to_epoch_ms(event.time)
-            value = "online" if event.online else "offline"
-            for compiled in rules:
-                if self._in_scope(compiled.rule, event.device_key):
-                    self._feed(
-                        compiled,
-                        event.product_key,
-                        event.device_key,
-                        time_ms=time_ms,
-                        anomaly=not event.online,
-                        recovered=None,
-                        value=value,
-                    )
+        self.stats.events += len(events)
+        groups: dict[tuple[str, str], list[PointStored]] = {}
+        idle: set[tuple[str, str]] = set()
+        for event in events:
+            if type(event) is PointStored:
+                key = (event.product_key, event.point_id)
+                group = groups.get(key)
+                if group is None:
+                    if key in idle:
+                        continue
+                    if not self._rules_for(*key):
+                        idle.add(key)
+                        continue
+                    group = groups[key] = []
+                group.append(event)
+            elif isinstance(event, PresenceChanged):
+                self._on_presence(event)
+        for (product_key, point_id), group in groups.items():
+            self._on_points(self._rules_for(product_key, point_id), group)
         self._arm()
 
-    def _on_point(self, event: PointStored) -> None:
-        rules = self._rules_for(event.product_key, event.point_id)
-        if not rules:
-            return
+    def _on_presence(self, event: PresenceChanged) -> None:
+        rules = self._rules_for(event.product_key, "\0status")
         time_ms = to_epoch_ms(event.time)
-        pk, dk = event.product_key, event.device_key
-        attributes: Mapping[str, Any] | None = None
+        value = "online" if event.online else "offline"
         for compiled in rules:
-            rule = compiled.rule
-            if not self._in_scope(rule, dk):
-                continue
-            if event.resume and not compiled.include_resumed:
-                self.stats.resumed_skipped += 1
-                continue
+            if self._in_scope(compiled.rule, event.device_key):
+                self._feed(
+                    compiled,
+                    event.product_key,
+                    event.device_key,
+                    time_ms=time_ms,
+                    anomaly=not event.online,
+                    recovered=None,
+                    value=value,
+                )
+
+    def _on_points(self, rules: list[_Rule], events: list[PointStored]) -> None:
+        """The points of one (product, measurepoint), in order, for each of its rules."""
+        group = PointGroup(events, self._attributes) if len(events) >= VECTOR_MIN else None
+        for compiled in rules:
             condition = compiled.condition
             assert condition is not None
-            points = {event.point_id: event.value}
-            try:
-                if attributes is None and (
-                    condition.attributes or (compiled.recover and compiled.recover.attributes)
-                ):
-                    attributes = self._attributes(pk, dk) if self._attributes else {}
-                attrs = attributes or {}
-                anomaly = condition.evaluate(points, attrs) is True
-                recovered = (
-                    None
-                    if compiled.recover is None
-                    else compiled.recover.evaluate(points, attrs) is True
-                )
-            except Exception as exc:  # one device's bad value (or attributes) harms nobody else
-                self._skip(rule.rule_id, pk, dk, exc)
+            found = None if group is None else group.anomalies(condition, events[0].point_id)
+            if found is None:
+                for event in events:
+                    self._on_point(compiled, event)
                 continue
-            self._feed(
-                compiled, pk, dk, time_ms=time_ms, anomaly=anomaly, recovered=recovered,
-                value=event.value,
-            )  # fmt: skip
+            assert group is not None
+            self._pick(compiled, group, *found)
+
+    def _pick(
+        self, compiled: _Rule, group: PointGroup, anomaly: Bools, undecided: Bools | None
+    ) -> None:
+        """Feed a rule's states the points that matter, in order: the anomalous ones, those
+        of devices with a state, and those the batch could not decide (evaluated alone)."""
+        events = group.events
+        if not compiled.include_resumed:
+            resumed = group.resumed
+            if resumed.any():
+                self.stats.resumed_skipped += int(resumed.sum())
+                anomaly = anomaly & ~resumed
+                if undecided is not None:
+                    undecided = undecided & ~resumed
+        chosen = anomaly if undecided is None else anomaly | undecided
+        picked = np.flatnonzero(chosen).tolist()
+        # a device's other points matter once it has a state: one from before this batch, or
+        # one its first anomaly here makes (a state is only ever made by an anomaly)
+        devices = {events[i].device_key for i in picked}
+        if compiled.states:
+            rule_id, states, pk = compiled.rule.rule_id, self._states, events[0].product_key
+            devices.update(
+                dk for dk in {e.device_key for e in events} if (rule_id, pk, dk) in states
+            )
+        if devices:
+            skip_resumed = not compiled.include_resumed
+            picked = [
+                i
+                for i, e in enumerate(events)
+                if chosen[i] or (e.device_key in devices and not (skip_resumed and e.resume))
+            ]
+        for i in picked:
+            decided = undecided is None or not undecided[i]
+            self._on_point(compiled, events[i], bool(anomaly[i]) if decided else None)
+
+    def _on_point(self, compiled: _Rule, event: PointStored, anomaly: bool | None = None) -> None:
+        """Evaluate one rule on one point (unless ``anomaly`` is known) and feed the state."""
+        rule = compiled.rule
+        pk, dk = event.product_key, event.device_key
+        if not self._in_scope(rule, dk):
+            return
+        if event.resume and not compiled.include_resumed:
+            if anomaly is None:
+                self.stats.resumed_skipped += 1
+            return
+        condition = compiled.condition
+        assert condition is not None
+        recover = compiled.recover
+        points = {event.point_id: event.value}
+        try:
+            attributes: Mapping[str, Any] = {}
+            if self._attributes is not None and (
+                condition.attributes or (recover is not None and recover.attributes)
+            ):
+                attributes = self._attributes(pk, dk)
+            if anomaly is None:
+                anomaly = condition.evaluate(points, attributes) is True
+            recovered = None if recover is None else recover.evaluate(points, attributes) is True
+        except Exception as exc:  # one device's bad value (or attributes) harms nobody else
+            self._skip(rule.rule_id, pk, dk, exc)
+            return
+        self._feed(
+            compiled, pk, dk, time_ms=to_epoch_ms(event.time), anomaly=anomaly,
+            recovered=recovered, value=event.value,
+        )  # fmt: skip
 
     def _rules_for(self, product_key: str, trigger: str) -> list[_Rule]:
         model_id = self._product_models.get(product_key, "\0")
@@ -342,6 +485,7 @@ class AlertEngine:
                 self.stats.dropped += 1
                 return
             entry = self._states[key] = _Entry(AlertState(compiled.rule))
+            compiled.states += 1
         self.stats.evaluated += 1
         transitions = entry.state.observe(time_ms, anomaly, recovered, value)
         self._act(compiled.rule, key, entry, transitions)
@@ -353,6 +497,7 @@ class AlertEngine:
             state = entry.state
             if state.phase is AlertPhase.NORMAL and state.next_due() is None:
                 del self._states[key]
+                self._lost_state(key[0])
                 self.stats.evicted += 1
                 return True
         return False
@@ -369,15 +514,21 @@ class AlertEngine:
                     event_id = entry.event_id or self._active_id(rule, pk, dk)
                     entry.event_id = None
                     if event_id is not None:
-                        self._records.recover(
+                        record = self._records.recover(
                             event_id, transition.recover_time_ms, transition.value
                         )
                         self.stats.recovered += 1
+                        self._tell(record, AlertChange.RECOVERED)
+                        if rule.is_root:
+                            self._unmask(record)
                 elif isinstance(transition, Escalated):
                     event_id = entry.event_id or self._active_id(rule, pk, dk)
                     if event_id is not None:
-                        self._records.escalate(event_id, transition.severity, transition.time_ms)
+                        record = self._records.escalate(
+                            event_id, transition.severity, transition.time_ms
+                        )
                         self.stats.escalated += 1
+                        self._tell(record, AlertChange.ESCALATED)
                 elif isinstance(transition, Flapping):
                     event_id = entry.event_id or self._active_id(rule, pk, dk)
                     if event_id is not None:
@@ -400,10 +551,76 @@ class AlertEngine:
                 self._records.set_flapping(active.event_id, False)
             return
         record = self._records.open_alert(
-            rule, fired, product_key=pk, device_key=dk, flapping=entry.state.flapping
+            rule,
+            fired,
+            product_key=pk,
+            device_key=dk,
+            flapping=entry.state.flapping,
+            masked_by=self._root_alert_over(pk, dk),
         )
         entry.event_id = record.event_id
         self.stats.fired += 1
+        self._tell(record, AlertChange.OPENED)
+        if rule.is_root:
+            self._mask_below(record)
+
+    # ---------------------------------------------------------------- root masking
+
+    def _root_ids(self) -> list[str]:
+        return [rule_id for rule_id, compiled in self._rules.items() if compiled.rule.is_root]
+
+    def _root_alert_over(self, pk: str, dk: str) -> str | None:
+        """The event id of an active root alert on the device's gateway, if there is one."""
+        if self._gateway_of is None:
+            return None
+        roots = self._root_ids()
+        gateway = self._gateway_of(pk, dk) if roots else None
+        if gateway is None:
+            return None
+        active = self._records.active(gateway[1], roots, product_key=gateway[0])
+        return None if active.empty else str(active["event_id"].iloc[0])
+
+    def _mask_below(self, root: AlertRecord) -> None:
+        """Mask the active alerts of the sub-devices of the root alert's device."""
+        if self._sub_devices is None:
+            return
+        for sub_pk, sub_dk in self._sub_devices((root.product_key, root.device_key)):
+            active = self._records.active(sub_dk, product_key=sub_pk)
+            for event_id, masked_by in zip(active["event_id"], active["masked_by"], strict=True):
+                if not isinstance(masked_by, str):  # None (or NaN)
+                    self._records.set_masked(event_id, root.event_id)
+                    self.stats.masked += 1
+
+    def _unmask(self, root: AlertRecord) -> None:
+        """Unmask the alerts the recovered root alert masked and that are still active."""
+        if self._sub_devices is None:
+            return
+        for sub_pk, sub_dk in self._sub_devices((root.product_key, root.device_key)):
+            active = self._records.active(sub_dk, product_key=sub_pk)
+            for event_id, masked_by in zip(active["event_id"], active["masked_by"], strict=True):
+                if masked_by == root.event_id:
+                    self._records.set_masked(event_id, None)
+
+    def _tell(self, record: AlertRecord, change: AlertChange) -> None:
+        if self._notify is None:
+            return
+        try:
+            self._notify(record, change)
+        except Exception:  # a consumer's failure never stops the engine
+            log.exception("alert notification for %s failed", record.event_id)
+
+    def forget(self, rule_id: str, product_key: str, device_key: str) -> None:
+        """Drop the rule's state on the device (after its alert was closed through the API):
+        an anomaly that goes on starts a new alert, with its delay, at its next point."""
+        entry = self._states.pop((rule_id, product_key, device_key), None)
+        if entry is not None:
+            entry.scheduled_ms = None
+            self._lost_state(rule_id)
+
+    def _lost_state(self, rule_id: str) -> None:
+        compiled = self._rules.get(rule_id)
+        if compiled is not None:
+            compiled.states -= 1
 
     def _active_id(self, rule: AlertRule, pk: str, dk: str) -> str | None:
         record = self._records.find_active(rule.rule_id, pk, dk)

@@ -114,6 +114,29 @@ class AlertState:
         self._notified_occur_ms = 0
         self._last_recovered: Recovered | None = None
 
+    @classmethod
+    def restore(
+        cls, rule: AlertRule, fired: Fired, *, severity: Severity, steps: int, last_time_ms: int
+    ) -> AlertState:
+        """The state of an alert that is active (and was notified) as ``fired`` says, at
+        ``severity`` after ``steps`` escalation steps, having seen points up to
+        ``last_time_ms``: how an engine picks up the alerts its records kept across a
+        restart. Its next recovering point recovers it; escalation goes on from ``steps``.
+        """
+        state = cls(rule)
+        state._phase = AlertPhase.ACTIVE
+        state._fired = fired
+        state._started, state._confirmed = fired.started, fired.confirmed
+        state._anomalies = fired.anomalies
+        state._severity = severity
+        state._step = min(max(steps, 0), len(rule.escalation))
+        state._last_time_ms = max(last_time_ms, fired.occur_time_ms)
+        state._decided_ms = fired.occur_time_ms
+        state._notified_active = True
+        state._notified_severity = severity
+        state._notified_occur_ms = fired.occur_time_ms
+        return state
+
     def __repr__(self) -> str:
         return (
             f"AlertState(rule={self._rule.rule_id!r}, phase={self._phase.value}, "
@@ -327,7 +350,8 @@ class AlertState:
         step = self._rule.escalation[self._step]
         self._step += 1
         self._severity = step.severity
-        escalated = Escalated(time_ms, step.severity, previous, fired.occur_time_ms)
+        occur_ms = self._notified_occur_ms if self._notified_active else fired.occur_time_ms
+        escalated = Escalated(time_ms, step.severity, previous, occur_ms)
         if self._flapping:
             self._suppressed += 1
             out.append(Suppressed(escalated))
@@ -357,12 +381,14 @@ class AlertState:
                 self._suppressed += 1
                 out.append(Suppressed(transition))
                 return
-        self._notified_active = isinstance(transition, Fired)
         if isinstance(transition, Fired):
             self._notified_severity = transition.severity
             self._notified_occur_ms = transition.occur_time_ms
         else:
+            if self._notified_active:  # it ends the alert notified, into which flaps merged
+                transition = replace(transition, occur_time_ms=self._notified_occur_ms)
             self._notified_severity = None
+        self._notified_active = isinstance(transition, Fired)
         out.append(transition)
 
     def _end_flapping(self, time_ms: int, out: list[Transition]) -> None:

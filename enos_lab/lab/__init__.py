@@ -43,10 +43,14 @@ on the loop), ``_provisioning`` (models, products, devices, credentials), ``_ope
 revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
 :class:`LabFleet` it returns, stopped before the lab stops) and ``_certificates`` (the lab's
 certificate authority in the data directory's ``ca/``: device certificates applied for,
-revoked and listed, the CA certificate and the CRL); :class:`Lab` composes them.
+revoked and listed, the CA certificate and the CRL) and ``_alerts`` (alert rules kept in
+``alert_rules.json`` and evaluated by the alert engine on the tap, alert records in
+``alerts.sqlite3``: searched, acknowledged, shelved, closed, created and explained);
+:class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
+from ._alerts import ALERT_RULE_COLUMNS
 from ._certificates import CERTIFICATE_COLUMNS
 from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
@@ -54,6 +58,7 @@ from ._lab import Lab
 from ._simulation import LabFleet
 
 __all__ = [
+    "ALERT_RULE_COLUMNS",
     "CA_DIR",
     "CA_PASSPHRASE_PURPOSE",
     "CERTIFICATE_COLUMNS",

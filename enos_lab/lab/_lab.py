@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._alerts import Alerts
 from ._certificates import Certificates
 from ._edges import Edges
 from ._operations import Operations
@@ -11,7 +12,7 @@ from ._simulation import Simulation
 __all__ = ["Lab"]
 
 
-class Lab(Provisioning, Operations, Edges, Simulation, Certificates):
+class Lab(Provisioning, Operations, Edges, Simulation, Certificates, Alerts):
     """A running laboratory: the hub on a background event loop, with a synchronous facade.
 
     Parameters

@@ -208,6 +208,7 @@ class Registry:
         self._db.execute("PRAGMA cache_size=-256")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._revision = 0  # see revision
         self._product_cache: dict[str, Product] = {}  # see get_product
         self._product_version = -1
         self._product_checked = -math.inf  # time.monotonic() of the last data_version check
@@ -267,6 +268,14 @@ class Registry:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
+                self._revision += 1
+
+    @property
+    def revision(self) -> int:
+        """A counter that moves with every change this registry object commits (products,
+        devices, attributes, tags, topology, credentials; not presence): a cache of registry
+        data is current while it has not moved (see :class:`DeviceLookup`)."""
+        return self._revision
 
     def _sync(self) -> None:
         """Write the queued presence changes and wait for those being written, so that what

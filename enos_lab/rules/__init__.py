@@ -65,6 +65,11 @@ raised when compiling; it carries ``expression``, ``position`` (0-based column),
       ${tmp} > 50
         ^
 
+Thresholds. A condition that is one comparison of a number point with a number or a number
+attribute (``${temp} > 50``, ``${power} >= ${rated_power}``, either way round) has
+:attr:`Expression.threshold` (a :class:`Threshold`): engines evaluate it over a batch with one
+numpy comparison (:meth:`Threshold.mask`), with the same results.
+
 Bounds: :data:`MAX_TEXT` characters, :data:`MAX_DEPTH` levels of nesting (of parentheses,
 operators and calls alike, so that a 10,000-term chain is refused at once, never a
 ``RecursionError``), :data:`MAX_ITEMS` items in a list or arguments in a call.
@@ -75,6 +80,7 @@ from __future__ import annotations
 from ._expression import Expression, compile_expression
 from ._lexer import MAX_TEXT
 from ._parser import FUNCTIONS, MAX_DEPTH, MAX_ITEMS
+from ._threshold import Threshold
 from ._types import ExprType
 
 __all__ = [
@@ -84,5 +90,6 @@ __all__ = [
     "MAX_TEXT",
     "ExprType",
     "Expression",
+    "Threshold",
     "compile_expression",
 ]

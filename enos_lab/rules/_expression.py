@@ -12,6 +12,7 @@ from ..errors import InvalidArgument
 from ._evaluate import Evaluator, RefKey, compile_tree, load
 from ._nodes import Node
 from ._parser import parse
+from ._threshold import Threshold, threshold_of
 from ._types import ExprType, Shape, TypeSource, check, shape_of
 from ._vector import evaluate_vector, is_missing
 
@@ -88,6 +89,15 @@ class Expression:
 
     def __setattr__(self, key: str, value: object) -> None:
         raise AttributeError(f"Expression is immutable (cannot set {key!r})")
+
+    @property
+    def threshold(self) -> Threshold | None:
+        """The condition as a :class:`~enos_lab.rules.Threshold` (one comparison of a
+        number point with a number or a number attribute), or None when it is anything else:
+        engines evaluate thresholds over whole batches with numpy."""
+        if not self.boolean:
+            return None
+        return threshold_of(self._tree, self._refs)
 
     def __repr__(self) -> str:
         where = f", name={self.name!r}" if self.name is not None else ""

@@ -1,9 +1,9 @@
 """The device-data tap: typed events about device data, fired once that data is kept.
 
 Points stored, events posted, attribute and tag changes, presence changes, command replies,
-OTA reports, logins and activations, each a small frozen dataclass (:data:`TapEvent`). Rules,
-alerts, dashboards and application subscriptions attach here, never to the IoT hub's
-internals::
+OTA reports, logins, activations and alert changes (from the alert engine), each a small
+frozen dataclass (:data:`TapEvent`). Rules, alerts, dashboards and application
+subscriptions attach here, never to the IoT hub's internals::
 
     with lab.subscribe(kinds=PointStored, product_key=pk) as points:   # any thread
         for event in points:
@@ -19,7 +19,8 @@ Where the events come from: the EnOS IoT hub services (:mod:`enos_lab.iothub`, o
 events and attribute changes are emitted after the store committed them (a post the hub refuses,
 or rows the store refuses, emit nothing); presence changes and logins after the registry wrote
 the presence log; tag changes after the registry has them; OTA reports once the OTA handler took
-them; command replies as they arrive. The :class:`~enos_lab.Lab` owns one tap (``lab.tap``,
+them; command replies as they arrive; alert changes once the alert engine recorded them. The
+:class:`~enos_lab.Lab` owns one tap (``lab.tap``,
 there before ``start()`` and across restarts) and gives it to its IoT hub; an anonymous lab
 (a plain MQTT broker) emits nothing.
 """
@@ -27,6 +28,7 @@ there before ``start()`` and across restarts) and gives it to its IoT hub; an an
 from __future__ import annotations
 
 from ._events import (
+    AlertChanged,
     AttributesChanged,
     CommandReplied,
     DeviceActivated,
@@ -51,6 +53,7 @@ from ._tap import (
 __all__ = [
     "DEFAULT_MAXSIZE",
     "EVENT_KINDS",
+    "AlertChanged",
     "AttributesChanged",
     "CommandReplied",
     "DeviceActivated",

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, TypeAlias
 
 __all__ = [
+    "AlertChanged",
     "AttributesChanged",
     "CommandReplied",
     "DeviceActivated",
@@ -152,6 +153,24 @@ class DeviceActivated:
     time: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class AlertChanged:
+    """An alert of the alert engine changed: ``change`` is ``"opened"`` (it fired),
+    ``"recovered"`` or ``"escalated"``; ``time`` is the alert's occur, recover or escalation
+    time (event time), ``severity`` the name of its severity from then on, ``value`` the
+    alert's value (the recovering value for a recovery). Not reported while the alert is
+    shelved or masked by a root alert (its record changes all the same)."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    event_id: str
+    rule_id: str
+    change: str
+    severity: str
+    value: Any = None
+
+
 TapEvent: TypeAlias = (
     PointStored
     | EventPosted
@@ -162,5 +181,6 @@ TapEvent: TypeAlias = (
     | OtaReported
     | DeviceLoggedIn
     | DeviceActivated
+    | AlertChanged
 )
 """Any event of the tap."""

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import ClosedError, InvalidArgument
 from ._events import (
+    AlertChanged,
     AttributesChanged,
     CommandReplied,
     DeviceActivated,
@@ -68,6 +69,7 @@ EVENT_KINDS: tuple[type, ...] = (
     OtaReported,
     DeviceLoggedIn,
     DeviceActivated,
+    AlertChanged,
 )
 """Every event class of the tap."""
 
@@ -140,26 +142,43 @@ class TapStats:
 class TapCallback:
     """A callback added with :meth:`Tap.add_callback`; :meth:`cancel` removes it."""
 
-    __slots__ = ("_tap", "callback", "errors", "filter")
+    __slots__ = ("_tap", "batch", "callback", "errors", "filter")
 
-    def __init__(self, tap: Tap, callback: Callable[[TapEvent], object], filt: TapFilter) -> None:
+    def __init__(
+        self,
+        tap: Tap,
+        callback: Callable[[Any], object],
+        filt: TapFilter,
+        *,
+        batch: bool = False,
+    ) -> None:
         self._tap = tap
         self.callback = callback
         self.filter = filt
+        self.batch = batch
+        """Whether the callback takes a list of events (see :meth:`Tap.add_callback`)."""
         self.errors = 0
         """Exceptions the callback raised (each logged)."""
 
     def _deliver(self, event: TapEvent) -> None:
         try:
-            self.callback(event)
+            self.callback([event] if self.batch else event)
         except Exception:
             self.errors += 1
             self._tap._callback_errors += 1
             log.exception("tap callback %r failed on %r", self.callback, event)
 
     def _deliver_many(self, events: list[TapEvent]) -> None:
-        for event in events:
-            self._deliver(event)
+        if not self.batch:
+            for event in events:
+                self._deliver(event)
+            return
+        try:
+            self.callback(events)
+        except Exception:
+            self.errors += 1
+            self._tap._callback_errors += 1
+            log.exception("tap callback %r failed on %d events", self.callback, len(events))
 
     def cancel(self) -> None:
         """Stop calling the callback (idempotent)."""
@@ -364,19 +383,25 @@ class Tap:
 
     def add_callback(
         self,
-        callback: Callable[[TapEvent], object],
+        callback: Callable[[Any], object],
         *,
         kinds: type | Iterable[type] | None = None,
         product_key: str | None = None,
         device_key: str | None = None,
         point_id: str | None = None,
+        batch: bool = False,
     ) -> TapCallback:
         """Call ``callback(event)`` on the lab's loop for every event that passes the filter.
 
-        Keep it quick: it runs on the loop all devices share. Returns a handle whose
+        With ``batch=True`` it is called as ``callback(events)`` with a list instead: the
+        events of one emission that pass the filter, in order (the points of one committed
+        batch come together), for consumers that work faster on many at once. Keep it quick:
+        it runs on the loop all devices share. Returns a handle whose
         :meth:`~TapCallback.cancel` removes it.
         """
-        handle = TapCallback(self, callback, TapFilter.of(kinds, product_key, device_key, point_id))
+        handle = TapCallback(
+            self, callback, TapFilter.of(kinds, product_key, device_key, point_id), batch=batch
+        )
         self._add(handle)
         return handle
 

@@ -1,0 +1,144 @@
+"""The points of one batch that one group of rules looks at, evaluated together.
+
+The alert engine takes the tap's points in batches (the points of one store commit) and
+groups them by (product, measurepoint). :class:`PointGroup` is one such group: it computes,
+once for all the rules of the group, the values as numbers, the resumed flags, the devices'
+attributes per point and a frame for :meth:`~enos_lab.rules.Expression.evaluate_frame`, and
+:meth:`PointGroup.anomalies` says for one rule's condition on which points it holds:
+
+- a threshold (:attr:`~enos_lab.rules.Expression.threshold`): one numpy comparison;
+- any other condition, over at least :data:`FRAME_MIN` points: the vectorised evaluation;
+- otherwise (too few points, a value of the wrong kind somewhere, ...): ``None``, and the
+  engine evaluates the points one by one.
+
+Points whose device lacks an attribute the condition needs are *undecided*: the engine
+evaluates those one by one, which counts the skip as it always does. The results are the
+ones the row-by-row evaluation gives (the engine's property tests compare them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from ..errors import EnosLabError
+from ..rules import Expression
+from ..tap import PointStored
+
+__all__ = ["FRAME_MIN", "VECTOR_MIN", "PointGroup"]
+
+VECTOR_MIN = 8
+"""Points of one (product, measurepoint) in a batch from which threshold conditions are
+evaluated with numpy (fewer: one by one, which costs less for so few)."""
+FRAME_MIN = 32
+"""Points from which other conditions are evaluated over a frame (its setup costs about as
+much as evaluating this many points one by one)."""
+
+Bools = npt.NDArray[np.bool_]
+_MISSING = object()
+
+
+class PointGroup:
+    """The points of one (product, measurepoint) in one batch, in order."""
+
+    __slots__ = ("_attributes", "_devices", "_frame", "_resumed", "_values", "events")
+
+    def __init__(
+        self,
+        events: list[PointStored],
+        attributes: Callable[[str, str], Mapping[str, Any]] | None,
+    ) -> None:
+        self.events = events
+        self._attributes = attributes
+        self._values: npt.NDArray[np.float64] | bool | None = False  # False: not computed
+        self._resumed: Bools | None = None
+        self._devices: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        self._frame: pd.DataFrame | None = None
+
+    @property
+    def resumed(self) -> Bools:
+        """Which points are resumed (historical)."""
+        if self._resumed is None:
+            events = self.events
+            self._resumed = np.fromiter((e.resume for e in events), np.bool_, len(events))
+        return self._resumed
+
+    def _numbers(self) -> npt.NDArray[np.float64] | None:
+        """The values as doubles, or None if one is not a number."""
+        if self._values is False:
+            events = self.events
+            try:
+                self._values = np.fromiter((e.value for e in events), np.float64, len(events))
+            except (TypeError, ValueError):
+                self._values = None
+        return self._values  # type: ignore[return-value]
+
+    def _device_attributes(self, product_key: str, device_key: str) -> Mapping[str, Any] | None:
+        """The device's attributes (None: they cannot be read)."""
+        key = (product_key, device_key)
+        try:
+            return self._devices[key]
+        except KeyError:
+            pass
+        try:
+            found = self._attributes(*key) if self._attributes is not None else {}
+        except Exception:  # the engine evaluates its points one by one: a counted skip
+            found = None
+        self._devices[key] = found
+        return found
+
+    def _column(self, name: str) -> tuple[list[Any], Bools]:
+        """The attribute ``name`` per point, and where a device lacks it."""
+        cells: list[Any] = []
+        missing = np.zeros(len(self.events), dtype=np.bool_)
+        for i, event in enumerate(self.events):
+            attributes = self._device_attributes(event.product_key, event.device_key)
+            value = _MISSING if attributes is None else attributes.get(name, _MISSING)
+            if value is _MISSING:
+                missing[i] = True
+                value = None
+            cells.append(value)
+        return cells, missing
+
+    def anomalies(self, condition: Expression, point_id: str) -> tuple[Bools, Bools | None] | None:
+        """Where ``condition`` holds on the points, and which points are undecided (None:
+        none), or None when they must be evaluated one by one."""
+        threshold = condition.threshold
+        if threshold is not None:
+            values = self._numbers()
+            if values is None:
+                return None
+            if threshold.attribute is None:
+                return threshold.mask(values), None
+            cells, missing = self._column(threshold.attribute)
+            limits = np.array(
+                [float(c) if type(c) in (int, float) else np.nan for c in cells], np.float64
+            )
+            unknown = missing | np.isnan(limits)  # a limit that is not a number: one by one
+            return threshold.mask(values, limits) & ~unknown, unknown
+        if len(self.events) < FRAME_MIN:
+            return None
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = pd.DataFrame(
+                {f"point:{point_id}": [e.value for e in self.events]}
+            )
+        undecided: Bools | None = None
+        columns = {}
+        for name in condition.attributes:
+            cells, missing = self._column(name)
+            columns[f"attr:{name}"] = cells
+            undecided = missing if undecided is None else undecided | missing
+        if columns:
+            frame = frame.assign(**columns)
+        try:
+            held = condition.evaluate_frame(frame).to_numpy(dtype=np.bool_)
+        except EnosLabError:  # a value of the wrong kind somewhere: one by one
+            return None
+        if undecided is not None:
+            held = held & ~undecided
+        return held, undecided
