@@ -43,7 +43,7 @@ from .model import ModelCatalog, load_library, model_from_json
 from .registry import Registry
 from .store import StoreConfig, TimeSeriesStore
 from .streams import STREAMS_FILE, StreamEngine, load_definitions
-from .tap import PointStored, Tap, TapCallback
+from .tap import Tap
 from .vault import LabKey
 
 __all__ = ["REGISTRY_FILE", "Services", "TlsListener"]
@@ -75,7 +75,6 @@ class Services:
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
         self.streams: StreamEngine | None = None
-        self._streams_callback: TapCallback | None = None
         self._disconnect_waiters: set[asyncio.Future[None]] = set()
 
     @classmethod
@@ -151,7 +150,8 @@ class Services:
         tap: Tap,
         clock: Clock | None,
     ) -> None:
-        """The stream engine on the tap, with the definitions kept in ``streams.json``; a
+        """The stream engine (on the tap while it runs a stream), with the definitions kept in
+        ``streams.json``; a
         definition that no longer checks (its model or output device is gone) is logged and
         left out."""
 
@@ -175,28 +175,20 @@ class Services:
                 engine.add(definition)
             except EnosLabError as exc:
                 log.warning("stream %r kept in %s left out: %s", definition.name, STREAMS_FILE, exc)
-        self._streams_callback = tap.add_callback(engine.on_event, kinds=PointStored)
 
     async def stop(self) -> None:
         """Stop every part in order (see the module docstring); idempotent."""
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
-        streams, callback = self.streams, self._streams_callback
+        streams = self.streams
         self.hub = self.iothub = self.listener = self.tls_listener = None
         self.registry = self.store = self.models = self.streams = None
-        self._streams_callback = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
             steps.append(hub.stop)
         if iothub is not None:
             steps.append(iothub.stop)
         if streams is not None:
-
-            async def stop_streams() -> None:
-                if callback is not None:
-                    callback.cancel()
-                await streams.aclose()
-
-            steps.append(stop_streams)
+            steps.append(streams.aclose)
         if registry is not None:
             steps.append(lambda: asyncio.to_thread(registry.close))
         if store is not None:

@@ -3,9 +3,10 @@
 Theory of operation. :class:`StreamEngine` is a tap callback (:meth:`StreamEngine.on_event`,
 attached for :class:`~enos_lab.tap.PointStored`) on the lab's loop. Streams are indexed by their
 input (model id, point id): a stored point of a device whose product uses that model (cached
-``model_of``) feeds the :class:`Windower` of every stream selecting the device. A window's
-:class:`Derived` result becomes a :class:`~enos_lab.store.PointRow` of the output point (the
-device itself, or the group's output device); rows are queued and one writer task appends
+``model_of``) feeds the :class:`Windower` of every stream selecting the device. The engine
+attaches itself to the tap while it runs a stream (with none, the tap builds no event for it). A
+window's :class:`Derived` result becomes a :class:`~enos_lab.store.PointRow` of the output point
+(the device itself, or the group's output device); rows are queued and one writer task appends
 them to the store (``append_points_async``: the loop never blocks) in one batch per loop
 iteration, then emits each as a ``PointStored`` on the tap, so that alert rules, subscriptions
 and further streams see derived points exactly like posted ones (a derived point is told apart
@@ -47,7 +48,7 @@ from ..clock import Clock, TimerHandle, from_epoch_ms, to_epoch_ms
 from ..errors import EnosLabError, InvalidArgument, NotFound
 from ..model import DataType, ModelCatalog, ThingModel
 from ..store import PointRow, TimeSeriesStore
-from ..tap import PointStored, Tap, TapEvent
+from ..tap import PointStored, Tap, TapCallback, TapEvent
 from ._definition import StreamDefinition
 from ._window import Aggregate, Derived
 from ._windower import DEFAULT_MAX_KEYS, DEFAULT_MAX_POINTS, StreamStats, Windower
@@ -127,9 +128,9 @@ class StreamEngine:
     ``models`` gives the thing models; ``model_of(product_key)`` a product's model id (None:
     unknown product); ``device_exists(product_key, device_key)`` whether a device is
     registered (for a group's output device); ``tap`` is where derived points are emitted;
-    ``clock`` the lab clock (windows closed on time). Attach it on the lab's loop with
-    ``tap.add_callback(engine.on_event, kinds=PointStored)``; :meth:`aclose` it there before
-    the store closes.
+    ``clock`` the lab clock (windows closed on time). Use it on the lab's loop: it attaches
+    :meth:`on_event` to ``tap`` (``kinds=PointStored``) while it runs a stream; :meth:`aclose`
+    it before the store closes.
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class StreamEngine:
         self._writer: asyncio.Task[None] | None = None
         self._timer: TimerHandle | None = None
         self._timer_ms: int | None = None
+        self._callback: TapCallback | None = None
         self._closed = False
         self.stats = StreamEngineStats()
         """The engine's counters."""
@@ -301,6 +303,8 @@ class StreamEngine:
         stream = _Stream(d, windower, node_in, node_out)
         self._streams[d.name] = stream
         self._by_input.setdefault(node_in, []).append(stream)
+        if self._callback is None and not self._closed:
+            self._callback = self._tap.add_callback(self.on_event, kinds=PointStored)
 
     def remove(self, name: str) -> bool:
         """Stop the stream ``name`` (its open windows are dropped; its derived points stay
@@ -312,6 +316,10 @@ class StreamEngine:
         bucket[:] = [s for s in bucket if s is not stream]
         if not bucket:
             self._by_input.pop(stream.input, None)
+        if not self._streams and self._callback is not None:
+            self._callback.cancel()  # with no stream, the tap builds no event for it
+            self._callback = None
+        self._arm()
         return True
 
     def windower_stats(self, name: str) -> StreamStats:
@@ -349,6 +357,7 @@ class StreamEngine:
         self.stats.events += 1
         pk, dk = event.product_key, event.device_key
         time_ms = to_epoch_ms(event.time)
+        earliest: int | None = None
         for stream in streams:
             if not stream.definition.selects(pk, dk):
                 continue
@@ -366,7 +375,10 @@ class StreamEngine:
             deadline = window.pane(time_ms) + window.step_ms + stream.definition.lateness_ms
             if stream.due is None or deadline < stream.due:
                 stream.due = deadline
-        self._arm()
+                if earliest is None or deadline < earliest:
+                    earliest = deadline
+        if earliest is not None and (self._timer_ms is None or earliest < self._timer_ms):
+            self._arm_at(earliest)
 
     def _streams_for(self, product_key: str, point_id: str) -> list[_Stream]:
         model_id = self._product_models.get(product_key, "\0")
@@ -441,11 +453,12 @@ class StreamEngine:
 
     def _arm(self) -> None:
         """(Re-)arm the one clock timer at the earliest stream deadline."""
-        if self._closed:
-            return
         dues = [s.due for s in self._streams.values() if s.due is not None]
-        due = min(dues) if dues else None
-        if due == self._timer_ms:
+        self._arm_at(min(dues) if dues else None)
+
+    def _arm_at(self, due: int | None) -> None:
+        """Arm the one clock timer at ``due`` (clock time [ms]; ``None``: none)."""
+        if self._closed or due == self._timer_ms:
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -486,6 +499,9 @@ class StreamEngine:
         """Stop taking points, cancel the timer and store what is queued (on the lab's loop,
         before the store closes). Open windows are dropped."""
         self._closed = True
+        if self._callback is not None:
+            self._callback.cancel()
+            self._callback = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

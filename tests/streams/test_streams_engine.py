@@ -116,11 +116,9 @@ async def rig(tmp_path: Path, **engine_kwargs: Any) -> AsyncIterator[Rig]:
         device_exists=lambda pk, dk: (pk, dk) in devices,
         **engine_kwargs,
     )
-    handle = tap.add_callback(engine.on_event, kinds=PointStored)
     try:
-        yield Rig(engine, store, tap)
+        yield Rig(engine, store, tap)  # the engine is on the tap while it runs a stream
     finally:
-        handle.cancel()
         await engine.aclose()
         await asyncio.to_thread(store.close)
 
@@ -349,3 +347,13 @@ def test_definitions_round_trip_through_json(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(InvalidArgument, match="not JSON"):
         load_definitions(path)
+
+
+async def test_the_engine_is_on_the_tap_only_while_it_runs_a_stream(tmp_path: Path) -> None:
+    async with rig(tmp_path) as r:
+        r.derived.close()  # the rig's own reader
+        assert not r.tap.wants(PointStored)  # no stream: the IoT hub builds no event for it
+        r.define()
+        assert r.tap.wants(PointStored)
+        assert r.engine.remove("avg5") and not r.engine.remove("avg5")
+        assert not r.tap.wants(PointStored)
