@@ -15,6 +15,7 @@ from enos.message.upstream.tsl.MeasurepointPostRequest import MeasurepointPostRe
 from enos_sdk_helpers import SDK_WARNINGS, WAIT, SdkDevice, running_lab, sdk_device
 
 from enos_lab import Lab
+from enos_lab.alerts import AlertEngine, AlertRecords, AlertRule
 from enos_lab.clock import SimulatedClock, from_epoch_ms
 from enos_lab.errors import InvalidArgument, NotFound
 from enos_lab.lab import STREAM_COLUMNS
@@ -142,6 +143,59 @@ def test_five_minute_power_per_inverter_and_the_fleet_total(tmp_path: Path) -> N
         per_key = lab.stream_stats("inverter_power_5min", by_key=True)
         assert per_key["device_key"].tolist() == ["inv0", "inv1", "inv2"]
         assert per_key["points"].tolist() == [15, 15, 12] and per_key["late"].sum() == 0
+
+
+def test_an_alert_rule_fires_on_a_derived_point(tmp_path: Path) -> None:
+    clock = SimulatedClock(from_epoch_ms(T0))
+    with (
+        running_lab(tmp_path / "lab", seed=5, clock=clock) as lab,
+        AlertRecords(tmp_path / "alerts.db", clock=clock) as records,
+    ):
+        inverter_pk, site_pk, devices = fleet_lab(lab, 2)
+        define_example(lab, inverter_pk, site_pk)
+        engine = AlertEngine(
+            records, lab.models, clock=clock, model_of=lambda pk: lab.product(pk).model_id
+        )
+        rule = "${fleet_power_5min} > 100"
+        engine.add_rule(
+            AlertRule(rule_id="fleet_high", model_id="pv_site", measurepoint="fleet_power_5min",
+                      condition=rule)
+        )  # fmt: skip
+
+        async def attach() -> Any:  # before the test's reader: it has seen what the reader sees
+            return lab.tap.add_callback(engine.on_event, kinds=PointStored)
+
+        handle = lab.run(attach())
+        with ExitStack() as stack:
+            derived = stack.enter_context(lab.subscribe(PointStored, device_key="site1"))
+            sdks = []
+            for device in devices:
+                secret = device.device_secret
+                sdk = stack.enter_context(
+                    sdk_device(lab, inverter_pk, device.device_key, device_secret=secret)
+                )
+                sdk.connect()
+                sdks.append(sdk)
+            for minute in range(10):
+                for i, sdk in enumerate(sdks):
+                    power = 40.0 if minute < 5 else 55.0  # the fleet: 80 kW, then 110 kW
+                    post(sdk, clock.time_ms() + i, active_power=power)
+                clock.advance(60)
+            first = derived.get(timeout=WAIT)
+            assert first.value == pytest.approx(80.0) and records.active().empty
+            clock.advance(60)  # 22:26: past 22:25 + 30 s
+            second = derived.get(timeout=WAIT)
+            assert second.value == pytest.approx(110.0)
+            active = records.active()
+            assert active["rule_id"].tolist() == ["fleet_high"]
+            assert active["device_key"].tolist() == ["site1"]
+            assert records.get(active["event_id"].iloc[0]).occur_time == second.time
+
+        async def detach() -> None:
+            handle.cancel()
+            engine.close()
+
+        lab.run(detach())
 
 
 def test_streams_are_kept_with_the_lab(tmp_path: Path) -> None:
