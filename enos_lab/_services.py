@@ -151,9 +151,9 @@ class Services:
         clock: Clock | None,
     ) -> None:
         """The stream engine (on the tap while it runs a stream), with the definitions kept in
-        ``streams.json``; a
-        definition that no longer checks (its model or output device is gone) is logged and
-        left out."""
+        ``streams.json``; a definition that no longer checks (its model or output device is
+        gone) is logged and left out (and dropped from the file when streams are next saved);
+        a file that cannot be read fails the start, naming it."""
 
         def model_of(product_key: str) -> str | None:
             product = registry.find_product(product_key)
