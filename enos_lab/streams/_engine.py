@@ -107,6 +107,7 @@ class _Stream:
     windower: Windower
     input: Node
     output: Node
+    cast: Callable[[Any], Any]  # to the output point's type: float, or int for INT
     newest: int | None = None  # newest event time taken [ms]
     due: int | None = None  # clock time at which some window may need closing [ms]
 
@@ -193,12 +194,15 @@ class StreamEngine:
         """The streams in force, in the order added."""
         return tuple(stream.definition for stream in self._streams.values())
 
-    def check(self, definition: StreamDefinition) -> tuple[Node, Node]:
+    def check(self, definition: StreamDefinition) -> None:
         """Check ``definition`` against the models, the registry and the other streams (as
-        if it replaced a stream of the same name); return its input and output (model id,
-        point id). Raises :class:`~enos_lab.errors.InvalidArgument` (or
-        :class:`~enos_lab.errors.NotFound` for an unknown model, product or device) naming
-        the stream and the field."""
+        if it replaced a stream of the same name). Raises
+        :class:`~enos_lab.errors.InvalidArgument` (or :class:`~enos_lab.errors.NotFound` for an
+        unknown model, product or device) naming the stream and the field."""
+        self._check(definition)
+
+    def _check(self, definition: StreamDefinition) -> tuple[Node, Node, Callable[[Any], Any]]:
+        """:meth:`check`; the input and output (model id, point id) and the output's type."""
         if not isinstance(definition, StreamDefinition):
             raise InvalidArgument(f"expected a StreamDefinition, not {type(definition).__name__}")
         d = definition
@@ -236,10 +240,11 @@ class StreamEngine:
                 f"model {out_model_id!r} (derived points must be in the model so that they can "
                 "be validated, queried and alerted on like any other point: add it there)"
             )
-        _check_output_type(d, in_type, target.spec.data_type)
+        out_type = target.spec.data_type
+        _check_output_type(d, in_type, out_type)
         node_in, node_out = (model_id, d.point_id), (out_model_id, d.output_point)
         self._check_cycle(d.name, node_in, node_out)
-        return node_in, node_out
+        return node_in, node_out, int if out_type is DataType.INT else float
 
     def _input_model(self, d: StreamDefinition) -> str:
         if d.product_key is None:
@@ -287,7 +292,7 @@ class StreamEngine:
     def add(self, definition: StreamDefinition) -> None:
         """Run ``definition`` (checked as :meth:`check`), replacing a stream of the same
         name (whose open windows are dropped)."""
-        node_in, node_out = self.check(definition)
+        node_in, node_out, cast = self._check(definition)
         if definition.name not in self._streams and len(self._streams) >= self._max_streams:
             raise InvalidArgument(
                 f"stream {definition.name!r}: the engine already runs {self._max_streams} "
@@ -305,7 +310,7 @@ class StreamEngine:
             max_points=self._max_points,
         )
         self.remove(d.name)
-        stream = _Stream(d, windower, node_in, node_out)
+        stream = _Stream(d, windower, node_in, node_out, cast)
         self._streams[d.name] = stream
         self._by_input.setdefault(node_in, []).append(stream)
         if self._callback is None and not self._closed:
@@ -420,7 +425,8 @@ class StreamEngine:
         rows = []
         for result in derived:
             pk, dk = d.output_device if d.output_device is not None else result.key
-            rows.append(PointRow(pk, dk, d.output_point, result.time_ms, result.value))
+            value = stream.cast(result.value)
+            rows.append(PointRow(pk, dk, d.output_point, result.time_ms, value))
         room = max(0, self._max_pending - len(self._pending))
         if len(rows) > room:
             self.stats.write_dropped += len(rows) - room
@@ -439,7 +445,7 @@ class StreamEngine:
                 rows, self._pending = self._pending, []
                 try:
                     await self._store.append_points_async(rows)
-                except EnosLabError as exc:
+                except Exception as exc:  # the store's failure loses these rows, nothing else
                     self.stats.write_errors += len(rows)
                     log.warning("streams: %d derived points not stored: %s", len(rows), exc)
                     continue

@@ -77,8 +77,10 @@ class Rig:
         self.clock: SimulatedClock = engine._clock  # type: ignore[assignment]
         self.derived: TapSubscription = tap.subscribe(kinds=PointStored)
 
-    def post(self, device: str, time_ms: int, value: Any, *, resume: bool = False) -> None:
-        self.tap.emit(PointStored(PK, device, "power", from_epoch_ms(time_ms), value, None, resume))
+    def post(
+        self, device: str, time_ms: int, value: Any, *, resume: bool = False, point: str = "power"
+    ) -> None:
+        self.tap.emit(PointStored(PK, device, point, from_epoch_ms(time_ms), value, None, resume))
 
     async def results(self, point_id: str) -> list[tuple[str, int, Any]]:
         """(device, time, value) of the derived points of ``point_id`` emitted so far."""
@@ -257,6 +259,14 @@ async def test_integer_outputs_and_sliding_windows(tmp_path: Path) -> None:
         assert got == [("m1", T0 + 1 * MIN, 1), ("m1", T0 + 2 * MIN, 2), ("m1", T0 + 3 * MIN, 2)]
         stored = await asyncio.to_thread(r.store.query_points, ["m1"], "n")
         assert stored["value"].tolist() == [1, 2, 2]
+        # the sum of an INT point into a DOUBLE point is stored as a float, into INT as an int
+        r.define("as_float", point_id="count", aggregate="sum", output_point="power_avg")
+        r.define("as_int", point_id="count", aggregate="sum", output_point="total")
+        for k in range(6):
+            r.post("m1", T0 + k * MIN, 2, point="count")
+        assert await r.results("power_avg") == [("m1", T0 + 5 * MIN, 10.0)]
+        stored = await asyncio.to_thread(r.store.query_points, ["m1"], ["power_avg", "total"])
+        assert stored["value"].map(type).tolist() == [float, int]
 
 
 @pytest.mark.parametrize(
