@@ -76,7 +76,7 @@ async def run_once(devices: int, minutes: int, level: int) -> tuple[float, int]:
         models = {"inv": "bench_inverter", "site": "bench_site"}
         engine = StreamEngine(
             store, _models(), tap=tap, clock=clock, model_of=models.get,
-            device_exists=lambda pk, dk: pk == "site",
+            device_exists=lambda pk, dk: pk == "site", max_ahead=minutes * 60,
         )  # fmt: skip
         for definition in _streams(level):
             engine.add(definition)

@@ -23,7 +23,10 @@ the lab clock (as for the alert engine).
 Policies. Resumed (historical, ``measurepoint/resume``) points feed no stream: they arrive
 after their windows closed (they are counted, ``resumed_skipped``; compute over them with
 :func:`window_frame` on the stored points). A value that is not a finite real number is a
-counted skip for that device (``skips_by_device``, logged once per stream and device); late,
+counted skip for that device (``skips_by_device``, logged once per stream and device), and so
+is a point whose event time is more than ``max_ahead`` (default 5 minutes) ahead of the lab
+clock: a device with a clock far ahead would otherwise move its group's watermark and make
+every other device's points late. Late,
 duplicate and bounded-out points are counted by the stream's windower (:meth:`windower_stats`).
 Open windows are not kept across a restart (their raw points are in the store).
 
@@ -53,7 +56,7 @@ from ._definition import StreamDefinition
 from ._window import Aggregate, Derived
 from ._windower import DEFAULT_MAX_KEYS, DEFAULT_MAX_POINTS, StreamStats, Windower
 
-__all__ = ["MAX_PENDING", "MAX_STREAMS", "StreamEngine", "StreamEngineStats"]
+__all__ = ["MAX_AHEAD", "MAX_PENDING", "MAX_STREAMS", "StreamEngine", "StreamEngineStats"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ MAX_STREAMS = 1_000
 """Default bound on the streams an engine runs."""
 MAX_PENDING = 100_000
 """Default bound on derived rows waiting for the store."""
+MAX_AHEAD = 300.0
+"""Default of how far ahead of the lab clock a point's event time may be. [s]"""
 _MAX_CACHE = 10_000
 """Bound on cached product -> model entries, per-device skip counters and logged keys."""
 
@@ -84,7 +89,8 @@ class StreamEngineStats:
     resumed_skipped: int = 0
     """Resumed (historical) points not fed (see the module docstring)."""
     skipped: int = 0
-    """Points skipped: their value is not a finite real number."""
+    """Points skipped: their value is not a finite real number, or their time is more than
+    ``max_ahead`` ahead of the lab clock."""
     derived: int = 0
     """Derived points computed (closed windows)."""
     written: int = 0
@@ -152,6 +158,7 @@ class StreamEngine:
         max_pending: int = MAX_PENDING,
         max_keys: int = DEFAULT_MAX_KEYS,
         max_points: int = DEFAULT_MAX_POINTS,
+        max_ahead: float = MAX_AHEAD,
     ) -> None:
         for name, bound in (
             ("max_streams", max_streams),
@@ -161,6 +168,14 @@ class StreamEngine:
         ):
             if not isinstance(bound, int) or isinstance(bound, bool) or bound < 1:
                 raise InvalidArgument(f"StreamEngine: {name} must be an int >= 1, not {bound!r}")
+        if (
+            isinstance(max_ahead, bool)
+            or not isinstance(max_ahead, int | float)
+            or not 0 <= max_ahead < float("inf")
+        ):
+            raise InvalidArgument(f"StreamEngine: max_ahead must be seconds >= 0: {max_ahead!r}")
+        self._max_ahead_ms = round(max_ahead * 1000)
+        self._ahead_limit = -(2**63)  # event times up to this are not ahead [ms]
         self._store = store
         self._models = models
         self._tap = tap
@@ -367,6 +382,9 @@ class StreamEngine:
         self.stats.events += 1
         pk, dk = event.product_key, event.device_key
         time_ms = to_epoch_ms(event.time)
+        if time_ms > self._ahead_limit:  # the clock only moves on: read it only then
+            self._ahead_limit = self._clock.time_ms() + self._max_ahead_ms
+        ahead = time_ms > self._ahead_limit
         earliest: int | None = None
         for stream in streams:
             if not stream.definition.selects(pk, dk):
@@ -374,8 +392,8 @@ class StreamEngine:
             if event.resume:
                 self.stats.resumed_skipped += 1
                 continue
-            if not _valid(event.value):
-                self._skip(stream, pk, dk, event.value)
+            if ahead or not _valid(event.value):
+                self._skip(stream, pk, dk, event, ahead)
                 continue
             self.stats.fed += 1
             self._emit(stream, stream.windower.add((pk, dk), time_ms, event.value))
@@ -403,7 +421,7 @@ class StreamEngine:
             return []
         return self._by_input.get((model_id, point_id), [])
 
-    def _skip(self, stream: _Stream, pk: str, dk: str, value: Any) -> None:
+    def _skip(self, stream: _Stream, pk: str, dk: str, event: PointStored, ahead: bool) -> None:
         self.stats.skipped += 1
         per = self.stats.skips_by_device
         if (pk, dk) in per or len(per) < _MAX_CACHE:
@@ -411,9 +429,14 @@ class StreamEngine:
         key = (stream.definition.name, pk, dk)
         if key not in self._logged and len(self._logged) < _MAX_CACHE:
             self._logged.add(key)
+            why = (
+                f"time {event.time.isoformat()} is ahead of the lab clock"
+                if ahead
+                else f"value {event.value!r} is not a finite number"
+            )
             log.warning(
-                "stream %r on %s/%s: skipped value %r (not a finite number); further skips are "
-                "only counted", stream.definition.name, pk, dk, value,
+                "stream %r on %s/%s: point skipped (%s); further skips are only counted",
+                stream.definition.name, pk, dk, why,
             )  # fmt: skip
 
     def _emit(self, stream: _Stream, derived: list[Derived]) -> None:

@@ -104,6 +104,8 @@ class Rig:
 
 @asynccontextmanager
 async def rig(tmp_path: Path, **engine_kwargs: Any) -> AsyncIterator[Rig]:
+    # points may run ahead of the lab clock here, which stays at T0 unless a test moves it
+    engine_kwargs.setdefault("max_ahead", 30 * 86_400)
     clock = SimulatedClock(from_epoch_ms(T0))
     store = await asyncio.to_thread(TimeSeriesStore, tmp_path / "store", clock=clock)
     tap = Tap()
@@ -210,7 +212,7 @@ async def test_group_totals_on_the_output_device(tmp_path: Path) -> None:
 
 
 async def test_a_device_sending_bad_values_harms_no_other(tmp_path: Path) -> None:
-    async with rig(tmp_path, max_keys=2) as r:
+    async with rig(tmp_path, max_keys=2, max_ahead=300) as r:
         r.define()
         for k in range(6):
             r.post("m1", T0 + k * MIN, 3.0)
@@ -218,11 +220,30 @@ async def test_a_device_sending_bad_values_harms_no_other(tmp_path: Path) -> Non
             r.post("m2", T0 + k * MIN + 1, True)
         for device in ("m3", "m0"):  # m0: a third key, over max_keys (m2 has none)
             r.post(device, T0, 1.0)
+        r.post("m1", T0 + 301_000, 1.0)  # the lab clock is at T0: over 5 minutes ahead
         assert await r.results("power_avg") == [("m1", T0 + 5 * MIN, 3.0)]
-        assert r.engine.skips(PK, "m2") == 12 and r.engine.skips(PK, "m1") == 0
+        assert r.engine.skips(PK, "m2") == 12 and r.engine.skips(PK, "m1") == 1
         assert r.engine.windower_stats("avg5").dropped == 1
-        r.post("m1", T0 + 10 * MIN, 3.0)
-        assert await r.results("power_avg") == [("m1", T0 + 10 * MIN, 3.0)]
+        await r.clock.advance_async(600)  # the clock closes the windows still open
+        assert await r.results("power_avg") == [
+            ("m3", T0 + 5 * MIN, 1.0),
+            ("m1", T0 + 10 * MIN, 3.0),
+        ]
+
+
+async def test_a_device_with_a_clock_far_ahead_harms_no_group(tmp_path: Path) -> None:
+    async with rig(tmp_path, max_ahead=300) as r:
+        r.define(
+            "fleet", group=True, across="sum", output_device=(SITE_PK, "site1"),
+            output_point="fleet_power",
+        )  # fmt: skip
+        r.post("m3", T0 + 86_400_000, 1e6)  # a day ahead: would make every other point late
+        for k in range(6):
+            await r.clock.advance_async(60 if k else 0)
+            r.post("m1", T0 + k * MIN, 1.0)
+            r.post("m2", T0 + k * MIN, 2.0)
+        assert await r.results("fleet_power") == [("site1", T0 + 5 * MIN, 3.0)]
+        assert r.engine.skips(PK, "m3") == 1 and r.engine.windower_stats("fleet").late == 0
 
 
 async def test_resumed_points_feed_no_stream(tmp_path: Path) -> None:
