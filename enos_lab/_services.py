@@ -5,11 +5,13 @@ Theory of operation
 :meth:`Services.start` builds, on the lab's loop: the device registry and the time-series store
 (each opened in a worker thread: SQLite and DuckDB block), the thing model catalog, the EnOS IoT
 hub services unless the lab is anonymous (reporting to the lab's device-data tap, which outlives
-the services) with the alert engine on that tap (:class:`~enos_lab.alerts.AlertService`: the
-alert records and the rules kept in the data directory), and the MQTT hub with its TCP
-listeners (plain and/or TLS), which are opened last, once everything they feed is ready. A
-failure part way stops what was built. With a TLS listener the IoT hub services check client
-certificates with the lab's CA (the one the listener's contexts come from).
+the services) with the alert engine (:class:`~enos_lab.alerts.AlertService`: the alert
+records and the rules kept in the data directory) and the stream engine
+(:class:`~enos_lab.streams.StreamEngine`, its definitions read from ``streams.json``) on that
+tap, and the MQTT hub with its TCP listeners (plain and/or TLS), which are opened last, once
+everything they feed is ready. A failure part way stops what was built. With a TLS listener the
+IoT hub services check client certificates with the lab's CA (the one the listener's contexts
+come from).
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
@@ -19,9 +21,11 @@ task on the loop is cancelled from outside its owner):
 2. the IoT hub services (:meth:`~enos_lab.iothub.IotHub.stop`): the measurepoints already
    received are committed and answered, queued presence written, their own tasks cancelled,
    commands still waiting fail with :class:`~enos_lab.errors.ClosedError`;
-3. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
+3. the stream engine leaves the tap and stores the derived points it has queued (told on the
+   tap, so that the alert engine still sees them);
+4. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
    last points were evaluated, its timer cancelled, its records closed;
-4. the registry and the store close (in worker threads; the store commits what it holds).
+5. the registry and the store close (in worker threads; the store commits what it holds).
 
 Every step runs even when an earlier one failed; the first failure is raised at the end.
 """
@@ -38,11 +42,13 @@ from pathlib import Path
 from .alerts import AlertService
 from .ca import ServerContexts
 from .clock import Clock, SystemClock
+from .errors import EnosLabError
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener
 from .iothub import IotHub, IotHubConfig
 from .model import ModelCatalog, load_library, model_from_json
 from .registry import Registry
 from .store import StoreConfig, TimeSeriesStore
+from .streams import STREAMS_FILE, StreamEngine, load_definitions
 from .tap import Tap
 from .vault import LabKey
 
@@ -75,6 +81,7 @@ class Services:
         self.hub: Hub | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
+        self.streams: StreamEngine | None = None
         self._disconnect_waiters: set[asyncio.Future[None]] = set()
 
     @classmethod
@@ -133,6 +140,7 @@ class Services:
                     self.alerts = await AlertService.start(
                         data_dir, registry, models, clock or SystemClock(), tap
                     )
+                    await self._start_streams(data_dir, registry, store, models, tap, clock)
             await hub.start()
             if port is not None:
                 self.listener = await hub.listen_tcp(host, port)
@@ -143,17 +151,54 @@ class Services:
             raise
         return self
 
+    async def _start_streams(  # noqa: PLR0917 - the parts it is built from
+        self,
+        data_dir: Path,
+        registry: Registry,
+        store: TimeSeriesStore,
+        models: ModelCatalog,
+        tap: Tap,
+        clock: Clock | None,
+    ) -> None:
+        """The stream engine (on the tap while it runs a stream), with the definitions kept in
+        ``streams.json``; a definition that no longer checks (its model or output device is
+        gone) is logged and left out (and dropped from the file when streams are next saved);
+        a file that cannot be read fails the start, naming it."""
+
+        def model_of(product_key: str) -> str | None:
+            product = registry.find_product(product_key)
+            return None if product is None else product.model_id
+
+        def device_exists(product_key: str, device_key: str) -> bool:
+            return registry.find_device(product_key, device_key) is not None
+
+        engine = self.streams = StreamEngine(
+            store,
+            models,
+            tap=tap,
+            clock=clock or SystemClock(),
+            model_of=model_of,
+            device_exists=device_exists,
+        )
+        for definition in await asyncio.to_thread(load_definitions, data_dir / STREAMS_FILE):
+            try:
+                engine.add(definition)
+            except EnosLabError as exc:
+                log.warning("stream %r kept in %s left out: %s", definition.name, STREAMS_FILE, exc)
+
     async def stop(self) -> None:
         """Stop every part in order (see the module docstring); idempotent."""
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
-        alerts = self.alerts
+        alerts, streams = self.alerts, self.streams
         self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None
-        self.registry = self.store = self.models = None
+        self.registry = self.store = self.models = self.streams = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
             steps.append(hub.stop)
         if iothub is not None:
             steps.append(iothub.stop)
+        if streams is not None:
+            steps.append(streams.aclose)
         if alerts is not None:
             steps.append(alerts.stop)
         if registry is not None:

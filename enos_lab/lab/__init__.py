@@ -43,10 +43,11 @@ on the loop), ``_provisioning`` (models, products, devices, credentials), ``_ope
 revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
 :class:`LabFleet` it returns, stopped before the lab stops) and ``_certificates`` (the lab's
 certificate authority in the data directory's ``ca/``: device certificates applied for,
-revoked and listed, the CA certificate and the CRL) and ``_alerts`` (alert rules kept in
+revoked and listed, the CA certificate and the CRL), ``_alerts`` (alert rules kept in
 ``alert_rules.json`` and evaluated by the alert engine on the tap, alert records in
-``alerts.sqlite3``: searched, acknowledged, shelved, closed, created and explained);
-:class:`Lab` composes them.
+``alerts.sqlite3``: searched, acknowledged, shelved, closed, created and explained) and
+``_streams`` (stream computing: streams defined, listed, removed and counted, kept in
+``streams.json``); :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
@@ -56,6 +57,7 @@ from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
 from ._simulation import LabFleet
+from ._streams import STREAM_COLUMNS, STREAM_STATS_COLUMNS
 
 __all__ = [
     "ALERT_RULE_COLUMNS",
@@ -68,6 +70,8 @@ __all__ = [
     "EDGE_MODEL_ID",
     "EDGE_PRODUCT_KEY",
     "REGISTRY_FILE",
+    "STREAM_COLUMNS",
+    "STREAM_STATS_COLUMNS",
     "Lab",
     "LabFleet",
     "plain_tcp_warning",

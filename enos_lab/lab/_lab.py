@@ -8,11 +8,12 @@ from ._edges import Edges
 from ._operations import Operations
 from ._provisioning import Provisioning
 from ._simulation import Simulation
+from ._streams import Streams
 
 __all__ = ["Lab"]
 
 
-class Lab(Provisioning, Operations, Edges, Simulation, Certificates, Alerts):
+class Lab(Provisioning, Operations, Edges, Simulation, Certificates, Alerts, Streams):
     """A running laboratory: the hub on a background event loop, with a synchronous facade.
 
     Parameters

@@ -47,6 +47,8 @@ one and flushing (nothing is late then); :func:`to_frame` puts derived points in
 
 from __future__ import annotations
 
+from ._definition import STREAMS_FILE, StreamDefinition, load_definitions, save_definitions
+from ._engine import MAX_AHEAD, MAX_PENDING, MAX_STREAMS, StreamEngine, StreamEngineStats
 from ._vector import COLUMNS, to_frame, window_frame
 from ._window import ACROSS, Aggregate, Derived, Window
 from ._windower import (
@@ -63,11 +65,20 @@ __all__ = [
     "DEFAULT_MAX_KEYS",
     "DEFAULT_MAX_POINTS",
     "DEFAULT_MAX_WINDOWS",
+    "MAX_AHEAD",
+    "MAX_PENDING",
+    "MAX_STREAMS",
+    "STREAMS_FILE",
     "Aggregate",
     "Derived",
+    "StreamDefinition",
+    "StreamEngine",
+    "StreamEngineStats",
     "StreamStats",
     "Window",
     "Windower",
+    "load_definitions",
+    "save_definitions",
     "to_frame",
     "window_frame",
 ]

@@ -83,6 +83,11 @@ _POINTS, _LATE, _DUPLICATES, _INVALID, _DROPPED, _EMITTED = range(6)
 
 def _valid(value: object) -> bool:
     """Whether ``value`` can be aggregated: a finite real number, not a bool."""
+    kind = type(value)
+    if kind is float:  # fast path for the usual values (an ABC check costs more than the rest)
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if kind is int:  # and within float's range, as the ABC path's isfinite needs
+        return -(2**1023) < value < 2**1023  # type: ignore[operator]
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
     return math.isfinite(value)
