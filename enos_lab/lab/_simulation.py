@@ -19,7 +19,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..ca import KeyType, client_context
 from ..device import DEFAULT_BACKOFF, Backoff
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, NotFound
 from ..registry import NodeType
 from ..sim import PROFILES, Fleet, Link, Profile, profile_for
 from ._core import LabCore, coroutine_form_of, plain_call
@@ -189,7 +189,8 @@ class Simulation(LabCore):
         logs in with mutual TLS. Not with ``link``. Raises
         :class:`~enos_lab.errors.NotFound` for an unknown product and
         :class:`~enos_lab.errors.InvalidArgument` for a sub-device product or a profile of
-        another model.
+        another model (a profile of the product's parent model fits: a child model has every
+        element of its parent).
         """
         chosen = self._profile_for(product_key, profile)
         keys = list(device_keys) if device_keys is not None else _keys(key_prefix, count)
@@ -258,19 +259,34 @@ class Simulation(LabCore):
                 "directly, so they cannot be simulated as a fleet"
             )
         if profile is None:
-            if product.model_id is None or product.model_id not in PROFILES:
+            lineage = [] if product.model_id is None else self._lineage(product.model_id)
+            known = [model_id for model_id in lineage if model_id in PROFILES]
+            if not known:
                 raise InvalidArgument(
                     f"product {product_key!r} (model {product.model_id!r}) has no profile of its "
                     f"own: pass profile= (profiles exist for {', '.join(sorted(PROFILES))})"
                 )
-            return profile_for(product.model_id)
+            return profile_for(known[0])
         chosen = profile_for(profile) if isinstance(profile, str) else profile
-        if product.model_id is not None and chosen.model_id != product.model_id:
+        if product.model_id is not None and chosen.model_id not in self._lineage(product.model_id):
             raise InvalidArgument(
                 f"profile of model {chosen.model_id!r} does not fit product {product_key!r} "
                 f"(model {product.model_id!r})"
             )
         return chosen
+
+    def _lineage(self, model_id: str) -> list[str]:
+        """The model and its ancestors: a profile of a parent fits a child model, which has
+        every element of its parent."""
+        lineage: list[str] = []
+        current: str | None = model_id
+        while current is not None and current not in lineage:
+            lineage.append(current)
+            try:
+                current = self.models.get(current).parent_id
+            except NotFound:
+                break
+        return lineage
 
     def _fleet_tls(
         self, product_key: str, keys: Sequence[str]

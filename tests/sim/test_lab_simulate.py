@@ -60,6 +60,19 @@ def test_simulate_refuses_what_it_cannot_simulate(make_lab: Callable[..., Lab]) 
     fleet = lab.simulate(free.product_key, count=1, profile="weather_station", interval=0.1)
     fleet.run(duration=0.5)
     assert fleet.totals()["replied"] >= 2  # a product without a model takes any points
+    fleet.stop()
+    # a child model has every point of its parent: the parent's profile fits it
+    lab.add_model({"modelId": "meter_plus", "name": {"defaultValue": "Meter+"},
+                   "parentModelId": "energy_meter"})  # fmt: skip
+    plus = lab.create_product("Meter+", model_id="meter_plus")
+    fleet = lab.simulate(plus.product_key, count=1, profile="energy_meter", interval=0.1)
+    fleet.run(duration=0.5)
+    assert fleet.totals()["replied"] >= 2
+    fleet.stop()
+    fleet = lab.simulate(plus.product_key, count=1, interval=0.1, key_prefix="default-")
+    assert fleet.fleet.profile.model_id == "energy_meter"  # the parent's, by default
+    with pytest.raises(InvalidArgument, match="does not fit"):
+        lab.simulate(plus.product_key, profile="pv_inverter")
 
 
 def test_the_facade_has_real_signatures_and_coroutine_forms() -> None:
