@@ -97,6 +97,7 @@ are bounded (``max_states``). See :mod:`enos_lab.alerts._engine`.
 
 from __future__ import annotations
 
+from ._backtest import BACKTEST_COLUMNS, backtest
 from ._definitions import (
     DEFAULT_SEVERITIES,
     DELAY_MAX,
@@ -129,6 +130,7 @@ from ._transitions import (
 )
 
 __all__ = [
+    "BACKTEST_COLUMNS",
     "DEFAULT_SEVERITIES",
     "DELAY_MAX",
     "DELAY_MIN",
@@ -164,4 +166,5 @@ __all__ = [
     "Severity",
     "Suppressed",
     "Transition",
+    "backtest",
 ]
