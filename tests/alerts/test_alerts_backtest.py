@@ -4,12 +4,17 @@ the same stored points one by one to :class:`AlertState` (with ``due`` once at t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from enos.message.upstream.tsl.MeasurepointPostRequest import MeasurepointPostRequest
+from enos_sdk_helpers import SDK_WARNINGS, WAIT, running_lab, sdk_device, sdk_product
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +22,8 @@ from enos_lab.alerts import (
     BACKTEST_COLUMNS,
     FAULT,
     RECORD_COLUMNS,
+    AlertEngine,
+    AlertRecords,
     AlertRule,
     AlertState,
     Escalated,
@@ -28,9 +35,11 @@ from enos_lab.alerts import (
     Severity,
     backtest,
 )
+from enos_lab.clock import SimulatedClock, from_epoch_ms
 from enos_lab.errors import ExpressionError, InvalidArgument
 from enos_lab.model import Attribute, DataSpec, DataType, I18nText, Measurepoint, ThingModel
 from enos_lab.rules import compile_expression
+from enos_lab.tap import PointStored
 
 CRITICAL = Severity("org.critical", "Critical", 4)
 T0 = 1_700_000_000_000  # [ms]
@@ -423,3 +432,112 @@ def test_values_keep_their_type_and_numpy_scalars_become_python_values() -> None
     assert type(result["value"].iloc[0]) is float
     assert type(result["explain"].iloc[0]["started"]["value"]) is float
     assert np.isfinite(result["value"].iloc[0])
+
+
+# ------------------------------------------------------------------ against a real lab
+
+
+@SDK_WARNINGS
+def test_the_backtest_of_the_stored_points_gives_the_live_engines_records(tmp_path: Path) -> None:
+    """Devices post through the hub over TCP with the engine on the tap and a simulated clock;
+    the backtest of ``lab.store.query_points`` gives the records the engine wrote."""
+    over = AlertRule(
+        rule_id="over-rated",
+        model_id="sdk_meter",
+        measurepoint="power",
+        condition="${power} > 0.8 * ${rated_power}",
+        recover_condition="${power} < 0.7 * ${rated_power}",
+        delay=60,
+        min_repeat=2,
+        escalation=((120, FAULT),),
+    )
+    clock = SimulatedClock(from_epoch_ms(T0))
+    rated = {"a": 10.0, "b": 20.0, "c": 40.0, "bare": None}
+    rng = np.random.default_rng(5)
+    levels = {dk: rng.choice([0.5, 0.75, 0.9], size=40, p=[0.4, 0.2, 0.4]) for dk in rated}
+    for series in levels.values():  # persistent levels: runs long enough for the delay
+        series[:] = np.repeat(series[::4], 4)
+    with running_lab(tmp_path / "lab", seed=11, clock=clock) as lab:
+        pk = sdk_product(lab).product_key
+        seen = threading.Semaphore(0)
+        with AlertRecords(tmp_path / "alerts.db", clock=clock) as records:
+
+            def attributes_of(product_key: str, device_key: str) -> dict[str, Any]:
+                return dict(lab.registry.get_device(product_key, device_key).attributes)
+
+            engine = AlertEngine(
+                records,
+                lab.models,
+                clock=clock,
+                model_of=lambda product_key: lab.product(product_key).model_id,
+                attributes=attributes_of,
+            )
+            engine.add_rule(over)
+
+            def on_event(event: object) -> None:  # on the lab's loop
+                engine.on_event(event)
+                seen.release()
+
+            async def attach() -> Callable[[], None]:
+                return lab.tap.add_callback(on_event, kinds=(PointStored,)).cancel
+
+            cancel = lab.run(attach())
+            try:
+                secrets = {}
+                for dk, power in rated.items():
+                    secrets[dk] = lab.register_device(pk, device_key=dk).device_secret
+                    if power is not None:
+                        lab.registry.update_attributes(pk, dk, {"rated_power": power})
+                with ExitStack() as stack:
+                    sdks = {
+                        dk: stack.enter_context(sdk_device(lab, pk, dk, device_secret=secret))
+                        for dk, secret in secrets.items()
+                    }
+                    for sdk in sdks.values():
+                        sdk.connect()
+                    for k in range(40):
+                        for dk, sdk in sdks.items():
+                            power = float(levels[dk][k]) * (rated[dk] or 10.0)
+                            request = MeasurepointPostRequest.builder().add_measurepoints(
+                                {"power": power}
+                            )
+                            reply = sdk.publish(request.set_timestamp(clock.time_ms()).build())
+                            assert reply.get_code() == 200, reply.get_message()
+                        clock.advance(10)
+                    for _ in range(40 * len(sdks)):
+                        assert seen.acquire(timeout=WAIT)
+                clock.advance(300)  # past every delay and escalation: the engine's timer ran
+                live_frame = pd.concat([records.active(), records.history()])
+                points = lab.store.query_points(None, "power", product_key=pk)
+                attributes = {
+                    (pk, dk): attributes_of(pk, dk) for dk in rated
+                }  # the registry's, as the engine reads them
+                model = lab.models.get("sdk_meter")
+                # live applies a deadline d once the clock reaches d + 1 ms
+                end = from_epoch_ms(clock.time_ms() - 1)
+                result = backtest(over, points, model=model, attributes=attributes, end=end)
+            finally:
+                cancel()
+
+                async def close() -> None:
+                    engine.close()
+
+                lab.run(close())
+
+    assert len(points) == 160 and len(result) >= 3
+    assert engine.stats.fired == len(result) and engine.stats.escalated >= 1
+    assert (
+        result.attrs["skips_by_device"]
+        == {(pk, "bare"): 40}
+        == {key: n for key, n in engine.stats.skips_by_device.items()}
+    )
+
+    def rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+        out = []
+        for row in frame[list(BACKTEST_COLUMNS)].to_dict("records"):
+            for column in ("occur_time", "recover_time"):
+                row[column] = None if pd.isna(row[column]) else pd.Timestamp(row[column]).value
+            out.append(row)
+        return sorted(out, key=lambda r: (r["occur_time"], r["device_key"]))
+
+    assert rows(result) == rows(live_frame)
