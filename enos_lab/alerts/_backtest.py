@@ -144,8 +144,7 @@ def backtest(
     if end_ms is not None and len(times) and int(times.max()) > end_ms:
         keep = times <= end_ms
         pk, dk, times, values = pk[keep], dk[keep], times[keep], values[keep]
-    pk, dk, times, values = _in_order(pk, dk, times, values, counts)
-    starts = _device_starts(pk, dk)
+    pk, dk, times, values, starts = _in_order(pk, dk, times, values, counts)
     keep = np.ones(len(times), dtype=bool)
     columns: dict[str, Any] = {rule.measurepoint: values}
     names = sorted(condition.attributes | (recover.attributes if recover else frozenset()))
@@ -164,7 +163,7 @@ def backtest(
     if not keep.all():
         pk, dk, times, values = pk[keep], dk[keep], times[keep], values[keep]
         anomaly, recovering = anomaly[keep], recovering[keep]
-        starts = _device_starts(pk, dk)
+        starts = _kept_starts(starts, keep)
     vals = values.to_numpy()
     run = _with_states if rule.flapping is not None else _runs  # flapping: state by state
     alerts = run(
@@ -231,7 +230,7 @@ def _select(
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any], _Ints, pd.Series[Any]]:
     """Product keys, device keys, times [ms] and values (on a fresh RangeIndex) of the rows
     of the trigger point in scope, resumed ones only if asked."""
-    mask = np.array(points["point_id"] == rule.measurepoint, dtype=bool)
+    mask = np.asarray(points["point_id"].to_numpy(dtype=object) == rule.measurepoint, dtype=bool)
     if rule.scope:
         mask &= np.asarray(points["device_key"].isin(rule.scope), dtype=bool)
     if "resume" in points.columns and not include_resumed:
@@ -264,12 +263,13 @@ def _in_order(
     times: _Ints,
     values: pd.Series[Any],
     counts: _Counts,
-) -> tuple[npt.NDArray[Any], npt.NDArray[Any], _Ints, pd.Series[Any]]:
-    """The rows by device and time (stable), the first of a device's rows at one time only."""
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], _Ints, pd.Series[Any], _Bools]:
+    """The rows by device and time (stable), the first of a device's rows at one time only;
+    with the flags of each device's first row."""
     values = values.reset_index(drop=True)
-    if len(times) < 2:
-        return pk, dk, times, values
     starts = _device_starts(pk, dk)
+    if len(times) < 2:
+        return pk, dk, times, values, starts
     step = np.diff(times)
     sorted_ = len(_unique_devices(pk[starts], dk[starts])) == int(starts.sum()) and bool(
         np.all((step >= 0) | starts[1:])
@@ -282,12 +282,20 @@ def _in_order(
         starts = _device_starts(pk, dk)
         step = np.diff(times)
     again = np.concatenate(([False], (step == 0) & ~starts[1:]))
-    if again.any():
+    if again.any():  # never a device's first row: the flags stay right
         counts.duplicates = int(again.sum())
         keep = ~again
-        pk, dk, times = pk[keep], dk[keep], times[keep]
+        pk, dk, times, starts = pk[keep], dk[keep], times[keep], starts[keep]
         values = values[keep].reset_index(drop=True)
-    return pk, dk, times, values
+    return pk, dk, times, values, starts
+
+
+def _kept_starts(starts: _Bools, keep: _Bools) -> _Bools:
+    """The device-start flags of the rows ``keep`` leaves."""
+    device = np.cumsum(starts)[keep]
+    out = np.ones(len(device), dtype=bool)
+    out[1:] = device[1:] != device[:-1]
+    return out
 
 
 def _spans(starts: _Bools) -> list[tuple[int, int]]:
