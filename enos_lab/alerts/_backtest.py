@@ -40,6 +40,7 @@ on which they cannot be evaluated, is skipped and counted for that device; the r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -640,9 +641,14 @@ def _utc(ms: list[int | None]) -> pd.Series[Any]:
 
 
 def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds (as the records' JSON gives it back)."""
+    """A numpy scalar as the Python value it holds, a null (NaN, ``pd.NA``) as None: what
+    the records give back for the point's value."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
     item = getattr(value, "item", None)
-    return item() if callable(item) and not isinstance(value, str | dict | list) else value
+    if callable(item) and not isinstance(value, str | dict | list):
+        return _plain(item())
+    return value
 
 
 def _plain_explain(explain: dict[str, Any]) -> dict[str, Any]:

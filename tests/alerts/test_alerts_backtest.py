@@ -292,8 +292,13 @@ def test_escalation_steps_before_the_recovery_and_up_to_end() -> None:
 def test_flapping_runs_the_state_machine_and_keeps_records_as_the_engine() -> None:
     flappy = rule(flapping=FlapPolicy(2, 10))
     rows = [("d1", s, 60 if s % 2 == 0 else 40) for s in range(8)] + [("d1", 30, 41)]
-    result = same(flappy, frame(rows))
-    assert len(result) >= 1
+    result = same(flappy, frame(rows))  # from the third change on, nothing is notified
+    assert result["occur_time"].tolist() == [at(0)] and result["recover_time"].tolist() == [at(1)]
+    # still anomalous when flapping ends: the held-back alert is reported then, as one alert
+    stuck = [("d1", s, 60 if s % 2 == 0 else 40) for s in range(7)] + [("d1", 30, 70)]
+    result = same(flappy, frame(stuck))
+    assert len(result) == 2 and result["event_type"].tolist() == [0, 1]
+    assert not result["flapping"].iloc[1]
 
 
 def test_devices_are_independent_and_alerts_come_in_occur_order() -> None:
@@ -427,11 +432,12 @@ def test_the_backtest_gives_the_alerts_of_live_evaluation(
     same(alert_rule, points, end=None if end is None else at(end / 1000))
 
 
-def test_values_keep_their_type_and_numpy_scalars_become_python_values() -> None:
-    result = backtest(rule(), frame([("d1", 0, 60)]), model=MODEL)
+def test_values_keep_their_type_and_nulls_become_none() -> None:
+    result = backtest(rule(), frame([("d1", 0, 60), ("d1", 1, None)]), model=MODEL)
     assert type(result["value"].iloc[0]) is float
     assert type(result["explain"].iloc[0]["started"]["value"]) is float
-    assert np.isfinite(result["value"].iloc[0])
+    assert result["explain"].iloc[0]["ended"] == {"time_ms": T0 + 1000, "value": None}
+    assert result["recover_time"].tolist() == [at(1)]  # a null is not an anomaly: it recovers
 
 
 # ------------------------------------------------------------------ against a real lab
