@@ -53,10 +53,9 @@ from ..errors import EvaluationError, InvalidArgument
 from ..model import ThingModel
 from ..rules import Expression
 from ..store import TimeLike, as_ms
-from ._definitions import AlertRule, Severity
+from ._definitions import AlertRule
 from ._engine import compile_rule
-from ._state import AlertState
-from ._transitions import Escalated, Fired, FlapPhase, Flapping, Recovered, Transition
+from ._replay import escalation_step, replay_states, spans
 
 __all__ = ["BACKTEST_COLUMNS", "backtest"]
 
@@ -158,7 +157,8 @@ def backtest(
             )
         )  # fmt: skip
     anomaly, recovering = _evaluate(
-        condition, recover, pd.DataFrame(columns), pk=pk, dk=dk, starts=starts, keep=keep,
+        condition, recover, pd.DataFrame(columns, copy=False), pk=pk, dk=dk, starts=starts,
+        keep=keep,
         counts=counts,
     )  # fmt: skip
     if not keep.all():
@@ -166,7 +166,7 @@ def backtest(
         anomaly, recovering = anomaly[keep], recovering[keep]
         starts = _kept_starts(starts, keep)
     vals = values.to_numpy()
-    run = _with_states if rule.flapping is not None else _runs  # flapping: state by state
+    run = replay_states if rule.flapping is not None else _runs  # flapping: state by state
     alerts = run(
         rule, pk=pk, dk=dk, t=times, vals=vals, anomaly=anomaly, recovering=recovering,
         starts=starts, end_ms=end_ms,
@@ -255,7 +255,11 @@ def _times_ms(column: pd.Series[Any]) -> _Ints:
         raise InvalidArgument(
             f"backtest: the time column must hold tz-aware times, got dtype {column.dtype}"
         )
-    return np.asarray(pd.DatetimeIndex(column).as_unit("ms").asi8, dtype=np.int64)
+    index = pd.DatetimeIndex(column)
+    per_ms = {"s": None, "ms": 1, "us": 1000, "ns": 1_000_000}[index.unit]
+    if per_ms is None:
+        return np.asarray(index.asi8, dtype=np.int64) * 1000
+    return np.asarray(index.asi8, dtype=np.int64) // per_ms  # floor, as the store's times
 
 
 def _in_order(
@@ -297,12 +301,6 @@ def _kept_starts(starts: _Bools, keep: _Bools) -> _Bools:
     out = np.ones(len(device), dtype=bool)
     out[1:] = device[1:] != device[:-1]
     return out
-
-
-def _spans(starts: _Bools) -> list[tuple[int, int]]:
-    """Each device's rows as (first, past the last)."""
-    first = np.flatnonzero(starts).tolist()
-    return list(zip(first, [*first[1:], len(starts)][: len(first)], strict=True))
 
 
 def _unique_devices(pk: npt.NDArray[Any], dk: npt.NDArray[Any]) -> set[tuple[str, str]]:
@@ -372,7 +370,7 @@ def _evaluate(
         pass
     anomaly = np.zeros(len(frame), dtype=bool)
     recovering = np.zeros(len(frame), dtype=bool)
-    for lo, hi in _spans(starts):
+    for lo, hi in spans(starts):
         part = frame.iloc[lo:hi]
         try:
             anomaly[lo:hi], recovering[lo:hi] = _flags(condition, recover, part)
@@ -458,25 +456,31 @@ def _runs(
     anomalies = np.where(by_point[idx], repeat, upto[idx])
     value_rows = start_rows if rule.delay_ms > 0 else confirm_rows
     steps = _escalations(rule, occur, recover_ms, end_ms)
+    keys = zip(pk[start_rows].tolist(), dk[start_rows].tolist(), strict=True)
+    value = vals[value_rows].tolist()
+    started = zip(t[start_rows].tolist(), vals[start_rows].tolist(), strict=True)
+    confirmed = zip(t[confirm_rows].tolist(), vals[confirm_rows].tolist(), strict=True)
+    ended = zip(closes_f.tolist(), t[end_rows].tolist(), vals[end_rows].tolist(), strict=True)
     alerts = []
-    for k in range(len(idx)):
-        s, c, e = int(start_rows[k]), int(confirm_rows[k]), int(end_rows[k])
-        ended = {"time_ms": int(t[e]), "value": vals[e]} if closes_f[k] else None
+    for k, (device, start, confirm_, end, occur_ms, count) in enumerate(
+        zip(keys, started, confirmed, ended, occur.tolist(), anomalies.tolist(), strict=True)
+    ):
+        closed, end_time, end_value = end
         alerts.append(
             {
-                "product_key": pk[s],
-                "device_key": dk[s],
-                "value": vals[int(value_rows[k])],
-                "occur_ms": int(occur[k]),
-                "recover_ms": int(t[e]) if closes_f[k] else None,
+                "product_key": device[0],
+                "device_key": device[1],
+                "value": value[k],
+                "occur_ms": occur_ms,
+                "recover_ms": end_time if closed else None,
                 "escalations": steps[k],
                 "flapping": False,
                 "explain": {
-                    "started": {"time_ms": int(t[s]), "value": vals[s]},
-                    "confirmed": {"time_ms": int(t[c]), "value": vals[c]},
-                    "ended": ended,
-                    "anomalies": int(anomalies[k]),
-                    "by_timer": int(t[c]) != int(occur[k]),
+                    "started": {"time_ms": start[0], "value": start[1]},
+                    "confirmed": {"time_ms": confirm_[0], "value": confirm_[1]},
+                    "ended": {"time_ms": end_time, "value": end_value} if closed else None,
+                    "anomalies": count,
+                    "by_timer": confirm_[0] != occur_ms,
                 },
             }
         )
@@ -498,98 +502,10 @@ def _escalations(
         steps, previous = [], rule.severity
         for j in range(count):
             severity = rule.escalation[j].severity
-            steps.append(_step(int(at[k, j]), severity, previous))
+            steps.append(escalation_step(int(at[k, j]), severity, previous))
             previous = severity
         out.append(steps)
     return out
-
-
-def _step(time_ms: int, severity: Severity, previous: Severity) -> dict[str, Any]:
-    """An escalation as the records keep it."""
-    return {"time_ms": time_ms, "to": _severity(severity), "from": _severity(previous)}
-
-
-def _severity(severity: Severity) -> dict[str, Any]:
-    return {"id": severity.severity_id, "name": severity.name, "level": severity.level}
-
-
-def _with_states(
-    rule: AlertRule,
-    *,
-    pk: npt.NDArray[Any],
-    dk: npt.NDArray[Any],
-    t: _Ints,
-    vals: npt.NDArray[Any],
-    anomaly: _Bools,
-    recovering: _Bools,
-    starts: _Bools,
-    end_ms: int | None,
-) -> list[dict[str, Any]]:
-    """Flapping: every device's rows through an :class:`AlertState`, transitions turned into
-    alerts as the engine turns them into records."""
-    if end_ms is None:
-        return []
-    alerts: list[dict[str, Any]] = []
-    times, anomalies = t.tolist(), anomaly.tolist()
-    recovered = (recovering | anomaly).tolist() if rule.hysteresis else [None] * len(t)
-    for lo, hi in _spans(starts):
-        state = AlertState(rule)
-        book = _Book(rule, pk[lo], dk[lo], alerts)
-        for i in range(lo, hi):
-            book.act(state.observe(times[i], anomalies[i], recovered[i], vals[i]), state)
-        book.act(state.due(end_ms + 1), state)
-    return alerts
-
-
-class _Book:
-    """The engine's record keeping for one device, on plain dicts (see ``AlertEngine._act``)."""
-
-    def __init__(self, rule: AlertRule, pk: str, dk: str, alerts: list[dict[str, Any]]) -> None:
-        self._rule, self._pk, self._dk, self._alerts = rule, pk, dk, alerts
-        self._active: dict[str, Any] | None = None
-        self._severity = rule.severity
-
-    def act(self, transitions: tuple[Transition, ...], state: AlertState) -> None:
-        for tr in transitions:
-            active = self._active
-            if isinstance(tr, Fired):
-                if active is not None:  # notified as active before: the same alert
-                    active["flapping"] = False
-                    continue
-                self._severity = tr.severity
-                self._active = {
-                    "product_key": self._pk,
-                    "device_key": self._dk,
-                    "value": tr.value,
-                    "occur_ms": tr.occur_time_ms,
-                    "recover_ms": None,
-                    "escalations": [],
-                    "flapping": state.flapping,
-                    "severity": tr.severity,
-                    "explain": {
-                        "started": {"time_ms": tr.started.time_ms, "value": tr.started.value},
-                        "confirmed": {
-                            "time_ms": tr.confirmed.time_ms,
-                            "value": tr.confirmed.value,
-                        },
-                        "ended": None,
-                        "anomalies": tr.anomalies,
-                        "by_timer": tr.by_timer,
-                    },
-                }
-                self._alerts.append(self._active)
-            elif active is None:
-                continue
-            elif isinstance(tr, Recovered):
-                active["recover_ms"] = tr.recover_time_ms
-                active["flapping"] = False
-                active["explain"]["ended"] = {"time_ms": tr.recover_time_ms, "value": tr.value}
-                self._active = None
-            elif isinstance(tr, Escalated):
-                active["escalations"].append(_step(tr.time_ms, tr.severity, active["severity"]))
-                active["severity"] = tr.severity
-            elif isinstance(tr, Flapping):
-                active["flapping"] = tr.phase is FlapPhase.STARTED
 
 
 # -------------------------------------------------------------------- output
@@ -643,7 +559,9 @@ def _utc(ms: list[int | None]) -> pd.Series[Any]:
 def _plain(value: Any) -> Any:
     """A numpy scalar as the Python value it holds, a null (NaN, ``pd.NA``) as None: what
     the records give back for the point's value."""
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+    if type(value) is float:  # the common case first
+        return None if math.isnan(value) else value
+    if value is None or value is pd.NA:
         return None
     item = getattr(value, "item", None)
     if callable(item) and not isinstance(value, str | dict | list):
