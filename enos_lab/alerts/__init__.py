@@ -93,10 +93,25 @@ to that device's :class:`AlertState`; the transitions become records. One clock 
 states' deadlines. Resumed points are skipped unless the rule is added with
 ``include_resumed=True``; a missing or unusable value is a counted skip for that device; states
 are bounded (``max_states``). See :mod:`enos_lab.alerts._engine`.
+
+Backtest. :func:`backtest` runs one measurepoint rule over points already in the store, to
+tune a threshold before the rule goes live::
+
+    points = lab.store.query_points(None, "temp", start, end, product_key=pk)
+    alerts = backtest(rule, points, model=lab.models.get(rule.model_id),
+                      attributes={(pk, dk): {...}}, end=end)   # BACKTEST_COLUMNS, occur order
+
+It evaluates the conditions over the whole frame at once and finds every device's runs with
+numpy (rules with flapping go through :class:`AlertState` device by device). The alerts are
+those live evaluation gives for the same points, with every deadline up to ``end`` applied
+(default: the newest point's time); since the store keeps one row per device, point and time,
+sorted by time, they are the alerts of points that arrived in time order. See
+:mod:`enos_lab.alerts._backtest`.
 """
 
 from __future__ import annotations
 
+from ._backtest import BACKTEST_COLUMNS, backtest
 from ._definitions import (
     DEFAULT_SEVERITIES,
     DELAY_MAX,
@@ -133,6 +148,7 @@ from ._transitions import (
 
 __all__ = [
     "ALERTS_FILE",
+    "BACKTEST_COLUMNS",
     "DEFAULT_SEVERITIES",
     "DELAY_MAX",
     "DELAY_MIN",
@@ -176,6 +192,7 @@ __all__ = [
     "Severity",
     "Suppressed",
     "Transition",
+    "backtest",
     "explain",
     "rule_document",
     "rule_from_document",

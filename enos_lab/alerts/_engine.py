@@ -38,7 +38,7 @@ import numpy as np
 
 from ..clock import Clock, TimerHandle, to_epoch_ms
 from ..errors import EnosLabError, ExpressionError, InvalidArgument, NotFound, RuleError
-from ..model import ModelCatalog
+from ..model import ModelCatalog, ThingModel
 from ..rules import Expression, compile_expression
 from ..tap import PointStored, PresenceChanged
 from ._batch import VECTOR_MIN, Bools, PointGroup
@@ -103,6 +103,43 @@ class AlertEngineStats:
     root alert are masked from the start and not counted here)."""
     skips_by_device: dict[tuple[str, str], int] = field(default_factory=dict)
     """Skipped evaluations per (product_key, device_key) (at most 10,000 devices)."""
+
+
+def compile_rule(rule: AlertRule, model: ThingModel) -> tuple[Expression | None, Expression | None]:
+    """The compiled condition and recover condition of ``rule`` against its thing ``model``
+    (both None for a device-status trigger; the recover condition None without hysteresis).
+
+    A measurepoint rule's conditions may reference its trigger point and the model's
+    attributes only. Raises :class:`~enos_lab.errors.InvalidArgument` when the model lacks the
+    trigger point, :class:`~enos_lab.errors.ExpressionError` naming the rule for a bad condition.
+    """
+    if rule.measurepoint is None:
+        return None, None
+    if rule.measurepoint not in model.measurepoints:
+        raise InvalidArgument(
+            f"alert rule {rule.rule_id!r}: model {model.model_id!r} has no measurepoint "
+            f"{rule.measurepoint!r}"
+        )
+    condition = _compile(rule, rule.condition, model)
+    recover = None
+    if rule.recover_condition is not None:
+        recover = _compile(rule, rule.recover_condition, model)
+    return condition, recover
+
+
+def _compile(rule: AlertRule, text: str, model: ThingModel) -> Expression:
+    """Compile one condition of ``rule``; only its trigger point may be referenced."""
+    expression = compile_expression(text, model=model, name=rule.rule_id)
+    others = sorted(expression.points - {rule.measurepoint})
+    if others:
+        raise ExpressionError(
+            f"references measurepoint {others[0]!r}; an alert condition may reference only "
+            f"its trigger point {rule.measurepoint!r} and attributes",
+            expression=text,
+            position=max(0, text.find(others[0]) - 2),
+            rule=rule.rule_id,
+        )
+    return expression
 
 
 @dataclass(slots=True)
@@ -194,17 +231,7 @@ class AlertEngine:
         """
         if not isinstance(rule, AlertRule):
             raise InvalidArgument(f"add_rule: expected an AlertRule, got {type(rule).__name__}")
-        model = self._models.get(rule.model_id)
-        condition = recover = None
-        if rule.measurepoint is not None:
-            if rule.measurepoint not in model.measurepoints:
-                raise InvalidArgument(
-                    f"alert rule {rule.rule_id!r}: model {rule.model_id!r} has no measurepoint "
-                    f"{rule.measurepoint!r}"
-                )
-            condition = self._compile(rule, rule.condition, model)
-            if rule.recover_condition is not None:
-                recover = self._compile(rule, rule.recover_condition, model)
+        condition, recover = compile_rule(rule, self._models.get(rule.model_id))
         trigger = rule.measurepoint if rule.measurepoint is not None else "\0status"
         self.remove_rule(rule.rule_id)
         compiled = _Rule(rule, condition, recover, bool(include_resumed))
@@ -247,21 +274,6 @@ class AlertEngine:
             entry = self._states[key] = _Entry(state, event_id)
             self._rules[rule.rule_id].states += 1
             self._schedule(key, entry)
-
-    @staticmethod
-    def _compile(rule: AlertRule, text: str, model: Any) -> Expression:
-        """Compile one condition of ``rule``; only its trigger point may be referenced."""
-        expression = compile_expression(text, model=model, name=rule.rule_id)
-        others = sorted(expression.points - {rule.measurepoint})
-        if others:
-            raise ExpressionError(
-                f"references measurepoint {others[0]!r}; an alert condition may reference only "
-                f"its trigger point {rule.measurepoint!r} and attributes",
-                expression=text,
-                position=max(0, text.find(others[0]) - 2),
-                rule=rule.rule_id,
-            )
-        return expression
 
     def remove_rule(self, rule_id: str) -> bool:
         """Stop evaluating the rule ``rule_id`` and drop its states (its active alerts stay
