@@ -520,15 +520,28 @@ class TimeSeriesStore:
         lo, hi = ms_range(start, end)
         with self._cursor() as cur:
             sids = self._series_ids(cur, devices, points, product_key)
-            raw = cur.execute(
-                """SELECT p.event_ms, s.product_key, s.device_key, s.point_id, p.kind, p.num,
-                          p.text, p.quality, p.receive_ms, p.resume
-                   FROM points p JOIN series s USING (series_id)
-                   WHERE p.series_id IN (SELECT unnest(?::INTEGER[]))
-                     AND p.event_ms >= ? AND p.event_ms < ?
-                   ORDER BY s.product_key, s.device_key, s.point_id, p.event_ms""",
-                [sids, lo, hi],
+            # The series, ranked by their keys: the big scan then joins and sorts integers only,
+            # and the key columns are taken from these few strings (no string per row in DuckDB).
+            keys = cur.execute(
+                """SELECT series_id, product_key, device_key, point_id FROM series
+                   WHERE series_id IN (SELECT unnest(?::INTEGER[]))
+                   ORDER BY product_key, device_key, point_id""",
+                [sids],
             ).fetchnumpy()
+            f_rank = pd.DataFrame(  # noqa: F841 (scanned by name)
+                {"series_id": keys["series_id"], "rank": np.arange(len(keys["series_id"]))}
+            )
+            raw = cur.execute(
+                """SELECT r.rank, p.event_ms, p.kind, p.num, p.text, p.quality, p.receive_ms,
+                          p.resume
+                   FROM points p JOIN f_rank r USING (series_id)
+                   WHERE p.event_ms >= ? AND p.event_ms < ?
+                   ORDER BY r.rank, p.event_ms""",
+                [lo, hi],
+            ).fetchnumpy()
+        rank = np.asarray(raw.pop("rank"), dtype=np.int64)
+        for column in ("product_key", "device_key", "point_id"):
+            raw[column] = np.asarray(keys[column], dtype=object).take(rank)
         return value_frame(raw)
 
     def latest(
