@@ -34,11 +34,12 @@ from ..alerts import (
     KeptRule,
     RuleEntry,
     Severity,
+    backtest,
     explain,
 )
 from ..clock import to_epoch_ms
 from ..errors import InvalidArgument, NotFound
-from ..store import Ids, TimeLike, as_ms
+from ..store import Ids, TimeLike, as_ms, id_list
 from ._core import LabCore, coroutine_form_of, plain_call
 
 __all__ = ["ALERT_RULE_COLUMNS", "Alerts"]
@@ -303,6 +304,84 @@ class Alerts(LabCore):
             attributes = {} if device is None else device.attributes
         return explain(record, rule, points, model=model, attributes=attributes)
 
+    def backtest_alert_rule(
+        self,
+        rule: AlertRule | str,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+        *,
+        device_keys: Ids | None = None,
+        include_resumed: bool | None = None,
+    ) -> pd.DataFrame:
+        """The alerts ``rule`` would have raised over the points already stored: how a
+        threshold is tuned before a rule goes live.
+
+        ``rule`` is an :class:`~enos_lab.alerts.AlertRule` (kept or not: a variant to try) or
+        the id of a kept rule. Its trigger point is read from the store for the devices of
+        every product of its model (or ``device_keys`` of them) with event times in
+        ``[start, end)``, with each device's attributes for per-device thresholds, and run
+        through :func:`~enos_lab.alerts.backtest`: vectorised, with the alerts live evaluation
+        gives for the same points (delay, repeat, hysteresis, escalation, flapping). ``end``
+        (default: now, on the lab clock) closes the series, so a delay that ran out before
+        it fires, as the lab clock makes it fire live. ``include_resumed`` (default: the kept
+        rule's, else False) takes resumed points too. Returns a DataFrame of
+        :data:`~enos_lab.alerts.BACKTEST_COLUMNS`, one row per alert in occur order (with
+        counts of skipped points in ``attrs``). Device-status (offline) rules are refused.
+        """
+        service = self._alert_service("backtest_alert_rule")
+        kept = service.rules.get(rule) if isinstance(rule, str) else None
+        if isinstance(rule, str):
+            if kept is None:
+                raise NotFound(f"alert rule {rule!r} does not exist")
+            rule = kept.entry.rule
+        if not isinstance(rule, AlertRule):
+            raise InvalidArgument(
+                f"backtest_alert_rule: expected an AlertRule or a rule id, got {rule!r}"
+            )
+        if rule.measurepoint is None:
+            raise InvalidArgument(
+                f"alert rule {rule.rule_id!r}: a device-status rule cannot be backtested over "
+                "stored points"
+            )
+        if include_resumed is None:
+            include_resumed = kept.entry.include_resumed if kept is not None else False
+        model = self.models.get(rule.model_id)
+        wanted = None if device_keys is None else set(id_list(device_keys, "device_keys") or ())
+        end_ms = self.clock.time_ms() if end is None else as_ms(end, "end")
+        frames, attributes = [], {}
+        for product in self.registry.products():
+            if product.model_id != rule.model_id:
+                continue
+            devices = self.registry.devices(product.product_key)
+            chosen = [d for d in devices if wanted is None or d.device_key in wanted]
+            if not chosen:
+                continue
+            for device in chosen:
+                attributes[(device.product_key, device.device_key)] = device.attributes
+            frames.append(
+                self.store.query_points(
+                    None if wanted is None else [d.device_key for d in chosen],
+                    rule.measurepoint,
+                    start,
+                    end_ms,
+                    product_key=product.product_key,
+                )
+            )
+        points = (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else self.store.query_points(None, rule.measurepoint, 0, 1)  # no rows, the columns
+        )
+        # live, a deadline d takes effect once the clock is past it (d < now): end is inclusive
+        return backtest(
+            rule,
+            points,
+            model=model,
+            attributes=attributes,
+            end=max(end_ms - 1, 0),
+            include_resumed=include_resumed,
+        )
+
     def alert_stats(self) -> AlertEngineStats:
         """A copy of the alert engine's counters (points evaluated, alerts fired, recovered,
         escalated, masked, evaluations skipped per device, ...)."""
@@ -319,6 +398,7 @@ class Alerts(LabCore):
     aclose_alert = coroutine_form_of(close_alert)
     acreate_alert = coroutine_form_of(create_alert)
     aexplain_alert = coroutine_form_of(explain_alert)
+    abacktest_alert_rule = coroutine_form_of(backtest_alert_rule)
 
 
 # -- on the lab's loop ---------------------------------------------------------------------------

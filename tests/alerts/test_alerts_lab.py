@@ -4,6 +4,7 @@ closed, created and explained; everything survives a restart."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Iterator
@@ -375,3 +376,35 @@ async def test_a_root_alert_on_a_gateway_masks_its_sub_devices_alerts(tmp_path: 
             history = lab.alert_history(rule_ids="inv-offline")
             assert sorted(history["device_key"]) == ["s1", "s2"]
             await client.disconnect()
+
+
+def test_a_backtest_over_the_stored_points_gives_the_live_alerts(tmp_path: Path) -> None:
+    with site(tmp_path / "lab") as s:
+        lab = s.lab
+        s.device("inv-1", rated_power=5.0)
+        s.device("inv-2", rated_power=3.0)
+        lab.add_alert_rule(HOT)
+        lab.add_alert_rule(OVER)
+        temperatures = [50, 61, 62, 63, 40, 70, 71, 59, 65, 66, 67, 68]
+        for key in ("inv-1", "inv-2"):
+            with s.connect(key) as dev:
+                for i, temperature in enumerate(temperatures):
+                    s.post(dev, internal_temperature=temperature, active_power=2.0 + i % 5)
+        live = lab.alert_history(include_active=True)
+        for rule_id in ("hot", "over"):
+            mine = live[live.rule_id == rule_id].sort_values(["occur_time", "device_key"])
+            tried = lab.backtest_alert_rule(rule_id).sort_values(["occur_time", "device_key"])
+            assert len(tried) == len(mine) > 0
+            for column in ("device_key", "occur_time", "recover_time", "value"):
+                assert tried[column].tolist() == mine[column].tolist(), column
+        # a variant tried before it goes live: a higher threshold, one device only
+        stricter = dataclasses.replace(HOT, condition="${internal_temperature} > 65")
+        tried = lab.backtest_alert_rule(stricter, device_keys="inv-2")
+        assert tried["device_key"].tolist() == ["inv-2"]
+        assert tried["value"].tolist() == [66.0]  # the run 66, 67, 68 lasted the delay
+        assert lab.alert_rule("hot") == HOT  # nothing kept
+        with pytest.raises(NotFound):
+            lab.backtest_alert_rule("ghost")
+        offline = AlertRule(rule_id="off", model_id="pv_inverter", device_status="offline")
+        with pytest.raises(InvalidArgument, match="device-status"):
+            lab.backtest_alert_rule(offline)
