@@ -45,7 +45,7 @@ _MISSING = object()
 class PointGroup:
     """The points of one (product, measurepoint) in one batch, in order."""
 
-    __slots__ = ("_attributes", "_devices", "_frame", "_resumed", "_values", "events")
+    __slots__ = ("_attributes", "_columns", "_devices", "_frame", "_resumed", "_values", "events")
 
     def __init__(
         self,
@@ -56,7 +56,8 @@ class PointGroup:
         self._attributes = attributes
         self._values: npt.NDArray[np.float64] | bool | None = False  # False: not computed
         self._resumed: Bools | None = None
-        self._devices: dict[tuple[str, str], Mapping[str, Any] | None] = {}
+        self._devices: tuple[npt.NDArray[np.object_], npt.NDArray[np.intp]] | None = None
+        self._columns: dict[str, tuple[npt.NDArray[np.object_], Bools]] = {}
         self._frame: pd.DataFrame | None = None
 
     @property
@@ -77,32 +78,41 @@ class PointGroup:
                 self._values = None
         return self._values  # type: ignore[return-value]
 
-    def _device_attributes(self, product_key: str, device_key: str) -> Mapping[str, Any] | None:
-        """The device's attributes (None: they cannot be read)."""
-        key = (product_key, device_key)
-        try:
-            return self._devices[key]
-        except KeyError:
-            pass
-        try:
-            found = self._attributes(*key) if self._attributes is not None else {}
-        except Exception:  # the engine evaluates its points one by one: a counted skip
-            found = None
-        self._devices[key] = found
-        return found
+    def codes(self) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.intp]]:
+        """The group's device keys (one product per group), and for each point the index of
+        its device among them."""
+        if self._devices is None:
+            keys = np.fromiter((e.device_key for e in self.events), object, len(self.events))
+            codes, uniques = pd.factorize(keys)
+            self._devices = (np.asarray(uniques, dtype=object), codes.astype(np.intp))
+        return self._devices
 
-    def _column(self, name: str) -> tuple[list[Any], Bools]:
-        """The attribute ``name`` per point, and where a device lacks it."""
-        cells: list[Any] = []
-        missing = np.zeros(len(self.events), dtype=np.bool_)
-        for i, event in enumerate(self.events):
-            attributes = self._device_attributes(event.product_key, event.device_key)
-            value = _MISSING if attributes is None else attributes.get(name, _MISSING)
+    def _column(self, name: str) -> tuple[npt.NDArray[np.object_], Bools]:
+        """The attribute ``name`` per device of :meth:`codes` (objects), and which devices
+        lack it (computed once per group and attribute)."""
+        cached = self._columns.get(name)
+        if cached is not None:
+            return cached
+        devices = self.codes()[0]
+        product_key = self.events[0].product_key
+        values = np.empty(len(devices), dtype=object)
+        missing = np.zeros(len(devices), dtype=np.bool_)
+        for i, device_key in enumerate(devices.tolist()):
+            try:
+                found = (
+                    self._attributes(product_key, device_key)
+                    if self._attributes is not None
+                    else {}
+                )
+            except Exception:  # the engine evaluates its points one by one: a counted skip
+                found = None
+            value = _MISSING if found is None else found.get(name, _MISSING)
             if value is _MISSING:
                 missing[i] = True
                 value = None
-            cells.append(value)
-        return cells, missing
+            values[i] = value
+        self._columns[name] = (values, missing)
+        return values, missing
 
     def anomalies(self, condition: Expression, point_id: str) -> tuple[Bools, Bools | None] | None:
         """Where ``condition`` holds on the points, and which points are undecided (None:
@@ -114,11 +124,15 @@ class PointGroup:
                 return None
             if threshold.attribute is None:
                 return threshold.mask(values), None
-            cells, missing = self._column(threshold.attribute)
-            limits = np.array(
-                [float(c) if type(c) in (int, float) else np.nan for c in cells], np.float64
+            per_device, missing = self._column(threshold.attribute)
+            numbers = np.fromiter(
+                (float(c) if type(c) in (int, float) else np.nan for c in per_device),
+                np.float64,
+                len(per_device),
             )
-            unknown = missing | np.isnan(limits)  # a limit that is not a number: one by one
+            codes = self.codes()[1]
+            limits = numbers.take(codes)
+            unknown = (missing | np.isnan(numbers)).take(codes)  # not a number: one by one
             return threshold.mask(values, limits) & ~unknown, unknown
         if len(self.events) < FRAME_MIN:
             return None
@@ -129,9 +143,12 @@ class PointGroup:
             )
         undecided: Bools | None = None
         columns = {}
+        rows = self.codes()[1] if condition.attributes else None
         for name in condition.attributes:
-            cells, missing = self._column(name)
-            columns[f"attr:{name}"] = cells
+            per_device, lacking = self._column(name)
+            assert rows is not None
+            missing = lacking.take(rows)
+            columns[f"attr:{name}"] = per_device.take(rows)
             undecided = missing if undecided is None else undecided | missing
         if columns:
             frame = frame.assign(**columns)

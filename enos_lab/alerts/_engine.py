@@ -379,25 +379,68 @@ class AlertEngine:
                 if undecided is not None:
                     undecided = undecided & ~resumed
         chosen = anomaly if undecided is None else anomaly | undecided
-        picked = np.flatnonzero(chosen).tolist()
         # a device's other points matter once it has a state: one from before this batch, or
         # one its first anomaly here makes (a state is only ever made by an anomaly)
-        devices = {events[i].device_key for i in picked}
-        if compiled.states:
-            rule_id, states, pk = compiled.rule.rule_id, self._states, events[0].product_key
-            devices.update(
-                dk for dk in {e.device_key for e in events} if (rule_id, pk, dk) in states
-            )
-        if devices:
-            skip_resumed = not compiled.include_resumed
-            picked = [
-                i
-                for i, e in enumerate(events)
-                if chosen[i] or (e.device_key in devices and not (skip_resumed and e.resume))
-            ]
+        if compiled.states or chosen.any():
+            keys, codes = group.codes()
+            stateful = np.zeros(len(keys), dtype=np.bool_)
+            stateful[codes[chosen]] = True
+            if compiled.states:
+                rule_id, states, pk = compiled.rule.rule_id, self._states, events[0].product_key
+                for i, dk in enumerate(keys.tolist()):
+                    if (rule_id, pk, dk) in states:
+                        stateful[i] = True
+            follow = stateful.take(codes)
+            if not compiled.include_resumed:
+                follow &= ~group.resumed
+            chosen = chosen | follow
+        picked = np.flatnonzero(chosen).tolist()
+        if compiled.states and compiled.recover is None:
+            picked = self._still_active(compiled, events, picked, anomaly, undecided)
         for i in picked:
             decided = undecided is None or not undecided[i]
             self._on_point(compiled, events[i], bool(anomaly[i]) if decided else None)
+
+    def _still_active(
+        self,
+        compiled: _Rule,
+        events: list[PointStored],
+        picked: list[int],
+        anomaly: Bools,
+        undecided: Bools | None,
+    ) -> list[int]:
+        """``picked`` without the points that only say an active alert is still active.
+
+        A device whose alert is active when the batch comes and whose next points are all
+        anomalous, in increasing time, needs only the last of them: the state takes the
+        deadlines before its time and its time, as it would from each in turn, and nothing
+        else of it changes (a recovering point, or one it cannot decide, ends the run, and
+        from there on every point goes on)."""
+        rule_id, states = compiled.rule.rule_id, self._states
+        out: list[int] = []
+        runs: dict[str, int] = {}  # device -> position in ``out`` of its run's last point
+        ended: set[str] = set()
+        for i in picked:
+            event = events[i]
+            dk = event.device_key
+            if dk not in ended:
+                position = runs.get(dk)
+                if position is None:
+                    entry = states.get((rule_id, event.product_key, dk))
+                    if entry is None or entry.state.phase is not AlertPhase.ACTIVE:
+                        ended.add(dk)
+                decided = undecided is None or not undecided[i]
+                if dk not in ended and decided and anomaly[i]:
+                    if position is None:
+                        runs[dk] = len(out)
+                        out.append(i)
+                        continue
+                    if event.time > events[out[position]].time:
+                        out[position] = i
+                        continue
+                ended.add(dk)
+            out.append(i)
+        return out
 
     def _on_point(self, compiled: _Rule, event: PointStored, anomaly: bool | None = None) -> None:
         """Evaluate one rule on one point (unless ``anomaly`` is known) and feed the state."""
@@ -409,22 +452,25 @@ class AlertEngine:
             if anomaly is None:
                 self.stats.resumed_skipped += 1
             return
-        condition = compiled.condition
-        assert condition is not None
         recover = compiled.recover
-        points = {event.point_id: event.value}
-        try:
-            attributes: Mapping[str, Any] = {}
-            if self._attributes is not None and (
-                condition.attributes or (recover is not None and recover.attributes)
-            ):
-                attributes = self._attributes(pk, dk)
-            if anomaly is None:
-                anomaly = condition.evaluate(points, attributes) is True
-            recovered = None if recover is None else recover.evaluate(points, attributes) is True
-        except Exception as exc:  # one device's bad value (or attributes) harms nobody else
-            self._skip(rule.rule_id, pk, dk, exc)
-            return
+        recovered = None
+        if anomaly is None or recover is not None:  # else nothing is left to evaluate
+            condition = compiled.condition
+            assert condition is not None
+            points = {event.point_id: event.value}
+            try:
+                attributes: Mapping[str, Any] = {}
+                if self._attributes is not None and (
+                    condition.attributes or (recover is not None and recover.attributes)
+                ):
+                    attributes = self._attributes(pk, dk)
+                if anomaly is None:
+                    anomaly = condition.evaluate(points, attributes) is True
+                if recover is not None:
+                    recovered = recover.evaluate(points, attributes) is True
+            except Exception as exc:  # one device's bad value (or attributes) harms nobody else
+                self._skip(rule.rule_id, pk, dk, exc)
+                return
         self._feed(
             compiled, pk, dk, time_ms=to_epoch_ms(event.time), anomaly=anomaly,
             recovered=recovered, value=event.value,

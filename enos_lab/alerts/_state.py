@@ -286,7 +286,7 @@ class AlertState:
 
     def _escalation_deadline(self) -> int | None:
         steps = self._rule.escalation
-        if self._fired is not None and self._step < len(steps):
+        if steps and self._fired is not None and self._step < len(steps):
             return self._fired.occur_time_ms + steps[self._step].after_ms
         return None
 
@@ -297,6 +297,9 @@ class AlertState:
         return None
 
     def _next_deadline(self) -> int | None:
+        if self._phase is not AlertPhase.PENDING and not self._flapping:
+            # no delay to run out: only an escalation step can be due (a common fast path)
+            return self._escalation_deadline()
         deadlines = [
             d
             for d in (self._fire_deadline(), self._escalation_deadline(), self._flap_end_deadline())

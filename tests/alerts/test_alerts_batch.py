@@ -117,9 +117,15 @@ def run(
 
 
 @settings(max_examples=150, deadline=None)
-@given(batches())
-def test_a_batch_gives_the_alerts_of_its_points_one_by_one(case: tuple) -> None:  # type: ignore[type-arg]
+@given(batches(), st.data())
+def test_a_batch_gives_the_alerts_of_its_points_one_by_one(
+    case: tuple, data: st.DataObject
+) -> None:  # type: ignore[type-arg]
     rule, events, attributes = case
     one_by_one = run(rule, [[event] for event in events], attributes)
-    together = run(rule, [events], attributes)
-    assert together == one_by_one
+    assert run(rule, [events], attributes) == one_by_one
+    # in several batches: states (active alerts among them) carried from one to the next
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=4)))
+    bounds = [0, *cuts, len(events)]
+    batches = [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    assert run(rule, batches, attributes) == one_by_one
