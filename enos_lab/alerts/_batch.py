@@ -18,6 +18,7 @@ ones the row-by-row evaluation gives (the engine's property tests compare them).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,7 +28,7 @@ import pandas as pd
 
 from ..errors import EnosLabError
 from ..rules import Expression
-from ..tap import PointStored
+from ..tap import PointRowLike
 
 __all__ = ["FRAME_MIN", "VECTOR_MIN", "PointGroup"]
 
@@ -43,13 +44,14 @@ _MISSING = object()
 
 
 class PointGroup:
-    """The points of one (product, measurepoint) in one batch, in order."""
+    """The points of one (product, measurepoint) in one batch, in order, as the tap's
+    point rows (:data:`~enos_lab.tap.PointRowLike`)."""
 
     __slots__ = ("_attributes", "_columns", "_devices", "_frame", "_resumed", "_values", "events")
 
     def __init__(
         self,
-        events: list[PointStored],
+        events: list[PointRowLike],
         attributes: Callable[[str, str], Mapping[str, Any]] | None,
     ) -> None:
         self.events = events
@@ -60,31 +62,47 @@ class PointGroup:
         self._columns: dict[str, tuple[npt.NDArray[np.object_], Bools]] = {}
         self._frame: pd.DataFrame | None = None
 
+    def _columns_of(self) -> None:
+        """The values (as doubles where all are numbers), resumed flags and device codes of
+        the points, in one pass over them."""
+        values: list[Any] = []
+        resumed: list[bool] = []
+        keys: list[str] = []
+        numbers = True  # every value an int or a float (not a bool, None, text ...)
+        for _, device_key, _, _, value, _, resume in self.events:
+            if numbers and type(value) is not float and type(value) is not int:
+                numbers = False
+            values.append(value)
+            resumed.append(resume)
+            keys.append(device_key)
+        self._resumed = np.asarray(resumed, dtype=np.bool_)
+        self._values = None
+        if numbers:
+            with contextlib.suppress(OverflowError):  # an int beyond a double: one by one
+                self._values = np.asarray(values, dtype=np.float64)
+        codes, uniques = pd.factorize(np.asarray(keys, dtype=object))
+        self._devices = (np.asarray(uniques, dtype=object), codes.astype(np.intp))
+
     @property
     def resumed(self) -> Bools:
         """Which points are resumed (historical)."""
         if self._resumed is None:
-            events = self.events
-            self._resumed = np.fromiter((e.resume for e in events), np.bool_, len(events))
+            self._columns_of()
+        assert self._resumed is not None
         return self._resumed
 
     def _numbers(self) -> npt.NDArray[np.float64] | None:
         """The values as doubles, or None if one is not a number."""
         if self._values is False:
-            events = self.events
-            try:
-                self._values = np.fromiter((e.value for e in events), np.float64, len(events))
-            except (TypeError, ValueError):
-                self._values = None
+            self._columns_of()
         return self._values  # type: ignore[return-value]
 
     def codes(self) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.intp]]:
         """The group's device keys (one product per group), and for each point the index of
         its device among them."""
         if self._devices is None:
-            keys = np.fromiter((e.device_key for e in self.events), object, len(self.events))
-            codes, uniques = pd.factorize(keys)
-            self._devices = (np.asarray(uniques, dtype=object), codes.astype(np.intp))
+            self._columns_of()
+        assert self._devices is not None
         return self._devices
 
     def _column(self, name: str) -> tuple[npt.NDArray[np.object_], Bools]:
@@ -94,7 +112,7 @@ class PointGroup:
         if cached is not None:
             return cached
         devices = self.codes()[0]
-        product_key = self.events[0].product_key
+        product_key = self.events[0][0]
         values = np.empty(len(devices), dtype=object)
         missing = np.zeros(len(devices), dtype=np.bool_)
         for i, device_key in enumerate(devices.tolist()):
@@ -139,7 +157,7 @@ class PointGroup:
         frame = self._frame
         if frame is None:
             frame = self._frame = pd.DataFrame(
-                {f"point:{point_id}": [e.value for e in self.events]}
+                {f"point:{point_id}": [row[4] for row in self.events]}
             )
         undecided: Bools | None = None
         columns = {}

@@ -40,7 +40,7 @@ from ..clock import Clock, TimerHandle, to_epoch_ms
 from ..errors import EnosLabError, ExpressionError, InvalidArgument, NotFound, RuleError
 from ..model import ModelCatalog, ThingModel
 from ..rules import Expression, compile_expression
-from ..tap import PointStored, PresenceChanged
+from ..tap import PointRowLike, PointStored, PresenceChanged
 from ._batch import VECTOR_MIN, Bools, PointGroup
 from ._definitions import AlertRule
 from ._record import AlertEventType, AlertRecord
@@ -244,9 +244,7 @@ class AlertEngine:
         """Pick up the rule's active alerts from the records (kept across a restart, or
         raised before the rule was replaced): each gets an active state, so that its next
         recovering point recovers it and its escalation goes on."""
-        active = self._records.active(rule_ids=rule.rule_id)
-        for event_id in active["event_id"]:
-            record = self._records.get(event_id)
+        for record in self._records.active_of(rule.rule_id):
             started, confirmed = record.started, record.confirmed
             if started is None or confirmed is None or record.event_type is not _TRIGGERED:
                 continue
@@ -271,7 +269,7 @@ class AlertEngine:
                 last_time_ms=max(occur_ms, confirmed.time_ms),
             )
             key = (rule.rule_id, record.product_key, record.device_key)
-            entry = self._states[key] = _Entry(state, event_id)
+            entry = self._states[key] = _Entry(state, record.event_id)
             self._rules[rule.rule_id].states += 1
             self._schedule(key, entry)
 
@@ -307,30 +305,54 @@ class AlertEngine:
 
     def on_events(self, events: Sequence[object]) -> None:
         """The tap's batch callback (``tap.add_callback(engine.on_events, batch=True)``): the
-        same as :meth:`on_event` for each event, in order, with the points of one
-        (product, measurepoint) evaluated together (:class:`~enos_lab.alerts._batch.
-        PointGroup`: a threshold condition as one numpy comparison, others over a frame),
-        and only the anomalous points and those of devices with a state going on to the
-        states."""
+        same as :meth:`on_event` for each event, in order (the points among them as
+        :meth:`on_rows` takes them)."""
         if self._closed:
             return
-        self.stats.events += len(events)
-        groups: dict[tuple[str, str], list[PointStored]] = {}
-        idle: set[tuple[str, str]] = set()
+        rows: list[PointRowLike] = []
         for event in events:
             if type(event) is PointStored:
-                key = (event.product_key, event.point_id)
-                group = groups.get(key)
-                if group is None:
-                    if key in idle:
-                        continue
-                    if not self._rules_for(*key):
-                        idle.add(key)
-                        continue
-                    group = groups[key] = []
-                group.append(event)
+                rows.append(
+                    (
+                        event.product_key,
+                        event.device_key,
+                        event.point_id,
+                        to_epoch_ms(event.time),
+                        event.value,
+                        event.quality,
+                        event.resume,
+                    )
+                )
             elif isinstance(event, PresenceChanged):
+                self.stats.events += 1
                 self._on_presence(event)
+        if rows:
+            self.on_rows(rows)
+        else:
+            self._arm()
+
+    def on_rows(self, rows: Sequence[PointRowLike]) -> None:
+        """The points of one committed batch (``tap.add_point_rows(engine.on_rows)``), in
+        order: the points of one (product, measurepoint) are evaluated together
+        (:class:`~enos_lab.alerts._batch.PointGroup`: a threshold condition as one numpy
+        comparison, others over a frame), and only the anomalous points and those of devices
+        with a state go on to the states."""
+        if self._closed:
+            return
+        self.stats.events += len(rows)
+        groups: dict[tuple[str, str], list[PointRowLike]] = {}
+        idle: set[tuple[str, str]] = set()
+        for row in rows:
+            key = (row[0], row[2])
+            group = groups.get(key)
+            if group is None:
+                if key in idle:
+                    continue
+                if not self._rules_for(*key):
+                    idle.add(key)
+                    continue
+                group = groups[key] = []
+            group.append(row)
         for (product_key, point_id), group in groups.items():
             self._on_points(self._rules_for(product_key, point_id), group)
         self._arm()
@@ -351,13 +373,13 @@ class AlertEngine:
                     value=value,
                 )
 
-    def _on_points(self, rules: list[_Rule], events: list[PointStored]) -> None:
+    def _on_points(self, rules: list[_Rule], events: list[PointRowLike]) -> None:
         """The points of one (product, measurepoint), in order, for each of its rules."""
         group = PointGroup(events, self._attributes) if len(events) >= VECTOR_MIN else None
         for compiled in rules:
             condition = compiled.condition
             assert condition is not None
-            found = None if group is None else group.anomalies(condition, events[0].point_id)
+            found = None if group is None else group.anomalies(condition, events[0][2])
             if found is None:
                 for event in events:
                     self._on_point(compiled, event)
@@ -386,7 +408,7 @@ class AlertEngine:
             stateful = np.zeros(len(keys), dtype=np.bool_)
             stateful[codes[chosen]] = True
             if compiled.states:
-                rule_id, states, pk = compiled.rule.rule_id, self._states, events[0].product_key
+                rule_id, states, pk = compiled.rule.rule_id, self._states, events[0][0]
                 for i, dk in enumerate(keys.tolist()):
                     if (rule_id, pk, dk) in states:
                         stateful[i] = True
@@ -404,7 +426,7 @@ class AlertEngine:
     def _still_active(
         self,
         compiled: _Rule,
-        events: list[PointStored],
+        events: list[PointRowLike],
         picked: list[int],
         anomaly: Bools,
         undecided: Bools | None,
@@ -422,11 +444,11 @@ class AlertEngine:
         ended: set[str] = set()
         for i in picked:
             event = events[i]
-            dk = event.device_key
+            dk = event[1]
             if dk not in ended:
                 position = runs.get(dk)
                 if position is None:
-                    entry = states.get((rule_id, event.product_key, dk))
+                    entry = states.get((rule_id, event[0], dk))
                     if entry is None or entry.state.phase is not AlertPhase.ACTIVE:
                         ended.add(dk)
                 decided = undecided is None or not undecided[i]
@@ -435,20 +457,20 @@ class AlertEngine:
                         runs[dk] = len(out)
                         out.append(i)
                         continue
-                    if event.time > events[out[position]].time:
+                    if event[3] > events[out[position]][3]:
                         out[position] = i
                         continue
                 ended.add(dk)
             out.append(i)
         return out
 
-    def _on_point(self, compiled: _Rule, event: PointStored, anomaly: bool | None = None) -> None:
+    def _on_point(self, compiled: _Rule, row: PointRowLike, anomaly: bool | None = None) -> None:
         """Evaluate one rule on one point (unless ``anomaly`` is known) and feed the state."""
         rule = compiled.rule
-        pk, dk = event.product_key, event.device_key
+        pk, dk, point_id, time_ms, value, _, resume = row
         if not self._in_scope(rule, dk):
             return
-        if event.resume and not compiled.include_resumed:
+        if resume and not compiled.include_resumed:
             if anomaly is None:
                 self.stats.resumed_skipped += 1
             return
@@ -457,7 +479,7 @@ class AlertEngine:
         if anomaly is None or recover is not None:  # else nothing is left to evaluate
             condition = compiled.condition
             assert condition is not None
-            points = {event.point_id: event.value}
+            points = {point_id: value}
             try:
                 attributes: Mapping[str, Any] = {}
                 if self._attributes is not None and (
@@ -472,9 +494,8 @@ class AlertEngine:
                 self._skip(rule.rule_id, pk, dk, exc)
                 return
         self._feed(
-            compiled, pk, dk, time_ms=to_epoch_ms(event.time), anomaly=anomaly,
-            recovered=recovered, value=event.value,
-        )  # fmt: skip
+            compiled, pk, dk, time_ms=time_ms, anomaly=anomaly, recovered=recovered, value=value
+        )
 
     def _rules_for(self, product_key: str, trigger: str) -> list[_Rule]:
         model_id = self._product_models.get(product_key, "\0")

@@ -532,6 +532,16 @@ class AlertRecords:
         with self._reading() as db:
             return self._find_active(db, rule_id, product_key, device_key)
 
+    def active_of(self, rule_id: str) -> list[AlertRecord]:
+        """The active alerts ``rule_id`` fired (EnOS event type 1), by occur time."""
+        with self._reading() as db:
+            rows = db.execute(
+                f"{_SELECT} WHERE rule_id = ? AND recover_ms IS NULL AND event_type = 1 "
+                "ORDER BY occur_ms, event_id",
+                (rule_id,),
+            ).fetchall()
+        return [record_of(row) for row in rows]
+
     @staticmethod
     def _find_active(
         db: sqlite3.Connection, rule_id: str, product_key: str, device_key: str

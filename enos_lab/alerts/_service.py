@@ -30,7 +30,7 @@ from ..clock import Clock, to_epoch_ms
 from ..errors import EnosLabError
 from ..model import ModelCatalog
 from ..registry import DeviceLookup, Registry
-from ..tap import AlertChanged, PointStored, PresenceChanged, Tap, TapCallback
+from ..tap import AlertChanged, PresenceChanged, Tap, TapCallback
 from ._engine import AlertChange, AlertEngine
 from ._record import AlertRecord
 from ._records import AlertRecords
@@ -68,8 +68,8 @@ class AlertService:
         self.rules: dict[str, KeptRule] = {}
         """The rules kept, by id, in the order added (change them on the lab's loop)."""
         self.engine: AlertEngine | None = None
-        self._callback: TapCallback | None = None
-        self._kinds: tuple[type, ...] = ()
+        self._points: TapCallback | None = None
+        self._presence: TapCallback | None = None
         self.lock = threading.Lock()
         """Held by the facade while it changes the rules and writes the rule file."""
 
@@ -113,28 +113,29 @@ class AlertService:
         return self
 
     def refresh(self) -> None:
-        """Attach the engine to the tap for the events its rules need, and only those (on
-        the loop; after the rules changed): with no measurepoint rule, the IoT hub builds no
-        ``PointStored`` event for it, and ingest costs what it costs without alerts."""
+        """Attach the engine to the tap for what its rules need, and only that (on the loop;
+        after the rules changed): the stored points as rows (:meth:`~enos_lab.tap.Tap.
+        add_point_rows`) for measurepoint rules, presence changes for status rules. With no
+        rule, the IoT hub builds nothing for it and ingest costs what it costs without
+        alerts."""
         engine = self.engine
         if engine is None:
             return
-        kinds = tuple(
-            kind
-            for kind, wanted in (
-                (PointStored, engine.wants_points),
-                (PresenceChanged, engine.wants_presence),
-            )
-            if wanted
-        )
-        if self._callback is not None:
-            if self._kinds == kinds:
-                return
-            self._callback.cancel()
-            self._callback = None
-        self._kinds = kinds
-        if kinds:
-            self._callback = self._tap.add_callback(engine.on_events, kinds=kinds, batch=True)
+        wants_points, wants_presence = engine.wants_points, engine.wants_presence
+        if wants_points != (self._points is not None):
+            if self._points is not None:
+                self._points.cancel()
+                self._points = None
+            else:
+                self._points = self._tap.add_point_rows(engine.on_rows)
+        if wants_presence != (self._presence is not None):
+            if self._presence is not None:
+                self._presence.cancel()
+                self._presence = None
+            else:
+                self._presence = self._tap.add_callback(
+                    engine.on_events, kinds=PresenceChanged, batch=True
+                )
 
     def _notify(self, record: AlertRecord, change: AlertChange) -> None:
         if record.masked_by is not None:
@@ -167,9 +168,10 @@ class AlertService:
 
     async def stop(self) -> None:
         """Detach the engine, cancel its timer and close the records; idempotent."""
-        if self._callback is not None:
-            self._callback.cancel()
-            self._callback = None
+        for handle in (self._points, self._presence):
+            if handle is not None:
+                handle.cancel()
+        self._points = self._presence = None
         if self.engine is not None:
             self.engine.close()
         await asyncio.to_thread(self.records.close)

@@ -86,20 +86,13 @@ class Emitter:
     # -- kept by the store ---------------------------------------------------------------
 
     def points(self, rows: Iterable[Sequence[Any]]) -> None:
-        """``PointStored`` for each committed row (a :class:`~enos_lab.store.PointRow` or its
-        plain 7-tuple)."""
+        """The committed rows (:class:`~enos_lab.store.PointRow` s or their plain 7-tuples),
+        reported with :meth:`~enos_lab.tap.Tap.emit_points`: as they are to the consumers of
+        rows, as ``PointStored`` events to the others."""
         tap = self.tap
         if not tap.wants(PointStored):
             return
-        events: list[TapEvent] = []
-        add = events.append
-        last_ms: int | None = None
-        at = datetime.min
-        for pk, dk, point_id, at_ms, value, quality, resume in rows:
-            if at_ms != last_ms:  # the points of one post share their time
-                last_ms, at = at_ms, from_epoch_ms(at_ms)
-            add(PointStored(pk, dk, point_id, at, value, quality, bool(resume)))
-        tap.emit_many(events)  # each consumer gets the batch at once
+        tap.emit_points(rows if isinstance(rows, list) else list(rows))  # type: ignore[arg-type]
 
     def events(self, rows: Iterable[Sequence[Any]]) -> None:
         """``EventPosted`` for each committed :class:`~enos_lab.store.EventRow`."""

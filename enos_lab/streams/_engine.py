@@ -47,7 +47,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock import Clock, TimerHandle, from_epoch_ms, to_epoch_ms
+from ..clock import Clock, TimerHandle, to_epoch_ms
 from ..errors import EnosLabError, InvalidArgument, NotFound
 from ..model import DataType, ModelCatalog, ThingModel
 from ..store import PointRow, TimeSeriesStore
@@ -474,12 +474,7 @@ class StreamEngine:
                     continue
                 self.stats.written += len(rows)
                 if self._tap.wants(PointStored):  # this engine's own streams read them too
-                    self._tap.emit_many(
-                        [
-                            PointStored(pk, dk, point, from_epoch_ms(ms), value)
-                            for pk, dk, point, ms, value, _, _ in rows
-                        ]
-                    )
+                    self._tap.emit_points(rows)
         finally:
             self._writer = None
 

@@ -43,6 +43,7 @@ from ._events import (
 from ._tap import (
     DEFAULT_MAXSIZE,
     EVENT_KINDS,
+    PointRowLike,
     Tap,
     TapCallback,
     TapFilter,
@@ -60,6 +61,7 @@ __all__ = [
     "DeviceLoggedIn",
     "EventPosted",
     "OtaReported",
+    "PointRowLike",
     "PointStored",
     "PresenceChanged",
     "TagsChanged",

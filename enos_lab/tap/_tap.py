@@ -27,11 +27,13 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+from ..clock import from_epoch_ms
 from ..errors import ClosedError, InvalidArgument
 from ._events import (
     AlertChanged,
@@ -50,6 +52,7 @@ from ._events import (
 __all__ = [
     "DEFAULT_MAXSIZE",
     "EVENT_KINDS",
+    "PointRowLike",
     "Tap",
     "TapCallback",
     "TapFilter",
@@ -58,6 +61,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+PointRowLike = tuple[str, str, str, int, Any, int | None, bool]
+"""A stored point as :meth:`Tap.emit_points` takes it: (product_key, device_key, point_id,
+time_ms, value, quality, resume)."""
 
 EVENT_KINDS: tuple[type, ...] = (
     PointStored,
@@ -179,6 +186,14 @@ class TapCallback:
             self.errors += 1
             self._tap._callback_errors += 1
             log.exception("tap callback %r failed on %d events", self.callback, len(events))
+
+    def _deliver_rows(self, rows: Sequence[PointRowLike]) -> None:
+        try:
+            self.callback(rows)
+        except Exception:
+            self.errors += 1
+            self._tap._callback_errors += 1
+            log.exception("tap callback %r failed on %d point rows", self.callback, len(rows))
 
     def cancel(self) -> None:
         """Stop calling the callback (idempotent)."""
@@ -345,6 +360,8 @@ class Tap:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._consumers: tuple[TapCallback | TapSubscription, ...] = ()
+        self._row_consumers: tuple[TapCallback, ...] = ()
+        self._events_of_points = False  # an event consumer listens for PointStored
         self._wanted: frozenset[type] = frozenset()
         self._emitted = 0
         self._dropped = 0
@@ -379,7 +396,41 @@ class Tap:
             if chosen:
                 consumer._deliver_many(chosen)
 
+    def emit_points(self, rows: Sequence[PointRowLike]) -> None:
+        """Report stored points, one committed batch at a time: the way producers report
+        them (ask :meth:`wants` ``(PointStored)`` first). ``rows`` are ``(product_key,
+        device_key, point_id, time_ms, value, quality, resume)`` tuples (a
+        :class:`~enos_lab.store.PointRow` is one). Callbacks added with
+        :meth:`add_point_rows` get the rows as they are; a :class:`PointStored` event is built
+        for each only if another consumer listens for those."""
+        for consumer in self._row_consumers:
+            consumer._deliver_rows(rows)
+        if not self._events_of_points:
+            return
+        events: list[TapEvent] = []
+        add = events.append
+        last_ms: int | None = None
+        at = datetime.min
+        for pk, dk, point_id, at_ms, value, quality, resume in rows:
+            if at_ms != last_ms:  # the points of one post share their time
+                last_ms, at = at_ms, from_epoch_ms(at_ms)
+            add(PointStored(pk, dk, point_id, at, value, quality, bool(resume)))
+        self.emit_many(events)
+
     # -- consumers ---------------------------------------------------------------------------
+
+    def add_point_rows(self, callback: Callable[[Sequence[PointRowLike]], object]) -> TapCallback:
+        """Call ``callback(rows)`` on the lab's loop with each committed batch of stored
+        points, as ``(product_key, device_key, point_id, time_ms, value, quality, resume)``
+        tuples in the order they were stored: what :class:`PointStored` events say, without
+        building an object per point, for consumers that must look at every point (the alert
+        engine). Keep it quick; never change the rows. Returns a handle whose
+        :meth:`~TapCallback.cancel` removes it."""
+        handle = TapCallback(self, callback, TapFilter.of(PointStored, None, None, None))
+        with self._lock:
+            self._row_consumers = (*self._row_consumers, handle)
+            self._update_wanted()
+        return handle
 
     def add_callback(
         self,
@@ -443,6 +494,7 @@ class Tap:
     def _remove(self, consumer: TapCallback | TapSubscription) -> None:
         with self._lock:
             self._consumers = tuple(c for c in self._consumers if c is not consumer)
+            self._row_consumers = tuple(c for c in self._row_consumers if c is not consumer)
             self._update_wanted()
 
     def _update_wanted(self) -> None:
@@ -450,6 +502,9 @@ class Tap:
         for consumer in self._consumers:
             kinds = consumer.filter.kinds
             wanted.update(EVENT_KINDS if kinds is None else kinds)
+        self._events_of_points = PointStored in wanted
+        if self._row_consumers:
+            wanted.add(PointStored)
         self._wanted = frozenset(wanted)
 
 

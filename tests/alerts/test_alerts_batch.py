@@ -4,6 +4,7 @@ threshold masks match the language."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -127,5 +128,5 @@ def test_a_batch_gives_the_alerts_of_its_points_one_by_one(
     # in several batches: states (active alerts among them) carried from one to the next
     cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=4)))
     bounds = [0, *cuts, len(events)]
-    batches = [events[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    batches = [events[a:b] for a, b in itertools.pairwise(bounds) if b > a]
     assert run(rule, batches, attributes) == one_by_one
