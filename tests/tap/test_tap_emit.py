@@ -59,6 +59,32 @@ def test_points_carry_their_event_time_and_flags() -> None:
     ]
 
 
+def test_point_rows_go_to_row_consumers_without_building_events() -> None:
+    tap, emit = emitter()
+    got: list[list[Any]] = []
+    handle = tap.add_point_rows(lambda rows: got.append(list(rows)))
+    assert tap.wants(PointStored) and tap.stats.emitted == 0
+    rows = [PointRow("pk", "d1", "temp", 1000, 1.5), ("pk", "d2", "temp", 2000, 2.5, None, True)]
+    emit.points(rows)
+    assert got == [rows]
+    assert tap.stats.emitted == 0  # no event consumer: no event was built
+    sub = tap.subscribe(kinds=PointStored, device_key="d2")  # now both kinds of consumer
+    emit.points(rows)
+    assert len(got) == 2
+    assert sub.drain() == [PointStored("pk", "d2", "temp", from_epoch_ms(2000), 2.5, None, True)]
+
+    def failing(rows: Any) -> None:
+        raise RuntimeError("consumer bug")
+
+    broken = tap.add_point_rows(failing)
+    emit.points(rows)  # a failing consumer is counted and logged; the others still get them
+    assert broken.errors == 1 and len(got) == 3
+    handle.cancel()
+    broken.cancel()
+    sub.close()
+    assert not tap.wants(PointStored)
+
+
 def test_presence_and_logins_wait_for_the_registry_write() -> None:
     tap, emit = emitter()
     sub = tap.subscribe()
