@@ -43,7 +43,9 @@ on the loop), ``_provisioning`` (models, products, devices, credentials), ``_ope
 revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
 :class:`LabFleet` it returns, stopped before the lab stops) and ``_certificates`` (the lab's
 certificate authority in the data directory's ``ca/``: device certificates applied for,
-revoked and listed, the CA certificate and the CRL); :class:`Lab` composes them.
+revoked and listed, the CA certificate and the CRL) and ``_rules`` (the rule engine's rule set,
+kept in ``rules.json``: changed, loaded, saved, dry-run, counted); :class:`Lab` composes
+them.
 """
 
 from .._services import REGISTRY_FILE
@@ -51,6 +53,7 @@ from ._certificates import CERTIFICATE_COLUMNS
 from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
+from ._rules import RULE_COLUMNS, RULE_STATS_COLUMNS
 from ._simulation import LabFleet
 
 __all__ = [
@@ -63,6 +66,8 @@ __all__ = [
     "EDGE_MODEL_ID",
     "EDGE_PRODUCT_KEY",
     "REGISTRY_FILE",
+    "RULE_COLUMNS",
+    "RULE_STATS_COLUMNS",
     "Lab",
     "LabFleet",
     "plain_tcp_warning",

@@ -6,12 +6,13 @@ from ._certificates import Certificates
 from ._edges import Edges
 from ._operations import Operations
 from ._provisioning import Provisioning
+from ._rules import Rules
 from ._simulation import Simulation
 
 __all__ = ["Lab"]
 
 
-class Lab(Provisioning, Operations, Edges, Simulation, Certificates):
+class Lab(Provisioning, Operations, Edges, Simulation, Certificates, Rules):
     """A running laboratory: the hub on a background event loop, with a synchronous facade.
 
     Parameters
