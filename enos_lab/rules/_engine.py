@@ -41,13 +41,14 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, TypeAlias
 
-from ..errors import EnosLabError, InvalidArgument
+from ..errors import InvalidArgument
 from ..model import ModelCatalog
 from ..tap import AttributesChanged, EventPosted, PointStored, PresenceChanged, TagsChanged
 from ._expression import Expression, compile_expression
-from ._rule import DEFAULT_RULES, Call, MessageKind, Republish, Rule, RuleMatch, Store
+from ._rule import DEFAULT_RULES, Call, MessageKind, Republish, Rule, RuleMatch
 
 __all__ = [
     "RULE_EVENT_KINDS",
@@ -55,6 +56,7 @@ __all__ = [
     "RuleEngine",
     "RuleStats",
     "check_rules",
+    "derive",
     "evaluate_rule",
 ]
 
@@ -68,7 +70,8 @@ RULE_EVENT_KINDS = (PointStored, EventPosted, AttributesChanged, TagsChanged, Pr
 
 DeviceInfo: TypeAlias = tuple[Mapping[str, Any], Mapping[str, str]]
 """A device's (attributes, tags), as ``device_info`` gives them."""
-_NO_INFO: DeviceInfo = ({}, {})
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+_NO_INFO: DeviceInfo = (_NO_ATTRIBUTES, MappingProxyType({}))
 
 
 @dataclass(slots=True)
@@ -78,7 +81,8 @@ class RuleStats:
     matched: int = 0
     """Messages the rule matched (condition true), before storage and on the tap."""
     stored: int = 0
-    """Rows the rule's :class:`Store` action kept (derived points included)."""
+    """Rows the rule's :class:`Store` action kept (derived points included); not counted
+    while no router is needed (a rule stores everything: no row is looked at)."""
     derived: int = 0
     """Derived values computed by its transform."""
     skipped: int = 0
@@ -134,13 +138,24 @@ def evaluate_rule(
         attrs = _attributes_for(condition, values, attrs, attributes)
         if condition.evaluate(values, attrs) is not True:
             return False, {}
+    return True, derive(rule, values, attributes if attrs is None else attrs)
+
+
+def derive(
+    rule: Rule,
+    values: Mapping[str, Any],
+    attributes: Callable[[], Mapping[str, Any]] | Mapping[str, Any],
+) -> dict[str, Any]:
+    """The values of ``rule``'s transform for a message (a null one is left out); arguments
+    and errors as for :func:`evaluate_rule`."""
+    attrs: Mapping[str, Any] | None = None if callable(attributes) else attributes
     derived: dict[str, Any] = {}
     for derived_id, expression in rule.compiled_transform:
         attrs = _attributes_for(expression, values, attrs, attributes)
         value = expression.evaluate(values, attrs)
         if value is not None:
             derived[derived_id] = value
-    return True, derived
+    return derived
 
 
 def _attributes_for(
@@ -201,6 +216,7 @@ class RuleEngine:
         self._rules: tuple[Rule, ...] = ()
         self._stats: dict[str, RuleStats] = {}
         self._route_cache: dict[tuple[str, str], _Candidates] = {}
+        self._product_rules: dict[str, tuple[Rule, ...]] = {}
         self._tap_cache: dict[tuple[MessageKind, str, str], tuple[Rule, ...]] = {}
         self._products: dict[str, str | None] = {}
         self._devices: dict[tuple[str, str], DeviceInfo] = {}
@@ -230,6 +246,7 @@ class RuleEngine:
         self._stats = {rule.name: self._stats.get(rule.name) or RuleStats() for rule in checked}
         self._fold_counts()
         self._route_cache.clear()
+        self._product_rules.clear()
         self._tap_cache.clear()
         self._products.clear()
         measure = [r for r in checked if r.enabled and r.kind is MessageKind.MEASUREPOINT]
@@ -259,7 +276,7 @@ class RuleEngine:
         if self._model_of is not None:
             try:
                 model_id = self._model_of(product_key)
-            except EnosLabError:
+            except Exception:  # an unknown product (or a failing lookup): no model
                 model_id = None
         if len(products) >= MAX_CACHE:
             products.clear()
@@ -274,7 +291,7 @@ class RuleEngine:
             if self._device_info is not None:
                 try:
                     info = self._device_info(product_key, device_key)
-                except EnosLabError:
+                except Exception:  # an unknown device (or a failing lookup): none
                     info = _NO_INFO
             if len(self._devices) >= MAX_CACHE:
                 self._devices.pop(next(iter(self._devices)))
@@ -304,7 +321,7 @@ class RuleEngine:
         return self._info(product_key, device_key)[0]
 
     def _device_selected(self, rule: Rule, product_key: str, device_key: str) -> bool:
-        if rule.devices and device_key not in rule.devices:
+        if rule.devices and device_key not in rule.device_set:
             return False
         if rule.tags:
             tags = self._info(product_key, device_key)[1]
@@ -326,7 +343,7 @@ class RuleEngine:
             if rule.points and point_id not in rule.points:
                 continue
             plain = not (rule.devices or rule.tags or rule.condition or rule.transform)
-            if plain and any(isinstance(a, Store) and not a.derived_only for a in rule.actions):
+            if plain and rule.keeps_points:
                 store_all = store_all or rule.name
             else:
                 rules.append(rule)
@@ -343,68 +360,106 @@ class RuleEngine:
         cache = self._route_cache
         kept: list[Any] = []
         keep = kept.append
-        slow: dict[tuple[str, str, int], dict[str, Any]] = {}
+        slow: set[tuple[str, str, int]] | None = None
         for row in rows:
             key = (row[0], row[2])
             candidates = cache.get(key) or self._route_candidates(key)
             if candidates.rules:
-                slow[(row[0], row[1], row[3])] = {}
+                if slow is None:
+                    slow = set()
+                slow.add((row[0], row[1], row[3]))
             elif candidates.store_all:
                 candidates.count += 1
                 keep(row)
-        if not slow:
-            return kept
-        kept = []
-        keep = kept.append
-        for row in rows:  # every value of the messages that need evaluating
-            values = slow.get((row[0], row[1], row[3]))
-            if values is not None:
-                values[row[2]] = row[4]
-        done: dict[tuple[str, tuple[str, str, int]], bool] = {}
-        derived_rows: list[Any] = []
-        for row in rows:
-            candidates = cache.get((row[0], row[2])) or self._route_candidates((row[0], row[2]))
-            stored = candidates.store_all is not None
-            if not candidates.rules:
-                if stored:
-                    keep(row)  # counted in the first pass
-                continue
-            if stored:
-                candidates.count += 1
-            msg = (row[0], row[1], row[3])
-            values = slow[msg]
-            for rule in candidates.rules:
-                matched = done.get((rule.name, msg))
-                if matched is None:
-                    matched = done[(rule.name, msg)] = self._route_message(
-                        rule, row, values, derived_rows
-                    )
-                if matched and not stored:
-                    stored = any(isinstance(a, Store) and not a.derived_only for a in rule.actions)
-                    if stored:
-                        self._stats[rule.name].stored += 1
-            if stored:
-                keep(row)
-        kept.extend(derived_rows)
+        if slow is not None:
+            self._route_slow(rows, slow, kept)
         return kept
 
+    def _route_slow(
+        self, rows: list[Any], slow: set[tuple[str, str, int]], kept: list[Any]
+    ) -> None:
+        """Evaluate the rules of the messages that need it: keep the rows a rule stores (those
+        with a rule to evaluate; the others are kept already) and the derived rows."""
+        messages: dict[tuple[str, str, int], tuple[dict[str, Any], list[Any]]] = {}
+        for row in rows:  # the messages' values, and their rows that wait for a rule
+            msg = (row[0], row[1], row[3])
+            if msg in slow:
+                message = messages.get(msg)
+                if message is None:
+                    message = messages[msg] = ({}, [])
+                message[0][row[2]] = row[4]
+                message[1].append(row)
+        cache = self._route_cache
+        stats = self._stats
+        derived: list[Any] = []
+        for (pk, _, _), (values, waiting) in messages.items():
+            stores: set[str] = set()
+            for rule in self._product_rules.get(pk) or self._product_candidates(pk):
+                if rule.points and not any(p in values for p in rule.points):
+                    continue
+                if self._route_message(rule, waiting[0], values, derived) and rule.keeps_points:
+                    stores.add(rule.name)
+            for row in waiting:
+                candidates = cache.get((pk, row[2])) or self._route_candidates((pk, row[2]))
+                if not candidates.rules:
+                    continue  # kept (or not) by the first pass
+                if candidates.store_all is not None:
+                    candidates.count += 1
+                    kept.append(row)
+                    continue
+                for rule in candidates.rules:
+                    if rule.name in stores:
+                        stats[rule.name].stored += 1
+                        kept.append(row)
+                        break
+        kept.extend(derived)
+
+    def _product_candidates(self, product_key: str) -> tuple[Rule, ...]:
+        """The storing rules of a product that are evaluated per message, any point."""
+        model_id = self._model(product_key)
+        rules = tuple(
+            rule
+            for rule in self._rules
+            if rule.kind is MessageKind.MEASUREPOINT
+            and rule.stores
+            and (rule.devices or rule.tags or rule.condition or rule.transform)
+            and self._selects(rule, product_key, model_id)
+        )
+        if len(self._product_rules) >= MAX_CACHE:
+            self._product_rules.clear()
+        self._product_rules[product_key] = rules
+        return rules
+
     def _route_message(self, rule: Rule, row: Any, values: dict[str, Any], out: list[Any]) -> bool:
+        """Whether ``rule`` matches the message of ``row`` (its ``values``); appends the rule's
+        derived rows to ``out``."""
         pk, dk, _, at, _, _, resume = row
-        if not self._device_selected(rule, pk, dk):
+        if (rule.devices or rule.tags) and not self._device_selected(rule, pk, dk):
             return False
-        stats = self._stats[rule.name]
+        condition = rule.compiled_condition
         try:
-            matched, derived = evaluate_rule(rule, values, lambda: self._info(pk, dk)[0])
-        except EnosLabError as exc:
+            if condition is not None:
+                if condition.attributes or not condition.points.issubset(values):
+                    attrs = self._info(pk, dk)[0]
+                else:
+                    attrs = _NO_ATTRIBUTES
+                if condition.evaluate(values, attrs) is not True:
+                    return False
+            derived = (
+                derive(rule, values, lambda: self._info(pk, dk)[0])
+                if rule.compiled_transform
+                else None
+            )
+        except Exception as exc:  # one device's values harm no other device
             self._skip(rule, pk, dk, exc)
             return False
-        if not matched:
-            return False
+        stats = self._stats[rule.name]
         stats.matched += 1
-        stats.derived += len(derived)
-        for derived_id, value in derived.items():
-            out.append((pk, dk, derived_id, at, value, None, resume))
-            stats.stored += 1
+        if derived:
+            stats.derived += len(derived)
+            stats.stored += len(derived)
+            for derived_id, value in derived.items():
+                out.append((pk, dk, derived_id, at, value, None, resume))
         return True
 
     def _skip(self, rule: Rule, pk: str, dk: str, exc: Exception) -> None:
@@ -506,7 +561,7 @@ class RuleEngine:
                 continue
             try:
                 matched, derived = evaluate_rule(rule, values, lambda: self._info(pk, dk)[0])
-            except EnosLabError as exc:
+            except Exception as exc:  # one device's values harm no other device
                 self._skip(rule, pk, dk, exc)
                 continue
             if not matched:

@@ -201,6 +201,11 @@ class Rule:
     compiled_transform: tuple[tuple[str, Expression], ...] = field(
         default=(), compare=False, repr=False
     )
+    device_set: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
+    """``devices`` as a set (what the engine looks devices up in)."""
+    keeps_points: bool = field(default=False, init=False, compare=False, repr=False)
+    """Whether a match stores the matched points themselves (a :class:`Store` without
+    ``derived_only``); set from ``actions``."""
 
     def __post_init__(self) -> None:
         name = self.name
@@ -220,6 +225,7 @@ class Rule:
         set_(self, "products", _ids(self.products, "products", name, None))
         set_(self, "models", _ids(self.models, "models", name, None))
         set_(self, "devices", _ids(self.devices, "devices", name, None))
+        set_(self, "device_set", frozenset(self.devices))
         set_(self, "points", _ids(self.points, "points", name, None))
         if not isinstance(self.tags, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.tags.items()
@@ -243,6 +249,8 @@ class Rule:
                     "are always stored)"
                 )
         set_(self, "actions", actions)
+        keeps = any(isinstance(a, Store) and not a.derived_only for a in actions)
+        set_(self, "keeps_points", keeps)
         condition = None
         if self.condition is not None:
             if not isinstance(self.condition, str):
@@ -281,7 +289,7 @@ class Rule:
             and self.kind is MessageKind.MEASUREPOINT
             and not (self.products or self.models or self.devices or self.tags or self.points)
             and self.condition is None
-            and any(isinstance(a, Store) and not a.derived_only for a in self.actions)
+            and self.keeps_points
         )
 
     @property
