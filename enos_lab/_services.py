@@ -44,7 +44,7 @@ from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
 from .model import ModelCatalog, load_library, model_from_json
 from .registry import Registry
-from .rules import DEFAULT_RULES, RULE_EVENT_KINDS, DeviceInfo, Rule, RuleEngine, read_rule_set
+from .rules import DEFAULT_RULES, DeviceInfo, Rule, RuleEngine, read_rule_set
 from .store import StoreConfig, TimeSeriesStore
 from .tap import Tap, TapCallback
 from .vault import LabKey
@@ -171,7 +171,7 @@ class Services:
         )
         self.rules = engine
         iothub.point_router = engine.router
-        self._rules_callback = iothub.tap.add_callback(engine.on_event, kinds=RULE_EVENT_KINDS)
+        self._rules_callback = iothub.tap.add_callback(engine.on_event, kinds=engine.tap_kinds)
 
     def set_rules(self, rules: list[Rule]) -> None:
         """Put ``rules`` in force (on the loop): the engine's rules and the services' router."""
@@ -180,6 +180,9 @@ class Services:
             raise ClosedError("the rule engine is not running")
         engine.set_rules(rules)
         iothub.point_router = engine.router
+        if self._rules_callback is not None:  # only the events the rules need are built
+            self._rules_callback.cancel()
+        self._rules_callback = iothub.tap.add_callback(engine.on_event, kinds=engine.tap_kinds)
 
     def _stop_rules(self) -> None:
         if self._rules_callback is not None:

@@ -254,6 +254,22 @@ class RuleEngine:
         derives = any(r.stores and r.transform for r in measure)
         self.router = None if store_all and not derives else self.route
 
+    @property
+    def tap_kinds(self) -> tuple[type, ...]:
+        """The tap events :meth:`on_event` needs for the rules in force: attribute and tag
+        changes always (they refresh the cached device data), the others only while an enabled
+        rule of their kind acts on the tap, so that no event is built for nothing."""
+        kinds: list[type] = [AttributesChanged, TagsChanged]
+        acting = {rule.kind for rule in self._rules if rule.acts_on_tap}
+        for kind, event in (
+            (MessageKind.MEASUREPOINT, PointStored),
+            (MessageKind.EVENT, EventPosted),
+            (MessageKind.PRESENCE, PresenceChanged),
+        ):
+            if kind in acting:
+                kinds.append(event)
+        return tuple(kinds)
+
     def stats(self) -> dict[str, RuleStats]:
         """Each rule's counters by name (a copy)."""
         self._fold_counts()

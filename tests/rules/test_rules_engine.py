@@ -3,6 +3,7 @@ the official EnOS SDK, paho) and the rules decide what is stored and what else h
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import random
@@ -22,8 +23,8 @@ from enos_lab.device import Device
 from enos_lab.enos import login_credentials
 from enos_lab.errors import ExpressionError
 from enos_lab.lab import Lab
-from enos_lab.rules import Call, MessageKind, Republish, Rule, RuleMatch, Store
-from enos_lab.tap import PointStored
+from enos_lab.rules import Call, MessageKind, Republish, Rule, RuleEngine, RuleMatch, Store
+from enos_lab.tap import AttributesChanged, PointStored, PresenceChanged, TagsChanged
 
 WAIT = 5.0  # [s] longest wait for one thing the lab does
 T0 = 1_700_000_000_000  # [ms] event times used below
@@ -261,3 +262,99 @@ def test_a_bad_rule_is_refused_naming_the_rule_and_the_position(lab: Lab) -> Non
         lab.add_rule(Rule("kw", transform={"kw": "${power} / "}))
     assert derived.value.rule == "kw"
     assert [rule.name for rule in lab.rules(as_frame=False)] == ["store-all"]  # unchanged
+
+
+# --- the engine alone: the router on rows, the tap side on events -----------------------------
+
+
+def _rows(pk: str, dk: str, at: int, **points: Any) -> list[tuple[Any, ...]]:
+    return [(pk, dk, point, at, value, None, False) for point, value in points.items()]
+
+
+def test_route_selects_by_product_model_device_tag_and_point() -> None:
+    models = {"p1": "meter", "p2": "inverter"}
+    info = {("p1", "a"): ({"limit": 5.0}, {"site": "north"}), ("p1", "b"): ({}, {"site": "south"})}
+    engine = RuleEngine(
+        [
+            Rule("meters-temp", models=["meter"], points=["temp"]),
+            Rule("p2-all", products=["p2"]),
+            Rule("north-power", tags={"site": "north"}, points=["power"],
+                 condition="${power} > ${limit}"),
+            Rule("b-only", devices=["b"], points=["power"],
+                 transform={"power_w": "${power} * 1000"}, actions=[Store(derived_only=True)]),
+        ],
+        model_of=models.get,
+        device_info=lambda pk, dk: info.get((pk, dk), ({}, {})),
+    )  # fmt: skip
+    assert engine.router is not None
+    rows = [
+        *_rows("p1", "a", T0, temp=1.0, power=6.0, state=1),
+        *_rows("p1", "a", T0 + 1, power=4.0),
+        *_rows("p1", "b", T0, temp=2.0, power=7.0),
+        *_rows("p2", "x", T0, anything=3),
+        *_rows("p3", "y", T0, temp=4.0),
+    ]
+    kept = {(r[0], r[1], r[2], r[3], r[4]) for r in engine.route(rows)}
+    assert kept == {
+        ("p1", "a", "temp", T0, 1.0),
+        ("p1", "a", "power", T0, 6.0),  # north and above its limit
+        ("p1", "b", "temp", T0, 2.0),
+        ("p1", "b", "power_w", T0, 7000.0),  # derived only
+        ("p2", "x", "anything", T0, 3),
+    }
+    stats = engine.stats()
+    assert (stats["meters-temp"].stored, stats["p2-all"].stored) == (2, 1)
+    assert (stats["north-power"].matched, stats["north-power"].stored) == (1, 1)
+    assert (stats["b-only"].matched, stats["b-only"].stored, stats["b-only"].derived) == (1, 1, 1)
+    # A missing attribute is a skip on that device only.
+    assert engine.route(_rows("p1", "b", T0 + 2, power=9.0)) == [
+        ("p1", "b", "power_w", T0 + 2, 9000.0, None, False)
+    ]
+
+
+def test_no_router_while_a_rule_stores_everything_and_none_derives() -> None:
+    assert RuleEngine().router is None
+    assert RuleEngine().tap_kinds == (AttributesChanged, TagsChanged)  # no PointStored built
+    engine = RuleEngine([Rule("all"), Rule("hot", condition="${temp} > 5")])
+    assert engine.router is None
+    engine.set_rules([Rule("all"), Rule("kw", transform={"kw": "${p} / 1000"})])
+    assert engine.router is not None
+    engine.set_rules([Rule("all", enabled=False)])
+    assert engine.router is not None
+    assert engine.route(_rows("p", "d", T0, temp=1.0)) == []
+    engine.set_rules([Rule("on", kind="presence", actions=[Call(print)]), Rule("x", kind="event")])
+    assert engine.tap_kinds == (AttributesChanged, TagsChanged, PresenceChanged)
+
+
+def test_tap_rules_see_the_whole_stored_post_and_never_raise() -> None:
+    matches: list[RuleMatch] = []
+    published: list[tuple[str, bytes, int]] = []
+
+    def publish(topic: str, payload: bytes, qos: int) -> None:
+        published.append((topic, payload, qos))
+
+    engine = RuleEngine(
+        [
+            Rule("store"),
+            Rule("hot", condition="${temp} > 50 and ${power} > 1", actions=[Call(matches.append)]),
+            Rule("fwd", points=["power"], actions=[Republish("/lab/rules/{id}/{deviceKey}")]),
+            Rule("no-hub", kind="presence", actions=[Republish("/lab/rules/presence")]),
+        ],
+        publish=publish,
+    )
+
+    async def feed() -> None:
+        at = from_epoch_ms(T0)
+        for point, value in (("temp", 60.0), ("power", 2.0), ("state", "x")):
+            engine.on_event(PointStored("p", "d", point, at, value))
+        engine.on_event(PointStored("p", "e", "temp", at, 70.0))  # no power: skipped
+        await asyncio.sleep(0)  # the engine's flush of this iteration's points runs first
+        await asyncio.sleep(0)
+
+    asyncio.run(feed())
+    assert [(m.rule, m.device_key, m.ids) for m in matches] == [
+        ("hot", "d", ("temp", "power", "state"))
+    ]
+    assert [topic for topic, _, _ in published] == ["/lab/rules/power/d"]
+    stats = engine.stats()
+    assert stats["hot"].skipped == 1 and stats["fwd"].republished == 1
