@@ -170,8 +170,7 @@ class Services:
             publish=publish,
         )
         self.rules = engine
-        iothub.point_router = engine.router
-        self._rules_callback = iothub.tap.add_callback(engine.on_event, kinds=engine.tap_kinds)
+        self._rules_in_force(engine, iothub)
 
     def set_rules(self, rules: list[Rule]) -> None:
         """Put ``rules`` in force (on the loop): the engine's rules and the services' router."""
@@ -179,10 +178,17 @@ class Services:
         if engine is None or iothub is None:
             raise ClosedError("the rule engine is not running")
         engine.set_rules(rules)
+        self._rules_in_force(engine, iothub)
+
+    def _rules_in_force(self, engine: RuleEngine, iothub: IotHub) -> None:
+        """The engine's router in the services, its callback on the tap for the events its
+        rules need (none for the default rule set: ingest pays nothing)."""
         iothub.point_router = engine.router
-        if self._rules_callback is not None:  # only the events the rules need are built
+        if self._rules_callback is not None:
             self._rules_callback.cancel()
-        self._rules_callback = iothub.tap.add_callback(engine.on_event, kinds=engine.tap_kinds)
+            self._rules_callback = None
+        if engine.tap_kinds:
+            self._rules_callback = iothub.tap.add_callback(engine.on_event, kinds=engine.tap_kinds)
 
     def _stop_rules(self) -> None:
         if self._rules_callback is not None:

@@ -117,7 +117,12 @@ def check_rules(rules: Iterable[Rule], models: ModelCatalog | None = None) -> li
                 model = models.get(model_id)
                 if rule.condition is not None:
                     compile_expression(rule.condition, model=model, name=rule.name)
-                for text in rule.transform.values():
+                for derived_id, text in rule.transform.items():
+                    if derived_id in model.measurepoints:
+                        raise InvalidArgument(
+                            f"rule {rule.name!r}: derived point {derived_id!r} is a measurepoint "
+                            f"of model {model_id!r}; give it an id of its own"
+                        )
                     compile_expression(text, model=model, name=rule.name, boolean=False)
         checked.append(rule)
     return checked
@@ -256,11 +261,17 @@ class RuleEngine:
 
     @property
     def tap_kinds(self) -> tuple[type, ...]:
-        """The tap events :meth:`on_event` needs for the rules in force: attribute and tag
-        changes always (they refresh the cached device data), the others only while an enabled
-        rule of their kind acts on the tap, so that no event is built for nothing."""
-        kinds: list[type] = [AttributesChanged, TagsChanged]
-        acting = {rule.kind for rule in self._rules if rule.acts_on_tap}
+        """The tap events :meth:`on_event` needs for the rules in force, so that no event is
+        built for nothing: attribute and tag changes while a rule may read device data (they
+        refresh the cache), the others while an enabled rule of their kind acts on the tap.
+        Empty for the default rule set."""
+        kinds: list[type] = []
+        enabled = [rule for rule in self._rules if rule.enabled]
+        if any(rule.tags or rule.condition or rule.transform for rule in enabled) or any(
+            rule.kind is MessageKind.ATTRIBUTE and rule.acts_on_tap for rule in enabled
+        ):
+            kinds += [AttributesChanged, TagsChanged]
+        acting = {rule.kind for rule in enabled if rule.acts_on_tap}
         for kind, event in (
             (MessageKind.MEASUREPOINT, PointStored),
             (MessageKind.EVENT, EventPosted),
@@ -356,7 +367,7 @@ class RuleEngine:
                 continue
             if not self._selects(rule, product_key, model_id):
                 continue
-            if rule.points and point_id not in rule.points:
+            if rule.points and point_id not in rule.point_set:
                 continue
             plain = not (rule.devices or rule.tags or rule.condition or rule.transform)
             if plain and rule.keeps_points:
@@ -411,7 +422,7 @@ class RuleEngine:
         for (pk, _, _), (values, waiting) in messages.items():
             stores: set[str] = set()
             for rule in self._product_rules.get(pk) or self._product_candidates(pk):
-                if rule.points and not any(p in values for p in rule.points):
+                if rule.points and rule.point_set.isdisjoint(values):
                     continue
                 if self._route_message(rule, waiting[0], values, derived) and rule.keeps_points:
                     stores.add(rule.name)
@@ -494,7 +505,7 @@ class RuleEngine:
         """The tap callback (on the lab's loop): run the rules' non-store actions."""
         if self._closed:
             return
-        if isinstance(event, PointStored):
+        if type(event) is PointStored:
             # every stored point of a product some rule acts on: conditions see the whole post
             if not self._tap_rules(MessageKind.MEASUREPOINT, event.product_key, ""):
                 return

@@ -203,6 +203,8 @@ class Rule:
     )
     device_set: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
     """``devices`` as a set (what the engine looks devices up in)."""
+    point_set: frozenset[str] = field(default=frozenset(), init=False, compare=False, repr=False)
+    """``points`` as a set."""
     keeps_points: bool = field(default=False, init=False, compare=False, repr=False)
     """Whether a match stores the matched points themselves (a :class:`Store` without
     ``derived_only``); set from ``actions``."""
@@ -227,6 +229,7 @@ class Rule:
         set_(self, "devices", _ids(self.devices, "devices", name, None))
         set_(self, "device_set", frozenset(self.devices))
         set_(self, "points", _ids(self.points, "points", name, None))
+        set_(self, "point_set", frozenset(self.points))
         if not isinstance(self.tags, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in self.tags.items()
         ):

@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from enos_lab.clock import from_epoch_ms
 from enos_lab.device import Device
 from enos_lab.enos import login_credentials
-from enos_lab.errors import ExpressionError
+from enos_lab.errors import ExpressionError, InvalidArgument
 from enos_lab.lab import Lab
 from enos_lab.rules import Call, MessageKind, Republish, Rule, RuleEngine, RuleMatch, Store
 from enos_lab.tap import AttributesChanged, PointStored, PresenceChanged, TagsChanged
@@ -261,6 +261,8 @@ def test_a_bad_rule_is_refused_naming_the_rule_and_the_position(lab: Lab) -> Non
     with pytest.raises(ExpressionError) as derived:
         lab.add_rule(Rule("kw", transform={"kw": "${power} / "}))
     assert derived.value.rule == "kw"
+    with pytest.raises(InvalidArgument, match="derived point 'temp' is a measurepoint"):
+        lab.add_rule(Rule("dup", models=["sdk_meter"], transform={"temp": "${power} * 2"}))
     assert [rule.name for rule in lab.rules(as_frame=False)] == ["store-all"]  # unchanged
 
 
@@ -314,7 +316,7 @@ def test_route_selects_by_product_model_device_tag_and_point() -> None:
 
 def test_no_router_while_a_rule_stores_everything_and_none_derives() -> None:
     assert RuleEngine().router is None
-    assert RuleEngine().tap_kinds == (AttributesChanged, TagsChanged)  # no PointStored built
+    assert RuleEngine().tap_kinds == ()  # the tap builds no event for the default rule set
     engine = RuleEngine([Rule("all"), Rule("hot", condition="${temp} > 5")])
     assert engine.router is None
     engine.set_rules([Rule("all"), Rule("kw", transform={"kw": "${p} / 1000"})])
@@ -322,8 +324,12 @@ def test_no_router_while_a_rule_stores_everything_and_none_derives() -> None:
     engine.set_rules([Rule("all", enabled=False)])
     assert engine.router is not None
     assert engine.route(_rows("p", "d", T0, temp=1.0)) == []
-    engine.set_rules([Rule("on", kind="presence", actions=[Call(print)]), Rule("x", kind="event")])
-    assert engine.tap_kinds == (AttributesChanged, TagsChanged, PresenceChanged)
+    engine.set_rules(
+        [Rule("on", kind="presence", actions=[Call(print)]), Rule("x", kind="event", actions=[])]
+    )
+    assert engine.tap_kinds == (PresenceChanged,)
+    engine.set_rules([Rule("hot", condition="${t} > ${limit}", actions=[Call(print)])])
+    assert engine.tap_kinds == (AttributesChanged, TagsChanged, PointStored)
 
 
 def test_tap_rules_see_the_whole_stored_post_and_never_raise() -> None:
