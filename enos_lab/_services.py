@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .ca import ServerContexts
 from .clock import Clock
-from .errors import ClosedError
+from .errors import ClosedError, EnosLabError
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
 from .model import ModelCatalog, load_library, model_from_json
@@ -149,8 +149,8 @@ class Services:
     async def _start_rules(
         self, data_dir: Path, registry: Registry, models: ModelCatalog, iothub: IotHub, hub: Hub
     ) -> None:
-        """Start the rule engine on the kept rule set (see the module docstring)."""
-        kept = await asyncio.to_thread(read_rule_set, data_dir)
+        """Start the rule engine on the kept rule set (see the module docstring); a kept rule
+        set that cannot be read or applied stops the start, logged with the data directory."""
 
         def model_of(product_key: str) -> str | None:
             return registry.get_product(product_key).model_id
@@ -162,13 +162,18 @@ class Services:
         def publish(topic: str, payload: bytes, qos: int) -> None:
             hub.publish_nowait(Message(topic, payload, qos))
 
-        engine = RuleEngine(
-            DEFAULT_RULES if kept is None else kept,
-            models=models,
-            model_of=model_of,
-            device_info=device_info,
-            publish=publish,
-        )
+        try:
+            kept = await asyncio.to_thread(read_rule_set, data_dir)
+            engine = RuleEngine(
+                DEFAULT_RULES if kept is None else kept,
+                models=models,
+                model_of=model_of,
+                device_info=device_info,
+                publish=publish,
+            )
+        except EnosLabError as exc:  # the lab does not start on rules it cannot apply
+            log.error("the rule set in %s cannot be applied (%s): fix or remove it", data_dir, exc)
+            raise
         self.rules = engine
         self._rules_in_force(engine, iothub)
 

@@ -16,7 +16,7 @@ from enos_sdk_helpers import sdk_product
 
 from enos_lab.clock import from_epoch_ms
 from enos_lab.device import Device
-from enos_lab.errors import AlreadyExists, InvalidArgument, NotFound
+from enos_lab.errors import AlreadyExists, ExpressionError, InvalidArgument, NotFound
 from enos_lab.lab import RULE_COLUMNS, RULE_STATS_COLUMNS, Lab
 from enos_lab.rules import (
     DRY_RUN_COLUMNS,
@@ -240,3 +240,21 @@ def test_the_coroutine_forms_work_from_asyncio(tmp_path: Path) -> None:
             return list(frame["name"])
 
     assert asyncio.run(main()) == ["store-all", "extra"]
+
+
+def test_a_kept_rule_set_that_cannot_be_applied_stops_the_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "lab"
+    with _lab(data_dir) as lab:
+        lab.add_rule(Rule("hot", condition="${temp} > 50"))
+    path = data_dir / RULES_FILE
+    path.write_text(path.read_text().replace("${temp} > 50", "${temp} > > 50"))
+    lab = _lab(data_dir)
+    with pytest.raises(ExpressionError, match="rule 'hot'"):
+        lab.start()
+    assert not lab.running
+    assert "cannot be applied" in caplog.text and str(data_dir) in caplog.text
+    path.unlink()
+    with lab:
+        assert lab.rules()["name"].tolist() == ["store-all"]
