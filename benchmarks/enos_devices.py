@@ -182,6 +182,10 @@ def running(name: str, opts: argparse.Namespace, fleet: Fleet, scratch: Path) ->
     else:
         data_dir = workdir / "data"
         shutil.copytree(fleet.template, data_dir)
+        if opts.rules is not None:  # the lab's rule set, read when the hub starts
+            from enos_lab.rules import load_rules, write_rule_set
+
+            write_rule_set(data_dir, load_rules(opts.rules))
         broker = start_serve(opts.python, data_dir, workdir)
     note = ""
     try:
@@ -418,6 +422,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=2.0, help="wait before memory samples [s]")
     p.add_argument("--stall", type=float, default=15.0, help="abort after no progress [s]")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated keys")
+    p.add_argument("--rules", type=Path, default=None, help="rule set (JSON/YAML) of the hub")
+    p.add_argument(
+        "--points-per-post",
+        type=int,
+        default=POINTS_PER_POST,
+        help="points stored per post (other than 3 with --rules that store less or derive)",
+    )
     p.add_argument("--python", default=sys.executable, help="interpreter that runs the hub")
     p.add_argument("--mosquitto", default="/usr/sbin/mosquitto", help="mosquitto binary")
     p.add_argument("--mosquitto-passwd", default="/usr/bin/mosquitto_passwd")
@@ -476,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                             data_dir = broker.workdir / "data"
                             keys = [dk for dk, _ in fleet.devices[: opts.devices]]
                             stored = count_stored_points(data_dir, fleet.product_key, keys)
-                            want = opts.devices * opts.messages * POINTS_PER_POST
+                            want = opts.devices * opts.messages * opts.points_per_post
                             if stored != want:
                                 raise BenchError(f"{stored} points stored, expected {want}")
                             result["stored"] = stored

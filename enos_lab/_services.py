@@ -27,6 +27,11 @@ task on the loop is cancelled from outside its owner):
    last points were evaluated, its timer cancelled, its records closed;
 5. the registry and the store close (in worker threads; the store commits what it holds).
 
+The rule engine (:mod:`enos_lab.rules`) starts with the IoT hub services, on the rule set kept
+in the data directory (``rules.json``; none: the default set, which stores everything): its
+point router goes into the services (only when the rules need one) and its tap callback onto
+the tap; it stops with the hub (step 1).
+
 Every step runs even when an earlier one failed; the first failure is raised at the end.
 """
 
@@ -42,14 +47,15 @@ from pathlib import Path
 from .alerts import AlertService
 from .ca import ServerContexts
 from .clock import Clock, SystemClock
-from .errors import EnosLabError
-from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener
+from .errors import ClosedError, EnosLabError
+from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
 from .model import ModelCatalog, load_library, model_from_json
 from .registry import Registry
+from .rules import DEFAULT_RULES, DeviceInfo, Rule, RuleEngine, read_rule_set
 from .store import StoreConfig, TimeSeriesStore
 from .streams import STREAMS_FILE, StreamEngine, load_definitions
-from .tap import Tap
+from .tap import Tap, TapCallback
 from .vault import LabKey
 
 __all__ = ["REGISTRY_FILE", "Services", "TlsListener"]
@@ -82,6 +88,8 @@ class Services:
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
         self.streams: StreamEngine | None = None
+        self.rules: RuleEngine | None = None
+        self._rules_callback: TapCallback | None = None
         self._disconnect_waiters: set[asyncio.Future[None]] = set()
 
     @classmethod
@@ -136,6 +144,7 @@ class Services:
                 )
                 iothub.attach(hub)
                 hub.add_listener(self._on_hub_event)
+                await self._start_rules(data_dir, registry, models, iothub, hub)
                 if tap is not None:
                     self.alerts = await AlertService.start(
                         data_dir, registry, models, clock or SystemClock(), tap
@@ -186,8 +195,68 @@ class Services:
             except EnosLabError as exc:
                 log.warning("stream %r kept in %s left out: %s", definition.name, STREAMS_FILE, exc)
 
+    # -- the rule engine --------------------------------------------------------------------
+
+    async def _start_rules(
+        self, data_dir: Path, registry: Registry, models: ModelCatalog, iothub: IotHub, hub: Hub
+    ) -> None:
+        """Start the rule engine on the kept rule set (see the module docstring); a kept rule
+        set that cannot be read or applied stops the start, logged with the data directory."""
+
+        def model_of(product_key: str) -> str | None:
+            return registry.get_product(product_key).model_id
+
+        def device_info(product_key: str, device_key: str) -> DeviceInfo:
+            device = registry.get_device(product_key, device_key)
+            return dict(device.attributes), dict(device.tags)
+
+        def publish(topic: str, payload: bytes, qos: int) -> None:
+            hub.publish_nowait(Message(topic, payload, qos))
+
+        try:
+            kept = await asyncio.to_thread(read_rule_set, data_dir)
+            engine = RuleEngine(
+                DEFAULT_RULES if kept is None else kept,
+                models=models,
+                model_of=model_of,
+                device_info=device_info,
+                publish=publish,
+            )
+        except EnosLabError as exc:  # the lab does not start on rules it cannot apply
+            log.error("the rule set in %s cannot be applied (%s): fix or remove it", data_dir, exc)
+            raise
+        self.rules = engine
+        self._rules_in_force(engine, iothub)
+
+    def set_rules(self, rules: list[Rule]) -> None:
+        """Put ``rules`` in force (on the loop): the engine's rules and the services' router."""
+        engine, iothub = self.rules, self.iothub
+        if engine is None or iothub is None:
+            raise ClosedError("the rule engine is not running")
+        engine.set_rules(rules)
+        self._rules_in_force(engine, iothub)
+
+    def _rules_in_force(self, engine: RuleEngine, iothub: IotHub) -> None:
+        """The engine's router in the services, its callback on the tap for the events its
+        rules need (none for the default rule set: ingest pays nothing)."""
+        iothub.point_router = engine.router
+        if self._rules_callback is not None:
+            self._rules_callback.cancel()
+            self._rules_callback = None
+        if engine.tap_kinds:
+            self._rules_callback = iothub.tap.add_callback(engine.on_event, kinds=engine.tap_kinds)
+
+    def _stop_rules(self) -> None:
+        if self._rules_callback is not None:
+            self._rules_callback.cancel()
+            self._rules_callback = None
+        if self.rules is not None:
+            self.rules.close()
+            self.rules = None
+
     async def stop(self) -> None:
         """Stop every part in order (see the module docstring); idempotent."""
+        self._stop_rules()
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
         alerts, streams = self.alerts, self.streams
         self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None

@@ -59,7 +59,7 @@ from ._events import Events
 from ._gateways import Gateways
 from ._integration import Integration
 from ._logins import LoginLog, Logins, logins_frame
-from ._measurepoints import Measurepoints
+from ._measurepoints import Measurepoints, PointRouter
 from ._ota import MemoryOta, Ota
 from ._requests import Requests
 from ._routes import Handler, Routes, accept
@@ -212,6 +212,17 @@ class IotHub:
         (:meth:`~enos_lab.tap.Tap.add_callback`) or from anywhere
         (:meth:`~enos_lab.tap.Tap.subscribe`)."""
         return self._emit.tap
+
+    @property
+    def point_router(self) -> PointRouter | None:
+        """The point router (default None): called on the loop with the validated rows of each
+        measurepoint batch, it returns the rows to store (see
+        :mod:`enos_lab.iothub._measurepoints`); the rule engine's, when its rules need one."""
+        return self._points.batcher.router
+
+    @point_router.setter
+    def point_router(self, router: PointRouter | None) -> None:
+        self._points.batcher.router = router
 
     @property
     def ota(self) -> OtaHandler:

@@ -27,6 +27,13 @@ reply.
 The tap hears of the points once committed: the batch's commit task hands the committed rows
 (of every request whose rows the store kept) to :meth:`~enos_lab.iothub._emit.Emitter.points`
 after the replies, one check per batch when nobody listens.
+
+One seam before the commit: an optional **point router** (``PointBatcher.router``, set by
+:attr:`~enos_lab.iothub.IotHub.point_router`; the rule engine's) gets the validated rows of a
+batch and returns the rows to store - some of them, and derived rows. Rows it leaves out are
+neither stored nor reported on the tap, and the device is answered 200 all the same (EnOS
+acknowledges data its storage policy drops). Without a router the rows go to the store as they
+are (no cost); a router that raises is logged and the batch is stored unrouted.
 """
 
 from __future__ import annotations
@@ -68,7 +75,7 @@ from ._emit import Emitter
 from ._routes import OK, OK_HEAD, OK_TAIL, Result, Route, error_result
 from ._sessions import Conn, Sessions, Target
 
-__all__ = ["Measurepoints", "PointBatcher", "point_rows"]
+__all__ = ["Measurepoints", "PointBatcher", "PointRouter", "point_rows"]
 
 log = logging.getLogger("enos_lab.iothub")
 
@@ -77,6 +84,8 @@ log = logging.getLogger("enos_lab.iothub")
 _Post: TypeAlias = tuple[str, bytes, Any, int, list[Any]]
 # One request of the general path in a batch: its rows and the future its handler awaits
 _Add: TypeAlias = tuple[list[Any], asyncio.Future[int]]
+# The rule engine's seam: validated rows in, rows to store out (see the module docstring)
+PointRouter: TypeAlias = Callable[[list[Any]], list[Any]]
 # Replies to the posts of a committed batch (Measurepoints.answer_posts)
 _Answer: TypeAlias = Callable[
     [list[_Post], list[int | BaseException] | None, asyncio.Future[None]], None
@@ -356,7 +365,8 @@ class PointBatcher:
     nothing extra (a post's rows travel in its reply tuple).
 
     After the replies, the rows the store kept go to the tap (``emit``, default: a tap of its
-    own without consumers).
+    own without consumers). ``router`` (default None) chooses the rows to store, before the
+    commit (see the module docstring).
     """
 
     __slots__ = (
@@ -369,6 +379,7 @@ class PointBatcher:
         "_scheduled",
         "_store",
         "_tasks",
+        "router",
     )
 
     def __init__(
@@ -383,6 +394,7 @@ class PointBatcher:
         self._adds: list[_Add] = []
         self._scheduled = False  # a flush of this batch is scheduled
         self._replied: asyncio.Future[None] | None = None  # the posts of this batch answered
+        self.router: PointRouter | None = None
 
     def _loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
@@ -434,10 +446,16 @@ class PointBatcher:
         adds: list[_Add],
         replied: asyncio.Future[None] | None,
     ) -> None:
+        router = self.router
+        if router is not None:
+            rows = _route(router, rows)
         try:
-            await self._store.append_points_async(rows)
+            if rows:
+                await self._store.append_points_async(rows)
         except Exception as exc:
             parts = [post[4] for post in posts] + [add[0] for add in adds]  # each request's rows
+            if router is not None:
+                parts = [_route(router, part) for part in parts]
             results: list[int | BaseException] = [exc] * len(parts)
             if len(parts) > 1 and not isinstance(exc, ClosedError):
                 log.warning(
@@ -446,7 +464,7 @@ class PointBatcher:
                     exc,
                 )
                 results = await asyncio.gather(
-                    *(self._store.append_points_async(part) for part in parts),
+                    *(self._append(part) for part in parts),
                     return_exceptions=True,
                 )
             count = len(posts)
@@ -472,7 +490,21 @@ class PointBatcher:
             return
         for part, future in adds:
             if not future.done():
-                future.set_result(len(part))
+                future.set_result(len(part))  # what the request posted, stored or routed away
         if replied is not None:
             self._answer(posts, None, replied)
         self._emit.points(rows)
+
+    async def _append(self, rows: list[Any]) -> int:
+        if not rows:
+            return 0
+        return await self._store.append_points_async(rows)
+
+
+def _route(router: PointRouter, rows: list[Any]) -> list[Any]:
+    """The rows ``router`` keeps; all of them when it fails (logged: ingest never stops)."""
+    try:
+        return router(rows)
+    except Exception:
+        log.exception("the point router failed on a batch of %d rows; storing them all", len(rows))
+        return rows

@@ -45,9 +45,10 @@ revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and th
 certificate authority in the data directory's ``ca/``: device certificates applied for,
 revoked and listed, the CA certificate and the CRL), ``_alerts`` (alert rules kept in
 ``alert_rules.json`` and evaluated by the alert engine on the tap, alert records in
-``alerts.sqlite3``: searched, acknowledged, shelved, closed, created and explained) and
+``alerts.sqlite3``: searched, acknowledged, shelved, closed, created and explained),
 ``_streams`` (stream computing: streams defined, listed, removed and counted, kept in
-``streams.json``); :class:`Lab` composes them.
+``streams.json``) and ``_rules`` (the rule engine's rule set, kept in ``rules.json``: changed,
+loaded, saved, dry-run, counted); :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
@@ -56,6 +57,7 @@ from ._certificates import CERTIFICATE_COLUMNS
 from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
+from ._rules import RULE_COLUMNS, RULE_STATS_COLUMNS
 from ._simulation import LabFleet
 from ._streams import STREAM_COLUMNS, STREAM_STATS_COLUMNS
 
@@ -70,6 +72,8 @@ __all__ = [
     "EDGE_MODEL_ID",
     "EDGE_PRODUCT_KEY",
     "REGISTRY_FILE",
+    "RULE_COLUMNS",
+    "RULE_STATS_COLUMNS",
     "STREAM_COLUMNS",
     "STREAM_STATS_COLUMNS",
     "Lab",

@@ -7,13 +7,14 @@ from ._certificates import Certificates
 from ._edges import Edges
 from ._operations import Operations
 from ._provisioning import Provisioning
+from ._rules import Rules
 from ._simulation import Simulation
 from ._streams import Streams
 
 __all__ = ["Lab"]
 
 
-class Lab(Provisioning, Operations, Edges, Simulation, Certificates, Alerts, Streams):
+class Lab(Provisioning, Operations, Edges, Simulation, Certificates, Alerts, Streams, Rules):
     """A running laboratory: the hub on a background event loop, with a synchronous facade.
 
     Parameters

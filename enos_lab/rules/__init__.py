@@ -1,4 +1,31 @@
-"""Rules: the expression language of conditions (``${temp} > ${max_temp}``).
+"""Rules: the rule engine and the expression language of its conditions.
+
+The rule engine
+---------------
+A :class:`Rule` selects messages - its ``kind`` (:class:`MessageKind`: measurepoint, event,
+attribute change, presence) and selectors (``products``, ``models``, ``devices``, ``tags``,
+``points``) - filters them with a ``condition`` over the message's values and the device's
+attributes, optionally derives values (``transform``: ``{"power_kw": "${power} / 1000"}``),
+and sends what matched to its ``actions``: :class:`Store` (measurepoints: store them, and the
+derived points), :class:`Republish` (JSON on an MQTT topic under :data:`REPUBLISH_PREFIX`),
+:class:`Call` (a Python function on the lab's loop, given a :class:`RuleMatch`)::
+
+    Rule("kw", points=["power"], transform={"power_kw": "${power} / 1000"},
+         actions=[Store()])
+    Rule("hot", condition="${temp} > ${max_temp}", actions=[Store(), Call(notify)])
+
+:data:`DEFAULT_RULES` stores every measurepoint that validates. With another rule set, a
+measurepoint no rule stores is not stored - and then not reported on the tap either, so the
+alert engine and stream computing, which read the stored data, never see it. Events and
+attribute changes are always stored; their rules only act. The :class:`RuleEngine` runs the
+rules (see :mod:`enos_lab.rules._engine` for where and how fast); the lab keeps its rule set in
+``rules.json`` in its data directory (:meth:`~enos_lab.Lab.set_rules`, ...).
+:func:`load_rules` / :func:`save_rules` read and write JSON or YAML files
+(:mod:`enos_lab.rules._files`); :func:`dry_run` shows what each rule would do with messages or a
+DataFrame of points, doing nothing.
+
+Expressions
+-----------
 
 Compile once with :func:`compile_expression`, then evaluate per device with
 :meth:`Expression.evaluate` or over a whole table with :meth:`Expression.evaluate_frame` (the
@@ -77,19 +104,78 @@ operators and calls alike, so that a 10,000-term chain is refused at once, never
 
 from __future__ import annotations
 
+from ._dryrun import DRY_RUN_COLUMNS, dry_run
+from ._engine import (
+    RULE_EVENT_KINDS,
+    DeviceInfo,
+    RuleEngine,
+    RuleStats,
+    check_rules,
+    evaluate_rule,
+)
 from ._expression import Expression, compile_expression
+from ._files import (
+    RULES_FILE,
+    dump_rules,
+    load_rules,
+    parse_rules,
+    read_rule_set,
+    rule_from_dict,
+    rule_to_dict,
+    save_rules,
+    write_rule_set,
+)
 from ._lexer import MAX_TEXT
 from ._parser import FUNCTIONS, MAX_DEPTH, MAX_ITEMS
+from ._rule import (
+    DEFAULT_RULES,
+    REPUBLISH_PREFIX,
+    Action,
+    Call,
+    MessageKind,
+    Republish,
+    Rule,
+    RuleMatch,
+    Store,
+    default_rules,
+)
 from ._threshold import Threshold
 from ._types import ExprType
 
 __all__ = [
+    "DEFAULT_RULES",
+    "DRY_RUN_COLUMNS",
     "FUNCTIONS",
     "MAX_DEPTH",
     "MAX_ITEMS",
     "MAX_TEXT",
+    "REPUBLISH_PREFIX",
+    "RULES_FILE",
+    "RULE_EVENT_KINDS",
+    "Action",
+    "Call",
+    "DeviceInfo",
     "ExprType",
     "Expression",
+    "MessageKind",
+    "Republish",
+    "Rule",
+    "RuleEngine",
+    "RuleMatch",
+    "RuleStats",
+    "Store",
     "Threshold",
+    "check_rules",
     "compile_expression",
+    "default_rules",
+    "dry_run",
+    "dump_rules",
+    "evaluate_rule",
+    "load_rules",
+    "parse_rules",
+    "read_rule_set",
+    "rule_from_dict",
+    "rule_to_dict",
+    "save_rules",
+    "write_rule_set",
 ]

@@ -53,9 +53,24 @@ def kind_name(value: object) -> str:
     return _KIND_NAMES.get(type(value), f"a {type(value).__name__} value")
 
 
+_NUMBERS = frozenset((ExprType.NUMBER, ExprType.ANY))
+_TEXTS = frozenset((ExprType.STRING, ExprType.ANY, ExprType.STRUCT, ExprType.ARRAY))
+_BOOLS = frozenset((ExprType.BOOL, ExprType.ANY))
+
+
 def normalise(value: object, kind: ExprType) -> Any:
     """One value as the evaluator holds it, for a reference of type ``kind``; raises
     ``TypeError`` (with the wanted kind) for a value that cannot be one."""
+    plain = type(value)  # the usual JSON values first: no ABC checks (the rule engine's path)
+    if plain is float and kind in _NUMBERS:
+        return value if math.isfinite(value) else None  # type: ignore[arg-type]
+    if plain is int and kind in _NUMBERS:
+        number = float(value)  # type: ignore[arg-type]
+        return number if math.isfinite(number) else None
+    if plain is str and kind in _TEXTS:
+        return value
+    if plain is bool and kind in _BOOLS:
+        return value
     if value is None or value is pd.NA or value is pd.NaT:
         return None
     if isinstance(value, bool | np.bool_):

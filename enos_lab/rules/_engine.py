@@ -1,0 +1,654 @@
+"""The rule engine: rules applied to what the devices send.
+
+Theory of operation
+-------------------
+Two places, one set of rules.
+
+- **Before storage** (measurepoints only): :meth:`RuleEngine.route` is the IoT hub services'
+  point router (:attr:`~enos_lab.iothub.IotHub.point_router`). It gets the validated rows of a
+  batch and returns the rows to store: those a rule with a :class:`Store` action matched, plus
+  the derived points of those rules' transforms. A row no rule stores is neither stored nor
+  reported on the tap (the device is still answered 200). When some enabled rule stores every
+  measurepoint and no storing rule derives points (the default rule set), no router is needed:
+  :attr:`RuleEngine.router` is None and ingest pays nothing.
+- **From the tap** (every other action): :meth:`RuleEngine.on_event` is a tap callback on
+  ``PointStored``, ``EventPosted``, ``AttributesChanged``, ``TagsChanged`` and
+  ``PresenceChanged`` - on those its rules need (:attr:`RuleEngine.tap_kinds`; none for the
+  default rule set, so that the tap builds no event for it). It sees what was kept: the
+  alert engine and stream computing read the stored data too (tap consumers), so a point no
+  rule stores is not alerted on either. Stored points are gathered for one loop iteration and
+  grouped by message (device and time), so that a condition sees every stored point of the
+  post (derived points included).
+
+A message meets only its candidates: rules are indexed per (product key, point) for routing
+and per (kind, product key, id) on the tap, each list built on first use from the product's
+model (``model_of``, cached per product) and kept in a bounded cache cleared when the rules
+change. A row whose candidates all store it unconditionally costs one dict lookup; a message
+with rules to evaluate costs each of its rules once (not once per point). Before storage a
+message is the rows of one device at one time in the batch.
+
+Cost (measured; see ``benchmarks/README.md``): evaluating a condition is ~1.5-2 us, so a rule
+that meets every post costs ingest a few microseconds per post; rules of other products and
+points cost nothing. Registry reads (a product's model, a device's attributes and tags) happen
+on the loop once per product and device, then come from the caches.
+
+Conditions and transforms see the message's values (the points of one post, an event's
+outputs, the changed attributes, ``online``/``reason``) and the device's attributes (for
+``${attr:..}`` and names the message lacks), read through ``device_info`` once per device and
+cached (bounded), the entry dropped on ``AttributesChanged``/``TagsChanged``. A value the
+expression cannot use (:class:`~enos_lab.errors.MissingValue`,
+:class:`~enos_lab.errors.EvaluationError`) is a skip counted for that rule and device and
+logged once; a failing :class:`Call` is counted and logged once per rule. Nothing leaves the
+engine as an exception, and one device's data never stops another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any, TypeAlias
+
+from ..errors import InvalidArgument
+from ..model import ModelCatalog
+from ..tap import AttributesChanged, EventPosted, PointStored, PresenceChanged, TagsChanged
+from ._expression import Expression, compile_expression
+from ._rule import DEFAULT_RULES, Call, MessageKind, Republish, Rule, RuleMatch
+
+__all__ = [
+    "RULE_EVENT_KINDS",
+    "DeviceInfo",
+    "RuleEngine",
+    "RuleStats",
+    "check_rules",
+    "derive",
+    "evaluate_rule",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_CACHE = 10_000
+"""Bound on each cache of the engine (candidates, products, devices, logged keys). [-]"""
+
+RULE_EVENT_KINDS = (PointStored, EventPosted, AttributesChanged, TagsChanged, PresenceChanged)
+"""The tap events :meth:`RuleEngine.on_event` takes."""
+
+DeviceInfo: TypeAlias = tuple[Mapping[str, Any], Mapping[str, str]]
+"""A device's (attributes, tags), as ``device_info`` gives them."""
+_NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
+_NO_INFO: DeviceInfo = (_NO_ATTRIBUTES, MappingProxyType({}))
+
+
+@dataclass(slots=True)
+class RuleStats:
+    """Counters of one rule (read them; the engine updates them)."""
+
+    matched: int = 0
+    """Messages the rule matched (condition true), before storage and on the tap."""
+    stored: int = 0
+    """Rows the rule's :class:`Store` action kept (derived points included); not counted
+    while no router is needed (a rule stores everything: no row is looked at)."""
+    derived: int = 0
+    """Derived values computed by its transform."""
+    skipped: int = 0
+    """Evaluations skipped: a missing or unusable value."""
+    republished: int = 0
+    """Messages published by its :class:`Republish` actions."""
+    called: int = 0
+    """Calls of its :class:`Call` actions."""
+    errors: int = 0
+    """Calls that raised and publishes that failed (logged once)."""
+
+
+def check_rules(rules: Iterable[Rule], models: ModelCatalog | None = None) -> list[Rule]:
+    """The rules as a list, checked: each a :class:`Rule`, names unique, and the condition and
+    transforms of a rule that names ``models`` compiled against each of them (types, unknown
+    names). Raises :class:`~enos_lab.errors.ExpressionError` naming the rule and column,
+    :class:`~enos_lab.errors.InvalidArgument` otherwise."""
+    if isinstance(rules, Rule):
+        rules = [rules]
+    checked: list[Rule] = []
+    names: set[str] = set()
+    for rule in rules:
+        if not isinstance(rule, Rule):
+            raise InvalidArgument(f"expected a Rule, got {type(rule).__name__}: {rule!r}")
+        if rule.name in names:
+            raise InvalidArgument(f"two rules are named {rule.name!r}: names must be unique")
+        names.add(rule.name)
+        if models is not None:
+            for model_id in rule.models:
+                if model_id not in models:
+                    raise InvalidArgument(f"rule {rule.name!r}: unknown thing model {model_id!r}")
+                model = models.get(model_id)
+                if rule.condition is not None:
+                    compile_expression(rule.condition, model=model, name=rule.name)
+                for derived_id, text in rule.transform.items():
+                    if derived_id in model.measurepoints:
+                        raise InvalidArgument(
+                            f"rule {rule.name!r}: derived point {derived_id!r} is a measurepoint "
+                            f"of model {model_id!r}; give it an id of its own"
+                        )
+                    compile_expression(text, model=model, name=rule.name, boolean=False)
+        checked.append(rule)
+    return checked
+
+
+def evaluate_rule(
+    rule: Rule,
+    values: Mapping[str, Any],
+    attributes: Callable[[], Mapping[str, Any]] | Mapping[str, Any],
+) -> tuple[bool, dict[str, Any]]:
+    """Whether ``rule``'s condition holds for a message's ``values`` and the device's
+    ``attributes`` (a mapping, or a function giving it when needed), and its transform's
+    derived values (empty unless it holds; a null derived value is left out). Raises
+    :class:`~enos_lab.errors.MissingValue` / :class:`~enos_lab.errors.EvaluationError`."""
+    attrs: Mapping[str, Any] | None = None if callable(attributes) else attributes
+    condition = rule.compiled_condition
+    if condition is not None:
+        attrs = _attributes_for(condition, values, attrs, attributes)
+        if condition.evaluate(values, attrs) is not True:
+            return False, {}
+    return True, derive(rule, values, attributes if attrs is None else attrs)
+
+
+def derive(
+    rule: Rule,
+    values: Mapping[str, Any],
+    attributes: Callable[[], Mapping[str, Any]] | Mapping[str, Any],
+) -> dict[str, Any]:
+    """The values of ``rule``'s transform for a message (a null one is left out); arguments
+    and errors as for :func:`evaluate_rule`."""
+    attrs: Mapping[str, Any] | None = None if callable(attributes) else attributes
+    derived: dict[str, Any] = {}
+    for derived_id, expression in rule.compiled_transform:
+        attrs = _attributes_for(expression, values, attrs, attributes)
+        value = expression.evaluate(values, attrs)
+        if value is not None:
+            derived[derived_id] = value
+    return derived
+
+
+def _attributes_for(
+    expression: Expression,
+    values: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None,
+    source: Callable[[], Mapping[str, Any]] | Mapping[str, Any],
+) -> Mapping[str, Any]:
+    if attrs is not None:
+        return attrs
+    if expression.attributes or not expression.points.issubset(values.keys()):
+        return source() if callable(source) else source
+    return {}
+
+
+@dataclass(slots=True)
+class _Candidates:
+    """The rules a (product, point) row meets before storage."""
+
+    store_all: str | None  # the first rule that stores every such row unconditionally
+    rules: tuple[Rule, ...] = ()  # storing rules to evaluate per message
+    count: int = 0  # rows stored by ``store_all`` not yet added to its counters
+
+
+@dataclass(slots=True)
+class _Message:
+    """One message gathered from the tap (the stored points of one post)."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class RuleEngine:
+    """Rules applied before storage (:meth:`route`) and on the tap (:meth:`on_event`).
+
+    ``rules``: the rule set (default :data:`DEFAULT_RULES`); ``models`` checks rules naming
+    thing models; ``model_of(product_key)`` gives a product's model id (None: none);
+    ``device_info(product_key, device_key)`` its attributes and tags; ``publish(topic, payload,
+    qos)`` sends a :class:`Republish`. Use it on the lab's loop; :meth:`set_rules` from there
+    too (the lab's facade does).
+    """
+
+    def __init__(
+        self,
+        rules: Iterable[Rule] = DEFAULT_RULES,
+        *,
+        models: ModelCatalog | None = None,
+        model_of: Callable[[str], str | None] | None = None,
+        device_info: Callable[[str, str], DeviceInfo] | None = None,
+        publish: Callable[[str, bytes, int], object] | None = None,
+    ) -> None:
+        self._models = models
+        self._model_of = model_of
+        self._device_info = device_info
+        self._publish = publish
+        self._rules: tuple[Rule, ...] = ()
+        self._stats: dict[str, RuleStats] = {}
+        self._route_cache: dict[tuple[str, str], _Candidates] = {}
+        self._product_rules: dict[str, tuple[Rule, ...]] = {}
+        self._tap_cache: dict[tuple[MessageKind, str, str], tuple[Rule, ...]] = {}
+        self._products: dict[str, str | None] = {}
+        self._devices: dict[tuple[str, str], DeviceInfo] = {}
+        self._logged: set[tuple[str, str, str]] = set()
+        self._pending: list[PointStored] = []
+        self._flush_scheduled = False
+        self._closed = False
+        self.router: Callable[[list[Any]], list[Any]] | None = None
+        """:meth:`route` when the rules need it before storage, else None (store all)."""
+        self.set_rules(rules)
+
+    def __repr__(self) -> str:
+        return f"RuleEngine(rules={len(self._rules)}, routing={self.router is not None})"
+
+    # ---------------------------------------------------------------- rules
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """The rule set, in order."""
+        return self._rules
+
+    def set_rules(self, rules: Iterable[Rule]) -> None:
+        """Replace the rule set (checked first: :func:`check_rules`; on error nothing changes).
+        Counters of rules kept by name carry over."""
+        checked = tuple(check_rules(rules, self._models))
+        self._rules = checked
+        self._stats = {rule.name: self._stats.get(rule.name) or RuleStats() for rule in checked}
+        self._fold_counts()
+        self._route_cache.clear()
+        self._product_rules.clear()
+        self._tap_cache.clear()
+        self._products.clear()
+        measure = [r for r in checked if r.enabled and r.kind is MessageKind.MEASUREPOINT]
+        store_all = any(r.stores_everything for r in measure)
+        derives = any(r.stores and r.transform for r in measure)
+        self.router = None if store_all and not derives else self.route
+
+    @property
+    def tap_kinds(self) -> tuple[type, ...]:
+        """The tap events :meth:`on_event` needs for the rules in force, so that no event is
+        built for nothing: attribute and tag changes while a rule may read device data (they
+        refresh the cache), the others while an enabled rule of their kind acts on the tap.
+        Empty for the default rule set."""
+        kinds: list[type] = []
+        enabled = [rule for rule in self._rules if rule.enabled]
+        if any(rule.tags or rule.condition or rule.transform for rule in enabled) or any(
+            rule.kind is MessageKind.ATTRIBUTE and rule.acts_on_tap for rule in enabled
+        ):
+            kinds += [AttributesChanged, TagsChanged]
+        acting = {rule.kind for rule in enabled if rule.acts_on_tap}
+        for kind, event in (
+            (MessageKind.MEASUREPOINT, PointStored),
+            (MessageKind.EVENT, EventPosted),
+            (MessageKind.PRESENCE, PresenceChanged),
+        ):
+            if kind in acting:
+                kinds.append(event)
+        return tuple(kinds)
+
+    def stats(self) -> dict[str, RuleStats]:
+        """Each rule's counters by name (a copy)."""
+        self._fold_counts()
+        return {name: RuleStats(**_fields(s)) for name, s in self._stats.items()}
+
+    def _fold_counts(self) -> None:
+        """Add the rows counted in the routing cache to their rules' counters."""
+        for candidates in self._route_cache.values():
+            if candidates.count and candidates.store_all in self._stats:
+                self._stats[candidates.store_all].stored += candidates.count
+            candidates.count = 0
+
+    # ---------------------------------------------------------------- lookups
+
+    def _model(self, product_key: str) -> str | None:
+        products = self._products
+        if product_key in products:
+            return products[product_key]
+        model_id = None
+        if self._model_of is not None:
+            try:
+                model_id = self._model_of(product_key)
+            except Exception:  # an unknown product (or a failing lookup): no model
+                model_id = None
+        if len(products) >= MAX_CACHE:
+            products.clear()
+        products[product_key] = model_id
+        return model_id
+
+    def _info(self, product_key: str, device_key: str) -> DeviceInfo:
+        key = (product_key, device_key)
+        info = self._devices.get(key)
+        if info is None:
+            info = _NO_INFO
+            if self._device_info is not None:
+                try:
+                    info = self._device_info(product_key, device_key)
+                except Exception:  # an unknown device (or a failing lookup): none
+                    info = _NO_INFO
+            if len(self._devices) >= MAX_CACHE:
+                self._devices.pop(next(iter(self._devices)))
+            self._devices[key] = info
+        return info
+
+    def forget_device(self, product_key: str, device_key: str) -> None:
+        """Drop the cached attributes and tags of a device (read again when next needed)."""
+        self._devices.pop((product_key, device_key), None)
+
+    def _selects(self, rule: Rule, product_key: str, model_id: str | None) -> bool:
+        if not rule.enabled:
+            return False
+        if rule.products and product_key not in rule.products:
+            return False
+        return not rule.models or model_id in rule.models
+
+    def selects(self, rule: Rule, product_key: str, device_key: str) -> bool:
+        """Whether ``rule``'s product, model, device and tag selectors take this device (its
+        kind and points aside)."""
+        return self._selects(rule, product_key, self._model(product_key)) and (
+            self._device_selected(rule, product_key, device_key)
+        )
+
+    def attributes_of(self, product_key: str, device_key: str) -> Mapping[str, Any]:
+        """The device's attributes, as conditions see them (cached)."""
+        return self._info(product_key, device_key)[0]
+
+    def _device_selected(self, rule: Rule, product_key: str, device_key: str) -> bool:
+        if rule.devices and device_key not in rule.device_set:
+            return False
+        if rule.tags:
+            tags = self._info(product_key, device_key)[1]
+            return all(tags.get(k) == v for k, v in rule.tags.items())
+        return True
+
+    # ---------------------------------------------------------------- before storage
+
+    def _route_candidates(self, key: tuple[str, str]) -> _Candidates:
+        product_key, point_id = key
+        model_id = self._model(product_key)
+        store_all: str | None = None
+        rules: list[Rule] = []
+        for rule in self._rules:
+            if rule.kind is not MessageKind.MEASUREPOINT or not rule.stores:
+                continue
+            if not self._selects(rule, product_key, model_id):
+                continue
+            if rule.points and point_id not in rule.point_set:
+                continue
+            plain = not (rule.devices or rule.tags or rule.condition or rule.transform)
+            if plain and rule.keeps_points:
+                store_all = store_all or rule.name
+            else:
+                rules.append(rule)
+        candidates = _Candidates(store_all, tuple(rules))
+        if len(self._route_cache) >= MAX_CACHE:
+            self._fold_counts()
+            self._route_cache.clear()
+        self._route_cache[key] = candidates
+        return candidates
+
+    def route(self, rows: list[Any]) -> list[Any]:
+        """The rows to store out of a batch's validated rows (``PointRow`` or its 7-tuple):
+        those a storing rule matched, then the derived points (see the module docstring)."""
+        cache = self._route_cache
+        kept: list[Any] = []
+        keep = kept.append
+        slow: set[tuple[str, str, int]] | None = None
+        for row in rows:
+            key = (row[0], row[2])
+            candidates = cache.get(key) or self._route_candidates(key)
+            if candidates.rules:
+                if slow is None:
+                    slow = set()
+                slow.add((row[0], row[1], row[3]))
+            elif candidates.store_all:
+                candidates.count += 1
+                keep(row)
+        if slow is not None:
+            self._route_slow(rows, slow, kept)
+        return kept
+
+    def _route_slow(
+        self, rows: list[Any], slow: set[tuple[str, str, int]], kept: list[Any]
+    ) -> None:
+        """Evaluate the rules of the messages that need it: keep the rows a rule stores (those
+        with a rule to evaluate; the others are kept already) and the derived rows."""
+        messages: dict[tuple[str, str, int], tuple[dict[str, Any], list[Any]]] = {}
+        for row in rows:  # the messages' values, and their rows that wait for a rule
+            msg = (row[0], row[1], row[3])
+            if msg in slow:
+                message = messages.get(msg)
+                if message is None:
+                    message = messages[msg] = ({}, [])
+                message[0][row[2]] = row[4]
+                message[1].append(row)
+        cache = self._route_cache
+        stats = self._stats
+        derived: list[Any] = []
+        for (pk, _, _), (values, waiting) in messages.items():
+            stores: set[str] = set()
+            for rule in self._product_rules.get(pk) or self._product_candidates(pk):
+                if rule.points and rule.point_set.isdisjoint(values):
+                    continue
+                if self._route_message(rule, waiting[0], values, derived) and rule.keeps_points:
+                    stores.add(rule.name)
+            for row in waiting:
+                candidates = cache.get((pk, row[2])) or self._route_candidates((pk, row[2]))
+                if not candidates.rules:
+                    continue  # kept (or not) by the first pass
+                if candidates.store_all is not None:
+                    candidates.count += 1
+                    kept.append(row)
+                    continue
+                for rule in candidates.rules:
+                    if rule.name in stores:
+                        stats[rule.name].stored += 1
+                        kept.append(row)
+                        break
+        kept.extend(derived)
+
+    def _product_candidates(self, product_key: str) -> tuple[Rule, ...]:
+        """The storing rules of a product that are evaluated per message, any point."""
+        model_id = self._model(product_key)
+        rules = tuple(
+            rule
+            for rule in self._rules
+            if rule.kind is MessageKind.MEASUREPOINT
+            and rule.stores
+            and (rule.devices or rule.tags or rule.condition or rule.transform)
+            and self._selects(rule, product_key, model_id)
+        )
+        if len(self._product_rules) >= MAX_CACHE:
+            self._product_rules.clear()
+        self._product_rules[product_key] = rules
+        return rules
+
+    def _route_message(self, rule: Rule, row: Any, values: dict[str, Any], out: list[Any]) -> bool:
+        """Whether ``rule`` matches the message of ``row`` (its ``values``); appends the rule's
+        derived rows to ``out``."""
+        pk, dk, _, at, _, _, resume = row
+        if (rule.devices or rule.tags) and not self._device_selected(rule, pk, dk):
+            return False
+        condition = rule.compiled_condition
+        try:
+            if condition is not None:
+                if condition.attributes or not condition.points.issubset(values):
+                    attrs = self._info(pk, dk)[0]
+                else:
+                    attrs = _NO_ATTRIBUTES
+                if condition.evaluate(values, attrs) is not True:
+                    return False
+            derived = (
+                derive(rule, values, lambda: self._info(pk, dk)[0])
+                if rule.compiled_transform
+                else None
+            )
+        except Exception as exc:  # one device's values harm no other device
+            self._skip(rule, pk, dk, exc)
+            return False
+        stats = self._stats[rule.name]
+        stats.matched += 1
+        if derived:
+            stats.derived += len(derived)
+            stats.stored += len(derived)
+            for derived_id, value in derived.items():
+                out.append((pk, dk, derived_id, at, value, None, resume))
+        return True
+
+    def _skip(self, rule: Rule, pk: str, dk: str, exc: Exception) -> None:
+        self._stats[rule.name].skipped += 1
+        key = (rule.name, pk, dk)
+        if key not in self._logged and len(self._logged) < MAX_CACHE:
+            self._logged.add(key)
+            log.warning(
+                "rule %r on %s/%s: skipped (%s: %s); further skips are only counted",
+                rule.name, pk, dk, type(exc).__name__, exc,
+            )  # fmt: skip
+
+    # ---------------------------------------------------------------- on the tap
+
+    def on_event(self, event: object) -> None:
+        """The tap callback (on the lab's loop): run the rules' non-store actions."""
+        if self._closed:
+            return
+        if type(event) is PointStored:
+            # every stored point of a product some rule acts on: conditions see the whole post
+            if not self._tap_rules(MessageKind.MEASUREPOINT, event.product_key, ""):
+                return
+            self._pending.append(event)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush_points)
+        elif isinstance(event, EventPosted):
+            rules = self._tap_rules(MessageKind.EVENT, event.product_key, event.event_id)
+            self._run(rules, MessageKind.EVENT, event.product_key, event.device_key, event.time,
+                      dict(event.outputs), (event.event_id,))  # fmt: skip
+        elif isinstance(event, (AttributesChanged, TagsChanged)):
+            self.forget_device(event.product_key, event.device_key)
+            if isinstance(event, AttributesChanged) and event.values:
+                rules = self._tap_rules(MessageKind.ATTRIBUTE, event.product_key, "")
+                self._run(rules, MessageKind.ATTRIBUTE, event.product_key, event.device_key,
+                          event.time, dict(event.values), tuple(event.values))  # fmt: skip
+        elif isinstance(event, PresenceChanged):
+            rules = self._tap_rules(MessageKind.PRESENCE, event.product_key, "")
+            values = {"online": event.online, "reason": event.reason}
+            self._run(rules, MessageKind.PRESENCE, event.product_key, event.device_key,
+                      event.time, values, ("presence",))  # fmt: skip
+
+    def _tap_rules(self, kind: MessageKind, product_key: str, item: str) -> tuple[Rule, ...]:
+        key = (kind, product_key, item)
+        rules = self._tap_cache.get(key)
+        if rules is None:
+            model_id = self._model(product_key)
+            rules = tuple(
+                rule
+                for rule in self._rules
+                if rule.kind is kind
+                and rule.acts_on_tap
+                and self._selects(rule, product_key, model_id)
+                and (not item or not rule.points or item in rule.points)
+            )
+            if len(self._tap_cache) >= MAX_CACHE:
+                self._tap_cache.clear()
+            self._tap_cache[key] = rules
+        return rules
+
+    def _flush_points(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        messages: dict[tuple[str, str, datetime], _Message] = {}
+        for event in pending:
+            key = (event.product_key, event.device_key, event.time)
+            message = messages.get(key)
+            if message is None:
+                message = messages[key] = _Message(*key)
+            message.values[event.point_id] = event.value
+        for message in messages.values():
+            pk = message.product_key
+            rules: dict[str, Rule] = {}
+            for point_id in message.values:
+                for rule in self._tap_rules(MessageKind.MEASUREPOINT, pk, point_id):
+                    rules[rule.name] = rule
+            self._run(tuple(rules.values()), MessageKind.MEASUREPOINT, pk, message.device_key,
+                      message.time, message.values, None)  # fmt: skip
+
+    def _run(  # noqa: PLR0917 - one message's parts
+        self,
+        rules: tuple[Rule, ...],
+        kind: MessageKind,
+        pk: str,
+        dk: str,
+        time: datetime,
+        values: dict[str, Any],
+        ids: tuple[str, ...] | None,
+    ) -> None:
+        for rule in rules:
+            if not self._device_selected(rule, pk, dk):
+                continue
+            chosen = ids
+            if chosen is None:  # measurepoints: the rule's points of the message
+                chosen = tuple(p for p in values if not rule.points or p in rule.points)
+            elif rule.points and kind is MessageKind.ATTRIBUTE:
+                chosen = tuple(i for i in chosen if i in rule.points)
+            if not chosen:
+                continue
+            try:
+                matched, derived = evaluate_rule(rule, values, lambda: self._info(pk, dk)[0])
+            except Exception as exc:  # one device's values harm no other device
+                self._skip(rule, pk, dk, exc)
+                continue
+            if not matched:
+                continue
+            stats = self._stats[rule.name]
+            stats.matched += 1
+            match = RuleMatch(rule.name, kind, pk, dk, time, chosen, values, derived)
+            for action in rule.actions:
+                if isinstance(action, Republish):
+                    self._republish(rule, action, match, stats)
+                elif isinstance(action, Call):
+                    self._call(rule, action, match, stats)
+
+    def _republish(self, rule: Rule, action: Republish, match: RuleMatch, stats: RuleStats) -> None:
+        topic = (
+            action.topic.replace("{productKey}", match.product_key)
+            .replace("{deviceKey}", match.device_key)
+            .replace("{kind}", match.kind.value)
+            .replace("{id}", match.ids[0])
+        )
+        try:
+            if self._publish is None:
+                raise InvalidArgument("no hub to publish on")
+            payload = json.dumps(match.to_json(), ensure_ascii=False, allow_nan=False)
+            self._publish(topic, payload.encode(), action.qos)
+            stats.republished += 1
+        except Exception as exc:
+            self._failed(rule, stats, f"publishing on {topic!r}", exc)
+
+    def _call(self, rule: Rule, action: Call, match: RuleMatch, stats: RuleStats) -> None:
+        stats.called += 1
+        try:
+            action.function(match)
+        except Exception as exc:
+            self._failed(rule, stats, f"calling {action.name}", exc)
+
+    def _failed(self, rule: Rule, stats: RuleStats, what: str, exc: Exception) -> None:
+        stats.errors += 1
+        key = (rule.name, "\0action", what)
+        if key not in self._logged and len(self._logged) < MAX_CACHE:
+            self._logged.add(key)
+            log.error(
+                "rule %r: %s failed; further failures are only counted",
+                rule.name, what, exc_info=exc,
+            )  # fmt: skip
+
+    def close(self) -> None:
+        """Stop taking events (on the lab's loop, or after it stopped)."""
+        self._closed = True
+        self._pending.clear()
+
+
+def _fields(stats: RuleStats) -> dict[str, int]:
+    return {name: getattr(stats, name) for name in RuleStats.__dataclass_fields__}
