@@ -3,17 +3,20 @@
 Usage::
 
     python benchmarks/rules_ingest.py [--runs 5] [--only ingest,latency]
-        [--devices 100] [--messages 300] [--alert-rules 100] [--alerts 1000]
+        [--devices 100] [--messages 300] [--alert-rules 100] [--rules FILE] [--alerts 1000]
 
 ``ingest``
     The posts workload of ``enos_devices.py`` (``--devices`` authenticated connections posting
     ``--messages`` ``thing.measurepoint.post`` requests each at QoS 1, three points of the
     library model ``energy_meter``, to a ``python -m enos_lab serve`` process), on two data
-    directories provisioned alike but for their rules: ``plain`` has none; ``rules`` keeps
-    ``--alert-rules`` alert rules on the model (``alert_rules.json``, loaded by the lab at
-    start; see :func:`alert_rules`). The two take turns within a run, alternating which goes
-    first; the ratio rules/plain of each run compares two measurements taken seconds apart.
-    Every post must be answered 200 and every point stored, in both.
+    directories provisioned alike but for their rules: ``plain`` has none (the default rule
+    set: store everything); ``rules`` keeps ``--alert-rules`` alert rules on the model
+    (``alert_rules.json``, see :func:`alert_rules`) and the rule engine's rule set ``--rules``
+    (``rules.json``; default ``rules_100.yaml``: 100 rules, three of which meet every post:
+    a conditional store, a derived point, a republish), both loaded by the lab at start. The
+    two take turns within a run, alternating which goes first; the ratio rules/plain of each
+    run compares two measurements taken seconds apart. Every post must be answered 200 and
+    every posted point stored, in both.
 ``latency``
     In one process: a lab (``Lab(port=0)``) with one alert rule (``${active_power} > 500``,
     no delay) and ten devices of the lab's device SDK that post, in turn, a value above and
@@ -45,7 +48,6 @@ from enos_devices import (
     POINTS_PER_POST,
     Fleet,
     bench_posts,
-    count_stored_points,
     provision,
     running,
 )
@@ -133,7 +135,24 @@ def provision_rules(fleet: Fleet, workdir: Path, opts: argparse.Namespace) -> Fl
         registry.close()
     entries = [RuleEntry(rule) for rule in alert_rules(opts.alert_rules)]  # type: ignore[arg-type]
     RuleFile(template / RULES_FILE).save(entries)
+    if opts.rules is not None:  # the rule engine's rule set, read when the hub starts
+        from enos_lab.rules import load_rules, write_rule_set
+
+        write_rule_set(template, load_rules(opts.rules))
     return Fleet(template, fleet.product_key, fleet.devices, fleet.seconds)
+
+
+def count_posted_points(data_dir: Path, product_key: str, device_keys: list[str]) -> int:
+    """The posted points stored for these devices (derived points aside), read from the data
+    directory after the hub stopped."""
+    from enos_lab.store import TimeSeriesStore
+
+    store = TimeSeriesStore(data_dir)
+    try:
+        posted = ["active_power", "reactive_power", "frequency"]
+        return len(store.query_points(device_keys, posted, product_key=product_key))
+    finally:
+        store.close()
 
 
 def run_ingest(opts: argparse.Namespace, scratch: Path) -> tuple[list[float], list[float]]:
@@ -147,7 +166,7 @@ def run_ingest(opts: argparse.Namespace, scratch: Path) -> tuple[list[float], li
         for name in order:
             with running("hub", opts, fleets[name], scratch) as broker:
                 result = bench_posts(broker, opts, fleets[name])
-            stored = count_stored_points(broker.workdir / "data", fleet.product_key, keys)
+            stored = count_posted_points(broker.workdir / "data", fleet.product_key, keys)
             want = opts.devices * opts.messages * POINTS_PER_POST
             if stored != want:
                 raise BenchError(f"{name}: {stored} points stored, expected {want}")
@@ -233,6 +252,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reply-qos", type=int, default=1, choices=(0, 1), help="SDK uses 1")
     p.add_argument("--procs", type=int, default=1, help="load generator processes for posts")
     p.add_argument("--alert-rules", type=int, default=100, help="alert rules in force")
+    p.add_argument(
+        "--rules",
+        type=Path,
+        default=Path(__file__).resolve().parent / "rules_100.yaml",
+        help="the rule engine's rule set (JSON/YAML) in the data directory with the rules; "
+        "'' for none",
+    )
     p.add_argument("--alerts", type=int, default=1000, help="posts (alerts) per latency run")
     p.add_argument("--rate", type=float, default=100.0, help="latency posts per second")
     p.add_argument("--stall", type=float, default=15.0, help="abort after no progress [s]")
@@ -240,6 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--python", default=sys.executable, help="interpreter that runs the hub")
     opts = p.parse_args(argv)
     opts.only = [w.strip() for w in opts.only.split(",") if w.strip()]
+    if opts.rules is not None and not str(opts.rules).strip(". "):
+        opts.rules = None
     bad = [w for w in opts.only if w not in WORKLOADS]
     if bad or opts.runs < 1 or not 1 <= opts.procs <= opts.devices:
         p.error(f"bad arguments: {bad or 'runs/procs'}")
@@ -263,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                 lines += [
                     f"ingest without rules  {statistics.median(plain):>10,.0f} msg/s",
                     f"ingest with the rules  {statistics.median(rules):>9,.0f} msg/s "
-                    f"({opts.alert_rules} alert rules)",
+                    f"({opts.alert_rules} alert rules, rule set "
+                    f"{opts.rules.name if opts.rules else 'default'})",
                     f"  ratio with/without (median of runs) {ratio:.2f}  target >= 0.80  "
                     f"{'yes' if ratio >= 0.80 else 'NO'}",
                     "  per run: " + ", ".join(f"{x:.2f}" for x in ratios),
