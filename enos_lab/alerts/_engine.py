@@ -310,6 +310,7 @@ class AlertEngine:
         if self._closed:
             return
         rows: list[PointRowLike] = []
+        presence: list[PresenceChanged] = []
         for event in events:
             if type(event) is PointStored:
                 rows.append(
@@ -324,8 +325,12 @@ class AlertEngine:
                     )
                 )
             elif isinstance(event, PresenceChanged):
-                self.stats.events += 1
-                self._on_presence(event)
+                presence.append(event)
+        if presence:
+            self.stats.events += len(presence)
+            with self._records.batch():  # a gateway and its sub-devices: one commit
+                for change in presence:
+                    self._on_presence(change)
         if rows:
             self.on_rows(rows)
         else:
@@ -353,8 +358,10 @@ class AlertEngine:
                     continue
                 group = groups[key] = []
             group.append(row)
-        for (product_key, point_id), group in groups.items():
-            self._on_points(self._rules_for(product_key, point_id), group)
+        if groups:
+            with self._records.batch():  # the alerts of a batch: one commit
+                for (product_key, point_id), group in groups.items():
+                    self._on_points(self._rules_for(product_key, point_id), group)
         self._arm()
 
     def _on_presence(self, event: PresenceChanged) -> None:
@@ -757,7 +764,12 @@ class AlertEngine:
         if self._closed:
             return
         self.stats.timer_runs += 1
-        now = self._clock.time_ms()
+        with self._records.batch():  # the alerts due at once: one commit
+            self._run_due(self._clock.time_ms())
+        self._arm()
+
+    def _run_due(self, now: int) -> None:
+        """Apply the deadlines of the states due at ``now`` and act on their transitions."""
         done: set[_Key] = set()
         while (due := self._live_top()) is not None and due <= now:
             _, key = heapq.heappop(self._heap)
@@ -773,7 +785,6 @@ class AlertEngine:
             if compiled is not None:
                 self._act(compiled.rule, key, entry, transitions)
             self._schedule(key, entry)
-        self._arm()
 
     def close(self) -> None:
         """Cancel the timer and stop taking events (on the lab's loop, or after it stopped)."""

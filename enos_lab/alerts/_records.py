@@ -153,6 +153,7 @@ class AlertRecords:
         self._lock = threading.RLock()
         self._path = str(path)
         self._closed = False
+        self._batching = False  # inside batch(): writes join one transaction
         memory = self._path in ("", ":memory:") or self._path.startswith("file::memory:")
         try:
             if not memory:
@@ -198,10 +199,49 @@ class AlertRecords:
     # ---------------------------------------------------------------- plumbing
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the writes made inside (in this thread) into one SQLite transaction,
+        committed at the end: how an engine writes the alerts of one batch of points at the
+        cost of one commit. Each write still succeeds or fails alone (a savepoint each); the
+        lock is held throughout, so keep it short."""
+        with self._lock:
+            if self._batching:
+                yield
+                return
+            self._batching = True
+            try:
+                yield
+            finally:
+                self._batching = False
+                db = self._db
+                if not self._closed and db.in_transaction:
+                    try:
+                        db.execute("COMMIT")
+                    except sqlite3.Error as exc:
+                        db.execute("ROLLBACK")
+                        raise RuleError(f"alert records {self._path}: {exc}") from exc
+
+    @contextmanager
     def _transaction(self, *, prune: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction (pruning first when due on the clock, unless ``prune`` is
-        False); SQLite's errors become :class:`~enos_lab.errors.RuleError`."""
+        False), or inside :meth:`batch` one savepoint of the batch's transaction; SQLite's
+        errors become :class:`~enos_lab.errors.RuleError`."""
         with self._reading() as db:
+            if self._batching:
+                if not db.in_transaction:
+                    db.execute("BEGIN IMMEDIATE")
+                db.execute("SAVEPOINT write")
+                try:
+                    now = self._clock.time_ms()
+                    if prune and now >= self._next_prune_ms:
+                        self._prune(now)
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK TO write")
+                    db.execute("RELEASE write")
+                    raise
+                db.execute("RELEASE write")
+                return
             db.execute("BEGIN IMMEDIATE")
             try:
                 now = self._clock.time_ms()

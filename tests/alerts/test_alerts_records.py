@@ -477,3 +477,25 @@ def test_threads_write_at_once(records: AlertRecords) -> None:
         thread.join(timeout=60)
     assert not errors
     assert len(records.history()) == 80 and records.active().empty
+
+
+def test_a_batch_commits_its_writes_once_each_still_alone(
+    tmp_path: Path, clock: SimulatedClock
+) -> None:
+    path = tmp_path / "batch.db"
+    with AlertRecords(path, clock=clock) as records:
+        rule = make_rule()
+        with records.batch():
+            first = records.open_alert(rule, fired(), product_key="pk", device_key="d1")
+            with pytest.raises(InvalidArgument, match="already has an active alert"):
+                records.open_alert(rule, fired(), product_key="pk", device_key="d1")
+            second = records.open_alert(rule, fired(), product_key="pk", device_key="d2")
+            with records.batch():  # nested: joins the outer one
+                records.recover(second.event_id, T0 + 1000, 40)
+            # another connection sees nothing before the batch's commit
+            other = sqlite3.connect(path)
+            assert other.execute("SELECT COUNT(*) FROM alerts").fetchone() == (0,)
+        assert other.execute("SELECT COUNT(*) FROM alerts").fetchone() == (2,)
+        other.close()
+        assert records.get(first.event_id).active
+        assert not records.get(second.event_id).active
