@@ -109,6 +109,7 @@ def backtest(
     *,
     model: ThingModel,
     attributes: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+    tags: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
     end: TimeLike | None = None,
     include_resumed: bool = False,
 ) -> pd.DataFrame:
@@ -120,7 +121,8 @@ def backtest(
     ``include_resumed`` (as :meth:`AlertEngine.add_rule`). The caller selects the devices
     whose products use ``model`` (the rule's thing model). ``attributes`` gives each
     (product_key, device_key) its attribute values, for conditions that reference them; a
-    device without one is skipped and counted. ``enabled`` is not looked at: backtesting a rule
+    device without one is skipped and counted. ``tags`` gives the devices' tags, needed for a
+    rule with ``scope_tags``. ``enabled`` is not looked at: backtesting a rule
     before enabling it is the point.
 
     ``end`` closes the series: the points are complete up to it, so a delay or escalation
@@ -139,7 +141,12 @@ def backtest(
     condition, recover = _check(rule, points, model, attributes)
     assert condition is not None and rule.measurepoint is not None
     counts = _Counts()
-    pk, dk, times, values = _select(rule, points, include_resumed, counts)
+    if rule.scope_tags and tags is None:
+        raise InvalidArgument(
+            f"backtest: alert rule {rule.rule_id!r} is scoped by device tags: pass tags= "
+            "(each (product_key, device_key)'s tags)"
+        )
+    pk, dk, times, values = _select(rule, points, include_resumed, counts, tags or {})
     end_ms = as_ms(end, "end") if end is not None else (int(times.max()) if len(times) else None)
     if end_ms is not None and len(times) and int(times.max()) > end_ms:
         keep = times <= end_ms
@@ -227,13 +234,21 @@ def _check(
 
 
 def _select(
-    rule: AlertRule, points: pd.DataFrame, include_resumed: bool, counts: _Counts
+    rule: AlertRule,
+    points: pd.DataFrame,
+    include_resumed: bool,
+    counts: _Counts,
+    tags: Mapping[tuple[str, str], Mapping[str, str]],
 ) -> tuple[npt.NDArray[Any], npt.NDArray[Any], _Ints, pd.Series[Any]]:
     """Product keys, device keys, times [ms] and values (on a fresh RangeIndex) of the rows
     of the trigger point in scope, resumed ones only if asked."""
     mask = np.asarray(points["point_id"].to_numpy(dtype=object) == rule.measurepoint, dtype=bool)
     if rule.scope:
         mask &= np.asarray(points["device_key"].isin(rule.scope), dtype=bool)
+    if rule.scope_tags:
+        keys = list(zip(points["product_key"], points["device_key"], strict=True))
+        chosen = {key for key in set(keys) if rule.applies_to(key[1], tags.get(key))}
+        mask &= np.fromiter((key in chosen for key in keys), dtype=bool, count=len(keys))
     if "resume" in points.columns and not include_resumed:
         resumed = points["resume"].fillna(False).to_numpy(dtype=bool) & mask
         counts.resumed_skipped = int(resumed.sum())

@@ -245,6 +245,9 @@ class AlertRule:
     """A root alert masks the derivative alerts of the devices below it (EnOS ``isRoot``)."""
     scope: tuple[str, ...] = ()
     """The devices (device keys or asset ids) the rule applies to; empty: all (EnOS "all")."""
+    scope_tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TAGS)
+    """Only the devices whose tags include every one of these (EnOS scopes rules by tag too);
+    with ``scope``, both must hold. Empty: no tag condition."""
     tags: Mapping[str, str] = field(default_factory=lambda: _EMPTY_TAGS)
     """Tags copied to the alert records (EnOS ``tags``)."""
     enabled: bool = True
@@ -284,13 +287,15 @@ class AlertRule:
             raise InvalidArgument(f"{what}: scope must be a sequence of device keys, got {given!r}")
         scope = tuple(_text(key, f"{what}: scope entry") for key in given)
         object.__setattr__(self, "scope", scope)
-        if not isinstance(self.tags, Mapping):
-            raise InvalidArgument(f"{what}: tags must be a mapping, got {self.tags!r}")
-        tags = dict(self.tags)
-        for key, value in tags.items():
-            _text(key, f"{what}: tag key")
-            _text(value, f"{what}: tag {key!r}", limit=1000, empty=True)
-        object.__setattr__(self, "tags", MappingProxyType(tags))
+        for name in ("tags", "scope_tags"):
+            given_tags = getattr(self, name)
+            if not isinstance(given_tags, Mapping):
+                raise InvalidArgument(f"{what}: {name} must be a mapping, got {given_tags!r}")
+            tags = dict(given_tags)
+            for key, value in tags.items():
+                _text(key, f"{what}: {name} key")
+                _text(value, f"{what}: {name} {key!r}", limit=1000, empty=True)
+            object.__setattr__(self, name, MappingProxyType(tags))
         for name in ("is_root", "enabled", "strict"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgument(f"{what}: {name} must be a bool, got {getattr(self, name)!r}")
@@ -368,6 +373,12 @@ class AlertRule:
         """Whether recovery has a condition of its own (``recover_condition``)."""
         return self.recover_condition is not None
 
-    def applies_to(self, device_key: str) -> bool:
-        """Whether the rule's scope covers the device ``device_key`` (empty scope: all)."""
-        return not self.scope or device_key in self.scope
+    def applies_to(self, device_key: str, tags: Mapping[str, str] | None = None) -> bool:
+        """Whether the rule's scope covers the device ``device_key`` with ``tags`` (empty
+        scope: all devices; no ``scope_tags``: any tags)."""
+        if self.scope and device_key not in self.scope:
+            return False
+        if not self.scope_tags:
+            return True
+        have = tags or {}
+        return all(have.get(key) == value for key, value in self.scope_tags.items())

@@ -168,9 +168,13 @@ class AlertEngine:
 
     ``models`` gives the rules' thing models; ``model_of(product_key)`` the model id of a
     product (None: unknown, its events are ignored); ``attributes(product_key, device_key)``
-    the device's attribute values for conditions that reference attributes; ``clock`` the lab
-    clock (timers, the ``now`` of ``due``). Attach it on the lab's loop with
-    ``lab.tap.add_callback(engine.on_event)``; :meth:`close` it there (or after the loop stopped).
+    the device's attribute values for conditions that reference attributes; ``tags_of`` its
+    tags, for rules scoped by ``scope_tags``; ``gateway_of`` and ``sub_devices`` the topology
+    root rules mask along; ``notify(record, change)`` hears every change recorded; ``clock``
+    the lab clock (timers, the ``now`` of ``due``). Attach it on the lab's loop with
+    ``lab.tap.add_point_rows(engine.on_rows)`` and ``lab.tap.add_callback(engine.on_events,
+    kinds=PresenceChanged, batch=True)`` (or ``add_callback(engine.on_event)`` for every
+    event, one at a time); :meth:`close` it there (or after the loop stopped).
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class AlertEngine:
         clock: Clock,
         model_of: Callable[[str], str | None],
         attributes: Callable[[str, str], Mapping[str, Any]] | None = None,
+        tags_of: Callable[[str, str], Mapping[str, str]] | None = None,
         gateway_of: Callable[[str, str], tuple[str, str] | None] | None = None,
         sub_devices: Callable[[tuple[str, str]], Iterable[tuple[str, str]]] | None = None,
         notify: Callable[[AlertRecord, AlertChange], None] | None = None,
@@ -195,6 +200,7 @@ class AlertEngine:
         self._clock = clock
         self._model_of = model_of
         self._attributes = attributes
+        self._tags_of = tags_of
         self._gateway_of = gateway_of
         self._sub_devices = sub_devices
         self._notify = notify
@@ -369,7 +375,7 @@ class AlertEngine:
         time_ms = to_epoch_ms(event.time)
         value = "online" if event.online else "offline"
         for compiled in rules:
-            if self._in_scope(compiled.rule, event.device_key):
+            if self._in_scope(compiled.rule, event.product_key, event.device_key):
                 self._feed(
                     compiled,
                     event.product_key,
@@ -475,7 +481,7 @@ class AlertEngine:
         """Evaluate one rule on one point (unless ``anomaly`` is known) and feed the state."""
         rule = compiled.rule
         pk, dk, point_id, time_ms, value, _, resume = row
-        if not self._in_scope(rule, dk):
+        if not self._in_scope(rule, pk, dk):
             return
         if resume and not compiled.include_resumed:
             if anomaly is None:
@@ -517,9 +523,16 @@ class AlertEngine:
             return []
         return self._by_trigger.get((model_id, trigger), [])
 
-    @staticmethod
-    def _in_scope(rule: AlertRule, device_key: str) -> bool:
-        return rule.enabled and (not rule.scope or device_key in rule.scope)
+    def _in_scope(self, rule: AlertRule, product_key: str, device_key: str) -> bool:
+        if not rule.enabled:
+            return False
+        if not rule.scope_tags:
+            return not rule.scope or device_key in rule.scope
+        try:
+            tags = self._tags_of(product_key, device_key) if self._tags_of else None
+        except EnosLabError:
+            tags = None
+        return rule.applies_to(device_key, tags)
 
     def _skip(self, rule_id: str, product_key: str, device_key: str, exc: Exception) -> None:
         self.stats.skipped += 1

@@ -64,6 +64,7 @@ def rule_document(rule: AlertRule) -> dict[str, Any]:
         "delay": rule.delay,
         "is_root": rule.is_root,
         "scope": list(rule.scope),
+        "scope_tags": dict(rule.scope_tags),
         "tags": dict(rule.tags),
         "enabled": rule.enabled,
         "recover_condition": rule.recover_condition,
@@ -150,7 +151,7 @@ def rule_from_document(document: Mapping[str, Any]) -> AlertRule:
 
 _FIELDS = {
     "rule_id", "model_id", "measurepoint", "device_status", "condition", "description",
-    "severity", "content", "delay", "is_root", "scope", "tags", "enabled",
+    "severity", "content", "delay", "is_root", "scope", "scope_tags", "tags", "enabled",
     "recover_condition", "min_repeat", "flapping", "escalation", "strict",
 }  # fmt: skip
 

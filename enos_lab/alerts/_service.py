@@ -97,6 +97,7 @@ class AlertService:
             clock=clock,
             model_of=lookup.model_of,
             attributes=lookup.attributes,
+            tags_of=lookup.tags,
             gateway_of=lookup.gateway,
             sub_devices=sub_devices,
             notify=self._notify,

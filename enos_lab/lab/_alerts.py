@@ -348,7 +348,7 @@ class Alerts(LabCore):
         model = self.models.get(rule.model_id)
         wanted = None if device_keys is None else set(id_list(device_keys, "device_keys") or ())
         end_ms = self.clock.time_ms() if end is None else as_ms(end, "end")
-        frames, attributes = [], {}
+        frames, attributes, tags = [], {}, {}
         for product in self.registry.products():
             if product.model_id != rule.model_id:
                 continue
@@ -358,6 +358,7 @@ class Alerts(LabCore):
                 continue
             for device in chosen:
                 attributes[(device.product_key, device.device_key)] = device.attributes
+                tags[(device.product_key, device.device_key)] = device.tags
             frames.append(
                 self.store.query_points(
                     None if wanted is None else [d.device_key for d in chosen],
@@ -378,6 +379,7 @@ class Alerts(LabCore):
             points,
             model=model,
             attributes=attributes,
+            tags=tags,
             end=max(end_ms - 1, 0),
             include_resumed=include_resumed,
         )

@@ -84,6 +84,11 @@ class DeviceLookup:
         device = self.device(product_key, device_key)
         return _EMPTY if device is None else device.attributes
 
+    def tags(self, product_key: str, device_key: str) -> Mapping[str, str]:
+        """The device's tags (empty for an unknown device)."""
+        device = self.device(product_key, device_key)
+        return _EMPTY if device is None else device.tags
+
     def gateway(self, product_key: str, device_key: str) -> tuple[str, str] | None:
         """The (product_key, device_key) of the device's gateway, or None."""
         device = self.device(product_key, device_key)

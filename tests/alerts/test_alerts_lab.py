@@ -408,3 +408,23 @@ def test_a_backtest_over_the_stored_points_gives_the_live_alerts(tmp_path: Path)
         offline = AlertRule(rule_id="off", model_id="pv_inverter", device_status="offline")
         with pytest.raises(InvalidArgument, match="device-status"):
             lab.backtest_alert_rule(offline)
+
+
+def test_a_rule_scoped_by_tags_alerts_on_the_tagged_devices_only(tmp_path: Path) -> None:
+    with site(tmp_path / "lab") as s:
+        lab = s.lab
+        for key, roof in (("inv-1", "east"), ("inv-2", "west"), ("inv-3", "east")):
+            s.device(key, rated_power=5.0)
+            lab.registry.update_tags(s.pk, key, {"roof": roof})
+        east = dataclasses.replace(OVER, rule_id="over-east", scope_tags={"roof": "east"})
+        lab.add_alert_rule(east)
+        for key in ("inv-1", "inv-2", "inv-3"):
+            with s.connect(key) as dev:
+                s.post(dev, active_power=9.0)
+        assert sorted(lab.alerts()["device_key"]) == ["inv-1", "inv-3"]
+        tried = lab.backtest_alert_rule("over-east")
+        assert sorted(tried["device_key"]) == ["inv-1", "inv-3"]
+        lab.registry.update_tags(s.pk, "inv-2", {"roof": "east"})  # retagged: in scope now
+        with s.connect("inv-2") as dev:
+            s.post(dev, active_power=9.5)
+        assert sorted(lab.alerts()["device_key"]) == ["inv-1", "inv-2", "inv-3"]

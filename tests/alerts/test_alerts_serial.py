@@ -37,6 +37,7 @@ FULL = AlertRule(
     delay=120,
     is_root=True,
     scope=("inv-1", "inv-2"),
+    scope_tags={"roof": "east"},
     tags={"site": "north"},
     enabled=False,
     recover_condition="${internal_temperature} < 55",
