@@ -401,6 +401,9 @@ class Alerts(LabCore):
     acreate_alert = coroutine_form_of(create_alert)
     aexplain_alert = coroutine_form_of(explain_alert)
     abacktest_alert_rule = coroutine_form_of(backtest_alert_rule)
+    aalert = coroutine_form_of(alert)
+    aalert_rule = coroutine_form_of(alert_rule)
+    aalert_stats = coroutine_form_of(alert_stats)
 
 
 # -- on the lab's loop ---------------------------------------------------------------------------
