@@ -55,6 +55,7 @@ ALERT_RULE_COLUMNS = (
     "delay",
     "min_repeat",
     "scope",
+    "scope_tags",
     "is_root",
     "enabled",
     "include_resumed",
@@ -62,7 +63,8 @@ ALERT_RULE_COLUMNS = (
     "error",
 )
 """Columns of :meth:`Alerts.alert_rules`: the rule's fields (``severity`` by name, ``delay``
-in seconds, ``scope`` a tuple of device keys, empty for all), whether resumed points feed it,
+in seconds, ``scope`` a tuple of device keys, empty for all, ``scope_tags`` a dict of the
+tags a device must have), whether resumed points feed it,
 and ``error``: why the engine does not evaluate it (None when it does)."""
 
 _EXPLAIN_POINTS = 10_000  # most trigger points an explanation reads around the alert
@@ -142,6 +144,7 @@ class Alerts(LabCore):
                 "delay": float(k.entry.rule.delay),
                 "min_repeat": k.entry.rule.min_repeat,
                 "scope": k.entry.rule.scope,
+                "scope_tags": dict(k.entry.rule.scope_tags),
                 "is_root": k.entry.rule.is_root,
                 "enabled": k.entry.rule.enabled,
                 "include_resumed": k.entry.include_resumed,
