@@ -56,6 +56,7 @@ from typing import Any, TypeAlias
 from ..errors import InvalidArgument
 from ..model import ModelCatalog
 from ..tap import AttributesChanged, EventPosted, PointStored, PresenceChanged, TagsChanged
+from ._batch import BATCH_MIN, MessageFrame, Outcome, TypedRule, typed_rule
 from ._expression import Expression, compile_expression
 from ._rule import DEFAULT_RULES, Call, MessageKind, Republish, Rule, RuleMatch
 
@@ -195,6 +196,14 @@ class _Candidates:
 
 
 @dataclass(slots=True)
+class _Decided:
+    """The outcomes of a product's rules over its messages in a batch."""
+
+    rules: dict[str, Outcome]  # rule name -> its outcome
+    index: int = 0  # the position of the product's next message
+
+
+@dataclass(slots=True)
 class _Message:
     """One message gathered from the tap (the stored points of one post)."""
 
@@ -235,6 +244,11 @@ class RuleEngine:
         self._products: dict[str, str | None] = {}
         self._devices: dict[tuple[str, str], DeviceInfo] = {}
         self._logged: set[tuple[str, str, str]] = set()
+        self._typed: dict[tuple[str, str | None], TypedRule | None] = {}
+        self.vector_min: int | None = BATCH_MIN
+        """Messages of one product in a batch from which :meth:`route` evaluates each rule
+        over all of them at once (:mod:`enos_lab.rules._batch`; the same results); None:
+        message by message always. [messages]"""
         self._pending: list[PointStored] = []
         self._flush_scheduled = False
         self._closed = False
@@ -263,6 +277,7 @@ class RuleEngine:
         self._product_rules.clear()
         self._tap_cache.clear()
         self._products.clear()
+        self._typed.clear()
         measure = [r for r in checked if r.enabled and r.kind is MessageKind.MEASUREPOINT]
         store_all = any(r.stores_everything for r in measure)
         derives = any(r.stores and r.transform for r in measure)
@@ -425,16 +440,26 @@ class RuleEngine:
                     message = messages[msg] = ({}, [])
                 message[0][row[2]] = row[4]
                 message[1].append(row)
+        least = self.vector_min
+        outcomes = self._outcomes(messages, least) if least and len(messages) >= least else {}
         cache = self._route_cache
         stats = self._stats
         derived: list[Any] = []
         for (pk, _, _), (values, waiting) in messages.items():
             stores: set[str] = set()
+            found = outcomes.get(pk)
             for rule in self._product_rules.get(pk) or self._product_candidates(pk):
                 if rule.points and rule.point_set.isdisjoint(values):
                     continue
-                if self._route_message(rule, waiting[0], values, derived) and rule.keeps_points:
+                outcome = None if found is None else found.rules.get(rule.name)
+                if outcome is None or not outcome.decided[found.index]:  # type: ignore[union-attr]
+                    matched = self._route_message(rule, waiting[0], values, derived)
+                else:
+                    matched = self._route_decided(rule, waiting[0], outcome, found.index, derived)  # type: ignore[union-attr]
+                if matched and rule.keeps_points:
                     stores.add(rule.name)
+            if found is not None:
+                found.index += 1
             for row in waiting:
                 candidates = cache.get((pk, row[2])) or self._route_candidates((pk, row[2]))
                 if not candidates.rules:
@@ -449,6 +474,71 @@ class RuleEngine:
                         kept.append(row)
                         break
         kept.extend(derived)
+
+    def _outcomes(
+        self, messages: dict[tuple[str, str, int], tuple[dict[str, Any], list[Any]]], least: int
+    ) -> dict[str, _Decided]:
+        """Per product with at least ``least`` messages in the batch: a counter of its
+        messages (the position of the next) and its rules' outcomes over them (see
+        :mod:`enos_lab.rules._batch`)."""
+        products: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
+        for (pk, dk, _), (point_values, _) in messages.items():
+            group = products.get(pk)
+            if group is None:
+                group = products[pk] = ([], [])
+            group[0].append(point_values)
+            group[1].append(dk)
+        found: dict[str, _Decided] = {}
+        for pk, (values, devices) in products.items():
+            if len(values) < least:
+                continue
+            frame = MessageFrame(values, devices, self._attributes_in(pk))
+            per_rule: dict[str, Outcome] = {}
+            for rule in self._product_rules.get(pk) or self._product_candidates(pk):
+                typed = self._typed_rule(rule, pk)
+                outcome = None if typed is None else frame.outcome(typed)
+                if outcome is not None:
+                    per_rule[rule.name] = outcome
+            if per_rule:
+                found[pk] = _Decided(per_rule)
+        return found
+
+    def _attributes_in(self, product_key: str) -> Callable[[str], Mapping[str, Any]]:
+        return lambda device_key: self._info(product_key, device_key)[0]
+
+    def _typed_rule(self, rule: Rule, product_key: str) -> TypedRule | None:
+        """``rule`` compiled against the product's model (cached), or None."""
+        model_id = self._model(product_key)
+        key = (rule.name, model_id)
+        if key in self._typed:
+            return self._typed[key]
+        model = None
+        if self._models is not None and model_id is not None and model_id in self._models:
+            model = self._models.get(model_id)
+        typed = typed_rule(rule, model)
+        if len(self._typed) >= MAX_CACHE:
+            self._typed.clear()
+        self._typed[key] = typed
+        return typed
+
+    def _route_decided(
+        self, rule: Rule, row: Any, outcome: Outcome, i: int, out: list[Any]
+    ) -> bool:
+        """:meth:`_route_message` for a message the batch decided (its index ``i``)."""
+        pk, dk, _, at, _, _, resume = row
+        if (rule.devices or rule.tags) and not self._device_selected(rule, pk, dk):
+            return False
+        if not outcome.held[i]:
+            return False
+        stats = self._stats[rule.name]
+        stats.matched += 1
+        for derived_id, cells in outcome.derived:
+            value = cells[i]
+            if value is not None:
+                stats.derived += 1
+                stats.stored += 1
+                out.append((pk, dk, derived_id, at, value, None, resume))
+        return True
 
     def _product_candidates(self, product_key: str) -> tuple[Rule, ...]:
         """The storing rules of a product that are evaluated per message, any point."""
