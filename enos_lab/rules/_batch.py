@@ -32,7 +32,7 @@ setup costs about what evaluating that many messages one by one does.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,19 +110,35 @@ class MessageFrame:
         self._devices = devices
         self._attributes = attributes
         self.size = len(values)
-        self._columns: dict[str, list[Any]] = {}  # frame column -> cells (None: null/missing)
+        self._columns: dict[str, npt.NDArray[Any]] = {}  # frame column -> its cells
         self._present: dict[str, Bools] = {}  # frame column -> which messages have it
         self._frame: pd.DataFrame | None = None
+
+    def _add(self, label: str, cells: list[Any]) -> None:
+        """Add a column: doubles when every value there is a number (an int or a float, not a
+        bool; NaN for a null or a missing one), objects otherwise (None for those)."""
+        present = np.fromiter((c is not _MISSING for c in cells), np.bool_, self.size)
+        column: npt.NDArray[Any] | None = None
+        if all(type(c) is float or type(c) is int or c is None or c is _MISSING for c in cells):
+            try:
+                column = np.fromiter(
+                    (math.nan if c is None or c is _MISSING else c for c in cells),
+                    np.float64,
+                    self.size,
+                )
+            except OverflowError:  # an int beyond a double: objects
+                column = None
+        if column is None:
+            column = np.empty(self.size, dtype=object)
+            column[:] = [None if c is _MISSING else c for c in cells]
+        self._columns[label] = column
+        self._present[label] = present
+        self._frame = None
 
     def _point(self, point_id: str) -> str:
         label = f"point:{point_id}"
         if label not in self._columns:
-            cells = [v.get(point_id, _MISSING) for v in self._values]
-            self._present[label] = np.fromiter(
-                (c is not _MISSING for c in cells), np.bool_, self.size
-            )
-            self._columns[label] = [None if c is _MISSING else c for c in cells]
-            self._frame = None
+            self._add(label, [v.get(point_id, _MISSING) for v in self._values])
         return label
 
     def _attribute(self, name: str) -> str:
@@ -134,12 +150,7 @@ class MessageFrame:
                     per_device[device_key] = self._attributes(device_key).get(name, _MISSING)
                 except Exception:  # evaluated alone, which counts the skip
                     per_device[device_key] = _MISSING
-            cells = [per_device[d] for d in self._devices]
-            self._present[label] = np.fromiter(
-                (c is not _MISSING for c in cells), np.bool_, self.size
-            )
-            self._columns[label] = [None if c is _MISSING else c for c in cells]
-            self._frame = None
+            self._add(label, [per_device[d] for d in self._devices])
         return label
 
     def _usable(self, expression: Expression) -> Bools:
@@ -153,19 +164,28 @@ class MessageFrame:
             usable &= ~self._present[self._point(name)]
         return usable
 
+    def prepare(self, rules: Iterable[TypedRule]) -> None:
+        """Add the columns ``rules`` read (so that the frame is built once)."""
+        for typed in rules:
+            if typed.condition is not None:
+                self._usable(typed.condition)
+            for _, expression in typed.transform:
+                self._usable(expression)
+
     def _data(self) -> pd.DataFrame:
         if self._frame is None:
-            self._frame = pd.DataFrame(
-                {label: pd.Series(cells, dtype=object) for label, cells in self._columns.items()}
-            )
+            self._frame = pd.DataFrame(self._columns, copy=False)
         return self._frame
 
     def _condition(self, condition: Expression) -> tuple[Bools, Bools] | None:
         usable = self._usable(condition)
         threshold = condition.threshold
         if threshold is not None and threshold.attribute is None:
+            column = self._columns[f"point:{threshold.point}"]
+            if column.dtype == np.float64:
+                return threshold.mask(column) & usable, usable
             numbers = np.empty(self.size, dtype=np.float64)
-            for i, value in enumerate(self._columns[f"point:{threshold.point}"]):
+            for i, value in enumerate(column.tolist()):
                 kind = type(value)
                 if kind is float or kind is int:
                     try:

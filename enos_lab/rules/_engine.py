@@ -47,15 +47,23 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
+from ..clock import from_epoch_ms, to_epoch_ms
 from ..errors import InvalidArgument
 from ..model import ModelCatalog
-from ..tap import AttributesChanged, EventPosted, PointStored, PresenceChanged, TagsChanged
+from ..tap import (
+    AttributesChanged,
+    EventPosted,
+    PointRowLike,
+    PointStored,
+    PresenceChanged,
+    TagsChanged,
+)
 from ._batch import BATCH_MIN, MessageFrame, Outcome, TypedRule, typed_rule
 from ._expression import Expression, compile_expression
 from ._rule import DEFAULT_RULES, Call, MessageKind, Republish, Rule, RuleMatch
@@ -203,16 +211,6 @@ class _Decided:
     index: int = 0  # the position of the product's next message
 
 
-@dataclass(slots=True)
-class _Message:
-    """One message gathered from the tap (the stored points of one post)."""
-
-    product_key: str
-    device_key: str
-    time: datetime
-    values: dict[str, Any] = field(default_factory=dict)
-
-
 class RuleEngine:
     """Rules applied before storage (:meth:`route`) and on the tap (:meth:`on_event`).
 
@@ -249,7 +247,7 @@ class RuleEngine:
         """Messages of one product in a batch from which :meth:`route` evaluates each rule
         over all of them at once (:mod:`enos_lab.rules._batch`; the same results); None:
         message by message always. [messages]"""
-        self._pending: list[PointStored] = []
+        self._pending: list[PointRowLike] = []
         self._flush_scheduled = False
         self._closed = False
         self.router: Callable[[list[Any]], list[Any]] | None = None
@@ -287,8 +285,9 @@ class RuleEngine:
     def tap_kinds(self) -> tuple[type, ...]:
         """The tap events :meth:`on_event` needs for the rules in force, so that no event is
         built for nothing: attribute and tag changes while a rule may read device data (they
-        refresh the cache), the others while an enabled rule of their kind acts on the tap.
-        Empty for the default rule set."""
+        refresh the cache), posted events and presence changes while an enabled rule of their
+        kind acts on the tap. Empty for the default rule set. Stored points come as rows
+        (:attr:`wants_points`, :meth:`on_rows`)."""
         kinds: list[type] = []
         enabled = [rule for rule in self._rules if rule.enabled]
         if any(rule.tags or rule.condition or rule.transform for rule in enabled) or any(
@@ -297,13 +296,20 @@ class RuleEngine:
             kinds += [AttributesChanged, TagsChanged]
         acting = {rule.kind for rule in enabled if rule.acts_on_tap}
         for kind, event in (
-            (MessageKind.MEASUREPOINT, PointStored),
             (MessageKind.EVENT, EventPosted),
             (MessageKind.PRESENCE, PresenceChanged),
         ):
             if kind in acting:
                 kinds.append(event)
         return tuple(kinds)
+
+    @property
+    def wants_points(self) -> bool:
+        """Whether an enabled measurepoint rule acts on the tap: then :meth:`on_rows` takes
+        the stored points (``tap.add_point_rows(engine.on_rows)``)."""
+        return any(
+            rule.kind is MessageKind.MEASUREPOINT and rule.acts_on_tap for rule in self._rules
+        )
 
     def stats(self) -> dict[str, RuleStats]:
         """Each rule's counters by name (a copy)."""
@@ -478,9 +484,8 @@ class RuleEngine:
     def _outcomes(
         self, messages: dict[tuple[str, str, int], tuple[dict[str, Any], list[Any]]], least: int
     ) -> dict[str, _Decided]:
-        """Per product with at least ``least`` messages in the batch: a counter of its
-        messages (the position of the next) and its rules' outcomes over them (see
-        :mod:`enos_lab.rules._batch`)."""
+        """Per product with at least ``least`` messages in the batch: its storing rules'
+        outcomes over them (see :mod:`enos_lab.rules._batch`)."""
         products: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
         for (pk, dk, _), (point_values, _) in messages.items():
             group = products.get(pk)
@@ -488,17 +493,31 @@ class RuleEngine:
                 group = products[pk] = ([], [])
             group[0].append(point_values)
             group[1].append(dk)
+        return self._decide(products, least, self._storing_rules)
+
+    def _storing_rules(self, product_key: str) -> tuple[Rule, ...]:
+        return self._product_rules.get(product_key) or self._product_candidates(product_key)
+
+    def _decide(
+        self,
+        products: dict[str, tuple[list[dict[str, Any]], list[str]]],
+        least: int,
+        rules_of: Callable[[str], tuple[Rule, ...]],
+    ) -> dict[str, _Decided]:
+        """The outcomes of ``rules_of(product)`` over each product's messages (values and
+        device keys, in order) when it has at least ``least`` of them."""
         found: dict[str, _Decided] = {}
         for pk, (values, devices) in products.items():
             if len(values) < least:
                 continue
             frame = MessageFrame(values, devices, self._attributes_in(pk))
+            typed = {rule.name: self._typed_rule(rule, pk) for rule in rules_of(pk)}
+            frame.prepare(t for t in typed.values() if t is not None)
             per_rule: dict[str, Outcome] = {}
-            for rule in self._product_rules.get(pk) or self._product_candidates(pk):
-                typed = self._typed_rule(rule, pk)
-                outcome = None if typed is None else frame.outcome(typed)
+            for name, compiled in typed.items():
+                outcome = None if compiled is None else frame.outcome(compiled)
                 if outcome is not None:
-                    per_rule[rule.name] = outcome
+                    per_rule[name] = outcome
             if per_rule:
                 found[pk] = _Decided(per_rule)
         return found
@@ -604,11 +623,10 @@ class RuleEngine:
         """The tap callback (on the lab's loop): run the rules' non-store actions."""
         if self._closed:
             return
-        if type(event) is PointStored:
-            # every stored point of a product some rule acts on: conditions see the whole post
-            if not self._tap_rules(MessageKind.MEASUREPOINT, event.product_key, ""):
-                return
-            self._pending.append(event)
+        if type(event) is PointStored:  # points reported one by one: gathered as rows
+            self._pending.append((event.product_key, event.device_key, event.point_id,
+                                  to_epoch_ms(event.time), event.value, event.quality,
+                                  event.resume))  # fmt: skip
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush_points)
@@ -649,21 +667,71 @@ class RuleEngine:
     def _flush_points(self) -> None:
         self._flush_scheduled = False
         pending, self._pending = self._pending, []
-        messages: dict[tuple[str, str, datetime], _Message] = {}
-        for event in pending:
-            key = (event.product_key, event.device_key, event.time)
-            message = messages.get(key)
-            if message is None:
-                message = messages[key] = _Message(*key)
-            message.values[event.point_id] = event.value
-        for message in messages.values():
-            pk = message.product_key
-            rules: dict[str, Rule] = {}
-            for point_id in message.values:
-                for rule in self._tap_rules(MessageKind.MEASUREPOINT, pk, point_id):
-                    rules[rule.name] = rule
-            self._run(tuple(rules.values()), MessageKind.MEASUREPOINT, pk, message.device_key,
-                      message.time, message.values, None)  # fmt: skip
+        self.on_rows(pending)
+
+    def on_rows(self, rows: Sequence[PointRowLike]) -> None:
+        """The stored points of one committed batch (``tap.add_point_rows(engine.on_rows)``,
+        on the lab's loop): run the non-store actions of the measurepoint rules. The points
+        are grouped by message (device and time), so that a condition sees every stored point
+        of the post (derived points included); a product's messages are evaluated together
+        from :attr:`vector_min` of them (:mod:`enos_lab.rules._batch`)."""
+        if self._closed:
+            return
+        messages: dict[tuple[str, str, int], dict[str, Any]] = {}
+        idle: set[str] = set()
+        for pk, dk, point_id, at_ms, value, _, _ in rows:
+            key = (pk, dk, at_ms)
+            values = messages.get(key)
+            if values is None:
+                if pk in idle:
+                    continue
+                if not self._tap_rules(MessageKind.MEASUREPOINT, pk, ""):
+                    idle.add(pk)
+                    continue
+                values = messages[key] = {}
+            values[point_id] = value
+        if not messages:
+            return
+        least = self.vector_min
+        outcomes = self._tap_outcomes(messages, least) if least and len(messages) >= least else {}
+        for (pk, dk, at_ms), values in messages.items():
+            found = outcomes.get(pk)
+            rules = self._message_rules(pk, values)
+            self._run(rules, MessageKind.MEASUREPOINT, pk, dk, at_ms, values, None, found)
+            if found is not None:
+                found.index += 1
+
+    def _message_rules(self, product_key: str, values: dict[str, Any]) -> tuple[Rule, ...]:
+        """The tap's measurepoint rules a message with these points meets (cached per product
+        and point ids)."""
+        key = (MessageKind.MEASUREPOINT, product_key, "\0" + "\0".join(values))
+        rules = self._tap_cache.get(key)
+        if rules is None:
+            chosen: dict[str, Rule] = {}
+            for point_id in values:
+                for rule in self._tap_rules(MessageKind.MEASUREPOINT, product_key, point_id):
+                    chosen[rule.name] = rule
+            rules = tuple(chosen.values())
+            if len(self._tap_cache) >= MAX_CACHE:
+                self._tap_cache.clear()
+            self._tap_cache[key] = rules
+        return rules
+
+    def _tap_outcomes(
+        self, messages: dict[tuple[str, str, int], dict[str, Any]], least: int
+    ) -> dict[str, _Decided]:
+        """:meth:`_outcomes` for the tap's measurepoint rules."""
+        products: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
+        for (pk, dk, _), values in messages.items():
+            group = products.get(pk)
+            if group is None:
+                group = products[pk] = ([], [])
+            group[0].append(values)
+            group[1].append(dk)
+        return self._decide(products, least, self._tap_point_rules)
+
+    def _tap_point_rules(self, product_key: str) -> tuple[Rule, ...]:
+        return self._tap_rules(MessageKind.MEASUREPOINT, product_key, "")
 
     def _run(  # noqa: PLR0917 - one message's parts
         self,
@@ -671,10 +739,13 @@ class RuleEngine:
         kind: MessageKind,
         pk: str,
         dk: str,
-        time: datetime,
+        time: datetime | int,
         values: dict[str, Any],
         ids: tuple[str, ...] | None,
+        decided: _Decided | None = None,
     ) -> None:
+        """Run ``rules`` on one message (``time``: a datetime or epoch ms; ``decided``: the
+        outcomes of the batch of the message, if it was evaluated in one)."""
         for rule in rules:
             if not self._device_selected(rule, pk, dk):
                 continue
@@ -685,16 +756,24 @@ class RuleEngine:
                 chosen = tuple(i for i in chosen if i in rule.points)
             if not chosen:
                 continue
-            try:
-                matched, derived = evaluate_rule(rule, values, lambda: self._info(pk, dk)[0])
-            except Exception as exc:  # one device's values harm no other device
-                self._skip(rule, pk, dk, exc)
-                continue
-            if not matched:
-                continue
+            outcome = None if decided is None else decided.rules.get(rule.name)
+            if outcome is not None and outcome.decided[decided.index]:  # type: ignore[union-attr]
+                i = decided.index  # type: ignore[union-attr]
+                if not outcome.held[i]:
+                    continue
+                derived = {d: cells[i] for d, cells in outcome.derived if cells[i] is not None}
+            else:
+                try:
+                    matched, derived = evaluate_rule(rule, values, lambda: self._info(pk, dk)[0])
+                except Exception as exc:  # one device's values harm no other device
+                    self._skip(rule, pk, dk, exc)
+                    continue
+                if not matched:
+                    continue
             stats = self._stats[rule.name]
             stats.matched += 1
-            match = RuleMatch(rule.name, kind, pk, dk, time, chosen, values, derived)
+            at = from_epoch_ms(time) if isinstance(time, int) else time
+            match = RuleMatch(rule.name, kind, pk, dk, at, chosen, values, derived)
             for action in rule.actions:
                 if isinstance(action, Republish):
                     self._republish(rule, action, match, stats)

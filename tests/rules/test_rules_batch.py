@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from enos_lab.model import load_library
-from enos_lab.rules import Republish, Rule, RuleEngine, Store
+from enos_lab.rules import Call, Republish, Rule, RuleEngine, RuleMatch, Store
 from enos_lab.rules._batch import BATCH_MIN
 
 T0 = 1_700_000_000_000  # [ms]
@@ -122,3 +122,51 @@ def test_a_batch_of_one_product_is_decided_together() -> None:
     stats = engine.stats()
     assert stats["store-valid"].matched == BATCH_MIN and stats["store-valid"].skipped == 0
     assert stats["active-power-kw"].derived == BATCH_MIN
+
+
+def _tap_rules(out: list[RuleMatch]) -> list[Rule]:
+    """Rules that act on the tap (a Call), of the shapes above, reporting to ``out``."""
+    call = [Call(out.append)]
+    return [
+        Rule(r.name, models=r.models, devices=r.devices, tags=r.tags, points=r.points,
+             condition=r.condition, transform=r.transform, actions=call)
+        for r in RULES
+    ]  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    chosen=st.sets(st.integers(0, len(RULES) - 1), min_size=1, max_size=6),
+    attributes=st.lists(ATTRS, min_size=len(DEVICES), max_size=len(DEVICES)),
+    posts=st.lists(
+        st.tuples(
+            st.sampled_from(list(PRODUCTS)),
+            st.sampled_from(DEVICES),
+            st.dictionaries(st.sampled_from(POINTS), VALUES, min_size=1),
+        ),
+        max_size=3 * BATCH_MIN,
+    ),
+    vector_min=st.sampled_from([1, 2, BATCH_MIN]),
+)
+def test_batches_on_the_tap_match_as_messages_one_by_one(
+    chosen: set[int],
+    attributes: list[dict[str, Any]],
+    posts: list[tuple[str, str, dict[str, Any]]],
+    vector_min: int,
+) -> None:
+    info = {dk: (attributes[i], {"site": "north"}) for i, dk in enumerate(DEVICES)}
+    rows = [
+        (pk, dk, point, T0 + i, value, None, False)
+        for i, (pk, dk, points) in enumerate(posts)
+        for point, value in points.items()
+    ]
+    results = []
+    for least in (None, vector_min):
+        matches: list[RuleMatch] = []
+        rules = [rule for i, rule in enumerate(_tap_rules(matches)) if i in chosen]
+        engine = _engine(rules, info, least)
+        assert engine.wants_points
+        engine.on_rows(rows)
+        stats = {name: (s.matched, s.skipped, s.called) for name, s in engine.stats().items()}
+        results.append(([(m.rule, m.device_key, m.time, m.ids, m.derived) for m in matches], stats))
+    assert results[0] == results[1]
