@@ -33,18 +33,26 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..model import ThingModel
+from ..model import ModelCatalog, ThingModel
 from ._expression import Expression, compile_expression
 from ._rule import Rule
 
-__all__ = ["BATCH_MIN", "MessageFrame", "Outcome", "TypedRule", "typed_rule"]
+__all__ = [
+    "BATCH_MIN",
+    "BatchDecider",
+    "Decided",
+    "MessageFrame",
+    "Outcome",
+    "TypedRule",
+    "typed_rule",
+]
 
 BATCH_MIN = 24
 """Messages of one product in a batch from which the rule engine evaluates its rules over a
@@ -241,3 +249,89 @@ class MessageFrame:
 
 def _null(cell: Any) -> bool:
     return cell is None or cell is pd.NA or (type(cell) is float and math.isnan(cell))
+
+
+@dataclass(slots=True)
+class Decided:
+    """The outcomes of a product's rules over its messages in a batch (rule name ->
+    :class:`Outcome`), and the position of the message the engine is at."""
+
+    rules: dict[str, Outcome] = field(default_factory=dict)
+    index: int = 0
+
+
+class BatchDecider:
+    """Decides the messages of a batch per product, with the rules compiled against each
+    product's model (``models``, ``model_of(product_key)``; cached, at most ``max_cache``)
+    and the devices' ``attributes(product_key, device_key)``."""
+
+    __slots__ = ("_attributes", "_max_cache", "_model_of", "_models", "_typed")
+
+    def __init__(
+        self,
+        models: ModelCatalog | None,
+        model_of: Callable[[str], str | None],
+        attributes: Callable[[str, str], Mapping[str, Any]],
+        max_cache: int,
+    ) -> None:
+        self._models = models
+        self._model_of = model_of
+        self._attributes = attributes
+        self._max_cache = max_cache
+        self._typed: dict[tuple[str, str | None], TypedRule | None] = {}
+
+    def clear(self) -> None:
+        """Forget the compiled rules (the rule set changed)."""
+        self._typed.clear()
+
+    def _typed_rule(self, rule: Rule, product_key: str) -> TypedRule | None:
+        model_id = self._model_of(product_key)
+        key = (rule.name, model_id)
+        if key in self._typed:
+            return self._typed[key]
+        models = self._models
+        model = None
+        if models is not None and model_id is not None and model_id in models:
+            model = models.get(model_id)
+        typed = typed_rule(rule, model)
+        if len(self._typed) >= self._max_cache:
+            self._typed.clear()
+        self._typed[key] = typed
+        return typed
+
+    def decide(
+        self,
+        messages: Iterable[tuple[str, str, dict[str, Any]]],
+        least: int,
+        rules_of: Callable[[str], tuple[Rule, ...]],
+    ) -> dict[str, Decided]:
+        """For each product with at least ``least`` of the ``messages`` (product key, device
+        key, point values; in order), the outcomes of ``rules_of(product_key)`` over them."""
+        products: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
+        for pk, dk, values in messages:
+            group = products.get(pk)
+            if group is None:
+                group = products[pk] = ([], [])
+            group[0].append(values)
+            group[1].append(dk)
+        found: dict[str, Decided] = {}
+        for pk, (values_of, devices) in products.items():
+            if len(values_of) < least:
+                continue
+            frame = MessageFrame(values_of, devices, _attributes_in(self._attributes, pk))
+            typed = {rule.name: self._typed_rule(rule, pk) for rule in rules_of(pk)}
+            frame.prepare(t for t in typed.values() if t is not None)
+            decided = Decided()
+            for name, compiled in typed.items():
+                outcome = None if compiled is None else frame.outcome(compiled)
+                if outcome is not None:
+                    decided.rules[name] = outcome
+            if decided.rules:
+                found[pk] = decided
+        return found
+
+
+def _attributes_in(
+    attributes: Callable[[str, str], Mapping[str, Any]], product_key: str
+) -> Callable[[str], Mapping[str, Any]]:
+    return lambda device_key: attributes(product_key, device_key)

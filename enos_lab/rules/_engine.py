@@ -11,14 +11,23 @@ Two places, one set of rules.
   reported on the tap (the device is still answered 200). When some enabled rule stores every
   measurepoint and no storing rule derives points (the default rule set), no router is needed:
   :attr:`RuleEngine.router` is None and ingest pays nothing.
-- **From the tap** (every other action): :meth:`RuleEngine.on_event` is a tap callback on
-  ``PointStored``, ``EventPosted``, ``AttributesChanged``, ``TagsChanged`` and
-  ``PresenceChanged`` - on those its rules need (:attr:`RuleEngine.tap_kinds`; none for the
-  default rule set, so that the tap builds no event for it). It sees what was kept: the
-  alert engine and stream computing read the stored data too (tap consumers), so a point no
-  rule stores is not alerted on either. Stored points are gathered for one loop iteration and
-  grouped by message (device and time), so that a condition sees every stored point of the
-  post (derived points included).
+- **From the tap** (every other action): :meth:`RuleEngine.on_rows` takes the stored points
+  as rows, one committed batch at a time (``tap.add_point_rows``; while a measurepoint rule
+  acts on the tap: :attr:`RuleEngine.wants_points`), and :meth:`RuleEngine.on_event` is a tap
+  callback on ``EventPosted``, ``AttributesChanged``, ``TagsChanged`` and ``PresenceChanged``
+  - on those its rules need (:attr:`RuleEngine.tap_kinds`; none for the default rule set, so
+  that the tap builds no event for it). It sees what was kept: the alert engine and stream
+  computing read the stored data too (tap consumers), so a point no rule stores is not
+  alerted on either. Stored points are grouped by message (device and time), so that a
+  condition sees every stored point of the post (derived points included).
+
+**Batches.** Before storage and on the tap, a product's messages of one batch that meet rules
+with a condition or a transform are evaluated together from :attr:`RuleEngine.vector_min`
+of them (:data:`~enos_lab.rules._batch.BATCH_MIN`): each rule once over all of them, a
+threshold as one numpy comparison, other expressions over one frame
+(:mod:`enos_lab.rules._batch`). A message the batch cannot decide (a point or attribute it
+lacks, a value of the wrong kind) is evaluated alone, as are the messages of smaller
+batches; the results are those of message-by-message evaluation (property-tested).
 
 A message meets only its candidates: rules are indexed per (product key, point) for routing
 and per (kind, product key, id) on the tap, each list built on first use from the product's
@@ -27,8 +36,9 @@ change. A row whose candidates all store it unconditionally costs one dict looku
 with rules to evaluate costs each of its rules once (not once per point). Before storage a
 message is the rows of one device at one time in the batch.
 
-Cost (measured; see ``benchmarks/README.md``): evaluating a condition is ~1.5-2 us, so a rule
-that meets every post costs ingest a few microseconds per post; rules of other products and
+Cost (measured; see ``benchmarks/README.md``): evaluating a condition message by message is
+~1.5-2 us, so a rule that meets every post costs ingest a few microseconds per post; over a
+batch, a frame costs ~100-300 us however many messages it holds. Rules of other products and
 points cost nothing. Registry reads (a product's model, a device's attributes and tags) happen
 on the loop once per product and device, then come from the caches.
 
@@ -64,19 +74,11 @@ from ..tap import (
     PresenceChanged,
     TagsChanged,
 )
-from ._batch import BATCH_MIN, MessageFrame, Outcome, TypedRule, typed_rule
-from ._expression import Expression, compile_expression
+from ._batch import BATCH_MIN, BatchDecider, Decided, Outcome
 from ._rule import DEFAULT_RULES, Call, MessageKind, Republish, Rule, RuleMatch
+from ._ruleset import check_rules, derive, evaluate_rule
 
-__all__ = [
-    "RULE_EVENT_KINDS",
-    "DeviceInfo",
-    "RuleEngine",
-    "RuleStats",
-    "check_rules",
-    "derive",
-    "evaluate_rule",
-]
+__all__ = ["RULE_EVENT_KINDS", "DeviceInfo", "RuleEngine", "RuleStats"]
 
 log = logging.getLogger(__name__)
 
@@ -113,87 +115,6 @@ class RuleStats:
     """Calls that raised and publishes that failed (logged once)."""
 
 
-def check_rules(rules: Iterable[Rule], models: ModelCatalog | None = None) -> list[Rule]:
-    """The rules as a list, checked: each a :class:`Rule`, names unique, and the condition and
-    transforms of a rule that names ``models`` compiled against each of them (types, unknown
-    names). Raises :class:`~enos_lab.errors.ExpressionError` naming the rule and column,
-    :class:`~enos_lab.errors.InvalidArgument` otherwise."""
-    if isinstance(rules, Rule):
-        rules = [rules]
-    checked: list[Rule] = []
-    names: set[str] = set()
-    for rule in rules:
-        if not isinstance(rule, Rule):
-            raise InvalidArgument(f"expected a Rule, got {type(rule).__name__}: {rule!r}")
-        if rule.name in names:
-            raise InvalidArgument(f"two rules are named {rule.name!r}: names must be unique")
-        names.add(rule.name)
-        if models is not None:
-            for model_id in rule.models:
-                if model_id not in models:
-                    raise InvalidArgument(f"rule {rule.name!r}: unknown thing model {model_id!r}")
-                model = models.get(model_id)
-                if rule.condition is not None:
-                    compile_expression(rule.condition, model=model, name=rule.name)
-                for derived_id, text in rule.transform.items():
-                    if derived_id in model.measurepoints:
-                        raise InvalidArgument(
-                            f"rule {rule.name!r}: derived point {derived_id!r} is a measurepoint "
-                            f"of model {model_id!r}; give it an id of its own"
-                        )
-                    compile_expression(text, model=model, name=rule.name, boolean=False)
-        checked.append(rule)
-    return checked
-
-
-def evaluate_rule(
-    rule: Rule,
-    values: Mapping[str, Any],
-    attributes: Callable[[], Mapping[str, Any]] | Mapping[str, Any],
-) -> tuple[bool, dict[str, Any]]:
-    """Whether ``rule``'s condition holds for a message's ``values`` and the device's
-    ``attributes`` (a mapping, or a function giving it when needed), and its transform's
-    derived values (empty unless it holds; a null derived value is left out). Raises
-    :class:`~enos_lab.errors.MissingValue` / :class:`~enos_lab.errors.EvaluationError`."""
-    attrs: Mapping[str, Any] | None = None if callable(attributes) else attributes
-    condition = rule.compiled_condition
-    if condition is not None:
-        attrs = _attributes_for(condition, values, attrs, attributes)
-        if condition.evaluate(values, attrs) is not True:
-            return False, {}
-    return True, derive(rule, values, attributes if attrs is None else attrs)
-
-
-def derive(
-    rule: Rule,
-    values: Mapping[str, Any],
-    attributes: Callable[[], Mapping[str, Any]] | Mapping[str, Any],
-) -> dict[str, Any]:
-    """The values of ``rule``'s transform for a message (a null one is left out); arguments
-    and errors as for :func:`evaluate_rule`."""
-    attrs: Mapping[str, Any] | None = None if callable(attributes) else attributes
-    derived: dict[str, Any] = {}
-    for derived_id, expression in rule.compiled_transform:
-        attrs = _attributes_for(expression, values, attrs, attributes)
-        value = expression.evaluate(values, attrs)
-        if value is not None:
-            derived[derived_id] = value
-    return derived
-
-
-def _attributes_for(
-    expression: Expression,
-    values: Mapping[str, Any],
-    attrs: Mapping[str, Any] | None,
-    source: Callable[[], Mapping[str, Any]] | Mapping[str, Any],
-) -> Mapping[str, Any]:
-    if attrs is not None:
-        return attrs
-    if expression.attributes or not expression.points.issubset(values.keys()):
-        return source() if callable(source) else source
-    return {}
-
-
 @dataclass(slots=True)
 class _Candidates:
     """The rules a (product, point) row meets before storage."""
@@ -201,14 +122,6 @@ class _Candidates:
     store_all: str | None  # the first rule that stores every such row unconditionally
     rules: tuple[Rule, ...] = ()  # storing rules to evaluate per message
     count: int = 0  # rows stored by ``store_all`` not yet added to its counters
-
-
-@dataclass(slots=True)
-class _Decided:
-    """The outcomes of a product's rules over its messages in a batch."""
-
-    rules: dict[str, Outcome]  # rule name -> its outcome
-    index: int = 0  # the position of the product's next message
 
 
 class RuleEngine:
@@ -242,7 +155,9 @@ class RuleEngine:
         self._products: dict[str, str | None] = {}
         self._devices: dict[tuple[str, str], DeviceInfo] = {}
         self._logged: set[tuple[str, str, str]] = set()
-        self._typed: dict[tuple[str, str | None], TypedRule | None] = {}
+        self._decider = BatchDecider(
+            models, self._model, lambda pk, dk: self._info(pk, dk)[0], MAX_CACHE
+        )
         self.vector_min: int | None = BATCH_MIN
         """Messages of one product in a batch from which :meth:`route` evaluates each rule
         over all of them at once (:mod:`enos_lab.rules._batch`; the same results); None:
@@ -275,7 +190,7 @@ class RuleEngine:
         self._product_rules.clear()
         self._tap_cache.clear()
         self._products.clear()
-        self._typed.clear()
+        self._decider.clear()
         measure = [r for r in checked if r.enabled and r.kind is MessageKind.MEASUREPOINT]
         store_all = any(r.stores_everything for r in measure)
         derives = any(r.stores and r.transform for r in measure)
@@ -446,15 +361,18 @@ class RuleEngine:
                     message = messages[msg] = ({}, [])
                 message[0][row[2]] = row[4]
                 message[1].append(row)
-        least = self.vector_min
-        outcomes = self._outcomes(messages, least) if least and len(messages) >= least else {}
+        outcomes = self._decide(
+            len(messages),
+            ((pk, dk, v) for (pk, dk, _), (v, _) in messages.items()),
+            self._storing_rules,
+        )
         cache = self._route_cache
         stats = self._stats
         derived: list[Any] = []
         for (pk, _, _), (values, waiting) in messages.items():
             stores: set[str] = set()
             found = outcomes.get(pk)
-            for rule in self._product_rules.get(pk) or self._product_candidates(pk):
+            for rule in self._storing_rules(pk):
                 if rule.points and rule.point_set.isdisjoint(values):
                     continue
                 outcome = None if found is None else found.rules.get(rule.name)
@@ -481,65 +399,6 @@ class RuleEngine:
                         break
         kept.extend(derived)
 
-    def _outcomes(
-        self, messages: dict[tuple[str, str, int], tuple[dict[str, Any], list[Any]]], least: int
-    ) -> dict[str, _Decided]:
-        """Per product with at least ``least`` messages in the batch: its storing rules'
-        outcomes over them (see :mod:`enos_lab.rules._batch`)."""
-        products: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
-        for (pk, dk, _), (point_values, _) in messages.items():
-            group = products.get(pk)
-            if group is None:
-                group = products[pk] = ([], [])
-            group[0].append(point_values)
-            group[1].append(dk)
-        return self._decide(products, least, self._storing_rules)
-
-    def _storing_rules(self, product_key: str) -> tuple[Rule, ...]:
-        return self._product_rules.get(product_key) or self._product_candidates(product_key)
-
-    def _decide(
-        self,
-        products: dict[str, tuple[list[dict[str, Any]], list[str]]],
-        least: int,
-        rules_of: Callable[[str], tuple[Rule, ...]],
-    ) -> dict[str, _Decided]:
-        """The outcomes of ``rules_of(product)`` over each product's messages (values and
-        device keys, in order) when it has at least ``least`` of them."""
-        found: dict[str, _Decided] = {}
-        for pk, (values, devices) in products.items():
-            if len(values) < least:
-                continue
-            frame = MessageFrame(values, devices, self._attributes_in(pk))
-            typed = {rule.name: self._typed_rule(rule, pk) for rule in rules_of(pk)}
-            frame.prepare(t for t in typed.values() if t is not None)
-            per_rule: dict[str, Outcome] = {}
-            for name, compiled in typed.items():
-                outcome = None if compiled is None else frame.outcome(compiled)
-                if outcome is not None:
-                    per_rule[name] = outcome
-            if per_rule:
-                found[pk] = _Decided(per_rule)
-        return found
-
-    def _attributes_in(self, product_key: str) -> Callable[[str], Mapping[str, Any]]:
-        return lambda device_key: self._info(product_key, device_key)[0]
-
-    def _typed_rule(self, rule: Rule, product_key: str) -> TypedRule | None:
-        """``rule`` compiled against the product's model (cached), or None."""
-        model_id = self._model(product_key)
-        key = (rule.name, model_id)
-        if key in self._typed:
-            return self._typed[key]
-        model = None
-        if self._models is not None and model_id is not None and model_id in self._models:
-            model = self._models.get(model_id)
-        typed = typed_rule(rule, model)
-        if len(self._typed) >= MAX_CACHE:
-            self._typed.clear()
-        self._typed[key] = typed
-        return typed
-
     def _route_decided(
         self, rule: Rule, row: Any, outcome: Outcome, i: int, out: list[Any]
     ) -> bool:
@@ -558,6 +417,21 @@ class RuleEngine:
                 stats.stored += 1
                 out.append((pk, dk, derived_id, at, value, None, resume))
         return True
+
+    def _decide(
+        self,
+        count: int,
+        messages: Iterable[tuple[str, str, dict[str, Any]]],
+        rules_of: Callable[[str], tuple[Rule, ...]],
+    ) -> dict[str, Decided]:
+        """The outcomes of a batch's ``count`` messages per product (none when it is small)."""
+        least = self.vector_min
+        if not least or count < least:
+            return {}
+        return self._decider.decide(messages, least, rules_of)
+
+    def _storing_rules(self, product_key: str) -> tuple[Rule, ...]:
+        return self._product_rules.get(product_key) or self._product_candidates(product_key)
 
     def _product_candidates(self, product_key: str) -> tuple[Rule, ...]:
         """The storing rules of a product that are evaluated per message, any point."""
@@ -692,8 +566,11 @@ class RuleEngine:
             values[point_id] = value
         if not messages:
             return
-        least = self.vector_min
-        outcomes = self._tap_outcomes(messages, least) if least and len(messages) >= least else {}
+        outcomes = self._decide(
+            len(messages),
+            ((pk, dk, v) for (pk, dk, _), v in messages.items()),
+            self._tap_point_rules,
+        )
         for (pk, dk, at_ms), values in messages.items():
             found = outcomes.get(pk)
             rules = self._message_rules(pk, values)
@@ -717,19 +594,6 @@ class RuleEngine:
             self._tap_cache[key] = rules
         return rules
 
-    def _tap_outcomes(
-        self, messages: dict[tuple[str, str, int], dict[str, Any]], least: int
-    ) -> dict[str, _Decided]:
-        """:meth:`_outcomes` for the tap's measurepoint rules."""
-        products: dict[str, tuple[list[dict[str, Any]], list[str]]] = {}
-        for (pk, dk, _), values in messages.items():
-            group = products.get(pk)
-            if group is None:
-                group = products[pk] = ([], [])
-            group[0].append(values)
-            group[1].append(dk)
-        return self._decide(products, least, self._tap_point_rules)
-
     def _tap_point_rules(self, product_key: str) -> tuple[Rule, ...]:
         return self._tap_rules(MessageKind.MEASUREPOINT, product_key, "")
 
@@ -742,7 +606,7 @@ class RuleEngine:
         time: datetime | int,
         values: dict[str, Any],
         ids: tuple[str, ...] | None,
-        decided: _Decided | None = None,
+        decided: Decided | None = None,
     ) -> None:
         """Run ``rules`` on one message (``time``: a datetime or epoch ms; ``decided``: the
         outcomes of the batch of the message, if it was evaluated in one)."""
