@@ -258,6 +258,9 @@ class Decided:
 
     rules: dict[str, Outcome] = field(default_factory=dict)
     index: int = 0
+    none_held: bool = False
+    """Whether every rule was decided on every message and held on none (set when every
+    rule given has an outcome)."""
 
 
 class BatchDecider:
@@ -327,6 +330,9 @@ class BatchDecider:
                 if outcome is not None:
                     decided.rules[name] = outcome
             if decided.rules:
+                decided.none_held = len(decided.rules) == len(typed) and not any(
+                    o.held.any() or not o.decided.all() for o in decided.rules.values()
+                )
                 found[pk] = decided
         return found
 

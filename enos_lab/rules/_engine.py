@@ -573,6 +573,8 @@ class RuleEngine:
         )
         for (pk, dk, at_ms), values in messages.items():
             found = outcomes.get(pk)
+            if found is not None and found.none_held:
+                continue  # every rule of the product decided, none held: nothing to do
             rules = self._message_rules(pk, values)
             self._run(rules, MessageKind.MEASUREPOINT, pk, dk, at_ms, values, None, found)
             if found is not None:
