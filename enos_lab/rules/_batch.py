@@ -14,9 +14,15 @@ could *decide* it, and the transform's values.
   says. A rule that does not compile against it is evaluated message by message.
 - A threshold condition (:attr:`~enos_lab.rules.Expression.threshold`) is one numpy
   comparison (:meth:`~enos_lab.rules.Threshold.mask`); any other condition and every transform
-  are evaluated over one frame per batch and product with
-  :meth:`~enos_lab.rules.Expression.evaluate_frame` (a column ``point:<id>`` per point, and
+  are evaluated over the columns of the batch's messages with
+  :meth:`~enos_lab.rules.Expression.evaluate_arrays` (the vectorised evaluation of
+  :meth:`~enos_lab.rules.Expression.evaluate_frame` without building a DataFrame: a column
+  ``point:<id>`` per point - doubles where every value is a number, objects otherwise - and
   ``attr:<id>`` per attribute, per device from the engine's cached device data).
+- After a batch is decided, the engine keeps rows and derives points per rule and point
+  over all messages at once (``RuleEngine._route_whole``) when every rule decided every
+  message (:attr:`Decided.all_decided`), and passes over a product's messages on the tap
+  when no rule held (:attr:`Decided.none_held`).
 - A message is *undecided* - and the engine evaluates it alone, which counts the skip as it
   always does - when it lacks a point an expression reads (without types an unqualified name
   then falls back to the device's attributes), has a point named like an attribute the
@@ -25,8 +31,8 @@ could *decide* it, and the transform's values.
   (a value of the wrong kind somewhere) leaves every message of the rule undecided.
 
 The outcomes are the ones the message-by-message evaluation gives (the engine's property
-tests compare them). Below :data:`BATCH_MIN` messages the engine does not build a frame: its
-setup costs about what evaluating that many messages one by one does.
+tests compare them). Below :data:`BATCH_MIN` messages the engine evaluates message by
+message: the setup of the columns costs about what evaluating that many one by one does.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ __all__ = [
     "typed_rule",
 ]
 
-BATCH_MIN = 24
+BATCH_MIN = 16
 """Messages of one product in a batch from which the rule engine evaluates its rules over a
 frame (fewer: message by message, which costs less for so few). [messages]"""
 
@@ -106,7 +112,7 @@ class MessageFrame:
     mapping per message), ``devices`` (the device key of each) and ``attributes(device_key)``
     (the device's attributes, cached by the caller; may raise: the device is undecided)."""
 
-    __slots__ = ("_attributes", "_columns", "_devices", "_frame", "_present", "_values", "size")
+    __slots__ = ("_attributes", "_columns", "_devices", "_present", "_values", "size")
 
     def __init__(
         self,
@@ -120,7 +126,6 @@ class MessageFrame:
         self.size = len(values)
         self._columns: dict[str, npt.NDArray[Any]] = {}  # frame column -> its cells
         self._present: dict[str, Bools] = {}  # frame column -> which messages have it
-        self._frame: pd.DataFrame | None = None
 
     def _add(self, label: str, cells: list[Any]) -> None:
         """Add a column: doubles when every value there is a number (an int or a float, not a
@@ -141,7 +146,6 @@ class MessageFrame:
             column[:] = [None if c is _MISSING else c for c in cells]
         self._columns[label] = column
         self._present[label] = present
-        self._frame = None
 
     def _point(self, point_id: str) -> str:
         label = f"point:{point_id}"
@@ -180,10 +184,18 @@ class MessageFrame:
             for _, expression in typed.transform:
                 self._usable(expression)
 
-    def _data(self) -> pd.DataFrame:
-        if self._frame is None:
-            self._frame = pd.DataFrame(self._columns, copy=False)
-        return self._frame
+    def any_present(self, point_ids: Iterable[str]) -> Bools:
+        """Which messages hold at least one of ``point_ids``."""
+        found = np.zeros(self.size, dtype=np.bool_)
+        for point_id in point_ids:
+            found |= self._present[self._point(point_id)]
+        return found
+
+    def device_mask(self, selected: Callable[[str], bool]) -> Bools:
+        """Which messages are of a device for which ``selected(device_key)`` holds (asked
+        once per device)."""
+        chosen = {dk: selected(dk) for dk in dict.fromkeys(self._devices)}
+        return np.fromiter((chosen[dk] for dk in self._devices), np.bool_, self.size)
 
     def _condition(self, condition: Expression) -> tuple[Bools, Bools] | None:
         usable = self._usable(condition)
@@ -208,7 +220,7 @@ class MessageFrame:
                 usable[i] = False  # not a number: evaluated alone
             return threshold.mask(numbers) & usable, usable
         try:
-            held = condition.evaluate_frame(self._data()).to_numpy(dtype=np.bool_)
+            held = condition.evaluate_arrays(self._columns, self.size).astype(np.bool_)
         except Exception:  # a value of the wrong kind somewhere: every message alone
             return None
         return held & usable, usable
@@ -228,15 +240,14 @@ class MessageFrame:
         usable = np.ones(self.size, dtype=np.bool_)
         for _, expression in typed.transform:
             usable &= self._usable(expression)
-        frame = self._data()
         derived: list[tuple[str, list[Any]]] = []
         for derived_id, expression in typed.transform:
             try:
-                series = expression.evaluate_frame(frame)
+                array = expression.evaluate_arrays(self._columns, self.size)
             except Exception:  # a value of the wrong kind somewhere: every message alone
                 return None
-            cells = series.tolist()
-            if series.dtype == np.float64:
+            cells = array.tolist()
+            if array.dtype == np.float64:
                 cells = [None if math.isnan(c) else c for c in cells]  # NaN: null
             else:
                 cells = [None if _null(c) else c for c in cells]
@@ -258,9 +269,12 @@ class Decided:
 
     rules: dict[str, Outcome] = field(default_factory=dict)
     index: int = 0
+    all_decided: bool = False
+    """Whether every rule given has an outcome and decided every message."""
     none_held: bool = False
-    """Whether every rule was decided on every message and held on none (set when every
-    rule given has an outcome)."""
+    """Whether, besides, no rule held on any message."""
+    frame: MessageFrame | None = None
+    """The messages (:meth:`MessageFrame.any_present`, :meth:`MessageFrame.device_mask`)."""
 
 
 class BatchDecider:
@@ -330,9 +344,12 @@ class BatchDecider:
                 if outcome is not None:
                     decided.rules[name] = outcome
             if decided.rules:
-                decided.none_held = len(decided.rules) == len(typed) and not any(
-                    o.held.any() or not o.decided.all() for o in decided.rules.values()
+                decided.frame = frame
+                outcomes = decided.rules.values()
+                decided.all_decided = len(decided.rules) == len(typed) and all(
+                    o.decided.all() for o in outcomes
                 )
+                decided.none_held = decided.all_decided and not any(o.held.any() for o in outcomes)
                 found[pk] = decided
         return found
 
