@@ -126,6 +126,7 @@ class _Candidates:
     store_all: str | None  # the first rule that stores every such row unconditionally
     rules: tuple[Rule, ...] = ()  # storing rules to evaluate per message
     count: int = 0  # rows stored by ``store_all`` not yet added to its counters
+    evaluated: bool = False  # the product has rules evaluated per message (any point)
 
 
 class RuleEngine:
@@ -323,7 +324,9 @@ class RuleEngine:
                 store_all = store_all or rule.name
             else:
                 rules.append(rule)
-        candidates = _Candidates(store_all, tuple(rules))
+        candidates = _Candidates(
+            store_all, tuple(rules), evaluated=bool(self._storing_rules(product_key))
+        )
         if len(self._route_cache) >= MAX_CACHE:
             self._fold_counts()
             self._route_cache.clear()
@@ -332,52 +335,54 @@ class RuleEngine:
 
     def route(self, rows: list[Any]) -> list[Any]:
         """The rows to store out of a batch's validated rows (``PointRow`` or its 7-tuple):
-        those a storing rule matched, then the derived points (see the module docstring)."""
+        those a storing rule matched, then the derived points (see the module docstring);
+        in the order of the batch per device and point."""
         cache = self._route_cache
         kept: list[Any] = []
         keep = kept.append
-        slow: set[tuple[str, str, int]] | None = None
+        # the messages of products with rules evaluated per message: [values, rows that wait
+        # for a rule, whether a row of it has a rule to evaluate, its first row]
+        messages: dict[tuple[str, str, int], list[Any]] = {}
         for row in rows:
             key = (row[0], row[2])
             candidates = cache.get(key) or self._route_candidates(key)
-            if candidates.rules:
-                if slow is None:
-                    slow = set()
-                slow.add((row[0], row[1], row[3]))
-            elif candidates.store_all:
-                candidates.count += 1
-                keep(row)
-        if slow is not None:
-            self._route_slow(rows, slow, kept)
-        return kept
-
-    def _route_slow(
-        self, rows: list[Any], slow: set[tuple[str, str, int]], kept: list[Any]
-    ) -> None:
-        """Evaluate the rules of the messages that need it: keep the rows a rule stores (those
-        with a rule to evaluate; the others are kept already) and the derived rows."""
-        messages: dict[tuple[str, str, int], tuple[dict[str, Any], list[Any]]] = {}
-        for row in rows:  # the messages' values, and their rows that wait for a rule
-            msg = (row[0], row[1], row[3])
-            if msg in slow:
+            if candidates.evaluated:
+                msg = (row[0], row[1], row[3])
                 message = messages.get(msg)
                 if message is None:
-                    message = messages[msg] = ({}, [])
+                    message = messages[msg] = [{}, [], False, row]
                 message[0][row[2]] = row[4]
-                message[1].append(row)
+                if candidates.rules:
+                    message[2] = True
+                    if candidates.store_all is None:
+                        message[1].append(row)
+                        continue
+            if candidates.store_all:
+                candidates.count += 1
+                keep(row)
+        if messages:
+            self._route_slow(messages, kept)
+        return kept
+
+    def _route_slow(self, batch: dict[tuple[str, str, int], list[Any]], kept: list[Any]) -> None:
+        """Evaluate the rules of the messages that need it: keep the rows a rule stores (those
+        that wait for a rule; the others are kept already) and the derived rows."""
+        messages = {msg: (m[0], m[1], m[3]) for msg, m in batch.items() if m[2]}
+        if not messages:
+            return
         outcomes = self._decide(
             len(messages),
-            ((pk, dk, v) for (pk, dk, _), (v, _) in messages.items()),
+            ((pk, dk, m[0]) for (pk, dk, _), m in messages.items()),
             self._storing_rules,
         )
         cache = self._route_cache
         stats = self._stats
         derived: list[Any] = []
-        whole: dict[str, list[tuple[dict[str, Any], list[Any]]]] = {
+        whole: dict[str, list[tuple[dict[str, Any], list[Any], Any]]] = {
             pk: [] for pk, found in outcomes.items() if found.all_decided
         }
         for (pk, _, _), message in messages.items():
-            values, waiting = message
+            values, waiting, first = message
             group = whole.get(pk) if whole else None
             if group is not None:  # decided as a whole, below
                 group.append(message)
@@ -389,21 +394,15 @@ class RuleEngine:
                     continue
                 outcome = None if found is None else found.rules.get(rule.name)
                 if outcome is None or not outcome.decided[found.index]:  # type: ignore[union-attr]
-                    matched = self._route_message(rule, waiting[0], values, derived)
+                    matched = self._route_message(rule, first, values, derived)
                 else:
-                    matched = self._route_decided(rule, waiting[0], outcome, found.index, derived)  # type: ignore[union-attr]
+                    matched = self._route_decided(rule, first, outcome, found.index, derived)  # type: ignore[union-attr]
                 if matched and rule.keeps_points:
                     stores.add(rule.name)
             if found is not None:
                 found.index += 1
             for row in waiting:
                 candidates = cache.get((pk, row[2])) or self._route_candidates((pk, row[2]))
-                if not candidates.rules:
-                    continue  # kept (or not) by the first pass
-                if candidates.store_all is not None:
-                    candidates.count += 1
-                    kept.append(row)
-                    continue
                 for rule in candidates.rules:
                     if rule.name in stores:
                         stats[rule.name].stored += 1
@@ -417,7 +416,7 @@ class RuleEngine:
         self,
         pk: str,
         found: Decided,
-        messages: list[tuple[dict[str, Any], list[Any]]],
+        messages: list[tuple[dict[str, Any], list[Any], Any]],
         kept: list[Any],
         derived: list[Any],
     ) -> None:
@@ -444,14 +443,14 @@ class RuleEngine:
                 for i in hits:
                     value = cells[i]
                     if value is not None:
-                        _, dk, _, at, _, _, resume = messages[i][1][0]
+                        _, dk, _, at, _, _, resume = messages[i][2]
                         derived.append((pk, dk, derived_id, at, value, None, resume))
             counters.derived += len(derived) - before
             counters.stored += len(derived) - before
             if rule.keeps_points:
                 stores[rule.name] = matched
         by_point: dict[str, tuple[list[int], list[Any]]] = {}
-        for i, (_, waiting) in enumerate(messages):
+        for i, (_, waiting, _) in enumerate(messages):
             for row in waiting:
                 entry = by_point.get(row[2])
                 if entry is None:
@@ -461,12 +460,6 @@ class RuleEngine:
         cache = self._route_cache
         for point_id, (index, rows) in by_point.items():
             candidates = cache.get((pk, point_id)) or self._route_candidates((pk, point_id))
-            if not candidates.rules:
-                continue  # kept (or not) by the first pass
-            if candidates.store_all is not None:
-                candidates.count += len(rows)
-                kept.extend(rows)
-                continue
             at = np.asarray(index, dtype=np.intp)
             done = np.zeros(len(rows), dtype=np.bool_)
             for rule in candidates.rules:
