@@ -58,14 +58,9 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeAlias
-
-import numpy as np
-import numpy.typing as npt
 
 from ..clock import from_epoch_ms, to_epoch_ms
 from ..errors import InvalidArgument
@@ -79,8 +74,9 @@ from ..tap import (
     TagsChanged,
 )
 from ._batch import BATCH_MIN, BatchDecider, Decided, Outcome
+from ._route import Candidates, route_whole
 from ._rule import DEFAULT_RULES, Call, MessageKind, Republish, Rule, RuleMatch
-from ._ruleset import check_rules, derive, evaluate_rule
+from ._ruleset import RuleStats, check_rules, derive, evaluate_rule
 
 __all__ = ["RULE_EVENT_KINDS", "DeviceInfo", "RuleEngine", "RuleStats"]
 
@@ -96,37 +92,6 @@ DeviceInfo: TypeAlias = tuple[Mapping[str, Any], Mapping[str, str]]
 """A device's (attributes, tags), as ``device_info`` gives them."""
 _NO_ATTRIBUTES: Mapping[str, Any] = MappingProxyType({})
 _NO_INFO: DeviceInfo = (_NO_ATTRIBUTES, MappingProxyType({}))
-
-
-@dataclass(slots=True)
-class RuleStats:
-    """Counters of one rule (read them; the engine updates them)."""
-
-    matched: int = 0
-    """Messages the rule matched (condition true), before storage and on the tap."""
-    stored: int = 0
-    """Rows the rule's :class:`Store` action kept (derived points included); not counted
-    while no router is needed (a rule stores everything: no row is looked at)."""
-    derived: int = 0
-    """Derived values computed by its transform."""
-    skipped: int = 0
-    """Evaluations skipped: a missing or unusable value."""
-    republished: int = 0
-    """Messages published by its :class:`Republish` actions."""
-    called: int = 0
-    """Calls of its :class:`Call` actions."""
-    errors: int = 0
-    """Calls that raised and publishes that failed (logged once)."""
-
-
-@dataclass(slots=True)
-class _Candidates:
-    """The rules a (product, point) row meets before storage."""
-
-    store_all: str | None  # the first rule that stores every such row unconditionally
-    rules: tuple[Rule, ...] = ()  # storing rules to evaluate per message
-    count: int = 0  # rows stored by ``store_all`` not yet added to its counters
-    evaluated: bool = False  # the product has rules evaluated per message (any point)
 
 
 class RuleEngine:
@@ -154,7 +119,7 @@ class RuleEngine:
         self._publish = publish
         self._rules: tuple[Rule, ...] = ()
         self._stats: dict[str, RuleStats] = {}
-        self._route_cache: dict[tuple[str, str], _Candidates] = {}
+        self._route_cache: dict[tuple[str, str], Candidates] = {}
         self._product_rules: dict[str, tuple[Rule, ...]] = {}
         self._tap_cache: dict[tuple[MessageKind, str, str], tuple[Rule, ...]] = {}
         self._products: dict[str, str | None] = {}
@@ -307,7 +272,7 @@ class RuleEngine:
 
     # ---------------------------------------------------------------- before storage
 
-    def _route_candidates(self, key: tuple[str, str]) -> _Candidates:
+    def _route_candidates(self, key: tuple[str, str]) -> Candidates:
         product_key, point_id = key
         model_id = self._model(product_key)
         store_all: str | None = None
@@ -324,7 +289,7 @@ class RuleEngine:
                 store_all = store_all or rule.name
             else:
                 rules.append(rule)
-        candidates = _Candidates(
+        candidates = Candidates(
             store_all, tuple(rules), evaluated=bool(self._storing_rules(product_key))
         )
         if len(self._route_cache) >= MAX_CACHE:
@@ -409,66 +374,13 @@ class RuleEngine:
                         kept.append(row)
                         break
         for pk, group in whole.items():
-            self._route_whole(pk, outcomes[pk], group, kept, derived)
+            route_whole(
+                pk, self._storing_rules(pk), outcomes[pk], group, kept, derived,
+                stats=self._stats,
+                candidates=lambda key: cache.get(key) or self._route_candidates(key),
+                selected=self._device_selected,
+            )  # fmt: skip
         kept.extend(derived)
-
-    def _route_whole(
-        self,
-        pk: str,
-        found: Decided,
-        messages: list[tuple[dict[str, Any], list[Any], Any]],
-        kept: list[Any],
-        derived: list[Any],
-    ) -> None:
-        """:meth:`_route_slow` for a product's messages that the batch decided for every
-        rule: the same rows and counters, in the same order per device and point."""
-        frame = found.frame
-        assert frame is not None
-        stats = self._stats
-        stores: dict[str, npt.NDArray[np.bool_]] = {}
-        for rule in self._storing_rules(pk):
-            outcome = found.rules[rule.name]
-            matched = outcome.held
-            if rule.points:
-                matched = matched & frame.any_present(rule.points)
-            if rule.devices or rule.tags:
-                matched = matched & frame.device_mask(partial(self._device_selected, rule, pk))
-            hits = np.flatnonzero(matched).tolist()
-            if not hits:
-                continue
-            counters = stats[rule.name]
-            counters.matched += len(hits)
-            before = len(derived)
-            for derived_id, cells in outcome.derived:
-                for i in hits:
-                    value = cells[i]
-                    if value is not None:
-                        _, dk, _, at, _, _, resume = messages[i][2]
-                        derived.append((pk, dk, derived_id, at, value, None, resume))
-            counters.derived += len(derived) - before
-            counters.stored += len(derived) - before
-            if rule.keeps_points:
-                stores[rule.name] = matched
-        by_point: dict[str, tuple[list[int], list[Any]]] = {}
-        for i, (_, waiting, _) in enumerate(messages):
-            for row in waiting:
-                entry = by_point.get(row[2])
-                if entry is None:
-                    entry = by_point[row[2]] = ([], [])
-                entry[0].append(i)
-                entry[1].append(row)
-        cache = self._route_cache
-        for point_id, (index, rows) in by_point.items():
-            candidates = cache.get((pk, point_id)) or self._route_candidates((pk, point_id))
-            at = np.asarray(index, dtype=np.intp)
-            done = np.zeros(len(rows), dtype=np.bool_)
-            for rule in candidates.rules:
-                chosen = stores.get(rule.name)
-                if chosen is not None:
-                    hit = chosen[at] & ~done
-                    stats[rule.name].stored += int(hit.sum())
-                    done |= hit
-            kept.extend(rows[j] for j in np.flatnonzero(done).tolist())
 
     def _route_decided(
         self, rule: Rule, row: Any, outcome: Outcome, i: int, out: list[Any]

@@ -1,8 +1,10 @@
-"""Rule sets checked against the thing models, and one rule evaluated on one message."""
+"""Rule sets checked against the thing models, one rule evaluated on one message, and the
+counters of a rule."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument
@@ -10,7 +12,28 @@ from ..model import ModelCatalog
 from ._expression import Expression, compile_expression
 from ._rule import Rule
 
-__all__ = ["check_rules", "derive", "evaluate_rule"]
+__all__ = ["RuleStats", "check_rules", "derive", "evaluate_rule"]
+
+
+@dataclass(slots=True)
+class RuleStats:
+    """Counters of one rule (read them; the engine updates them)."""
+
+    matched: int = 0
+    """Messages the rule matched (condition true), before storage and on the tap."""
+    stored: int = 0
+    """Rows the rule's :class:`Store` action kept (derived points included); not counted
+    while no router is needed (a rule stores everything: no row is looked at)."""
+    derived: int = 0
+    """Derived values computed by its transform."""
+    skipped: int = 0
+    """Evaluations skipped: a missing or unusable value."""
+    republished: int = 0
+    """Messages published by its :class:`Republish` actions."""
+    called: int = 0
+    """Calls of its :class:`Call` actions."""
+    errors: int = 0
+    """Calls that raised and publishes that failed (logged once)."""
 
 
 def check_rules(rules: Iterable[Rule], models: ModelCatalog | None = None) -> list[Rule]:
