@@ -57,6 +57,7 @@ __all__ = [
     "MessageFrame",
     "Outcome",
     "TypedRule",
+    "none_can_hold",
     "typed_rule",
 ]
 
@@ -301,7 +302,8 @@ class BatchDecider:
         """Forget the compiled rules (the rule set changed)."""
         self._typed.clear()
 
-    def _typed_rule(self, rule: Rule, product_key: str) -> TypedRule | None:
+    def typed_rule(self, rule: Rule, product_key: str) -> TypedRule | None:
+        """``rule`` compiled against the product's model (:func:`typed_rule`; cached)."""
         model_id = self._model_of(product_key)
         key = (rule.name, model_id)
         if key in self._typed:
@@ -336,7 +338,7 @@ class BatchDecider:
             if len(values_of) < least:
                 continue
             frame = MessageFrame(values_of, devices, _attributes_in(self._attributes, pk))
-            typed = {rule.name: self._typed_rule(rule, pk) for rule in rules_of(pk)}
+            typed = {rule.name: self.typed_rule(rule, pk) for rule in rules_of(pk)}
             frame.prepare(t for t in typed.values() if t is not None)
             decided = Decided()
             for name, compiled in typed.items():
@@ -352,6 +354,38 @@ class BatchDecider:
                 decided.none_held = decided.all_decided and not any(o.held.any() for o in outcomes)
                 found[pk] = decided
         return found
+
+
+def none_can_hold(
+    rules: tuple[Rule, ...],
+    typed_of: Callable[[Rule], TypedRule | None],
+    rows: list[tuple[Any, ...]],
+) -> bool:
+    """Whether none of ``rules`` (tap rules of one product) can match any message of these
+    point ``rows`` of the product, seen point by point without gathering the messages: true
+    when each rule selects one point, has no transform, and its condition (compiled:
+    ``typed_of(rule)``) reads that point alone and is decided false on every row of it. (A
+    message without the point is not the rule's; with it, the condition sees only it.)"""
+    for rule in rules:
+        typed = typed_of(rule)
+        if typed is None or typed.transform or typed.condition is None or len(rule.points) != 1:
+            return False
+        point_id = rule.points[0]
+        condition = typed.condition
+        if condition.attributes or condition.points != {point_id}:
+            return False
+        values = [{point_id: row[4]} for row in rows if row[2] == point_id]
+        if not values:
+            continue
+        frame = MessageFrame(values, [""] * len(values), _no_attributes)
+        outcome = frame.outcome(typed)
+        if outcome is None or outcome.held.any() or not outcome.decided.all():
+            return False
+    return True
+
+
+def _no_attributes(device_key: str) -> Mapping[str, Any]:
+    return {}
 
 
 def _attributes_in(

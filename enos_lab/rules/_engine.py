@@ -61,6 +61,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeAlias
 
@@ -75,7 +76,7 @@ from ..tap import (
     PresenceChanged,
     TagsChanged,
 )
-from ._batch import BATCH_MIN, BatchDecider, Decided, Outcome
+from ._batch import BATCH_MIN, BatchDecider, Decided, Outcome, none_can_hold
 from ._route import Candidates, route_whole
 from ._rule import DEFAULT_RULES, Call, MessageKind, Republish, Rule, RuleMatch
 from ._ruleset import RuleStats, check_rules, derive, evaluate_rule
@@ -536,6 +537,9 @@ class RuleEngine:
         from :attr:`vector_min` of them (:mod:`enos_lab.rules._batch`)."""
         if self._closed:
             return
+        least = self.vector_min
+        if least and len(rows) >= least:  # products whose rules cannot match: passed over
+            rows = self._can_match(rows, least)
         messages: dict[tuple[str, str, int], dict[str, Any]] = {}
         idle: set[str] = set()
         for pk, dk, point_id, at_ms, value, _, _ in rows:
@@ -564,6 +568,25 @@ class RuleEngine:
             self._run(rules, MessageKind.MEASUREPOINT, pk, dk, at_ms, values, None, found)
             if found is not None:
                 found.index += 1
+
+    def _can_match(self, rows: Sequence[PointRowLike], least: int) -> Sequence[PointRowLike]:
+        """``rows`` without those of products with at least ``least`` rows whose tap rules
+        cannot match any of them (:func:`~enos_lab.rules._batch.none_can_hold`)."""
+        products: dict[str, list[PointRowLike]] = {}
+        for row in rows:
+            group = products.get(row[0])
+            if group is None:
+                group = products[row[0]] = []
+            group.append(row)
+        quiet = {
+            pk
+            for pk, group in products.items()
+            if len(group) >= least
+            and none_can_hold(
+                self._tap_point_rules(pk), partial(self._decider.typed_rule, product_key=pk), group
+            )
+        }
+        return [row for row in rows if row[0] not in quiet] if quiet else rows
 
     def _message_rules(self, product_key: str, values: dict[str, Any]) -> tuple[Rule, ...]:
         """The tap's measurepoint rules a message with these points meets (cached per product

@@ -140,7 +140,7 @@ def _tap_rules(out: list[RuleMatch]) -> list[Rule]:
     ]  # fmt: skip
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     chosen=st.sets(st.integers(0, len(RULES) - 1), min_size=1, max_size=6),
     attributes=st.lists(ATTRS, min_size=len(DEVICES), max_size=len(DEVICES)),
