@@ -22,7 +22,8 @@ could *decide* it, and the transform's values.
 - After a batch is decided, the engine keeps rows and derives points per rule and point
   over all messages at once (``RuleEngine._route_whole``) when every rule decided every
   message (:attr:`Decided.all_decided`), and passes over a product's messages on the tap
-  when no rule held (:attr:`Decided.none_held`).
+  when no rule held (:attr:`Decided.none_held`) - or its rows without gathering messages at
+  all when each tap rule reads only the one point it selects (:func:`none_can_hold`).
 - A message is *undecided* - and the engine evaluates it alone, which counts the skip as it
   always does - when it lacks a point an expression reads (without types an unqualified name
   then falls back to the device's attributes), has a point named like an attribute the

@@ -40,7 +40,7 @@ Cost (measured; see ``benchmarks/README.md``): evaluating a condition message by
 ~1.5-2 us, so a rule that meets every post costs ingest a few microseconds per post; over a
 batch each expression costs ~10-50 us however many messages it holds, and the bookkeeping
 per row stays (``rules_100.yaml`` on 100 posts of 3 points: route 6.1 -> 2.9 us per post,
-the tap's rules ~13 -> 1.5 us per post). Rules of other products and points cost nothing.
+the tap's rules ~13 -> 0.7 us per post). Rules of other products and points cost nothing.
 Registry reads (a product's model, a device's attributes and tags) happen on the loop once
 per product and device, then come from the caches.
 
