@@ -90,6 +90,7 @@ class Services:
         self.streams: StreamEngine | None = None
         self.rules: RuleEngine | None = None
         self._rules_callback: TapCallback | None = None
+        self._rules_rows: TapCallback | None = None
         self._disconnect_waiters: set[asyncio.Future[None]] = set()
 
     @classmethod
@@ -240,16 +241,20 @@ class Services:
         """The engine's router in the services, its callback on the tap for the events its
         rules need (none for the default rule set: ingest pays nothing)."""
         iothub.point_router = engine.router
-        if self._rules_callback is not None:
-            self._rules_callback.cancel()
-            self._rules_callback = None
+        self._cancel_rules_callbacks()
         if engine.tap_kinds:
             self._rules_callback = iothub.tap.add_callback(engine.on_event, kinds=engine.tap_kinds)
+        if engine.wants_points:  # stored points as rows: no event object per point
+            self._rules_rows = iothub.tap.add_point_rows(engine.on_rows)
+
+    def _cancel_rules_callbacks(self) -> None:
+        for handle in (self._rules_callback, self._rules_rows):
+            if handle is not None:
+                handle.cancel()
+        self._rules_callback = self._rules_rows = None
 
     def _stop_rules(self) -> None:
-        if self._rules_callback is not None:
-            self._rules_callback.cancel()
-            self._rules_callback = None
+        self._cancel_rules_callbacks()
         if self.rules is not None:
             self.rules.close()
             self.rules = None

@@ -105,14 +105,7 @@ operators and calls alike, so that a 10,000-term chain is refused at once, never
 from __future__ import annotations
 
 from ._dryrun import DRY_RUN_COLUMNS, dry_run
-from ._engine import (
-    RULE_EVENT_KINDS,
-    DeviceInfo,
-    RuleEngine,
-    RuleStats,
-    check_rules,
-    evaluate_rule,
-)
+from ._engine import RULE_EVENT_KINDS, DeviceInfo, RuleEngine, RuleStats
 from ._expression import Expression, compile_expression
 from ._files import (
     RULES_FILE,
@@ -139,6 +132,7 @@ from ._rule import (
     Store,
     default_rules,
 )
+from ._ruleset import check_rules, evaluate_rule
 from ._threshold import Threshold
 from ._types import ExprType
 

@@ -19,8 +19,9 @@ import pandas as pd
 
 from ..errors import EnosLabError, InvalidArgument
 from ..tap import AttributesChanged, EventPosted, PointStored, PresenceChanged
-from ._engine import DeviceInfo, RuleEngine, evaluate_rule
+from ._engine import DeviceInfo, RuleEngine
 from ._rule import Call, MessageKind, Republish, Rule, Store
+from ._ruleset import evaluate_rule
 
 __all__ = ["DRY_RUN_COLUMNS", "dry_run"]
 

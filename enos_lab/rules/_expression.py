@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import numpy.typing as npt
 import pandas as pd
 
 from ..errors import InvalidArgument
@@ -14,7 +15,7 @@ from ._nodes import Node
 from ._parser import parse
 from ._threshold import Threshold, threshold_of
 from ._types import ExprType, Shape, TypeSource, check, shape_of
-from ._vector import evaluate_vector, is_missing
+from ._vector import evaluate_arrays, evaluate_vector, is_missing
 
 if TYPE_CHECKING:
     from ..model import ThingModel
@@ -142,6 +143,26 @@ class Expression:
             self.result_type,
             self._refs,
             frame,
+            boolean=self.boolean,
+            text=self.text,
+            rule=self.name,
+        )
+
+    def evaluate_arrays(
+        self, columns: Mapping[str, npt.NDArray[Any]], size: int
+    ) -> npt.NDArray[Any]:
+        """:meth:`evaluate_frame` over columns given as numpy arrays of ``size`` cells each
+        (label -> float64 with NaN for null, or objects with None), without building a frame
+        where the types are known: the values as an array (bool, float64 or objects)."""
+        if any(kind is ExprType.ANY for kind in self._refs.values()):
+            frame = pd.DataFrame(dict(columns), copy=False)
+            return self._rows(frame).to_numpy()
+        return evaluate_arrays(
+            self._tree,
+            self.result_type,
+            self._refs,
+            columns,
+            size,
             boolean=self.boolean,
             text=self.text,
             rule=self.name,

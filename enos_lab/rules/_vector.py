@@ -35,7 +35,7 @@ from ._evaluate import RefKey, kind_name, member, normalise
 from ._nodes import Binary, Call, Compare, In, IsNull, Literal, Logic, Node, Not, Ref, Unary
 from ._types import ExprType
 
-__all__ = ["evaluate_vector", "is_missing"]
+__all__ = ["evaluate_arrays", "evaluate_vector", "is_missing"]
 
 Floats = npt.NDArray[np.float64]
 Masks = npt.NDArray[np.bool_]
@@ -51,25 +51,39 @@ def is_missing(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _column(frame: pd.DataFrame, key: RefKey) -> tuple[pd.Series[Any], tuple[str, ...]]:
+Columns = pd.DataFrame | Mapping[str, npt.NDArray[Any]]
+"""A frame, or its columns as numpy arrays (label -> array, all of one length)."""
+
+
+def _column(frame: Columns, key: RefKey) -> tuple[pd.Series[Any], tuple[str, ...]]:
     """The column for a reference and the member path still to walk."""
     namespace, name, path = key
+    labels = frame.columns if isinstance(frame, pd.DataFrame) else frame
     joined = "/".join((name, *path))
     for label in (f"{namespace}:{joined}", joined):
-        if label in frame.columns:
-            return frame[label], ()
+        if label in labels:
+            return _series(frame[label]), ()
     for label in (f"{namespace}:{name}", name):
-        if label in frame.columns:
-            return frame[label], path
+        if label in labels:
+            return _series(frame[label]), path
     raise MissingValue(name, namespace)
+
+
+def _series(column: pd.Series[Any] | npt.NDArray[Any]) -> pd.Series[Any]:
+    return column if isinstance(column, pd.Series) else pd.Series(column, copy=False)
 
 
 class _Vectoriser:
     def __init__(
-        self, frame: pd.DataFrame, refs: Mapping[RefKey, ExprType], text: str, rule: str | None
+        self,
+        frame: Columns,
+        n: int,
+        refs: Mapping[RefKey, ExprType],
+        text: str,
+        rule: str | None,
     ) -> None:
         self.frame = frame
-        self.n = len(frame)
+        self.n = n
         self.refs = refs
         self.text = text
         self.rule = rule
@@ -81,6 +95,12 @@ class _Vectoriser:
 
     def load(self, key: RefKey) -> Vector:
         kind = self.refs[key]
+        if not key[2] and kind is ExprType.NUMBER and not isinstance(self.frame, pd.DataFrame):
+            array = self.frame.get(f"{key[0]}:{key[1]}")  # the numbers of a MessageFrame
+            if array is not None and array.dtype == np.float64:
+                values = array.copy()
+                values[~np.isfinite(values)] = np.nan
+                return values
         try:
             series, path = _column(self.frame, key)
         except MissingValue as exc:
@@ -324,7 +344,7 @@ def evaluate_vector(
     """Evaluate a checked, fully typed tree over ``frame`` (see the module docstring): a bool
     Series for a condition (unknown is false), else float64 (NaN for null) for a number,
     object (``None`` for null) for a string or a bool."""
-    out = _Vectoriser(frame, refs, text, rule).visit(tree)
+    out = _Vectoriser(frame, len(frame), refs, text, rule).visit(tree)
     index = frame.index
     if isinstance(out, tuple):
         true, false = out
@@ -335,3 +355,29 @@ def evaluate_vector(
     if result is ExprType.NUMBER:
         return pd.Series(out, index=index, dtype=np.float64)
     return pd.Series(out, index=index, dtype=object)
+
+
+def evaluate_arrays(
+    tree: Node,
+    result: ExprType,
+    refs: Mapping[RefKey, ExprType],
+    columns: Mapping[str, npt.NDArray[Any]],
+    n: int,
+    *,
+    boolean: bool,
+    text: str,
+    rule: str | None,
+) -> npt.NDArray[Any]:
+    """:func:`evaluate_vector` over ``columns`` (label -> numpy array of ``n`` cells: float64
+    with NaN for null, or objects with None), giving the Series' values as an array."""
+    out = _Vectoriser(columns, n, refs, text, rule).visit(tree)
+    if isinstance(out, tuple):
+        true, false = out
+        if boolean:
+            return true
+        return _objects(
+            [True if t else False if f else None for t, f in zip(true, false, strict=True)]
+        )
+    if result is ExprType.NUMBER:
+        return out.astype(np.float64, copy=False)
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,6 +91,19 @@ def _check(text: str, table: list[dict[str, Any]], boolean: bool) -> None:
     vector = e.evaluate_frame(pd.DataFrame(table)).tolist()
     for i, (a, b) in enumerate(zip(scalar, vector, strict=True)):
         assert _same(a, b), f"row {i} {table[i]}: scalar {a!r}, vectorised {b!r} for {text}"
+    arrays = e.evaluate_arrays({k: _array([r[k] for r in table]) for k in table[0]}, len(table))
+    for i, (a, b) in enumerate(zip(scalar, arrays.tolist(), strict=True)):
+        assert _same(a, b), f"row {i} {table[i]}: scalar {a!r}, on arrays {b!r} for {text}"
+
+
+def _array(cells: list[Any]) -> np.ndarray[Any, Any]:
+    """A column as the rule engine's batches give it: doubles (NaN for null) where every
+    cell is a number or null, objects otherwise."""
+    if all(type(c) in (int, float) or c is None for c in cells):
+        return np.array([math.nan if c is None else c for c in cells], dtype=np.float64)
+    column = np.empty(len(cells), dtype=object)
+    column[:] = cells
+    return column
 
 
 @settings(max_examples=200, deadline=None)

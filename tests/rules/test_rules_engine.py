@@ -328,8 +328,10 @@ def test_no_router_while_a_rule_stores_everything_and_none_derives() -> None:
         [Rule("on", kind="presence", actions=[Call(print)]), Rule("x", kind="event", actions=[])]
     )
     assert engine.tap_kinds == (PresenceChanged,)
+    assert not engine.wants_points
     engine.set_rules([Rule("hot", condition="${t} > ${limit}", actions=[Call(print)])])
-    assert engine.tap_kinds == (AttributesChanged, TagsChanged, PointStored)
+    assert engine.tap_kinds == (AttributesChanged, TagsChanged)
+    assert engine.wants_points  # stored points come as rows (on_rows), not events
 
 
 def test_tap_rules_see_the_whole_stored_post_and_never_raise() -> None:
