@@ -3,11 +3,12 @@
 The alert engine takes the tap's points in batches (the points of one store commit) and
 groups them by (product, measurepoint). :class:`PointGroup` is one such group: it computes,
 once for all the rules of the group, the values as numbers, the resumed flags, the devices'
-attributes per point and a frame for :meth:`~enos_lab.rules.Expression.evaluate_frame`, and
+attributes per point and the columns of the vectorised evaluation, and
 :meth:`PointGroup.anomalies` says for one rule's condition on which points it holds:
 
 - a threshold (:attr:`~enos_lab.rules.Expression.threshold`): one numpy comparison;
-- any other condition, over at least :data:`FRAME_MIN` points: the vectorised evaluation;
+- any other condition, over at least :data:`FRAME_MIN` points: the vectorised evaluation on
+  numpy columns (:meth:`~enos_lab.rules.Expression.evaluate_arrays`);
 - otherwise (too few points, a value of the wrong kind somewhere, ...): ``None``, and the
   engine evaluates the points one by one.
 
@@ -35,9 +36,9 @@ __all__ = ["FRAME_MIN", "VECTOR_MIN", "PointGroup"]
 VECTOR_MIN = 8
 """Points of one (product, measurepoint) in a batch from which threshold conditions are
 evaluated with numpy (fewer: one by one, which costs less for so few)."""
-FRAME_MIN = 32
-"""Points from which other conditions are evaluated over a frame (its setup costs about as
-much as evaluating this many points one by one)."""
+FRAME_MIN = 16
+"""Points from which other conditions are evaluated over numpy columns (their setup costs
+about as much as evaluating this many points one by one)."""
 
 Bools = npt.NDArray[np.bool_]
 _MISSING = object()
@@ -47,7 +48,7 @@ class PointGroup:
     """The points of one (product, measurepoint) in one batch, in order, as the tap's
     point rows (:data:`~enos_lab.tap.PointRowLike`)."""
 
-    __slots__ = ("_attributes", "_columns", "_devices", "_frame", "_resumed", "_values", "events")
+    __slots__ = ("_attributes", "_columns", "_devices", "_resumed", "_values", "events")
 
     def __init__(
         self,
@@ -60,7 +61,6 @@ class PointGroup:
         self._resumed: Bools | None = None
         self._devices: tuple[npt.NDArray[np.object_], npt.NDArray[np.intp]] | None = None
         self._columns: dict[str, tuple[npt.NDArray[np.object_], Bools]] = {}
-        self._frame: pd.DataFrame | None = None
 
     def _columns_of(self) -> None:
         """The values (as doubles where all are numbers), resumed flags and device codes of
@@ -154,26 +154,41 @@ class PointGroup:
             return threshold.mask(values, limits) & ~unknown, unknown
         if len(self.events) < FRAME_MIN:
             return None
-        frame = self._frame
-        if frame is None:
-            frame = self._frame = pd.DataFrame(
-                {f"point:{point_id}": [row[4] for row in self.events]}
-            )
+        size = len(self.events)
+        values = self._numbers()
+        columns: dict[str, npt.NDArray[Any]] = {
+            f"point:{point_id}": values
+            if values is not None
+            else np.array([row[4] for row in self.events], dtype=object)
+        }
         undecided: Bools | None = None
-        columns = {}
         rows = self.codes()[1] if condition.attributes else None
         for name in condition.attributes:
             per_device, lacking = self._column(name)
             assert rows is not None
+            doubles = _doubles(per_device, lacking)
+            columns[f"attr:{name}"] = (per_device if doubles is None else doubles).take(rows)
             missing = lacking.take(rows)
-            columns[f"attr:{name}"] = per_device.take(rows)
             undecided = missing if undecided is None else undecided | missing
-        if columns:
-            frame = frame.assign(**columns)
         try:
-            held = condition.evaluate_frame(frame).to_numpy(dtype=np.bool_)
+            held = np.asarray(condition.evaluate_arrays(columns, size), dtype=np.bool_)
         except EnosLabError:  # a value of the wrong kind somewhere: one by one
             return None
         if undecided is not None:
             held = held & ~undecided
         return held, undecided
+
+
+def _doubles(values: npt.NDArray[np.object_], lacking: Bools) -> npt.NDArray[np.float64] | None:
+    """``values`` as doubles (NaN where ``lacking``) if every present one is an int or a float
+    (not a bool) that a double holds; else None (they go as objects)."""
+    present = values[~lacking].tolist()
+    if not all(type(v) is float or type(v) is int for v in present):
+        return None
+    try:
+        return np.array(
+            [np.nan if gone else float(v) for v, gone in zip(values, lacking, strict=True)],
+            dtype=np.float64,
+        )
+    except OverflowError:
+        return None

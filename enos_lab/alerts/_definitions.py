@@ -292,9 +292,10 @@ class AlertRule:
             if not isinstance(given_tags, Mapping):
                 raise InvalidArgument(f"{what}: {name} must be a mapping, got {given_tags!r}")
             tags = dict(given_tags)
+            label = "tag" if name == "tags" else "scope tag"
             for key, value in tags.items():
-                _text(key, f"{what}: {name} key")
-                _text(value, f"{what}: {name} {key!r}", limit=1000, empty=True)
+                _text(key, f"{what}: {label} key")
+                _text(value, f"{what}: {label} {key!r}", limit=1000, empty=True)
             object.__setattr__(self, name, MappingProxyType(tags))
         for name in ("is_root", "enabled", "strict"):
             if not isinstance(getattr(self, name), bool):
