@@ -28,7 +28,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..errors import EnosLabError
-from ..rules import Expression
+from ..rules import Expression, Threshold
 from ..tap import PointRowLike
 
 __all__ = ["FRAME_MIN", "VECTOR_MIN", "PointGroup"]
@@ -131,6 +131,28 @@ class PointGroup:
             values[i] = value
         self._columns[name] = (values, missing)
         return values, missing
+
+    def constant_masks(
+        self, thresholds: list[Threshold]
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]] | None:
+        """Where each of ``thresholds`` (a point compared with a number) holds, as one row
+        of a matrix per threshold, and whether it holds anywhere; None if a value is not a
+        number. The comparisons of one operator run as one numpy operation."""
+        values = self._numbers()
+        if values is None:
+            return None
+        masks = np.zeros((len(thresholds), len(values)), dtype=np.bool_)
+        known = np.isfinite(values)
+        by_op: dict[str, list[int]] = {}
+        for i, threshold in enumerate(thresholds):
+            by_op.setdefault(threshold.op, []).append(i)
+        for op, indexes in by_op.items():
+            limits = np.array([thresholds[i].value for i in indexes], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                held = Threshold.UFUNCS[op](values[None, :], limits[:, None])
+            held &= known[None, :] & np.isfinite(limits)[:, None]
+            masks[indexes] = held
+        return masks, np.asarray(masks.any(axis=1), dtype=np.bool_)
 
     def anomalies(self, condition: Expression, point_id: str) -> tuple[Bools, Bools | None] | None:
         """Where ``condition`` holds on the points, and which points are undecided (None:

@@ -39,7 +39,7 @@ import numpy as np
 from ..clock import Clock, TimerHandle, to_epoch_ms
 from ..errors import EnosLabError, ExpressionError, InvalidArgument, NotFound, RuleError
 from ..model import ModelCatalog, ThingModel
-from ..rules import Expression, compile_expression
+from ..rules import Expression, Threshold, compile_expression
 from ..tap import PointRowLike, PointStored, PresenceChanged
 from ._batch import VECTOR_MIN, Bools, PointGroup
 from ._definitions import AlertRule
@@ -152,6 +152,9 @@ class _Rule:
     include_resumed: bool
     states: int = 0
     """(Device) states the engine keeps for this rule."""
+    constant: Threshold | None = None
+    """The condition, when it compares the point with a number (evaluated with the rule's
+    group of such rules at once)."""
 
 
 @dataclass(slots=True)
@@ -240,7 +243,9 @@ class AlertEngine:
         condition, recover = compile_rule(rule, self._models.get(rule.model_id))
         trigger = rule.measurepoint if rule.measurepoint is not None else "\0status"
         self.remove_rule(rule.rule_id)
-        compiled = _Rule(rule, condition, recover, bool(include_resumed))
+        threshold = None if condition is None else condition.threshold
+        constant = threshold if threshold is not None and threshold.attribute is None else None
+        compiled = _Rule(rule, condition, recover, bool(include_resumed), constant=constant)
         self._rules[rule.rule_id] = compiled
         self._by_trigger.setdefault((rule.model_id, trigger), []).append(compiled)
         self._restore(rule)
@@ -389,6 +394,16 @@ class AlertEngine:
     def _on_points(self, rules: list[_Rule], events: list[PointRowLike]) -> None:
         """The points of one (product, measurepoint), in order, for each of its rules."""
         group = PointGroup(events, self._attributes) if len(events) >= VECTOR_MIN else None
+        if group is not None:
+            constant = [c for c in rules if c.constant is not None]
+            thresholds = [c.constant for c in constant if c.constant is not None]
+            together = group.constant_masks(thresholds) if thresholds else None
+            if together is not None:  # every value a number: all of them at once
+                masks, held = together
+                for compiled, mask, any_held in zip(constant, masks, held, strict=True):
+                    if any_held or compiled.states:  # else nothing to do for this rule
+                        self._pick(compiled, group, mask, None)
+                rules = [c for c in rules if c.constant is None]
         for compiled in rules:
             condition = compiled.condition
             assert condition is not None

@@ -10,8 +10,10 @@ double, an infinity or NaN null, a comparison with null unknown and so false).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -45,6 +47,9 @@ class Threshold:
     """The number it is compared with (None: an attribute)."""
     attribute: str | None = None
     """The attribute it is compared with (None: a number)."""
+
+    UFUNCS: ClassVar[Mapping[str, Any]] = MappingProxyType(_UFUNC)
+    """The numpy comparison of each operator."""
 
     def mask(
         self, values: npt.NDArray[np.float64], limits: npt.NDArray[np.float64] | None = None
