@@ -43,6 +43,7 @@ from ..rules import Expression, Threshold, compile_expression
 from ..tap import PointRowLike, PointStored, PresenceChanged
 from ._batch import VECTOR_MIN, Bools, PointGroup
 from ._definitions import AlertRule
+from ._masking import RootMasking
 from ._record import AlertEventType, AlertRecord
 from ._records import AlertRecords
 from ._state import AlertPhase, AlertState
@@ -204,8 +205,7 @@ class AlertEngine:
         self._model_of = model_of
         self._attributes = attributes
         self._tags_of = tags_of
-        self._gateway_of = gateway_of
-        self._sub_devices = sub_devices
+        self._masking = RootMasking(records, gateway_of, sub_devices)
         self._notify = notify
         self._max_states = max_states
         self._rules: dict[str, _Rule] = {}
@@ -634,7 +634,7 @@ class AlertEngine:
                         self.stats.recovered += 1
                         self._tell(record, AlertChange.RECOVERED)
                         if rule.is_root:
-                            self._unmask(record)
+                            self._masking.lift(record)
                 elif isinstance(transition, Escalated):
                     event_id = entry.event_id or self._active_id(rule, pk, dk)
                     if event_id is not None:
@@ -670,50 +670,16 @@ class AlertEngine:
             product_key=pk,
             device_key=dk,
             flapping=entry.state.flapping,
-            masked_by=self._root_alert_over(pk, dk),
+            masked_by=self._masking.over(pk, dk, self._root_ids()),
         )
         entry.event_id = record.event_id
         self.stats.fired += 1
         self._tell(record, AlertChange.OPENED)
         if rule.is_root:
-            self._mask_below(record)
-
-    # ---------------------------------------------------------------- root masking
+            self.stats.masked += self._masking.below(record)
 
     def _root_ids(self) -> list[str]:
         return [rule_id for rule_id, compiled in self._rules.items() if compiled.rule.is_root]
-
-    def _root_alert_over(self, pk: str, dk: str) -> str | None:
-        """The event id of an active root alert on the device's gateway, if there is one."""
-        if self._gateway_of is None:
-            return None
-        roots = self._root_ids()
-        gateway = self._gateway_of(pk, dk) if roots else None
-        if gateway is None:
-            return None
-        active = self._records.active(gateway[1], roots, product_key=gateway[0])
-        return None if active.empty else str(active["event_id"].iloc[0])
-
-    def _mask_below(self, root: AlertRecord) -> None:
-        """Mask the active alerts of the sub-devices of the root alert's device."""
-        if self._sub_devices is None:
-            return
-        for sub_pk, sub_dk in self._sub_devices((root.product_key, root.device_key)):
-            active = self._records.active(sub_dk, product_key=sub_pk)
-            for event_id, masked_by in zip(active["event_id"], active["masked_by"], strict=True):
-                if not isinstance(masked_by, str):  # None (or NaN)
-                    self._records.set_masked(event_id, root.event_id)
-                    self.stats.masked += 1
-
-    def _unmask(self, root: AlertRecord) -> None:
-        """Unmask the alerts the recovered root alert masked and that are still active."""
-        if self._sub_devices is None:
-            return
-        for sub_pk, sub_dk in self._sub_devices((root.product_key, root.device_key)):
-            active = self._records.active(sub_dk, product_key=sub_pk)
-            for event_id, masked_by in zip(active["event_id"], active["masked_by"], strict=True):
-                if masked_by == root.event_id:
-                    self._records.set_masked(event_id, None)
 
     def _tell(self, record: AlertRecord, change: AlertChange) -> None:
         if self._notify is None:
