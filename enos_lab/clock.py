@@ -39,6 +39,7 @@ from .errors import InvalidArgument
 __all__ = [
     "SETTLE_ROUNDS",
     "Clock",
+    "DeadlineTimer",
     "SimulatedClock",
     "SystemClock",
     "TimerHandle",
@@ -308,6 +309,48 @@ class SimulatedClock:
             if monotonic > self._monotonic:
                 self._now += timedelta(seconds=monotonic - self._monotonic)
                 self._monotonic = monotonic
+
+
+class DeadlineTimer:
+    """One timer that calls ``callback()`` once ``clock``'s time reaches a deadline given in
+    epoch milliseconds: what an engine with many deadlines keeps armed at the earliest one.
+
+    :meth:`arm` (re-)arms it (the same deadline again changes nothing; ``None`` disarms it),
+    :meth:`cancel` disarms it, :attr:`due_ms` is the deadline armed (None: none, and also
+    while the callback runs). Use it on the loop the clock's timers run on.
+    """
+
+    __slots__ = ("_callback", "_clock", "_handle", "due_ms")
+
+    def __init__(self, clock: Clock, callback: Callable[[], object]) -> None:
+        self._clock = clock
+        self._callback = callback
+        self._handle: TimerHandle | None = None
+        self.due_ms: int | None = None
+        """The deadline armed. [ms since the epoch]"""
+
+    def arm(self, due_ms: int | None) -> None:
+        """Fire at ``due_ms`` [ms since the epoch] (at once if it has passed) instead of any
+        deadline armed before; ``None``: not at all."""
+        if due_ms == self.due_ms:
+            return
+        self.cancel()
+        self.due_ms = due_ms
+        if due_ms is not None:
+            delay = max(0, due_ms - self._clock.time_ms()) / 1000
+            self._handle = self._clock.call_at(self._clock.monotonic() + delay, self._fire)
+
+    def cancel(self) -> None:
+        """Disarm it (idempotent)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self.due_ms = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.due_ms = None
+        self._callback()
 
 
 def _step(seconds: float | timedelta) -> float:

@@ -11,7 +11,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from enos_lab._loop import LoopThread
-from enos_lab.clock import Clock, SimulatedClock, SystemClock, from_epoch_ms, to_epoch_ms
+from enos_lab.clock import (
+    Clock,
+    DeadlineTimer,
+    SimulatedClock,
+    SystemClock,
+    from_epoch_ms,
+    to_epoch_ms,
+)
 from enos_lab.errors import InvalidArgument
 
 
@@ -192,3 +199,29 @@ def test_system_clock_schedules_on_the_running_loop() -> None:
         await clock.sleep(0)
 
     asyncio.run(main())
+
+
+def test_a_deadline_timer_fires_once_at_its_latest_deadline() -> None:
+    start = datetime(2025, 6, 1, tzinfo=UTC)
+    clock = SimulatedClock(start)
+    t0 = to_epoch_ms(start)
+
+    async def main() -> list[int]:
+        fired: list[int] = []
+        timer = DeadlineTimer(clock, lambda: fired.append(clock.time_ms()))
+        timer.arm(t0 + 5_000)
+        timer.arm(t0 + 5_000)  # the same deadline: one timer
+        assert clock.pending == 1 and timer.due_ms == t0 + 5_000
+        timer.arm(t0 + 2_000)  # moved earlier
+        await clock.advance_async(3)
+        assert fired == [t0 + 2_000] and timer.due_ms is None
+        timer.arm(t0 + 1_000)  # already passed: at once
+        await asyncio.sleep(0)  # the loop runs it
+        timer.arm(t0 + 10_000)
+        timer.cancel()
+        timer.arm(None)
+        await clock.advance_async(60)
+        assert clock.pending == 0
+        return fired
+
+    assert asyncio.run(main()) == [t0 + 2_000, t0 + 3_000]

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..clock import Clock, TimerHandle, to_epoch_ms
+from ..clock import Clock, DeadlineTimer, to_epoch_ms
 from ..errors import EnosLabError, ExpressionError, InvalidArgument, NotFound, RuleError
 from ..model import ModelCatalog, ThingModel
 from ..rules import Expression, Threshold, compile_expression
@@ -212,8 +212,7 @@ class AlertEngine:
         self._by_trigger: dict[tuple[str, str], list[_Rule]] = {}
         self._states: dict[_Key, _Entry] = {}
         self._heap: list[tuple[int, _Key]] = []
-        self._timer: TimerHandle | None = None
-        self._timer_ms: int | None = None
+        self._timer = DeadlineTimer(clock, self._on_timer)
         self._product_models: dict[str, str | None] = {}
         self._logged: set[tuple[str, str, str]] = set()
         self._closed = False
@@ -739,22 +738,10 @@ class AlertEngine:
 
     def _arm(self) -> None:
         """(Re-)arm the one clock timer at the earliest scheduled time."""
-        if self._closed:
-            return
-        due = self._live_top()
-        if due == self._timer_ms:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_ms = due
-        if due is not None:
-            delay_s = max(0, due - self._clock.time_ms()) / 1000
-            self._timer = self._clock.call_at(self._clock.monotonic() + delay_s, self._on_timer)
+        if not self._closed:
+            self._timer.arm(self._live_top())
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_ms = None
         if self._closed:
             return
         self.stats.timer_runs += 1
@@ -783,6 +770,4 @@ class AlertEngine:
     def close(self) -> None:
         """Cancel the timer and stop taking events (on the lab's loop, or after it stopped)."""
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()

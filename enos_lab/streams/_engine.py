@@ -47,7 +47,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..clock import Clock, TimerHandle, to_epoch_ms
+from ..clock import Clock, DeadlineTimer, to_epoch_ms
 from ..errors import EnosLabError, InvalidArgument, NotFound
 from ..model import DataType, ModelCatalog, ThingModel
 from ..store import PointRow, TimeSeriesStore
@@ -192,8 +192,7 @@ class StreamEngine:
         self._logged: set[tuple[str, str, str]] = set()
         self._pending: list[PointRow] = []
         self._writer: asyncio.Task[None] | None = None
-        self._timer: TimerHandle | None = None
-        self._timer_ms: int | None = None
+        self._timer = DeadlineTimer(clock, self._on_timer)
         self._callback: TapCallback | None = None
         self._closed = False
         self.stats = StreamEngineStats()
@@ -405,7 +404,8 @@ class StreamEngine:
                 stream.due = deadline
                 if earliest is None or deadline < earliest:
                     earliest = deadline
-        if earliest is not None and (self._timer_ms is None or earliest < self._timer_ms):
+        armed = self._timer.due_ms
+        if earliest is not None and (armed is None or earliest < armed):
             self._arm_at(earliest)
 
     def _streams_for(self, product_key: str, point_id: str) -> list[_Stream]:
@@ -487,19 +487,10 @@ class StreamEngine:
 
     def _arm_at(self, due: int | None) -> None:
         """Arm the one clock timer at ``due`` (clock time [ms]; ``None``: none)."""
-        if self._closed or due == self._timer_ms:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_ms = due
-        if due is not None:
-            delay_s = max(0, due - self._clock.time_ms()) / 1000
-            self._timer = self._clock.call_at(self._clock.monotonic() + delay_s, self._on_timer)
+        if not self._closed:
+            self._timer.arm(due)
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_ms = None
         if self._closed:
             return
         self.stats.timer_runs += 1
@@ -531,9 +522,7 @@ class StreamEngine:
         if self._callback is not None:
             self._callback.cancel()
             self._callback = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         await self.drained()
 
 
