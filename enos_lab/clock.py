@@ -8,6 +8,8 @@ Both give tz-aware UTC datetimes (``now()``), epoch milliseconds (``time_ms()``,
 format) and a monotonic reading in seconds (``monotonic()``, for timeouts and rates), and both
 schedule on the running asyncio event loop: ``call_at(when, callback)`` (``when`` on the
 ``monotonic()`` scale), ``await sleep(seconds)`` and ``await wait_for(awaitable, timeout)``.
+:class:`DeadlineTimer` keeps one timer armed at a deadline in epoch milliseconds (an engine's
+earliest), on either clock.
 
 Theory of operation (simulated timers)
 --------------------------------------
