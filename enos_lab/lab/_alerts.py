@@ -36,6 +36,7 @@ from ..alerts import (
     Severity,
     backtest,
     explain,
+    rule_from_document,
 )
 from ..clock import to_epoch_ms
 from ..errors import InvalidArgument, NotFound
@@ -84,20 +85,26 @@ class Alerts(LabCore):
 
     # -- rules ---------------------------------------------------------------------------------
 
-    def add_alert_rule(self, rule: AlertRule, *, include_resumed: bool = False) -> AlertRule:
+    def add_alert_rule(
+        self, rule: AlertRule | Mapping[str, Any], *, include_resumed: bool = False
+    ) -> AlertRule:
         """Put an alert rule to work and keep it with the lab (EnOS ``createAlertRule``).
 
-        ``rule`` (:class:`~enos_lab.alerts.AlertRule`) watches a measurepoint of a model's
-        devices, or their status (``device_status="offline"``); a rule with the id of one
-        already kept replaces it (its active alerts stay). ``include_resumed``: resumed
-        (historical) points feed it too. Raises :class:`~enos_lab.errors.ExpressionError`
-        naming the rule and the column for a bad condition,
-        :class:`~enos_lab.errors.InvalidArgument` for a point the model lacks and
-        :class:`~enos_lab.errors.NotFound` for an unknown model. Returns the rule.
+        ``rule`` (:class:`~enos_lab.alerts.AlertRule`, or its document as
+        :func:`~enos_lab.alerts.rule_document` gives it, e.g. read from JSON or YAML) watches
+        a measurepoint of a model's devices, or their status (``device_status="offline"``); a
+        rule with the id of one already kept replaces it (its active alerts stay).
+        ``include_resumed``: resumed (historical) points feed it too. Raises
+        :class:`~enos_lab.errors.ExpressionError` naming the rule and the column for a bad
+        condition, :class:`~enos_lab.errors.InvalidArgument` for a point the model lacks or a
+        malformed document and :class:`~enos_lab.errors.NotFound` for an unknown model.
+        Returns the rule.
         """
+        if isinstance(rule, Mapping):
+            rule = rule_from_document(rule)
         if not isinstance(rule, AlertRule):
             raise InvalidArgument(
-                f"add_alert_rule: expected an AlertRule, got {type(rule).__name__}"
+                f"add_alert_rule: expected an AlertRule or its document, got {type(rule).__name__}"
             )
         service = self._alert_service("add_alert_rule")
         entry = RuleEntry(rule, bool(include_resumed))

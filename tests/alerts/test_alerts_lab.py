@@ -22,6 +22,7 @@ from enos_lab.alerts import (
     RULES_FILE,
     AlertEventType,
     AlertRule,
+    rule_document,
 )
 from enos_lab.clock import SimulatedClock, from_epoch_ms
 from enos_lab.errors import ExpressionError, InvalidArgument, NotFound, RuleError
@@ -171,7 +172,7 @@ def test_acknowledge_shelve_close_and_create(tmp_path: Path) -> None:
     with site(tmp_path / "lab") as s:
         lab = s.lab
         s.device("inv-1", rated_power=5.0)
-        lab.add_alert_rule(OVER)
+        assert lab.add_alert_rule(rule_document(OVER)) == OVER  # as a document (JSON, YAML)
         with lab.subscribe(kinds=AlertChanged) as sub, s.connect("inv-1") as dev:
             s.post(dev, active_power=6.0)
             (opened,) = changes(sub, 1)
@@ -275,8 +276,10 @@ def test_bad_rules_are_refused_and_not_kept(tmp_path: Path) -> None:
             lab.add_alert_rule(
                 AlertRule(rule_id="m", model_id="no_model", measurepoint="x", condition="${x} > 1")
             )
-        with pytest.raises(InvalidArgument, match="expected an AlertRule"):
-            lab.add_alert_rule({"rule_id": "dict"})  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument, match="expected an AlertRule or its document"):
+            lab.add_alert_rule(["not", "a", "rule"])  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgument, match="'dict'"):  # a document missing fields
+            lab.add_alert_rule({"rule_id": "dict"})
         assert lab.alert_rules().empty
         assert not (lab.data_dir / RULES_FILE).exists()
         with pytest.raises(NotFound, match="'ghost'"):
