@@ -28,6 +28,7 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     │       └── MissingValue                   ... because a value it references is missing
     ├── LimitExceeded                          a bound on what the hub keeps was reached
     ├── DeviceOffline                          a command's device has no live connection
+    ├── CommandFailed                          a device answered a command with a code not 200
     ├── DeviceError                            the device SDK (:mod:`enos_lab.device`)
     │   ├── LoginRefused (also AuthenticationError)  the hub refused the CONNECT (return code)
     │   ├── RequestFailed                      the hub answered a request with a code other than 200
@@ -50,6 +51,7 @@ __all__ = [
     "BadLogin",
     "ClosedError",
     "CommandError",
+    "CommandFailed",
     "DeviceError",
     "DeviceOffline",
     "EnosLabError",
@@ -295,6 +297,37 @@ class DeviceOffline(EnosLabError):
 class LimitExceeded(EnosLabError):
     """A bound on what the hub keeps (retained messages, sessions, subscriptions) was reached;
     the message names the bound (see :class:`~enos_lab.hub.HubConfig`)."""
+
+
+class CommandFailed(EnosLabError):
+    """A device answered a command (a service invocation, a measurepoint set or get) with a
+    code other than 200.
+
+    ``code`` is the device's code (EnOS: user-defined codes are 2000 or above; protocol
+    reference 5.2), ``message`` and ``data`` what it sent, ``product_key`` / ``device_key``
+    the device and ``command`` what was sent (e.g. ``"service set_power_limit"``).
+    """
+
+    def __init__(
+        self,
+        code: int,
+        message: str = "",
+        *,
+        data: object = None,
+        product_key: str = "",
+        device_key: str = "",
+        command: str = "",
+    ) -> None:
+        super().__init__(
+            f"device {product_key}/{device_key} answered {command or 'the command'} with code "
+            f"{code}" + (f": {message}" if message else "")
+        )
+        self.code = code
+        self.message = message
+        self.data = data
+        self.product_key = product_key
+        self.device_key = device_key
+        self.command = command
 
 
 class DeviceError(EnosLabError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._alerts import Alerts
 from ._certificates import Certificates
+from ._control import Control
 from ._edges import Edges
 from ._operations import Operations
 from ._provisioning import Provisioning
@@ -14,7 +15,9 @@ from ._streams import Streams
 __all__ = ["Lab"]
 
 
-class Lab(Provisioning, Operations, Edges, Simulation, Certificates, Alerts, Streams, Rules):
+class Lab(
+    Provisioning, Operations, Control, Edges, Simulation, Certificates, Alerts, Streams, Rules
+):
     """A running laboratory: the hub on a background event loop, with a synchronous facade.
 
     Parameters
