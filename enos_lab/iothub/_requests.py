@@ -236,12 +236,15 @@ class Requests:
         codec = self._codecs.get(match.product_key)
         allowed = may_request(conn, match, route.scope)
         target = conn.target((match.product_key, match.device_key))
+        keys = (match.product_key, match.device_key)
         if not allowed:
+            self._emit.refused(conn.ident, match.kind.name, ReplyCode.NO_WRITE_PERMISSION)
             await self._deny(conn, reply_topic, "unknown", qos)
             return
         if codec is None or (
             target is not None and target.product.data_format is not DataFormat.CUSTOM
         ):
+            self._emit.refused(keys, match.kind.name, ReplyCode.PARSE_ERROR)
             reply = encode_reply(
                 "unknown", ReplyCode.PARSE_ERROR, None, "product has no raw codec (custom format)"
             )
@@ -252,6 +255,7 @@ class Requests:
             document = decode_payload(envelope, "decoded")
         except Exception as exc:
             log.info("codec of %s failed: %s", match.product_key, exc)
+            self._emit.refused(keys, match.kind.name, ReplyCode.PARSE_ERROR)
             reply = encode_reply("unknown", ReplyCode.PARSE_ERROR, None, f"codec failed: {exc}")
             await self._publish_raw(reply_topic, _encode_raw_reply(codec, reply), qos)
             return
@@ -264,6 +268,7 @@ class Requests:
         try:
             request = decode_request(envelope)
         except EnvelopeError as exc:
+            self._emit.refused(keys, match.kind.name, exc.code)
             reply = encode_reply(None, exc.code, None, str(exc))
             await self._publish_raw(reply_topic, _encode_raw_reply(codec, reply), qos)
             return
@@ -280,6 +285,8 @@ class Requests:
             if result is None:
                 result = (ReplyCode.NO_WRITE_PERMISSION, None, None)
         code, data, text = result
+        if code != ReplyCode.SUCCESS:
+            self._emit.refused(keys, (kind or match.kind).name, code)
         reply = encode_reply(request.id, code, data, text)
         await self._publish_raw(reply_topic, _encode_raw_reply(codec, reply), qos)
 

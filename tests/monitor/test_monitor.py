@@ -176,3 +176,29 @@ def test_facade_signatures_and_coroutine_forms() -> None:
     assert "minutes" in inspect.signature(Lab.fleet_summary).parameters
     for name in ("monitor", "fleet", "fleet_summary"):
         assert inspect.iscoroutinefunction(getattr(Lab, "a" + name))
+
+
+def test_sub_devices_behind_a_gateway(tmp_path: Path) -> None:
+    clock = SimulatedClock(from_epoch_ms(T0))
+    with running_lab(tmp_path / "lab", seed=4, clock=clock) as lab:
+        lab.monitor()
+        gw_pk = lab.create_product("Gateway", node_type="gateway").product_key
+        sub_pk = lab.create_product(
+            "Sub meters", model_id="energy_meter", node_type="sub_device"
+        ).product_key
+        lab.register_device(gw_pk, device_key="gw")
+        secret = lab.register_device(sub_pk, device_key="s1").device_secret
+        lab.registry.attach((gw_pk, "gw"), (sub_pk, "s1"))
+        with lab.subscribe(kinds=PresenceChanged) as presence, device(lab, gw_pk, "gw") as gw:
+            sub = gw.login_sub_device(sub_pk, "s1", secret)
+            wait_presence(lab, presence, 2)  # the gateway, then its sub-device
+            assert sub.post_measurepoints({"active_power": 3.0}).ok
+            online = lab.fleet(sub_pk)
+            sub.logout()
+            wait_presence(lab, presence, 1)
+            offline = lab.fleet(sub_pk)
+    row = online.iloc[0]
+    assert (row["state"], row["gateway"], row["points"]) == ("online", (gw_pk, "gw"), 1)
+    assert row["connected_since"] == pd.Timestamp(T0, unit="ms", tz="UTC")
+    assert row["latest"] == {"active_power": 3.0}
+    assert offline.loc[0, "state"] == "offline" and offline.loc[0, "disconnects"] == 1
