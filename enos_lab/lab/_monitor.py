@@ -5,9 +5,10 @@ Monitoring starts on the first monitoring call (:meth:`Monitoring.monitor`,
 a :class:`~enos_lab.monitor.Monitor` to its tap and to the IoT hub's refusal hook, so that a
 lab nobody monitors pays nothing on ingest. Its counters (points in, events, errors, last
 seen) start there and live as long as the lab object (across restarts, like the tap); call
-``lab.monitor()`` right after ``start()`` to count from the beginning. Presence and lifecycle
-state come from the registry, latest values from the store, so they are whole from the first
-call.
+``lab.monitor()`` right after ``start()`` to count from the beginning (after a restart,
+the new IoT hub's refusals are counted from the next monitoring call on; the tap's counts go
+on). Presence and lifecycle state come from the registry, latest values from the store, so
+they are whole from the first call.
 """
 
 from __future__ import annotations
