@@ -39,6 +39,7 @@ services recorded it. Mappings in events are read-only views.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
@@ -62,6 +63,8 @@ from ..tap import (
 )
 
 __all__ = ["Emitter", "RefusalHook"]
+
+log = logging.getLogger(__name__)
 
 Keys = tuple[str, str]  # (product_key, device_key)
 
@@ -188,10 +191,14 @@ class Emitter:
         """A request of the device ``keys`` (the topic's device, or the connection's when the
         request was not readable or not allowed) on a topic of ``kind`` (a
         :class:`~enos_lab.enos.TopicKind` name) was answered with the error ``code``: passed
-        to :attr:`on_refused` if set."""
+        to :attr:`on_refused` if set (an exception it raises is logged)."""
         hook = self.on_refused
-        if hook is not None:
-            hook(keys, kind, code)
+        if hook is None:
+            return
+        try:
+            hook(keys, kind, int(code))
+        except Exception:  # a consumer's bug never stops the reply
+            log.exception("refusal hook %r failed", hook)
 
     # -- held until the presence log is written ----------------------------------------------
 
