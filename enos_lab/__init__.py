@@ -60,7 +60,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 
 The subpackages (``enos_lab.hub``, ``.iothub``, ``.registry``, ``.store``, ``.model``,
 ``.mqtt``, ``.enos``, ``.tap``, ``.device``, ``.sim``, ``.edge``, ``.scenarios``, ``.ca``,
-``.vault``, ``.alerts``, ``.streams`` and ``.rules``) hold the rest.
+``.vault``, ``.alerts``, ``.streams``, ``.rules`` and ``.monitor``) hold the rest.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ batch of points costs one check. Who calls what, and when:
 ``DeviceLoggedIn``      held likewise: a login is recorded by its presence row
 ======================  ================================================================
 
+Requests the services refuse (an error reply: malformed JSON, a post failing the model, no write
+permission, ...) keep nothing, so they are not on the tap; :meth:`Emitter.refused` hands them to
+one optional hook, :attr:`Emitter.on_refused` (the lab's monitor; ``None``: nothing is done).
+
 Presence changes are queued in the registry and written once per event-loop iteration
 (:class:`~enos_lab.iothub._sessions.Sessions`). Their events, and the logins they record, are
 *held* here when they happen (:meth:`Emitter.presence`, :meth:`Emitter.logged_in`) and handed
@@ -35,7 +39,8 @@ services recorded it. Mappings in events are read-only views.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -57,9 +62,14 @@ from ..tap import (
     TapEvent,
 )
 
-__all__ = ["Emitter"]
+__all__ = ["Emitter", "RefusalHook"]
+
+log = logging.getLogger(__name__)
 
 Keys = tuple[str, str]  # (product_key, device_key)
+
+RefusalHook = Callable[[Keys, str, int], object]
+"""``hook((product_key, device_key), kind, code)``: a request refused with an error reply."""
 
 
 class Emitter:
@@ -68,12 +78,14 @@ class Emitter:
     Use it on the services' event loop only.
     """
 
-    __slots__ = ("_clock", "_held", "tap")
+    __slots__ = ("_clock", "_held", "on_refused", "tap")
 
     def __init__(self, tap: Tap, clock: Clock) -> None:
         self.tap = tap
         self._clock = clock
         self._held: list[TapEvent] = []
+        self.on_refused: RefusalHook | None = None
+        """Called with each refused request (see :meth:`refused`); ``None``: not reported."""
 
     @classmethod
     def idle(cls) -> Emitter:
@@ -174,6 +186,19 @@ class Emitter:
         if not tap.wants(DeviceActivated):
             return
         tap.emit(DeviceActivated(*keys, self._now()))
+
+    def refused(self, keys: Keys, kind: str, code: int) -> None:
+        """A request of the device ``keys`` (the topic's device, or the connection's when the
+        request was not readable or not allowed) on a topic of ``kind`` (a
+        :class:`~enos_lab.enos.TopicKind` name) was answered with the error ``code``: passed
+        to :attr:`on_refused` if set (an exception it raises is logged)."""
+        hook = self.on_refused
+        if hook is None:
+            return
+        try:
+            hook(keys, kind, int(code))
+        except Exception:  # a consumer's bug never stops the reply
+            log.exception("refusal hook %r failed", hook)
 
     # -- held until the presence log is written ----------------------------------------------
 

@@ -54,7 +54,7 @@ from ._acl import Acl
 from ._attributes import Attributes
 from ._commands import Commands
 from ._config import IotHubConfig, OtaHandler, RawCodec
-from ._emit import Emitter
+from ._emit import Emitter, RefusalHook
 from ._events import Events
 from ._gateways import Gateways
 from ._integration import Integration
@@ -175,7 +175,13 @@ class IotHub:
         )
         self._acl = Acl(sessions, routes, config)
         self._requests = Requests(
-            sessions, routes, points.fast_post, self._commands.device_reply, self._codecs, config
+            sessions,
+            routes,
+            points.fast_post,
+            self._commands.device_reply,
+            self._codecs,
+            config,
+            emit,
         )
         self.config = config
         # the hub calls these per CONNECT and per PUBLISH: the parts' bound methods, so that no
@@ -212,6 +218,18 @@ class IotHub:
         (:meth:`~enos_lab.tap.Tap.add_callback`) or from anywhere
         (:meth:`~enos_lab.tap.Tap.subscribe`)."""
         return self._emit.tap
+
+    @property
+    def on_refused(self) -> RefusalHook | None:
+        """Called on the hub's loop as ``hook((product_key, device_key), kind, code)`` for each
+        request answered with an error code (refused posts are not on the tap: nothing was
+        kept); ``kind`` is the :class:`~enos_lab.enos.TopicKind` name. Default ``None``; the
+        lab's monitor sets it (:mod:`enos_lab.monitor`)."""
+        return self._emit.on_refused
+
+    @on_refused.setter
+    def on_refused(self, hook: RefusalHook | None) -> None:
+        self._emit.on_refused = hook
 
     @property
     def point_router(self) -> PointRouter | None:

@@ -99,7 +99,7 @@ class Measurepoints:
     and tells the tap (``emit``); ``hub`` is set by ``IotHub.attach``.
     """
 
-    __slots__ = ("_clock", "_sessions", "batcher", "config", "hub")
+    __slots__ = ("_clock", "_emit", "_sessions", "batcher", "config", "hub")
 
     def __init__(
         self,
@@ -111,7 +111,8 @@ class Measurepoints:
     ) -> None:
         self.config = config
         self.hub: Hub | None = None
-        self.batcher = PointBatcher(self.answer_posts, store, emit)
+        self._emit = emit or Emitter.idle()
+        self.batcher = PointBatcher(self.answer_posts, store, self._emit)
         self._sessions = sessions
         self._clock = clock
 
@@ -217,17 +218,25 @@ class Measurepoints:
                     for topic, ok, _, qos, _ in posts:
                         publish(_make_message(topic, ok, 1 if qos else 0, False, NO_PROPERTIES))
                 else:
-                    for (topic, ok, request_id, qos, _), result in zip(posts, results, strict=True):
-                        reply = (
-                            ok
-                            if not isinstance(result, BaseException)
-                            else _post_error(topic, request_id, result)
-                        )
+                    for post, result in zip(posts, results, strict=True):
+                        topic, ok, request_id, qos, rows = post
+                        if isinstance(result, BaseException):
+                            reply = _post_error(topic, request_id, result)
+                            self._refused(rows, result)
+                        else:
+                            reply = ok
                         publish(_make_message(topic, reply, 1 if qos else 0, False, NO_PROPERTIES))
             except Exception as exc:  # the hub is stopping
                 replied.set_exception(exc)
                 return
         replied.set_result(None)
+
+    def _refused(self, rows: list[Any], error: BaseException) -> None:
+        """Tell the emitter of a fast-path post the store refused (its device, its code)."""
+        if rows:
+            pk, dk, *_, resume = rows[0]
+            kind = TopicKind.MEASUREPOINT_RESUME if resume else TopicKind.MEASUREPOINT_POST
+            self._emit.refused((pk, dk), kind.name, error_result(error)[0])
 
     # -- batches (7.2) -------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from ..hub import ClientInfo, Hub, Message
 from ..registry import DataFormat
 from ._acl import may_request, subscribed
 from ._config import IotHubConfig, RawCodec
+from ._emit import Emitter
 from ._routes import (
     DEVICE_REPLY,
     OK_HEAD,
@@ -89,6 +90,7 @@ class Requests:
         "_codecs",
         "_conns",
         "_device_reply",
+        "_emit",
         "_fast_post",
         "_make_route",
         "_route",
@@ -104,8 +106,10 @@ class Requests:
         device_reply: DeviceReply,
         codecs: dict[str, RawCodec],
         config: IotHubConfig,
+        emit: Emitter | None = None,
     ) -> None:
         self.config = config
+        self._emit = emit or Emitter.idle()
         self.hub: Hub | None = None
         # the collaborators' tables and entry points, held here: one attribute per message
         self._conns = sessions.conns
@@ -148,13 +152,18 @@ class Requests:
         try:
             request = decode_request(message.payload)
         except EnvelopeError as exc:
+            self._emit.refused(conn.ident, route.match.kind.name, exc.code)
             await self._reply(reply_topic, None, exc.code, None, str(exc), qos)
             return
         result = await self.handle(conn, route, request)
         if result is None:
+            self._emit.refused(conn.ident, route.match.kind.name, ReplyCode.NO_WRITE_PERMISSION)
             await self._deny(conn, reply_topic, request.id, qos)
             return
         code, data, text = result
+        if code != ReplyCode.SUCCESS:
+            match = route.match
+            self._emit.refused((match.product_key, match.device_key), match.kind.name, code)
         hub = self.hub
         if hub is None:
             return
@@ -227,12 +236,15 @@ class Requests:
         codec = self._codecs.get(match.product_key)
         allowed = may_request(conn, match, route.scope)
         target = conn.target((match.product_key, match.device_key))
+        keys = (match.product_key, match.device_key)
         if not allowed:
+            self._emit.refused(conn.ident, match.kind.name, ReplyCode.NO_WRITE_PERMISSION)
             await self._deny(conn, reply_topic, "unknown", qos)
             return
         if codec is None or (
             target is not None and target.product.data_format is not DataFormat.CUSTOM
         ):
+            self._emit.refused(keys, match.kind.name, ReplyCode.PARSE_ERROR)
             reply = encode_reply(
                 "unknown", ReplyCode.PARSE_ERROR, None, "product has no raw codec (custom format)"
             )
@@ -243,6 +255,7 @@ class Requests:
             document = decode_payload(envelope, "decoded")
         except Exception as exc:
             log.info("codec of %s failed: %s", match.product_key, exc)
+            self._emit.refused(keys, match.kind.name, ReplyCode.PARSE_ERROR)
             reply = encode_reply("unknown", ReplyCode.PARSE_ERROR, None, f"codec failed: {exc}")
             await self._publish_raw(reply_topic, _encode_raw_reply(codec, reply), qos)
             return
@@ -255,6 +268,7 @@ class Requests:
         try:
             request = decode_request(envelope)
         except EnvelopeError as exc:
+            self._emit.refused(keys, match.kind.name, exc.code)
             reply = encode_reply(None, exc.code, None, str(exc))
             await self._publish_raw(reply_topic, _encode_raw_reply(codec, reply), qos)
             return
@@ -271,6 +285,8 @@ class Requests:
             if result is None:
                 result = (ReplyCode.NO_WRITE_PERMISSION, None, None)
         code, data, text = result
+        if code != ReplyCode.SUCCESS:
+            self._emit.refused(keys, (kind or match.kind).name, code)
         reply = encode_reply(request.id, code, data, text)
         await self._publish_raw(reply_topic, _encode_raw_reply(codec, reply), qos)
 

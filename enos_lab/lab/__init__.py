@@ -48,8 +48,10 @@ revoked and listed, the CA certificate and the CRL), ``_alerts`` (alert rules ke
 ``alert_rules.json`` and evaluated by the alert engine on the tap, alert records in
 ``alerts.sqlite3``: searched, acknowledged, shelved, closed, created and explained),
 ``_streams`` (stream computing: streams defined, listed, removed and counted, kept in
-``streams.json``) and ``_rules`` (the rule engine's rule set, kept in ``rules.json``: changed,
-loaded, saved, dry-run, counted); :class:`Lab` composes them.
+``streams.json``), ``_monitor`` (fleet monitoring: per-device presence, traffic, errors
+and latest values, counted from the first monitoring call on) and ``_rules`` (the rule
+engine's rule set, kept in ``rules.json``: changed, loaded, saved, dry-run, counted);
+:class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
@@ -58,6 +60,7 @@ from ._certificates import CERTIFICATE_COLUMNS
 from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
+from ._monitor import FLEET_COLUMNS, FLEET_SUMMARY_COLUMNS
 from ._rules import RULE_COLUMNS, RULE_STATS_COLUMNS
 from ._simulation import LabFleet
 from ._streams import STREAM_COLUMNS, STREAM_STATS_COLUMNS
@@ -72,6 +75,8 @@ __all__ = [
     "EDGE_COLUMNS",
     "EDGE_MODEL_ID",
     "EDGE_PRODUCT_KEY",
+    "FLEET_COLUMNS",
+    "FLEET_SUMMARY_COLUMNS",
     "REGISTRY_FILE",
     "RULE_COLUMNS",
     "RULE_STATS_COLUMNS",

@@ -6,6 +6,7 @@ from ._alerts import Alerts
 from ._certificates import Certificates
 from ._control import Control
 from ._edges import Edges
+from ._monitor import Monitoring
 from ._operations import Operations
 from ._provisioning import Provisioning
 from ._rules import Rules
@@ -16,7 +17,16 @@ __all__ = ["Lab"]
 
 
 class Lab(
-    Provisioning, Operations, Control, Edges, Simulation, Certificates, Alerts, Streams, Rules
+    Provisioning,
+    Operations,
+    Control,
+    Monitoring,
+    Edges,
+    Simulation,
+    Certificates,
+    Alerts,
+    Streams,
+    Rules,
 ):
     """A running laboratory: the hub on a background event loop, with a synchronous facade.
 

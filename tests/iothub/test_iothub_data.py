@@ -396,6 +396,8 @@ class Codec:
 async def test_raw_codec_upstream_and_downstream(env: Env) -> None:
     env.registry.create_product("Raw", product_key="rawP", model_id="meter", data_format="custom")
     env.iothub.register_codec("rawP", Codec())
+    refused: list[tuple[tuple[str, str], str, int]] = []
+    env.iothub.on_refused = lambda keys, kind, code: refused.append((keys, kind, code))
     client = await env.device("rawP", "r1")
     topic = "/sys/rawP/r1/thing/model/up_raw"
     await client.subscribe(topic + "_reply")
@@ -405,6 +407,12 @@ async def test_raw_codec_upstream_and_downstream(env: Env) -> None:
     assert list(latest(env, "rawP", "r1")["value"]) == [7]
     await client.publish(topic, b"T99999999999")  # out of int32 range: 1204
     assert (await client.read_publish()).payload == b"ER"
+    await client.publish(topic, b"Tx")  # the codec fails: 1200
+    assert (await client.read_publish()).payload == b"ER"
+    assert refused == [
+        (("rawP", "r1"), "MEASUREPOINT_POST", 1204),
+        (("rawP", "r1"), "MODEL_UP_RAW", 1200),
+    ]
     # downstream: encoded by the codec, reply decoded by the codec
     import asyncio
 

@@ -158,7 +158,9 @@ async def test_rows_the_store_refuses_fail_alone(
     when they share a batch with other devices' rows. Fast-path posts of two devices in one
     event-loop iteration, then batch requests (general path) of two more: the good ones are
     stored and answered 200, the bad ones get the store's error with their own id; the refused
-    fast-path post is logged at ERROR."""
+    fast-path post is logged at ERROR. Both refusals reach the refusal hook."""
+    refused: list[tuple[tuple[str, str], str, int]] = []
+    env.iothub.on_refused = lambda keys, kind, code: refused.append((keys, kind, code))
     clients = [await env.device("dirP", f"d{i}") for i in range(4)]
     topic = "/sys/dirP/{}/thing/measurepoint/post"
     for i, client in enumerate(clients):
@@ -195,6 +197,10 @@ async def test_rows_the_store_refuses_fail_alone(
     assert len(retried) == 2
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "/sys/dirP/d1/thing/measurepoint/post:" in errors[0].getMessage()
+    assert sorted(refused) == [
+        (("dirP", "d1"), "MEASUREPOINT_POST", 1200),
+        (("dirP", "d3"), "MEASUREPOINT_POST_BATCH", 1200),
+    ]
 
 
 async def test_the_batcher_fails_each_request_alone(tmp_path: Path) -> None:
