@@ -15,6 +15,8 @@ import pytest
 from enos_sdk_helpers import running_lab, sdk_product
 
 from enos_lab import Lab, TopicKind
+from enos_lab.alerts import AlertRule
+from enos_lab.clock import from_epoch_ms
 from enos_lab.device import DeviceClient, Endpoint, Notification
 from enos_lab.errors import LoginRefused, NotFound, RequestFailed
 from enos_lab.registry import NodeType
@@ -192,3 +194,27 @@ async def test_without_purge_a_registered_again_key_sees_the_kept_history(lab: L
     lab.delete_device(pk, "r2")
     lab.register_device(pk, device_key="r2")
     assert _stored(lab, pk, "r2")[:2] == (3, 1)
+
+
+async def test_purge_forgets_the_alert_engine_s_state_of_the_device(lab: Lab) -> None:
+    pk = sdk_product(lab).product_key
+    lab.add_alert_rule(
+        AlertRule(
+            rule_id="hot", model_id="sdk_meter", measurepoint="temp", condition="${temp} > 50"
+        )
+    )
+    old = lab.register_device(pk, device_key="a1")
+    async with DeviceClient(lab.host, lab.port, pk, "a1", old.device_secret, timeout=WAIT) as c:
+        assert (await c.post_measurepoints({"temp": 60.0}, T0)).code == 200
+    await _until(lambda: len(lab.alerts()) == 1, "the alert")
+    lab.delete_device(pk, "a1", purge=True)
+    assert lab.alert_history(include_active=True).empty
+    new = lab.register_device(pk, device_key="a1")
+    async with DeviceClient(lab.host, lab.port, pk, "a1", new.device_secret, timeout=WAIT) as c:
+        # a new device: its first anomaly opens a new alert, its recovery closes it
+        assert (await c.post_measurepoints({"temp": 70.0}, T0 + 1000)).code == 200
+        await _until(lambda: len(lab.alerts()) == 1, "the new device's alert")
+        assert (await c.post_measurepoints({"temp": 20.0}, T0 + 2000)).code == 200
+        await _until(lambda: len(lab.alert_history()) == 1, "the recovery")
+    history = lab.alert_history()
+    assert history["occur_time"].tolist() == [from_epoch_ms(T0 + 1000)]
