@@ -335,7 +335,11 @@ class Writer:
             self._commits += 1
             self._committed()
             if job.after is not None:
-                job.after(result)
+                try:
+                    job.after(result)
+                except Exception as exc:
+                    job.future.set_exception(_as_store_error(exc))
+                    return
             job.future.set_result(result)
 
     def _rollback(self) -> None:
