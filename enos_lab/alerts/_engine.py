@@ -696,6 +696,15 @@ class AlertEngine:
             entry.scheduled_ms = None
             self._lost_state(rule_id)
 
+    def forget_device(self, product_key: str, device_key: str) -> int:
+        """Drop every rule's state on the device (it was deleted with its history, alert
+        records included): its next points, if the key is registered again, start from
+        nothing. Returns how many states were dropped."""
+        keys = [k for k in self._states if k[1] == product_key and k[2] == device_key]
+        for rule_id, pk, dk in keys:
+            self.forget(rule_id, pk, dk)
+        return len(keys)
+
     def _lost_state(self, rule_id: str) -> None:
         compiled = self._rules.get(rule_id)
         if compiled is not None:

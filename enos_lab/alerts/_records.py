@@ -560,6 +560,18 @@ class AlertRecords:
             log.info("pruned %d recovered alert record(s) from %s", deleted, self._path)
         return deleted
 
+    def delete_device(self, product_key: str, device_key: str) -> int:
+        """Delete every alert record of the device, active and history (how a device deleted
+        with its history purged leaves no alert behind); returns how many were deleted."""
+        with self._transaction(prune=False) as db:
+            deleted: int = db.execute(
+                "DELETE FROM alerts WHERE product_key = ? AND device_key = ?",
+                (product_key, device_key),
+            ).rowcount
+        if deleted:
+            log.info("deleted %d alert record(s) of %s/%s", deleted, product_key, device_key)
+        return deleted
+
     # ---------------------------------------------------------------- reads
 
     def get(self, event_id: str) -> AlertRecord:

@@ -257,16 +257,33 @@ class Provisioning(LabCore):
 
     adisable_device = coroutine_form_of(disable_device)
 
-    def delete_device(self, product_key: str, device_key: str) -> Device:
-        """Delete the device ("logout"): close its connection and remove it from the registry.
+    def delete_device(self, product_key: str, device_key: str, *, purge: bool = False) -> Device:
+        """Delete the device ("logout"): close its connection, log it out of its gateway (which
+        gets ``combine/delete``, protocol reference 8.4), remove its credentials and its place
+        in the topology (a deleted gateway's sub-devices are detached), and return its last
+        record (state ``deleted``).
 
-        Returns its last record (state ``deleted``). The key can be registered again, which is
-        how a device is re-activated.
+        ``purge=False`` (EnOS's ``deleteDevice``: it takes only the device, its asset id or
+        product key + device key, and leaves the stored time series alone; EnOS removes them
+        separately with a TSDB data deletion job) keeps the device's history: measurepoints,
+        events and attribute changes in the store, alerts in ``alerts.sqlite3``. The store
+        keys data by product key and device key, so that history shows again under a device
+        registered later with the same key. ``purge=True`` also deletes that history, in one
+        store transaction (:meth:`~enos_lab.store.TimeSeriesStore.delete_device`), and the
+        device's alert records (active ones included, with the alert engine's state on it).
+
+        The key can be registered again: a new device with a fresh secret (how EnOS
+        re-activates a device). Raises :class:`~enos_lab.errors.NotFound` for an unknown
+        device.
         """
-        iothub = self._running().iothub
+        services = self._running()
+        iothub = services.iothub
         if iothub is None:
-            return self.registry.delete_device(product_key, device_key)
-        return self.run(self._delete(iothub, product_key, device_key))
+            device = self.registry.delete_device(product_key, device_key)
+            if purge:
+                self.run(self._purge_history(product_key, device_key))
+            return device
+        return self.run(self._delete(iothub, product_key, device_key, purge))
 
     adelete_device = coroutine_form_of(delete_device)
 
@@ -332,10 +349,29 @@ class Provisioning(LabCore):
             await self._until_offline(product_key, device_key)
         return device.device_secret
 
-    async def _delete(self, iothub: IotHub, product_key: str, device_key: str) -> Device:
+    async def _delete(
+        self, iothub: IotHub, product_key: str, device_key: str, purge: bool
+    ) -> Device:
         device = await iothub.delete_device(product_key, device_key)
         await self._until_offline(product_key, device_key)
+        if purge:
+            await self._purge_history(product_key, device_key)
         return device
+
+    async def _purge_history(self, product_key: str, device_key: str) -> None:
+        """Delete the (already deleted) device's stored data and alert records (on the loop)."""
+        services = self._running()
+        counts: dict[str, int] = {}
+        if services.store is not None:
+            counts = await services.store.delete_device_async(product_key, device_key)
+        alerts = services.alerts
+        if alerts is not None:
+            if alerts.engine is not None:
+                alerts.engine.forget_device(product_key, device_key)
+            counts["alerts"] = await asyncio.to_thread(
+                alerts.records.delete_device, product_key, device_key
+            )
+        log.info("history of %s/%s purged: %s", product_key, device_key, counts)
 
     async def _until_offline(self, product_key: str, device_key: str) -> None:
         """Wait (bounded) until the hub has closed the device's connection, so that the facade

@@ -414,6 +414,25 @@ class TimeSeriesStore:
         result: RetentionReport = job.future.result()
         return result
 
+    # ------------------------------------------------------------------ deletion
+
+    def delete_device(self, product_key: str, device_key: str) -> dict[str, int]:
+        """Delete everything stored of the device, in one transaction: its measurepoints (raw
+        rows, downsampled buckets and the series themselves), events and attribute changes.
+        Returns the rows deleted per table (``points, rollups, series, events, attributes,
+        devices``); a device with no data gives zeros. Afterwards queries of the device find
+        nothing (or raise :class:`~enos_lab.errors.NotFound` once the registry no longer knows
+        it), and data it sends later starts new series.
+
+        Appends of the device's data running at the same time may lose the race; stop its data
+        first (the lab deletes the device from the registry before it purges its history).
+        """
+        job = self._writer.delete_device_job(product_key, device_key)
+        self._writer.submit(job)
+        counts: dict[str, int] = job.future.result()
+        log.info("deleted the stored data of %s/%s: %s", product_key, device_key, counts)
+        return counts
+
     # ------------------------------------------------------------------ queries
 
     @contextlib.contextmanager
@@ -700,3 +719,4 @@ class TimeSeriesStore:
     query_events_async = _in_thread(query_events)
     query_attributes_async = _in_thread(query_attributes)
     apply_retention_async = _in_thread(apply_retention)
+    delete_device_async = _in_thread(delete_device)

@@ -79,6 +79,9 @@ class Job:
 
     fn: Callable[[duckdb.DuckDBPyConnection], Any]
     future: Future[Any]
+    after: Callable[[Any], None] | None = None
+    """Run on the writer thread with ``fn``'s result once its transaction committed (e.g. to
+    bring the writer's caches in line with what it deleted)."""
 
 
 _STOP = object()
@@ -331,6 +334,12 @@ class Writer:
         else:
             self._commits += 1
             self._committed()
+            if job.after is not None:
+                try:
+                    job.after(result)
+                except Exception as exc:
+                    job.future.set_exception(_as_store_error(exc))
+                    return
             job.future.set_result(result)
 
     def _rollback(self) -> None:
@@ -377,6 +386,51 @@ class Writer:
         for batch in group:
             self._rows += batch.rows
             batch.future.set_result(batch.rows)
+
+    def delete_device_job(self, product_key: str, device_key: str) -> Job:
+        """A job deleting every row of the device (points, downsampled buckets, series, events,
+        attribute changes, its entry in ``devices``) in one transaction, then forgetting its
+        series in the caches. Its result: rows deleted per table.
+
+        Series ids are never reused while the writer runs (``_next_sid`` only grows). Points of
+        the device submitted while the job runs may name a series id it removes; the caller
+        makes sure the device sends nothing meanwhile (the IoT hub refuses a deleted device).
+        """
+        device = (product_key, device_key)
+
+        def delete(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+            sids = [
+                int(sid)
+                for (sid,) in con.execute(
+                    "SELECT series_id FROM series WHERE product_key = ? AND device_key = ?",
+                    list(device),
+                ).fetchall()
+            ]
+            counts: dict[str, Any] = {}
+            for table in ("points", "rollups"):
+                (counts[table],) = con.execute(
+                    f"DELETE FROM {table} WHERE series_id IN (SELECT unnest(?::INTEGER[]))",
+                    [sids],
+                ).fetchall()[0]
+            for table in ("series", "events", "attributes", "devices"):
+                (counts[table],) = con.execute(
+                    f"DELETE FROM {table} WHERE product_key = ? AND device_key = ?", list(device)
+                ).fetchall()[0]
+            counts["_sids"] = sids
+            return counts
+
+        def forget(counts: dict[str, Any]) -> None:
+            sids = counts.pop("_sids")
+            for key in [k for k in self.series if k[0] == product_key and k[1] == device_key]:
+                del self.series[key]
+            self._series_per_device.pop(device, None)
+            self._devices.discard(device)
+            latest = self._latest_ms
+            for sid in sids:
+                if sid < len(latest):
+                    latest[sid] = NO_TIME
+
+        return Job(delete, Future(), forget)
 
     def latest_times(
         self, sids: npt.NDArray[np.int32]
