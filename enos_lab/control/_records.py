@@ -39,8 +39,8 @@ from ..errors import ClosedError, InvalidArgument, NotFound, StoreError
 from ..store import TimeLike, as_ms
 
 __all__ = [
-    "COMMAND_COLUMNS",
     "COMMANDS_FILE",
+    "COMMAND_COLUMNS",
     "KEEP",
     "MAX_HISTORY",
     "PRUNE_EVERY",
@@ -279,13 +279,21 @@ class CommandRecords:
 
     # ---------------------------------------------------------------- writes
 
-    def create(self, product_key: str, device_key: str, kind: str, params: object) -> str:
-        """Record a new command (status ``created``, now) and return its id."""
+    def create(
+        self,
+        product_key: str,
+        device_key: str,
+        kind: str,
+        params: object,
+        expires_ms: int | None = None,
+    ) -> str:
+        """Record a new command (status ``created``, now; a cached one with the time it
+        expires, ``expires_ms`` [ms since the epoch]) and return its id."""
         command_id = format(self._rng.getrandbits(64), "016x")
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO commands (command_id, product_key, device_key, kind, params, "
-                "status, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "status, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     command_id,
                     product_key,
@@ -294,11 +302,12 @@ class CommandRecords:
                     _json(params, f"command {kind!r}: params"),
                     CommandStatus.CREATED.value,
                     self._clock.time_ms(),
+                    expires_ms,
                 ),
             )
         return command_id
 
-    def queued(self, command_id: str, expires_ms: int) -> None:
+    def queued(self, command_id: str, expires_ms: int | None) -> None:
         """The cached command ``command_id`` waits for its device until ``expires_ms``."""
         self._set(
             command_id,
@@ -337,9 +346,7 @@ class CommandRecords:
         """``command_id`` ended as ``status`` (failed, expired, timed out) for ``reason``."""
         if not status.finished or status is CommandStatus.REPLIED:
             raise InvalidArgument(f"command {command_id}: {status} is not an end without reply")
-        self._set(
-            command_id, status, "finished_ms = ?, reason = ?", self._clock.time_ms(), reason
-        )
+        self._set(command_id, status, "finished_ms = ?, reason = ?", self._clock.time_ms(), reason)
 
     def fail_unfinished(self, reason: str) -> int:
         """Mark every command not finished as failed for ``reason`` (left over by a lab that
@@ -430,9 +437,7 @@ class CommandRecords:
                 wanted = CommandStatus(status)
             except ValueError:
                 known = ", ".join(s.value for s in CommandStatus)
-                raise InvalidArgument(
-                    f"status must be one of {known}, got {status!r}"
-                ) from None
+                raise InvalidArgument(f"status must be one of {known}, got {status!r}") from None
             where.append("status = ?")
             args.append(wanted.value)
         if start is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Generator
@@ -176,7 +177,7 @@ class CommandService:
 
     # -- submitting -------------------------------------------------------------------------
 
-    def submit(  # noqa: PLR0913, PLR0917 - a command's parts
+    def submit(
         self,
         product_key: str,
         device_key: str,
@@ -206,7 +207,10 @@ class CommandService:
                 f"already (EnOS: at most {MAX_CACHED} per device)"
             )
         kind_name = _kind_name(kind, item_id)
-        command_id = self.records.create(product_key, device_key, kind_name, params)
+        expires_ms = (
+            None if pending_ttl is None else self._clock.time_ms() + round(pending_ttl * 1000)
+        )
+        command_id = self.records.create(product_key, device_key, kind_name, params, expires_ms)
         future: concurrent.futures.Future[Reply] = concurrent.futures.Future()
         command = _Command(
             command_id, product_key, device_key, kind, params, item_id, timeout, future
@@ -219,7 +223,7 @@ class CommandService:
                 raise error
             self._spawn(command, None)
             return handle
-        command.expires_ms = self._clock.time_ms() + round(pending_ttl * 1000)
+        command.expires_ms = expires_ms
         queue = self._queues.setdefault(keys, _Queue())
         if online and not queue.busy and not queue.waiting:
             queue.busy = True
@@ -254,7 +258,7 @@ class CommandService:
                 reply = await sending
             except DeviceOffline as exc:
                 if queue is not None and not self._closed:  # went offline: back to the front
-                    self.records.queued(command.command_id, command.expires_ms or 0)
+                    self.records.queued(command.command_id, command.expires_ms)
                     queue.waiting.appendleft(command)
                     self._arm()
                     return
@@ -284,10 +288,8 @@ class CommandService:
     def _end(
         self, command: _Command, status: CommandStatus, reason: str, error: BaseException
     ) -> None:
-        try:
+        with contextlib.suppress(ClosedError):  # the records closed: the lab is stopping
             self.records.finished(command.command_id, status, reason)
-        except ClosedError:
-            pass
         if not command.future.done():
             command.future.set_exception(error)
 

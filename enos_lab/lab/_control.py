@@ -54,7 +54,7 @@ class Control(LabCore):
             )
         return service
 
-    def _command(  # noqa: PLR0913 - a command's parts
+    def _command(
         self,
         product_key: str,
         device_key: str,
@@ -102,7 +102,7 @@ class Control(LabCore):
             )
         return reply.data
 
-    def invoke_service(  # noqa: PLR0913 - EnOS's options
+    def invoke_service(
         self,
         product_key: str,
         device_key: str,
@@ -172,7 +172,7 @@ class Control(LabCore):
             convert=output,
         )
 
-    def set_measurepoints(  # noqa: PLR0913 - EnOS's options
+    def set_measurepoints(
         self,
         product_key: str,
         device_key: str,
@@ -203,7 +203,7 @@ class Control(LabCore):
             convert=lambda data: None,
         )
 
-    def get_measurepoints(  # noqa: PLR0913 - EnOS's options
+    def get_measurepoints(
         self,
         product_key: str,
         device_key: str,
