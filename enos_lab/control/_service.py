@@ -2,18 +2,19 @@
 
 Theory of operation. :meth:`CommandService.start` (on the lab's loop, after the IoT hub
 services) opens the command records (``commands.sqlite3`` in the data directory, in a worker
-thread; commands a previous run left unfinished are marked failed) and listens on the tap for
-devices coming online. :meth:`CommandService.submit` records a command and returns a
-:class:`CommandHandle` at once; a task the service owns sends it through
-:meth:`IotHub.send_command <enos_lab.iothub.IotHub.send_command>` and records the reply (or
-the timeout, on the lab clock) when it comes.
+thread; commands a previous run left unfinished are marked failed).
+:meth:`CommandService.submit` records a command and returns a :class:`CommandHandle` at once;
+a task the service owns sends it through :meth:`IotHub.send_command
+<enos_lab.iothub.IotHub.send_command>` and records the reply (or the timeout, on the lab
+clock) when it comes.
 
 EnOS issuing semantics: an *instant* command (no ``pending_ttl``) to an offline device fails at
 once (:class:`~enos_lab.errors.DeviceOffline`, recorded as failed). A *cached* command
 (``pending_ttl`` [s], EnOS ``pendingTtl``) goes into its device's queue: the queue is
 delivered in order, one at a time (the next once the previous one was answered or timed
 out), while the device is online, starting when it comes online
-(:class:`~enos_lab.tap.PresenceChanged`). At most :data:`MAX_CACHED` commands wait per device
+(:class:`~enos_lab.tap.PresenceChanged`, heard only while cached commands wait: otherwise
+the service is no consumer of the tap). At most :data:`MAX_CACHED` commands wait per device
 (one more: :class:`~enos_lab.errors.LimitExceeded`, nothing recorded). A cached command not
 sent within its ``pending_ttl`` is marked expired (one :class:`~enos_lab.clock.DeadlineTimer`
 on the lab clock, armed at the earliest expiry) and its handle raises
@@ -138,9 +139,8 @@ class CommandService:
         self._queues: dict[tuple[str, str], _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer = DeadlineTimer(clock, self._expire)
-        self._presence: TapCallback | None = tap.add_callback(
-            self._on_presence, kinds=PresenceChanged
-        )
+        self._tap = tap
+        self._presence: TapCallback | None = None  # on the tap only while commands wait
         self._closed = False
 
     @classmethod
@@ -303,6 +303,7 @@ class CommandService:
         if not queue.busy and queue.waiting and self._iothub.is_online(*keys):
             queue.busy = True
             self._spawn(queue.waiting.popleft(), queue)
+            self._arm()
         elif not queue.busy and not queue.waiting:
             del self._queues[keys]
 
@@ -329,6 +330,8 @@ class CommandService:
         self._arm()
 
     def _arm(self) -> None:
+        """Arm the timer at the earliest expiry, and listen for devices coming online only
+        while cached commands wait (with none, the tap has no consumer for it)."""
         due = [
             command.expires_ms
             for queue in self._queues.values()
@@ -336,6 +339,11 @@ class CommandService:
             if command.expires_ms is not None
         ]
         self._timer.arm(min(due) if due else None)
+        if due and self._presence is None and not self._closed:
+            self._presence = self._tap.add_callback(self._on_presence, kinds=PresenceChanged)
+        elif not due and self._presence is not None:
+            self._presence.cancel()
+            self._presence = None
 
     def queued(self, product_key: str, device_key: str) -> int:
         """How many cached commands wait for the device (on the loop)."""
