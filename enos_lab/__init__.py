@@ -14,6 +14,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``Clock``: what the lab asks about time (``SystemClock`` and ``SimulatedClock`` are clocks).
 - ``ClosedError``: the lab, hub, store or a device client is not running.
 - ``CommandError``: raised by a device's command handler to reply with a code.
+- ``CommandExpired``: a cached command (``pending_ttl``) was not sent before it expired.
 - ``CommandFailed``: a device answered a command (``Lab.invoke_service``, ...) with a code not 200.
 - ``CommandReplied``: tap event: a device answered a command.
 - ``ConnectionMode``: LONG (kept, reconnecting) or SHORT (per operation) connections.
@@ -75,6 +76,7 @@ from .errors import (
     AuthenticationError,
     ClosedError,
     CommandError,
+    CommandExpired,
     CommandFailed,
     DeviceError,
     DeviceOffline,
@@ -124,6 +126,7 @@ __all__ = [
     "Clock",
     "ClosedError",
     "CommandError",
+    "CommandExpired",
     "CommandFailed",
     "CommandReplied",
     "ConnectionMode",

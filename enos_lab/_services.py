@@ -8,10 +8,11 @@ hub services unless the lab is anonymous (reporting to the lab's device-data tap
 the services) with the alert engine (:class:`~enos_lab.alerts.AlertService`: the alert
 records and the rules kept in the data directory) and the stream engine
 (:class:`~enos_lab.streams.StreamEngine`, its definitions read from ``streams.json``) on that
-tap, and the MQTT hub with its TCP listeners (plain and/or TLS), which are opened last, once
-everything they feed is ready. A failure part way stops what was built. With a TLS listener the
-IoT hub services check client certificates with the lab's CA (the one the listener's contexts
-come from).
+tap, the command service (:class:`~enos_lab.control.CommandService`: command records in
+``commands.sqlite3``, cached commands), and the MQTT hub with its TCP listeners (plain and/or
+TLS), which are opened last, once everything they feed is ready. A failure part way stops
+what was built. With a TLS listener the IoT hub services check client certificates with the
+lab's CA (the one the listener's contexts come from).
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
@@ -21,11 +22,13 @@ task on the loop is cancelled from outside its owner):
 2. the IoT hub services (:meth:`~enos_lab.iothub.IotHub.stop`): the measurepoints already
    received are committed and answered, queued presence written, their own tasks cancelled,
    commands still waiting fail with :class:`~enos_lab.errors.ClosedError`;
-3. the stream engine leaves the tap and stores the derived points it has queued (told on the
+3. the command service (:class:`~enos_lab.control.CommandService`) leaves the tap, marks the
+   cached commands still queued failed and closes its records (``commands.sqlite3``);
+4. the stream engine leaves the tap and stores the derived points it has queued (told on the
    tap, so that the alert engine still sees them);
-4. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
+5. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
    last points were evaluated, its timer cancelled, its records closed;
-5. the registry and the store close (in worker threads; the store commits what it holds).
+6. the registry and the store close (in worker threads; the store commits what it holds).
 
 The rule engine (:mod:`enos_lab.rules`) starts with the IoT hub services, on the rule set kept
 in the data directory (``rules.json``; none: the default set, which stores everything): its
@@ -47,6 +50,7 @@ from pathlib import Path
 from .alerts import AlertService
 from .ca import ServerContexts
 from .clock import Clock, SystemClock
+from .control import CommandService
 from .errors import ClosedError, EnosLabError
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
@@ -84,6 +88,7 @@ class Services:
         self.models: ModelCatalog | None = None
         self.iothub: IotHub | None = None
         self.alerts: AlertService | None = None
+        self.control: CommandService | None = None
         self.hub: Hub | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
@@ -151,6 +156,10 @@ class Services:
                         data_dir, registry, models, clock or SystemClock(), tap
                     )
                     await self._start_streams(data_dir, registry, store, models, tap, clock)
+                if tap is not None:  # commands: records, cached commands (on the tap)
+                    self.control = await CommandService.start(
+                        data_dir, iothub, clock or SystemClock(), tap
+                    )
             await hub.start()
             if port is not None:
                 self.listener = await hub.listen_tcp(host, port)
@@ -263,14 +272,17 @@ class Services:
         """Stop every part in order (see the module docstring); idempotent."""
         self._stop_rules()
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
-        alerts, streams = self.alerts, self.streams
+        alerts, streams, control = self.alerts, self.streams, self.control
         self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None
+        self.control = None
         self.registry = self.store = self.models = self.streams = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
             steps.append(hub.stop)
         if iothub is not None:
             steps.append(iothub.stop)
+        if control is not None:
+            steps.append(control.stop)
         if streams is not None:
             steps.append(streams.aclose)
         if alerts is not None:

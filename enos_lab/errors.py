@@ -29,6 +29,7 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     ├── LimitExceeded                          a bound on what the hub keeps was reached
     ├── DeviceOffline                          a command's device has no live connection
     ├── CommandFailed                          a device answered a command with a code not 200
+    ├── CommandExpired                         a cached command not sent within its pending_ttl
     ├── DeviceError                            the device SDK (:mod:`enos_lab.device`)
     │   ├── LoginRefused (also AuthenticationError)  the hub refused the CONNECT (return code)
     │   ├── RequestFailed                      the hub answered a request with a code other than 200
@@ -51,6 +52,7 @@ __all__ = [
     "BadLogin",
     "ClosedError",
     "CommandError",
+    "CommandExpired",
     "CommandFailed",
     "DeviceError",
     "DeviceOffline",
@@ -328,6 +330,11 @@ class CommandFailed(EnosLabError):
         self.product_key = product_key
         self.device_key = device_key
         self.command = command
+
+
+class CommandExpired(EnosLabError):
+    """A cached command (EnOS ``pendingTtl``) waited for its device longer than its
+    ``pending_ttl`` and was not sent; its record says ``expired``."""
 
 
 class DeviceError(EnosLabError):

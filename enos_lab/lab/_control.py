@@ -7,19 +7,28 @@ before anything is sent, and returns the device's output, checked against the sa
 :meth:`Control.set_measurepoints` and :meth:`Control.get_measurepoints` do the same for
 measurepoint set and get. A device that answers with a code other than 200 raises
 :class:`~enos_lab.errors.CommandFailed` carrying its code, message and data. A product without a
-thing model takes any parameters. The command is sent as :meth:`Lab.send_command
-<enos_lab.lab.Lab.send_command>` sends it (instant: a device that is offline raises
-:class:`~enos_lab.errors.DeviceOffline` at once, as EnOS's instant commands fail).
+thing model takes any parameters.
+
+Every command goes through the lab's :class:`~enos_lab.control.CommandService` and is recorded
+(:meth:`Control.commands`, :meth:`Control.command`). By default it is instant and synchronous:
+a device that is offline raises :class:`~enos_lab.errors.DeviceOffline` at once, as EnOS's
+instant commands fail, and the call waits for the reply. ``wait=False`` returns a
+:class:`~enos_lab.control.CommandHandle` instead; ``pending_ttl`` makes a cached command
+(EnOS ``pendingTtl``), queued while the device is offline and delivered when it comes online.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import pandas as pd
+
+from ..control import CommandHandle, CommandRecord, CommandService, CommandStatus
 from ..enos import Reply, TopicKind
 from ..errors import CommandFailed, InvalidArgument, NotFound, ValidationError
 from ..model import ThingModel
+from ..store import TimeLike
 from ._core import LabCore, coroutine_form_of
 
 __all__ = ["Control"]
@@ -36,6 +45,15 @@ class Control(LabCore):
         model_id = self.registry.get_product(product_key).model_id
         return None if model_id is None else self.models.get(model_id)
 
+    def _command_service(self, what: str) -> CommandService:
+        service = self._running().control
+        if service is None:
+            raise InvalidArgument(
+                f"{what} needs the IoT hub services, but this lab is anonymous (a plain MQTT "
+                "broker); create it with anonymous=False"
+            )
+        return service
+
     def _command(
         self,
         product_key: str,
@@ -46,19 +64,33 @@ class Control(LabCore):
         item_id: str = "",
         timeout: float | None,
         what: str,
+        wait: bool,
+        pending_ttl: float | None,
+        convert: Callable[[Reply], Any],
     ) -> Any:
-        """Send a command, wait for the reply and return its data (CommandFailed unless
-        200)."""
-        iothub = self._require_iothub("commands")
-        reply = self.run(
-            iothub.send_command(
-                product_key, device_key, kind, params, item_id=item_id, wait=True, timeout=timeout
-            )
-        )
-        return self._answer(reply, product_key, device_key, what)
+        """Record and send a command; with ``wait`` its converted result (CommandFailed
+        unless 200), else its :class:`~enos_lab.control.CommandHandle`."""
+        service = self._command_service(what)
 
-    def _answer(self, reply: Reply | None, product_key: str, device_key: str, what: str) -> Any:
-        assert reply is not None  # sent with wait=True
+        def checked(reply: Reply) -> Any:
+            return convert(self._answer(reply, product_key, device_key, what))
+
+        async def submit() -> CommandHandle:
+            return service.submit(
+                product_key,
+                device_key,
+                kind,
+                params,
+                item_id=item_id,
+                timeout=timeout,
+                pending_ttl=pending_ttl,
+                convert=checked,
+            )
+
+        handle = self.run(submit())
+        return handle.result() if wait else handle
+
+    def _answer(self, reply: Reply, product_key: str, device_key: str, what: str) -> Any:
         if not reply.ok:
             raise CommandFailed(
                 reply.code,
@@ -78,18 +110,28 @@ class Control(LabCore):
         params: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = None,
-    ) -> dict[str, Any]:
+        wait: bool = True,
+        pending_ttl: float | None = None,
+    ) -> dict[str, Any] | CommandHandle:
         """Invoke the service ``service_id`` of a device with ``params`` and return its output
-        (EnOS ``invokeService``, synchronous).
+        (EnOS ``invokeService``).
 
         The input parameters are checked against the service in the device's thing model
         before anything is sent, and the device's output after it answered
         (:class:`~enos_lab.errors.ValidationError`, EnOS 1204, naming the parameter). Raises
         :class:`~enos_lab.errors.NotFound` for an unknown device or a service its model lacks,
-        :class:`~enos_lab.errors.DeviceOffline` when it has no live connection,
-        :class:`~enos_lab.errors.CommandFailed` when it answers with a code other than 200 and
-        :class:`TimeoutError` when it does not answer within ``timeout`` [s] (default: the IoT
-        hub's ``command_timeout``).
+        :class:`~enos_lab.errors.DeviceOffline` when it has no live connection (an instant
+        command), :class:`~enos_lab.errors.CommandFailed` when it answers with a code other
+        than 200 and :class:`TimeoutError` when it does not answer within ``timeout`` [s]
+        (default: the IoT hub's ``command_timeout``).
+
+        ``wait=False`` returns a :class:`~enos_lab.control.CommandHandle` at once (``id``,
+        ``status``, ``result(timeout)``, ``await handle``: the same output or error).
+        ``pending_ttl`` [s] makes it a cached command (EnOS ``pendingTtl``): a device offline
+        gets it when it comes online, in order with its other cached commands, one at a time,
+        at most 50 waiting (one more: :class:`~enos_lab.errors.LimitExceeded`); not sent
+        within ``pending_ttl`` it expires (:class:`~enos_lab.errors.CommandExpired`). Every
+        command is recorded (:meth:`commands`).
         """
         model = self._model_of(product_key, device_key)
         what = f"service {service_id!r}"
@@ -104,7 +146,20 @@ class Control(LabCore):
                     f"service {service_id!r} (its services: {known})"
                 )
             given = model.validate_service_input(service_id, dict(given))
-        data = self._command(
+
+        def output(data: Any) -> dict[str, Any]:
+            if model is None:
+                return data if isinstance(data, dict) else {"data": data}
+            try:
+                return model.validate_service_output(service_id, data)
+            except ValidationError as exc:
+                raise ValidationError(
+                    f"device {product_key}/{device_key} answered {what} with output that does "
+                    f"not fit its model: {exc}",
+                    exc.code,
+                ) from None
+
+        return self._command(  # type: ignore[no-any-return]
             product_key,
             device_key,
             TopicKind.SERVICE_INVOKE,
@@ -112,17 +167,10 @@ class Control(LabCore):
             item_id=service_id,
             timeout=timeout,
             what=what,
+            wait=wait,
+            pending_ttl=pending_ttl,
+            convert=output,
         )
-        if model is None:
-            return data if isinstance(data, dict) else {"data": data}
-        try:
-            return model.validate_service_output(service_id, data)
-        except ValidationError as exc:
-            raise ValidationError(
-                f"device {product_key}/{device_key} answered {what} with output that does not "
-                f"fit its model: {exc}",
-                exc.code,
-            ) from None
 
     def set_measurepoints(
         self,
@@ -131,22 +179,28 @@ class Control(LabCore):
         values: Mapping[str, Any],
         *,
         timeout: float | None = None,
-    ) -> None:
+        wait: bool = True,
+        pending_ttl: float | None = None,
+    ) -> CommandHandle | None:
         """Set measurepoints of a device (EnOS ``setMeasurepoints``), checked against its
-        thing model before they are sent; returns once the device answered 200. Raises as
-        :meth:`invoke_service` does."""
+        thing model before they are sent; returns once the device answered 200 (``wait=False``:
+        a :class:`~enos_lab.control.CommandHandle` at once). Raises, and takes ``wait`` and
+        ``pending_ttl``, as :meth:`invoke_service` does."""
         model = self._model_of(product_key, device_key)
         if not isinstance(values, Mapping) or not values:
             raise InvalidArgument(f"set_measurepoints: expected point values, got {values!r}")
         if model is not None:
             model.validate_measurepoints(dict(values))
-        self._command(
+        return self._command(  # type: ignore[no-any-return]
             product_key,
             device_key,
             TopicKind.MEASUREPOINT_SET,
             dict(values),
             timeout=timeout,
             what="measurepoint set",
+            wait=wait,
+            pending_ttl=pending_ttl,
+            convert=lambda data: None,
         )
 
     def get_measurepoints(
@@ -156,10 +210,13 @@ class Control(LabCore):
         point_ids: Iterable[str],
         *,
         timeout: float | None = None,
-    ) -> dict[str, Any]:
+        wait: bool = True,
+        pending_ttl: float | None = None,
+    ) -> dict[str, Any] | CommandHandle:
         """Ask a device for the current values of measurepoints (EnOS ``getMeasurepoints``);
         the ids are checked against its thing model before the command is sent, and the
-        values it answers with after. Raises as :meth:`invoke_service` does."""
+        values it answers with after. Raises, and takes ``wait`` and ``pending_ttl``, as
+        :meth:`invoke_service` does."""
         model = self._model_of(product_key, device_key)
         ids = [point_ids] if isinstance(point_ids, str) else list(point_ids)
         if not ids or not all(isinstance(point, str) and point for point in ids):
@@ -171,30 +228,63 @@ class Control(LabCore):
                     f"model {model.model_id!r} of device {product_key}/{device_key} has no "
                     f"measurepoint {unknown[0]!r}"
                 )
-        data = self._command(
+
+        def values(data: Any) -> dict[str, Any]:
+            if not isinstance(data, dict):
+                raise ValidationError(
+                    f"device {product_key}/{device_key} answered measurepoint get with "
+                    f"{data!r}, not point values"
+                )
+            if model is not None:
+                try:
+                    model.validate_measurepoints(data)
+                except ValidationError as exc:
+                    raise ValidationError(
+                        f"device {product_key}/{device_key} answered measurepoint get with "
+                        f"values that do not fit its model: {exc}",
+                        exc.code,
+                    ) from None
+            return data
+
+        return self._command(  # type: ignore[no-any-return]
             product_key,
             device_key,
             TopicKind.MEASUREPOINT_GET,
             ids,
             timeout=timeout,
             what="measurepoint get",
+            wait=wait,
+            pending_ttl=pending_ttl,
+            convert=values,
         )
-        if not isinstance(data, dict):
-            raise ValidationError(
-                f"device {product_key}/{device_key} answered measurepoint get with {data!r}, "
-                "not point values"
-            )
-        if model is not None:
-            try:
-                model.validate_measurepoints(data)
-            except ValidationError as exc:
-                raise ValidationError(
-                    f"device {product_key}/{device_key} answered measurepoint get with values "
-                    f"that do not fit its model: {exc}",
-                    exc.code,
-                ) from None
-        return data
+
+    # -- command records ---------------------------------------------------------------------
+
+    def commands(
+        self,
+        product_key: str | None = None,
+        device_key: str | None = None,
+        *,
+        status: CommandStatus | str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+    ) -> pd.DataFrame:
+        """The commands sent to a product's / a device's devices (``None``: all) created in
+        ``[start, end)``, optionally of one ``status`` (:class:`~enos_lab.control.
+        CommandStatus` or its value: created, queued, sent, replied, failed, expired,
+        timed_out). Columns :data:`~enos_lab.control.COMMAND_COLUMNS` (times tz-aware UTC),
+        by creation time; kept across restarts (``commands.sqlite3``)."""
+        return self._command_service("commands").records.frame(
+            product_key, device_key, status=status, start=start, end=end
+        )
+
+    def command(self, command_id: str) -> CommandRecord:
+        """The record of the command ``command_id`` (a :class:`~enos_lab.control.
+        CommandHandle`'s ``id``); :class:`~enos_lab.errors.NotFound` if there is none."""
+        return self._command_service("command").records.get(command_id)
 
     ainvoke_service = coroutine_form_of(invoke_service)
     aset_measurepoints = coroutine_form_of(set_measurepoints)
     aget_measurepoints = coroutine_form_of(get_measurepoints)
+    acommands = coroutine_form_of(commands)
+    acommand = coroutine_form_of(command)
