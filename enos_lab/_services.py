@@ -33,7 +33,9 @@ task on the loop is cancelled from outside its owner):
 The rule engine (:mod:`enos_lab.rules`) starts with the IoT hub services, on the rule set kept
 in the data directory (``rules.json``; none: the default set, which stores everything): its
 point router goes into the services (only when the rules need one) and its tap callback onto
-the tap; it stops with the hub (step 1).
+the tap. It stops first, before the hub: its tap actions end there (a republish would find
+no hub), while its router goes on deciding what the IoT hub services store until they have
+stored what they received (step 2).
 
 Every step runs even when an earlier one failed; the first failure is raised at the end.
 """
