@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._files import private_sqlite
+from .._sqlite import check_retention, open_records
 from ..clock import Clock, SystemClock
 from ..errors import ClosedError, InvalidArgument, NotFound, RuleError
 from ..store import Ids, TimeLike, as_ms, id_list
@@ -136,48 +136,17 @@ class AlertRecords:
         max_history: int | None = MAX_HISTORY,
         rng: Random | None = None,
     ) -> None:
-        if keep is not None and (not isinstance(keep, timedelta) or keep <= timedelta(0)):
-            raise InvalidArgument(
-                f"AlertRecords: keep must be a timedelta > 0 or None, got {keep!r}"
-            )
-        if max_history is not None and (
-            not isinstance(max_history, int) or isinstance(max_history, bool) or max_history < 0
-        ):
-            raise InvalidArgument(
-                f"AlertRecords: max_history must be an int >= 0 or None, got {max_history!r}"
-            )
         self._clock: Clock = clock or SystemClock()
-        self._keep_ms = None if keep is None else round(keep.total_seconds() * 1000)
+        self._keep_ms = check_retention("AlertRecords", keep, max_history)
         self._max_history = max_history
         self._rng: Random = rng or secrets.SystemRandom()
         self._lock = threading.RLock()
         self._path = str(path)
         self._closed = False
         self._batching = False  # inside batch(): writes join one transaction
-        memory = self._path in ("", ":memory:") or self._path.startswith("file::memory:")
-        try:
-            if not memory:
-                private_sqlite(Path(path))
-            self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise RuleError(f"cannot open the alert records database {path}: {exc}") from exc
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise RuleError(
-                    f"the alert records database {path} has schema version {version}, newer "
-                    f"than this version of enos_lab reads ({_SCHEMA_VERSION})"
-                )
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            self._db.close()
-            raise RuleError(f"cannot open the alert records database {path}: {exc}") from exc
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_records(
+            path, schema=_SCHEMA, version=_SCHEMA_VERSION, what="alert records", error=RuleError
+        )
         self._next_prune_ms = self._clock.time_ms()
 
     def __repr__(self) -> str:
