@@ -57,7 +57,7 @@ from .errors import ClosedError, EnosLabError
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
 from .model import ModelCatalog, load_library, model_from_json
-from .registry import Registry
+from .registry import DeviceLookup, Registry
 from .rules import DEFAULT_RULES, DeviceInfo, Rule, RuleEngine, read_rule_set
 from .store import StoreConfig, TimeSeriesStore
 from .streams import STREAMS_FILE, StreamEngine, load_definitions
@@ -186,19 +186,17 @@ class Services:
         gone) is logged and left out (and dropped from the file when streams are next saved);
         a file that cannot be read fails the start, naming it."""
 
-        def model_of(product_key: str) -> str | None:
-            product = registry.find_product(product_key)
-            return None if product is None else product.model_id
+        lookup = DeviceLookup(registry)  # the engine runs on the loop, and so does this
 
         def device_exists(product_key: str, device_key: str) -> bool:
-            return registry.find_device(product_key, device_key) is not None
+            return lookup.device(product_key, device_key) is not None
 
         engine = self.streams = StreamEngine(
             store,
             models,
             tap=tap,
             clock=clock or SystemClock(),
-            model_of=model_of,
+            model_of=lookup.model_of,
             device_exists=device_exists,
         )
         for definition in await asyncio.to_thread(load_definitions, data_dir / STREAMS_FILE):

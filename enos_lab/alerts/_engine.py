@@ -2,7 +2,7 @@
 
 Theory of operation. :class:`AlertEngine` is a tap callback (:meth:`AlertEngine.on_event`)
 running on the lab's loop. Rules are indexed by (model id, trigger): a :class:`PointStored`
-of a device whose product uses the rule's model (``model_of``, cached) and whose point is the
+of a device whose product uses the rule's model (``model_of``) and whose point is the
 rule's measurepoint evaluates the compiled condition (and recover condition) on that point's
 value and the device's attributes (``attributes(product_key, device_key)``), then feeds the
 rule's :class:`AlertState` for that device; a :class:`PresenceChanged` feeds the
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 MAX_STATES = 100_000
 """Default bound on (rule, device) states an engine keeps."""
 _MAX_CACHE = 10_000
-"""Bound on cached product -> model entries, per-device skip counters and logged keys."""
+"""Bound on per-device skip counters and logged keys."""
 
 _Key = tuple[str, str, str]  # (rule_id, product_key, device_key)
 _TRIGGERED = AlertEventType.TRIGGERED
@@ -213,7 +213,6 @@ class AlertEngine:
         self._states: dict[_Key, _Entry] = {}
         self._heap: list[tuple[int, _Key]] = []
         self._timer = DeadlineTimer(clock, self._on_timer)
-        self._product_models: dict[str, str | None] = {}
         self._logged: set[tuple[str, str, str]] = set()
         self._closed = False
         self.stats = AlertEngineStats()
@@ -525,14 +524,10 @@ class AlertEngine:
         )
 
     def _rules_for(self, product_key: str, trigger: str) -> list[_Rule]:
-        model_id = self._product_models.get(product_key, "\0")
-        if model_id == "\0":
-            try:
-                model_id = self._model_of(product_key)
-            except EnosLabError:
-                model_id = None
-            if len(self._product_models) < _MAX_CACHE:
-                self._product_models[product_key] = model_id
+        try:
+            model_id = self._model_of(product_key)  # often: keep it cheap (DeviceLookup)
+        except EnosLabError:
+            model_id = None
         if model_id is None:
             return []
         return self._by_trigger.get((model_id, trigger), [])

@@ -67,7 +67,7 @@ MAX_PENDING = 100_000
 MAX_AHEAD = 300.0
 """Default of how far ahead of the lab clock a point's event time may be. [s]"""
 _MAX_CACHE = 10_000
-"""Bound on cached product -> model entries, per-device skip counters and logged keys."""
+"""Bound on per-device skip counters and logged keys."""
 
 _NUMERIC = frozenset({DataType.INT, DataType.FLOAT, DataType.DOUBLE})
 _REAL = frozenset({DataType.FLOAT, DataType.DOUBLE})
@@ -188,7 +188,6 @@ class StreamEngine:
         self._max_points = max_points
         self._streams: dict[str, _Stream] = {}
         self._by_input: dict[Node, list[_Stream]] = {}
-        self._product_models: dict[str, str | None] = {}
         self._logged: set[tuple[str, str, str]] = set()
         self._pending: list[PointRow] = []
         self._writer: asyncio.Task[None] | None = None
@@ -409,14 +408,10 @@ class StreamEngine:
             self._arm_at(earliest)
 
     def _streams_for(self, product_key: str, point_id: str) -> list[_Stream]:
-        model_id = self._product_models.get(product_key, "\0")
-        if model_id == "\0":
-            try:
-                model_id = self._model_of(product_key)
-            except EnosLabError:
-                model_id = None
-            if len(self._product_models) < _MAX_CACHE:
-                self._product_models[product_key] = model_id
+        try:
+            model_id = self._model_of(product_key)  # often: keep it cheap (DeviceLookup)
+        except EnosLabError:
+            model_id = None
         if model_id is None:
             return []
         return self._by_input.get((model_id, point_id), [])
