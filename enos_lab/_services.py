@@ -231,6 +231,7 @@ class Services:
                 model_of=model_of,
                 device_info=device_info,
                 publish=publish,
+                revision=lambda: registry.revision,
             )
         except EnosLabError as exc:  # the lab does not start on rules it cannot apply
             log.error("the rule set in %s cannot be applied (%s): fix or remove it", data_dir, exc)
