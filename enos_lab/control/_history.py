@@ -323,7 +323,8 @@ class ConfigHistory:
                 for time_ms, pk, dk, kind, name, old, new, src, actor, pushed in rows
             ],
             columns=list(CONFIG_COLUMNS),
+            dtype=object,  # values as kept: None stays None, whatever the other rows hold
         )
-        frame["time"] = pd.to_datetime(frame["time"], unit="ms", utc=True)
+        frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
         frame["pushed"] = frame["pushed"].astype("boolean")
         return frame

@@ -267,14 +267,16 @@ class Configuration(LabCore):
         service = self._config_service(what)
         targets = self._targets(product_key, tags, device_keys)
         rows: list[tuple[str, str, bool, str | None, bool]] = []
-        for keys in tqdm(targets, disable=not progress, unit="device", desc=what):
+        # no tqdm object at all without a bar: tqdm starts its monitor thread with any
+        shown = tqdm(targets, unit="device", desc=what) if progress else targets
+        for keys in shown:
             try:
                 result = self.run(service.change(keys[0], keys[1], kind, dict(values), actor=actor))
             except EnosLabError as exc:
                 rows.append((*keys, False, f"{type(exc).__name__}: {exc}", False))
             else:
                 rows.append((*keys, True, None, result.pushed))
-        frame = pd.DataFrame(rows, columns=list(CONFIG_BULK_COLUMNS))
+        frame = pd.DataFrame(rows, columns=list(CONFIG_BULK_COLUMNS), dtype=object)
         frame["ok"] = frame["ok"].astype(bool)
         frame["pushed"] = frame["pushed"].astype(bool)
         return frame
