@@ -18,10 +18,10 @@ from enos.message.upstream.tsl.AttributeDeleteRequest import AttributeDeleteRequ
 from enos.message.upstream.tsl.AttributeQueryRequest import AttributeQueryRequest
 from enos.message.upstream.tsl.AttributeUpdateRequest import AttributeUpdateRequest
 from enos.message.upstream.tsl.MeasurepointPostRequest import MeasurepointPostRequest
-from enos_sdk_helpers import SDK_WARNINGS, WAIT, running_lab, sdk_device, sdk_product
+from enos_sdk_helpers import SDK_MODEL, SDK_WARNINGS, WAIT, running_lab, sdk_device, sdk_product
 
 from enos_lab.control import CONFIG_COLUMNS, ConfigChange, ConfigHistory, ConfigKind, ConfigSource
-from enos_lab.device import Device
+from enos_lab.device import Device, SubDeviceSpec
 from enos_lab.errors import InvalidArgument, NotFound, ValidationError
 from enos_lab.lab import CONFIG_BULK_COLUMNS
 from enos_lab.tap import AttributesChanged, TagsChanged
@@ -261,3 +261,29 @@ def test_the_history_is_bounded(tmp_path: Path) -> None:
     finally:
         history.close()
     assert (tmp_path / "config.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_sub_device_gets_the_push_through_its_gateway(tmp_path: Path) -> None:
+    with running_lab(tmp_path / "lab", seed=158) as lab:
+        lab.add_model(SDK_MODEL)
+        gateway_pk = lab.create_product("Gateway", node_type="gateway").product_key
+        sub_pk = lab.create_product(
+            "Sub meter", node_type="sub_device", model_id=SDK_MODEL["modelId"]
+        ).product_key
+        gateway = lab.register_device(gateway_pk, device_key="gw")
+        arrived = threading.Event()
+        with Device(lab.host, lab.port, gateway_pk, "gw", gateway.device_secret) as device:
+            spec = SubDeviceSpec(sub_pk, "Sub one", device_key="s1", attributes={"site": "yard"})
+            (credentials,) = device.register_sub_devices([spec])
+            device.add_topology([credentials])
+            sub = device.login_sub_device(sub_pk, "s1", credentials.device_secret)
+            sub.on_attribute_set(lambda params: arrived.set())
+            assert lab.set_attributes(sub_pk, "s1", {"site": "shed"}) is True
+            assert arrived.wait(WAIT)
+            assert sub.cloud_attributes == {"site": "shed"}
+        history = lab.config_history(sub_pk, "s1")
+        assert history[["old_value", "new_value", "source", "pushed"]].to_dict("records") == [
+            # registered by the gateway with deviceAttributes
+            {"old_value": None, "new_value": "yard", "source": "device", "pushed": None},
+            {"old_value": "yard", "new_value": "shed", "source": "cloud", "pushed": True},
+        ]
