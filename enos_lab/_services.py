@@ -9,10 +9,12 @@ the services) with the alert engine (:class:`~enos_lab.alerts.AlertService`: the
 records and the rules kept in the data directory) and the stream engine
 (:class:`~enos_lab.streams.StreamEngine`, its definitions read from ``streams.json``) on that
 tap, the command service (:class:`~enos_lab.control.CommandService`: command records in
-``commands.sqlite3``, cached commands), and the MQTT hub with its TCP listeners (plain and/or
-TLS), which are opened last, once everything they feed is ready. A failure part way stops
-what was built. With a TLS listener the IoT hub services check client certificates with the
-lab's CA (the one the listener's contexts come from).
+``commands.sqlite3``, cached commands) and the configuration service
+(:class:`~enos_lab.control.ConfigService`: attribute and tag changes from the cloud, the
+history of every change in ``config.sqlite3``), and the MQTT hub with its TCP listeners
+(plain and/or TLS), which are opened last, once everything they feed is ready. A failure part
+way stops what was built. With a TLS listener the IoT hub services check client certificates
+with the lab's CA (the one the listener's contexts come from).
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
@@ -23,7 +25,9 @@ task on the loop is cancelled from outside its owner):
    received are committed and answered, queued presence written, their own tasks cancelled,
    commands still waiting fail with :class:`~enos_lab.errors.ClosedError`;
 3. the command service (:class:`~enos_lab.control.CommandService`) leaves the tap, marks the
-   cached commands still queued failed and closes its records (``commands.sqlite3``);
+   cached commands still queued failed and closes its records (``commands.sqlite3``); the
+   configuration service (:class:`~enos_lab.control.ConfigService`) leaves the tap and closes
+   its history (``config.sqlite3``);
 4. the stream engine leaves the tap and stores the derived points it has queued (told on the
    tap, so that the alert engine still sees them);
 5. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
@@ -52,11 +56,11 @@ from pathlib import Path
 from .alerts import AlertService
 from .ca import ServerContexts
 from .clock import Clock, SystemClock
-from .control import CommandService
+from .control import CommandService, ConfigService
 from .errors import ClosedError, EnosLabError
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
-from .model import ModelCatalog, load_library, model_from_json
+from .model import ModelCatalog, ThingModel, load_library, model_from_json
 from .registry import DeviceLookup, Registry
 from .rules import DEFAULT_RULES, DeviceInfo, Rule, RuleEngine, read_rule_set
 from .store import StoreConfig, TimeSeriesStore
@@ -91,6 +95,7 @@ class Services:
         self.iothub: IotHub | None = None
         self.alerts: AlertService | None = None
         self.control: CommandService | None = None
+        self.config: ConfigService | None = None
         self.hub: Hub | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
@@ -161,6 +166,9 @@ class Services:
                 if tap is not None:  # commands: records, cached commands (on the tap)
                     self.control = await CommandService.start(
                         data_dir, iothub, clock or SystemClock(), tap
+                    )
+                    self.config = await _start_config(
+                        data_dir, registry, store, models, iothub, tap, clock
                     )
             await hub.start()
             if port is not None:
@@ -273,9 +281,9 @@ class Services:
         """Stop every part in order (see the module docstring); idempotent."""
         self._stop_rules()
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
-        alerts, streams, control = self.alerts, self.streams, self.control
+        alerts, streams, control, config = self.alerts, self.streams, self.control, self.config
         self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None
-        self.control = None
+        self.control = self.config = None
         self.registry = self.store = self.models = self.streams = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
@@ -284,6 +292,8 @@ class Services:
             steps.append(iothub.stop)
         if control is not None:
             steps.append(control.stop)
+        if config is not None:
+            steps.append(config.stop)
         if streams is not None:
             steps.append(streams.aclose)
         if alerts is not None:
@@ -330,6 +340,27 @@ class Services:
             for waiter in self._disconnect_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+
+async def _start_config(  # noqa: PLR0917 - the parts it works with
+    data_dir: Path,
+    registry: Registry,
+    store: TimeSeriesStore,
+    models: ModelCatalog,
+    iothub: IotHub,
+    tap: Tap,
+    clock: Clock | None,
+) -> ConfigService:
+    """The configuration service (history in ``config.sqlite3``, on the tap)."""
+
+    def model_of(product_key: str, device_key: str) -> ThingModel | None:
+        registry.get_device(product_key, device_key)
+        model_id = registry.get_product(product_key).model_id
+        return None if model_id is None else models.get(model_id)
+
+    return await ConfigService.start(
+        data_dir, registry, store, iothub, tap, clock or SystemClock(), model_of
+    )
 
 
 def load_models(registry: Registry) -> ModelCatalog:

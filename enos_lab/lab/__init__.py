@@ -40,7 +40,9 @@ created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 The facade is split by concern: ``_core`` (lifecycle, properties, the tap, running coroutines
 on the loop), ``_provisioning`` (models, products, devices, credentials), ``_operations``
 (presence, logins, commands, raw publishes), ``_control`` (service invocation and measurepoint
-set/get checked against the thing model), ``_edges`` (edges registered by serial number,
+set/get checked against the thing model, raw down, the command records), ``_config``
+(attributes and tags set from the cloud, one device or many, pushed to online devices, and
+the history of every change in ``config.sqlite3``), ``_edges`` (edges registered by serial number,
 revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
 :class:`LabFleet` it returns, stopped before the lab stops) and ``_certificates`` (the lab's
 certificate authority in the data directory's ``ca/``: device certificates applied for,
@@ -57,6 +59,7 @@ engine's rule set, kept in ``rules.json``: changed, loaded, saved, dry-run, coun
 from .._services import REGISTRY_FILE
 from ._alerts import ALERT_RULE_COLUMNS
 from ._certificates import CERTIFICATE_COLUMNS
+from ._config import CONFIG_BULK_COLUMNS
 from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
@@ -70,6 +73,7 @@ __all__ = [
     "CA_DIR",
     "CA_PASSPHRASE_PURPOSE",
     "CERTIFICATE_COLUMNS",
+    "CONFIG_BULK_COLUMNS",
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
     "EDGE_COLUMNS",

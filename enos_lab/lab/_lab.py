@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._alerts import Alerts
 from ._certificates import Certificates
+from ._config import Configuration
 from ._control import Control
 from ._edges import Edges
 from ._monitor import Monitoring
@@ -20,6 +21,7 @@ class Lab(
     Provisioning,
     Operations,
     Control,
+    Configuration,
     Monitoring,
     Edges,
     Simulation,

@@ -60,7 +60,8 @@ class EventPosted:
 @dataclass(frozen=True, slots=True)
 class AttributesChanged:
     """Attributes of a device changed: ``values`` set, ``deleted`` removed; ``source`` is
-    ``"device"`` (reported by it) or ``"cloud"`` (set through the lab)."""
+    ``"device"`` (reported by it) or ``"cloud"`` (set through the lab); ``previous`` the
+    values before the change of the keys set or deleted that had one."""
 
     product_key: str
     device_key: str
@@ -68,12 +69,13 @@ class AttributesChanged:
     values: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     deleted: tuple[str, ...] = ()
     source: str = "device"
+    previous: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
 class TagsChanged:
-    """Tags of a device changed: ``values`` set, ``deleted`` removed; ``source`` as for
-    :class:`AttributesChanged`."""
+    """Tags of a device changed: ``values`` set, ``deleted`` removed; ``source`` and
+    ``previous`` as for :class:`AttributesChanged`."""
 
     product_key: str
     device_key: str
@@ -81,6 +83,7 @@ class TagsChanged:
     values: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     deleted: tuple[str, ...] = ()
     source: str = "device"
+    previous: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
