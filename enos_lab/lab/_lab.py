@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._alerts import Alerts
+from ._apps import Subscriptions
 from ._certificates import Certificates
 from ._control import Control
 from ._edges import Edges
@@ -21,6 +22,7 @@ class Lab(
     Operations,
     Control,
     Monitoring,
+    Subscriptions,
     Edges,
     Simulation,
     Certificates,
