@@ -15,6 +15,7 @@ from enos.message.downstream.tsl.MeasurepointSetReply import MeasurepointSetRepl
 from enos.message.upstream.tsl.MeasurepointPostRequest import MeasurepointPostRequest
 from enos_sdk_helpers import SDK_WARNINGS, WAIT, SdkDevice, running_lab, sdk_device, sdk_product
 
+from enos_lab import Lab
 from enos_lab.alerts import AlertRule
 from enos_lab.errors import InvalidArgument
 from enos_lab.lab import EVENT_COLUMNS
@@ -194,3 +195,16 @@ def test_events_shows_connects_disconnects_with_reason_commands_and_alerts(
         assert points["time"].tolist() == [pd.Timestamp(T0 + 60_000, unit="ms", tz="UTC")]
         settings = lab.configure_events(points=False)
         assert settings["points"] is False and settings["kept"] <= 500
+
+
+async def test_coroutine_forms_run_off_the_callers_loop(tmp_path: Path) -> None:
+    async with Lab(tmp_path / "lab", port=0) as lab:
+        pk = (await lab.acreate_product("Plain")).product_key
+        app = await lab.aregister_application("async", grants=pk)
+        assert (await lab.aapplications())["name"].tolist() == ["async"]
+        assert (await lab.arevoke_application(app.access_key)).revoked
+        assert (await lab.aconfigure_events(capacity=50))["capacity"] == 50
+        assert (await lab.aevents(kinds="presence")).empty
+        handle = await lab.aon("alert", lambda event: None)
+        handle.cancel()
+        assert not handle.active
