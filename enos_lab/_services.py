@@ -9,12 +9,14 @@ the services) with the alert engine (:class:`~enos_lab.alerts.AlertService`: the
 records and the rules kept in the data directory) and the stream engine
 (:class:`~enos_lab.streams.StreamEngine`, its definitions read from ``streams.json``) on that
 tap, the command service (:class:`~enos_lab.control.CommandService`: command records in
-``commands.sqlite3``, cached commands) and the configuration service
+``commands.sqlite3``, cached commands), the configuration service
 (:class:`~enos_lab.control.ConfigService`: attribute and tag changes from the cloud, the
-history of every change in ``config.sqlite3``), and the MQTT hub with its TCP listeners
-(plain and/or TLS), which are opened last, once everything they feed is ready. A failure part
-way stops what was built. With a TLS listener the IoT hub services check client certificates
-with the lab's CA (the one the listener's contexts come from).
+history of every change in ``config.sqlite3``), the application store
+(``applications.sqlite3``: the credentials of applications reading device data over MQTT),
+and the MQTT hub with its TCP listeners (plain and/or TLS), which are opened last, once
+everything they feed is ready. A failure part way stops what was built. With a TLS listener
+the IoT hub services check client certificates with the lab's CA (the one the listener's
+contexts come from).
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
@@ -32,7 +34,8 @@ task on the loop is cancelled from outside its owner):
    tap, so that the alert engine still sees them);
 5. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
    last points were evaluated, its timer cancelled, its records closed;
-6. the registry and the store close (in worker threads; the store commits what it holds).
+6. the application store, the registry and the store close (in worker threads; the store
+   commits what it holds).
 
 The rule engine (:mod:`enos_lab.rules`) starts with the IoT hub services, on the rule set kept
 in the data directory (``rules.json``; none: the default set, which stores everything): its
@@ -54,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .alerts import AlertService
+from .apps import APPLICATIONS_FILE, ApplicationStore
 from .ca import ServerContexts
 from .clock import Clock, SystemClock
 from .control import CommandService, ConfigService
@@ -96,6 +100,7 @@ class Services:
         self.alerts: AlertService | None = None
         self.control: CommandService | None = None
         self.config: ConfigService | None = None
+        self.applications: ApplicationStore | None = None
         self.hub: Hub | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
@@ -157,6 +162,10 @@ class Services:
                 )
                 iothub.attach(hub)
                 hub.add_listener(self._on_hub_event)
+                # applications over MQTT: their credentials in applications.sqlite3
+                self.applications = iothub.applications = await asyncio.to_thread(
+                    ApplicationStore, data_dir / APPLICATIONS_FILE, clock=clock, rng=rng
+                )
                 await self._start_rules(data_dir, registry, models, iothub, hub)
                 if tap is not None:
                     self.alerts = await AlertService.start(
@@ -282,8 +291,9 @@ class Services:
         self._stop_rules()
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
         alerts, streams, control, config = self.alerts, self.streams, self.control, self.config
+        applications = self.applications
         self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None
-        self.control = self.config = None
+        self.control = self.config = self.applications = None
         self.registry = self.store = self.models = self.streams = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
@@ -298,6 +308,8 @@ class Services:
             steps.append(streams.aclose)
         if alerts is not None:
             steps.append(alerts.stop)
+        if applications is not None:
+            steps.append(lambda: asyncio.to_thread(applications.close))
         if registry is not None:
             steps.append(lambda: asyncio.to_thread(registry.close))
         if store is not None:

@@ -15,7 +15,8 @@ or deleted (``combine/enable``, ``disable``, ``delete``: :meth:`Commands.notify_
 :meth:`Commands.device_reply` receives every reply a device publishes (a ``_reply`` topic of a
 command, or of ``activate/info``, which confirms a dynamic activation); a reply that answers
 nothing pending is dropped. Request ids come from one counter shared with the activation
-pushes. The tap hears of every decodable reply to a command (``CommandReplied``, those to
+pushes. The tap hears of every command handed to a connection (``CommandSent``), of every
+decodable reply to a command (``CommandReplied``, those to
 commands sent without waiting included) and of a dynamic activation the device confirmed
 (``DeviceActivated``).
 """
@@ -133,6 +134,7 @@ class Commands:
         try:
             if not await hub.deliver(conn.key, Message(topic, payload, 1)):
                 raise DeviceOffline(f"device {product_key}/{device_key} is offline")
+            self._emit.command_sent(keys, kind.name, item_id, request_id)
             if future is None:
                 return None
             limit = self.config.command_timeout if timeout is None else timeout

@@ -16,6 +16,7 @@ batch of points costs one check. Who calls what, and when:
                         registry and the store have them; a sub-device registered by its
                         gateway with ``deviceAttributes``, after the registry has it
 ``TagsChanged``         tag update/delete, after the registry has them
+``CommandSent``         a command handed to the device's (or its gateway's) connection
 ``CommandReplied``      every decodable reply of a device to a command, as it arrives
 ``OtaReported``         OTA inform, and progress the OTA handler accepted (200)
 ``DeviceActivated``     a direct device confirmed its dynamic activation; a sub-device's
@@ -52,6 +53,7 @@ from ..registry import Registry
 from ..tap import (
     AttributesChanged,
     CommandReplied,
+    CommandSent,
     DeviceActivated,
     DeviceLoggedIn,
     EventPosted,
@@ -164,6 +166,13 @@ class Emitter:
                 _view(previous or {}),
             )
         )
+
+    def command_sent(self, keys: Keys, command: str, item_id: str, request_id: str) -> None:
+        """``CommandSent``: the command ``request_id`` is with the device's connection."""
+        tap = self.tap
+        if not tap.wants(CommandSent):
+            return
+        tap.emit(CommandSent(*keys, self._now(), command, item_id, request_id))
 
     def command_replied(self, match: TopicMatch, reply: Reply) -> None:
         """``CommandReplied``: a device's reply on the reply topic of the command ``match``."""

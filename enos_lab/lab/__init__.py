@@ -51,13 +51,15 @@ revoked and listed, the CA certificate and the CRL), ``_alerts`` (alert rules ke
 ``alerts.sqlite3``: searched, acknowledged, shelved, closed, created and explained),
 ``_streams`` (stream computing: streams defined, listed, removed and counted, kept in
 ``streams.json``), ``_monitor`` (fleet monitoring: per-device presence, traffic, errors
-and latest values, counted from the first monitoring call on) and ``_rules`` (the rule
+and latest values, counted from the first monitoring call on), ``_apps`` (event callbacks,
+the recent event view, applications reading device data over MQTT) and ``_rules`` (the rule
 engine's rule set, kept in ``rules.json``: changed, loaded, saved, dry-run, counted);
 :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
 from ._alerts import ALERT_RULE_COLUMNS
+from ._apps import APPLICATION_COLUMNS, EVENT_COLUMNS
 from ._certificates import CERTIFICATE_COLUMNS
 from ._config import CONFIG_BULK_COLUMNS
 from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
@@ -70,6 +72,7 @@ from ._streams import STREAM_COLUMNS, STREAM_STATS_COLUMNS
 
 __all__ = [
     "ALERT_RULE_COLUMNS",
+    "APPLICATION_COLUMNS",
     "CA_DIR",
     "CA_PASSPHRASE_PURPOSE",
     "CERTIFICATE_COLUMNS",
@@ -79,6 +82,7 @@ __all__ = [
     "EDGE_COLUMNS",
     "EDGE_MODEL_ID",
     "EDGE_PRODUCT_KEY",
+    "EVENT_COLUMNS",
     "FLEET_COLUMNS",
     "FLEET_SUMMARY_COLUMNS",
     "REGISTRY_FILE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._alerts import Alerts
+from ._apps import Subscriptions
 from ._certificates import Certificates
 from ._config import Configuration
 from ._control import Control
@@ -23,6 +24,7 @@ class Lab(
     Control,
     Configuration,
     Monitoring,
+    Subscriptions,
     Edges,
     Simulation,
     Certificates,

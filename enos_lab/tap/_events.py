@@ -17,6 +17,7 @@ __all__ = [
     "AlertChanged",
     "AttributesChanged",
     "CommandReplied",
+    "CommandSent",
     "DeviceActivated",
     "DeviceLoggedIn",
     "EventPosted",
@@ -96,6 +97,22 @@ class PresenceChanged:
     time: datetime
     online: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSent:
+    """The lab sent a command to a device (to its gateway's connection for a sub-device):
+    ``command`` is the topic kind's name (``SERVICE_INVOKE``, ``MEASUREPOINT_SET``, ...),
+    ``item_id`` the service id where there is one, ``request_id`` the id its reply will
+    carry (:class:`CommandReplied`). Commands refused before sending (the device offline) are
+    not reported."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    command: str
+    item_id: str
+    request_id: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +197,7 @@ TapEvent: TypeAlias = (
     | AttributesChanged
     | TagsChanged
     | PresenceChanged
+    | CommandSent
     | CommandReplied
     | OtaReported
     | DeviceLoggedIn
