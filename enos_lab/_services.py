@@ -9,7 +9,9 @@ the services) with the alert engine (:class:`~enos_lab.alerts.AlertService`: the
 records and the rules kept in the data directory) and the stream engine
 (:class:`~enos_lab.streams.StreamEngine`, its definitions read from ``streams.json``) on that
 tap, the command service (:class:`~enos_lab.control.CommandService`: command records in
-``commands.sqlite3``, cached commands), and the MQTT hub with its TCP listeners (plain and/or
+``commands.sqlite3``, cached commands), the OTA service (:class:`~enos_lab.ota.OtaService`:
+``ota.sqlite3``, firmware files, the firmware HTTP server on the lab's host, the IoT hub's OTA
+handler), and the MQTT hub with its TCP listeners (plain and/or
 TLS), which are opened last, once everything they feed is ready. A failure part way stops
 what was built. With a TLS listener the IoT hub services check client certificates with the
 lab's CA (the one the listener's contexts come from).
@@ -23,7 +25,9 @@ task on the loop is cancelled from outside its owner):
    received are committed and answered, queued presence written, their own tasks cancelled,
    commands still waiting fail with :class:`~enos_lab.errors.ClosedError`;
 3. the command service (:class:`~enos_lab.control.CommandService`) leaves the tap, marks the
-   cached commands still queued failed and closes its records (``commands.sqlite3``);
+   cached commands still queued failed and closes its records (``commands.sqlite3``); the
+   OTA service leaves the tap, stops its HTTP server and closes ``ota.sqlite3`` (campaigns
+   running are taken up again at the next start);
 4. the stream engine leaves the tap and stores the derived points it has queued (told on the
    tap, so that the alert engine still sees them);
 5. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
@@ -57,6 +61,7 @@ from .errors import ClosedError, EnosLabError
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
 from .model import ModelCatalog, load_library, model_from_json
+from .ota import OtaService
 from .registry import DeviceLookup, Registry
 from .rules import DEFAULT_RULES, DeviceInfo, Rule, RuleEngine, read_rule_set
 from .store import StoreConfig, TimeSeriesStore
@@ -91,6 +96,7 @@ class Services:
         self.iothub: IotHub | None = None
         self.alerts: AlertService | None = None
         self.control: CommandService | None = None
+        self.ota: OtaService | None = None
         self.hub: Hub | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
@@ -161,6 +167,10 @@ class Services:
                 if tap is not None:  # commands: records, cached commands (on the tap)
                     self.control = await CommandService.start(
                         data_dir, iothub, clock or SystemClock(), tap
+                    )
+                if tap is not None:  # OTA: firmware, its HTTP server, campaigns (on the tap)
+                    self.ota = await OtaService.start(
+                        data_dir, iothub, registry, clock or SystemClock(), tap, host
                     )
             await hub.start()
             if port is not None:
@@ -272,9 +282,9 @@ class Services:
         """Stop every part in order (see the module docstring); idempotent."""
         self._stop_rules()
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
-        alerts, streams, control = self.alerts, self.streams, self.control
+        alerts, streams, control, ota = self.alerts, self.streams, self.control, self.ota
         self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None
-        self.control = None
+        self.control = self.ota = None
         self.registry = self.store = self.models = self.streams = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
@@ -283,6 +293,8 @@ class Services:
             steps.append(iothub.stop)
         if control is not None:
             steps.append(control.stop)
+        if ota is not None:
+            steps.append(ota.stop)
         if streams is not None:
             steps.append(streams.aclose)
         if alerts is not None:

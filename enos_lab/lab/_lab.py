@@ -8,6 +8,7 @@ from ._control import Control
 from ._edges import Edges
 from ._monitor import Monitoring
 from ._operations import Operations
+from ._ota import Ota
 from ._provisioning import Provisioning
 from ._rules import Rules
 from ._simulation import Simulation
@@ -20,6 +21,7 @@ class Lab(
     Provisioning,
     Operations,
     Control,
+    Ota,
     Monitoring,
     Edges,
     Simulation,

@@ -1,0 +1,792 @@
+"""The OTA service: firmware upgrade campaigns over the OTA topics (protocol reference 10).
+
+Theory of operation
+-------------------
+:class:`OtaService` is the IoT hub's OTA handler (it replaces :class:`~enos_lab.iothub.
+MemoryOta`, whose ``versions`` it keeps, now also in ``ota.sqlite3``, so the device views and
+campaign targeting know every version reported, across restarts). It runs on the lab's loop.
+
+Each device of a campaign has an upgrade (:class:`~enos_lab.ota.Upgrade`) that moves through
+:class:`~enos_lab.ota.UpgradeState`:
+
+- ``pending``: not pushed yet (its wave not released, the rollout rate, or the device offline);
+- ``pushed``: ``ota.device.upgrade`` sent (version, signMethod, sign, fileUrl of the lab's
+  firmware server, fileSize as a JSON integer); a device that goes offline before reporting
+  any progress goes back to ``pending`` and gets the push again when it is back;
+- ``upgrading``: progress steps "0".."99";
+- ``rebooting``: step "100"; the device must now reconnect and report its version;
+- ``succeeded``: it reported the target version in ``ota.device.inform`` after going offline
+  (truth over reporting: 100 % alone is not success);
+- ``failed``: a negative step ("-1" undefined, "-2" download failed, "-3" verification failed,
+  "-4" write failed, "-5" device ignored), no end within the campaign's ``timeout`` after the
+  push (on the lab's clock: one :class:`~enos_lab.clock.DeadlineTimer` armed at the earliest
+  deadline), a push the device answered with an error code, or back after 100 % with another
+  version (power loss: "reported 100% but came back with 1.0.0"). A campaign with
+  ``retries`` puts a failed device back to ``pending`` that many times first.
+- ``aborted`` (never pushed: the campaign was aborted) and ``skipped`` (not targeted: no
+  version reported, already at the target version, or in another campaign's upgrade).
+
+Progress from a device without an upgrade is answered 764, from one whose upgrade was not
+pushed yet 765, a step that is not an integer string from "-5" to "100" 1200. A device has at
+most one upgrade in progress; ``get_versions`` (``ota/device/getversion``) answers the firmware
+of that upgrade.
+
+Campaigns push in waves (``wave_size`` devices each): the next wave is released once no device
+of the earlier ones is in flight (pending devices that are offline do not hold it; they get the
+push when they come online: :class:`~enos_lab.tap.PresenceChanged` on the tap, and again after
+their ``inform``), at most ``rate`` pushes per minute. A campaign aborts (pending devices
+``aborted``, devices in flight go on) when its share of failed devices among those finished
+reaches ``abort_failure_rate`` with at least ``abort_min_sample`` finished. With ``rollback``,
+a device that failed after writing (step "-4", or power loss after 100 %) is put into a rollback
+campaign to its previous version when that firmware is registered (one rollback campaign per
+campaign and previous version); otherwise its error says there was none.
+
+Every change is written to ``ota.sqlite3`` at once; at a start, the upgrades not over and the
+running campaigns are taken up again (deadlines included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..clock import Clock, DeadlineTimer
+from ..enos import ReplyCode, TopicKind
+from ..errors import ClosedError, DeviceOffline, InvalidArgument, NotFound, OtaError
+from ..iothub import IotHub, MemoryOta
+from ..registry import Registry
+from ..tap import PresenceChanged, Tap, TapCallback
+from ._firmware import MAX_VERSION_LENGTH, FirmwareRegistry, check_version
+from ._records import (
+    OTA_FILE,
+    Campaign,
+    CampaignState,
+    Firmware,
+    OtaRecords,
+    Upgrade,
+    UpgradeState,
+)
+from ._server import FirmwareServer
+
+__all__ = [
+    "DEFAULT_ABORT_MIN_SAMPLE",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "FAILURE_STEPS",
+    "OtaService",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 600.0
+"""Time a device has from the push to its upgrade's end, on the lab's clock. [s]"""
+DEFAULT_RETRIES = 0
+"""Pushes again after a failure, per device. [-]"""
+DEFAULT_ABORT_MIN_SAMPLE = 5
+"""Finished devices needed before ``abort_failure_rate`` is applied. [-]"""
+
+FAILURE_STEPS: Mapping[str, str] = {
+    "-1": "undefined",
+    "-2": "download failed",
+    "-3": "verification failed",
+    "-4": "write failed",
+    "-5": "device ignored",
+}
+"""The negative progress steps and their names (protocol reference 10)."""
+
+_WRITE_FAILED = "-4"
+_POWER_LOSS = "power loss"
+_Keys = tuple[str, str]
+
+
+class OtaService(MemoryOta):
+    """Firmware, its HTTP server and the upgrade campaigns of a running lab (see the module
+    docstring). Build it with :meth:`start`; use it on the lab's loop (``records`` and
+    ``firmware`` from any thread)."""
+
+    def __init__(  # noqa: PLR0913, PLR0917 - the parts it works with
+        self,
+        records: OtaRecords,
+        firmware: FirmwareRegistry,
+        iothub: IotHub,
+        registry: Registry,
+        clock: Clock,
+        tap: Tap,
+    ) -> None:
+        super().__init__()
+        self.records = records
+        """The OTA records (``ota.sqlite3``)."""
+        self.firmware = firmware
+        """The firmware registry."""
+        self.server = FirmwareServer(self._lookup)
+        """The firmware HTTP server."""
+        self._iothub = iothub
+        self._registry = registry
+        self._clock = clock
+        self._tap = tap
+        self._active: dict[_Keys, Upgrade] = {}
+        self._campaigns: dict[str, Campaign] = {}  # running, and those with devices in flight
+        self._next_slot: dict[str, int] = {}  # campaign -> earliest next push (rate) [ms]
+        self._waiters: dict[_Keys, list[asyncio.Future[UpgradeState]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer = DeadlineTimer(clock, self._drive)
+        self._presence: TapCallback | None = None
+        self._closed = False
+        self._tokens: dict[str, tuple[Firmware, Path]] = {}
+
+    @classmethod
+    async def start(  # noqa: PLR0913, PLR0917 - the parts it works with
+        cls,
+        data_dir: Path,
+        iothub: IotHub,
+        registry: Registry,
+        clock: Clock,
+        tap: Tap,
+        host: str,
+        port: int = 0,
+    ) -> OtaService:
+        """Open the records in ``data_dir``, start the firmware server on ``host``:``port``,
+        take up the campaigns left running and become ``iothub``'s OTA handler."""
+        records = await asyncio.to_thread(OtaRecords, data_dir / OTA_FILE)
+
+        def product_exists(product_key: str) -> bool:
+            try:
+                registry.get_product(product_key)
+            except NotFound:
+                return False
+            return True
+
+        firmware = FirmwareRegistry(data_dir, records, clock.time_ms, product_exists)
+        service = cls(records, firmware, iothub, registry, clock, tap)
+        try:
+            await asyncio.to_thread(service._load)
+            await service.server.start(host, port)
+        except BaseException:
+            await service.server.stop()
+            await asyncio.to_thread(records.close)
+            raise
+        iothub.ota = service
+        service._presence = tap.add_callback(service._on_presence, kinds=PresenceChanged)
+        service._drive()
+        return service
+
+    def _load(self) -> None:
+        self.versions.update(self.records.versions())
+        for firmware in self.records.firmwares():
+            self._tokens[firmware.token] = (firmware, self.firmware.file(firmware))
+        for campaign in self.records.campaigns(CampaignState.RUNNING):
+            self._campaigns[campaign.campaign_id] = campaign
+        for upgrade in self.records.upgrades(active=True):
+            self._active[upgrade.keys] = upgrade
+            if upgrade.campaign_id not in self._campaigns:
+                self._campaigns[upgrade.campaign_id] = self.records.campaign(upgrade.campaign_id)
+
+    async def stop(self) -> None:
+        """Leave the tap and the IoT hub, stop the server, await the pushes, close the records."""
+        self._closed = True
+        if self._presence is not None:
+            self._presence.cancel()
+            self._presence = None
+        self._timer.cancel()
+        if self._iothub.ota is self:
+            memory = MemoryOta()
+            memory.versions.update(self.versions)
+            self._iothub.ota = memory
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(ClosedError("the lab stopped"))
+        self._waiters.clear()
+        await self.server.stop()
+        tasks = list(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=1.0)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await asyncio.to_thread(self.records.close)
+
+    # -- firmware -----------------------------------------------------------------------------
+
+    def _lookup(self, token: str) -> tuple[Firmware, Path] | None:
+        return self._tokens.get(token)
+
+    def firmware_added(self, firmware: Firmware) -> None:
+        """Serve a firmware just registered (on the loop)."""
+        self._tokens[firmware.token] = (firmware, self.firmware.file(firmware))
+
+    def firmware_removed(self, firmware: Firmware) -> None:
+        """Stop serving a firmware just removed (on the loop)."""
+        self._tokens.pop(firmware.token, None)
+
+    def firmware_url(self, firmware: Firmware) -> str:
+        """The URL devices download ``firmware`` from."""
+        return self.server.url(firmware)
+
+    def _offer(self, upgrade: Upgrade) -> dict[str, object] | None:
+        """The firmware object of ``upgrade`` as pushed (None: its firmware was removed)."""
+        firmware = self.records.firmware(upgrade.product_key, upgrade.to_version)
+        if firmware is None:
+            return None
+        return {
+            "version": firmware.version,
+            "signMethod": firmware.sign_method,
+            "sign": firmware.sign,
+            "fileUrl": self.firmware_url(firmware),
+            "fileSize": int(firmware.size),  # a JSON integer (Java casts it to int)
+        }
+
+    # -- the OTA handler (the IoT hub calls these on the loop) ----------------------------------
+
+    def inform(self, product_key: str, device_key: str, version: str) -> None:
+        """A device reported its firmware ``version``: kept; ends an upgrade waiting for it."""
+        keys = (product_key, device_key)
+        if len(version) > MAX_VERSION_LENGTH or not version.strip():
+            log.warning(
+                "device %s/%s reported firmware version %r, not a usable version: ignored",
+                *keys,
+                version[:80],
+            )
+            return
+        now = self._clock.time_ms()
+        self.versions[keys] = version
+        try:
+            self.records.set_version(*keys, version, now)
+        except ClosedError:
+            return
+        upgrade = self._active.get(keys)
+        if upgrade is not None:
+            if upgrade.state is UpgradeState.REBOOTING and upgrade.offline_seen:
+                if version == upgrade.to_version:
+                    self._succeed(upgrade, now)
+                else:
+                    self._fail(
+                        upgrade,
+                        f"reported 100% but came back with {version}",
+                        now,
+                        cause=_POWER_LOSS,
+                    )
+            elif upgrade.state is UpgradeState.PENDING:
+                if version == upgrade.to_version:
+                    self._finish(upgrade, UpgradeState.SUCCEEDED, now, None)
+                elif upgrade.pushed_ms is None:
+                    upgrade.from_version = version
+                    self._save(upgrade, now)
+        self._drive()
+
+    def progress(self, product_key: str, device_key: str, step: str, desc: str) -> int:
+        """A device reported upgrade progress: 764 without an upgrade, 765 before its push,
+        1200 for a step that is not "-5".."100"; else 200 and the upgrade moves on."""
+        upgrade = self._active.get((product_key, device_key))
+        if upgrade is None:
+            return int(ReplyCode.OTA_TASK_NOT_FOUND)
+        if upgrade.state is UpgradeState.PENDING:
+            return int(ReplyCode.OTA_TASK_NOT_STARTED)
+        try:
+            number = int(step)
+        except ValueError:
+            number = None
+        if number is None or not -5 <= number <= 100 or str(number) != step.strip():
+            return int(ReplyCode.PARSE_ERROR)
+        now = self._clock.time_ms()
+        upgrade.step, upgrade.desc = str(number), desc[:256]
+        if number < 0:
+            name = FAILURE_STEPS[str(number)]
+            error = f"step {number}: {name}" + (f" ({desc[:200]})" if desc else "")
+            self._fail(upgrade, error, now, cause=str(number))
+            self._drive()
+        elif upgrade.state is not UpgradeState.REBOOTING:
+            upgrade.progress = number
+            if number == 100:
+                upgrade.state = UpgradeState.REBOOTING
+                upgrade.offline_seen = False
+            else:
+                upgrade.state = UpgradeState.UPGRADING
+            self._save(upgrade, now)
+        return int(ReplyCode.SUCCESS)
+
+    def get_versions(self, product_key: str, device_key: str) -> list[dict[str, object]]:
+        """The firmware of the device's upgrade in progress (none: an empty list)."""
+        upgrade = self._active.get((product_key, device_key))
+        if upgrade is None:
+            return []
+        offer = self._offer(upgrade)
+        return [] if offer is None else [offer]
+
+    def _on_presence(self, event: PresenceChanged) -> None:
+        keys = (event.product_key, event.device_key)
+        upgrade = self._active.get(keys)
+        if upgrade is not None and not event.online:
+            now = self._clock.time_ms()
+            if upgrade.state is UpgradeState.REBOOTING:
+                upgrade.offline_seen = True
+                self._save(upgrade, now)
+            elif upgrade.state is UpgradeState.PUSHED:  # never started: push again when back
+                upgrade.state = UpgradeState.PENDING
+                upgrade.attempts -= 1
+                upgrade.deadline_ms = None
+                self._save(upgrade, now)
+        if event.online and upgrade is not None:
+            self._drive()
+
+    # -- state changes ----------------------------------------------------------------------------
+
+    def _save(self, upgrade: Upgrade, now: int) -> None:
+        upgrade.updated_ms = now
+        try:
+            self.records.save_upgrade(upgrade)
+        except ClosedError:
+            pass
+
+    def _finish(self, upgrade: Upgrade, state: UpgradeState, now: int, error: str | None) -> None:
+        upgrade.state = state
+        upgrade.error = error
+        upgrade.finished_ms = now
+        upgrade.deadline_ms = None
+        if state is UpgradeState.SUCCEEDED:
+            upgrade.progress = 100
+        self._save(upgrade, now)
+        if self._active.get(upgrade.keys) is upgrade:
+            del self._active[upgrade.keys]
+        for waiter in self._waiters.pop(upgrade.keys, []):
+            if not waiter.done():
+                waiter.set_result(state)
+
+    def _succeed(self, upgrade: Upgrade, now: int) -> None:
+        self._finish(upgrade, UpgradeState.SUCCEEDED, now, None)
+
+    def _fail(self, upgrade: Upgrade, error: str, now: int, *, cause: str | None = None) -> None:
+        """A failed attempt: back to pending while retries remain, else failed (with the
+        rollback and the abort threshold of its campaign)."""
+        campaign = self._campaigns.get(upgrade.campaign_id)
+        retries = 0 if campaign is None else int(campaign.settings.get("retries", 0))
+        if (
+            campaign is not None
+            and campaign.state is CampaignState.RUNNING
+            and upgrade.attempts <= retries
+        ):
+            upgrade.state = UpgradeState.PENDING
+            upgrade.error = error
+            upgrade.deadline_ms = None
+            upgrade.progress = None
+            self._save(upgrade, now)
+            return
+        if (
+            campaign is not None
+            and campaign.settings.get("rollback")
+            and cause in (_WRITE_FAILED, _POWER_LOSS)
+        ):
+            error += self._rollback(campaign, upgrade, now)
+        self._finish(upgrade, UpgradeState.FAILED, now, error)
+        if campaign is not None:
+            self._check_abort(campaign, now)
+
+    def _check_abort(self, campaign: Campaign, now: int) -> None:
+        rate = campaign.settings.get("abort_failure_rate")
+        if rate is None or campaign.state is not CampaignState.RUNNING:
+            return
+        upgrades = self.records.upgrades(campaign.campaign_id)
+        failed = sum(1 for u in upgrades if u.state is UpgradeState.FAILED)
+        done = failed + sum(1 for u in upgrades if u.state is UpgradeState.SUCCEEDED)
+        minimum = int(campaign.settings.get("abort_min_sample", DEFAULT_ABORT_MIN_SAMPLE))
+        if done >= max(1, minimum) and failed / done >= rate:
+            self._abort(
+                campaign,
+                f"{failed} of {done} finished devices failed, at or above the abort failure "
+                f"rate {rate}",
+                now,
+            )
+
+    def _abort(self, campaign: Campaign, reason: str, now: int) -> None:
+        campaign.state = CampaignState.ABORTED
+        campaign.reason = reason
+        campaign.finished_ms = now
+        self.records.save_campaign(campaign)
+        for upgrade in list(self._active.values()):
+            if (
+                upgrade.campaign_id == campaign.campaign_id
+                and upgrade.state is UpgradeState.PENDING
+            ):
+                self._finish(upgrade, UpgradeState.ABORTED, now, f"campaign aborted: {reason}")
+        log.info("OTA campaign %s aborted: %s", campaign.campaign_id, reason)
+
+    def _rollback(self, campaign: Campaign, upgrade: Upgrade, now: int) -> str:
+        """Put the device into a rollback campaign to its previous version; the note for its
+        error."""
+        previous = upgrade.from_version
+        if previous is None or self.records.firmware(upgrade.product_key, previous) is None:
+            return f"; no rollback: firmware {previous!r} is not registered"
+        rollbacks: dict[str, str] = campaign.settings.setdefault("rollbacks", {})
+        campaign_id = rollbacks.get(previous)
+        target = None if campaign_id is None else self._campaigns.get(campaign_id)
+        if target is None or target.state is not CampaignState.RUNNING:
+            settings = {
+                key: campaign.settings.get(key) for key in ("timeout", "retries", "rate")
+            }
+            settings.update(wave_size=None, rollback=False, abort_failure_rate=None)
+            target = self._new_campaign(upgrade.product_key, previous, settings, now)
+            target.rollback_of = campaign.campaign_id
+            self.records.save_campaign(target)
+            rollbacks[previous] = target.campaign_id
+            self.records.save_campaign(campaign)
+        seq = len(self.records.upgrades(target.campaign_id))
+        # the device leaves this campaign's upgrade now (it is finished just after)
+        if self._active.get(upgrade.keys) is upgrade:
+            del self._active[upgrade.keys]
+        rollback = Upgrade(
+            target.campaign_id,
+            upgrade.product_key,
+            upgrade.device_key,
+            seq,
+            0,
+            UpgradeState.PENDING,
+            self.versions.get(upgrade.keys),
+            previous,
+            now,
+            now,
+        )
+        self._save(rollback, now)
+        self._active[upgrade.keys] = rollback
+        return f"; rollback to {previous} in campaign {target.campaign_id}"
+
+    # -- campaigns -----------------------------------------------------------------------------
+
+    def _new_campaign(
+        self, product_key: str, version: str, settings: dict[str, Any], now: int
+    ) -> Campaign:
+        seq = self.records.next_campaign_seq()
+        campaign = Campaign(
+            f"ota-{seq}", seq, product_key, version, CampaignState.RUNNING, settings, now
+        )
+        self._campaigns[campaign.campaign_id] = campaign
+        return campaign
+
+    def start_campaign(  # noqa: PLR0913 - the campaign's options
+        self,
+        product_key: str,
+        version: str,
+        *,
+        device_keys: Iterable[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        from_versions: Iterable[str] | None = None,
+        wave_size: int | None = None,
+        rate: float | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+        abort_failure_rate: float | None = None,
+        abort_min_sample: int = DEFAULT_ABORT_MIN_SAMPLE,
+        rollback: bool = False,
+        strict: bool = False,
+    ) -> str:
+        """Start a campaign (see the module docstring); its id. ``strict``: a target that
+        would be skipped raises :class:`~enos_lab.errors.OtaError` instead (nothing started).
+        """
+        if self._closed:
+            raise ClosedError("the OTA service stopped")
+        check_version(version)
+        self._registry.get_product(product_key)
+        self.firmware.get(product_key, version)
+        settings = _settings(
+            wave_size, rate, timeout, retries, abort_failure_rate, abort_min_sample, rollback
+        )
+        targets = self._targets(product_key, device_keys, tags, from_versions)
+        if not targets:
+            raise OtaError(
+                f"an OTA campaign of product {product_key} to {version!r} over no device: "
+                f"none matches device_keys={_shown(device_keys)}, tags={tags!r}, "
+                f"from_versions={_shown(from_versions)}"
+            )
+        skipped = {keys: self._skip_reason(keys, version) for keys in targets}
+        if strict:
+            for keys, reason in skipped.items():
+                if reason is not None:
+                    raise OtaError(f"device {keys[0]}/{keys[1]} cannot be upgraded: {reason}")
+        now = self._clock.time_ms()
+        campaign = self._new_campaign(product_key, version, settings, now)
+        self.records.save_campaign(campaign)
+        size = settings["wave_size"]
+        index = 0
+        for seq, keys in enumerate(targets):
+            reason = skipped[keys]
+            wave = 0 if reason is not None or size is None else index // size
+            upgrade = Upgrade(
+                campaign.campaign_id,
+                *keys,
+                seq,
+                wave,
+                UpgradeState.PENDING if reason is None else UpgradeState.SKIPPED,
+                self.versions.get(keys),
+                version,
+                now,
+                now,
+                error=reason,
+                finished_ms=None if reason is None else now,
+            )
+            self._save(upgrade, now)
+            if reason is None:
+                index += 1
+                self._active[keys] = upgrade
+        log.info(
+            "OTA campaign %s: product %s to %s, %d device(s), %d skipped",
+            campaign.campaign_id,
+            product_key,
+            version,
+            index,
+            len(targets) - index,
+        )
+        self._drive()
+        return campaign.campaign_id
+
+    def _targets(
+        self,
+        product_key: str,
+        device_keys: Iterable[str] | None,
+        tags: Mapping[str, str] | None,
+        from_versions: Iterable[str] | None,
+    ) -> list[_Keys]:
+        devices = self._registry.devices(product_key)
+        if device_keys is not None:
+            wanted = [device_keys] if isinstance(device_keys, str) else list(device_keys)
+            known = {device.device_key for device in devices}
+            for key in wanted:
+                if key not in known:
+                    raise NotFound(f"product {product_key} has no device {key!r}")
+            chosen = set(wanted)
+            devices = [device for device in devices if device.device_key in chosen]
+        if tags is not None:
+            if not isinstance(tags, Mapping):
+                raise InvalidArgument(f"tags must be a mapping of tag to value, got {tags!r}")
+            devices = [
+                device
+                for device in devices
+                if all(device.tags.get(tag) == value for tag, value in tags.items())
+            ]
+        if from_versions is not None:
+            allowed = {from_versions} if isinstance(from_versions, str) else set(from_versions)
+            devices = [
+                device
+                for device in devices
+                if self.versions.get((product_key, device.device_key)) in allowed
+            ]
+        return [(device.product_key, device.device_key) for device in devices]
+
+    def _skip_reason(self, keys: _Keys, version: str) -> str | None:
+        reported = self.versions.get(keys)
+        if reported is None:
+            return "it never reported a firmware version (ota.device.inform)"
+        if reported == version:
+            return f"it is at version {version} already"
+        busy = self._active.get(keys)
+        if busy is not None:
+            return f"it is being upgraded in campaign {busy.campaign_id}"
+        return None
+
+    def abort_campaign(self, campaign_id: str, reason: str = "aborted by the user") -> None:
+        """Abort a campaign: its pending devices are marked aborted; NotFound if unknown."""
+        campaign = self._campaigns.get(campaign_id) or self.records.campaign(campaign_id)
+        if campaign.state is CampaignState.RUNNING:
+            self._abort(campaign, reason, self._clock.time_ms())
+            self._drive()
+
+    def state(self, product_key: str, device_key: str) -> UpgradeState | None:
+        """The state of the device's latest upgrade (None: never targeted)."""
+        keys = (product_key, device_key)
+        upgrade = self._active.get(keys)
+        if upgrade is not None:
+            return upgrade.state
+        upgrades = self.records.upgrades(device=keys)
+        return upgrades[-1].state if upgrades else None
+
+    async def wait(self, product_key: str, device_key: str, limit: float) -> UpgradeState | None:
+        """The state of the device's upgrade once over, or as it is after ``limit`` [s] of
+        real time."""
+        keys = (product_key, device_key)
+        if keys in self._active:
+            waiter: asyncio.Future[UpgradeState] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(keys, []).append(waiter)
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), limit)
+            except TimeoutError:
+                pass
+        return self.state(*keys)
+
+    # -- the scheduler ---------------------------------------------------------------------------
+
+    def _drive(self) -> None:
+        """Time out, push, release waves, finish campaigns; arm the timer (idempotent)."""
+        if self._closed:
+            return
+        now = self._clock.time_ms()
+        for upgrade in list(self._active.values()):
+            if (
+                upgrade.state.in_flight
+                and upgrade.deadline_ms is not None
+                and upgrade.deadline_ms <= now
+            ):
+                self._fail(
+                    upgrade,
+                    f"timed out in state {upgrade.state.value} (no end within the campaign's "
+                    "timeout after the push)",
+                    now,
+                )
+        due: list[int] = []
+        for campaign in list(self._campaigns.values()):
+            mine = [u for u in self._active.values() if u.campaign_id == campaign.campaign_id]
+            if campaign.state is CampaignState.RUNNING:
+                self._push_due(campaign, mine, now, due)
+                mine = [u for u in mine if not u.state.final and u.keys in self._active]
+                if not mine:
+                    campaign.state = CampaignState.FINISHED
+                    campaign.finished_ms = now
+                    self.records.save_campaign(campaign)
+            if campaign.state is not CampaignState.RUNNING and not any(
+                u.campaign_id == campaign.campaign_id for u in self._active.values()
+            ):
+                del self._campaigns[campaign.campaign_id]
+        due.extend(
+            u.deadline_ms
+            for u in self._active.values()
+            if u.state.in_flight and u.deadline_ms is not None
+        )
+        self._timer.arm(min(due) if due else None)
+
+    def _push_due(self, campaign: Campaign, mine: list[Upgrade], now: int, due: list[int]) -> None:
+        """Push the campaign's pending devices that may go now (wave, rate, online)."""
+        settings = campaign.settings
+        wave = int(settings.get("wave", 0))
+        spacing = None if settings.get("rate") is None else round(60_000 / settings["rate"])
+        while True:
+            for upgrade in sorted(mine, key=lambda u: u.seq):
+                if upgrade.state is not UpgradeState.PENDING or upgrade.wave > wave:
+                    continue
+                if not self._iothub.is_online(*upgrade.keys):
+                    continue
+                slot = self._next_slot.get(campaign.campaign_id, now)
+                if spacing is not None and slot > now:
+                    due.append(slot)
+                    break
+                self._push(campaign, upgrade, now)
+                if spacing is not None:
+                    self._next_slot[campaign.campaign_id] = max(slot, now) + spacing
+            later = [u for u in mine if u.wave > wave and u.state is UpgradeState.PENDING]
+            busy = any(  # in flight, or held back by the rate only
+                u.wave <= wave
+                and (
+                    u.state.in_flight
+                    or (u.state is UpgradeState.PENDING and self._iothub.is_online(*u.keys))
+                )
+                for u in mine
+            )
+            if not later or busy:
+                break
+            wave += 1
+            settings["wave"] = wave
+            self.records.save_campaign(campaign)
+
+    def _push(self, campaign: Campaign, upgrade: Upgrade, now: int) -> None:
+        offer = self._offer(upgrade)
+        if offer is None:
+            upgrade.attempts += 1
+            self._fail(upgrade, f"firmware {upgrade.to_version} was removed", now)
+            return
+        upgrade.state = UpgradeState.PUSHED
+        upgrade.attempts += 1
+        upgrade.pushed_ms = now
+        upgrade.progress = None
+        upgrade.step = upgrade.desc = None
+        upgrade.offline_seen = False
+        upgrade.deadline_ms = now + round(float(campaign.settings["timeout"]) * 1000)
+        self._save(upgrade, now)
+        task = asyncio.get_running_loop().create_task(
+            self._send(upgrade, upgrade.attempts, offer),
+            name=f"ota push {upgrade.campaign_id} {upgrade.product_key}/{upgrade.device_key}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, upgrade: Upgrade, attempt: int, offer: dict[str, object]) -> None:
+        """Send the push; a device that was offline gets it again later, an error code
+        fails the attempt, no answer leaves it to the timeout."""
+        try:
+            reply = await self._iothub.send_command(
+                *upgrade.keys, TopicKind.OTA_UPGRADE, offer, wait=True
+            )
+        except DeviceOffline:
+            if upgrade.state is UpgradeState.PUSHED and upgrade.attempts == attempt:
+                upgrade.state = UpgradeState.PENDING
+                upgrade.attempts -= 1
+                upgrade.deadline_ms = None
+                self._save(upgrade, self._clock.time_ms())
+            return
+        except (TimeoutError, ClosedError):
+            return
+        except Exception:
+            log.warning("OTA push to %s/%s failed", *upgrade.keys, exc_info=True)
+            return
+        if reply is None or reply.ok or self._closed:
+            return
+        if upgrade.attempts == attempt and self._active.get(upgrade.keys) is upgrade:
+            message = f": {reply.message}" if reply.message else ""
+            self._fail(
+                upgrade,
+                f"the device answered the upgrade push with code {reply.code}{message}",
+                self._clock.time_ms(),
+            )
+            self._drive()
+
+
+def _settings(  # noqa: PLR0913, PLR0917 - the campaign's options
+    wave_size: int | None,
+    rate: float | None,
+    timeout: float,
+    retries: int,
+    abort_failure_rate: float | None,
+    abort_min_sample: int,
+    rollback: bool,
+) -> dict[str, Any]:
+    """The campaign's options, checked (InvalidArgument naming a bad one)."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    if wave_size is not None and (
+        not isinstance(wave_size, int) or isinstance(wave_size, bool) or wave_size < 1
+    ):
+        raise InvalidArgument(f"wave_size must be an int >= 1 or None, got {wave_size!r}")
+    if rate is not None and (not number(rate) or not rate > 0):
+        raise InvalidArgument(f"rate must be > 0 devices per minute or None, got {rate!r}")
+    if not number(timeout) or not timeout > 0:
+        raise InvalidArgument(f"timeout must be > 0 seconds, got {timeout!r}")
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
+        raise InvalidArgument(f"retries must be an int from 0 to 10, got {retries!r}")
+    if abort_failure_rate is not None and (
+        not number(abort_failure_rate) or not 0 < abort_failure_rate <= 1
+    ):
+        raise InvalidArgument(
+            f"abort_failure_rate must be in (0, 1] or None, got {abort_failure_rate!r}"
+        )
+    if (
+        not isinstance(abort_min_sample, int)
+        or isinstance(abort_min_sample, bool)
+        or abort_min_sample < 1
+    ):
+        raise InvalidArgument(f"abort_min_sample must be an int >= 1, got {abort_min_sample!r}")
+    return {
+        "wave_size": wave_size,
+        "rate": None if rate is None else float(rate),
+        "timeout": float(timeout),
+        "retries": retries,
+        "abort_failure_rate": None if abort_failure_rate is None else float(abort_failure_rate),
+        "abort_min_sample": abort_min_sample,
+        "rollback": bool(rollback),
+        "wave": 0,
+    }
+
+
+def _shown(values: Iterable[str] | None) -> str:
+    if values is None or isinstance(values, str):
+        return repr(values)
+    return repr(list(values))
