@@ -55,7 +55,7 @@ class Ota(LabCore):
 
     # -- the firmware registry ---------------------------------------------------------------
 
-    def add_firmware(  # noqa: PLR0913 - the firmware's fields
+    def add_firmware(
         self,
         product_key: str,
         version: str,
@@ -141,7 +141,7 @@ class Ota(LabCore):
 
     # -- campaigns ---------------------------------------------------------------------------
 
-    def start_ota_campaign(  # noqa: PLR0913 - the campaign's options
+    def start_ota_campaign(
         self,
         product_key: str,
         version: str,

@@ -65,4 +65,5 @@ __all__ = [
     "afetch_firmware",
     "failure_step",
     "fetch_firmware",
+    "file_digest",
 ]

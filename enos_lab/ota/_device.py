@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from ..errors import DigestMismatch, OtaError
 
 __all__ = ["FirmwareOffer", "afetch_firmware", "failure_step", "fetch_firmware"]
@@ -37,19 +39,18 @@ class FirmwareOffer:
     file_size: int
 
     @classmethod
-    def of(cls, firmware: Mapping[str, Any] | FirmwareOffer) -> FirmwareOffer:
+    def of(cls, firmware: Any) -> FirmwareOffer:
         """From the push's params (``signMethod``, ``fileUrl``, ...) or the SDK's
         ``Firmware`` (``sign_method``, ``file_url``, ...); OtaError naming a missing field."""
         if isinstance(firmware, FirmwareOffer):
             return firmware
-        if not isinstance(firmware, Mapping):
-            firmware = vars(firmware)
+        given: Mapping[str, Any] = firmware if isinstance(firmware, Mapping) else vars(firmware)
 
         def field(*names: str) -> Any:
             for name in names:
-                if firmware.get(name) is not None:
-                    return firmware[name]
-            raise OtaError(f"the firmware offered has no {names[0]!r}: {dict(firmware)!r}")
+                if given.get(name) is not None:
+                    return given[name]
+            raise OtaError(f"the firmware offered has no {names[0]!r}: {dict(given)!r}")
 
         size = field("fileSize", "file_size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -97,10 +98,12 @@ def fetch_firmware(
     if not offer.file_url.startswith(("http://", "https://")):
         raise OtaError(f"firmware {offer.version}: fileUrl {offer.file_url!r} is not HTTP")
     try:
-        with urllib.request.urlopen(offer.file_url, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(offer.file_url, timeout=timeout) as response:
             data = response.read(offer.file_size + 1)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise OtaError(f"firmware {offer.version}: download of {offer.file_url} failed: {exc}") from exc
+        raise OtaError(
+            f"firmware {offer.version}: download of {offer.file_url} failed: {exc}"
+        ) from exc
     return _check(offer, data)
 
 
@@ -108,8 +111,6 @@ async def afetch_firmware(
     firmware: Mapping[str, Any] | FirmwareOffer | Any, *, timeout: float = 10.0
 ) -> bytes:
     """Coroutine form of :func:`fetch_firmware` (aiohttp). [timeout: s]"""
-    import aiohttp
-
     offer = FirmwareOffer.of(firmware)
     if offer.file_size > MAX_FIRMWARE_SIZE:
         raise OtaError(f"firmware {offer.version}: {offer.file_size} bytes is too large")
@@ -121,7 +122,9 @@ async def afetch_firmware(
             response.raise_for_status()
             data = await response.content.read(offer.file_size + 1)
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-        raise OtaError(f"firmware {offer.version}: download of {offer.file_url} failed: {exc}") from exc
+        raise OtaError(
+            f"firmware {offer.version}: download of {offer.file_url} failed: {exc}"
+        ) from exc
     return _check(offer, data)
 
 

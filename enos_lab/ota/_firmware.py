@@ -78,7 +78,7 @@ class FirmwareRegistry:
         self._now_ms = now_ms
         self._product_exists = product_exists
 
-    def add(  # noqa: PLR0913 - the firmware's fields
+    def add(
         self,
         product_key: str,
         version: str,

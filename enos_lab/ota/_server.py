@@ -73,7 +73,10 @@ class FirmwareServer:
         firmware, path = found
         if not path.is_file():
             log.warning(
-                "firmware %s %s: its file %s is missing", firmware.product_key, firmware.version, path
+                "firmware %s %s: its file %s is missing",
+                firmware.product_key,
+                firmware.version,
+                path,
             )
             raise web.HTTPNotFound()
         if request.method == "GET":

@@ -48,6 +48,7 @@ running campaigns are taken up again (deadlines included).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -107,7 +108,7 @@ class OtaService(MemoryOta):
     docstring). Build it with :meth:`start`; use it on the lab's loop (``records`` and
     ``firmware`` from any thread)."""
 
-    def __init__(  # noqa: PLR0913, PLR0917 - the parts it works with
+    def __init__(  # noqa: PLR0917 - the parts it works with
         self,
         records: OtaRecords,
         firmware: FirmwareRegistry,
@@ -138,7 +139,7 @@ class OtaService(MemoryOta):
         self._tokens: dict[str, tuple[Firmware, Path]] = {}
 
     @classmethod
-    async def start(  # noqa: PLR0913, PLR0917 - the parts it works with
+    async def start(  # noqa: PLR0917 - the parts it works with
         cls,
         data_dir: Path,
         iothub: IotHub,
@@ -336,10 +337,8 @@ class OtaService(MemoryOta):
 
     def _save(self, upgrade: Upgrade, now: int) -> None:
         upgrade.updated_ms = now
-        try:
+        with contextlib.suppress(ClosedError):  # the lab is stopping
             self.records.save_upgrade(upgrade)
-        except ClosedError:
-            pass
 
     def _finish(self, upgrade: Upgrade, state: UpgradeState, now: int, error: str | None) -> None:
         upgrade.state = state
@@ -423,9 +422,7 @@ class OtaService(MemoryOta):
         campaign_id = rollbacks.get(previous)
         target = None if campaign_id is None else self._campaigns.get(campaign_id)
         if target is None or target.state is not CampaignState.RUNNING:
-            settings = {
-                key: campaign.settings.get(key) for key in ("timeout", "retries", "rate")
-            }
+            settings = {key: campaign.settings.get(key) for key in ("timeout", "retries", "rate")}
             settings.update(wave_size=None, rollback=False, abort_failure_rate=None)
             target = self._new_campaign(upgrade.product_key, previous, settings, now)
             target.rollback_of = campaign.campaign_id
@@ -464,7 +461,7 @@ class OtaService(MemoryOta):
         self._campaigns[campaign.campaign_id] = campaign
         return campaign
 
-    def start_campaign(  # noqa: PLR0913 - the campaign's options
+    def start_campaign(
         self,
         product_key: str,
         version: str,
@@ -738,7 +735,7 @@ class OtaService(MemoryOta):
             self._drive()
 
 
-def _settings(  # noqa: PLR0913, PLR0917 - the campaign's options
+def _settings(  # noqa: PLR0917 - the campaign's options
     wave_size: int | None,
     rate: float | None,
     timeout: float,
