@@ -41,7 +41,7 @@ class FirmwareServer:
     async def start(self, host: str, port: int = 0) -> None:
         """Listen on ``host``:``port`` (0: a free port)."""
         app = web.Application()
-        app.router.add_route("GET", "/ota/firmware/{token}/{name}", self._serve)
+        app.router.add_get("/ota/firmware/{token}/{name}", self._serve)  # and HEAD
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
