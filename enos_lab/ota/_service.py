@@ -320,17 +320,20 @@ class OtaService(MemoryOta):
     def _on_presence(self, event: PresenceChanged) -> None:
         keys = (event.product_key, event.device_key)
         upgrade = self._active.get(keys)
-        if upgrade is not None and not event.online:
-            now = self._clock.time_ms()
-            if upgrade.state is UpgradeState.REBOOTING:
-                upgrade.offline_seen = True
-                self._save(upgrade, now)
-            elif upgrade.state is UpgradeState.PUSHED:  # never started: push again when back
-                upgrade.state = UpgradeState.PENDING
-                upgrade.attempts -= 1
-                upgrade.deadline_ms = None
-                self._save(upgrade, now)
-        if event.online and upgrade is not None:
+        if upgrade is None:
+            return
+        now = self._clock.time_ms()
+        if upgrade.state is UpgradeState.REBOOTING and not upgrade.offline_seen:
+            # offline, or online again (a new login: a reconnect even if its offline is late)
+            upgrade.offline_seen = True
+            self._save(upgrade, now)
+        elif not event.online and upgrade.state is UpgradeState.PUSHED:
+            # never started: pushed again when it is back
+            upgrade.state = UpgradeState.PENDING
+            upgrade.attempts -= 1
+            upgrade.deadline_ms = None
+            self._save(upgrade, now)
+        if event.online:
             self._drive()
 
     # -- state changes ----------------------------------------------------------------------------
