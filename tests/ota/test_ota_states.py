@@ -29,7 +29,11 @@ class Meter:
 
     def __init__(self, lab: Lab, product_key: str, device_key: str, secret: str) -> None:
         self.device_key = device_key
-        self.device = Device(lab.host, lab.port, product_key, device_key, secret, timeout=WAIT)
+        # a long keep-alive: the simulated clock moves minutes while the device pings in real
+        # time, and the hub would see it silent
+        self.device = Device(
+            lab.host, lab.port, product_key, device_key, secret, timeout=WAIT, keepalive=3600
+        )
         self.pushes: queue.Queue[dict[str, Any]] = queue.Queue()
         self.device.on_ota_upgrade(self._on_push)
 
