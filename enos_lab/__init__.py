@@ -38,6 +38,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``NotConnected``: a device client has no connection to the hub (yet, or any more).
 - ``NotFound``: an id that does not exist (also a ``KeyError``).
 - ``OtaReported``: tap event: a device reported its firmware version or upgrade progress.
+- ``OtaStateChanged``: tap event: a device's firmware upgrade changed state.
 - ``PointStored``: tap event: a measurepoint value is stored.
 - ``PresenceChanged``: tap event: a device went online or offline, and why.
 - ``ProtocolError``: a fault in an MQTT conversation.
@@ -109,6 +110,7 @@ from .tap import (
     DeviceLoggedIn,
     EventPosted,
     OtaReported,
+    OtaStateChanged,
     PointStored,
     PresenceChanged,
     TagsChanged,
@@ -150,6 +152,7 @@ __all__ = [
     "NotConnected",
     "NotFound",
     "OtaReported",
+    "OtaStateChanged",
     "PointStored",
     "PresenceChanged",
     "ProtocolError",

@@ -41,8 +41,10 @@ a device that failed after writing (step "-4", or power loss after 100 %) is put
 campaign to its previous version when that firmware is registered (one rollback campaign per
 campaign and previous version); otherwise its error says there was none.
 
-Every change is written to ``ota.sqlite3`` at once; at a start, the upgrades not over and the
-running campaigns are taken up again (deadlines included).
+The tap hears of every state change (:class:`~enos_lab.tap.OtaStateChanged`), besides the
+devices' own reports (``OtaReported``). Every change is written to ``ota.sqlite3`` at once; at
+a start, the upgrades not over and the running campaigns are taken up again (deadlines
+included).
 """
 
 from __future__ import annotations
@@ -54,12 +56,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..clock import Clock, DeadlineTimer
+from ..clock import Clock, DeadlineTimer, from_epoch_ms
 from ..enos import ReplyCode, TopicKind
 from ..errors import ClosedError, DeviceOffline, InvalidArgument, NotFound, OtaError
 from ..iothub import IotHub, MemoryOta
 from ..registry import Registry
-from ..tap import PresenceChanged, Tap, TapCallback
+from ..tap import OtaStateChanged, PresenceChanged, Tap, TapCallback
 from ._firmware import MAX_VERSION_LENGTH, FirmwareRegistry, check_version
 from ._records import (
     OTA_FILE,
@@ -339,9 +341,27 @@ class OtaService(MemoryOta):
     # -- state changes ----------------------------------------------------------------------------
 
     def _save(self, upgrade: Upgrade, now: int) -> None:
+        """Write the upgrade; tell the tap when its state changed (``OtaStateChanged``)."""
         upgrade.updated_ms = now
         with contextlib.suppress(ClosedError):  # the lab is stopping
             self.records.save_upgrade(upgrade)
+        if upgrade.extra.get("told") is upgrade.state:
+            return
+        upgrade.extra["told"] = upgrade.state
+        if self._tap.wants(OtaStateChanged):
+            self._tap.emit(
+                OtaStateChanged(
+                    upgrade.product_key,
+                    upgrade.device_key,
+                    from_epoch_ms(now),
+                    upgrade.campaign_id,
+                    upgrade.state.value,
+                    upgrade.from_version,
+                    upgrade.to_version,
+                    upgrade.progress,
+                    upgrade.error,
+                )
+            )
 
     def _finish(self, upgrade: Upgrade, state: UpgradeState, now: int, error: str | None) -> None:
         upgrade.state = state
