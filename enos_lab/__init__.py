@@ -37,6 +37,8 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``ModelError``: a thing model is invalid or cannot be used.
 - ``NotConnected``: a device client has no connection to the hub (yet, or any more).
 - ``NotFound``: an id that does not exist (also a ``KeyError``).
+- ``OtaError``: a firmware upgrade that cannot be done as asked (``DigestMismatch``: a
+  firmware file whose digest is not the one given).
 - ``OtaReported``: tap event: a device reported its firmware version or upgrade progress.
 - ``OtaStateChanged``: tap event: a device's firmware upgrade changed state.
 - ``PointStored``: tap event: a measurepoint value is stored.
@@ -88,6 +90,7 @@ from .errors import (
     ModelError,
     NotConnected,
     NotFound,
+    OtaError,
     ProtocolError,
     RegistryError,
     RequestFailed,
@@ -151,6 +154,7 @@ __all__ = [
     "ModelError",
     "NotConnected",
     "NotFound",
+    "OtaError",
     "OtaReported",
     "OtaStateChanged",
     "PointStored",
