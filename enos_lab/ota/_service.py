@@ -34,7 +34,8 @@ of that upgrade.
 Campaigns push in waves (``wave_size`` devices each): the next wave is released once no device
 of the earlier ones is in flight (pending devices that are offline do not hold it; they get the
 push when they come online: :class:`~enos_lab.tap.PresenceChanged` on the tap, and again after
-their ``inform``), at most ``rate`` pushes per minute. A campaign aborts (pending devices
+their ``inform``; the service listens to the tap only while some upgrade is not over), at
+most ``rate`` pushes per minute. A campaign aborts (pending devices
 ``aborted``, devices in flight go on) when its share of failed devices among those finished
 reaches ``abort_failure_rate`` with at least ``abort_min_sample`` finished. With ``rollback``,
 a device that failed after writing (step "-4", or power loss after 100 %) is put into a rollback
@@ -172,7 +173,6 @@ class OtaService(MemoryOta):
             await asyncio.to_thread(records.close)
             raise
         iothub.ota = service
-        service._presence = tap.add_callback(service._on_presence, kinds=PresenceChanged)
         service._drive()
         return service
 
@@ -672,6 +672,12 @@ class OtaService(MemoryOta):
             if u.state.in_flight and u.deadline_ms is not None
         )
         self._timer.arm(min(due) if due else None)
+        # presence matters only while upgrades are not over: otherwise no consumer on the tap
+        if self._active and self._presence is None:
+            self._presence = self._tap.add_callback(self._on_presence, kinds=PresenceChanged)
+        elif not self._active and self._presence is not None:
+            self._presence.cancel()
+            self._presence = None
 
     def _push_due(self, campaign: Campaign, mine: list[Upgrade], now: int, due: list[int]) -> None:
         """Push the campaign's pending devices that may go now (wave, rate, online)."""
