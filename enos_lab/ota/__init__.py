@@ -11,14 +11,17 @@ upgrade campaigns, and the device side of an upgrade.
   lab clock, retries, an abort threshold, rollback campaigns; all of it kept in
   ``ota.sqlite3`` (see :mod:`enos_lab.ota._service` for the theory of operation).
 - Device side: :func:`fetch_firmware` / :func:`afetch_firmware` download the firmware a push
-  offers and check its size and digest; :func:`failure_step` names the step to report.
+  offers and check its size and digest; :func:`failure_step` names the step to report;
+  :class:`FirmwareAgent` is a whole device-side agent on the lab's device SDK (download,
+  check, progress, reboot with the new version; failures and power loss on demand).
 
 On the facade: :meth:`Lab.add_firmware <enos_lab.lab.Lab.add_firmware>`, ``firmwares``,
 ``remove_firmware``, ``start_ota_campaign``, ``ota_campaign``, ``ota_campaigns``,
 ``abort_ota_campaign``, ``upgrade_device``, ``ota_state``, ``firmware_url``.
 """
 
-from ._device import FirmwareOffer, afetch_firmware, failure_step, fetch_firmware
+from ._agent import AGENT_FAILURES, FirmwareAgent
+from ._device import FirmwareOffer, afetch_firmware, check_image, failure_step, fetch_firmware
 from ._firmware import FIRMWARE_DIR, SIGN_METHODS, FirmwareRegistry, file_digest
 from ._records import (
     CAMPAIGN_COLUMNS,
@@ -42,6 +45,7 @@ from ._service import (
 )
 
 __all__ = [
+    "AGENT_FAILURES",
     "CAMPAIGN_COLUMNS",
     "DEFAULT_ABORT_MIN_SAMPLE",
     "DEFAULT_RETRIES",
@@ -55,6 +59,7 @@ __all__ = [
     "Campaign",
     "CampaignState",
     "Firmware",
+    "FirmwareAgent",
     "FirmwareOffer",
     "FirmwareRegistry",
     "FirmwareServer",
@@ -63,6 +68,7 @@ __all__ = [
     "Upgrade",
     "UpgradeState",
     "afetch_firmware",
+    "check_image",
     "failure_step",
     "fetch_firmware",
     "file_digest",

@@ -22,7 +22,7 @@ import aiohttp
 
 from ..errors import DigestMismatch, OtaError
 
-__all__ = ["FirmwareOffer", "afetch_firmware", "failure_step", "fetch_firmware"]
+__all__ = ["FirmwareOffer", "afetch_firmware", "check_image", "failure_step", "fetch_firmware"]
 
 MAX_FIRMWARE_SIZE = 256 * 1024 * 1024
 """Largest firmware file the helpers download. [bytes]"""
@@ -64,7 +64,8 @@ class FirmwareOffer:
         )
 
 
-def _check(offer: FirmwareOffer, data: bytes) -> bytes:
+def check_image(offer: FirmwareOffer, data: bytes) -> bytes:
+    """``data`` if its size and digest are those offered; DigestMismatch otherwise."""
     if len(data) != offer.file_size:
         raise DigestMismatch(
             f"firmware {offer.version}: {len(data)} bytes downloaded, {offer.file_size} offered",
@@ -104,7 +105,7 @@ def fetch_firmware(
         raise OtaError(
             f"firmware {offer.version}: download of {offer.file_url} failed: {exc}"
         ) from exc
-    return _check(offer, data)
+    return check_image(offer, data)
 
 
 async def afetch_firmware(
@@ -125,7 +126,7 @@ async def afetch_firmware(
         raise OtaError(
             f"firmware {offer.version}: download of {offer.file_url} failed: {exc}"
         ) from exc
-    return _check(offer, data)
+    return check_image(offer, data)
 
 
 def failure_step(error: BaseException) -> str:
