@@ -14,6 +14,7 @@ from enos_lab.device import Device
 from enos_lab.errors import InvalidArgument
 from enos_lab.lab import Lab
 from enos_lab.ota import FirmwareAgent
+from enos_lab.tap import OtaReported
 
 WAIT = 5.0  # [s] upper bound of every wait for an agent
 
@@ -31,12 +32,16 @@ def test_a_campaign_over_firmware_agents(tmp_path: Path) -> None:
         pk = lab.create_product("Meter").product_key
         lab.add_firmware(pk, "2.0.0", b"image 2.0.0" * 100, sign_method="sha256")
         agents = {}
-        for key, options in behaviours.items():
-            secret = lab.register_device(pk, device_key=key).device_secret
-            device = Device(lab.host, lab.port, pk, key, secret, timeout=WAIT)
-            agents[key] = FirmwareAgent(device, "1.0.0", **options)  # type: ignore[arg-type]
-            device.connect()
-            stack.callback(device.disconnect)
+        with lab.subscribe(OtaReported, product_key=pk) as reports:
+            for key, options in behaviours.items():
+                secret = lab.register_device(pk, device_key=key).device_secret
+                device = Device(lab.host, lab.port, pk, key, secret, timeout=WAIT)
+                agents[key] = FirmwareAgent(device, "1.0.0", **options)  # type: ignore[arg-type]
+                device.connect()
+                stack.callback(device.disconnect)
+            # each agent reports its version once logged in
+            informs = {reports.get(timeout=WAIT).device_key for _ in agents}
+        assert informs == set(agents)
         assert lab.iothub is not None
         assert all(lab.iothub.firmware_version(pk, key) == "1.0.0" for key in agents)
 
