@@ -254,11 +254,12 @@ class OtaService(CampaignOps, MemoryOta):
             )
             return
         now = self._clock.time_ms()
-        self.versions[keys] = version
-        try:
-            self.records.set_version(*keys, version, now)
-        except ClosedError:
-            return
+        if self.versions.get(keys) != version:  # a device repeating itself costs no write
+            self.versions[keys] = version
+            try:
+                self.records.set_version(*keys, version, now)
+            except ClosedError:
+                return
         upgrade = self._active.get(keys)
         if upgrade is not None:
             if upgrade.state is UpgradeState.REBOOTING and upgrade.offline_seen:

@@ -14,7 +14,7 @@ from enos_lab.device import Device
 from enos_lab.errors import InvalidArgument
 from enos_lab.lab import Lab
 from enos_lab.ota import FirmwareAgent
-from enos_lab.tap import OtaReported
+from enos_lab.tap import OtaReported, OtaStateChanged
 
 WAIT = 5.0  # [s] upper bound of every wait for an agent
 
@@ -45,8 +45,18 @@ def test_a_campaign_over_firmware_agents(tmp_path: Path) -> None:
         assert lab.iothub is not None
         assert all(lab.iothub.firmware_version(pk, key) == "1.0.0" for key in agents)
 
-        campaign = lab.start_ota_campaign(pk, "2.0.0")
-        outcomes = {key: agent.outcomes.get(timeout=WAIT) for key, agent in agents.items()}
+        # a device without an upgrade handler answers the push with an error code
+        bare_secret = lab.register_device(pk, device_key="bare").device_secret
+        bare = stack.enter_context(Device(lab.host, lab.port, pk, "bare", bare_secret))
+        bare.report_version("1.0.0")
+
+        with lab.subscribe(OtaStateChanged, device_key="bare") as bare_changes:
+            campaign = lab.start_ota_campaign(pk, "2.0.0")
+            outcomes = {key: agent.outcomes.get(timeout=WAIT) for key, agent in agents.items()}
+            while (change := bare_changes.get(timeout=WAIT)).state != "failed":
+                pass
+        assert change.error is not None
+        assert change.error.startswith("the device answered the upgrade push with code 1101")
         assert outcomes == {
             "ok": "2.0.0",
             "download": "-2",
@@ -63,10 +73,17 @@ def test_a_campaign_over_firmware_agents(tmp_path: Path) -> None:
             "write": "failed",
             "ignore": "failed",
             "cut": "failed",
+            "bare": "failed",
         }
         assert frame.loc["verification", "error"].startswith("step -3: verification failed")
         assert frame.loc["cut", "error"] == "reported 100% but came back with 1.0.0"
         assert agents["ok"].offers[0].sign_method == "sha256"
         assert lab.iothub.firmware_version(pk, "ok") == "2.0.0"
+
+        # one call for one device, waiting for the truth: the new version after the reboot
+        lab.add_firmware(pk, "2.1.0", b"image 2.1.0" * 100)
+        assert lab.upgrade_device(pk, "ok", "2.1.0", wait=True, timeout=30) == "succeeded"
+        assert agents["ok"].outcomes.get(timeout=WAIT) == "2.1.0"
+        assert lab.ota_state(pk, "ok") == "succeeded"
         with pytest.raises(InvalidArgument, match="explode"):
             FirmwareAgent(Device(lab.host, lab.port, pk, "ok", "x"), "1.0.0", fail="explode")
