@@ -40,7 +40,9 @@ created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 The facade is split by concern: ``_core`` (lifecycle, properties, the tap, running coroutines
 on the loop), ``_provisioning`` (models, products, devices, credentials), ``_operations``
 (presence, logins, commands, raw publishes), ``_control`` (service invocation and measurepoint
-set/get checked against the thing model), ``_edges`` (edges registered by serial number,
+set/get checked against the thing model), ``_ota`` (firmware upgrade: the firmware
+registry and its HTTP server, campaigns, one-device upgrades, kept in ``ota.sqlite3``),
+``_edges`` (edges registered by serial number,
 revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
 :class:`LabFleet` it returns, stopped before the lab stops) and ``_certificates`` (the lab's
 certificate authority in the data directory's ``ca/``: device certificates applied for,
