@@ -119,6 +119,14 @@ def test_one_device_upgrade_through_every_state(tmp_path: Path) -> None:
             assert meter.device.query_firmware() == [firmware]  # ota.device.getversion
             with pytest.raises(OtaError, match="being upgraded"):
                 lab.upgrade_device(pk, "m0", "1.1.0")
+            with pytest.raises(OtaError, match="being installed by campaign ota-1"):
+                lab.remove_firmware(pk, "1.1.0")
+            with pytest.raises(NotFound, match="ota-9"):
+                lab.ota_campaign("ota-9")
+            with pytest.raises(NotFound, match="ota-9"):
+                lab.abort_ota_campaign("ota-9")
+            meter.device.report_version("v" * 65)  # not a version: answered, not kept
+            assert lab.iothub.firmware_version(pk, "m0") == "1.0.0"
 
             assert _code(lambda: meter.progress("fifty")) == 1200
             assert _code(lambda: meter.progress("101")) == 1200
