@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from enos_lab.clock import SimulatedClock
-from enos_lab.device import Device
+from enos_lab.device import Device, SubDeviceCredentials
 from enos_lab.errors import InvalidArgument, NotFound, OtaError, RequestFailed
 from enos_lab.lab import Lab
 from enos_lab.ota import UPGRADE_COLUMNS, CampaignState, UpgradeState, fetch_firmware
@@ -309,3 +309,26 @@ def test_an_offline_target_and_a_campaign_survive_a_restart(tmp_path: Path) -> N
             assert lab.ota_campaigns()["state"].tolist() == ["finished"]
         finally:
             meter.close()
+
+
+def test_a_sub_device_is_upgraded_through_its_gateway(tmp_path: Path) -> None:
+    with _lab(tmp_path / "lab") as lab:
+        gw_pk = lab.create_product("Gateway", node_type="gateway").product_key
+        sub_pk = lab.create_product("Sub meter", node_type="sub_device").product_key
+        lab.add_firmware(sub_pk, "1.1.0", NEW)
+        gw_secret = lab.register_device(gw_pk, device_key="gw").device_secret
+        sub_secret = lab.register_device(sub_pk, device_key="s1").device_secret
+        with Device(lab.host, lab.port, gw_pk, "gw", gw_secret, timeout=WAIT) as gateway:
+            gateway.add_topology([SubDeviceCredentials(sub_pk, "s1", sub_secret)])
+            sub = gateway.login_sub_device(sub_pk, "s1", sub_secret)
+            pushes: queue.Queue[dict[str, Any]] = queue.Queue()
+            sub.on_ota_upgrade(lambda firmware: pushes.put(firmware) or {})
+            sub.report_version("1.0.0")
+            assert lab.upgrade_device(sub_pk, "s1", "1.1.0") == "pushed"
+            firmware = pushes.get(timeout=WAIT)  # through the gateway's connection
+            assert fetch_firmware(firmware) == NEW
+            sub.report_progress(100, "written")
+            sub.logout()  # the sub-device restarts: logged out, logged in again
+            sub = gateway.login_sub_device(sub_pk, "s1", sub_secret)
+            sub.report_version("1.1.0")
+            assert lab.ota_state(sub_pk, "s1") == "succeeded"
