@@ -423,9 +423,15 @@ class OtaService(CampaignOps, MemoryOta):
             waiter: asyncio.Future[UpgradeState] = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(keys, []).append(waiter)
             try:
-                return await asyncio.wait_for(asyncio.shield(waiter), limit)
+                return await asyncio.wait_for(waiter, limit)
             except TimeoutError:
                 pass
+            finally:
+                waiters = self._waiters.get(keys)
+                if waiters is not None and waiter in waiters:
+                    waiters.remove(waiter)
+                    if not waiters:
+                        del self._waiters[keys]
         return self.state(*keys)
 
     # -- the scheduler ---------------------------------------------------------------------------
