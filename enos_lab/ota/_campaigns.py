@@ -152,11 +152,13 @@ class CampaignOps:
         rollback: bool = False,
         strict: bool = False,
     ) -> str:
-        """Start a campaign (see the module docstring); its id. ``strict``: a target that
-        would be skipped raises :class:`~enos_lab.errors.OtaError` instead (nothing started).
-        """
+        """Start a campaign (see :mod:`enos_lab.ota._service`); its id. ``strict``: a target
+        that would be skipped raises :class:`~enos_lab.errors.OtaError` instead (nothing
+        started)."""
         if self._closed:
             raise ClosedError("the OTA service stopped")
+        device_keys = _listed(device_keys)
+        from_versions = _listed(from_versions)
         check_version(version)
         self._registry.get_product(product_key)
         self.firmware.get(product_key, version)
@@ -315,3 +317,10 @@ def _shown(values: Iterable[str] | None) -> str:
     if values is None or isinstance(values, str):
         return repr(values)
     return repr(list(values))
+
+
+def _listed(values: Iterable[str] | None) -> list[str] | None:
+    """``values`` as a list (one string: a list of it), None as None."""
+    if values is None:
+        return None
+    return [values] if isinstance(values, str) else list(values)
