@@ -2,7 +2,8 @@
 would from the EnOS file service (protocol reference 10: ``fileUrl``).
 
 An aiohttp server on the lab's loop, bound to the lab's host (127.0.0.1 by default) on a free
-port unless told otherwise. It serves ``GET`` and ``HEAD`` (with ``Range``) of
+port unless told otherwise; bound to all interfaces, the URLs it gives name loopback
+(127.0.0.1, or ::1 for ``::``). It serves ``GET`` and ``HEAD`` (with ``Range``) of
 ``/ota/firmware/{token}/{file name}`` for registered firmware only, looked up by the
 unguessable token each firmware gets when registered; anything else is 404, any other method
 405. It serves files, never lists them, and follows no path the request names.
@@ -52,6 +53,10 @@ class FirmwareServer:
             raise
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
+        if host in ("", "0.0.0.0"):  # all interfaces: loopback is one of them
+            bound_host = "127.0.0.1"
+        elif host == "::":
+            bound_host = "::1"
         shown = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
         self.base_url = f"http://{shown}:{bound_port}"
 
