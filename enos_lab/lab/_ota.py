@@ -118,6 +118,7 @@ class Ota(LabCore):
             columns=[*FIRMWARE_COLUMNS, "file_url"],
         )
         frame["size"] = frame["size"].astype("int64")
+        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
         return frame
 
     def remove_firmware(self, product_key: str, version: str) -> Firmware:
@@ -233,6 +234,8 @@ class Ota(LabCore):
         frame = pd.DataFrame(rows, columns=CAMPAIGN_COLUMNS)
         for column in ("created_at", "finished_at"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
+        counts = ["devices", "pending", "in_flight", "succeeded", "failed", "aborted", "skipped"]
+        frame[counts] = frame[counts].astype("int64")
         return frame
 
     def abort_ota_campaign(self, campaign_id: str) -> None:
