@@ -17,6 +17,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``CommandExpired``: a cached command (``pending_ttl``) was not sent before it expired.
 - ``CommandFailed``: a device answered a command (``Lab.invoke_service``, ...) with a code not 200.
 - ``CommandReplied``: tap event: a device answered a command.
+- ``CommandSent``: tap event: a command reached the device's connection.
 - ``ConnectionMode``: LONG (kept, reconnecting) or SHORT (per operation) connections.
 - ``Device``: a device (or gateway) for scripts and notebooks; the blocking ``DeviceClient``.
 - ``DeviceActivated``: tap event: a device received its secret by dynamic activation.
@@ -109,6 +110,7 @@ from .tap import (
     AlertChanged,
     AttributesChanged,
     CommandReplied,
+    CommandSent,
     DeviceActivated,
     DeviceLoggedIn,
     EventPosted,
@@ -134,6 +136,7 @@ __all__ = [
     "CommandExpired",
     "CommandFailed",
     "CommandReplied",
+    "CommandSent",
     "ConnectionMode",
     "Device",
     "DeviceActivated",

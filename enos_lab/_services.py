@@ -9,12 +9,15 @@ the services) with the alert engine (:class:`~enos_lab.alerts.AlertService`: the
 records and the rules kept in the data directory) and the stream engine
 (:class:`~enos_lab.streams.StreamEngine`, its definitions read from ``streams.json``) on that
 tap, the command service (:class:`~enos_lab.control.CommandService`: command records in
-``commands.sqlite3``, cached commands), the OTA service (:class:`~enos_lab.ota.OtaService`:
-``ota.sqlite3``, firmware files, the firmware HTTP server on the lab's host, the IoT hub's OTA
-handler), and the MQTT hub with its TCP listeners (plain and/or
-TLS), which are opened last, once everything they feed is ready. A failure part way stops
-what was built. With a TLS listener the IoT hub services check client certificates with the
-lab's CA (the one the listener's contexts come from).
+``commands.sqlite3``, cached commands), the configuration service
+(:class:`~enos_lab.control.ConfigService`: attribute and tag changes from the cloud, the
+history of every change in ``config.sqlite3``), the application store
+(``applications.sqlite3``: the credentials of applications reading device data over MQTT),
+the OTA service (:class:`~enos_lab.ota.OtaService`: ``ota.sqlite3``, firmware files, the
+firmware HTTP server on the lab's host, the IoT hub's OTA handler), and the MQTT hub with its
+TCP listeners (plain and/or TLS), which are opened last, once everything they feed is ready. A
+failure part way stops what was built. With a TLS listener the IoT hub services check client
+certificates with the lab's CA (the one the listener's contexts come from).
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
@@ -26,13 +29,15 @@ task on the loop is cancelled from outside its owner):
    commands still waiting fail with :class:`~enos_lab.errors.ClosedError`;
 3. the command service (:class:`~enos_lab.control.CommandService`) leaves the tap, marks the
    cached commands still queued failed and closes its records (``commands.sqlite3``); the
-   OTA service leaves the tap, stops its HTTP server and closes ``ota.sqlite3`` (campaigns
-   running are taken up again at the next start);
+   configuration service (:class:`~enos_lab.control.ConfigService`) leaves the tap and closes
+   its history (``config.sqlite3``); the OTA service leaves the tap, stops its HTTP server and
+   closes ``ota.sqlite3`` (campaigns running are taken up again at the next start);
 4. the stream engine leaves the tap and stores the derived points it has queued (told on the
    tap, so that the alert engine still sees them);
 5. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
    last points were evaluated, its timer cancelled, its records closed;
-6. the registry and the store close (in worker threads; the store commits what it holds).
+6. the application store, the registry and the store close (in worker threads; the store
+   commits what it holds).
 
 The rule engine (:mod:`enos_lab.rules`) starts with the IoT hub services, on the rule set kept
 in the data directory (``rules.json``; none: the default set, which stores everything): its
@@ -54,13 +59,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .alerts import AlertService
+from .apps import APPLICATIONS_FILE, ApplicationStore
 from .ca import ServerContexts
 from .clock import Clock, SystemClock
-from .control import CommandService
+from .control import CommandService, ConfigService
 from .errors import ClosedError, EnosLabError
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
-from .model import ModelCatalog, load_library, model_from_json
+from .model import ModelCatalog, ThingModel, load_library, model_from_json
 from .ota import OtaService
 from .registry import DeviceLookup, Registry
 from .rules import DEFAULT_RULES, DeviceInfo, Rule, RuleEngine, read_rule_set
@@ -96,6 +102,8 @@ class Services:
         self.iothub: IotHub | None = None
         self.alerts: AlertService | None = None
         self.control: CommandService | None = None
+        self.config: ConfigService | None = None
+        self.applications: ApplicationStore | None = None
         self.ota: OtaService | None = None
         self.hub: Hub | None = None
         self.listener: Listener | None = None
@@ -158,6 +166,10 @@ class Services:
                 )
                 iothub.attach(hub)
                 hub.add_listener(self._on_hub_event)
+                # applications over MQTT: their credentials in applications.sqlite3
+                self.applications = iothub.applications = await asyncio.to_thread(
+                    ApplicationStore, data_dir / APPLICATIONS_FILE, clock=clock, rng=rng
+                )
                 await self._start_rules(data_dir, registry, models, iothub, hub)
                 if tap is not None:
                     self.alerts = await AlertService.start(
@@ -167,6 +179,9 @@ class Services:
                 if tap is not None:  # commands: records, cached commands (on the tap)
                     self.control = await CommandService.start(
                         data_dir, iothub, clock or SystemClock(), tap
+                    )
+                    self.config = await _start_config(
+                        data_dir, registry, store, models, iothub, tap, clock
                     )
                 if tap is not None:  # OTA: firmware, its HTTP server, campaigns (on the tap)
                     self.ota = await OtaService.start(
@@ -241,6 +256,7 @@ class Services:
                 model_of=model_of,
                 device_info=device_info,
                 publish=publish,
+                revision=lambda: registry.revision,
             )
         except EnosLabError as exc:  # the lab does not start on rules it cannot apply
             log.error("the rule set in %s cannot be applied (%s): fix or remove it", data_dir, exc)
@@ -282,9 +298,10 @@ class Services:
         """Stop every part in order (see the module docstring); idempotent."""
         self._stop_rules()
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
-        alerts, streams, control, ota = self.alerts, self.streams, self.control, self.ota
+        alerts, streams, control, config = self.alerts, self.streams, self.control, self.config
+        applications, ota = self.applications, self.ota
         self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None
-        self.control = self.ota = None
+        self.control = self.config = self.applications = self.ota = None
         self.registry = self.store = self.models = self.streams = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
@@ -293,12 +310,16 @@ class Services:
             steps.append(iothub.stop)
         if control is not None:
             steps.append(control.stop)
+        if config is not None:
+            steps.append(config.stop)
         if ota is not None:
             steps.append(ota.stop)
         if streams is not None:
             steps.append(streams.aclose)
         if alerts is not None:
             steps.append(alerts.stop)
+        if applications is not None:
+            steps.append(lambda: asyncio.to_thread(applications.close))
         if registry is not None:
             steps.append(lambda: asyncio.to_thread(registry.close))
         if store is not None:
@@ -341,6 +362,27 @@ class Services:
             for waiter in self._disconnect_waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+
+async def _start_config(  # noqa: PLR0917 - the parts it works with
+    data_dir: Path,
+    registry: Registry,
+    store: TimeSeriesStore,
+    models: ModelCatalog,
+    iothub: IotHub,
+    tap: Tap,
+    clock: Clock | None,
+) -> ConfigService:
+    """The configuration service (history in ``config.sqlite3``, on the tap)."""
+
+    def model_of(product_key: str, device_key: str) -> ThingModel | None:
+        registry.get_device(product_key, device_key)
+        model_id = registry.get_product(product_key).model_id
+        return None if model_id is None else models.get(model_id)
+
+    return await ConfigService.start(
+        data_dir, registry, store, iothub, tap, clock or SystemClock(), model_of
+    )
 
 
 def load_models(registry: Registry) -> ModelCatalog:

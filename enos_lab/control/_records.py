@@ -335,6 +335,14 @@ class CommandRecords:
                 ),
             ).rowcount
 
+    def delete_device(self, product_key: str, device_key: str) -> int:
+        """Delete every record of one device (a purged deletion); returns how many."""
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM commands WHERE product_key = ? AND device_key = ?",
+                (product_key, device_key),
+            ).rowcount
+
     def _set(self, command_id: str, status: CommandStatus, assignments: str, *values: Any) -> None:
         with self._transaction() as db:
             changed = db.execute(

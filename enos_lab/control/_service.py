@@ -18,7 +18,8 @@ the service is no consumer of the tap). At most :data:`MAX_CACHED` commands wait
 (one more: :class:`~enos_lab.errors.LimitExceeded`, nothing recorded). A cached command not
 sent within its ``pending_ttl`` is marked expired (one :class:`~enos_lab.clock.DeadlineTimer`
 on the lab clock, armed at the earliest expiry) and its handle raises
-:class:`~enos_lab.errors.CommandExpired`.
+:class:`~enos_lab.errors.CommandExpired`. Raw commands (``down_raw`` bytes) are recorded with
+their bytes as hex text, params and reply alike.
 
 :meth:`CommandService.stop` (after the IoT hub services stopped, so that commands waiting for
 a reply have failed with :class:`~enos_lab.errors.ClosedError`) leaves the tap, cancels the
@@ -210,7 +211,8 @@ class CommandService:
         expires_ms = (
             None if pending_ttl is None else self._clock.time_ms() + round(pending_ttl * 1000)
         )
-        command_id = self.records.create(product_key, device_key, kind_name, params, expires_ms)
+        recorded = params.hex() if isinstance(params, bytes | bytearray) else params
+        command_id = self.records.create(product_key, device_key, kind_name, recorded, expires_ms)
         future: concurrent.futures.Future[Reply] = concurrent.futures.Future()
         command = _Command(
             command_id, product_key, device_key, kind, params, item_id, timeout, future
@@ -274,7 +276,8 @@ class CommandService:
                 self._end(command, CommandStatus.FAILED, f"{type(exc).__name__}: {exc}", exc)
                 return
             assert reply is not None  # sent with wait=True
-            self.records.replied(command.command_id, reply.code, reply.message, reply.data)
+            data = reply.data.hex() if isinstance(reply.data, bytes) else reply.data
+            self.records.replied(command.command_id, reply.code, reply.message, data)
             if not command.future.done():
                 command.future.set_result(reply)
         except ClosedError as exc:  # the records closed under us (the lab stopping)
@@ -344,6 +347,19 @@ class CommandService:
         elif not due and self._presence is not None:
             self._presence.cancel()
             self._presence = None
+
+    def delete_device(self, product_key: str, device_key: str) -> int:
+        """Forget a deleted device's commands (a purged deletion, on the loop): its cached
+        commands fail (``the device was deleted``) and every record of it is deleted;
+        returns how many records."""
+        queue = self._queues.pop((product_key, device_key), None)
+        if queue is not None:
+            reason = "the device was deleted"
+            for command in queue.waiting:
+                self._end(command, CommandStatus.FAILED, reason, DeviceOffline(reason))
+            queue.waiting.clear()
+            self._arm()
+        return self.records.delete_device(product_key, device_key)
 
     def queued(self, product_key: str, device_key: str) -> int:
         """How many cached commands wait for the device (on the loop)."""

@@ -163,6 +163,22 @@ class Connection:
             )
         self.is_open = True
 
+    @property
+    def usable(self) -> bool:
+        """Whether a reply may be published on this connection: it is open, or its CONNACK
+        accepted the login and :meth:`open` is about to return (the hub may send a command,
+        e.g. a cached one, right after the CONNACK, before the device client has taken the
+        connection), and it is neither closing nor lost."""
+        if self.is_open:
+            return True
+        dropped = self._dropped
+        return (
+            not self._closing
+            and bool(self._mqtt.connack_seen)
+            and dropped is not None
+            and not dropped.done()
+        )
+
     def subscribe_once(self, topic: str) -> None:
         """Subscribe to ``topic`` at QoS 1 unless this connection did already (protocol
         reference 4.2: the reply topic, right before the first request on its topic; the hub

@@ -14,13 +14,14 @@ clock's now (as the official SDKs stamp a post with the current time).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import inspect
+from collections.abc import Awaitable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 from ..clock import Clock, to_epoch_ms
-from ..enos import Reply, TopicKind
-from ..errors import InvalidArgument
+from ..enos import Reply, ReplyCode, TopicKind
+from ..errors import CommandError, InvalidArgument
 from ._handlers import Handlers
 from ._types import Handler
 
@@ -73,6 +74,15 @@ class Endpoint:
         self.product_key = product_key
         self.device_key = device_key
         self._handlers = Handlers()
+        self._handlers.attribute_set = self._apply_cloud_change
+        self._on_attribute_set: Handler | None = None
+        self.cloud_attributes: dict[str, Any] = {}
+        """The attributes the cloud set on this device while it was online
+        (``thing.attribute.set``, a topic of the lab's own), as applied: set ones added,
+        deleted ones removed. Starts empty: :meth:`query_attributes` reads them all."""
+        self.cloud_tags: dict[str, str] = {}
+        """The tags the cloud set on this device while it was online, as
+        :attr:`cloud_attributes`."""
 
     @property
     def keys(self) -> tuple[str, str]:
@@ -241,8 +251,43 @@ class Endpoint:
         bytes."""
         self._handlers.raw_down = handler
 
+    def on_attribute_set(self, handler: Handler | None) -> None:
+        """Be told of attribute and tag changes the cloud pushes (``thing.attribute.set``, the
+        lab's own topic: EnOS documents none): ``handler(params)`` with
+        ``{"attributes": {id: value}}``, ``{"deletedAttributes": [ids]}``, ``{"tags": {key:
+        value}}`` or ``{"deletedTags": [keys]}``, after the change is applied to
+        :attr:`cloud_attributes` / :attr:`cloud_tags` (which happens, and is answered 200,
+        with no handler too); its result is ignored. ``None`` removes it."""
+        self._on_attribute_set = handler
+
+    def _apply_cloud_change(self, params: Any) -> Any:
+        """``thing.attribute.set``: apply it, then call the user's handler."""
+        if not isinstance(params, dict):
+            raise CommandError(ReplyCode.PARSE_ERROR, f"params must be an object, got {params!r}")
+        for name, target in (("attributes", self.cloud_attributes), ("tags", self.cloud_tags)):
+            values = params.get(name)
+            if isinstance(values, dict):
+                target.update(values)
+            deleted = params.get("deleted" + name.capitalize())
+            if isinstance(deleted, list):
+                for key in deleted:
+                    if isinstance(key, str):
+                        target.pop(key, None)
+        handler = self._on_attribute_set
+        if handler is None:
+            return None
+        result = handler(params)
+        if inspect.isawaitable(result):
+            return _ignored(result)
+        return None
+
     def on_notification(self, handler: Handler | None) -> None:
         """Handle lifecycle notifications: ``handler(notification)`` with a
         :class:`~enos_lab.device.Notification` (a gateway hears of its sub-devices being
         enabled, disabled or deleted; ``combine.*``)."""
         self._handlers.notification = handler
+
+
+async def _ignored(result: Awaitable[Any]) -> None:
+    """Await a handler's awaitable result and drop it (the reply carries no data)."""
+    await result

@@ -54,6 +54,7 @@ class Handlers:
     """The command handlers of one device (a client's own, or a sub-device's)."""
 
     __slots__ = (
+        "attribute_set",
         "measurepoint_get",
         "measurepoint_set",
         "notification",
@@ -69,6 +70,7 @@ class Handlers:
         self.ota_upgrade: Handler | None = None
         self.raw_down: Handler | None = None
         self.notification: Handler | None = None
+        self.attribute_set: Handler | None = None
 
     def lookup(self, kind: TopicKind, item_id: str, method: str | None) -> Handler | None:
         """The handler of a command of ``kind`` (``item_id`` from its topic, ``method`` from
@@ -88,6 +90,8 @@ class Handlers:
             return self.ota_upgrade
         if kind is TopicKind.MODEL_DOWN_RAW:
             return self.raw_down
+        if kind is TopicKind.ATTRIBUTE_SET:
+            return self.attribute_set
         if kind in NOTIFICATIONS:
             return self.notification
         return None

@@ -108,7 +108,7 @@ class Inbox:
 
     def _activated(self, conn: Connection, match: TopicMatch, payload: bytes) -> None:
         """``activate/info`` (protocol reference 3): take the secret, answer 200."""
-        if (match.product_key, match.device_key) != self.keys or not conn.is_open:
+        if (match.product_key, match.device_key) != self.keys or not conn.usable:
             log.warning("device %s: ignored activate/info for %s", self.device, match.request_topic)
             return
         try:
@@ -195,7 +195,7 @@ class Inbox:
         self, conn: Connection, match: TopicMatch, request_id: Any, outcome: tuple[int, Any, str]
     ) -> None:
         """Publish the reply to a command on its reply topic (QoS 1, as the Python SDK)."""
-        if not conn.is_open:
+        if not conn.usable:
             return  # the connection it came on is gone; the hub times the command out
         code, data, message = outcome
         if match.kind.is_raw and code == 200 and isinstance(data, bytes | bytearray):

@@ -99,6 +99,18 @@ class _SyncEndpoint(_Blocking):
     on_ota_upgrade = _forward(Endpoint.on_ota_upgrade)
     on_raw_down = _forward(Endpoint.on_raw_down)
     on_notification = _forward(Endpoint.on_notification)
+    on_attribute_set = _forward(Endpoint.on_attribute_set)
+
+    @property
+    def cloud_attributes(self) -> dict[str, Any]:
+        """A copy of the attributes the cloud pushed (see
+        :attr:`DeviceClient.cloud_attributes <enos_lab.device.DeviceClient.cloud_attributes>`)."""
+        return dict(self._target.cloud_attributes)
+
+    @property
+    def cloud_tags(self) -> dict[str, str]:
+        """A copy of the tags the cloud pushed (as :attr:`cloud_attributes`)."""
+        return dict(self._target.cloud_tags)
 
     @property
     def product_key(self) -> str:

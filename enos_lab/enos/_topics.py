@@ -79,6 +79,8 @@ class TopicKind(Enum):
     MEASUREPOINT_SET = "/sys/{pk}/{dk}/thing/service/measurepoint/set"
     MEASUREPOINT_GET = "/sys/{pk}/{dk}/thing/service/measurepoint/get"
     MODEL_DOWN_RAW = "/sys/{pk}/{dk}/thing/model/down_raw"
+    # the lab's own: EnOS documents no downstream attribute topic (enos_lab.control._config)
+    ATTRIBUTE_SET = "/sys/{pk}/{dk}/thing/attribute/set"
     OTA_UPGRADE = "/sys/{pk}/{dk}/ota/device/upgrade"
     RRPC_REQUEST = "/sys/{pk}/{dk}/rrpc/request/{id}"
     THING_ENABLE = "/sys/{pk}/{dk}/thing/enable"
@@ -130,6 +132,7 @@ _DOWNSTREAM = frozenset(
         TopicKind.MEASUREPOINT_SET,
         TopicKind.MEASUREPOINT_GET,
         TopicKind.MODEL_DOWN_RAW,
+        TopicKind.ATTRIBUTE_SET,
         TopicKind.OTA_UPGRADE,
         TopicKind.RRPC_REQUEST,
         TopicKind.THING_ENABLE,

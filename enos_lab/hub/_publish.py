@@ -5,7 +5,8 @@ Theory of operation
 :func:`on_publish` resolves a 5.0 topic alias (bounded by ``HubConfig.topic_alias_maximum``),
 drops the duplicate of a QoS 2 message not yet released (MQTT-4.3.3-9), enforces the 5.0
 receive maximum (MQTT-3.3.4-9), and decides: clients may not publish to ``$``-topics, the
-authoriser may deny (5.0: the reason code in the acknowledgement), and a retained message beyond
+authoriser may deny (5.0: the reason code in the acknowledgement) or keep an allowed message
+from the subscribers (``Decision.forward``: handlers only), and a retained message beyond
 the client's or the hub's retained quota is neither retained nor delivered (0x97). An accepted
 message goes to the in-process handlers and is routed
 (:class:`~enos_lab.hub._router.Router`); without handlers and aliases the received packet
@@ -85,6 +86,7 @@ def on_publish(conn: Connection, p: Publish) -> Step:
             conn.violation(0x93, "receive maximum exceeded")  # MQTT-3.3.4-9
             return None
     reason = 0
+    forward = True
     info = conn.info
     assert info is not None
     if topic[0] == "$":
@@ -94,6 +96,7 @@ def on_publish(conn: Connection, p: Publish) -> Step:
         authoriser = router.authoriser
         if authoriser is not None:
             decision = authoriser.authorise_publish(info, topic, qos, p.retain)
+            forward = decision.forward
             if not decision.allowed:
                 reason = decision.reason_code
                 log.info(
@@ -128,7 +131,8 @@ def on_publish(conn: Connection, p: Publish) -> Step:
             msg = p  # route the packet itself: it has the fields of a Message
         else:
             msg = _make_message(topic, p.payload, qos, p.retain, props)
-        router.route(msg, session)
+        if forward:
+            router.route(msg, session)
     if qos == 0:
         if pending is not None:
             return conn.track(pending, None)

@@ -394,11 +394,13 @@ class Sessions:
             return
         router = self.router
         authoriser = router.authoriser
+        forward = True
         if authoriser is not None:
             decision = authoriser.authorise_publish(info, topic, will.qos, will.retain)
             if not decision.allowed:
                 log.info("client %r: will on %r denied", info.client_id, topic)
                 return
+            forward = decision.forward
         props = will.properties
         if props is not NO_PROPERTIES and props.will_delay_interval is not None:
             props = replace(props, will_delay_interval=None)
@@ -412,7 +414,8 @@ class Sessions:
             pending = router.call_handlers(info, msg)
             if pending:
                 self.tasks.spawn(_await_all(pending), f"hub-will-{info.client_id}")
-        router.route(msg, None)
+        if forward:
+            router.route(msg, None)
 
 
 async def _await_all(pending: list[Awaitable[None]]) -> None:

@@ -155,11 +155,16 @@ class AuthResult:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """An access-control decision: allowed, or denied with a 5.0 reason code and a reason."""
+    """An access-control decision: allowed, or denied with a 5.0 reason code and a reason.
+
+    ``forward`` (of an allowed publish): whether the message also goes to the subscribers;
+    ``False``: to the in-process message handlers only (a request they answer with a refusal
+    of their own, which no subscriber may read as if it had been accepted)."""
 
     allowed: bool
     reason_code: int = 0x87
     reason: str = ""
+    forward: bool = True
 
 
 class Authenticator(Protocol):

@@ -18,6 +18,11 @@ topic. Read permission is checked again per topic when the hub works out who rec
 logged in through it. Publishes to ``/sys/`` and ``/ext/`` topics outside the catalogue are
 dropped and logged at WARNING: the first few of each connection, then a count at every power
 of ten.
+
+Applications (:mod:`~enos_lab.iothub._apps`) are not EnOS device connections: they may
+subscribe to and receive the device topics their grants name, and never publish. Once one has
+logged in (:meth:`Acl.check_requests`), a request its publisher may not send is kept from the
+subscribers (``Decision.forward`` False: to the request handler only, for its 1009 answer).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 from ..enos import REPLY_SUFFIX, Direction, TopicKind, TopicMatch, filter_matches_request
 from ..hub import ClientInfo, Decision
 from ..mqtt import topic_matches
+from ._apps import AppConn, Applications
 from ._checks import shown
 from ._config import IotHubConfig
 from ._routes import DEVICE_REPLY, RAW_REQUEST, REQUEST, SCOPE_GATEWAY, SCOPE_INTEGRATION, Routes
@@ -37,16 +43,22 @@ __all__ = ["MAX_FILTERS", "Acl", "may_request", "subscribed"]
 log = logging.getLogger("enos_lab.iothub")
 
 _ALLOW = Decision(True)
+_HANDLER_ONLY = Decision(True, forward=False)  # a request the publisher may not send
+_NO_APP_PUBLISH = Decision(False, 0x87, "applications may not publish")
 MAX_FILTERS = 128  # subscriptions remembered per connection for the 1009 answer
 
 
 class Acl:
     """The hub's Authoriser for EnOS connections (see the module docstring)."""
 
-    __slots__ = ("_conns", "_parse", "_route", "_unknown", "config")
+    __slots__ = ("_apps", "_check_requests", "_conns", "_parse", "_route", "_unknown", "config")
 
-    def __init__(self, sessions: Sessions, routes: Routes, config: IotHubConfig) -> None:
+    def __init__(
+        self, sessions: Sessions, routes: Routes, config: IotHubConfig, apps: Applications
+    ) -> None:
         self.config = config
+        self._apps = apps
+        self._check_requests = False  # see check_requests
         # the collaborators' tables and lookups, held here: one attribute per message
         self._conns = sessions.conns
         self._unknown = sessions.unknown_topics
@@ -61,6 +73,8 @@ class Acl:
         """
         conn = self._conns.get(client.session_key)
         if conn is None:
+            if type(client.attributes) is AppConn:
+                return _NO_APP_PUBLISH
             return Decision(False, 0x87, "not an EnOS session")
         route = self._route(topic)
         if route is not None:
@@ -68,7 +82,11 @@ class Acl:
                 return Decision(False, 0x87, f"retained messages are refused on {topic!r}")
             action = route.action
             if action in (REQUEST, RAW_REQUEST):
-                return _ALLOW  # checked by the request handler (EnOS 1009 with the request id)
+                # checked by the request handler (EnOS 1009 with the request id); kept from
+                # subscribers (applications) when the publisher may not send it
+                if self._check_requests and not may_request(conn, route.match, route.scope):
+                    return _HANDLER_ONLY
+                return _ALLOW
             match = route.match
             if match.is_reply:
                 # a device answers commands sent to itself or to its logged-in sub-devices
@@ -86,6 +104,11 @@ class Acl:
         if topic.startswith(("/sys/", "/ext/")):
             self._unknown_topic(conn, topic)
         return Decision(False, 0x87, f"no write permission on {topic!r}")
+
+    def check_requests(self) -> None:
+        """From now on keep the requests a device may not send from the subscribers (called
+        at the first application login: until then no subscriber could read them)."""
+        self._check_requests = True
 
     def _unknown_topic(self, conn: Conn, topic: str) -> None:
         """Log a publish to a topic outside the EnOS catalogue (dropped): the first
@@ -111,6 +134,12 @@ class Acl:
         """May ``client`` subscribe to ``topic_filter``? (hub Authoriser protocol)."""
         conn = self._conns.get(client.session_key)
         if conn is None:
+            app = client.attributes
+            if type(app) is AppConn:
+                if self._apps.may_subscribe(app, topic_filter):
+                    return _ALLOW
+                why = f"{topic_filter!r} is outside application {app.access_key}'s grants"
+                return Decision(False, 0x87, why)
             return Decision(False, 0x87, "not an EnOS session")
         if self._may_subscribe(conn, topic_filter):
             _remember_filter(conn, topic_filter)
@@ -133,6 +162,10 @@ class Acl:
         """
         conn = client.attributes
         if type(conn) is not Conn:
+            if type(conn) is AppConn:
+                if self._apps.may_receive(conn, topic):
+                    return _ALLOW
+                return Decision(False, 0x87, f"{topic!r} is outside the application's grants")
             found = self._conns.get(client.session_key)
             if found is None:
                 return Decision(False, 0x87, "not an EnOS session")

@@ -48,6 +48,7 @@ class Attributes:
         if target.model is not None:
             values = target.model.validate_attributes(values)
         check_ids(values, "attribute")  # passthrough ones too
+        before = self._registry.get_device(*target.ident).attributes
         try:
             self._registry.update_attributes(*target.ident, values)
         except InvalidArgument as exc:
@@ -56,7 +57,8 @@ class Attributes:
         rows = [AttributeRow(*target.ident, key, now, value) for key, value in values.items()]
         if rows:
             await self._store.append_attributes_async(rows)
-            self._emit.attributes(target.ident, now, values)
+            previous = {key: before[key] for key in values if key in before}
+            self._emit.attributes(target.ident, now, values, previous=previous)
         return OK
 
     async def query(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
@@ -96,15 +98,16 @@ class Attributes:
             await self._store.append_attributes_async(
                 [AttributeRow(*keys, i, now, None) for i in gone]
             )
-            self._emit.attributes(keys, now, deleted=gone)
+            self._emit.attributes(keys, now, deleted=gone, previous={i: existing[i] for i in gone})
         return OK
 
     async def tag_update(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
         """``thing.tag.update``."""
         tags = normalise_tags(request.params)
         keys = (match.product_key, match.device_key)
+        before = self._registry.get_device(*keys).tags
         self._registry.update_tags(*keys, tags)
-        self._emit.tags(keys, tags)
+        self._emit.tags(keys, tags, previous={k: before[k] for k in tags if k in before})
         return OK
 
     async def tag_query(self, conn: Conn, match: TopicMatch, request: Request) -> Result:
@@ -125,7 +128,8 @@ class Attributes:
             device = (match.product_key, match.device_key)
             existing = self._registry.get_device(*device).tags
             self._registry.delete_tags(*device, keys)
-            self._emit.tags(device, deleted=[k for k in keys if k in existing])
+            gone = [k for k in keys if k in existing]
+            self._emit.tags(device, deleted=gone, previous={k: existing[k] for k in gone})
         return OK
 
     async def tsl_template(self, conn: Conn, match: TopicMatch, request: Request) -> Result:

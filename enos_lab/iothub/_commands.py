@@ -1,19 +1,22 @@
 """Commands (protocol reference 9): what the cloud sends to devices, and their replies.
 
 :meth:`Commands.send` delivers a command (service invocation, measurepoint set/get, raw
-``down_raw`` bytes through the product's codec, ...) to the device's connection or, for a
+``down_raw`` bytes through the product's codec or, given as bytes, as they are, ...) to the
+device's connection or, for a
 logged-in sub-device, to its gateway's, at QoS 1 and without any subscription
 (:meth:`~enos_lab.hub.Hub.deliver`), and waits for the reply: pending commands are kept by
 (topic, request id) until the reply arrives or ``command_timeout`` passes. Raw replies carry no
 usable id (the SDKs synthesise ``"unknown"``): they answer the oldest pending command of their
-topic; ``command_timeout`` runs on the lab's clock. :meth:`Commands.close` fails the commands
+topic (a raw command sent as bytes gets the reply's bytes as they are, as its ``data``);
+``command_timeout`` runs on the lab's clock. :meth:`Commands.close` fails the commands
 still waiting (the IoT hub stopped). A gateway hears of its sub-devices being enabled, disabled
 or deleted (``combine/enable``, ``disable``, ``delete``: :meth:`Commands.notify_gateway`).
 
 :meth:`Commands.device_reply` receives every reply a device publishes (a ``_reply`` topic of a
 command, or of ``activate/info``, which confirms a dynamic activation); a reply that answers
 nothing pending is dropped. Request ids come from one counter shared with the activation
-pushes. The tap hears of every decodable reply to a command (``CommandReplied``, those to
+pushes. The tap hears of every command handed to a connection (``CommandSent``), of every
+decodable reply to a command (``CommandReplied``, those to
 commands sent without waiting included) and of a dynamic activation the device confirmed
 (``DeviceActivated``).
 """
@@ -51,6 +54,7 @@ class Commands:
     ``IotHub.attach``."""
 
     __slots__ = (
+        "_bytes",
         "_clock",
         "_codecs",
         "_emit",
@@ -82,6 +86,7 @@ class Commands:
         self.config = config
         self.hub: Hub | None = None
         self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
+        self._bytes: set[tuple[str, str]] = set()  # pending raw commands sent as bytes
 
     async def send(  # noqa: PLR0917
         self,
@@ -109,8 +114,12 @@ class Commands:
         method = kind.method or ""
         if "%s" in method:
             method = method % item_id
-        payload = encode_request(request_id, method, params)
-        if kind.is_raw:
+        as_bytes = kind.is_raw and isinstance(params, bytes | bytearray)
+        if isinstance(params, bytes | bytearray) and as_bytes:  # as they are; bytes answer
+            payload = bytes(params)
+        else:
+            payload = encode_request(request_id, method, params)
+        if kind.is_raw and not as_bytes:
             codec = self._codecs.get(product_key)
             if codec is None:
                 raise InvalidArgument(f"product {product_key} has no raw codec")
@@ -120,9 +129,12 @@ class Commands:
         if wait:
             future = asyncio.get_running_loop().create_future()
             self._pending[key] = future
+            if as_bytes:
+                self._bytes.add(key)
         try:
             if not await hub.deliver(conn.key, Message(topic, payload, 1)):
                 raise DeviceOffline(f"device {product_key}/{device_key} is offline")
+            self._emit.command_sent(keys, kind.name, item_id, request_id)
             if future is None:
                 return None
             limit = self.config.command_timeout if timeout is None else timeout
@@ -130,6 +142,7 @@ class Commands:
         finally:
             if future is not None:
                 self._pending.pop(key, None)
+                self._bytes.discard(key)
 
     def close(self) -> None:
         """Fail every command still waiting for its reply with
@@ -148,6 +161,15 @@ class Commands:
         ``activate/info``)."""
         kind = match.kind
         if kind.is_raw:
+            topic = match.request_topic
+            oldest = next((k for k in self._pending if k[0] == topic), None)
+            if oldest is not None and oldest in self._bytes:  # sent as bytes: bytes back
+                waiting = self._pending[oldest]
+                answer = Reply("unknown", 200, bytes(payload), "")
+                if not waiting.done():
+                    waiting.set_result(answer)
+                self._emit.command_replied(match, answer)
+                return
             codec = self._codecs.get(match.product_key)
             if codec is None:
                 return

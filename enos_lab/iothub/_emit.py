@@ -13,8 +13,10 @@ batch of points costs one check. Who calls what, and when:
                         store refused are not reported
 ``EventPosted``         events and integration events, after the store committed them
 ``AttributesChanged``   attribute update/delete and integration attributes, after the
-                        registry and the store have them
+                        registry and the store have them; a sub-device registered by its
+                        gateway with ``deviceAttributes``, after the registry has it
 ``TagsChanged``         tag update/delete, after the registry has them
+``CommandSent``         a command handed to the device's (or its gateway's) connection
 ``CommandReplied``      every decodable reply of a device to a command, as it arrives
 ``OtaReported``         OTA inform, and progress the OTA handler accepted (200)
 ``DeviceActivated``     a direct device confirmed its dynamic activation; a sub-device's
@@ -51,6 +53,7 @@ from ..registry import Registry
 from ..tap import (
     AttributesChanged,
     CommandReplied,
+    CommandSent,
     DeviceActivated,
     DeviceLoggedIn,
     EventPosted,
@@ -120,30 +123,56 @@ class Emitter:
         at_ms: int,
         values: Mapping[str, Any] | None = None,
         deleted: Sequence[str] = (),
+        previous: Mapping[str, Any] | None = None,
     ) -> None:
         """``AttributesChanged`` reported by the device (or its integration channel): the
-        registry and the store have the change (at ``at_ms``); nothing for no change. [ms
-        since the epoch]"""
+        registry and the store have the change (at ``at_ms``), ``previous`` the values it
+        replaced; nothing for no change. [ms since the epoch]"""
         tap = self.tap
         if not tap.wants(AttributesChanged) or not (values or deleted):
             return
         tap.emit(
             AttributesChanged(
-                *keys, from_epoch_ms(at_ms), _view(values or {}), tuple(deleted), "device"
+                *keys,
+                from_epoch_ms(at_ms),
+                _view(values or {}),
+                tuple(deleted),
+                "device",
+                _view(previous or {}),
             )
         )
 
     # -- kept by the registry, the OTA handler, or nowhere (replies) -------------------------
 
     def tags(
-        self, keys: Keys, values: Mapping[str, str] | None = None, deleted: Sequence[str] = ()
+        self,
+        keys: Keys,
+        values: Mapping[str, str] | None = None,
+        deleted: Sequence[str] = (),
+        previous: Mapping[str, str] | None = None,
     ) -> None:
-        """``TagsChanged`` reported by the device: the registry has the change; nothing for no
-        change."""
+        """``TagsChanged`` reported by the device: the registry has the change, ``previous``
+        the values it replaced; nothing for no change."""
         tap = self.tap
         if not tap.wants(TagsChanged) or not (values or deleted):
             return
-        tap.emit(TagsChanged(*keys, self._now(), _view(values or {}), tuple(deleted), "device"))
+        tap.emit(
+            TagsChanged(
+                *keys,
+                self._now(),
+                _view(values or {}),
+                tuple(deleted),
+                "device",
+                _view(previous or {}),
+            )
+        )
+
+    def command_sent(self, keys: Keys, command: str, item_id: str, request_id: str) -> None:
+        """``CommandSent``: the command ``request_id`` is with the device's connection."""
+        tap = self.tap
+        if not tap.wants(CommandSent):
+            return
+        tap.emit(CommandSent(*keys, self._now(), command, item_id, request_id))
 
     def command_replied(self, match: TopicMatch, reply: Reply) -> None:
         """``CommandReplied``: a device's reply on the reply topic of the command ``match``."""

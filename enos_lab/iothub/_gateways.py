@@ -120,6 +120,10 @@ class Gateways:
                 )
             except AlreadyExists as exc:
                 return (ReplyCode.DEVICE_KEY_EXISTS, None, str(exc))
+            if device.attributes and device.created_at is not None:  # reported with it
+                at_ms = round(device.created_at.timestamp() * 1000)
+                keys = (device.product_key, device.device_key)
+                self._emit.attributes(keys, at_ms, device.attributes)
             data.append(
                 {
                     "assetId": device.asset_id,

@@ -129,7 +129,7 @@ class Integration:
         if isinstance(entries, tuple):
             return entries
         rows: list[AttributeRow] = []
-        changed: list[tuple[tuple[str, str], dict[str, Any]]] = []
+        changed: list[tuple[tuple[str, str], dict[str, Any], dict[str, Any]]] = []
         now = self._clock.time_ms()
         for target, entry in entries:
             values = entry.get("attributes")
@@ -142,11 +142,12 @@ class Integration:
             if target.model is not None:
                 values = target.model.validate_attributes(values)
             check_ids(values, "attribute")  # passthrough ones too
+            before = self._registry.get_device(*target.ident).attributes
             self._registry.update_attributes(*target.ident, values)
             rows.extend(AttributeRow(*target.ident, k, now, v) for k, v in values.items())
-            changed.append((target.ident, values))
+            changed.append((target.ident, values, {k: before[k] for k in values if k in before}))
         if rows:
             await self._store.append_attributes_async(rows)
-            for keys, values in changed:
-                self._emit.attributes(keys, now, values)
+            for keys, values, previous in changed:
+                self._emit.attributes(keys, now, values, previous=previous)
         return OK

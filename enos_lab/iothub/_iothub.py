@@ -10,7 +10,8 @@ its own module, and plugs them into a :class:`~enos_lab.hub.Hub` at four points:
 - **listener** (connected / disconnected events): the connection tables, presence and dynamic
   activation (:mod:`~enos_lab.iothub._sessions`);
 - **authoriser** (:meth:`IotHub.authorise_publish`, ``_subscribe``, ``_receive``): deny by
-  default (:mod:`~enos_lab.iothub._acl`);
+  default (:mod:`~enos_lab.iothub._acl`); applications (user name ``%app%&{access_key}``,
+  :mod:`~enos_lab.iothub._apps`) read the device topics of their grants and never write;
 - **message handler**: every accepted PUBLISH, dispatched by the topic's cached route
   (:mod:`~enos_lab.iothub._routes`) to the request handling and replies
   (:mod:`~enos_lab.iothub._requests`).
@@ -43,6 +44,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..apps import ApplicationStore
 from ..clock import Clock, SystemClock
 from ..enos import Reply, TopicKind
 from ..hub import AuthResult, ClientInfo, ConnectRequest, Decision, Hub
@@ -51,6 +53,7 @@ from ..registry import CertificateChecker, Device, LoginThrottle, Product, Regis
 from ..store import TimeSeriesStore
 from ..tap import Tap
 from ._acl import Acl
+from ._apps import Applications
 from ._attributes import Attributes
 from ._commands import Commands
 from ._config import IotHubConfig, OtaHandler, RawCodec
@@ -173,7 +176,10 @@ class IotHub:
                 Integration(registry, store, sessions, points.batcher, clock, emit),
             )
         )
-        self._acl = Acl(sessions, routes, config)
+        apps = self._apps = Applications()
+        self._logins.applications = apps
+        self._acl = Acl(sessions, routes, config, apps)
+        apps.on_first_login = self._acl.check_requests
         self._requests = Requests(
             sessions,
             routes,
@@ -251,6 +257,23 @@ class IotHub:
     def ota(self, handler: OtaHandler) -> None:
         self._ota.handler = handler
 
+    @property
+    def applications(self) -> ApplicationStore | None:
+        """The application store whose applications may log in over MQTT (user name
+        ``%app%&{access_key}``, see :mod:`enos_lab.iothub._apps`); default ``None``: every
+        application login is refused. The lab sets its own."""
+        return self._apps.store
+
+    @applications.setter
+    def applications(self, store: ApplicationStore | None) -> None:
+        self._apps.store = store
+
+    def revoke_application(self, access_key: str) -> int:
+        """End the sessions of the application ``access_key`` (its connected clients are
+        disconnected, 5.0 with 0x87, its persistent sessions forgotten) once the store has
+        revoked it; returns how many. Call it on the hub's loop."""
+        return self._apps.revoke(access_key)
+
     # -- wiring ----------------------------------------------------------------------------
 
     def attach(self, hub: Hub) -> None:
@@ -260,7 +283,14 @@ class IotHub:
         ``hub restarted`` (and the tap a ``PresenceChanged``): no session outlives the hub that
         held it.
         """
-        for part in (self._sessions, self._logins, self._commands, self._points, self._requests):
+        for part in (
+            self._sessions,
+            self._logins,
+            self._commands,
+            self._points,
+            self._requests,
+            self._apps,
+        ):
             part.hub = hub
         hub.add_handler(self._requests.on_message)
         hub.add_listener(self._sessions.on_event)

@@ -43,6 +43,7 @@ from ..registry import (
     Registry,
     authenticate,
 )
+from ._apps import APP_PREFIX, Applications
 from ._config import IotHubConfig
 from ._sessions import Conn
 
@@ -91,8 +92,8 @@ def login_source(peer: str) -> str:
 
 def username_keys(username: str | None) -> tuple[str | None, str | None]:
     """``(product_key, device_key)`` from an EnOS user name ``deviceKey&productKey``;
-    ``(None, None)`` when there is none."""
-    if not username or "&" not in username:
+    ``(None, None)`` when there is none (an application's user name has none)."""
+    if not username or "&" not in username or username.startswith(APP_PREFIX):
         return None, None
     device_key, _, product_key = username.partition("&")
     return product_key, device_key
@@ -192,7 +193,15 @@ class Logins:
     logins over TLS (``None``: none can be checked, so a login presenting one is refused).
     """
 
-    __slots__ = ("certificates", "config", "hub", "login_log", "registry", "throttle")
+    __slots__ = (
+        "applications",
+        "certificates",
+        "config",
+        "hub",
+        "login_log",
+        "registry",
+        "throttle",
+    )
 
     def __init__(
         self,
@@ -213,6 +222,9 @@ class Logins:
             clock=clock,
         )
         self.login_log = LoginLog(config.login_log_size, clock)
+        self.applications: Applications | None = None
+        """Decides the logins of applications (user name ``%app%&{access_key}``); ``None``:
+        they are refused like any unknown user name."""
 
     def authenticate(self, request: ConnectRequest) -> AuthResult | Awaitable[AuthResult]:
         """Decide one CONNECT (hub Authenticator protocol); see the module docstring.
@@ -228,6 +240,9 @@ class Logins:
         if block is not None:
             self._refused_while_blocked(request, source, block)
             return AuthResult(False, 0x87)
+        apps = self.applications
+        if apps is not None and (request.username or "").startswith(APP_PREFIX):
+            return self._application(apps, request, source, identity)
         decision = authenticate(
             self.registry,
             request.client_id,
@@ -246,6 +261,18 @@ class Logins:
                 conn.checked = False  # re-read when the connection is accepted, after the delay
             return _after(delay, result)
         return result
+
+    def _application(
+        self, apps: Applications, request: ConnectRequest, source: str, identity: str
+    ) -> AuthResult:
+        """An application's login: CONNACK 5 (0x87) when refused, counted and logged like a
+        device's (the login log without keys)."""
+        found = apps.login(request)
+        if isinstance(found, str):
+            self._refused(request, source, identity, found)
+            return AuthResult(False, 0x87)
+        self.throttle.succeeded(source, identity)
+        return AuthResult(True, attributes=found, identity=identity)
 
     def _decide(
         self, request: ConnectRequest, source: str, identity: str, decision: AuthDecision

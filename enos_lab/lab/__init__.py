@@ -40,9 +40,11 @@ created by :meth:`Lab.start` and removed by :meth:`Lab.stop`.
 The facade is split by concern: ``_core`` (lifecycle, properties, the tap, running coroutines
 on the loop), ``_provisioning`` (models, products, devices, credentials), ``_operations``
 (presence, logins, commands, raw publishes), ``_control`` (service invocation and measurepoint
-set/get checked against the thing model), ``_ota`` (firmware upgrade: the firmware
-registry and its HTTP server, campaigns, one-device upgrades, kept in ``ota.sqlite3``),
-``_edges`` (edges registered by serial number,
+set/get checked against the thing model, raw down, the command records), ``_config``
+(attributes and tags set from the cloud, one device or many, pushed to online devices, and
+the history of every change in ``config.sqlite3``), ``_ota`` (firmware upgrade: the
+firmware registry and its HTTP server, campaigns, one-device upgrades, kept in
+``ota.sqlite3``), ``_edges`` (edges registered by serial number,
 revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
 :class:`LabFleet` it returns, stopped before the lab stops) and ``_certificates`` (the lab's
 certificate authority in the data directory's ``ca/``: device certificates applied for,
@@ -51,14 +53,17 @@ revoked and listed, the CA certificate and the CRL), ``_alerts`` (alert rules ke
 ``alerts.sqlite3``: searched, acknowledged, shelved, closed, created and explained),
 ``_streams`` (stream computing: streams defined, listed, removed and counted, kept in
 ``streams.json``), ``_monitor`` (fleet monitoring: per-device presence, traffic, errors
-and latest values, counted from the first monitoring call on) and ``_rules`` (the rule
+and latest values, counted from the first monitoring call on), ``_apps`` (event callbacks,
+the recent event view, applications reading device data over MQTT) and ``_rules`` (the rule
 engine's rule set, kept in ``rules.json``: changed, loaded, saved, dry-run, counted);
 :class:`Lab` composes them.
 """
 
 from .._services import REGISTRY_FILE
 from ._alerts import ALERT_RULE_COLUMNS
+from ._apps import APPLICATION_COLUMNS, EVENT_COLUMNS
 from ._certificates import CERTIFICATE_COLUMNS
+from ._config import CONFIG_BULK_COLUMNS
 from ._core import CA_DIR, CA_PASSPHRASE_PURPOSE, DEFAULT_PORT, DEFAULT_TLS_PORT, plain_tcp_warning
 from ._edges import EDGE_COLUMNS, EDGE_MODEL_ID, EDGE_PRODUCT_KEY
 from ._lab import Lab
@@ -69,14 +74,17 @@ from ._streams import STREAM_COLUMNS, STREAM_STATS_COLUMNS
 
 __all__ = [
     "ALERT_RULE_COLUMNS",
+    "APPLICATION_COLUMNS",
     "CA_DIR",
     "CA_PASSPHRASE_PURPOSE",
     "CERTIFICATE_COLUMNS",
+    "CONFIG_BULK_COLUMNS",
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
     "EDGE_COLUMNS",
     "EDGE_MODEL_ID",
     "EDGE_PRODUCT_KEY",
+    "EVENT_COLUMNS",
     "FLEET_COLUMNS",
     "FLEET_SUMMARY_COLUMNS",
     "REGISTRY_FILE",

@@ -15,6 +15,8 @@ a device that is offline raises :class:`~enos_lab.errors.DeviceOffline` at once,
 instant commands fail, and the call waits for the reply. ``wait=False`` returns a
 :class:`~enos_lab.control.CommandHandle` instead; ``pending_ttl`` makes a cached command
 (EnOS ``pendingTtl``), queued while the device is offline and delivered when it comes online.
+:meth:`Control.send_raw` sends raw bytes to a custom-format (passthrough) device
+(``model/down_raw``) and returns the bytes it answers.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ..control import CommandHandle, CommandRecord, CommandService, CommandStatu
 from ..enos import Reply, TopicKind
 from ..errors import CommandFailed, InvalidArgument, NotFound, ValidationError
 from ..model import ThingModel
+from ..registry import DataFormat
 from ..store import TimeLike
 from ._core import LabCore, coroutine_form_of
 
@@ -258,6 +261,49 @@ class Control(LabCore):
             convert=values,
         )
 
+    def send_raw(
+        self,
+        product_key: str,
+        device_key: str,
+        payload: bytes,
+        *,
+        timeout: float | None = None,
+        wait: bool = True,
+        pending_ttl: float | None = None,
+    ) -> bytes | CommandHandle:
+        """Send raw bytes to a device of a custom-format (passthrough) product on
+        ``model/down_raw`` as they are, and return the raw bytes it answers on
+        ``down_raw_reply`` (protocol reference 7.5; the product's codec, if any, is not used
+        either way). Raw replies carry no id: a reply answers the device's oldest raw command
+        waiting.
+
+        Refused with :class:`~enos_lab.errors.InvalidArgument` for a product whose data format
+        is JSON, or a ``payload`` that is not bytes. Recorded (kind ``raw``, the bytes as hex
+        text) and taking ``wait``, ``timeout`` and ``pending_ttl`` as :meth:`invoke_service`
+        does (``wait=False``: a :class:`~enos_lab.control.CommandHandle` whose result is the
+        bytes).
+        """
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise InvalidArgument(f"send_raw: payload must be bytes, got {payload!r}")
+        self.registry.get_device(product_key, device_key)
+        product = self.registry.get_product(product_key)
+        if product.data_format is not DataFormat.CUSTOM:
+            raise InvalidArgument(
+                f"product {product_key} uses the {product.data_format.value} data format: raw "
+                "down is for custom-format (passthrough) products"
+            )
+        return self._command(  # type: ignore[no-any-return]
+            product_key,
+            device_key,
+            TopicKind.MODEL_DOWN_RAW,
+            bytes(payload),
+            timeout=timeout,
+            what="raw down",
+            wait=wait,
+            pending_ttl=pending_ttl,
+            convert=_raw_data,
+        )
+
     # -- command records ---------------------------------------------------------------------
 
     def commands(
@@ -286,5 +332,11 @@ class Control(LabCore):
     ainvoke_service = coroutine_form_of(invoke_service)
     aset_measurepoints = coroutine_form_of(set_measurepoints)
     aget_measurepoints = coroutine_form_of(get_measurepoints)
+    asend_raw = coroutine_form_of(send_raw)
     acommands = coroutine_form_of(commands)
     acommand = coroutine_form_of(command)
+
+
+def _raw_data(data: Any) -> bytes:
+    """The bytes a device answered a raw command with."""
+    return bytes(data)

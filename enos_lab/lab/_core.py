@@ -29,9 +29,10 @@ from ..errors import ClosedError, InvalidArgument
 from ..hub import Hub, HubConfig, Listener
 from ..iothub import IotHub, IotHubConfig
 from ..model import ModelCatalog
+from ..monitor import EventLog
 from ..registry import Registry, sealed_with
 from ..store import StoreConfig, TimeSeriesStore
-from ..tap import DEFAULT_MAXSIZE, Tap, TapSubscription
+from ..tap import DEFAULT_MAXSIZE, Keys, Kinds, Tap, TapSubscription
 from ..vault import KEY_FILE, LabKey
 
 __all__ = [
@@ -168,6 +169,8 @@ class LabCore:
         self._loop_thread = LoopThread("enos-lab-loop")
         self._services: Services | None = None
         self._tap = Tap()  # one for the lab's lifetime: subscriptions outlive a restart
+        self._event_log = EventLog()  # the recent events (lab.events()), kept from the start
+        self._event_log.attach(self._tap)
         self._data_dir: Path | None = None
         self._temporary_dir = False
 
@@ -347,18 +350,21 @@ class LabCore:
 
     def subscribe(
         self,
-        kinds: type | Iterable[type] | None = None,
+        kinds: Kinds = None,
         *,
-        product_key: str | None = None,
-        device_key: str | None = None,
-        point_id: str | None = None,
+        product_key: Keys = None,
+        device_key: Keys = None,
+        point_id: Keys = None,
         maxsize: int = DEFAULT_MAXSIZE,
     ) -> TapSubscription:
         """Receive the tap's events that pass a filter, in any thread or event loop.
 
-        ``kinds`` is an event class of :mod:`enos_lab.tap` (``PointStored``, ``PresenceChanged``,
-        ...) or several (``None``: all); ``product_key``, ``device_key`` and ``point_id`` narrow
-        it (a ``point_id`` selects ``PointStored`` events). Read the returned
+        ``kinds`` is a kind name (``"measurepoint"``, ``"event"``, ``"attribute"``, ``"tag"``,
+        ``"presence"``, ``"login"``, ``"activation"``, ``"command"``, ``"ota"``, ``"alert"``:
+        :data:`enos_lab.tap.KINDS`) or an event class of :mod:`enos_lab.tap` (``PointStored``,
+        ``PresenceChanged``, ...) or several (``None``: all); ``product_key``, ``device_key``
+        and ``point_id`` narrow it, each one key or several (a ``point_id`` selects
+        ``PointStored`` events). For a callback instead, see :meth:`on`. Read the returned
         :class:`~enos_lab.tap.TapSubscription` with ``get(timeout=)``, ``drain()`` or ``for
         event in sub`` from a notebook thread, or ``async for event in sub`` on any event loop;
         close it (or use it as a context manager) to unsubscribe. It buffers at most

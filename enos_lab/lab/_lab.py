@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from ._alerts import Alerts
+from ._apps import Subscriptions
 from ._certificates import Certificates
+from ._config import Configuration
 from ._control import Control
 from ._edges import Edges
 from ._monitor import Monitoring
@@ -21,8 +23,10 @@ class Lab(
     Provisioning,
     Operations,
     Control,
+    Configuration,
     Ota,
     Monitoring,
+    Subscriptions,
     Edges,
     Simulation,
     Certificates,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..enos import Reply, TopicKind
+from ..control import CommandHandle
+from ..enos import Direction, Reply, TopicKind
 from ..errors import InvalidArgument
 from ..hub import Message
 from ..iothub import logins_frame
@@ -93,17 +94,48 @@ class Operations(LabCore):
 
         ``kind`` is the command's :class:`~enos_lab.enos.TopicKind` and ``item_id`` the service
         or similar id in its topic. The device needs no subscription. With ``wait=True`` the
-        device's reply is returned (:class:`TimeoutError` after ``timeout`` [s], default the
-        IoT hub's ``command_timeout``); with ``wait=False`` it returns ``None`` once sent.
-        Raises :class:`~enos_lab.errors.NotFound` for an unknown device and a typed error when
-        it is offline.
+        device's reply is returned as it is, whatever its code (:class:`TimeoutError` after
+        ``timeout`` [s], default the IoT hub's ``command_timeout``); with ``wait=False`` it
+        returns ``None`` once the command is on its way. Raises
+        :class:`~enos_lab.errors.NotFound` for an unknown device and
+        :class:`~enos_lab.errors.DeviceOffline` when it is offline.
+
+        Nothing is checked against the thing model (see :meth:`invoke_service` and friends for
+        that), but the command is recorded like theirs (:meth:`commands`): it is an instant
+        command through the lab's :class:`~enos_lab.control.CommandService`, which waits for
+        the reply (and records it, or the timeout) even when the caller does not.
         """
         iothub = self._require_iothub("commands")
-        return self.run(
-            iothub.send_command(
-                product_key, device_key, kind, params, item_id=item_id, wait=wait, timeout=timeout
+        service = self._running().control
+        if service is None:  # no tap: nothing to record on
+            return self.run(
+                iothub.send_command(
+                    product_key,
+                    device_key,
+                    kind,
+                    params,
+                    item_id=item_id,
+                    wait=wait,
+                    timeout=timeout,
+                )
             )
-        )
+        if kind.direction is not Direction.DOWN:
+            raise InvalidArgument(f"{kind.name} is not a command topic")
+        self.registry.get_device(product_key, device_key)  # NotFound first, as before
+
+        async def submit() -> CommandHandle:
+            return service.submit(
+                product_key,
+                device_key,
+                kind,
+                params,
+                item_id=item_id,
+                timeout=timeout,
+                convert=_as_is,
+            )
+
+        handle = self.run(submit())
+        return handle.result() if wait else None
 
     asend_command = coroutine_form_of(send_command)
 
@@ -129,6 +161,10 @@ class Operations(LabCore):
 
 
 _PRESENCE_COLUMNS = ("time", "product_key", "device_key", "online", "reason")
+
+
+def _as_is(reply: Reply) -> Reply:
+    return reply
 
 
 def _message(

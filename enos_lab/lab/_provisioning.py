@@ -181,9 +181,11 @@ class Provisioning(LabCore):
         ``timezone`` is an offset such as ``"+08:00"``; the key and secret are generated unless
         given. The device starts INACTIVE and becomes ONLINE on its first login. Raises
         :class:`~enos_lab.errors.NotFound` for an unknown product and
-        :class:`~enos_lab.errors.AlreadyExists` for a taken ``device_key``.
+        :class:`~enos_lab.errors.AlreadyExists` for a taken ``device_key``. The ``tags`` and
+        ``attributes`` it is registered with start its :meth:`config_history` (source
+        ``"cloud"``, actor ``"registration"``).
         """
-        return self.registry.register_device(
+        device = self.registry.register_device(
             product_key,
             device_key=device_key,
             name=name,
@@ -194,6 +196,10 @@ class Provisioning(LabCore):
             attributes=attributes,
             device_secret=device_secret,
         )
+        config = self._running().config
+        if config is not None and (device.attributes or device.tags):  # in the history
+            config.registered(device.product_key, device.device_key)
+        return device
 
     aregister_device = coroutine_form_of(register_device)
 
@@ -210,7 +216,14 @@ class Provisioning(LabCore):
         ``result.errors`` and the others are still registered (``result.registered`` has the
         new keys and secrets). ``progress`` shows a progress bar.
         """
-        return self.registry.register_devices(rows, progress=progress)
+        result = self.registry.register_devices(rows, progress=progress)
+        config = self._running().config
+        if config is not None:  # the tags and attributes they came with, in the history
+            for pk, dk in zip(
+                result.registered["product_key"], result.registered["device_key"], strict=True
+            ):
+                config.registered(pk, dk)
+        return result
 
     aregister_devices = coroutine_form_of(register_devices)
 
@@ -269,8 +282,10 @@ class Provisioning(LabCore):
         events and attribute changes in the store, alerts in ``alerts.sqlite3``. The store
         keys data by product key and device key, so that history shows again under a device
         registered later with the same key. ``purge=True`` also deletes that history, in one
-        store transaction (:meth:`~enos_lab.store.TimeSeriesStore.delete_device`), and the
-        device's alert records (active ones included, with the alert engine's state on it).
+        store transaction (:meth:`~enos_lab.store.TimeSeriesStore.delete_device`), the
+        device's alert records (active ones included, with the alert engine's state on it), its
+        command records and cached commands (``commands.sqlite3``) and its configuration
+        history (``config.sqlite3``).
 
         The key can be registered again: a new device with a fresh secret (how EnOS
         re-activates a device). Raises :class:`~enos_lab.errors.NotFound` for an unknown
@@ -371,6 +386,10 @@ class Provisioning(LabCore):
             counts["alerts"] = await asyncio.to_thread(
                 alerts.records.delete_device, product_key, device_key
             )
+        if services.control is not None:  # its cached commands and its command records
+            counts["commands"] = services.control.delete_device(product_key, device_key)
+        if services.config is not None:
+            counts["config"] = services.config.delete_device(product_key, device_key)
         log.info("history of %s/%s purged: %s", product_key, device_key, counts)
 
     async def _until_offline(self, product_key: str, device_key: str) -> None:

@@ -35,7 +35,8 @@ import sys
 from array import array
 
 from enos_lab.errors import PacketTooLarge
-from enos_lab.mqtt._codec import DEFAULT_MAX_PACKET_SIZE, Decoder, _topic_field, encode
+from enos_lab.mqtt._codec import DEFAULT_MAX_PACKET_SIZE, Decoder, encode
+from enos_lab.mqtt._encode import _topic_field
 from enos_lab.mqtt._packets import ConnAck, PubAck, Publish
 
 __all__ = [

@@ -47,7 +47,8 @@ per product and device, then come from the caches.
 Conditions and transforms see the message's values (the points of one post, an event's
 outputs, the changed attributes, ``online``/``reason``) and the device's attributes (for
 ``${attr:..}`` and names the message lacks), read through ``device_info`` once per device and
-cached (bounded), the entry dropped on ``AttributesChanged``/``TagsChanged``. A value the
+cached (bounded), the entry dropped on ``AttributesChanged``/``TagsChanged`` and all of them
+when the registry's revision moves (a change made on the registry directly). A value the
 expression cannot use (:class:`~enos_lab.errors.MissingValue`,
 :class:`~enos_lab.errors.EvaluationError`) is a skip counted for that rule and device and
 logged once; a failing :class:`Call` is counted and logged once per rule. Nothing leaves the
@@ -103,8 +104,11 @@ class RuleEngine:
     ``rules``: the rule set (default :data:`DEFAULT_RULES`); ``models`` checks rules naming
     thing models; ``model_of(product_key)`` gives a product's model id (None: none);
     ``device_info(product_key, device_key)`` its attributes and tags; ``publish(topic, payload,
-    qos)`` sends a :class:`Republish`. Use it on the lab's loop; :meth:`set_rules` from there
-    too (the lab's facade does).
+    qos)`` sends a :class:`Republish`; ``revision()`` (e.g. the registry's
+    :attr:`~enos_lab.registry.Registry.revision`) moves when what ``model_of`` and
+    ``device_info`` give may have changed: the cached products and devices are then read again,
+    checked once per batch and per event. Use it on the lab's loop; :meth:`set_rules` from
+    there too (the lab's facade does).
     """
 
     def __init__(
@@ -115,8 +119,11 @@ class RuleEngine:
         model_of: Callable[[str], str | None] | None = None,
         device_info: Callable[[str, str], DeviceInfo] | None = None,
         publish: Callable[[str, bytes, int], object] | None = None,
+        revision: Callable[[], int] | None = None,
     ) -> None:
         self._models = models
+        self._revision_of = revision
+        self._revision = revision() if revision is not None else 0
         self._model_of = model_of
         self._device_info = device_info
         self._publish = publish
@@ -243,6 +250,15 @@ class RuleEngine:
             self._devices[key] = info
         return info
 
+    def _check_revision(self) -> None:
+        """Drop the cached products and devices if the registry moved since they were read."""
+        if self._revision_of is not None:
+            revision = self._revision_of()
+            if revision != self._revision:
+                self._revision = revision
+                self._products.clear()
+                self._devices.clear()
+
     def forget_device(self, product_key: str, device_key: str) -> None:
         """Drop the cached attributes and tags of a device (read again when next needed)."""
         self._devices.pop((product_key, device_key), None)
@@ -305,6 +321,7 @@ class RuleEngine:
         """The rows to store out of a batch's validated rows (``PointRow`` or its 7-tuple):
         those a storing rule matched, then the derived points (see the module docstring);
         in the order of the batch per device and point."""
+        self._check_revision()
         cache = self._route_cache
         kept: list[Any] = []
         keep = kept.append
@@ -483,6 +500,7 @@ class RuleEngine:
         """The tap callback (on the lab's loop): run the rules' non-store actions."""
         if self._closed:
             return
+        self._check_revision()
         if type(event) is PointStored:  # points reported one by one: gathered as rows
             self._pending.append((event.product_key, event.device_key, event.point_id,
                                   to_epoch_ms(event.time), event.value, event.quality,
@@ -537,6 +555,7 @@ class RuleEngine:
         from :attr:`vector_min` of them (:mod:`enos_lab.rules._batch`)."""
         if self._closed:
             return
+        self._check_revision()
         least = self.vector_min
         if least and len(rows) >= least:  # products whose rules cannot match: passed over
             rows = self._can_match(rows, least)

@@ -1,9 +1,11 @@
 """The device-data tap: typed events about device data, fired once that data is kept.
 
-Points stored, events posted, attribute and tag changes, presence changes, command replies,
-OTA reports, logins, activations and alert changes (from the alert engine), each a small
-frozen dataclass (:data:`TapEvent`). Rules, alerts, dashboards and application
-subscriptions attach here, never to the IoT hub's internals::
+Points stored, events posted, attribute and tag changes, presence changes, commands sent and
+their replies, OTA reports, logins, activations and alert changes (from the alert engine), each
+a small frozen dataclass (:data:`TapEvent`); filters take the classes or the kind names users
+know (:data:`KINDS`: ``"measurepoint"``, ``"presence"``, ``"command"``, ``"alert"``, ...).
+Rules, alerts, dashboards and application subscriptions attach here, never to the IoT hub's
+internals::
 
     with lab.subscribe(kinds=PointStored, product_key=pk) as points:   # any thread
         for event in points:
@@ -19,10 +21,10 @@ Where the events come from: the EnOS IoT hub services (:mod:`enos_lab.iothub`, o
 events and attribute changes are emitted after the store committed them (a post the hub refuses,
 or rows the store refuses, emit nothing); presence changes and logins after the registry wrote
 the presence log; tag changes after the registry has them; OTA reports once the OTA handler took
-them; command replies as they arrive; alert changes once the alert engine recorded them. The
-:class:`~enos_lab.Lab` owns one tap (``lab.tap``,
-there before ``start()`` and across restarts) and gives it to its IoT hub; an anonymous lab
-(a plain MQTT broker) emits nothing.
+them; commands once handed to the device's connection, their replies as they arrive; alert
+changes once the alert engine recorded them. The :class:`~enos_lab.Lab` owns one tap
+(``lab.tap``, there before ``start()`` and across restarts) and gives it to its IoT hub; an
+anonymous lab (a plain MQTT broker) emits nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ._events import (
     AlertChanged,
     AttributesChanged,
     CommandReplied,
+    CommandSent,
     DeviceActivated,
     DeviceLoggedIn,
     EventPosted,
@@ -44,6 +47,10 @@ from ._events import (
 from ._tap import (
     DEFAULT_MAXSIZE,
     EVENT_KINDS,
+    KIND_OF,
+    KINDS,
+    Keys,
+    Kinds,
     PointRowLike,
     Tap,
     TapCallback,
@@ -55,12 +62,17 @@ from ._tap import (
 __all__ = [
     "DEFAULT_MAXSIZE",
     "EVENT_KINDS",
+    "KINDS",
+    "KIND_OF",
     "AlertChanged",
     "AttributesChanged",
     "CommandReplied",
+    "CommandSent",
     "DeviceActivated",
     "DeviceLoggedIn",
     "EventPosted",
+    "Keys",
+    "Kinds",
     "OtaReported",
     "OtaStateChanged",
     "PointRowLike",

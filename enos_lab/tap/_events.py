@@ -17,6 +17,7 @@ __all__ = [
     "AlertChanged",
     "AttributesChanged",
     "CommandReplied",
+    "CommandSent",
     "DeviceActivated",
     "DeviceLoggedIn",
     "EventPosted",
@@ -61,7 +62,8 @@ class EventPosted:
 @dataclass(frozen=True, slots=True)
 class AttributesChanged:
     """Attributes of a device changed: ``values`` set, ``deleted`` removed; ``source`` is
-    ``"device"`` (reported by it) or ``"cloud"`` (set through the lab)."""
+    ``"device"`` (reported by it) or ``"cloud"`` (set through the lab); ``previous`` the
+    values before the change of the keys set or deleted that had one."""
 
     product_key: str
     device_key: str
@@ -69,12 +71,13 @@ class AttributesChanged:
     values: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     deleted: tuple[str, ...] = ()
     source: str = "device"
+    previous: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
 class TagsChanged:
-    """Tags of a device changed: ``values`` set, ``deleted`` removed; ``source`` as for
-    :class:`AttributesChanged`."""
+    """Tags of a device changed: ``values`` set, ``deleted`` removed; ``source`` and
+    ``previous`` as for :class:`AttributesChanged`."""
 
     product_key: str
     device_key: str
@@ -82,6 +85,7 @@ class TagsChanged:
     values: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     deleted: tuple[str, ...] = ()
     source: str = "device"
+    previous: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,22 @@ class PresenceChanged:
     time: datetime
     online: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSent:
+    """The lab sent a command to a device (to its gateway's connection for a sub-device):
+    ``command`` is the topic kind's name (``SERVICE_INVOKE``, ``MEASUREPOINT_SET``, ...),
+    ``item_id`` the service id where there is one, ``request_id`` the id its reply will
+    carry (:class:`CommandReplied`). Commands refused before sending (the device offline) are
+    not reported."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    command: str
+    item_id: str
+    request_id: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +216,7 @@ TapEvent: TypeAlias = (
     | AttributesChanged
     | TagsChanged
     | PresenceChanged
+    | CommandSent
     | CommandReplied
     | OtaReported
     | OtaStateChanged

@@ -39,6 +39,7 @@ from ._events import (
     AlertChanged,
     AttributesChanged,
     CommandReplied,
+    CommandSent,
     DeviceActivated,
     DeviceLoggedIn,
     EventPosted,
@@ -53,6 +54,10 @@ from ._events import (
 __all__ = [
     "DEFAULT_MAXSIZE",
     "EVENT_KINDS",
+    "KINDS",
+    "KIND_OF",
+    "Keys",
+    "Kinds",
     "PointRowLike",
     "Tap",
     "TapCallback",
@@ -73,6 +78,7 @@ EVENT_KINDS: tuple[type, ...] = (
     AttributesChanged,
     TagsChanged,
     PresenceChanged,
+    CommandSent,
     CommandReplied,
     OtaReported,
     OtaStateChanged,
@@ -82,6 +88,32 @@ EVENT_KINDS: tuple[type, ...] = (
 )
 """Every event class of the tap."""
 
+KINDS: dict[str, tuple[type, ...]] = {
+    "measurepoint": (PointStored,),
+    "event": (EventPosted,),
+    "attribute": (AttributesChanged,),
+    "tag": (TagsChanged,),
+    "presence": (PresenceChanged,),
+    "login": (DeviceLoggedIn,),
+    "activation": (DeviceActivated,),
+    "command": (CommandSent, CommandReplied),
+    "ota": (OtaReported, OtaStateChanged),
+    "alert": (AlertChanged,),
+}
+"""The kinds of event by the names users know, and the event classes of each: the one place
+that maps them (a filter's ``kinds`` takes these names as well as the classes)."""
+
+KIND_OF: dict[type, str] = {cls: name for name, classes in KINDS.items() for cls in classes}
+"""The kind name of each event class (the inverse of :data:`KINDS`)."""
+
+Kinds = type | str | Iterable[type | str] | None
+"""What a filter's ``kinds`` takes: an event class or a kind name of :data:`KINDS`, several of
+them, or ``None`` (all)."""
+
+Keys = str | Iterable[str] | None
+"""What a filter's ``product_key``, ``device_key`` and ``point_id`` take: one key, several
+(any of them), or ``None`` (any)."""
+
 DEFAULT_MAXSIZE = 10_000
 """Events a subscription buffers before it drops the oldest."""
 
@@ -89,51 +121,97 @@ DEFAULT_MAXSIZE = 10_000
 @dataclass(frozen=True, slots=True)
 class TapFilter:
     """Which events a consumer gets: of ``kinds`` (event classes; ``None``: all), of one
-    product and/or device, and of one point (``point_id``: only :class:`PointStored` events of
-    that point match)."""
+    product or several, of one device key or several, and of one point or several (a
+    ``point_id`` filter passes only :class:`PointStored` events of those points). Each key
+    field is ``None`` (any), one ``str`` or a ``frozenset`` of them."""
 
     kinds: frozenset[type] | None = None
-    product_key: str | None = None
-    device_key: str | None = None
-    point_id: str | None = None
+    product_key: str | frozenset[str] | None = None
+    device_key: str | frozenset[str] | None = None
+    point_id: str | frozenset[str] | None = None
 
     @classmethod
     def of(
         cls,
-        kinds: type | Iterable[type] | None = None,
-        product_key: str | None = None,
-        device_key: str | None = None,
-        point_id: str | None = None,
+        kinds: Kinds = None,
+        product_key: Keys = None,
+        device_key: Keys = None,
+        point_id: Keys = None,
     ) -> TapFilter:
-        """A filter from user arguments: ``kinds`` one event class or several; checked."""
-        if kinds is None:
-            chosen = None
-        else:
-            chosen = frozenset([kinds] if isinstance(kinds, type) else kinds)
-            unknown = [k for k in chosen if k not in EVENT_KINDS]
-            if unknown or not chosen:
-                names = ", ".join(k.__name__ for k in EVENT_KINDS)
-                raise InvalidArgument(f"expected tap event classes ({names}), got {kinds!r}")
-        if point_id is not None:
+        """A filter from user arguments, checked: ``kinds`` an event class or a kind name of
+        :data:`KINDS` (``"measurepoint"``, ``"presence"``, ``"command"``, ...) or several;
+        ``product_key``, ``device_key`` and ``point_id`` one key or several."""
+        chosen = _kinds_of(kinds)
+        point_ids = _keys_of("point_id", point_id)
+        if point_ids is not None:
             if chosen is not None and PointStored not in chosen:
                 raise InvalidArgument(
                     f"point_id={point_id!r} filters PointStored events, not {kinds!r}"
                 )
             chosen = frozenset({PointStored})
-        return cls(chosen, product_key, device_key, point_id)
+        return cls(
+            chosen,
+            _keys_of("product_key", product_key),
+            _keys_of("device_key", device_key),
+            point_ids,
+        )
 
     def matches(self, event: TapEvent) -> bool:
         """Whether ``event`` passes the filter."""
         kinds = self.kinds
         if kinds is not None and type(event) not in kinds:
             return False
-        if self.product_key is not None and event.product_key != self.product_key:
+        pk = self.product_key
+        if pk is not None and (
+            event.product_key != pk if type(pk) is str else event.product_key not in pk
+        ):
             return False
-        if self.device_key is not None and event.device_key != self.device_key:
+        dk = self.device_key
+        if dk is not None and (
+            event.device_key != dk if type(dk) is str else event.device_key not in dk
+        ):
             return False
-        if self.point_id is not None:
-            return isinstance(event, PointStored) and event.point_id == self.point_id
+        point = self.point_id
+        if point is not None:
+            if not isinstance(event, PointStored):
+                return False
+            return event.point_id == point if type(point) is str else event.point_id in point
         return True
+
+
+def _kinds_of(kinds: Kinds) -> frozenset[type] | None:
+    """The event classes ``kinds`` names (see :meth:`TapFilter.of`); checked."""
+    if kinds is None:
+        return None
+    given = [kinds] if isinstance(kinds, (type, str)) else list(kinds)
+    chosen: set[type] = set()
+    for kind in given:
+        if isinstance(kind, str) and kind in KINDS:
+            chosen.update(KINDS[kind])
+        elif isinstance(kind, type) and kind in EVENT_KINDS:
+            chosen.add(kind)
+        else:
+            chosen.clear()
+            break
+    if not chosen:
+        names = ", ".join(k.__name__ for k in EVENT_KINDS)
+        raise InvalidArgument(
+            f"expected tap event classes ({names}) or kind names ({', '.join(KINDS)}), "
+            f"got {kinds!r}"
+        )
+    return frozenset(chosen)
+
+
+def _keys_of(what: str, keys: Keys) -> str | frozenset[str] | None:
+    """One key as it is, several as a frozenset; checked (non-empty strings)."""
+    if keys is None or (isinstance(keys, str) and keys):
+        return keys
+    chosen = None if isinstance(keys, str) else frozenset(keys)
+    if not chosen or not all(isinstance(k, str) and k for k in chosen):
+        raise InvalidArgument(
+            f"{what} must be a non-empty string or a collection of them, got {keys!r}"
+        )
+    return next(iter(chosen)) if len(chosen) == 1 else chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,10 +516,10 @@ class Tap:
         self,
         callback: Callable[[Any], object],
         *,
-        kinds: type | Iterable[type] | None = None,
-        product_key: str | None = None,
-        device_key: str | None = None,
-        point_id: str | None = None,
+        kinds: Kinds = None,
+        product_key: Keys = None,
+        device_key: Keys = None,
+        point_id: Keys = None,
         batch: bool = False,
     ) -> TapCallback:
         """Call ``callback(event)`` on the lab's loop for every event that passes the filter.
@@ -461,10 +539,10 @@ class Tap:
     def subscribe(
         self,
         *,
-        kinds: type | Iterable[type] | None = None,
-        product_key: str | None = None,
-        device_key: str | None = None,
-        point_id: str | None = None,
+        kinds: Kinds = None,
+        product_key: Keys = None,
+        device_key: Keys = None,
+        point_id: Keys = None,
         maxsize: int = DEFAULT_MAXSIZE,
     ) -> TapSubscription:
         """A :class:`TapSubscription` of the events that pass the filter, buffering at most

@@ -17,6 +17,7 @@ from enos_lab.device import DeviceClient, Notification
 from enos_lab.enos import encode_request
 from enos_lab.errors import CommandError, InvalidArgument
 from enos_lab.hub import Message
+from enos_lab.mqtt import MQTT_3_1_1, ConnAck, Connect, Decoder, PubAck, Publish, encode
 
 
 @pytest.fixture
@@ -236,3 +237,42 @@ async def test_disconnect_ends_the_handlers_still_running(lab: Lab, products: Pr
     await wait_until(started, "the handler")
     await client.disconnect()
     assert cancelled.is_set()
+
+
+async def test_a_command_right_behind_the_connack_is_answered() -> None:
+    """A hub may send a command (a cached one, EnOS ``pendingTtl``) the moment a device logs
+    in: here in the same TCP write as the CONNACK, so that the device reads it before its
+    ``connect()`` has returned. The device answers it all the same (it used to run the
+    handler and drop the reply)."""
+    replies: asyncio.Queue[Publish] = asyncio.Queue()
+    topic = "/sys/pk/dk/thing/service/multiply"
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = Decoder()
+        command = encode_request("c-1", "thing.service.multiply", {"left": 6, "right": 7})
+        while data := await reader.read(65536):
+            for packet in decoder.feed(data):
+                if isinstance(packet, Connect):
+                    writer.write(
+                        encode(ConnAck(), MQTT_3_1_1)
+                        + encode(Publish(topic, command, 1, packet_id=1), MQTT_3_1_1)
+                    )
+                elif isinstance(packet, Publish):
+                    writer.write(encode(PubAck(packet.packet_id), MQTT_3_1_1))
+                    await replies.put(packet)
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        device = DeviceClient("127.0.0.1", port, "pk", "dk", "secret", timeout=TIMEOUT)
+        device.on_service("multiply", lambda params: {"result": params["left"] * params["right"]})
+        async with device:
+            reply = await asyncio.wait_for(replies.get(), TIMEOUT)
+            assert device.stats.commands == 1
+        assert reply.topic == topic + "_reply"
+        answer = json.loads(reply.payload)
+        assert (answer["id"], answer["code"], answer["data"]) == ("c-1", 200, {"result": 42})
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -149,6 +149,23 @@ def test_a_condition_on_a_device_attribute_follows_its_changes(lab: Lab) -> None
         device.disconnect()
 
 
+def test_a_condition_follows_an_attribute_changed_on_the_registry_directly(lab: Lab) -> None:
+    pk, device = _meter(lab, attributes={"rated_power": 10.0})
+    try:
+        lab.set_rules(
+            [Rule("high", models=["sdk_meter"], condition="${power} > 0.5 * ${rated_power}")]
+        )
+        device.post_measurepoints({"power": 4.0}, T0)
+        assert _stored(lab, pk) == {}
+        # No tap event tells of this change; the registry's revision moves, and the engine
+        # reads the device again before the next batch.
+        lab.registry.update_attributes(pk, "m1", {"rated_power": 4.0})
+        device.post_measurepoints({"power": 3.0}, T0 + 1000)
+        assert _stored(lab, pk) == {("power", T0 + 1000): 3.0}
+    finally:
+        device.disconnect()
+
+
 def test_a_callable_action_and_a_raising_one_that_does_not_stop_ingest(lab: Lab) -> None:
     pk, device = _meter(lab)
     seen: queue.Queue[RuleMatch] = queue.Queue()

@@ -399,7 +399,9 @@ def test_filters_by_product_device_point_and_kind(tmp_path: Path) -> None:
         assert [type(e) for e in got["device"]] == [PointStored, PointStored]
         assert sorted((e.device_key, e.value) for e in got["point"]) == [("a", 2.0), ("b", 4.0)]
         assert got["kind"] == []
-        assert not lab.tap.active
+        # only the lab's own consumers stay: the configuration history (attributes and tags)
+        # and the event log (lab.events()); neither takes points
+        assert lab.tap.stats.subscriptions == 0 and not lab.tap.wants(PointStored)
 
 
 def test_a_subscription_nobody_reads_keeps_the_newest_and_never_slows_ingest(

@@ -1,0 +1,330 @@
+"""Configuration history in SQLite: every attribute and tag change of every device, either side.
+
+Theory of operation. One SQLite file (``config.sqlite3``, mode 0600, WAL journal) holds one
+row per changed key: when (lab clock), which device, ``kind`` (``attribute`` or ``tag``), the
+key, its value before and after (JSON; ``None`` for "had none" / "deleted"), ``source``
+(``cloud``: set through the lab; ``device``: reported by the device over MQTT), ``actor``
+(who, where known: the caller's name for cloud changes, the reporting topic for device ones)
+and ``pushed`` (cloud changes: whether the change reached the device's live connection;
+``None`` for device changes). One connection guarded by a lock serves every thread; each
+write is one transaction.
+
+Bounded: rows older than ``keep`` (default 30 days) are deleted and at most ``max_history``
+are kept (the most recent); writes prune at most once per :data:`PRUNE_EVERY` of the clock's
+time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .._sqlite import check_retention, open_records
+from ..clock import Clock, SystemClock
+from ..errors import ClosedError, InvalidArgument, StoreError
+from ..store import TimeLike, as_ms
+
+__all__ = [
+    "CONFIG_COLUMNS",
+    "CONFIG_FILE",
+    "ConfigChange",
+    "ConfigHistory",
+    "ConfigKind",
+    "ConfigSource",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.sqlite3"
+"""Name of the configuration history database in the lab's data directory."""
+KEEP = timedelta(days=30)
+"""How long changes are kept by default."""
+MAX_HISTORY = 100_000
+"""Most changes kept by default (the most recent). [rows]"""
+PRUNE_EVERY = timedelta(hours=1)
+"""Writes prune history at most this often (lab clock time)."""
+
+
+class ConfigKind(Enum):
+    """What changed."""
+
+    ATTRIBUTE = "attribute"
+    TAG = "tag"
+
+
+class ConfigSource(Enum):
+    """Which side made a change."""
+
+    CLOUD = "cloud"
+    """Set through the lab (:meth:`Lab.set_attributes <enos_lab.lab.Lab.set_attributes>`,
+    ...)."""
+    DEVICE = "device"
+    """Reported by the device (``thing.attribute.update``/``delete``, ``thing.tag.*``, the
+    integration channel)."""
+
+
+CONFIG_COLUMNS = (
+    "time",
+    "product_key",
+    "device_key",
+    "kind",
+    "key",
+    "old_value",
+    "new_value",
+    "source",
+    "actor",
+    "pushed",
+)
+"""Columns of :meth:`ConfigHistory.frame` (``time`` tz-aware UTC; ``old_value`` /
+``new_value`` ``None`` for none / deleted; ``pushed`` a nullable boolean)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """One changed key (a row of the history before it is written)."""
+
+    product_key: str
+    device_key: str
+    kind: ConfigKind
+    key: str
+    old_value: Any
+    new_value: Any
+    source: ConfigSource
+    actor: str | None = None
+    pushed: bool | None = None
+
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS changes (
+    time_ms INTEGER NOT NULL,
+    product_key TEXT NOT NULL,
+    device_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    old_value TEXT,
+    new_value TEXT,
+    source TEXT NOT NULL,
+    actor TEXT,
+    pushed INTEGER
+);
+CREATE INDEX IF NOT EXISTS changes_by_time ON changes (time_ms);
+CREATE INDEX IF NOT EXISTS changes_by_device ON changes (product_key, device_key, time_ms);
+"""
+
+
+def _dump(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+class ConfigHistory:
+    """The configuration history in the SQLite file ``path`` (created 0600 if missing;
+    ``":memory:"`` for one that lives as long as the object).
+
+    ``clock`` gives every time (default: the system clock); ``keep`` is how long changes are
+    kept (``None``: forever), ``max_history`` how many at most (``None``: no limit). Usable from
+    any thread; :meth:`close` it when done.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Clock | None = None,
+        keep: timedelta | None = KEEP,
+        max_history: int | None = MAX_HISTORY,
+    ) -> None:
+        self._clock: Clock = clock or SystemClock()
+        self._keep_ms = check_retention("ConfigHistory", keep, max_history)
+        self._max_history = max_history
+        self._lock = threading.RLock()
+        self._path = str(path)
+        self._closed = False
+        self._db = open_records(
+            path,
+            schema=_SCHEMA,
+            version=_SCHEMA_VERSION,
+            what="configuration history",
+            error=StoreError,
+        )
+        self._next_prune_ms = self._clock.time_ms()
+
+    def __repr__(self) -> str:
+        return f"ConfigHistory({self._path!r})"
+
+    def close(self) -> None:
+        """Close the database; further calls raise :class:`~enos_lab.errors.ClosedError`."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"the configuration history {self._path} is closed")
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                now = self._clock.time_ms()
+                if now >= self._next_prune_ms:
+                    self._prune(now)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def record(self, changes: Iterable[ConfigChange], at_ms: int | None = None) -> int:
+        """Write ``changes`` made at ``at_ms`` (default: now) [ms since the epoch]; returns
+        how many."""
+        when = self._clock.time_ms() if at_ms is None else at_ms
+        rows = [
+            (
+                when,
+                change.product_key,
+                change.device_key,
+                change.kind.value,
+                change.key,
+                _dump(change.old_value),
+                _dump(change.new_value),
+                change.source.value,
+                change.actor,
+                None if change.pushed is None else int(change.pushed),
+            )
+            for change in changes
+        ]
+        if not rows:
+            return 0
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO changes (time_ms, product_key, device_key, kind, key, old_value, "
+                "new_value, source, actor, pushed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def delete_device(self, product_key: str, device_key: str) -> int:
+        """Delete the history of one device (a purged deletion); returns how many rows."""
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM changes WHERE product_key = ? AND device_key = ?",
+                (product_key, device_key),
+            ).rowcount
+
+    def prune(self, now: TimeLike | None = None) -> int:
+        """Delete the changes beyond ``keep`` and ``max_history`` at ``now`` (default: the
+        clock's now); returns how many were deleted."""
+        now_ms = self._clock.time_ms() if now is None else as_ms(now, "now")
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"the configuration history {self._path} is closed")
+            return self._prune(now_ms)
+
+    def _prune(self, now_ms: int) -> int:
+        self._next_prune_ms = now_ms + round(PRUNE_EVERY.total_seconds() * 1000)
+        deleted = 0
+        if self._keep_ms is not None:
+            deleted += self._db.execute(
+                "DELETE FROM changes WHERE time_ms < ?", (now_ms - self._keep_ms,)
+            ).rowcount
+        if self._max_history is not None:
+            deleted += self._db.execute(
+                "DELETE FROM changes WHERE rowid IN (SELECT rowid FROM changes "
+                "ORDER BY time_ms DESC, rowid DESC LIMIT -1 OFFSET ?)",
+                (self._max_history,),
+            ).rowcount
+        if deleted:
+            log.info("pruned %d configuration change(s) from %s", deleted, self._path)
+        return deleted
+
+    def frame(
+        self,
+        product_key: str | None = None,
+        device_key: str | None = None,
+        *,
+        key: str | None = None,
+        source: ConfigSource | str | None = None,
+        start: TimeLike | None = None,
+        end: TimeLike | None = None,
+    ) -> pd.DataFrame:
+        """The changes of a product / device (``None``: all) in ``[start, end)``, optionally of
+        one ``key`` and one ``source``; columns :data:`CONFIG_COLUMNS`, oldest first."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("product_key", product_key),
+            ("device_key", device_key),
+            ("key", key),
+        ):
+            if value is not None:
+                if not isinstance(value, str) or not value:
+                    raise InvalidArgument(f"{column} must be a non-empty string, got {value!r}")
+                where.append(f"{column} = ?")
+                args.append(value)
+        if source is not None:
+            try:
+                wanted = ConfigSource(source)
+            except ValueError:
+                known = ", ".join(s.value for s in ConfigSource)
+                raise InvalidArgument(f"source must be one of {known}, got {source!r}") from None
+            where.append("source = ?")
+            args.append(wanted.value)
+        if start is not None:
+            where.append("time_ms >= ?")
+            args.append(as_ms(start, "start"))
+        if end is not None:
+            where.append("time_ms < ?")
+            args.append(as_ms(end, "end"))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            if self._closed:
+                raise ClosedError(f"the configuration history {self._path} is closed")
+            rows = self._db.execute(
+                "SELECT time_ms, product_key, device_key, kind, key, old_value, new_value, "
+                f"source, actor, pushed FROM changes{clause} ORDER BY time_ms, rowid",
+                args,
+            ).fetchall()
+        frame = pd.DataFrame(
+            [
+                (
+                    time_ms,
+                    pk,
+                    dk,
+                    kind,
+                    name,
+                    _load(old),
+                    _load(new),
+                    src,
+                    actor,
+                    None if pushed is None else bool(pushed),
+                )
+                for time_ms, pk, dk, kind, name, old, new, src, actor, pushed in rows
+            ],
+            columns=list(CONFIG_COLUMNS),
+            dtype=object,  # values as kept: None stays None, whatever the other rows hold
+        )
+        frame["time"] = pd.to_datetime(frame["time"].astype("int64"), unit="ms", utc=True)
+        frame["pushed"] = frame["pushed"].astype("boolean")
+        return frame
