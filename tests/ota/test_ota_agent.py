@@ -85,5 +85,18 @@ def test_a_campaign_over_firmware_agents(tmp_path: Path) -> None:
         assert lab.upgrade_device(pk, "ok", "2.1.0", wait=True, timeout=30) == "succeeded"
         assert agents["ok"].outcomes.get(timeout=WAIT) == "2.1.0"
         assert lab.ota_state(pk, "ok") == "succeeded"
+
+        # the lab's event view shows the steps and the state changes, kind "ota"
+        view = lab.events(kinds="ota", device_key="ok")
+        assert set(view["kind"]) == {"ota"}
+        changes = view[[isinstance(e, OtaStateChanged) for e in view["event"]]]
+        assert changes["what"].tolist()[-5:] == [
+            "pending",
+            "pushed",
+            "upgrading",
+            "rebooting",
+            "succeeded",
+        ]
+        assert "progress" in set(view["what"]) and "inform" in set(view["what"])
         with pytest.raises(InvalidArgument, match="explode"):
             FirmwareAgent(Device(lab.host, lab.port, pk, "ok", "x"), "1.0.0", fail="explode")
