@@ -278,7 +278,7 @@ class OtaService(CampaignOps, MemoryOta):
                 elif upgrade.pushed_ms is None:
                     upgrade.from_version = version
                     self._save(upgrade, now)
-        self._drive()
+            self._drive()  # only a device with an upgrade changes what is due
 
     def progress(self, product_key: str, device_key: str, step: str, desc: str) -> int:
         """A device reported upgrade progress: 764 without an upgrade, 765 before its push,
