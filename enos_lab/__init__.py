@@ -38,7 +38,10 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``ModelError``: a thing model is invalid or cannot be used.
 - ``NotConnected``: a device client has no connection to the hub (yet, or any more).
 - ``NotFound``: an id that does not exist (also a ``KeyError``).
+- ``OtaError``: a firmware upgrade that cannot be done as asked (``DigestMismatch``: a
+  firmware file whose digest is not the one given).
 - ``OtaReported``: tap event: a device reported its firmware version or upgrade progress.
+- ``OtaStateChanged``: tap event: a device's firmware upgrade changed state.
 - ``PointStored``: tap event: a measurepoint value is stored.
 - ``PresenceChanged``: tap event: a device went online or offline, and why.
 - ``ProtocolError``: a fault in an MQTT conversation.
@@ -88,6 +91,7 @@ from .errors import (
     ModelError,
     NotConnected,
     NotFound,
+    OtaError,
     ProtocolError,
     RegistryError,
     RequestFailed,
@@ -111,6 +115,7 @@ from .tap import (
     DeviceLoggedIn,
     EventPosted,
     OtaReported,
+    OtaStateChanged,
     PointStored,
     PresenceChanged,
     TagsChanged,
@@ -152,7 +157,9 @@ __all__ = [
     "ModelError",
     "NotConnected",
     "NotFound",
+    "OtaError",
     "OtaReported",
+    "OtaStateChanged",
     "PointStored",
     "PresenceChanged",
     "ProtocolError",

@@ -13,10 +13,11 @@ tap, the command service (:class:`~enos_lab.control.CommandService`: command rec
 (:class:`~enos_lab.control.ConfigService`: attribute and tag changes from the cloud, the
 history of every change in ``config.sqlite3``), the application store
 (``applications.sqlite3``: the credentials of applications reading device data over MQTT),
-and the MQTT hub with its TCP listeners (plain and/or TLS), which are opened last, once
-everything they feed is ready. A failure part way stops what was built. With a TLS listener
-the IoT hub services check client certificates with the lab's CA (the one the listener's
-contexts come from).
+the OTA service (:class:`~enos_lab.ota.OtaService`: ``ota.sqlite3``, firmware files, the
+firmware HTTP server on the lab's host, the IoT hub's OTA handler), and the MQTT hub with its
+TCP listeners (plain and/or TLS), which are opened last, once everything they feed is ready. A
+failure part way stops what was built. With a TLS listener the IoT hub services check client
+certificates with the lab's CA (the one the listener's contexts come from).
 
 :meth:`Services.stop` takes them down in the reverse order, each part ending its own work (no
 task on the loop is cancelled from outside its owner):
@@ -29,7 +30,8 @@ task on the loop is cancelled from outside its owner):
 3. the command service (:class:`~enos_lab.control.CommandService`) leaves the tap, marks the
    cached commands still queued failed and closes its records (``commands.sqlite3``); the
    configuration service (:class:`~enos_lab.control.ConfigService`) leaves the tap and closes
-   its history (``config.sqlite3``);
+   its history (``config.sqlite3``); the OTA service leaves the tap, stops its HTTP server and
+   closes ``ota.sqlite3`` (campaigns running are taken up again at the next start);
 4. the stream engine leaves the tap and stores the derived points it has queued (told on the
    tap, so that the alert engine still sees them);
 5. the alert engine (:class:`~enos_lab.alerts.AlertService`): detached from the tap once the
@@ -65,6 +67,7 @@ from .errors import ClosedError, EnosLabError
 from .hub import ClientDisconnected, Hub, HubConfig, HubEvent, Listener, Message
 from .iothub import IotHub, IotHubConfig
 from .model import ModelCatalog, ThingModel, load_library, model_from_json
+from .ota import OtaService
 from .registry import DeviceLookup, Registry
 from .rules import DEFAULT_RULES, DeviceInfo, Rule, RuleEngine, read_rule_set
 from .store import StoreConfig, TimeSeriesStore
@@ -101,6 +104,7 @@ class Services:
         self.control: CommandService | None = None
         self.config: ConfigService | None = None
         self.applications: ApplicationStore | None = None
+        self.ota: OtaService | None = None
         self.hub: Hub | None = None
         self.listener: Listener | None = None
         self.tls_listener: Listener | None = None
@@ -178,6 +182,10 @@ class Services:
                     )
                     self.config = await _start_config(
                         data_dir, registry, store, models, iothub, tap, clock
+                    )
+                if tap is not None:  # OTA: firmware, its HTTP server, campaigns (on the tap)
+                    self.ota = await OtaService.start(
+                        data_dir, iothub, registry, clock or SystemClock(), tap, host
                     )
             await hub.start()
             if port is not None:
@@ -291,9 +299,9 @@ class Services:
         self._stop_rules()
         hub, iothub, registry, store = self.hub, self.iothub, self.registry, self.store
         alerts, streams, control, config = self.alerts, self.streams, self.control, self.config
-        applications = self.applications
+        applications, ota = self.applications, self.ota
         self.hub = self.iothub = self.listener = self.tls_listener = self.alerts = None
-        self.control = self.config = self.applications = None
+        self.control = self.config = self.applications = self.ota = None
         self.registry = self.store = self.models = self.streams = None
         steps: list[Callable[[], Awaitable[object]]] = []
         if hub is not None:
@@ -304,6 +312,8 @@ class Services:
             steps.append(control.stop)
         if config is not None:
             steps.append(config.stop)
+        if ota is not None:
+            steps.append(ota.stop)
         if streams is not None:
             steps.append(streams.aclose)
         if alerts is not None:

@@ -30,6 +30,8 @@ Every exception enos_lab raises on purpose derives from :class:`EnosLabError`::
     ├── DeviceOffline                          a command's device has no live connection
     ├── CommandFailed                          a device answered a command with a code not 200
     ├── CommandExpired                         a cached command not sent within its pending_ttl
+    ├── OtaError                               firmware upgrade (OTA): campaigns, targets
+    │   └── DigestMismatch                     a firmware file whose digest is not the one given
     ├── DeviceError                            the device SDK (:mod:`enos_lab.device`)
     │   ├── LoginRefused (also AuthenticationError)  the hub refused the CONNECT (return code)
     │   ├── RequestFailed                      the hub answered a request with a code other than 200
@@ -56,6 +58,7 @@ __all__ = [
     "CommandFailed",
     "DeviceError",
     "DeviceOffline",
+    "DigestMismatch",
     "EnosLabError",
     "EnvelopeError",
     "EvaluationError",
@@ -70,6 +73,7 @@ __all__ = [
     "ModelError",
     "NotConnected",
     "NotFound",
+    "OtaError",
     "PacketTooLarge",
     "ProtocolError",
     "RegistryError",
@@ -335,6 +339,22 @@ class CommandFailed(EnosLabError):
 class CommandExpired(EnosLabError):
     """A cached command (EnOS ``pendingTtl``) waited for its device longer than its
     ``pending_ttl`` and was not sent; its record says ``expired``."""
+
+
+class OtaError(EnosLabError):
+    """A firmware upgrade (OTA) that cannot be done as asked: a campaign over no device, a
+    device that never reported a firmware version, a device already being upgraded; the
+    message names the product, device, version or campaign."""
+
+
+class DigestMismatch(OtaError):
+    """A firmware file whose digest is not the one given (``expected``, ``found``, by
+    ``sign_method``): refused before it is offered to any device."""
+
+    def __init__(self, message: str, *, expected: str = "", found: str = "") -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
 
 
 class DeviceError(EnosLabError):

@@ -42,7 +42,9 @@ on the loop), ``_provisioning`` (models, products, devices, credentials), ``_ope
 (presence, logins, commands, raw publishes), ``_control`` (service invocation and measurepoint
 set/get checked against the thing model, raw down, the command records), ``_config``
 (attributes and tags set from the cloud, one device or many, pushed to online devices, and
-the history of every change in ``config.sqlite3``), ``_edges`` (edges registered by serial number,
+the history of every change in ``config.sqlite3``), ``_ota`` (firmware upgrade: the
+firmware registry and its HTTP server, campaigns, one-device upgrades, kept in
+``ota.sqlite3``), ``_edges`` (edges registered by serial number,
 revoked, listed), ``_simulation`` (simulated fleets: :meth:`Lab.simulate` and the
 :class:`LabFleet` it returns, stopped before the lab stops) and ``_certificates`` (the lab's
 certificate authority in the data directory's ``ca/``: device certificates applied for,

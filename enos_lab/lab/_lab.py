@@ -10,6 +10,7 @@ from ._control import Control
 from ._edges import Edges
 from ._monitor import Monitoring
 from ._operations import Operations
+from ._ota import Ota
 from ._provisioning import Provisioning
 from ._rules import Rules
 from ._simulation import Simulation
@@ -23,6 +24,7 @@ class Lab(
     Operations,
     Control,
     Configuration,
+    Ota,
     Monitoring,
     Subscriptions,
     Edges,

@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 An :class:`EventLog` is one callback on the device-data tap for every kind of event but stored
 points (connects and disconnects with their reason, logins of devices and sub-devices,
-activations, commands sent and replied, OTA reports, alerts, attribute and tag changes, device
-events): each event is appended as it is, the object the tap made, to a
-:class:`collections.deque` with a maximum length (``capacity``, default
+activations, commands sent and replied, OTA reports and upgrade state changes, alerts,
+attribute and tag changes, device events): each event is appended as it is, the object the
+tap made, to a :class:`collections.deque` with a maximum length (``capacity``, default
 :data:`DEFAULT_CAPACITY`), so that the oldest goes when it is full and memory stays bounded
 however busy the devices are. :meth:`EventLog.rows` turns the kept events into rows (one per
 event: time, kind, keys, what happened and a short text) only when they are read.
@@ -40,6 +40,7 @@ from ..tap import (
     DeviceLoggedIn,
     EventPosted,
     OtaReported,
+    OtaStateChanged,
     PointRowLike,
     PointStored,
     PresenceChanged,
@@ -177,6 +178,13 @@ def describe(item: TapEvent | PointRowLike) -> EventRow:
             return (*keys, "inform", f"version {item.version}", None, item)
         text = f"step {item.step}" + (f": {item.desc}" if item.desc else "")
         return (*keys, item.report, text, None, item)
+    if isinstance(item, OtaStateChanged):
+        text = f"campaign {item.campaign_id}: {item.from_version} -> {item.to_version}"
+        if item.progress is not None:
+            text += f", {item.progress}%"
+        if item.error:
+            text += f": {item.error}"
+        return (*keys, item.state, text, None, item)
     if isinstance(item, AlertChanged):
         text = f"{item.event_id} rule {item.rule_id}, {item.severity}, value {item.value!r}"
         return (*keys, item.change, text, None, item)

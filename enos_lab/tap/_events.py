@@ -22,6 +22,7 @@ __all__ = [
     "DeviceLoggedIn",
     "EventPosted",
     "OtaReported",
+    "OtaStateChanged",
     "PointStored",
     "PresenceChanged",
     "TagsChanged",
@@ -150,6 +151,24 @@ class OtaReported:
 
 
 @dataclass(frozen=True, slots=True)
+class OtaStateChanged:
+    """A device's firmware upgrade moved to ``state`` (pending, pushed, upgrading, rebooting,
+    succeeded, failed, aborted, skipped: :class:`~enos_lab.ota.UpgradeState`'s values) in
+    campaign ``campaign_id``, from ``from_version`` to ``to_version``; ``progress`` [%] as
+    last reported, ``error`` why it failed (or why it goes again)."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    campaign_id: str
+    state: str
+    from_version: str | None = None
+    to_version: str | None = None
+    progress: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceLoggedIn:
     """A device's login was accepted (``secure_mode`` 2: device secret, 3: dynamic
     activation); ``gateway`` names the gateway of a sub-device login, else ``None``."""
@@ -200,6 +219,7 @@ TapEvent: TypeAlias = (
     | CommandSent
     | CommandReplied
     | OtaReported
+    | OtaStateChanged
     | DeviceLoggedIn
     | DeviceActivated
     | AlertChanged

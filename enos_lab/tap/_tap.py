@@ -44,6 +44,7 @@ from ._events import (
     DeviceLoggedIn,
     EventPosted,
     OtaReported,
+    OtaStateChanged,
     PointStored,
     PresenceChanged,
     TagsChanged,
@@ -80,6 +81,7 @@ EVENT_KINDS: tuple[type, ...] = (
     CommandSent,
     CommandReplied,
     OtaReported,
+    OtaStateChanged,
     DeviceLoggedIn,
     DeviceActivated,
     AlertChanged,
@@ -95,7 +97,7 @@ KINDS: dict[str, tuple[type, ...]] = {
     "login": (DeviceLoggedIn,),
     "activation": (DeviceActivated,),
     "command": (CommandSent, CommandReplied),
-    "ota": (OtaReported,),
+    "ota": (OtaReported, OtaStateChanged),
     "alert": (AlertChanged,),
 }
 """The kinds of event by the names users know, and the event classes of each: the one place
