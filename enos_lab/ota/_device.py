@@ -100,7 +100,12 @@ def fetch_firmware(
         raise OtaError(f"firmware {offer.version}: fileUrl {offer.file_url!r} is not HTTP")
     try:
         with urllib.request.urlopen(offer.file_url, timeout=timeout) as response:
-            data = response.read(offer.file_size + 1)
+            chunks: list[bytes] = []
+            size = 0
+            while size <= offer.file_size and (chunk := response.read(1 << 16)):
+                chunks.append(chunk)
+                size += len(chunk)
+            data = b"".join(chunks)[: offer.file_size + 1]
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise OtaError(
             f"firmware {offer.version}: download of {offer.file_url} failed: {exc}"
@@ -121,7 +126,16 @@ async def afetch_firmware(
             session.get(offer.file_url) as response,
         ):
             response.raise_for_status()
-            data = await response.content.read(offer.file_size + 1)
+            chunks: list[bytes] = []
+            size = 0
+            # a read gives what has arrived: read on to the end, one byte past the size
+            # offered at most (a longer file fails the size check)
+            async for chunk in response.content.iter_chunked(1 << 16):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > offer.file_size:
+                    break
+            data = b"".join(chunks)[: offer.file_size + 1]
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         raise OtaError(
             f"firmware {offer.version}: download of {offer.file_url} failed: {exc}"

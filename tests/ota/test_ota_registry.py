@@ -5,6 +5,7 @@ the server serves registered files only (GET, HEAD, Range), 404 for anything els
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import stat
@@ -16,7 +17,7 @@ import pytest
 
 from enos_lab.errors import AlreadyExists, DigestMismatch, InvalidArgument, NotFound, OtaError
 from enos_lab.lab import Lab
-from enos_lab.ota import FIRMWARE_COLUMNS, FIRMWARE_DIR, fetch_firmware
+from enos_lab.ota import FIRMWARE_COLUMNS, FIRMWARE_DIR, afetch_firmware, fetch_firmware
 
 IMAGE = bytes(range(256)) * 40  # a 10 KiB firmware image
 
@@ -153,3 +154,22 @@ def test_the_server_serves_registered_files_only(tmp_path: Path) -> None:
         assert not (lab.data_dir / FIRMWARE_DIR / firmware.stored).exists()
         with pytest.raises(OtaError, match="download"):
             fetch_firmware(offer)
+
+
+def test_a_firmware_of_several_megabytes_downloads_whole(tmp_path: Path) -> None:
+    """The device-side helpers read the file to its end, however it arrives in pieces."""
+    image = random.Random(3).randbytes(3 << 20)
+    with Lab(tmp_path / "lab", port=0, rng=random.Random(2)) as lab:
+        pk = lab.create_product("Meter").product_key
+        firmware = lab.add_firmware(pk, "2.0.0", image, sign_method="sha256")
+        offer = {
+            "version": "2.0.0",
+            "signMethod": "sha256",
+            "sign": firmware.sign,
+            "fileUrl": lab.firmwares(pk)["file_url"].iloc[0],
+            "fileSize": firmware.size,
+        }
+        assert fetch_firmware(offer) == image
+        assert asyncio.run(afetch_firmware(offer)) == image
+        with pytest.raises(DigestMismatch, match="bytes downloaded"):
+            asyncio.run(afetch_firmware({**offer, "fileSize": firmware.size - 1}))
