@@ -57,9 +57,12 @@ class Requests:
         _conn: Connection | None
         _active: bool
         _ids: itertools.count[int]
+        _lock: asyncio.Lock
 
         @property
         def device(self) -> str: ...
+
+        async def wait_connected(self, timeout: float | None = None) -> bool: ...
 
         async def _use(self) -> None: ...
 
@@ -170,6 +173,11 @@ class Requests:
         else:
             await pending.acquire()  # free: returns without suspending
         conn = self._conn
+        if (conn is None or not conn.is_open) and self._active and self._lock.locked():
+            # a login is under way: a request made meanwhile (by a command handler answering a
+            # command that came right behind the CONNACK) waits for it, at most ``limit``
+            await self.wait_connected(limit)
+            conn = self._conn
         if conn is None or not conn.is_open:
             pending.release()
             raise self._not_connected(topic)

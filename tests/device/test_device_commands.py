@@ -240,11 +240,12 @@ async def test_disconnect_ends_the_handlers_still_running(lab: Lab, products: Pr
 
 
 async def test_a_command_right_behind_the_connack_is_answered() -> None:
-    """A hub may send a command (a cached one, EnOS ``pendingTtl``) the moment a device logs
-    in: here in the same TCP write as the CONNACK, so that the device reads it before its
-    ``connect()`` has returned. The device answers it all the same (it used to run the
-    handler and drop the reply)."""
-    replies: asyncio.Queue[Publish] = asyncio.Queue()
+    """A hub may send a command (a cached one, EnOS ``pendingTtl``; an OTA push) the moment a
+    device logs in: here in the same TCP write as the CONNACK, so that the device reads it
+    before its ``connect()`` has returned. The device answers it all the same (it used to run
+    the handler and drop the reply), and a request its handler makes meanwhile waits for the
+    login instead of failing (it used to raise NotConnected)."""
+    received: asyncio.Queue[Publish] = asyncio.Queue()
     topic = "/sys/pk/dk/thing/service/multiply"
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -259,19 +260,33 @@ async def test_a_command_right_behind_the_connack_is_answered() -> None:
                     )
                 elif isinstance(packet, Publish):
                     writer.write(encode(PubAck(packet.packet_id), MQTT_3_1_1))
-                    await replies.put(packet)
+                    await received.put(packet)
+                    if not packet.topic.endswith("_reply"):  # a request: answer it
+                        request_id = json.loads(packet.payload)["id"]
+                        answer = json.dumps({"id": request_id, "code": 200, "data": {}})
+                        writer.write(
+                            encode(Publish(packet.topic + "_reply", answer.encode()), MQTT_3_1_1)
+                        )
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         device = DeviceClient("127.0.0.1", port, "pk", "dk", "secret", timeout=TIMEOUT)
-        device.on_service("multiply", lambda params: {"result": params["left"] * params["right"]})
+
+        async def multiply(params: dict[str, int]) -> dict[str, int]:
+            await device.report_version("2.0.0")  # a request while the login completes
+            return {"result": params["left"] * params["right"]}
+
+        device.on_service("multiply", multiply)
         async with device:
-            reply = await asyncio.wait_for(replies.get(), TIMEOUT)
-            assert device.stats.commands == 1
-        assert reply.topic == topic + "_reply"
-        answer = json.loads(reply.payload)
+            first = await asyncio.wait_for(received.get(), TIMEOUT)
+            second = await asyncio.wait_for(received.get(), TIMEOUT)
+            assert device.stats.commands == 1 and device.stats.command_errors == 0
+        assert first.topic == "/sys/pk/dk/ota/device/inform"
+        assert json.loads(first.payload)["params"] == {"version": "2.0.0"}
+        assert second.topic == topic + "_reply"
+        answer = json.loads(second.payload)
         assert (answer["id"], answer["code"], answer["data"]) == ("c-1", 200, {"result": 42})
     finally:
         server.close()
