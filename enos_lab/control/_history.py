@@ -10,8 +10,9 @@ and ``pushed`` (cloud changes: whether the change reached the device's live conn
 write is one transaction.
 
 Bounded: rows older than ``keep`` (default 30 days) are deleted and at most ``max_history``
-are kept (the most recent); writes prune at most once per :data:`PRUNE_EVERY` of the clock's
-time.
+are kept (the most recent); writes prune once per :data:`PRUNE_EVERY` of the clock's time,
+and as soon as a tenth of ``max_history`` rows was written since the last prune (a device
+flooding attribute updates cannot grow the file for an hour).
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ class ConfigHistory:
             error=StoreError,
         )
         self._next_prune_ms = self._clock.time_ms()
+        self._written = 0  # rows written since the last prune
+        # a device flooding attribute updates must not grow the file for an hour: writes
+        # also prune once a tenth of max_history was written since the last prune
+        self._prune_rows = None if max_history is None else max(1, max_history // 10)
 
     def __repr__(self) -> str:
         return f"ConfigHistory({self._path!r})"
@@ -189,7 +194,8 @@ class ConfigHistory:
             try:
                 yield db
                 now = self._clock.time_ms()
-                if now >= self._next_prune_ms:
+                rows = self._prune_rows
+                if now >= self._next_prune_ms or (rows is not None and self._written >= rows):
                     self._prune(now)
             except BaseException:
                 db.execute("ROLLBACK")
@@ -218,6 +224,7 @@ class ConfigHistory:
         if not rows:
             return 0
         with self._transaction() as db:
+            self._written += len(rows)
             db.executemany(
                 "INSERT INTO changes (time_ms, product_key, device_key, kind, key, old_value, "
                 "new_value, source, actor, pushed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -244,6 +251,7 @@ class ConfigHistory:
 
     def _prune(self, now_ms: int) -> int:
         self._next_prune_ms = now_ms + round(PRUNE_EVERY.total_seconds() * 1000)
+        self._written = 0
         deleted = 0
         if self._keep_ms is not None:
             deleted += self._db.execute(

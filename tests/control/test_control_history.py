@@ -87,3 +87,16 @@ def test_checks_of_a_cloud_change_name_the_value() -> None:
         check_change(None, ConfigKind.ATTRIBUTE, {"a-b": 1}, delete=False, device="p/d")
     with pytest.raises(InvalidArgument, match="expected attribute values"):
         check_change(None, ConfigKind.ATTRIBUTE, [], delete=False, device="p/d")  # type: ignore[arg-type]
+
+
+def test_a_flood_of_changes_is_pruned_without_waiting_for_the_hour(tmp_path: Path) -> None:
+    clock = SimulatedClock(T0)  # the clock stands still: only the count can trigger a prune
+    history = ConfigHistory(tmp_path / "config.sqlite3", clock=clock, keep=None, max_history=100)
+    try:
+        for i in range(1_000):
+            history.record([_change("a", i)])
+        frame = history.frame()
+        assert 100 <= len(frame) <= 110
+        assert frame["new_value"].iloc[-1] == 999  # the newest are kept
+    finally:
+        history.close()
