@@ -10,7 +10,8 @@ and ``pushed`` (cloud changes: whether the change reached the device's live conn
 write is one transaction.
 
 Bounded: rows older than ``keep`` (default 30 days) are deleted and at most ``max_history``
-are kept (the most recent); writes prune once per :data:`PRUNE_EVERY` of the clock's time,
+are kept (the most recent; the defaults are the command records', :mod:`._records`); writes
+prune once per :data:`~enos_lab.control.PRUNE_EVERY` of the clock's time,
 and as soon as a tenth of ``max_history`` rows was written since the last prune (a device
 flooding attribute updates cannot grow the file for an hour).
 """
@@ -35,6 +36,7 @@ from .._sqlite import check_retention, open_records
 from ..clock import Clock, SystemClock
 from ..errors import ClosedError, InvalidArgument, StoreError
 from ..store import TimeLike, as_ms
+from ._records import KEEP, MAX_HISTORY, PRUNE_EVERY
 
 __all__ = [
     "CONFIG_COLUMNS",
@@ -49,12 +51,6 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.sqlite3"
 """Name of the configuration history database in the lab's data directory."""
-KEEP = timedelta(days=30)
-"""How long changes are kept by default."""
-MAX_HISTORY = 100_000
-"""Most changes kept by default (the most recent). [rows]"""
-PRUNE_EVERY = timedelta(hours=1)
-"""Writes prune history at most this often (lab clock time)."""
 
 
 class ConfigKind(Enum):
