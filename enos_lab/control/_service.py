@@ -99,7 +99,9 @@ class CommandHandle:
         result or raise its error."""
         try:
             reply = self._future.result(timeout)
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError:  # the builtin TimeoutError since Python 3.11
+            if self._future.done():
+                raise  # the command's own end: the device did not answer in time
             raise TimeoutError(
                 f"command {self.id} did not finish within {timeout} s (it goes on)"
             ) from None
@@ -266,8 +268,12 @@ class CommandService:
                     return
                 self._end(command, CommandStatus.FAILED, "the device is offline", exc)
                 return
-            except TimeoutError as exc:
-                self._end(command, CommandStatus.TIMED_OUT, "no reply in time", exc)
+            except TimeoutError:
+                error = TimeoutError(
+                    f"device {command.product_key}/{command.device_key} did not answer command "
+                    f"{command.command_id} in time"
+                )
+                self._end(command, CommandStatus.TIMED_OUT, "no reply in time", error)
                 return
             except ClosedError as exc:
                 self._end(command, CommandStatus.FAILED, _STOPPED, exc)

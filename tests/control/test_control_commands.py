@@ -141,8 +141,10 @@ def test_a_command_timeout_is_recorded(tmp_path: Path) -> None:
             assert handle.status is CommandStatus.SENT
             lab.run(asyncio.sleep(0))  # the IoT hub waits for the reply by now
             clock.advance(11)
-            with pytest.raises(TimeoutError):
+            with pytest.raises(TimeoutError, match="did not answer command"):
                 handle.result(WAIT)
+            with pytest.raises(TimeoutError, match="did not answer command"):
+                handle.result()  # over: no wait needed, the command's own error
             inverter.release.set()
         record = lab.command(handle.id)
         assert record.status is CommandStatus.TIMED_OUT
