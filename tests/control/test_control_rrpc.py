@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from enos_lab.clock import SimulatedClock
 from enos_lab.control import CommandHandle, CommandStatus
 from enos_lab.device import Device
-from enos_lab.enos import encode_reply, login_credentials
+from enos_lab.enos import TopicKind, encode_reply, login_credentials
 from enos_lab.errors import CommandError, CommandFailed, InvalidArgument, ValidationError
 from enos_lab.lab import Lab
 from enos_lab.tap import CommandReplied, CommandSent
@@ -282,3 +282,41 @@ def test_the_official_sdk_ignores_an_rrpc_request(
         assert [event.command for event in sent.replied] == ["SERVICE_INVOKE"] * 2
         record = lab.command(handle.id)
         assert (record.status, record.kind) == (CommandStatus.TIMED_OUT, f"rrpc:{SERVICE}")
+
+
+def test_send_command_names_the_rrpc_service_apart_from_its_id(tmp_path: Path) -> None:
+    with running_lab(tmp_path / "lab", seed=1465) as lab:
+        pk, (secret,) = _inverter(lab, "inv")
+        sent = Sent(lab)
+        iothub = lab.iothub
+        assert iothub is not None
+        with Device(lab.host, lab.port, pk, "inv", secret, timeout=WAIT) as device:
+            device.on_service(SERVICE, _answer)
+            device.on_service("rr-9", lambda params: {"id": "rr-9"})
+            # the rrpc id given, the service named by service_id
+            reply = lab.run(
+                iothub.send_command(
+                    pk,
+                    "inv",
+                    TopicKind.RRPC_REQUEST,
+                    {"limit": 3},
+                    item_id="rr-1",
+                    service_id=SERVICE,
+                    timeout=WAIT,
+                )
+            )
+            assert reply is not None and (reply.code, reply.data) == (200, {"accepted": True})
+            # without service_id the id names the service too (the topic's id, as before)
+            reply = lab.send_command(pk, "inv", TopicKind.RRPC_REQUEST, {}, item_id="rr-9")
+            assert reply is not None and (reply.code, reply.data) == (200, {"id": "rr-9"})
+            with pytest.raises(InvalidArgument, match="needs the service_id"):
+                lab.run(iothub.send_command(pk, "inv", TopicKind.RRPC_REQUEST, {}))
+            with pytest.raises(InvalidArgument, match="service_id must be a non-empty string"):
+                lab.run(
+                    iothub.send_command(
+                        pk, "inv", TopicKind.RRPC_REQUEST, {}, item_id="rr-2", service_id=""
+                    )
+                )
+        sent.handle.cancel()
+        assert [event.item_id for event in sent.sent] == ["rr-1", "rr-9"]
+        assert [event.item_id for event in sent.replied] == ["rr-1", "rr-9"]
