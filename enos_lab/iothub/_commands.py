@@ -2,25 +2,24 @@
 
 :meth:`Commands.send` delivers a command (service invocation, measurepoint set/get, raw
 ``down_raw`` bytes through the product's codec or, given as bytes, as they are, ...) to the
-device's connection or, for a
-logged-in sub-device, to its gateway's, at QoS 1 and without any subscription
-(:meth:`~enos_lab.hub.Hub.deliver`), and waits for the reply: pending commands are kept by
-(topic, request id) until the reply arrives or ``command_timeout`` passes. A legacy RRPC
-request (protocol reference 9.4) goes to ``rrpc/request/{rrpcId}`` (a fresh id unless one is
-given) with the method ``thing.service.{serviceId}`` and is answered on
-``rrpc/response/{rrpcId}``. Raw replies carry no
-usable id (the SDKs synthesise ``"unknown"``): they answer the oldest pending command of their
-topic (a raw command sent as bytes gets the reply's bytes as they are, as its ``data``);
-``command_timeout`` runs on the lab's clock. :meth:`Commands.close` fails the commands
-still waiting (the IoT hub stopped). A gateway hears of its sub-devices being enabled, disabled
-or deleted (``combine/enable``, ``disable``, ``delete``: :meth:`Commands.notify_gateway`).
+device's connection or, for a logged-in sub-device, to its gateway's, at QoS 1 and without any
+subscription (:meth:`~enos_lab.hub.Hub.deliver`), and waits for the reply: pending commands are
+kept by (topic, request id) until the reply arrives or ``command_timeout`` passes. A legacy
+RRPC request (protocol reference 9.4) goes to ``rrpc/request/{rrpcId}`` (a fresh id unless one
+is given) with the method ``thing.service.{serviceId}`` and is answered on
+``rrpc/response/{rrpcId}``. Raw replies carry no usable id (the SDKs synthesise ``"unknown"``):
+they answer the oldest pending command of their topic (a raw command sent as bytes gets the
+reply's bytes as they are, as its ``data``); ``command_timeout`` runs on the lab's clock.
+:meth:`Commands.close` fails the commands still waiting (the IoT hub stopped). A gateway hears
+of its sub-devices being enabled, disabled or deleted (``combine/enable``, ``disable``,
+``delete``: :meth:`Commands.notify_gateway`).
 
 :meth:`Commands.device_reply` receives every reply a device publishes (a ``_reply`` topic of a
-command, or of ``activate/info``, which confirms a dynamic activation); a reply that answers
-nothing pending is dropped. Request ids come from one counter shared with the activation
-pushes. The tap hears of every command handed to a connection (``CommandSent``), of every
-decodable reply to a command (``CommandReplied``, those to
-commands sent without waiting included) and of a dynamic activation the device confirmed
+command, ``rrpc/response/{rrpcId}``, or of ``activate/info``, which confirms a dynamic
+activation); a reply that answers nothing pending is dropped. Request ids come from one counter
+shared with the activation pushes. The tap hears of every command handed to a connection
+(``CommandSent``), of every decodable reply to a command (``CommandReplied``, those to commands
+sent without waiting included) and of a dynamic activation the device confirmed
 (``DeviceActivated``).
 """
 
