@@ -1,13 +1,14 @@
 """Command records in SQLite: every command the cloud sends to a device, through its life.
 
-Theory of operation. One SQLite file (mode 0600, WAL journal) holds one row per command: who
-it went to, what it was (``kind``: a service id, ``measurepoint.set``, ``measurepoint.get``,
-``raw``), its parameters, and the times of each step of its life on the lab clock: created,
-queued (a cached command, EnOS ``pendingTtl``, while its device is offline), sent, replied
-(code, message, data), failed (the device offline, an error code, the lab stopped), expired
-(a cached command whose ``pendingTtl`` passed before it could be sent) or timed out (sent, no
-reply in time). :attr:`CommandStatus` is the step it reached last. One connection guarded by
-a lock serves every thread; each write is one transaction.
+Theory of operation. One SQLite file (mode 0600, WAL journal) holds one row per command: who it
+went to, what it was (``kind``: a service id, ``rrpc:{service id}`` for a legacy RRPC call,
+``measurepoint.set``, ``measurepoint.get``, ``raw``), its parameters, and the times of each
+step of its life on the lab clock: created, queued (a cached command, EnOS ``pendingTtl``,
+while its device is offline), sent, replied (code, message, data), failed (the device offline,
+an error code, the lab stopped), expired (a cached command whose ``pendingTtl`` passed before
+it could be sent) or timed out (sent, no reply in time). :attr:`CommandStatus` is the step it
+reached last. One connection guarded by a lock serves every thread; each write is one
+transaction.
 
 Bounded: finished commands (replied, failed, expired, timed out) created more than ``keep``
 ago (default 30 days) are deleted, and at most ``max_history`` of them are kept (the most

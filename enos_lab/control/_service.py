@@ -123,6 +123,7 @@ class _Command:
     timeout: float | None
     future: concurrent.futures.Future[Reply]
     expires_ms: int | None = None
+    service_id: str | None = None  # the method's service where the topic's id is another
 
 
 @dataclass(slots=True)
@@ -191,8 +192,14 @@ class CommandService:
         timeout: float | None = None,
         pending_ttl: float | None = None,
         convert: Callable[[Reply], Any],
+        service_id: str | None = None,
     ) -> CommandHandle:
-        """Record a command and send it (see the module docstring); on the loop."""
+        """Record a command and send it (see the module docstring); on the loop.
+
+        ``item_id`` and ``service_id`` are :meth:`IotHub.send_command
+        <enos_lab.iothub.IotHub.send_command>`'s: a legacy RRPC request (``RRPC_REQUEST``)
+        names its service with ``service_id`` and gets a fresh rrpc id from the IoT hub at each
+        sending; it is recorded as kind ``rrpc:{service_id}``."""
         if self._closed:
             raise ClosedError("the command service stopped")
         if pending_ttl is not None and (
@@ -209,7 +216,7 @@ class CommandService:
                 f"device {product_key}/{device_key} has {MAX_CACHED} cached commands waiting "
                 f"already (EnOS: at most {MAX_CACHED} per device)"
             )
-        kind_name = _kind_name(kind, item_id)
+        kind_name = _kind_name(kind, item_id if service_id is None else service_id)
         expires_ms = (
             None if pending_ttl is None else self._clock.time_ms() + round(pending_ttl * 1000)
         )
@@ -217,7 +224,15 @@ class CommandService:
         command_id = self.records.create(product_key, device_key, kind_name, recorded, expires_ms)
         future: concurrent.futures.Future[Reply] = concurrent.futures.Future()
         command = _Command(
-            command_id, product_key, device_key, kind, params, item_id, timeout, future
+            command_id,
+            product_key,
+            device_key,
+            kind,
+            params,
+            item_id,
+            timeout,
+            future,
+            service_id=service_id,
         )
         handle = CommandHandle(command_id, future, self.records, convert)
         if pending_ttl is None:
@@ -257,6 +272,7 @@ class CommandService:
                 item_id=command.item_id,
                 wait=True,
                 timeout=command.timeout,
+                service_id=command.service_id,
             )
             try:
                 reply = await sending
@@ -376,6 +392,8 @@ class CommandService:
 def _kind_name(kind: TopicKind, item_id: str) -> str:
     if kind is TopicKind.SERVICE_INVOKE:
         return item_id
+    if kind is TopicKind.RRPC_REQUEST:
+        return f"rrpc:{item_id}"
     if kind is TopicKind.MEASUREPOINT_SET:
         return "measurepoint.set"
     if kind is TopicKind.MEASUREPOINT_GET:

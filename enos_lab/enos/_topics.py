@@ -187,8 +187,8 @@ class TopicMatch:
 
     @property
     def reply_topic(self) -> str:
-        """The topic replies to this request go to."""
-        return self.request_topic + REPLY_SUFFIX
+        """The topic replies to this request go to (:func:`command_reply_topic`)."""
+        return command_reply_topic(self)
 
 
 # Suffix after /sys/{pk}/{dk}/ -> kind, for the fixed (id-free) /sys topics.
@@ -213,8 +213,10 @@ _INTEGRATION_SUFFIXES["up_raw"] = TopicKind.INTEGRATION_MODEL_UP_RAW
 def parse_topic(topic: str) -> TopicMatch | None:
     """Identify an EnOS topic; ``None`` for any topic outside the catalogue.
 
-    Reply topics (``..._reply``) are recognised too (``is_reply=True``). Product and device keys
-    must be non-empty single levels.
+    Reply topics (``..._reply``) are recognised too (``is_reply=True``), and so is the legacy
+    RRPC answer ``/sys/{pk}/{dk}/rrpc/response/{id}``: the reply of ``RRPC_REQUEST`` (its
+    ``request_topic`` is ``rrpc/request/{id}``). Product and device keys must be non-empty
+    single levels.
     """
     is_reply = topic.endswith(REPLY_SUFFIX)
     base = topic[: -len(REPLY_SUFFIX)] if is_reply else topic
@@ -240,8 +242,12 @@ def parse_topic(topic: str) -> TopicMatch | None:
             return TopicMatch(TopicKind.EVENT_POST, pk, dk, rest[2], is_reply)
         if len(rest) == 3 and rest[:2] == ["thing", "service"] and rest[2]:
             return TopicMatch(TopicKind.SERVICE_INVOKE, pk, dk, rest[2], is_reply)
-        if len(rest) == 3 and rest[:2] == ["rrpc", "request"] and rest[2] and not is_reply:
-            return TopicMatch(TopicKind.RRPC_REQUEST, pk, dk, rest[2], False)
+        if len(rest) == 3 and rest[0] == "rrpc" and rest[2] and not is_reply:
+            # the legacy RRPC request and its answer (protocol reference 9.4)
+            if rest[1] == "request":
+                return TopicMatch(TopicKind.RRPC_REQUEST, pk, dk, rest[2], False)
+            if rest[1] == "response":
+                return TopicMatch(TopicKind.RRPC_REQUEST, pk, dk, rest[2], True)
         return None
     if levels[1] == "ext" and len(levels) >= 6 and levels[2] == "session":
         pk, dk = levels[3], levels[4]
@@ -258,12 +264,13 @@ def reply_topic(topic: str) -> str:
 
 
 def command_reply_topic(match: TopicMatch) -> str:
-    """Where a device answers the downstream command ``match``: ``topic + "_reply"``, except
-    for the legacy RRPC request ``/sys/{pk}/{dk}/rrpc/request/{id}``, answered on
-    ``/sys/{pk}/{dk}/rrpc/response/{id}`` (protocol reference 9.4)."""
+    """Where the request ``match`` is answered: ``topic + "_reply"``, except for the legacy
+    RRPC request ``/sys/{pk}/{dk}/rrpc/request/{id}``, answered on
+    ``/sys/{pk}/{dk}/rrpc/response/{id}`` (protocol reference 9.4). The one place that maps a
+    request to its reply topic (:attr:`TopicMatch.reply_topic` too)."""
     if match.kind is TopicKind.RRPC_REQUEST:
         return f"/sys/{match.product_key}/{match.device_key}/rrpc/response/{match.item_id}"
-    return match.reply_topic
+    return match.request_topic + REPLY_SUFFIX
 
 
 # The upstream request templates as levels; None stands for the {id} level.

@@ -2,22 +2,24 @@
 
 :meth:`Commands.send` delivers a command (service invocation, measurepoint set/get, raw
 ``down_raw`` bytes through the product's codec or, given as bytes, as they are, ...) to the
-device's connection or, for a
-logged-in sub-device, to its gateway's, at QoS 1 and without any subscription
-(:meth:`~enos_lab.hub.Hub.deliver`), and waits for the reply: pending commands are kept by
-(topic, request id) until the reply arrives or ``command_timeout`` passes. Raw replies carry no
-usable id (the SDKs synthesise ``"unknown"``): they answer the oldest pending command of their
-topic (a raw command sent as bytes gets the reply's bytes as they are, as its ``data``);
-``command_timeout`` runs on the lab's clock. :meth:`Commands.close` fails the commands
-still waiting (the IoT hub stopped). A gateway hears of its sub-devices being enabled, disabled
-or deleted (``combine/enable``, ``disable``, ``delete``: :meth:`Commands.notify_gateway`).
+device's connection or, for a logged-in sub-device, to its gateway's, at QoS 1 and without any
+subscription (:meth:`~enos_lab.hub.Hub.deliver`), and waits for the reply: pending commands are
+kept by (topic, request id) until the reply arrives or ``command_timeout`` passes. A legacy
+RRPC request (protocol reference 9.4) goes to ``rrpc/request/{rrpcId}`` (a fresh id unless one
+is given) with the method ``thing.service.{serviceId}`` and is answered on
+``rrpc/response/{rrpcId}``. Raw replies carry no usable id (the SDKs synthesise ``"unknown"``):
+they answer the oldest pending command of their topic (a raw command sent as bytes gets the
+reply's bytes as they are, as its ``data``); ``command_timeout`` runs on the lab's clock.
+:meth:`Commands.close` fails the commands still waiting (the IoT hub stopped). A gateway hears
+of its sub-devices being enabled, disabled or deleted (``combine/enable``, ``disable``,
+``delete``: :meth:`Commands.notify_gateway`).
 
 :meth:`Commands.device_reply` receives every reply a device publishes (a ``_reply`` topic of a
-command, or of ``activate/info``, which confirms a dynamic activation); a reply that answers
-nothing pending is dropped. Request ids come from one counter shared with the activation
-pushes. The tap hears of every command handed to a connection (``CommandSent``), of every
-decodable reply to a command (``CommandReplied``, those to
-commands sent without waiting included) and of a dynamic activation the device confirmed
+command, ``rrpc/response/{rrpcId}``, or of ``activate/info``, which confirms a dynamic
+activation); a reply that answers nothing pending is dropped. Request ids come from one counter
+shared with the activation pushes. The tap hears of every command handed to a connection
+(``CommandSent``), of every decodable reply to a command (``CommandReplied``, those to commands
+sent without waiting included) and of a dynamic activation the device confirmed
 (``DeviceActivated``).
 """
 
@@ -97,10 +99,16 @@ class Commands:
         item_id: str,
         wait: bool,
         timeout: float | None,
+        service_id: str | None = None,
     ) -> Reply | None:
         """``IotHub.send_command``: deliver the command and (``wait``) await its reply."""
         if kind.direction is not Direction.DOWN:
             raise InvalidArgument(f"{kind.name} is not a command topic")
+        if service_id is not None and (not isinstance(service_id, str) or not service_id):
+            raise InvalidArgument(f"service_id must be a non-empty string, got {service_id!r}")
+        named = item_id if service_id is None else service_id  # fills the method
+        if kind is TopicKind.RRPC_REQUEST and not named:
+            raise InvalidArgument("an RRPC request needs the service_id it invokes")
         keys = (product_key, device_key)
         self._registry.get_device(*keys)
         hub = self.hub
@@ -109,11 +117,11 @@ class Commands:
         conn = sessions.conns.get(cid) if cid is not None else None
         if hub is None or conn is None or (conn.own is not None and conn.activation):
             raise DeviceOffline(f"device {product_key}/{device_key} is offline")
-        topic = kind.format(product_key, device_key, item_id)
         request_id = str(next(self._ids))
-        method = kind.method or ""
-        if "%s" in method:
-            method = method % item_id
+        if kind is TopicKind.RRPC_REQUEST and not item_id:
+            item_id = request_id  # a fresh rrpc id: the request ids are never reused
+        topic = kind.format(product_key, device_key, item_id)
+        method = kind.method_for(named)
         as_bytes = kind.is_raw and isinstance(params, bytes | bytearray)
         if isinstance(params, bytes | bytearray) and as_bytes:  # as they are; bytes answer
             payload = bytes(params)

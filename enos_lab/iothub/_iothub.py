@@ -474,6 +474,7 @@ class IotHub:
         item_id: str = "",
         wait: bool = True,
         timeout: float | None = None,
+        service_id: str | None = None,
     ) -> Reply | None:
         """Send a command to a device without any subscription and (``wait``) await its reply.
 
@@ -482,7 +483,13 @@ class IotHub:
         :class:`~enos_lab.errors.NotFound` for an unknown device,
         :class:`~enos_lab.errors.DeviceOffline` when it has no connection, :class:`TimeoutError`
         when no reply arrives in ``timeout`` seconds (default ``config.command_timeout``).
+
+        ``item_id`` fills the topic's ``{id}`` (a service id, an rrpc id) and the method's
+        (``thing.service.{id}``) unless ``service_id`` names the latter: a legacy RRPC request
+        (``RRPC_REQUEST``, protocol reference 9.4) invokes ``service_id`` on
+        ``rrpc/request/{item_id}`` (a fresh rrpc id when ``item_id`` is empty), answered on
+        ``rrpc/response/{item_id}``.
         """
         return await self._commands.send(
-            product_key, device_key, kind, params, item_id, wait, timeout
+            product_key, device_key, kind, params, item_id, wait, timeout, service_id
         )

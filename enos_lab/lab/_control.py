@@ -70,6 +70,7 @@ class Control(LabCore):
         wait: bool,
         pending_ttl: float | None,
         convert: Callable[[Reply], Any],
+        service_id: str | None = None,
     ) -> Any:
         """Record and send a command; with ``wait`` its converted result (CommandFailed
         unless 200), else its :class:`~enos_lab.control.CommandHandle`."""
@@ -88,6 +89,7 @@ class Control(LabCore):
                 timeout=timeout,
                 pending_ttl=pending_ttl,
                 convert=checked,
+                service_id=service_id,
             )
 
         handle = self.run(submit())
@@ -115,6 +117,7 @@ class Control(LabCore):
         timeout: float | None = None,
         wait: bool = True,
         pending_ttl: float | None = None,
+        rrpc: bool = False,
     ) -> dict[str, Any] | CommandHandle:
         """Invoke the service ``service_id`` of a device with ``params`` and return its output
         (EnOS ``invokeService``).
@@ -135,9 +138,22 @@ class Control(LabCore):
         at most 50 waiting (one more: :class:`~enos_lab.errors.LimitExceeded`); not sent
         within ``pending_ttl`` it expires (:class:`~enos_lab.errors.CommandExpired`). Every
         command is recorded (:meth:`commands`).
+
+        ``rrpc=True`` sends it as a legacy RRPC request (protocol reference 9.4): method
+        ``thing.service.{service_id}`` on ``/sys/{pk}/{dk}/rrpc/request/{rrpcId}`` with a fresh
+        rrpc id, answered on ``rrpc/response/{rrpcId}``; the same checks, results, errors and
+        ``wait``/``pending_ttl`` semantics, recorded as kind ``rrpc:{service_id}``. The current
+        official EnOS device SDKs have no RRPC handler (they do not answer it: the call times
+        out); the lab's device SDK (:mod:`enos_lab.device`) hands it to the service's handler.
         """
         model = self._model_of(product_key, device_key)
-        what = f"service {service_id!r}"
+        what = f"{'RRPC ' if rrpc else ''}service {service_id!r}"
+        if not isinstance(rrpc, bool):
+            raise InvalidArgument(f"{what}: rrpc must be True or False, got {rrpc!r}")
+        if rrpc and (not isinstance(service_id, str) or not service_id):
+            raise InvalidArgument(
+                f"RRPC: service_id must be a non-empty string, got {service_id!r}"
+            )
         given = {} if params is None else params
         if not isinstance(given, Mapping):
             raise InvalidArgument(f"{what}: params must be a mapping, got {given!r}")
@@ -162,17 +178,22 @@ class Control(LabCore):
                     exc.code,
                 ) from None
 
+        if rrpc:  # the topic carries a fresh rrpc id (the IoT hub's), the method the service
+            kind, item_id, method_service = TopicKind.RRPC_REQUEST, "", service_id
+        else:
+            kind, item_id, method_service = TopicKind.SERVICE_INVOKE, service_id, None
         return self._command(  # type: ignore[no-any-return]
             product_key,
             device_key,
-            TopicKind.SERVICE_INVOKE,
+            kind,
             dict(given),
-            item_id=service_id,
+            item_id=item_id,
             timeout=timeout,
             what=what,
             wait=wait,
             pending_ttl=pending_ttl,
             convert=output,
+            service_id=method_service,
         )
 
     def set_measurepoints(

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from enos_lab.enos import (
     Direction,
     TopicKind,
+    TopicMatch,
     command_reply_topic,
     filter_matches_request,
     parse_topic,
@@ -63,9 +64,10 @@ def test_parse_every_family(topic: str, kind: TopicKind, pk: str, dk: str, item:
     assert match is not None
     assert (match.kind, match.product_key, match.device_key, match.item_id) == (kind, pk, dk, item)
     assert not match.is_reply
-    reply = parse_topic(topic + "_reply")
-    if kind is not TopicKind.RRPC_REQUEST:
-        assert reply is not None and reply.is_reply and reply.kind is kind
+    reply = parse_topic(match.reply_topic)
+    assert reply is not None and reply.is_reply and reply.kind is kind
+    assert (reply.product_key, reply.device_key, reply.item_id) == (pk, dk, item)
+    assert reply.request_topic == match.request_topic
 
 
 @pytest.mark.parametrize(
@@ -84,6 +86,28 @@ def test_parse_every_family(topic: str, kind: TopicKind, pk: str, dk: str, item:
     ],
 )
 def test_topics_outside_the_catalogue(topic: str) -> None:
+    assert parse_topic(topic) is None
+
+
+def test_the_rrpc_response_is_the_reply_of_its_request() -> None:
+    response = parse_topic("/sys/pA/d1/rrpc/response/42")
+    assert response == TopicMatch(TopicKind.RRPC_REQUEST, "pA", "d1", "42", is_reply=True)
+    assert response.request_topic == "/sys/pA/d1/rrpc/request/42"
+    assert parse_topic("sys/pA/d1/rrpc/response/42") == response
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "/sys/pA/d1/rrpc/request/42_reply",  # answered on rrpc/response, never on _reply
+        "/sys/pA/d1/rrpc/response/42_reply",
+        "/sys/pA/d1/rrpc/response/",
+        "/sys/pA/d1/rrpc/response",
+        "/sys/pA/d1/rrpc/response/42/x",
+        "/sys/pA/d1/rrpc/other/42",
+    ],
+)
+def test_rrpc_topics_outside_the_catalogue(topic: str) -> None:
     assert parse_topic(topic) is None
 
 
@@ -124,7 +148,7 @@ def test_command_reply_topic_answers_rrpc_on_its_response_topic() -> None:
     # protocol reference 9.4: rrpc/request/{id} is answered on rrpc/response/{id}
     rrpc = parse_topic("/sys/pA/d1/rrpc/request/42")
     assert rrpc is not None
-    assert command_reply_topic(rrpc) == "/sys/pA/d1/rrpc/response/42"
+    assert command_reply_topic(rrpc) == rrpc.reply_topic == "/sys/pA/d1/rrpc/response/42"
     service = parse_topic("/sys/pA/d1/thing/service/reset")
     assert service is not None
     assert command_reply_topic(service) == "/sys/pA/d1/thing/service/reset_reply"
