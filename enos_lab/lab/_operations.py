@@ -89,11 +89,13 @@ class Operations(LabCore):
         item_id: str = "",
         wait: bool = True,
         timeout: float | None = None,
+        service_id: str | None = None,
     ) -> Reply | None:
         """Send a downstream command (service invocation, measurepoint set, ...) to a device.
 
         ``kind`` is the command's :class:`~enos_lab.enos.TopicKind` and ``item_id`` the service
-        or similar id in its topic. The device needs no subscription. With ``wait=True`` the
+        or similar id in its topic; ``service_id`` names the service of a legacy RRPC request
+        (``RRPC_REQUEST``, whose topic carries its rrpc id ``item_id``, a fresh one if empty). The device needs no subscription. With ``wait=True`` the
         device's reply is returned as it is, whatever its code (:class:`TimeoutError` after
         ``timeout`` [s], default the IoT hub's ``command_timeout``); with ``wait=False`` it
         returns ``None`` once the command is on its way. Raises
@@ -117,6 +119,7 @@ class Operations(LabCore):
                     item_id=item_id,
                     wait=wait,
                     timeout=timeout,
+                    service_id=service_id,
                 )
             )
         if kind.direction is not Direction.DOWN:
@@ -132,6 +135,7 @@ class Operations(LabCore):
                 item_id=item_id,
                 timeout=timeout,
                 convert=_as_is,
+                service_id=service_id,
             )
 
         handle = self.run(submit())

@@ -306,6 +306,11 @@ def test_send_command_names_the_rrpc_service_apart_from_its_id(tmp_path: Path) -
                 )
             )
             assert reply is not None and (reply.code, reply.data) == (200, {"accepted": True})
+            # the same through the facade, with a fresh rrpc id
+            reply = lab.send_command(
+                pk, "inv", TopicKind.RRPC_REQUEST, {"limit": 4}, service_id=SERVICE
+            )
+            assert reply is not None and (reply.code, reply.data) == (200, {"accepted": True})
             # without service_id the id names the service too (the topic's id, as before)
             reply = lab.send_command(pk, "inv", TopicKind.RRPC_REQUEST, {}, item_id="rr-9")
             assert reply is not None and (reply.code, reply.data) == (200, {"id": "rr-9"})
@@ -318,5 +323,6 @@ def test_send_command_names_the_rrpc_service_apart_from_its_id(tmp_path: Path) -
                     )
                 )
         sent.handle.cancel()
-        assert [event.item_id for event in sent.sent] == ["rr-1", "rr-9"]
+        first, fresh, last = (event.item_id for event in sent.sent)
+        assert (first, last) == ("rr-1", "rr-9") and fresh not in {"", first, last}
         assert [event.item_id for event in sent.replied] == ["rr-1", "rr-9"]
