@@ -95,8 +95,9 @@ class Operations(LabCore):
 
         ``kind`` is the command's :class:`~enos_lab.enos.TopicKind` and ``item_id`` the service
         or similar id in its topic; ``service_id`` names the service of a legacy RRPC request
-        (``RRPC_REQUEST``, whose topic carries its rrpc id ``item_id``, a fresh one if empty). The device needs no subscription. With ``wait=True`` the
-        device's reply is returned as it is, whatever its code (:class:`TimeoutError` after
+        (``RRPC_REQUEST``, whose topic carries its rrpc id ``item_id``, a fresh one if empty).
+        The device needs no subscription. With ``wait=True`` the device's reply is returned as
+        it is, whatever its code (:class:`TimeoutError` after
         ``timeout`` [s], default the IoT hub's ``command_timeout``); with ``wait=False`` it
         returns ``None`` once the command is on its way. Raises
         :class:`~enos_lab.errors.NotFound` for an unknown device and
