@@ -49,9 +49,11 @@ class Ota(LabCore):
 
     @property
     def firmware_url(self) -> str:
-        """The lab's firmware server (``http://127.0.0.1:port``); each firmware's own URL is
-        in :meth:`firmwares` (``file_url``)."""
-        return self._ota("firmware_url").server.base_url
+        """The lab's firmware server (``http://127.0.0.1:port``; started now if no firmware
+        was registered yet, which starts it too); each firmware's own URL is in
+        :meth:`firmwares` (``file_url``)."""
+        service = self._ota("firmware_url")
+        return self.run(service.serve())
 
     # -- the firmware registry ---------------------------------------------------------------
 
@@ -93,10 +95,7 @@ class Ota(LabCore):
             file_name=file_name,
         )
 
-        async def serve() -> None:
-            service.firmware_added(firmware)
-
-        self.run(serve())
+        self.run(service.firmware_added(firmware))
         return firmware
 
     def firmwares(self, product_key: str | None = None) -> pd.DataFrame:

@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from ..errors import DigestMismatch, OtaError
 
 __all__ = ["FirmwareOffer", "afetch_firmware", "check_image", "failure_step", "fetch_firmware"]
@@ -117,6 +115,8 @@ async def afetch_firmware(
     firmware: Mapping[str, Any] | FirmwareOffer | Any, *, timeout: float = 10.0
 ) -> bytes:
     """Coroutine form of :func:`fetch_firmware` (aiohttp). [timeout: s]"""
+    import aiohttp  # noqa: PLC0415 - loaded only by a device that downloads firmware
+
     offer = FirmwareOffer.of(firmware)
     if offer.file_size > MAX_FIRMWARE_SIZE:
         raise OtaError(f"firmware {offer.version}: {offer.file_size} bytes is too large")

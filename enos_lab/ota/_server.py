@@ -6,7 +6,8 @@ port unless told otherwise; bound to all interfaces, the URLs it gives name loop
 (127.0.0.1, or ::1 for ``::``). It serves ``GET`` and ``HEAD`` (with ``Range``) of
 ``/ota/firmware/{token}/{file name}`` for registered firmware only, looked up by the
 unguessable token each firmware gets when registered; anything else is 404, any other method
-405. It serves files, never lists them, and follows no path the request names.
+405. It serves files, never lists them, and follows no path the request names. aiohttp is
+imported when the server first starts, so that a lab that serves no firmware does not load it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from ._records import Firmware
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["FirmwareServer"]
 
@@ -39,8 +42,15 @@ class FirmwareServer:
         self.downloads = 0
         """How many firmware files were served (GET). [-]"""
 
+    @property
+    def running(self) -> bool:
+        """Whether the server listens."""
+        return self._runner is not None
+
     async def start(self, host: str, port: int = 0) -> None:
         """Listen on ``host``:``port`` (0: a free port)."""
+        from aiohttp import web  # noqa: PLC0415 - loaded only when firmware is served
+
         app = web.Application()
         app.router.add_get("/ota/firmware/{token}/{name}", self._serve)  # and HEAD
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -72,6 +82,8 @@ class FirmwareServer:
         return self.base_url + firmware.path()
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
+        from aiohttp import web  # noqa: PLC0415 - imported by start() already
+
         found = self._lookup(request.match_info["token"])
         if found is None or found[0].file_name != request.match_info["name"]:
             raise web.HTTPNotFound()

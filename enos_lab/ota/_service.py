@@ -138,6 +138,7 @@ class OtaService(CampaignOps, MemoryOta):
         self._timer = DeadlineTimer(clock, self._drive)
         self._presence: TapCallback | None = None
         self._closed = False
+        self._listen: tuple[str, int] = ("127.0.0.1", 0)  # where the firmware server listens
         self._tokens: dict[str, tuple[Firmware, Path]] = {}
 
     @classmethod
@@ -151,8 +152,10 @@ class OtaService(CampaignOps, MemoryOta):
         host: str,
         port: int = 0,
     ) -> OtaService:
-        """Open the records in ``data_dir``, start the firmware server on ``host``:``port``,
-        take up the campaigns left running and become ``iothub``'s OTA handler."""
+        """Open the records in ``data_dir``, take up the campaigns left running and become
+        ``iothub``'s OTA handler. The firmware server (on ``host``:``port``) starts once there
+        is firmware to serve: now if some is registered, else with the first
+        (:meth:`firmware_added`)."""
         records = await asyncio.to_thread(OtaRecords, data_dir / OTA_FILE)
 
         def product_exists(product_key: str) -> bool:
@@ -166,7 +169,9 @@ class OtaService(CampaignOps, MemoryOta):
         service = cls(records, firmware, iothub, registry, clock, tap)
         try:
             await asyncio.to_thread(service._load)
-            await service.server.start(host, port)
+            service._listen = (host, port)
+            if service._tokens:
+                await service.serve()
         except BaseException:
             await service.server.stop()
             await asyncio.to_thread(records.close)
@@ -216,9 +221,16 @@ class OtaService(CampaignOps, MemoryOta):
     def _lookup(self, token: str) -> tuple[Firmware, Path] | None:
         return self._tokens.get(token)
 
-    def firmware_added(self, firmware: Firmware) -> None:
-        """Serve a firmware just registered (on the loop)."""
+    async def serve(self) -> str:
+        """Start the firmware server unless it runs; its base URL (on the loop)."""
+        if not self.server.running and not self._closed:
+            await self.server.start(*self._listen)
+        return self.server.base_url
+
+    async def firmware_added(self, firmware: Firmware) -> None:
+        """Serve a firmware just registered (on the loop; starts the server if need be)."""
         self._tokens[firmware.token] = (firmware, self.firmware.file(firmware))
+        await self.serve()
 
     def firmware_removed(self, firmware: Firmware) -> None:
         """Stop serving a firmware just removed (on the loop)."""

@@ -173,3 +173,20 @@ def test_a_firmware_of_several_megabytes_downloads_whole(tmp_path: Path) -> None
         assert asyncio.run(afetch_firmware(offer)) == image
         with pytest.raises(DigestMismatch, match="bytes downloaded"):
             asyncio.run(afetch_firmware({**offer, "fileSize": firmware.size - 1}))
+
+
+def test_the_firmware_server_starts_with_the_first_firmware_and_again_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    with Lab(tmp_path / "lab", port=0, rng=random.Random(4)) as lab:
+        service = lab._running().ota
+        assert service is not None and not service.server.running  # nothing to serve yet
+        pk = lab.create_product("Meter").product_key
+        lab.add_firmware(pk, "1.0.0", IMAGE)
+        assert service.server.running
+        lab.stop()
+        lab.start()
+        # firmware registered: served from the start, before anyone asks for the URL
+        url = lab.firmwares(pk)["file_url"].iloc[0]
+        assert url.startswith("http://127.0.0.1:")
+        assert _get(url)[:2] == (200, IMAGE)
