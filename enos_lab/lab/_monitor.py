@@ -29,22 +29,24 @@ __all__ = ["FLEET_COLUMNS", "FLEET_SUMMARY_COLUMNS", "Monitoring"]
 FLEET_COLUMNS = (
     "product_key", "device_key", "name", "state", "gateway", "last_seen", "connected_since",
     "points", "points_per_minute", "events", "refused", "command_errors", "errors",
-    "disconnects", "latest_time", "latest",
+    "errors_per_minute", "disconnects", "latest_time", "latest",
 )  # fmt: skip
 """Columns of :meth:`Monitoring.fleet`: ``state`` online, offline, inactive or disabled;
 ``gateway`` ``(product_key, device_key)`` of a sub-device's gateway, else None; times tz-aware
 UTC (NaT: never); ``points`` stored and ``points_per_minute`` [1/min] over the last
 ``minutes`` of the lab clock; ``refused`` requests answered with an error code,
-``command_errors`` command replies with one, ``errors`` their sum; ``latest`` a dict
+``command_errors`` command replies with one, ``errors`` their sum and
+``errors_per_minute`` [1/min] their rate over the last ``minutes``; ``latest`` a dict
 ``{point_id: value}`` of the latest stored values (by event time), ``latest_time`` the newest
 of their times. Counters start when monitoring started."""
 
 FLEET_SUMMARY_COLUMNS = (
     "product_key", "devices", "online", "offline", "inactive", "disabled", "points",
-    "points_per_minute", "errors",
+    "points_per_minute", "errors", "errors_per_minute",
 )  # fmt: skip
 """Columns of :meth:`Monitoring.fleet_summary`: device counts per state, and sums of the
-fleet's ``points``, ``points_per_minute`` [1/min] and ``errors`` per product."""
+fleet's ``points``, ``points_per_minute`` [1/min], ``errors`` and ``errors_per_minute``
+[1/min] per product."""
 
 _CREATE_LOCK = threading.Lock()  # monitors are made once per lab: one lock for every lab
 
@@ -106,7 +108,8 @@ class Monitoring(LabCore):
             frame[column] = pd.to_datetime(frame[column], utc=True)
         for column in ("points", "events", "refused", "command_errors", "errors", "disconnects"):
             frame[column] = frame[column].astype("int64")
-        frame["points_per_minute"] = frame["points_per_minute"].astype("float64")
+        for column in ("points_per_minute", "errors_per_minute"):
+            frame[column] = frame[column].astype("float64")
         return frame
 
     afleet = coroutine_form_of(fleet)
@@ -115,7 +118,8 @@ class Monitoring(LabCore):
         """One row per product that has devices, columns :data:`FLEET_SUMMARY_COLUMNS`:
         devices per state (online, offline, inactive, disabled) and the sums of the fleet's
         ``points``, ``points_per_minute`` (over the last ``minutes`` of the lab clock)
-        [1/min] and ``errors`` (see :meth:`fleet`; this call starts monitoring)."""
+        [1/min], ``errors`` and ``errors_per_minute`` [1/min] (see :meth:`fleet`; this call
+        starts monitoring)."""
         frame = self.fleet(minutes=minutes)
         columns = list(FLEET_SUMMARY_COLUMNS)
         if frame.empty:
@@ -129,6 +133,7 @@ class Monitoring(LabCore):
             points=("points", "sum"),
             points_per_minute=("points_per_minute", "sum"),
             errors=("errors", "sum"),
+            errors_per_minute=("errors_per_minute", "sum"),
         )
         summary = sums.join(states[["online", "offline", "inactive", "disabled"]])
         summary = summary.reset_index()[columns]
@@ -219,12 +224,13 @@ def _fleet_row(
             since = device.last_online_at
     if count is None:
         points = events = refused = command_errors = disconnects = 0
-        rate = 0.0
+        rate = error_rate = 0.0
     else:
         points, events = count.points, count.events
         refused, command_errors = count.refused, count.command_errors
         disconnects = count.disconnects
         rate = count.per_minute(now_ms, minutes)
+        error_rate = count.per_minute(now_ms, minutes, errors=True)
     values, latest_time = latest
     return (
         device.product_key,
@@ -240,6 +246,7 @@ def _fleet_row(
         refused,
         command_errors,
         refused + command_errors,
+        error_rate,
         disconnects,
         latest_time,
         values,

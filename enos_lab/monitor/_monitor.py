@@ -12,8 +12,9 @@ nothing, so they are not on the tap). Every counter starts at the attachment.
 Everything runs on the lab's loop (the tap's callbacks and the hook are called there; read a
 :meth:`Monitor.snapshot` there too). Arrival times come from the lab's clock, so that rates
 follow a :class:`~enos_lab.clock.SimulatedClock`: points and refusals are also counted in
-per-minute buckets of the clock (the last ``minutes`` of them per device), from which
-:meth:`DeviceCounts.per_minute` gives a rate over the last N minutes.
+per-minute buckets of the clock (the last ``minutes`` of them per device), and so are errors
+(refusals and command replies with an error code), from which :meth:`DeviceCounts.per_minute`
+gives a rate over the last N minutes.
 
 Bounds: at most ``max_devices`` devices are counted (the first seen); what the others do is
 only added to :attr:`Monitor.untracked`. Each device keeps at most ``minutes`` buckets of each
@@ -87,6 +88,7 @@ class DeviceCounts:
         "commands_replied",
         "connected_since_ms",
         "disconnects",
+        "error_minutes",
         "events",
         "last_reason",
         "last_seen_ms",
@@ -95,7 +97,6 @@ class DeviceCounts:
         "point_minutes",
         "points",
         "refused",
-        "refused_minutes",
     )
 
     def __init__(self, minutes: int) -> None:
@@ -122,12 +123,13 @@ class DeviceCounts:
         self.last_seen_ms: int | None = None
         """When the lab last heard of it (data, presence, login, reply, refusal). [ms]"""
         self.point_minutes = _Buckets(minutes)
-        self.refused_minutes = _Buckets(minutes)
+        self.error_minutes = _Buckets(minutes)
 
-    def per_minute(self, now_ms: int, minutes: int, *, refused: bool = False) -> float:
-        """Points (or refusals) per minute over the last ``minutes`` whole minutes of the lab
-        clock up to ``now_ms``, the current minute included. [1/min]"""
-        buckets = self.refused_minutes if refused else self.point_minutes
+    def per_minute(self, now_ms: int, minutes: int, *, errors: bool = False) -> float:
+        """Points (or ``errors``: refusals and command replies with an error code) per minute
+        over the last ``minutes`` whole minutes of the lab clock up to ``now_ms``, the current
+        minute included. [1/min]"""
+        buckets = self.error_minutes if errors else self.point_minutes
         return buckets.since(now_ms // _MINUTE_MS - minutes + 1) / minutes
 
     def copy(self) -> DeviceCounts:
@@ -272,6 +274,7 @@ class Monitor:
             counts.commands_replied += 1
             if event.code != _OK:
                 counts.command_errors += 1
+                counts.error_minutes.add(self._clock.time_ms() // _MINUTE_MS, 1)
 
     def on_refused(self, keys: Keys, kind: str, code: int) -> None:
         """The IoT hub's refusal hook (:attr:`~enos_lab.iothub.IotHub.on_refused`): count a
@@ -283,7 +286,7 @@ class Monitor:
         now = self._clock.time_ms()
         counts.refused += 1
         counts.last_seen_ms = now
-        counts.refused_minutes.add(now // _MINUTE_MS, 1)
+        counts.error_minutes.add(now // _MINUTE_MS, 1)
 
     # -- reading ------------------------------------------------------------------------------
 

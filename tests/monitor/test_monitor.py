@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from enos_sdk_helpers import WAIT, running_lab
 
-from enos_lab import Lab
+from enos_lab import Lab, TopicKind
 from enos_lab.clock import SimulatedClock, from_epoch_ms
 from enos_lab.device import Device
 from enos_lab.errors import InvalidArgument, NotFound, RequestFailed
@@ -65,6 +65,9 @@ def test_fleet_shows_state_traffic_rates_errors_and_latest_values(tmp_path: Path
                 # a post failing the model is refused (not stored, not on the tap): an error
                 with pytest.raises(RequestFailed):
                     m1.post_measurepoints({"no_such_point": 1.0}, clock.time_ms())
+                # a command m0 has no handler for: answered with an error code, an error too
+                reply = lab.send_command(pk, "m0", TopicKind.SERVICE_INVOKE, {}, item_id="nope")
+                assert reply is not None and reply.code != 200
                 fleet = lab.fleet(pk)
             wait_presence(lab, presence, 2)  # both disconnected
         after = lab.fleet(pk, minutes=10)
@@ -78,10 +81,13 @@ def test_fleet_shows_state_traffic_rates_errors_and_latest_values(tmp_path: Path
     assert by.loc["m0", "points_per_minute"] == pytest.approx(4 * 6 / 5)
     assert by.loc["m1", "points_per_minute"] == pytest.approx(4 / 5)
     assert list(by["refused"]) == [0, 1, 0, 0]
-    assert list(by["errors"]) == [0, 1, 0, 0]
+    assert list(by["command_errors"]) == [1, 0, 0, 0]
+    assert list(by["errors"]) == [1, 1, 0, 0]
+    assert list(by["errors_per_minute"]) == pytest.approx([1 / 5, 1 / 5, 0, 0])  # minute 10
     assert by.loc["m0", "connected_since"] == pd.Timestamp(T0, unit="ms", tz="UTC")
     assert by.loc["m1", "last_seen"] == pd.Timestamp(T0 + 10 * MIN, unit="ms", tz="UTC")
-    assert by.loc["m0", "last_seen"] == pd.Timestamp(T0 + 9 * MIN, unit="ms", tz="UTC")
+    # m0's last word is its answer to the command, in minute 10
+    assert by.loc["m0", "last_seen"] == pd.Timestamp(T0 + 10 * MIN, unit="ms", tz="UTC")
     assert pd.isna(by.loc["m2", "last_seen"]) and pd.isna(by.loc["m2", "connected_since"])
     assert by.loc["m0", "latest"] == {"active_power": 19.0, "reactive_power": 232.0}
     assert by.loc["m1", "latest"] == {"frequency": 50.0}
