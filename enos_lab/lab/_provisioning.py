@@ -284,8 +284,10 @@ class Provisioning(LabCore):
         registered later with the same key. ``purge=True`` also deletes that history, in one
         store transaction (:meth:`~enos_lab.store.TimeSeriesStore.delete_device`), the
         device's alert records (active ones included, with the alert engine's state on it), its
-        command records and cached commands (``commands.sqlite3``) and its configuration
-        history (``config.sqlite3``).
+        command records and cached commands (``commands.sqlite3``), its configuration history
+        (``config.sqlite3``) and its firmware upgrade rows (``ota.sqlite3``). Either way a
+        firmware upgrade in progress ends ``aborted`` and the firmware version it reported is
+        forgotten.
 
         The key can be registered again: a new device with a fresh secret (how EnOS
         re-activates a device). Raises :class:`~enos_lab.errors.NotFound` for an unknown
@@ -369,6 +371,9 @@ class Provisioning(LabCore):
     ) -> Device:
         device = await iothub.delete_device(product_key, device_key)
         await self._until_offline(product_key, device_key)
+        ota = self._running().ota
+        if ota is not None:  # its upgrade in progress ends; its firmware version is forgotten
+            ota.device_deleted(product_key, device_key, purge=purge)
         if purge:
             await self._purge_history(product_key, device_key)
         return device

@@ -327,6 +327,21 @@ class OtaRecords:
         rows = self._all("SELECT product_key, device_key, version FROM versions")
         return {(row[0], row[1]): row[2] for row in rows}
 
+    def forget_device(self, product_key: str, device_key: str, *, upgrades: bool) -> int:
+        """Delete the version a deleted device reported and, with ``upgrades`` (a purge), its
+        upgrade rows; returns how many upgrade rows."""
+        keys = (product_key, device_key)
+        with self._lock:
+            db = self._conn()
+            db.execute("DELETE FROM versions WHERE product_key=? AND device_key=?", keys)
+            if not upgrades:
+                return 0
+            return int(
+                db.execute(
+                    "DELETE FROM upgrades WHERE product_key=? AND device_key=?", keys
+                ).rowcount
+            )
+
     # -- campaigns and upgrades -------------------------------------------------------------
 
     def next_campaign_seq(self) -> int:

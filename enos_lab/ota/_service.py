@@ -102,6 +102,7 @@ FAILURE_STEPS: Mapping[str, str] = {
 
 _WRITE_FAILED = "-4"
 _POWER_LOSS = "power loss"
+_DELETED = "the device was deleted"
 _Keys = tuple[str, str]
 
 
@@ -417,6 +418,20 @@ class OtaService(CampaignOps, MemoryOta):
         self._finish(upgrade, UpgradeState.FAILED, now, error)
         if campaign is not None:
             self._check_abort(campaign, now)
+
+    def device_deleted(self, product_key: str, device_key: str, *, purge: bool = False) -> int:
+        """A device was deleted (on the loop): its upgrade in progress ends ``aborted`` ("the
+        device was deleted"; its campaign goes on without it), the version it reported is
+        forgotten (a device registered again under its key is a new one), and with ``purge``
+        its upgrade rows are deleted too; returns how many."""
+        keys = (product_key, device_key)
+        upgrade = self._active.get(keys)
+        if upgrade is not None:
+            self._finish(upgrade, UpgradeState.ABORTED, self._clock.time_ms(), _DELETED)
+        self.versions.pop(keys, None)
+        removed = self.records.forget_device(product_key, device_key, upgrades=purge)
+        self._drive()
+        return removed
 
     def state(self, product_key: str, device_key: str) -> UpgradeState | None:
         """The state of the device's latest upgrade (None: never targeted)."""

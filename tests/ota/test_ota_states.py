@@ -332,3 +332,35 @@ def test_a_sub_device_is_upgraded_through_its_gateway(tmp_path: Path) -> None:
             sub = gateway.login_sub_device(sub_pk, "s1", sub_secret)
             sub.report_version("1.1.0")
             assert lab.ota_state(sub_pk, "s1") == "succeeded"
+
+
+def test_a_deleted_target_leaves_its_campaign_and_its_version_is_forgotten(
+    tmp_path: Path,
+) -> None:
+    with _lab(tmp_path / "lab") as lab:
+        pk, meters = _fleet(lab, 3)
+        for meter in meters:
+            meter.start()
+        meters[1].close()  # m1 offline: its push waits for it
+        meters[2].close()
+        try:
+            campaign = lab.start_ota_campaign(pk, "1.1.0")
+            meters[0].push()
+            meters[0].progress("100")
+            meters[0].reboot("1.1.0")
+            lab.delete_device(pk, "m1")  # kept history
+            lab.delete_device(pk, "m2", purge=True)
+            states = lab.ota_campaign(campaign).set_index("device_key")
+            assert states.loc["m0", "state"] == "succeeded"
+            assert states.loc["m1", "state"] == "aborted"
+            assert states.loc["m1", "error"] == "the device was deleted"
+            assert "m2" not in states.index  # purged
+            campaigns = lab.ota_campaigns().set_index("campaign_id")
+            assert campaigns.loc[campaign, "state"] == "finished"  # not stuck "running"
+            # registered again under its key: a new device, with no firmware version yet
+            lab.register_device(pk, device_key="m1")
+            assert lab.iothub is not None and lab.iothub.firmware_version(pk, "m1") is None
+            with pytest.raises(OtaError, match="never reported a firmware version"):
+                lab.upgrade_device(pk, "m1", "1.1.0")
+        finally:
+            meters[0].close()
