@@ -99,6 +99,9 @@ class StreamEngineStats:
     """Derived points the store refused or failed to keep (logged)."""
     write_dropped: int = 0
     """Derived points dropped because ``max_pending`` rows were already waiting."""
+    deleted_dropped: int = 0
+    """Derived points dropped because their device was deleted (its last windows closed
+    after the deletion)."""
     timer_runs: int = 0
     """Times the engine's clock timer fired."""
     skips_by_device: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -443,6 +446,9 @@ class StreamEngine:
         rows = []
         for result in derived:
             pk, dk = d.output_device if d.output_device is not None else result.key
+            if not self._device_exists(pk, dk):  # deleted since: nothing new is stored for it
+                self.stats.deleted_dropped += 1
+                continue
             value = stream.cast(result.value)
             rows.append(PointRow(pk, dk, d.output_point, result.time_ms, value))
         room = max(0, self._max_pending - len(self._pending))

@@ -76,6 +76,7 @@ class Rig:
         self.engine, self.store, self.tap = engine, store, tap
         self.clock: SimulatedClock = engine._clock  # type: ignore[assignment]
         self.derived: TapSubscription = tap.subscribe(kinds=PointStored)
+        self.devices: set[tuple[str, str]] = set()  # the registered devices (rig() fills it)
 
     def post(
         self, device: str, time_ms: int, value: Any, *, resume: bool = False, point: str = "power"
@@ -120,8 +121,10 @@ async def rig(tmp_path: Path, **engine_kwargs: Any) -> AsyncIterator[Rig]:
         device_exists=lambda pk, dk: (pk, dk) in devices,
         **engine_kwargs,
     )
+    running = Rig(engine, store, tap)
+    running.devices = devices
     try:
-        yield Rig(engine, store, tap)  # the engine is on the tap while it runs a stream
+        yield running  # the engine is on the tap while it runs a stream
     finally:
         await engine.aclose()
         await asyncio.to_thread(store.close)
@@ -170,6 +173,21 @@ async def test_late_points_duplicates_and_disorder_within_the_lateness(tmp_path:
         assert await r.results("power_avg") == [("m1", T0 + 5 * MIN, (1.0 + 4.0 + 7.0) / 3)]
         stats = r.engine.windower_stats("avg5")
         assert (stats.points, stats.duplicates, stats.late, stats.emitted) == (5, 1, 1, 1)
+
+
+async def test_a_device_deleted_gets_no_derived_point_from_its_open_window(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path) as r:
+        r.define()
+        r.post("m1", T0 + 1 * MIN, 5.0)
+        r.post("m2", T0 + 1 * MIN, 6.0)
+        r.devices.discard((PK, "m2"))  # deleted while its window is open
+        await r.clock.advance_async(6 * 60)  # the clock closes both windows
+        assert await r.results("power_avg") == [("m1", T0 + 5 * MIN, 5.0)]
+        assert r.engine.stats.deleted_dropped == 1
+        stored = await asyncio.to_thread(r.store.query_points, ["m2"], "power_avg", product_key=PK)
+        assert stored.empty
 
 
 async def test_the_clock_closes_the_last_window_of_a_silent_device(tmp_path: Path) -> None:
