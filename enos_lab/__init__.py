@@ -48,6 +48,7 @@ What ``import enos_lab`` gives by name (``__all__``, sorted):
 - ``RegistryError``: a fault in the device registry.
 - ``Reply``: a device's reply to a command (``Lab.send_command``), or the hub's to a request.
 - ``RequestFailed``: the hub answered a device's request with a code other than 200.
+- ``RequestRefused``: tap event: the hub answered a device's request with an error code.
 - ``RequestTimeout``: no reply to a device's request in time (also a ``TimeoutError``).
 - ``RuleError``: a rule, alert or stream definition is invalid or failed.
 - ``SecretsError``: the lab key or a sealed secret cannot be used (wrong key file, altered value).
@@ -118,6 +119,7 @@ from .tap import (
     OtaStateChanged,
     PointStored,
     PresenceChanged,
+    RequestRefused,
     TagsChanged,
 )
 
@@ -166,6 +168,7 @@ __all__ = [
     "RegistryError",
     "Reply",
     "RequestFailed",
+    "RequestRefused",
     "RequestTimeout",
     "RuleError",
     "SecretsError",

@@ -26,8 +26,8 @@ batch of points costs one check. Who calls what, and when:
 ======================  ================================================================
 
 Requests the services refuse (an error reply: malformed JSON, a post failing the model, no write
-permission, ...) keep nothing, so they are not on the tap; :meth:`Emitter.refused` hands them to
-one optional hook, :attr:`Emitter.on_refused` (the lab's monitor; ``None``: nothing is done).
+permission, ...) keep nothing; :meth:`Emitter.refused` tells them as ``RequestRefused`` (built
+only while someone wants it, as every event).
 
 Presence changes are queued in the registry and written once per event-loop iteration
 (:class:`~enos_lab.iothub._sessions.Sessions`). Their events, and the logins they record, are
@@ -42,7 +42,7 @@ services recorded it. Mappings in events are read-only views.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -60,19 +60,17 @@ from ..tap import (
     OtaReported,
     PointStored,
     PresenceChanged,
+    RequestRefused,
     TagsChanged,
     Tap,
     TapEvent,
 )
 
-__all__ = ["Emitter", "RefusalHook"]
+__all__ = ["Emitter"]
 
 log = logging.getLogger(__name__)
 
 Keys = tuple[str, str]  # (product_key, device_key)
-
-RefusalHook = Callable[[Keys, str, int], object]
-"""``hook((product_key, device_key), kind, code)``: a request refused with an error reply."""
 
 
 class Emitter:
@@ -81,14 +79,12 @@ class Emitter:
     Use it on the services' event loop only.
     """
 
-    __slots__ = ("_clock", "_held", "on_refused", "tap")
+    __slots__ = ("_clock", "_held", "tap")
 
     def __init__(self, tap: Tap, clock: Clock) -> None:
         self.tap = tap
         self._clock = clock
         self._held: list[TapEvent] = []
-        self.on_refused: RefusalHook | None = None
-        """Called with each refused request (see :meth:`refused`); ``None``: not reported."""
 
     @classmethod
     def idle(cls) -> Emitter:
@@ -219,15 +215,11 @@ class Emitter:
     def refused(self, keys: Keys, kind: str, code: int) -> None:
         """A request of the device ``keys`` (the topic's device, or the connection's when the
         request was not readable or not allowed) on a topic of ``kind`` (a
-        :class:`~enos_lab.enos.TopicKind` name) was answered with the error ``code``: passed
-        to :attr:`on_refused` if set (an exception it raises is logged)."""
-        hook = self.on_refused
-        if hook is None:
-            return
-        try:
-            hook(keys, kind, int(code))
-        except Exception:  # a consumer's bug never stops the reply
-            log.exception("refusal hook %r failed", hook)
+        :class:`~enos_lab.enos.TopicKind` name) was answered with the error ``code``:
+        ``RequestRefused``."""
+        tap = self.tap
+        if tap.wants(RequestRefused):
+            tap.emit(RequestRefused(*keys, self._now(), kind, int(code)))
 
     # -- held until the presence log is written ----------------------------------------------
 

@@ -57,7 +57,7 @@ from ._apps import Applications
 from ._attributes import Attributes
 from ._commands import Commands
 from ._config import IotHubConfig, OtaHandler, RawCodec
-from ._emit import Emitter, RefusalHook
+from ._emit import Emitter
 from ._events import Events
 from ._gateways import Gateways
 from ._integration import Integration
@@ -219,23 +219,12 @@ class IotHub:
     @property
     def tap(self) -> Tap:
         """The device-data tap (:class:`~enos_lab.tap.Tap`): points stored, events posted,
-        attribute and tag changes, presence, logins, activations, command replies and OTA
-        reports, each after what it describes is kept. Consume it on the hub's loop
+        attribute and tag changes, presence, logins, activations, commands sent and replied,
+        OTA reports, each after what it describes is kept, and requests refused with an error
+        code (nothing kept). Consume it on the hub's loop
         (:meth:`~enos_lab.tap.Tap.add_callback`) or from anywhere
         (:meth:`~enos_lab.tap.Tap.subscribe`)."""
         return self._emit.tap
-
-    @property
-    def on_refused(self) -> RefusalHook | None:
-        """Called on the hub's loop as ``hook((product_key, device_key), kind, code)`` for each
-        request answered with an error code (refused posts are not on the tap: nothing was
-        kept); ``kind`` is the :class:`~enos_lab.enos.TopicKind` name. Default ``None``; the
-        lab's monitor sets it (:mod:`enos_lab.monitor`)."""
-        return self._emit.on_refused
-
-    @on_refused.setter
-    def on_refused(self, hook: RefusalHook | None) -> None:
-        self._emit.on_refused = hook
 
     @property
     def point_router(self) -> PointRouter | None:

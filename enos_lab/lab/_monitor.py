@@ -2,13 +2,11 @@
 
 Monitoring starts on the first monitoring call (:meth:`Monitoring.monitor`,
 :meth:`~Monitoring.fleet`, :meth:`~Monitoring.fleet_summary`): only then does the lab attach
-a :class:`~enos_lab.monitor.Monitor` to its tap and to the IoT hub's refusal hook, so that a
-lab nobody monitors pays nothing on ingest. Its counters (points in, events, errors, last
-seen) start there and live as long as the lab object (across restarts, like the tap); call
-``lab.monitor()`` right after ``start()`` to count from the beginning (after a restart,
-the new IoT hub's refusals are counted from the next monitoring call on; the tap's counts go
-on). Presence and lifecycle state come from the registry, latest values from the store, so
-they are whole from the first call.
+a :class:`~enos_lab.monitor.Monitor` to its tap, so that a lab nobody monitors pays nothing
+on ingest. Its counters (points in, events, errors, last seen) start there and live as long
+as the lab object (across restarts, like the tap); call ``lab.monitor()`` right after
+``start()`` to count from the beginning. Presence and lifecycle state come from the
+registry, latest values from the store, so they are whole from the first call.
 """
 
 from __future__ import annotations
@@ -146,9 +144,8 @@ class Monitoring(LabCore):
     # -- internals --------------------------------------------------------------------------
 
     def _monitor_ready(self, max_devices: int | None, minutes: int | None) -> Monitor:
-        """The lab's monitor, made on first use, attached to the tap and to the running IoT
-        hub's refusal hook (set again after a restart)."""
-        iothub = self._require_iothub("monitoring")
+        """The lab's monitor, made on first use and attached to the tap."""
+        self._require_iothub("monitoring")  # an anonymous lab has no IoT hub to count
         with _CREATE_LOCK:
             monitor = self._monitor
             if monitor is None:
@@ -167,12 +164,7 @@ class Monitoring(LabCore):
                     f"minutes={minutes!r}"
                 )
 
-        def ready() -> None:
-            monitor.attach(self.tap)
-            if iothub.on_refused != monitor.on_refused:
-                iothub.on_refused = monitor.on_refused
-
-        self.run(plain_call(ready))
+        self.run(plain_call(monitor.attach, self.tap))
         return monitor
 
 

@@ -3,10 +3,10 @@ fleet views (:meth:`Lab.fleet <enos_lab.lab.Lab.fleet>`, ``fleet_summary``), and
 recent event stream behind :meth:`Lab.events <enos_lab.lab.Lab.events>`.
 
 A :class:`Monitor` counts from the device-data tap (stored points as rows, events, presence,
-logins, command replies) and the IoT hub's refusal hook (requests answered with an error code),
-on the lab's clock, for at most ``max_devices`` devices. The lab attaches one on the first
-monitoring call (``lab.monitor()``, ``lab.fleet()``, ``lab.fleet_summary()``), so that ingest
-pays nothing until then; counting starts there (see :mod:`enos_lab.monitor._monitor`).
+logins, command replies, requests the IoT hub refused with an error code), on the lab's clock,
+for at most ``max_devices`` devices. The lab attaches one on the first monitoring call
+(``lab.monitor()``, ``lab.fleet()``, ``lab.fleet_summary()``), so that ingest pays nothing
+until then; counting starts there (see :mod:`enos_lab.monitor._monitor`).
 
 An :class:`EventLog` keeps the newest events of the tap (all kinds but stored points, which
 are in the store) in a bounded ring; the lab makes one with itself (see

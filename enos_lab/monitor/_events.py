@@ -44,6 +44,7 @@ from ..tap import (
     PointRowLike,
     PointStored,
     PresenceChanged,
+    RequestRefused,
     TagsChanged,
     Tap,
     TapCallback,
@@ -164,6 +165,8 @@ def describe(item: TapEvent | PointRowLike) -> EventRow:
         return (*keys, "login", text, None, item)
     if isinstance(item, DeviceActivated):
         return (*keys, "activated", "device secret issued by dynamic activation", None, item)
+    if isinstance(item, RequestRefused):
+        return (*keys, "refused", f"{item.request}: code {item.code}", item.code, item)
     if isinstance(item, CommandSent):
         name = f"{item.command} {item.item_id}".rstrip()
         return (*keys, "sent", f"{name} (request {item.request_id})", None, item)

@@ -1,17 +1,17 @@
-"""Per-device counters for monitoring, kept from the device-data tap and the IoT hub's refusals.
+"""Per-device counters for monitoring, kept from the device-data tap.
 
 Theory of operation
 -------------------
 A :class:`Monitor` costs nothing until it is :meth:`attached <Monitor.attach>`: then it adds
 one row consumer to the tap (:meth:`~enos_lab.tap.Tap.add_point_rows`: stored points are
-counted per device from the committed rows, no event object per point), one callback for the
-other kinds (events, presence, logins, command replies) and sets the IoT hub's refusal hook
-(:attr:`~enos_lab.iothub.IotHub.on_refused`: requests answered with an error code keep
-nothing, so they are not on the tap). Every counter starts at the attachment.
+counted per device from the committed rows, no event object per point) and one callback for
+the other kinds (events, presence, logins, command replies, requests refused with an error
+code). Every counter starts at the attachment; the tap outlives the lab's services, so the
+counting goes on across restarts.
 
-Everything runs on the lab's loop (the tap's callbacks and the hook are called there; read a
+Everything runs on the lab's loop (the tap's callbacks are called there; read a
 :meth:`Monitor.snapshot` there too). Arrival times come from the lab's clock, so that rates
-follow a :class:`~enos_lab.clock.SimulatedClock`: points and refusals are also counted in
+follow a :class:`~enos_lab.clock.SimulatedClock`: points are also counted in
 per-minute buckets of the clock (the last ``minutes`` of them per device), and so are errors
 (refusals and command replies with an error code), from which :meth:`DeviceCounts.per_minute`
 gives a rate over the last N minutes.
@@ -35,6 +35,7 @@ from ..tap import (
     EventPosted,
     PointRowLike,
     PresenceChanged,
+    RequestRefused,
     Tap,
     TapCallback,
     TapEvent,
@@ -192,8 +193,7 @@ class Monitor:
         return bool(self._handles)
 
     def attach(self, tap: Tap) -> None:
-        """Start counting what ``tap`` reports (idempotent). Set the IoT hub's refusal hook
-        with :meth:`refusals_to` as well."""
+        """Start counting what ``tap`` reports (idempotent)."""
         if self._handles:
             return
         self._attached_ms = self._clock.time_ms()
@@ -201,7 +201,13 @@ class Monitor:
             tap.add_point_rows(self._on_rows),
             tap.add_callback(
                 self._on_event,
-                kinds=(EventPosted, PresenceChanged, DeviceLoggedIn, CommandReplied),
+                kinds=(
+                    EventPosted,
+                    PresenceChanged,
+                    DeviceLoggedIn,
+                    CommandReplied,
+                    RequestRefused,
+                ),
             ),
         ]
 
@@ -274,19 +280,10 @@ class Monitor:
             counts.commands_replied += 1
             if event.code != _OK:
                 counts.command_errors += 1
-                counts.error_minutes.add(self._clock.time_ms() // _MINUTE_MS, 1)
-
-    def on_refused(self, keys: Keys, kind: str, code: int) -> None:
-        """The IoT hub's refusal hook (:attr:`~enos_lab.iothub.IotHub.on_refused`): count a
-        request of ``keys`` answered with the error ``code``."""
-        counts = self._counts(keys)
-        if counts is None:
-            self.untracked += 1
-            return
-        now = self._clock.time_ms()
-        counts.refused += 1
-        counts.last_seen_ms = now
-        counts.error_minutes.add(now // _MINUTE_MS, 1)
+                counts.error_minutes.add(now // _MINUTE_MS, 1)
+        elif isinstance(event, RequestRefused):
+            counts.refused += 1
+            counts.error_minutes.add(now // _MINUTE_MS, 1)
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from ._events import (
     OtaStateChanged,
     PointStored,
     PresenceChanged,
+    RequestRefused,
     TagsChanged,
     TapEvent,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "PointRowLike",
     "PointStored",
     "PresenceChanged",
+    "RequestRefused",
     "TagsChanged",
     "Tap",
     "TapCallback",

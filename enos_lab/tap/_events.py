@@ -25,6 +25,7 @@ __all__ = [
     "OtaStateChanged",
     "PointStored",
     "PresenceChanged",
+    "RequestRefused",
     "TagsChanged",
     "TapEvent",
 ]
@@ -98,6 +99,20 @@ class PresenceChanged:
     time: datetime
     online: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRefused:
+    """The IoT hub answered a device's request with an error ``code`` (malformed JSON, a post
+    failing the model, no permission, ...): nothing of it was kept. ``request`` is the topic
+    kind's name (``MEASUREPOINT_POST``, ...); the keys are the topic's device, or the
+    connection's when the request was not readable or not allowed."""
+
+    product_key: str
+    device_key: str
+    time: datetime
+    request: str
+    code: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +231,7 @@ TapEvent: TypeAlias = (
     | AttributesChanged
     | TagsChanged
     | PresenceChanged
+    | RequestRefused
     | CommandSent
     | CommandReplied
     | OtaReported

@@ -47,6 +47,7 @@ from ._events import (
     OtaStateChanged,
     PointStored,
     PresenceChanged,
+    RequestRefused,
     TagsChanged,
     TapEvent,
 )
@@ -78,6 +79,7 @@ EVENT_KINDS: tuple[type, ...] = (
     AttributesChanged,
     TagsChanged,
     PresenceChanged,
+    RequestRefused,
     CommandSent,
     CommandReplied,
     OtaReported,
@@ -96,6 +98,7 @@ KINDS: dict[str, tuple[type, ...]] = {
     "presence": (PresenceChanged,),
     "login": (DeviceLoggedIn,),
     "activation": (DeviceActivated,),
+    "refused": (RequestRefused,),
     "command": (CommandSent, CommandReplied),
     "ota": (OtaReported, OtaStateChanged),
     "alert": (AlertChanged,),

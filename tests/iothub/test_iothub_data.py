@@ -17,6 +17,7 @@ from enos_lab.errors import (
     ValidationError,
 )
 from enos_lab.iothub import IotHubConfig
+from enos_lab.tap import RequestRefused
 
 POST = "/sys/dirP/d1/thing/measurepoint/post"
 
@@ -397,7 +398,10 @@ async def test_raw_codec_upstream_and_downstream(env: Env) -> None:
     env.registry.create_product("Raw", product_key="rawP", model_id="meter", data_format="custom")
     env.iothub.register_codec("rawP", Codec())
     refused: list[tuple[tuple[str, str], str, int]] = []
-    env.iothub.on_refused = lambda keys, kind, code: refused.append((keys, kind, code))
+    env.iothub.tap.add_callback(
+        lambda e: refused.append(((e.product_key, e.device_key), e.request, e.code)),
+        kinds=RequestRefused,
+    )
     client = await env.device("rawP", "r1")
     topic = "/sys/rawP/r1/thing/model/up_raw"
     await client.subscribe(topic + "_reply")

@@ -24,6 +24,7 @@ from enos_lab.iothub._routes import Routes
 from enos_lab.iothub._sessions import Sessions
 from enos_lab.mqtt import ConnAck, Connect, PubAck, Publish, encode
 from enos_lab.store import MAX_EVENT_MS, MIN_EVENT_MS, PointRow, StoreConfig, TimeSeriesStore
+from enos_lab.tap import RequestRefused
 
 DELAY = 0.3  # [s] long enough to tell apart from an immediate CONNACK on a busy machine
 PY_TIMESTAMP = "1700000000000.123"  # str(time.time() * 1000) as the Python SDK sends it
@@ -158,9 +159,12 @@ async def test_rows_the_store_refuses_fail_alone(
     when they share a batch with other devices' rows. Fast-path posts of two devices in one
     event-loop iteration, then batch requests (general path) of two more: the good ones are
     stored and answered 200, the bad ones get the store's error with their own id; the refused
-    fast-path post is logged at ERROR. Both refusals reach the refusal hook."""
+    fast-path post is logged at ERROR. Both refusals are told on the tap (``RequestRefused``)."""
     refused: list[tuple[tuple[str, str], str, int]] = []
-    env.iothub.on_refused = lambda keys, kind, code: refused.append((keys, kind, code))
+    env.iothub.tap.add_callback(
+        lambda e: refused.append(((e.product_key, e.device_key), e.request, e.code)),
+        kinds=RequestRefused,
+    )
     clients = [await env.device("dirP", f"d{i}") for i in range(4)]
     topic = "/sys/dirP/{}/thing/measurepoint/post"
     for i, client in enumerate(clients):

@@ -17,7 +17,7 @@ from enos_lab.device import Device
 from enos_lab.errors import InvalidArgument, NotFound, RequestFailed
 from enos_lab.lab import FLEET_COLUMNS, FLEET_SUMMARY_COLUMNS
 from enos_lab.monitor import Monitor
-from enos_lab.tap import DeviceLoggedIn, PointStored, PresenceChanged, Tap
+from enos_lab.tap import DeviceLoggedIn, PointStored, PresenceChanged, RequestRefused, Tap
 
 T0 = 1_700_000_100_000  # [ms] 2023-11-14 22:15:00 UTC, a whole minute
 MIN = 60_000  # [ms]
@@ -132,11 +132,10 @@ def test_ingest_pays_nothing_until_monitoring_is_asked_for(tmp_path: Path) -> No
     with running_lab(tmp_path / "lab", seed=3, clock=clock) as lab:
         pk, _ = meters(lab, 1)
         assert not lab.tap.wants(PointStored)
-        assert lab.iothub is not None and lab.iothub.on_refused is None
         with device(lab, pk, "m0") as m0:
             assert m0.post_measurepoints({"active_power": 1.0}).ok  # before: not counted
             lab.monitor()
-            assert lab.tap.wants(PointStored) and lab.iothub.on_refused is not None
+            assert lab.tap.wants(PointStored)
             assert m0.post_measurepoints({"active_power": 2.0}).ok
             fleet = lab.fleet(pk)
         assert fleet.loc[0, "points"] == 1
@@ -160,7 +159,7 @@ def test_counters_are_bounded(tmp_path: Path) -> None:
         tap.emit_points(rows)
         clock.advance(60)
     tap.emit(DeviceLoggedIn("p", "d4", from_epoch_ms(T0), "c", 2))
-    monitor.on_refused(("p", "d9"), "MEASUREPOINT_POST", 1210)
+    tap.emit(RequestRefused("p", "d9", from_epoch_ms(T0), "MEASUREPOINT_POST", 1210))
     stats = monitor.stats
     assert (stats.devices, stats.max_devices) == (2, 2)
     assert stats.untracked == 3 * 2 * 10 + 2
@@ -208,3 +207,19 @@ def test_sub_devices_behind_a_gateway(tmp_path: Path) -> None:
     assert row["connected_since"] == pd.Timestamp(T0, unit="ms", tz="UTC")
     assert row["latest"] == {"active_power": 3.0}
     assert offline.loc[0, "state"] == "offline" and offline.loc[0, "disconnects"] == 1
+
+
+def test_refusals_are_counted_across_a_restart(tmp_path: Path) -> None:
+    clock = SimulatedClock(from_epoch_ms(T0))
+    with running_lab(tmp_path / "lab", seed=4, clock=clock) as lab:
+        pk, _ = meters(lab, 1)
+        lab.monitor()
+        lab.stop()
+        lab.start()  # new IoT hub services, the same tap and monitor: no call needed
+        with device(lab, pk, "m0") as m0, pytest.raises(RequestFailed):
+            m0.post_measurepoints({"no_such_point": 1.0})
+        row = lab.fleet(pk).iloc[0]
+        assert (row["refused"], row["errors"]) == (1, 1)
+        events = lab.events(kinds="refused")
+        assert list(events["detail"]) == ["MEASUREPOINT_POST: code 1204"]
+        assert list(events["code"]) == [1204]
