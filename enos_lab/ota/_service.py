@@ -139,6 +139,7 @@ class OtaService(CampaignOps, MemoryOta):
         self._timer = DeadlineTimer(clock, self._drive)
         self._presence: TapCallback | None = None
         self._closed = False
+        self._drive_pending = False  # a _drive_now is scheduled
         self._listen: tuple[str, int] = ("127.0.0.1", 0)  # where the firmware server listens
         self._tokens: dict[str, tuple[Firmware, Path]] = {}
 
@@ -291,7 +292,7 @@ class OtaService(CampaignOps, MemoryOta):
                 elif upgrade.pushed_ms is None:
                     upgrade.from_version = version
                     self._save(upgrade, now)
-            self._drive()  # only a device with an upgrade changes what is due
+            self._drive_soon()  # only a device with an upgrade changes what is due
 
     def progress(self, product_key: str, device_key: str, step: str, desc: str) -> int:
         """A device reported upgrade progress: 764 without an upgrade, 765 before its push,
@@ -313,7 +314,7 @@ class OtaService(CampaignOps, MemoryOta):
             name = FAILURE_STEPS[str(number)]
             error = f"step {number}: {name}" + (f" ({desc[:200]})" if desc else "")
             self._fail(upgrade, error, now, cause=str(number))
-            self._drive()
+            self._drive_soon()
         elif upgrade.state is not UpgradeState.REBOOTING:
             upgrade.progress = number
             if number == 100:
@@ -349,7 +350,7 @@ class OtaService(CampaignOps, MemoryOta):
             upgrade.deadline_ms = None
             self._save(upgrade, now)
         if event.online:
-            self._drive()
+            self._drive_soon()
 
     # -- state changes ----------------------------------------------------------------------------
 
@@ -462,6 +463,18 @@ class OtaService(CampaignOps, MemoryOta):
         return self.state(*keys)
 
     # -- the scheduler ---------------------------------------------------------------------------
+
+    def _drive_soon(self) -> None:
+        """:meth:`_drive` once, at the end of this pass of the loop: what many devices report
+        together (a wave rebooting, a fleet coming back online) costs one pass over the
+        upgrades, not one per report."""
+        if not self._drive_pending and not self._closed:
+            self._drive_pending = True
+            asyncio.get_running_loop().call_soon(self._drive_now)
+
+    def _drive_now(self) -> None:
+        self._drive_pending = False
+        self._drive()
 
     def _drive(self) -> None:
         """Time out, push, release waves, finish campaigns; arm the timer (idempotent)."""
@@ -589,4 +602,4 @@ class OtaService(CampaignOps, MemoryOta):
                 f"the device answered the upgrade push with code {reply.code}{message}",
                 self._clock.time_ms(),
             )
-            self._drive()
+            self._drive_soon()
