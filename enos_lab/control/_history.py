@@ -10,20 +10,17 @@ and ``pushed`` (cloud changes: whether the change reached the device's live conn
 write is one transaction.
 
 Bounded: rows older than ``keep`` (default 30 days) are deleted and at most ``max_history``
-are kept (the most recent; the defaults are the command records', :mod:`._records`); writes
-prune once per :data:`~enos_lab.control.PRUNE_EVERY` of the clock's time,
-and as soon as a tenth of ``max_history`` rows was written since the last prune (a device
-flooding attribute updates cannot grow the file for an hour).
+are kept (the most recent; the defaults are the command records'). Writes prune as
+:class:`~enos_lab._sqlite.PrunedRecords` does: once per :data:`~enos_lab.control.PRUNE_EVERY`
+of the clock's time, and as soon as a tenth of ``max_history`` rows was written since the
+last prune (a device flooding attribute updates cannot grow the file for an hour).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
@@ -32,11 +29,11 @@ from typing import Any
 
 import pandas as pd
 
-from .._sqlite import check_retention, open_records
+from .._sqlite import PrunedRecords
 from ..clock import Clock, SystemClock
-from ..errors import ClosedError, InvalidArgument, StoreError
+from ..errors import InvalidArgument, StoreError
 from ..store import TimeLike, as_ms
-from ._records import KEEP, MAX_HISTORY, PRUNE_EVERY
+from ._records import KEEP, MAX_HISTORY
 
 __all__ = [
     "CONFIG_COLUMNS",
@@ -134,7 +131,7 @@ def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-class ConfigHistory:
+class ConfigHistory(PrunedRecords):
     """The configuration history in the SQLite file ``path`` (created 0600 if missing;
     ``":memory:"`` for one that lives as long as the object).
 
@@ -142,6 +139,13 @@ class ConfigHistory:
     kept (``None``: forever), ``max_history`` how many at most (``None``: no limit). Usable from
     any thread; :meth:`close` it when done.
     """
+
+    _WHAT = "configuration history"
+    _EXPIRED_SQL = "DELETE FROM changes WHERE time_ms < ?"
+    _OVERFLOW_SQL = (
+        "DELETE FROM changes WHERE rowid IN (SELECT rowid FROM changes "
+        "ORDER BY time_ms DESC, rowid DESC LIMIT -1 OFFSET ?)"
+    )
 
     def __init__(
         self,
@@ -151,52 +155,9 @@ class ConfigHistory:
         keep: timedelta | None = KEEP,
         max_history: int | None = MAX_HISTORY,
     ) -> None:
-        self._clock: Clock = clock or SystemClock()
-        self._keep_ms = check_retention("ConfigHistory", keep, max_history)
-        self._max_history = max_history
-        self._lock = threading.RLock()
-        self._path = str(path)
-        self._closed = False
-        self._db = open_records(
-            path,
-            schema=_SCHEMA,
-            version=_SCHEMA_VERSION,
-            what="configuration history",
-            error=StoreError,
+        super().__init__(
+            path, _SCHEMA, _SCHEMA_VERSION, StoreError, clock or SystemClock(), keep, max_history
         )
-        self._next_prune_ms = self._clock.time_ms()
-        self._written = 0  # rows written since the last prune
-        # a device flooding attribute updates must not grow the file for an hour: writes
-        # also prune once a tenth of max_history was written since the last prune
-        self._prune_rows = None if max_history is None else max(1, max_history // 10)
-
-    def __repr__(self) -> str:
-        return f"ConfigHistory({self._path!r})"
-
-    def close(self) -> None:
-        """Close the database; further calls raise :class:`~enos_lab.errors.ClosedError`."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._closed:
-                raise ClosedError(f"the configuration history {self._path} is closed")
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                now = self._clock.time_ms()
-                rows = self._prune_rows
-                if now >= self._next_prune_ms or (rows is not None and self._written >= rows):
-                    self._prune(now)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     def record(self, changes: Iterable[ConfigChange], at_ms: int | None = None) -> int:
         """Write ``changes`` made at ``at_ms`` (default: now) [ms since the epoch]; returns
@@ -220,7 +181,7 @@ class ConfigHistory:
         if not rows:
             return 0
         with self._transaction() as db:
-            self._written += len(rows)
+            self._wrote(len(rows))
             db.executemany(
                 "INSERT INTO changes (time_ms, product_key, device_key, kind, key, old_value, "
                 "new_value, source, actor, pushed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -235,33 +196,6 @@ class ConfigHistory:
                 "DELETE FROM changes WHERE product_key = ? AND device_key = ?",
                 (product_key, device_key),
             ).rowcount
-
-    def prune(self, now: TimeLike | None = None) -> int:
-        """Delete the changes beyond ``keep`` and ``max_history`` at ``now`` (default: the
-        clock's now); returns how many were deleted."""
-        now_ms = self._clock.time_ms() if now is None else as_ms(now, "now")
-        with self._lock:
-            if self._closed:
-                raise ClosedError(f"the configuration history {self._path} is closed")
-            return self._prune(now_ms)
-
-    def _prune(self, now_ms: int) -> int:
-        self._next_prune_ms = now_ms + round(PRUNE_EVERY.total_seconds() * 1000)
-        self._written = 0
-        deleted = 0
-        if self._keep_ms is not None:
-            deleted += self._db.execute(
-                "DELETE FROM changes WHERE time_ms < ?", (now_ms - self._keep_ms,)
-            ).rowcount
-        if self._max_history is not None:
-            deleted += self._db.execute(
-                "DELETE FROM changes WHERE rowid IN (SELECT rowid FROM changes "
-                "ORDER BY time_ms DESC, rowid DESC LIMIT -1 OFFSET ?)",
-                (self._max_history,),
-            ).rowcount
-        if deleted:
-            log.info("pruned %d configuration change(s) from %s", deleted, self._path)
-        return deleted
 
     def frame(
         self,
@@ -302,10 +236,8 @@ class ConfigHistory:
             where.append("time_ms < ?")
             args.append(as_ms(end, "end"))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
-        with self._lock:
-            if self._closed:
-                raise ClosedError(f"the configuration history {self._path} is closed")
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT time_ms, product_key, device_key, kind, key, old_value, new_value, "
                 f"source, actor, pushed FROM changes{clause} ORDER BY time_ms, rowid",
                 args,

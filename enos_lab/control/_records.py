@@ -21,10 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
@@ -34,9 +30,9 @@ from typing import Any
 
 import pandas as pd
 
-from .._sqlite import check_retention, open_records
+from .._sqlite import PRUNE_EVERY, PrunedRecords
 from ..clock import Clock, SystemClock
-from ..errors import ClosedError, InvalidArgument, NotFound, StoreError
+from ..errors import InvalidArgument, NotFound, StoreError
 from ..store import TimeLike, as_ms
 
 __all__ = [
@@ -58,8 +54,6 @@ KEEP = timedelta(days=30)
 """How long finished commands are kept by default."""
 MAX_HISTORY = 100_000
 """Most finished commands kept by default (the most recent). [records]"""
-PRUNE_EVERY = timedelta(hours=1)
-"""Writes prune history at most this often (lab clock time)."""
 
 
 class CommandStatus(Enum):
@@ -182,7 +176,7 @@ def _record_of(row: tuple[Any, ...]) -> CommandRecord:
     return CommandRecord(*values)
 
 
-class CommandRecords:
+class CommandRecords(PrunedRecords):
     """Command records in the SQLite file ``path`` (created 0600 if missing; ``":memory:"``
     for records that live as long as the object).
 
@@ -191,6 +185,14 @@ class CommandRecords:
     limit); ``rng`` makes command ids (default: the OS's secure source). Usable from any
     thread; :meth:`close` it when done.
     """
+
+    _WHAT = "command records"
+    # commands still waiting are never pruned
+    _EXPIRED_SQL = "DELETE FROM commands WHERE finished_ms IS NOT NULL AND created_ms < ?"
+    _OVERFLOW_SQL = (
+        "DELETE FROM commands WHERE command_id IN (SELECT command_id FROM commands "
+        "WHERE finished_ms IS NOT NULL ORDER BY created_ms DESC, rowid DESC LIMIT -1 OFFSET ?)"
+    )
 
     def __init__(
         self,
@@ -201,51 +203,10 @@ class CommandRecords:
         max_history: int | None = MAX_HISTORY,
         rng: Random | None = None,
     ) -> None:
-        self._clock: Clock = clock or SystemClock()
-        self._keep_ms = check_retention("CommandRecords", keep, max_history)
-        self._max_history = max_history
-        self._rng: Random = rng or secrets.SystemRandom()
-        self._lock = threading.RLock()
-        self._path = str(path)
-        self._closed = False
-        self._db = open_records(
-            path, schema=_SCHEMA, version=_SCHEMA_VERSION, what="command records", error=StoreError
+        super().__init__(
+            path, _SCHEMA, _SCHEMA_VERSION, StoreError, clock or SystemClock(), keep, max_history
         )
-        self._next_prune_ms = self._clock.time_ms()
-
-    def __repr__(self) -> str:
-        return f"CommandRecords({self._path!r})"
-
-    def close(self) -> None:
-        """Close the database; further calls raise :class:`~enos_lab.errors.ClosedError`."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._closed:
-                raise ClosedError(f"the command records {self._path} are closed")
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                now = self._clock.time_ms()
-                if now >= self._next_prune_ms:
-                    self._prune(now)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-
-    @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._closed:
-                raise ClosedError(f"the command records {self._path} are closed")
-            yield self._db
+        self._rng: Random = rng or secrets.SystemRandom()
 
     # ---------------------------------------------------------------- writes
 
@@ -352,34 +313,6 @@ class CommandRecords:
             ).rowcount
             if not changed:
                 raise NotFound(f"no command {command_id!r}")
-
-    def prune(self, now: TimeLike | None = None) -> int:
-        """Delete the finished commands beyond ``keep`` and ``max_history`` at ``now``
-        (default: the clock's now); returns how many were deleted."""
-        now_ms = self._clock.time_ms() if now is None else as_ms(now, "now")
-        with self._lock:
-            if self._closed:
-                raise ClosedError(f"the command records {self._path} are closed")
-            return self._prune(now_ms)
-
-    def _prune(self, now_ms: int) -> int:
-        self._next_prune_ms = now_ms + round(PRUNE_EVERY.total_seconds() * 1000)
-        deleted = 0
-        if self._keep_ms is not None:
-            deleted += self._db.execute(
-                "DELETE FROM commands WHERE finished_ms IS NOT NULL AND created_ms < ?",
-                (now_ms - self._keep_ms,),
-            ).rowcount
-        if self._max_history is not None:
-            deleted += self._db.execute(
-                "DELETE FROM commands WHERE command_id IN (SELECT command_id FROM commands "
-                "WHERE finished_ms IS NOT NULL ORDER BY created_ms DESC, rowid DESC "
-                "LIMIT -1 OFFSET ?)",
-                (self._max_history,),
-            ).rowcount
-        if deleted:
-            log.info("pruned %d finished command record(s) from %s", deleted, self._path)
-        return deleted
 
     # ---------------------------------------------------------------- reads
 
