@@ -4,8 +4,9 @@ configuration history).
 Each is one SQLite file (0600, WAL, ``synchronous=NORMAL``) with its schema and a schema
 version in ``PRAGMA user_version``; a file of a newer version is refused rather than misread.
 Each keeps finished records for a while (``keep``) and up to a number (``max_history``).
-:class:`PrunedRecords` is the plumbing the command records and the configuration history share:
-a locked connection, write transactions that prune when due, and the prune itself.
+:class:`PrunedRecords` is the plumbing the three share: a locked connection, write
+transactions that prune when due, and the prune itself (the alert records put their own
+batched transactions over it).
 """
 
 from __future__ import annotations

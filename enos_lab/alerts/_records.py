@@ -25,7 +25,6 @@ import json
 import logging
 import secrets
 import sqlite3
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
@@ -35,7 +34,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._sqlite import check_retention, open_records
+from .._sqlite import PRUNE_EVERY, PrunedRecords
 from ..clock import Clock, SystemClock
 from ..errors import ClosedError, InvalidArgument, NotFound, RuleError
 from ..store import Ids, TimeLike, as_ms, id_list
@@ -67,8 +66,6 @@ KEEP = timedelta(days=90)
 """How long recovered alerts are kept by default (EnOS searches 3 months of history)."""
 MAX_HISTORY = 1_000_000
 """Most recovered alerts kept by default (the most recently recovered). [records]"""
-PRUNE_EVERY = timedelta(hours=1)
-"""Writes prune history at most this often (lab clock time)."""
 
 _SCHEMA_VERSION = 1
 
@@ -116,7 +113,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_active
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM alerts"
 
 
-class AlertRecords:
+class AlertRecords(PrunedRecords):
     """Alert records in the SQLite file ``path`` (created 0600 if missing; ``":memory:"`` for
     records that live as long as the object).
 
@@ -127,6 +124,14 @@ class AlertRecords:
     when done (or use it as a context manager).
     """
 
+    _WHAT = "alert records"
+    # active alerts are never pruned
+    _EXPIRED_SQL = "DELETE FROM alerts WHERE recover_ms IS NOT NULL AND recover_ms < ?"
+    _OVERFLOW_SQL = (
+        "DELETE FROM alerts WHERE event_id IN (SELECT event_id FROM alerts "
+        "WHERE recover_ms IS NOT NULL ORDER BY recover_ms DESC, rowid DESC LIMIT -1 OFFSET ?)"
+    )
+
     def __init__(
         self,
         path: str | Path,
@@ -136,34 +141,17 @@ class AlertRecords:
         max_history: int | None = MAX_HISTORY,
         rng: Random | None = None,
     ) -> None:
-        self._clock: Clock = clock or SystemClock()
-        self._keep_ms = check_retention("AlertRecords", keep, max_history)
-        self._max_history = max_history
-        self._rng: Random = rng or secrets.SystemRandom()
-        self._lock = threading.RLock()
-        self._path = str(path)
-        self._closed = False
-        self._batching = False  # inside batch(): writes join one transaction
-        self._db = open_records(
-            path, schema=_SCHEMA, version=_SCHEMA_VERSION, what="alert records", error=RuleError
+        super().__init__(
+            path, _SCHEMA, _SCHEMA_VERSION, RuleError, clock or SystemClock(), keep, max_history
         )
-        self._next_prune_ms = self._clock.time_ms()
-
-    def __repr__(self) -> str:
-        return f"AlertRecords({self._path!r})"
+        self._rng: Random = rng or secrets.SystemRandom()
+        self._batching = False  # inside batch(): writes join one transaction
 
     def __enter__(self) -> AlertRecords:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def close(self) -> None:
-        """Close the database; further calls raise :class:`~enos_lab.errors.ClosedError`."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
 
     # ---------------------------------------------------------------- plumbing
 
@@ -508,26 +496,6 @@ class AlertRecords:
         now_ms = self._clock.time_ms() if now is None else as_ms(now, "now")
         with self._transaction(prune=False):
             return self._prune(now_ms)
-
-    def _prune(self, now_ms: int) -> int:
-        """Prune inside the caller's transaction; the next automatic prune is due later."""
-        self._next_prune_ms = now_ms + round(PRUNE_EVERY.total_seconds() * 1000)
-        deleted = 0
-        if self._keep_ms is not None:
-            deleted += self._db.execute(
-                "DELETE FROM alerts WHERE recover_ms IS NOT NULL AND recover_ms < ?",
-                (now_ms - self._keep_ms,),
-            ).rowcount
-        if self._max_history is not None:
-            deleted += self._db.execute(
-                "DELETE FROM alerts WHERE event_id IN (SELECT event_id FROM alerts "
-                "WHERE recover_ms IS NOT NULL ORDER BY recover_ms DESC, rowid DESC "
-                "LIMIT -1 OFFSET ?)",
-                (self._max_history,),
-            ).rowcount
-        if deleted:
-            log.info("pruned %d recovered alert record(s) from %s", deleted, self._path)
-        return deleted
 
     def delete_device(self, product_key: str, device_key: str) -> int:
         """Delete every alert record of the device, active and history (how a device deleted
