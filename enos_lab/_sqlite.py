@@ -14,17 +14,18 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from ._files import private_sqlite
 from .clock import Clock
 from .errors import ClosedError, EnosLabError, InvalidArgument
 from .store import TimeLike, as_ms
 
-__all__ = ["PRUNE_EVERY", "PrunedRecords", "check_retention", "open_records"]
+__all__ = ["PRUNE_EVERY", "PrunedRecords", "check_retention", "open_records", "where_clause"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,33 @@ def check_retention(owner: str, keep: timedelta | None, max_history: int | None)
             f"{owner}: max_history must be an int >= 0 or None, got {max_history!r}"
         )
     return None if keep is None else round(keep.total_seconds() * 1000)
+
+
+def where_clause(
+    equal: Iterable[tuple[str, object]],
+    time_column: str,
+    start: TimeLike | None,
+    end: TimeLike | None,
+) -> tuple[str, list[Any]]:
+    """A ``WHERE`` clause (empty for no condition) and its parameters: each ``(column,
+    value)`` of ``equal`` whose value is not None (a non-empty string, else
+    :class:`~enos_lab.errors.InvalidArgument` naming the column), and ``time_column`` in
+    ``[start, end)`` [ms since the epoch]."""
+    where: list[str] = []
+    args: list[Any] = []
+    for column, value in equal:
+        if value is not None:
+            if not isinstance(value, str) or not value:
+                raise InvalidArgument(f"{column} must be a non-empty string, got {value!r}")
+            where.append(f"{column} = ?")
+            args.append(value)
+    if start is not None:
+        where.append(f"{time_column} >= ?")
+        args.append(as_ms(start, "start"))
+    if end is not None:
+        where.append(f"{time_column} < ?")
+        args.append(as_ms(end, "end"))
+    return (f" WHERE {' AND '.join(where)}" if where else ""), args
 
 
 def open_records(

@@ -29,10 +29,10 @@ from typing import Any
 
 import pandas as pd
 
-from .._sqlite import PrunedRecords
+from .._sqlite import PrunedRecords, where_clause
 from ..clock import Clock, SystemClock
 from ..errors import InvalidArgument, StoreError
-from ..store import TimeLike, as_ms
+from ..store import TimeLike
 from ._records import KEEP, MAX_HISTORY
 
 __all__ = [
@@ -209,33 +209,24 @@ class ConfigHistory(PrunedRecords):
     ) -> pd.DataFrame:
         """The changes of a product / device (``None``: all) in ``[start, end)``, optionally of
         one ``key`` and one ``source``; columns :data:`CONFIG_COLUMNS`, oldest first."""
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (
-            ("product_key", product_key),
-            ("device_key", device_key),
-            ("key", key),
-        ):
-            if value is not None:
-                if not isinstance(value, str) or not value:
-                    raise InvalidArgument(f"{column} must be a non-empty string, got {value!r}")
-                where.append(f"{column} = ?")
-                args.append(value)
+        wanted = None
         if source is not None:
             try:
-                wanted = ConfigSource(source)
+                wanted = ConfigSource(source).value
             except ValueError:
                 known = ", ".join(s.value for s in ConfigSource)
                 raise InvalidArgument(f"source must be one of {known}, got {source!r}") from None
-            where.append("source = ?")
-            args.append(wanted.value)
-        if start is not None:
-            where.append("time_ms >= ?")
-            args.append(as_ms(start, "start"))
-        if end is not None:
-            where.append("time_ms < ?")
-            args.append(as_ms(end, "end"))
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, args = where_clause(
+            (
+                ("product_key", product_key),
+                ("device_key", device_key),
+                ("key", key),
+                ("source", wanted),
+            ),
+            "time_ms",
+            start,
+            end,
+        )
         with self._reading() as db:
             rows = db.execute(
                 "SELECT time_ms, product_key, device_key, kind, key, old_value, new_value, "

@@ -30,10 +30,10 @@ from typing import Any
 
 import pandas as pd
 
-from .._sqlite import PRUNE_EVERY, PrunedRecords
+from .._sqlite import PRUNE_EVERY, PrunedRecords, where_clause
 from ..clock import Clock, SystemClock
 from ..errors import InvalidArgument, NotFound, StoreError
-from ..store import TimeLike, as_ms
+from ..store import TimeLike
 
 __all__ = [
     "COMMANDS_FILE",
@@ -335,29 +335,19 @@ class CommandRecords(PrunedRecords):
     ) -> pd.DataFrame:
         """The commands of a product / device (``None``: all) created in ``[start, end)``,
         optionally of one ``status``; columns :data:`COMMAND_COLUMNS`, by creation time."""
-        where: list[str] = []
-        args: list[Any] = []
-        for column, value in (("product_key", product_key), ("device_key", device_key)):
-            if value is not None:
-                if not isinstance(value, str) or not value:
-                    raise InvalidArgument(f"{column} must be a non-empty string, got {value!r}")
-                where.append(f"{column} = ?")
-                args.append(value)
+        wanted = None
         if status is not None:
             try:
-                wanted = CommandStatus(status)
+                wanted = CommandStatus(status).value
             except ValueError:
                 known = ", ".join(s.value for s in CommandStatus)
                 raise InvalidArgument(f"status must be one of {known}, got {status!r}") from None
-            where.append("status = ?")
-            args.append(wanted.value)
-        if start is not None:
-            where.append("created_ms >= ?")
-            args.append(as_ms(start, "start"))
-        if end is not None:
-            where.append("created_ms < ?")
-            args.append(as_ms(end, "end"))
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        clause, args = where_clause(
+            (("product_key", product_key), ("device_key", device_key), ("status", wanted)),
+            "created_ms",
+            start,
+            end,
+        )
         with self._reading() as db:
             rows = db.execute(f"{_SELECT}{clause} ORDER BY created_ms, rowid", args).fetchall()
         records = [_record_of(row) for row in rows]
